@@ -1,0 +1,135 @@
+//! Every message exchanged by the actors, in one place.
+
+use actix::prelude::*;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::charger::ChargerActor;
+use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::store::sessions::SessionRecord;
+
+/// A charger actor announces itself to the registry (newest connection wins).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterCharger {
+    pub charger_id: String,
+    pub connection_id: Uuid,
+    pub addr: Addr<ChargerActor>,
+}
+
+/// A charger actor is stopping; ignored unless `connection_id` is the registered connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterCharger {
+    pub charger_id: String,
+    pub connection_id: Uuid,
+}
+
+/// Which actor holds `charger_id` on this replica, if any.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ChargerActor>>")]
+pub struct LookupCharger {
+    pub charger_id: String,
+}
+
+/// The ids of every charger connected to this replica.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct ConnectedChargers;
+
+/// Tells a charger actor that a newer connection for its charger took over.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replaced;
+
+/// Asks a charger actor to close its socket (shutdown, drain).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub reason: String,
+}
+
+/// A CSMS-initiated call; the answer (or why there is none) goes to `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Execute {
+    pub command: ChargerCommand,
+    pub reply: oneshot::Sender<Result<Value, CommandError>>,
+}
+
+/// A session's committed state changed (or a new session must be tracked): for the session
+/// supervisor, which forwards it to the session's actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionChanged {
+    pub session: Box<SessionRecord>,
+}
+
+/// A session actor is done: its session is finished and persisted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionFinished {
+    pub session_id: Uuid,
+}
+
+/// Stops a session actor for good (sent by its supervisor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Fault injection: makes a session actor fail as if it had crashed; its supervisor restarts
+/// it from Postgres. Used by tests and the operator runbook, never by the normal flow.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CrashSession {
+    pub session_id: Uuid,
+}
+
+/// How many session actors are alive on this replica.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct SessionActorCount;
+
+/// Gives the session supervisor the context it starts session actors with.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InitSessions {
+    pub app: crate::context::AppContext,
+}
+
+/// Gives the registry the context it needs for ownership and routing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InitRegistry {
+    pub app: crate::context::AppContext,
+}
+
+/// Another replica took the charger over: close the connection `connection_id` if it is ours.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseCharger {
+    pub charger_id: String,
+    pub connection_id: Uuid,
+}
+
+/// Close every charger socket (shutdown): they reconnect to another replica. Returns how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct DrainChargers {
+    pub reason: String,
+}
+
+/// A charger's socket is now held here: its open sessions get their actors here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChargerArrived {
+    pub charger_id: String,
+}
+
+/// A charger's socket is gone from here: its session actors leave with it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChargerLeft {
+    pub charger_id: String,
+}

@@ -1,0 +1,13 @@
+//! The actor system of the connection server: one `ChargerActor` per connected charger, the
+//! `Registry` that routes commands to them, one `SessionActor` per open session under the
+//! `SessionSupervisor`, and the messages they exchange.
+
+pub mod charger;
+pub mod messages;
+pub mod registry;
+pub mod session;
+pub mod session_supervisor;
+
+pub use charger::ChargerActor;
+pub use registry::Registry;
+pub use session_supervisor::SessionSupervisor;

@@ -1,0 +1,311 @@
+//! The registry: charger id -> the actor holding that charger's socket on this replica, plus
+//! this replica's side of charger ownership across replicas (Redis leases). It owns the charger
+//! actors' lifecycle: a newer connection replaces an older one (here, or on another replica,
+//! which is told to let go), a stopping actor is forgotten only if it is still the registered
+//! one, and leases are renewed while sockets live. Commands for chargers held elsewhere travel
+//! to the holder's node queue.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::charger::ChargerActor;
+use super::messages::{
+    ChargerArrived, ChargerLeft, ConnectedChargers, Disconnect, DrainChargers, Execute,
+    InitRegistry, LookupCharger, RegisterCharger, ReleaseCharger, Replaced, UnregisterCharger,
+};
+use crate::context::AppContext;
+use crate::events::node_rpc::{NodeRequest, RequestHandler};
+use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::store::ownership::{self, Owner};
+
+struct Entry {
+    connection_id: Uuid,
+    addr: Addr<ChargerActor>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    chargers: HashMap<String, Entry>,
+    app: Option<AppContext>,
+}
+
+impl Registry {
+    fn owner(&self, app: &AppContext, connection_id: Uuid) -> Owner {
+        Owner {
+            node_id: app.settings.node_id.clone(),
+            connection_id,
+        }
+    }
+
+    fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        let Some(app) = self.app.clone() else { return };
+        let held: Vec<(String, Owner)> = self
+            .chargers
+            .iter()
+            .map(|(id, e)| (id.clone(), self.owner(&app, e.connection_id)))
+            .collect();
+        let lease = app.settings.cluster.lease_ms;
+        ctx.spawn(
+            async move {
+                let prefix = app.settings.redis.key_prefix.clone();
+                let _ = ownership::heartbeat_node(&app.redis, &prefix, &app.settings.node_id, held.len(), lease).await;
+                ownership::renew(&app.redis, &prefix, &held, lease).await
+            }
+            .into_actor(self)
+            .map(|result, act, _| match result {
+                Ok(lost) => {
+                    for id in lost {
+                        if let Some(entry) = act.chargers.get(&id) {
+                            tracing::info!(charger_id = %id, "ownership taken over by another replica: closing");
+                            entry.addr.do_send(Replaced);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not renew charger leases"),
+            }),
+        );
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // commands from every API worker pass through here: keep the mailbox roomy
+        ctx.set_mailbox_capacity(16384);
+    }
+}
+
+impl Handler<InitRegistry> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: InitRegistry, ctx: &mut Self::Context) {
+        let every = Duration::from_millis((msg.app.settings.cluster.lease_ms / 3).max(100));
+        self.app = Some(msg.app);
+        ctx.run_interval(every, |act, ctx| act.renew_leases(ctx));
+    }
+}
+
+impl Handler<RegisterCharger> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterCharger, ctx: &mut Self::Context) {
+        let entry = Entry {
+            connection_id: msg.connection_id,
+            addr: msg.addr,
+        };
+        if let Some(old) = self.chargers.insert(msg.charger_id.clone(), entry) {
+            if old.connection_id != msg.connection_id {
+                tracing::info!(charger_id = %msg.charger_id, "newer connection replaces the old one");
+                old.addr.do_send(Replaced);
+            }
+        }
+        let Some(app) = self.app.clone() else { return };
+        let owner = self.owner(&app, msg.connection_id);
+        let charger_id = msg.charger_id.clone();
+        app.sessions.do_send(ChargerArrived {
+            charger_id: charger_id.clone(),
+        });
+        ctx.spawn(
+            async move {
+                let prefix = &app.settings.redis.key_prefix;
+                match ownership::claim(&app.redis, prefix, &charger_id, &owner, app.settings.cluster.lease_ms).await {
+                    Ok(Some(previous)) if previous.node_id != owner.node_id => {
+                        tracing::info!(charger_id = %charger_id, previous = %previous.node_id, "taking the charger over from another replica");
+                        let release = NodeRequest::Release {
+                            charger_id,
+                            connection_id: previous.connection_id,
+                        };
+                        if let Err(e) = app.rpc.notify(&previous.node_id, &release).await {
+                            tracing::warn!(error = %e, "could not tell the previous replica to let go (its lease will tell it)");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(charger_id = %charger_id, error = %e, "could not record ownership"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<UnregisterCharger> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterCharger, ctx: &mut Self::Context) {
+        let current = self
+            .chargers
+            .get(&msg.charger_id)
+            .is_some_and(|e| e.connection_id == msg.connection_id);
+        if !current {
+            return;
+        }
+        self.chargers.remove(&msg.charger_id);
+        let Some(app) = self.app.clone() else { return };
+        app.sessions.do_send(ChargerLeft {
+            charger_id: msg.charger_id.clone(),
+        });
+        let owner = self.owner(&app, msg.connection_id);
+        ctx.spawn(
+            async move {
+                let _ = ownership::release(
+                    &app.redis,
+                    &app.settings.redis.key_prefix,
+                    &msg.charger_id,
+                    &owner,
+                )
+                .await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<ReleaseCharger> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseCharger, _: &mut Self::Context) {
+        if let Some(entry) = self.chargers.get(&msg.charger_id) {
+            if entry.connection_id == msg.connection_id {
+                tracing::info!(charger_id = %msg.charger_id, "a newer connection on another replica took over: closing");
+                entry.addr.do_send(Replaced);
+            }
+        }
+    }
+}
+
+impl Handler<DrainChargers> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: DrainChargers, _: &mut Self::Context) -> usize {
+        for entry in self.chargers.values() {
+            entry.addr.do_send(Disconnect {
+                reason: msg.reason.clone(),
+            });
+        }
+        self.chargers.len()
+    }
+}
+
+impl Handler<LookupCharger> for Registry {
+    type Result = Option<Addr<ChargerActor>>;
+
+    fn handle(&mut self, msg: LookupCharger, _: &mut Self::Context) -> Self::Result {
+        self.chargers
+            .get(&msg.charger_id)
+            .filter(|e| e.addr.connected())
+            .map(|e| e.addr.clone())
+    }
+}
+
+impl Handler<ConnectedChargers> for Registry {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, _: ConnectedChargers, _: &mut Self::Context) -> Self::Result {
+        self.chargers.keys().cloned().collect()
+    }
+}
+
+/// Runs `command` on a charger held by this replica.
+async fn execute_local(
+    app: &AppContext,
+    charger_id: &str,
+    command: ChargerCommand,
+    timeout: Duration,
+) -> Option<Result<Value, CommandError>> {
+    let addr = app
+        .registry
+        .send(LookupCharger {
+            charger_id: charger_id.to_string(),
+        })
+        .await
+        .ok()
+        .flatten()?;
+    let (reply, answer) = oneshot::channel();
+    if let Err(e) = addr.try_send(Execute { command, reply }) {
+        return Some(Err(match e {
+            SendError::Full(_) => CommandError::Busy,
+            SendError::Closed(_) => CommandError::Offline,
+        }));
+    }
+    // the charger actor bounds the wait by the call timeout; this is a safety net
+    Some(
+        match tokio::time::timeout(timeout + Duration::from_secs(5), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CommandError::Offline),
+            Err(_) => Err(CommandError::Timeout),
+        },
+    )
+}
+
+/// Runs `command` on the charger wherever it is connected: here, or on the replica that holds
+/// it (through that replica's node queue). Not connected anywhere: `Offline`.
+pub async fn execute(
+    app: &AppContext,
+    charger_id: &str,
+    command: ChargerCommand,
+) -> Result<Value, CommandError> {
+    let timeout = Duration::from_secs(app.settings.ocpp.call_timeout_secs);
+    if let Some(result) = execute_local(app, charger_id, command.clone(), timeout).await {
+        return result;
+    }
+    let owner = ownership::owner_of(&app.redis, &app.settings.redis.key_prefix, charger_id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "ownership look-up failed");
+            CommandError::Offline
+        })?;
+    match owner {
+        Some(owner) if owner.node_id != app.settings.node_id => {
+            app.rpc
+                .execute(&owner.node_id, charger_id, command, timeout)
+                .await
+        }
+        _ => Err(CommandError::Offline),
+    }
+}
+
+/// Answers the node requests other replicas send this one.
+pub struct NodeRequests {
+    pub app: AppContext,
+}
+
+impl RequestHandler for NodeRequests {
+    fn handle(
+        &self,
+        request: NodeRequest,
+    ) -> BoxFuture<'static, Option<Result<Value, CommandError>>> {
+        let app = self.app.clone();
+        Box::pin(async move {
+            match request {
+                NodeRequest::Execute {
+                    charger_id,
+                    command,
+                } => {
+                    let timeout = Duration::from_secs(app.settings.ocpp.call_timeout_secs);
+                    Some(
+                        execute_local(&app, &charger_id, command, timeout)
+                            .await
+                            .unwrap_or(Err(CommandError::Offline)),
+                    )
+                }
+                NodeRequest::Release {
+                    charger_id,
+                    connection_id,
+                } => {
+                    app.registry.do_send(ReleaseCharger {
+                        charger_id,
+                        connection_id,
+                    });
+                    None
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! `SessionActor`: one per open charging session, holding its live state (status, energy,
+//! power, limits). It throttles live updates to subscribers (at most one per second between
+//! status changes), stops the session when `maxEnergyKwh` is reached, applies a power limit once
+//! charging starts, and fails a PENDING session its charger never starts. It is `Supervised`:
+//! after a failure it is restarted and reloads its session from Postgres.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use rust_decimal::prelude::ToPrimitive;
+
+use super::messages::{SessionChanged, SessionFinished, Shutdown};
+use super::session_supervisor::SessionSupervisor;
+use crate::context::AppContext;
+use crate::live::LiveEvent;
+use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::store::sessions::{self, status, SessionRecord};
+
+/// Minimum spacing of live updates that are not status changes.
+const LIVE_UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct SessionActor {
+    record: SessionRecord,
+    app: AppContext,
+    supervisor: Addr<SessionSupervisor>,
+    last_published: Option<Instant>,
+    trailing_publish: Option<SpawnHandle>,
+    expiry: Option<SpawnHandle>,
+    stop_requested: bool,
+    finished: bool,
+}
+
+impl SessionActor {
+    pub fn new(
+        record: SessionRecord,
+        app: AppContext,
+        supervisor: Addr<SessionSupervisor>,
+    ) -> Self {
+        Self {
+            record,
+            app,
+            supervisor,
+            last_published: None,
+            trailing_publish: None,
+            expiry: None,
+            stop_requested: false,
+            finished: false,
+        }
+    }
+
+    fn publish_now(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.trailing_publish.take() {
+            ctx.cancel_future(handle);
+        }
+        self.last_published = Some(Instant::now());
+        self.app.live.publish(LiveEvent::Session {
+            id: self.record.id,
+            snapshot: Some(std::sync::Arc::new(self.record.clone())),
+        });
+    }
+
+    /// Publishes now if the last update is a second old, else once that second is over.
+    fn publish_throttled(&mut self, ctx: &mut Context<Self>) {
+        match self.last_published {
+            Some(at) if at.elapsed() < LIVE_UPDATE_INTERVAL => {
+                if self.trailing_publish.is_none() {
+                    let wait = LIVE_UPDATE_INTERVAL.saturating_sub(at.elapsed());
+                    self.trailing_publish = Some(ctx.run_later(wait, |act, ctx| {
+                        act.trailing_publish = None;
+                        act.publish_now(ctx);
+                    }));
+                }
+            }
+            _ => self.publish_now(ctx),
+        }
+    }
+
+    fn on_state(&mut self, record: SessionRecord, ctx: &mut Context<Self>) {
+        let status_changed = record.status != self.record.status;
+        self.record = record;
+        if status_changed {
+            self.publish_now(ctx);
+        } else {
+            self.publish_throttled(ctx);
+        }
+        if !self.record.is_open() {
+            self.finish(ctx);
+            return;
+        }
+        self.schedule_expiry(ctx);
+        // the API applies a new power cap itself; here it is applied when charging starts
+        let just_started = status_changed && self.record.status == status::IN_PROGRESS;
+        self.enforce_limits(ctx, just_started);
+    }
+
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        if self.record.status != status::PENDING {
+            return;
+        }
+        let Some(expires_at) = self.record.pending_expires_at else {
+            return;
+        };
+        let wait = (expires_at - Utc::now()).to_std().unwrap_or_default();
+        self.expiry = Some(ctx.run_later(wait, |act, ctx| {
+            act.expiry = None;
+            let (db, id) = (act.app.db.clone(), act.record.id);
+            ctx.spawn(
+                async move {
+                    sessions::fail_pending(
+                        &db,
+                        id,
+                        status::FAILED,
+                        "the charger did not start the session in time",
+                    )
+                    .await
+                }
+                .into_actor(act)
+                .map(|result, act, ctx| match result {
+                    Ok(Some(record)) => {
+                        tracing::info!(session_id = %record.id, "pending session expired");
+                        act.on_state(record, ctx);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "could not expire a pending session"),
+                }),
+            );
+        }));
+    }
+
+    /// Stops at `maxEnergyKwh`; with `apply_power`, caps power at `maxPowerKw`.
+    fn enforce_limits(&mut self, ctx: &mut Context<Self>, apply_power: bool) {
+        if self.record.status != status::IN_PROGRESS {
+            return;
+        }
+        if let Some(max) = self.record.max_energy_kwh {
+            if self.record.energy_kwh >= max && !self.stop_requested {
+                self.stop_requested = true;
+                tracing::info!(session_id = %self.record.id, "energy limit reached: stopping");
+                let (app, record) = (self.app.clone(), self.record.clone());
+                ctx.spawn(async move { request_stop(&app, &record).await }.into_actor(self).map(
+                    |result, act, ctx| match result {
+                        Ok(record) => act.on_state(record, ctx),
+                        Err(e) => {
+                            tracing::warn!(session_id = %act.record.id, error = %e, "automatic stop failed; retrying on the next reading");
+                            act.stop_requested = false;
+                        }
+                    },
+                ));
+            }
+        }
+        if let (Some(max_kw), true) = (self.record.max_power_kw, apply_power) {
+            let (app, record) = (self.app.clone(), self.record.clone());
+            ctx.spawn(async move { apply_power_limit(&app, &record, max_kw).await }.into_actor(self).map(
+                |result, act, _| {
+                    if let Err(e) = result {
+                        tracing::warn!(session_id = %act.record.id, error = %e, "power limit not applied");
+                    }
+                },
+            ));
+        }
+    }
+
+    fn finish(&mut self, _ctx: &mut Context<Self>) {
+        if !self.finished {
+            self.finished = true;
+            self.supervisor.do_send(SessionFinished {
+                session_id: self.record.id,
+            });
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.app.metrics.sessions_active.inc();
+        if self.record.is_open() {
+            self.schedule_expiry(ctx);
+            // a restarted actor does not know whether the cap reached the charger: apply it again
+            self.enforce_limits(ctx, true);
+        } else {
+            self.finish(ctx);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.app.metrics.sessions_active.dec();
+    }
+}
+
+impl Supervised for SessionActor {
+    /// Reloads the session from Postgres, the source of truth, before running again.
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(session_id = %self.record.id, "session actor restarting from Postgres");
+        self.trailing_publish = None;
+        self.expiry = None;
+        self.stop_requested = false;
+        let (db, id) = (self.app.db.clone(), self.record.id);
+        ctx.wait(async move { sessions::find(&db, id).await }.into_actor(self).map(
+            |result, act, _| match result {
+                Ok(Some(record)) => act.record = record,
+                Ok(None) => act.finished = true,
+                Err(e) => tracing::error!(error = %e, "could not reload the session; keeping the last known state"),
+            },
+        ));
+    }
+}
+
+impl Handler<SessionChanged> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionChanged, ctx: &mut Self::Context) {
+        // the charger path and the API may race: never let an older snapshot win
+        if msg.session.updated_at < self.record.updated_at {
+            return;
+        }
+        self.on_state(*msg.session, ctx);
+    }
+}
+
+impl Handler<Shutdown> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Fault injection: stop as a failure would; the supervisor restarts the actor.
+pub struct Fail;
+
+impl Message for Fail {
+    type Result = ();
+}
+
+impl Handler<Fail> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Fail, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// The session's charger transaction as each protocol names it: 1.6 by our integer id, 2.0.1
+/// by the station's string. The charger's adapter picks the one its protocol uses.
+async fn transaction_keys(
+    app: &AppContext,
+    record: &SessionRecord,
+) -> Result<(Option<i32>, Option<String>), CommandError> {
+    let invalid = |e: crate::store::StoreError| CommandError::Invalid(e.to_string());
+    let transaction_id = sessions::transaction_id(&app.db, record.id)
+        .await
+        .map_err(invalid)?;
+    let transaction_ref = sessions::transaction_ref(&app.db, record.id)
+        .await
+        .map_err(invalid)?;
+    Ok((transaction_id, transaction_ref))
+}
+
+/// Asks the charger to stop the session's transaction; IN_PROGRESS becomes STOPPING.
+pub async fn request_stop(
+    app: &AppContext,
+    record: &SessionRecord,
+) -> Result<SessionRecord, CommandError> {
+    let (transaction_id, transaction_ref) = transaction_keys(app, record).await?;
+    let reply = execute(
+        app,
+        &record.charger_id,
+        ChargerCommand::RemoteStop {
+            transaction_id,
+            transaction_ref,
+        },
+    )
+    .await?;
+    accepted(&reply)?;
+    match sessions::mark_stopping(&app.db, record.id).await {
+        Ok(Some(updated)) => Ok(updated),
+        // already stopped meanwhile: report what is stored
+        Ok(None) => sessions::find(&app.db, record.id)
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| CommandError::Invalid("session vanished".into())),
+        Err(e) => Err(CommandError::Invalid(e.to_string())),
+    }
+}
+
+/// Installs a TxProfile capping the session's power at `max_kw`.
+pub async fn apply_power_limit(
+    app: &AppContext,
+    record: &SessionRecord,
+    max_kw: f64,
+) -> Result<(), CommandError> {
+    let (transaction_id, transaction_ref) = transaction_keys(app, record).await?;
+    let reply = execute(
+        app,
+        &record.charger_id,
+        ChargerCommand::LimitPower {
+            connector_id: record.connector_id.unwrap_or(1),
+            transaction_id,
+            transaction_ref,
+            max_power_w: max_kw * 1000.0,
+        },
+    )
+    .await?;
+    accepted(&reply)
+}
+
+async fn execute(
+    app: &AppContext,
+    charger_id: &str,
+    command: ChargerCommand,
+) -> Result<serde_json::Value, CommandError> {
+    super::registry::execute(app, charger_id, command).await
+}
+
+/// `Ok` when the charger's answer says `Accepted`.
+pub fn accepted(reply: &serde_json::Value) -> Result<(), CommandError> {
+    match reply.get("status").and_then(|s| s.as_str()) {
+        Some("Accepted") => Ok(()),
+        other => Err(CommandError::CallError {
+            code: other.unwrap_or("no status").to_string(),
+            description: "the charger did not accept".into(),
+        }),
+    }
+}
+
+/// Power in kW as the API shows it.
+pub fn power_kw(record: &SessionRecord) -> Option<f64> {
+    record.power_kw
+}
+
+/// Energy in kWh as the API shows it.
+pub fn energy_kwh(record: &SessionRecord) -> f64 {
+    record.energy_kwh.to_f64().unwrap_or_default()
+}

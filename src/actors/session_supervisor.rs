@@ -1,0 +1,193 @@
+//! The session supervisor: its own hierarchy, separate from the charger actors. It starts one
+//! supervised `SessionActor` per open session of the chargers this replica holds (rehydrating
+//! them at startup), forwards state changes to them, moves them with their charger (they arrive
+//! when the charger connects here and leave when it goes), and lets them go once their session
+//! is finished.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use super::messages::{
+    ChargerArrived, ChargerLeft, CrashSession, InitSessions, SessionActorCount, SessionChanged,
+    SessionFinished, Shutdown,
+};
+use super::session::{Fail, SessionActor};
+use crate::context::AppContext;
+use crate::live::LiveEvent;
+use crate::store::sessions;
+
+/// How often PENDING sessions without a live actor (e.g. after a crash elsewhere) are expired.
+const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+pub struct SessionSupervisor {
+    app: Option<AppContext>,
+    sessions: HashMap<Uuid, Addr<SessionActor>>,
+    /// The charger of each tracked session.
+    chargers: HashMap<Uuid, String>,
+}
+
+impl SessionSupervisor {
+    fn spawn_actor(&mut self, record: sessions::SessionRecord, ctx: &mut Context<Self>) {
+        let Some(app) = self.app.clone() else {
+            return;
+        };
+        let me = ctx.address();
+        let id = record.id;
+        self.chargers.insert(id, record.charger_id.clone());
+        let addr = Supervisor::start(move |_| SessionActor::new(record, app, me));
+        self.sessions.insert(id, addr);
+    }
+}
+
+impl Actor for SessionSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16384);
+    }
+}
+
+impl Handler<InitSessions> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InitSessions, ctx: &mut Self::Context) {
+        let db = msg.app.db.clone();
+        let node = msg.app.settings.node_id.clone();
+        self.app = Some(msg.app);
+        // every open session of this replica gets its actor back
+        ctx.spawn(
+            async move { sessions::open_sessions_for_node(&db, &node).await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(open) => {
+                        tracing::info!(sessions = open.len(), "rehydrating open sessions");
+                        for record in open {
+                            if !act.sessions.contains_key(&record.id) {
+                                act.spawn_actor(record, ctx);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not load open sessions"),
+                }),
+        );
+        ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |act, ctx| {
+            let Some(app) = act.app.clone() else {
+                return;
+            };
+            ctx.spawn(
+                async move {
+                    sessions::expire_pending(&app.db)
+                        .await
+                        .map(|ids| (ids, app))
+                }
+                .into_actor(act)
+                .map(|result, _, _| {
+                    if let Ok((ids, app)) = result {
+                        for id in ids {
+                            app.live.publish(LiveEvent::session(id));
+                        }
+                    }
+                }),
+            );
+        });
+    }
+}
+
+impl Handler<SessionChanged> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionChanged, ctx: &mut Self::Context) {
+        let id = msg.session.id;
+        match self.sessions.get(&id) {
+            Some(addr) if addr.connected() => addr.do_send(msg),
+            _ if msg.session.is_open() => self.spawn_actor(*msg.session, ctx),
+            _ => {
+                // finished before an actor existed here: subscribers still hear about it
+                if let Some(app) = &self.app {
+                    app.live.publish(LiveEvent::session(id));
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ChargerArrived> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChargerArrived, ctx: &mut Self::Context) {
+        let Some(app) = self.app.clone() else { return };
+        ctx.spawn(
+            async move { sessions::open_sessions_for_charger(&app.db, &msg.charger_id).await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(open) => {
+                        for record in open {
+                            if !act.sessions.contains_key(&record.id) {
+                                act.spawn_actor(record, ctx);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not load the charger's open sessions")
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<ChargerLeft> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChargerLeft, _: &mut Self::Context) {
+        let leaving: Vec<Uuid> = self
+            .chargers
+            .iter()
+            .filter(|(_, charger)| **charger == msg.charger_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in leaving {
+            self.chargers.remove(&id);
+            if let Some(addr) = self.sessions.remove(&id) {
+                addr.do_send(Shutdown);
+            }
+        }
+    }
+}
+
+impl Handler<SessionFinished> for SessionSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionFinished, _: &mut Self::Context) {
+        // dropping the last address lets the supervised actor stop for good
+        self.chargers.remove(&msg.session_id);
+        if let Some(addr) = self.sessions.remove(&msg.session_id) {
+            addr.do_send(Shutdown);
+        }
+    }
+}
+
+impl Handler<CrashSession> for SessionSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CrashSession, _: &mut Self::Context) -> bool {
+        match self.sessions.get(&msg.session_id) {
+            Some(addr) => {
+                addr.do_send(Fail);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<SessionActorCount> for SessionSupervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: SessionActorCount, _: &mut Self::Context) -> usize {
+        self.sessions.len()
+    }
+}

@@ -1,0 +1,311 @@
+//! Chargers for operators: registration, status, and commands (OPERATOR or ADMIN only).
+
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::auth::require_staff;
+use super::device_model::{device_model, DeviceVariable};
+use super::error::{ApiError, ApiResult};
+use crate::actors::registry;
+use crate::auth::password;
+use crate::context::AppContext;
+use crate::domain::ChargePointId;
+use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::store::chargers::{self, ChargerRecord};
+
+/// OCPP security profile 1/2 passwords are 16 to 40 characters (OCPP 1.6 security whitepaper).
+const CHARGER_PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 16..=40;
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "OcppVersion")]
+pub enum OcppVersionGql {
+    #[graphql(name = "OCPP16")]
+    Ocpp16,
+    #[graphql(name = "OCPP201")]
+    Ocpp201,
+}
+
+/// Live status of a connector as last reported by its charger.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorStatus {
+    Available,
+    Preparing,
+    Charging,
+    SuspendedEv,
+    SuspendedEvse,
+    Finishing,
+    Reserved,
+    Unavailable,
+    Faulted,
+    Occupied,
+    Unknown,
+}
+
+impl ConnectorStatus {
+    fn from_db(status: &str) -> Self {
+        match status {
+            "AVAILABLE" => Self::Available,
+            "PREPARING" => Self::Preparing,
+            "CHARGING" => Self::Charging,
+            "SUSPENDED_EV" => Self::SuspendedEv,
+            "SUSPENDED_EVSE" => Self::SuspendedEvse,
+            "FINISHING" => Self::Finishing,
+            "RESERVED" => Self::Reserved,
+            "UNAVAILABLE" => Self::Unavailable,
+            "FAULTED" => Self::Faulted,
+            "OCCUPIED" => Self::Occupied,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ResetType {
+    Soft,
+    Hard,
+}
+
+#[derive(SimpleObject)]
+pub struct ChargerConnector {
+    pub connector_id: i32,
+    pub status: ConnectorStatus,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A charger as the API shows it.
+pub struct ChargerView(pub ChargerRecord);
+
+#[Object(name = "Charger")]
+impl ChargerView {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn station_id(&self) -> Option<ID> {
+        self.0.station_id.map(|id| ID(id.to_string()))
+    }
+
+    async fn online(&self) -> bool {
+        self.0.online
+    }
+
+    async fn protocol(&self) -> Option<OcppVersionGql> {
+        match self.0.protocol.as_deref() {
+            Some("OCPP16") => Some(OcppVersionGql::Ocpp16),
+            Some("OCPP201") => Some(OcppVersionGql::Ocpp201),
+            _ => None,
+        }
+    }
+
+    async fn vendor(&self) -> Option<&str> {
+        self.0.vendor.as_deref()
+    }
+
+    async fn model(&self) -> Option<&str> {
+        self.0.model.as_deref()
+    }
+
+    async fn firmware_version(&self) -> Option<&str> {
+        self.0.firmware_version.as_deref()
+    }
+
+    async fn last_seen(&self) -> Option<DateTime<Utc>> {
+        self.0.last_seen
+    }
+
+    /// The replica holding the charger's socket (extension of the contract).
+    async fn node_id(&self) -> Option<&str> {
+        self.0.node_id.as_deref().filter(|_| self.0.online)
+    }
+
+    async fn connectors(&self, ctx: &Context<'_>) -> ApiResult<Vec<ChargerConnector>> {
+        let app = ctx.data_unchecked::<AppContext>();
+        Ok(chargers::connectors(&app.db, &self.0.id)
+            .await?
+            .into_iter()
+            .map(|c| ChargerConnector {
+                connector_id: c.connector_id,
+                status: ConnectorStatus::from_db(&c.status),
+                updated_at: Some(c.updated_at),
+            })
+            .collect())
+    }
+
+    /// OPERATOR or ADMIN: what an OCPP 2.0.1 station reported about its components and
+    /// variables (NotifyReport), optionally of one component (extension).
+    async fn device_model(
+        &self,
+        ctx: &Context<'_>,
+        component: Option<String>,
+    ) -> ApiResult<Vec<DeviceVariable>> {
+        device_model(ctx, &self.0.id, component.as_deref()).await
+    }
+}
+
+#[derive(InputObject)]
+pub struct RegisterChargerInput {
+    /// the charge point identity the charger uses in its OCPP URL (max 48 chars, no ':')
+    pub charger_id: ID,
+    pub station_id: ID,
+    /// HTTP Basic password for OCPP security profile 1/2; stored only as a hash
+    pub password: Option<String>,
+}
+
+fn parse_uuid(id: &ID, what: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id.as_str())
+        .map_err(|_| ApiError::BadUserInput(format!("{what} is not a valid id")))
+}
+
+fn parse_charger_id(id: &ID) -> ApiResult<ChargePointId> {
+    Ok(ChargePointId::parse(id.as_str())?)
+}
+
+/// The API error for a command that did not get a result.
+pub fn command_error(err: CommandError) -> ApiError {
+    match err {
+        CommandError::Offline => ApiError::ChargerOffline,
+        CommandError::Timeout => ApiError::ChargerTimeout,
+        CommandError::CallError { code, description } => {
+            ApiError::ChargerRejected(format!("{code}: {description}"))
+        }
+        CommandError::BadReply(reason) => {
+            ApiError::ChargerRejected(format!("invalid answer: {reason}"))
+        }
+        CommandError::Invalid(reason) => ApiError::BadUserInput(reason),
+        CommandError::Busy => ApiError::RateLimited {
+            retry_after_secs: 1,
+        },
+    }
+}
+
+/// Runs a command on a charger wherever this replica can reach it.
+pub async fn run_command(
+    app: &AppContext,
+    charger_id: &str,
+    command: ChargerCommand,
+) -> ApiResult<Value> {
+    registry::execute(app, charger_id, command)
+        .await
+        .map_err(command_error)
+}
+
+#[derive(Default)]
+pub struct ChargerQuery;
+
+#[Object]
+impl ChargerQuery {
+    /// OPERATOR or ADMIN
+    async fn charger(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<ChargerView>> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        Ok(chargers::find(&app.db, id.as_str()).await?.map(ChargerView))
+    }
+
+    /// OPERATOR or ADMIN
+    async fn chargers(
+        &self,
+        ctx: &Context<'_>,
+        online: Option<bool>,
+        #[graphql(default = 100)] first: i32,
+    ) -> ApiResult<Vec<ChargerView>> {
+        require_staff(ctx)?;
+        if !(1..=1000).contains(&first) {
+            return Err(ApiError::BadUserInput(
+                "first must be between 1 and 1000".into(),
+            ));
+        }
+        let app = ctx.data_unchecked::<AppContext>();
+        Ok(chargers::list(&app.db, online, i64::from(first))
+            .await?
+            .into_iter()
+            .map(ChargerView)
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct ChargerMutation;
+
+#[Object]
+impl ChargerMutation {
+    /// OPERATOR or ADMIN
+    async fn register_charger(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterChargerInput,
+    ) -> ApiResult<ChargerView> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let charger_id = parse_charger_id(&input.charger_id)?;
+        let station_id = parse_uuid(&input.station_id, "stationId")?;
+        let hash = match input.password {
+            Some(password) => {
+                if !CHARGER_PASSWORD_CHARS.contains(&password.chars().count()) {
+                    return Err(ApiError::BadUserInput(
+                        "charger passwords must have 16 to 40 characters".into(),
+                    ));
+                }
+                Some(password::hash(password).await.map_err(ApiError::internal)?)
+            }
+            None => None,
+        };
+        let record = chargers::register(&app.db, charger_id.as_str(), station_id, hash.as_deref())
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound => {
+                    ApiError::NotFound("station not found".into())
+                }
+                other => other.into(),
+            })?;
+        app.charger_auth.forget(charger_id.as_str());
+        tracing::info!(charger_id = %charger_id, "charger registered");
+        Ok(ChargerView(record))
+    }
+
+    /// OPERATOR or ADMIN: true when the charger accepted the reset.
+    async fn reset_charger(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+        #[graphql(name = "type", default_with = "ResetType::Soft")] reset_type: ResetType,
+    ) -> ApiResult<bool> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = parse_charger_id(&charger_id)?;
+        let reply = run_command(
+            app,
+            id.as_str(),
+            ChargerCommand::Reset {
+                hard: reset_type == ResetType::Hard,
+            },
+        )
+        .await?;
+        Ok(reply.get("status").and_then(Value::as_str) == Some("Accepted"))
+    }
+
+    /// OPERATOR or ADMIN: sends any CSMS-initiated OCPP action of the charger's protocol
+    /// (validated against the protocol's schema) and returns the charger's answer (extension).
+    async fn send_charger_command(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+        action: String,
+        payload: Json<Value>,
+    ) -> ApiResult<Json<Value>> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = parse_charger_id(&charger_id)?;
+        let reply = run_command(
+            app,
+            id.as_str(),
+            ChargerCommand::Raw {
+                action,
+                payload: payload.0,
+            },
+        )
+        .await?;
+        Ok(Json(reply))
+    }
+}

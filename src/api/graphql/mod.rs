@@ -1,0 +1,208 @@
+//! The GraphQL API: schema assembly, the HTTP POST handler (with body-size, depth and complexity
+//! limits), and the guarantee that every error carries an `extensions.code`.
+
+pub mod accounts;
+pub mod auth;
+pub mod chargers;
+pub mod device_model;
+pub mod error;
+pub mod invoices;
+pub mod sessions;
+pub mod stations;
+pub mod subscription;
+pub mod types;
+pub mod ws;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use async_graphql::{MergedObject, Schema};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use self::auth::{Caller, ClientAddr};
+use crate::context::AppContext;
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(
+    accounts::AccountQuery,
+    chargers::ChargerQuery,
+    sessions::SessionQuery,
+    invoices::InvoiceQuery,
+    stations::StationQuery,
+);
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(
+    accounts::AccountMutation,
+    chargers::ChargerMutation,
+    sessions::SessionMutation,
+    invoices::InvoiceMutation,
+);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;
+
+/// Builds the schema once, outside `HttpServer::new`.
+pub fn build_schema(ctx: AppContext) -> AppSchema {
+    let settings = ctx.settings.graphql.clone();
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        subscription::SubscriptionRoot,
+    )
+    .data(ctx)
+    .limit_depth(settings.max_depth)
+    .limit_complexity(settings.max_complexity)
+    .limit_recursive_depth(32)
+    .limit_directives(16);
+    if !settings.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+/// The SDL of the schema this build serves (for `chargegrid` docs and contract tests).
+pub fn sdl() -> String {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        subscription::SubscriptionRoot,
+    )
+    .finish()
+    .sdl()
+}
+
+fn error_body(message: &str, code: &str) -> serde_json::Value {
+    json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code } }] })
+}
+
+/// Who the request comes from, for rate limits.
+pub fn client_addr(req: &HttpRequest, trust_forwarded_for: bool) -> String {
+    let info = req.connection_info();
+    let addr = if trust_forwarded_for {
+        info.realip_remote_addr()
+    } else {
+        info.peer_addr()
+    };
+    addr.map(|a| {
+        // peer_addr is "ip:port"; keep the ip only
+        a.parse::<std::net::SocketAddr>()
+            .map(|s| s.ip().to_string())
+            .unwrap_or_else(|_| a.to_string())
+    })
+    .unwrap_or_else(|| "unknown".into())
+}
+
+/// Parses a GraphQL request body. serde_json is built with `arbitrary_precision` (rust-ocpp
+/// needs it for exact decimals), which hands most JSON floats to async-graphql as an opaque map
+/// and makes every `Float` variable "invalid"; floats are re-encoded as plain `f64` first.
+fn parse_request(body: &[u8]) -> Result<async_graphql::Request, serde_json::Error> {
+    fn plain_floats(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+                if let Some(plain) = n.as_f64().and_then(serde_json::Number::from_f64) {
+                    *n = plain;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(plain_floats),
+            serde_json::Value::Object(map) => map.values_mut().for_each(plain_floats),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body)?;
+    plain_floats(&mut value);
+    serde_json::from_value(value)
+}
+
+/// `POST /graphql`: one operation as `application/json`.
+pub async fn graphql_http(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    schema: web::Data<AppSchema>,
+    ctx: web::Data<AppContext>,
+) -> HttpResponse {
+    let limit = ctx.settings.graphql.max_body_bytes;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return HttpResponse::BadRequest().json(error_body(
+                "could not read the request body",
+                "BAD_USER_INPUT",
+            ));
+        };
+        if body.len() + chunk.len() > limit {
+            ctx.metrics
+                .graphql_errors_total
+                .with_label_values(&["BAD_USER_INPUT"])
+                .inc();
+            return HttpResponse::PayloadTooLarge().json(error_body(
+                &format!("the request body exceeds {limit} bytes"),
+                "BAD_USER_INPUT",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let request = match parse_request(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            ctx.metrics
+                .graphql_errors_total
+                .with_label_values(&["BAD_USER_INPUT"])
+                .inc();
+            return HttpResponse::BadRequest().json(error_body(
+                &format!("the request body is not a GraphQL request: {e}"),
+                "BAD_USER_INPUT",
+            ));
+        }
+    };
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = Caller::from_authorization(authorization, &ctx.jwt);
+    let client = ClientAddr(client_addr(&req, ctx.settings.http.trust_forwarded_for));
+    let mut response = schema.execute(request.data(caller).data(client)).await;
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            // parse and validation errors (syntax, unknown fields, depth, complexity, variables)
+            extensions.set("code", "BAD_USER_INPUT");
+        }
+        if let Some(async_graphql::Value::String(code)) = extensions.get("code") {
+            ctx.metrics
+                .graphql_errors_total
+                .with_label_values(&[code.as_str()])
+                .inc();
+        }
+    }
+    HttpResponse::Ok().json(response)
+}
+
+/// `GET /graphql`: subscriptions when it is a WebSocket upgrade, else the GraphiQL explorer
+/// (when introspection is on).
+pub async fn graphql_get(
+    req: HttpRequest,
+    body: web::Payload,
+    schema: web::Data<AppSchema>,
+    ctx: web::Data<AppContext>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let upgrade = req
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        return ws::upgrade(req, body, schema, ctx).await;
+    }
+    if !ctx.settings.graphql.introspection {
+        return Ok(HttpResponse::NotFound().finish());
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(
+            async_graphql::http::GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql")
+                .finish(),
+        ))
+}

@@ -1,0 +1,464 @@
+//! Charging sessions from the app: start, update, end, read, and the types they return.
+//! Commands reach the charger through the registry; the session actor keeps the live state.
+
+use async_graphql::{Context, Enum, InputObject, Object, ID};
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use rust_decimal::prelude::FromPrimitive;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::auth::require_user;
+use super::chargers::{command_error, run_command};
+use super::error::{ApiError, ApiResult};
+use super::invoices::InvoiceView;
+use crate::actors::messages::SessionChanged;
+use crate::actors::session::{self, accepted};
+use crate::context::AppContext;
+use crate::domain::Role;
+use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::store::sessions::{self as store, status, NewSession, SessionRecord};
+use crate::store::{chargers, invoices, users, StoreError};
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// requested by the app, waiting for the charger to start
+    Pending,
+    /// energy is (or may be) flowing
+    InProgress,
+    /// stop requested, waiting for the charger to report the final meter value
+    Stopping,
+    Completed,
+    /// the charger refused to start
+    Rejected,
+    /// the charger did not answer, went away, or reported an error
+    Failed,
+}
+
+impl SessionStatus {
+    pub fn as_db(&self) -> &'static str {
+        match self {
+            SessionStatus::Pending => status::PENDING,
+            SessionStatus::InProgress => status::IN_PROGRESS,
+            SessionStatus::Stopping => status::STOPPING,
+            SessionStatus::Completed => status::COMPLETED,
+            SessionStatus::Rejected => status::REJECTED,
+            SessionStatus::Failed => status::FAILED,
+        }
+    }
+
+    fn from_db(value: &str) -> Self {
+        match value {
+            status::IN_PROGRESS => SessionStatus::InProgress,
+            status::STOPPING => SessionStatus::Stopping,
+            status::COMPLETED => SessionStatus::Completed,
+            status::REJECTED => SessionStatus::Rejected,
+            status::FAILED => SessionStatus::Failed,
+            _ => SessionStatus::Pending,
+        }
+    }
+}
+
+/// A session as the API shows it.
+pub struct SessionView(pub SessionRecord);
+
+#[Object(name = "Session")]
+impl SessionView {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn user_id(&self) -> ID {
+        ID(self.0.user_id.to_string())
+    }
+    async fn station_id(&self) -> ID {
+        ID(self.0.station_id.to_string())
+    }
+    async fn charger_id(&self) -> ID {
+        ID(self.0.charger_id.clone())
+    }
+    async fn connector_id(&self) -> Option<i32> {
+        self.0.connector_id
+    }
+    async fn start_time(&self) -> Option<DateTime<Utc>> {
+        self.0.start_time
+    }
+    async fn end_time(&self) -> Option<DateTime<Utc>> {
+        self.0.end_time
+    }
+    #[graphql(name = "energyKWh")]
+    async fn energy_kwh(&self) -> f64 {
+        session::energy_kwh(&self.0)
+    }
+    /// latest power reported by the charger
+    #[graphql(name = "powerKW")]
+    async fn power_kw(&self) -> Option<f64> {
+        session::power_kw(&self.0)
+    }
+    async fn cost(&self) -> Option<Decimal> {
+        self.0.cost.map(|mut c| {
+            c.rescale(2);
+            c
+        })
+    }
+    async fn currency(&self) -> Option<&str> {
+        self.0.currency.as_deref()
+    }
+    async fn status(&self) -> SessionStatus {
+        SessionStatus::from_db(&self.0.status)
+    }
+    /// Charging limits in force (extension).
+    async fn max_power_kw(&self) -> Option<f64> {
+        self.0.max_power_kw
+    }
+    async fn max_energy_kwh(&self) -> Option<f64> {
+        self.0
+            .max_energy_kwh
+            .and_then(|d| rust_decimal::prelude::ToPrimitive::to_f64(&d))
+    }
+    /// Why the session ended or failed (extension).
+    async fn stop_reason(&self) -> Option<&str> {
+        self.0
+            .stop_reason
+            .as_deref()
+            .or(self.0.failure_reason.as_deref())
+    }
+    async fn invoice(&self, ctx: &Context<'_>) -> ApiResult<Option<InvoiceView>> {
+        let app = ctx.data_unchecked::<AppContext>();
+        Ok(invoices::for_session(&app.db, self.0.id)
+            .await?
+            .map(InvoiceView))
+    }
+}
+
+#[derive(InputObject)]
+pub struct StartSessionInput {
+    pub station_id: ID,
+    /// which charger of the station; optional when the station has exactly one
+    pub charger_id: Option<ID>,
+    /// OCPP connector (1.6) or EVSE (2.0.1) id; optional: the first available one is used
+    pub connector_id: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateSessionInput {
+    pub session_id: ID,
+    /// cap the charging power (sent to the charger as a charging profile)
+    pub max_power_kw: Option<f64>,
+    /// stop automatically once this much energy has been delivered
+    pub max_energy_kwh: Option<f64>,
+}
+
+fn parse_id(id: &ID, what: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id.as_str())
+        .map_err(|_| ApiError::BadUserInput(format!("{what} is not a valid id")))
+}
+
+/// The session, if the caller may see it (its owner, an operator or an admin).
+pub async fn load_visible(
+    app: &AppContext,
+    id: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> ApiResult<SessionRecord> {
+    let record = store::find(&app.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("session not found".into()))?;
+    if record.user_id != user_id && !role.is_staff() {
+        return Err(ApiError::Forbidden(
+            "this session belongs to someone else".into(),
+        ));
+    }
+    Ok(record)
+}
+
+/// Connector statuses that cannot take a new session.
+fn busy_reason(status: &str) -> Option<&'static str> {
+    match status {
+        "FAULTED" => Some("the connector is faulted"),
+        "UNAVAILABLE" => Some("the connector is unavailable"),
+        "CHARGING" | "SUSPENDED_EV" | "SUSPENDED_EVSE" | "FINISHING" | "OCCUPIED" => {
+            Some("the connector is in use")
+        }
+        "RESERVED" => Some("the connector is reserved"),
+        _ => None,
+    }
+}
+
+fn notify(app: &AppContext, record: &SessionRecord) {
+    app.sessions.do_send(SessionChanged {
+        session: Box::new(record.clone()),
+    });
+}
+
+#[derive(Default)]
+pub struct SessionQuery;
+
+#[Object]
+impl SessionQuery {
+    async fn session(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<SessionView>> {
+        let (user_id, role) = require_user(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = parse_id(&id, "id")?;
+        match load_visible(app, id, user_id, role).await {
+            Ok(record) => Ok(Some(SessionView(record))),
+            Err(ApiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn my_sessions(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<SessionStatus>,
+        #[graphql(default = 20)] first: i32,
+    ) -> ApiResult<Vec<SessionView>> {
+        let (user_id, _) = require_user(ctx)?;
+        if !(1..=100).contains(&first) {
+            return Err(ApiError::BadUserInput(
+                "first must be between 1 and 100".into(),
+            ));
+        }
+        let app = ctx.data_unchecked::<AppContext>();
+        Ok(store::list_for_user(
+            &app.db,
+            user_id,
+            status.map(|s| s.as_db()),
+            i64::from(first),
+        )
+        .await?
+        .into_iter()
+        .map(SessionView)
+        .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct SessionMutation;
+
+#[Object]
+impl SessionMutation {
+    /// asks the charger to start (RemoteStartTransaction / RequestStartTransaction); returns the PENDING session
+    async fn start_session(
+        &self,
+        ctx: &Context<'_>,
+        input: StartSessionInput,
+    ) -> ApiResult<SessionView> {
+        let (user_id, _) = require_user(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let station_id = parse_id(&input.station_id, "stationId")?;
+        if !store::station_exists(&app.db, station_id).await? {
+            return Err(ApiError::NotFound("station not found".into()));
+        }
+        let at_station = chargers::by_station(&app.db, station_id).await?;
+        let charger = match &input.charger_id {
+            Some(id) => at_station
+                .into_iter()
+                .find(|c| c.id == id.as_str())
+                .ok_or_else(|| ApiError::NotFound("no such charger at this station".into()))?,
+            None => match at_station.len() {
+                0 => {
+                    return Err(ApiError::NotFound(
+                        "this station has no OCPP charger".into(),
+                    ))
+                }
+                1 => at_station
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| ApiError::internal("charger list"))?,
+                n => {
+                    return Err(ApiError::BadUserInput(format!(
+                        "this station has {n} chargers: say which one (chargerId)"
+                    )))
+                }
+            },
+        };
+        if !charger.online {
+            return Err(ApiError::ChargerOffline);
+        }
+        let user = users::find_by_id(&app.db, user_id)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        if user.plan != "FLAT_RATE" && user.wallet_balance < app.settings.billing.min_wallet_balance
+        {
+            return Err(ApiError::InsufficientFunds);
+        }
+        let connectors = chargers::connectors(&app.db, &charger.id).await?;
+        let connector_id = match input.connector_id {
+            Some(c) if c < 1 => {
+                return Err(ApiError::BadUserInput(
+                    "connectorId must be 1 or more".into(),
+                ))
+            }
+            Some(c) => {
+                if let Some(reason) = connectors
+                    .iter()
+                    .find(|k| k.connector_id == c)
+                    .and_then(|k| busy_reason(&k.status))
+                {
+                    return Err(ApiError::ConnectorBusy(reason.into()));
+                }
+                c
+            }
+            None => {
+                let usable: Vec<i32> = connectors
+                    .iter()
+                    .filter(|k| k.connector_id > 0)
+                    .map(|k| k.connector_id)
+                    .collect();
+                if usable.is_empty() {
+                    1
+                } else {
+                    connectors
+                        .iter()
+                        .filter(|k| k.connector_id > 0)
+                        .find(|k| busy_reason(&k.status).is_none())
+                        .map(|k| k.connector_id)
+                        .ok_or_else(|| {
+                            ApiError::ConnectorBusy(
+                                "no connector of this charger is available".into(),
+                            )
+                        })?
+                }
+            }
+        };
+        let id_tag = users::app_id_tag(&app.db, user_id).await?;
+        let remote_start_id = rand::thread_rng().gen_range(1..i32::MAX);
+        let pending = store::create_pending(
+            &app.db,
+            &NewSession {
+                user_id,
+                station_id,
+                charger_id: &charger.id,
+                connector_id,
+                id_tag: &id_tag,
+                remote_start_id,
+                pending_for: Duration::seconds(app.settings.sessions.pending_timeout_secs as i64),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => ApiError::ConnectorBusy(message),
+            other => other.into(),
+        })?;
+        notify(app, &pending);
+        tracing::info!(session_id = %pending.id, charger_id = %charger.id, connector_id, "session requested");
+
+        let outcome = run_command(
+            app,
+            &charger.id,
+            ChargerCommand::RemoteStart {
+                connector_id: Some(connector_id),
+                id_tag,
+                remote_start_id,
+            },
+        )
+        .await
+        .and_then(|reply| accepted(&reply).map_err(command_error));
+        if let Err(error) = outcome {
+            let (new_status, reason) = match &error {
+                ApiError::ChargerRejected(_) => (status::REJECTED, "the charger refused to start"),
+                ApiError::ChargerTimeout => (status::FAILED, "the charger did not answer"),
+                ApiError::ChargerOffline => (status::FAILED, "the charger went offline"),
+                _ => (status::FAILED, "the start request failed"),
+            };
+            if let Some(ended) =
+                store::fail_pending(&app.db, pending.id, new_status, reason).await?
+            {
+                notify(app, &ended);
+            }
+            return Err(error);
+        }
+        // the charger may already have started it
+        let current = store::find(&app.db, pending.id).await?.unwrap_or(pending);
+        Ok(SessionView(current))
+    }
+
+    async fn update_session(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateSessionInput,
+    ) -> ApiResult<SessionView> {
+        let (user_id, role) = require_user(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = parse_id(&input.session_id, "sessionId")?;
+        if input.max_power_kw.is_none() && input.max_energy_kwh.is_none() {
+            return Err(ApiError::BadUserInput(
+                "give maxPowerKw, maxEnergyKwh or both".into(),
+            ));
+        }
+        if let Some(kw) = input.max_power_kw {
+            if !kw.is_finite() || kw <= 0.0 || kw > 1000.0 {
+                return Err(ApiError::BadUserInput(
+                    "maxPowerKw must be between 0 and 1000".into(),
+                ));
+            }
+        }
+        let max_energy = match input.max_energy_kwh {
+            Some(kwh) if !kwh.is_finite() || kwh <= 0.0 || kwh > 10_000.0 => {
+                return Err(ApiError::BadUserInput(
+                    "maxEnergyKwh must be between 0 and 10000".into(),
+                ))
+            }
+            Some(kwh) => Some(
+                Decimal::from_f64(kwh)
+                    .ok_or_else(|| ApiError::BadUserInput("maxEnergyKwh".into()))?
+                    .round_dp(3),
+            ),
+            None => None,
+        };
+        let record = load_visible(app, id, user_id, role).await?;
+        if !matches!(
+            record.status.as_str(),
+            status::PENDING | status::IN_PROGRESS
+        ) {
+            return Err(ApiError::Conflict(format!(
+                "a {} session cannot be changed",
+                record.status
+            )));
+        }
+        if let (Some(kw), status::IN_PROGRESS) = (input.max_power_kw, record.status.as_str()) {
+            session::apply_power_limit(app, &record, kw)
+                .await
+                .map_err(command_error)?;
+        }
+        let updated = store::set_limits(&app.db, id, input.max_power_kw, max_energy)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("session not found".into()))?;
+        notify(app, &updated);
+        Ok(SessionView(updated))
+    }
+
+    /// asks the charger to stop; returns the session (STOPPING, or COMPLETED if already finished)
+    async fn end_session(&self, ctx: &Context<'_>, session_id: ID) -> ApiResult<SessionView> {
+        let (user_id, role) = require_user(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = parse_id(&session_id, "sessionId")?;
+        let record = load_visible(app, id, user_id, role).await?;
+        let result = match record.status.as_str() {
+            status::PENDING => match store::fail_pending(
+                &app.db,
+                id,
+                status::FAILED,
+                "cancelled before the charger started",
+            )
+            .await?
+            {
+                Some(ended) => ended,
+                None => store::find(&app.db, id).await?.unwrap_or(record),
+            },
+            status::IN_PROGRESS => {
+                session::request_stop(app, &record)
+                    .await
+                    .map_err(|e| match e {
+                        CommandError::CallError { .. } => {
+                            ApiError::ChargerRejected("the charger refused to stop".into())
+                        }
+                        other => command_error(other),
+                    })?
+            }
+            _ => record,
+        };
+        notify(app, &result);
+        Ok(SessionView(result))
+    }
+}

@@ -1,0 +1,109 @@
+//! GraphQL subscriptions: each one listens to the live bus, filters the changes it cares about
+//! and re-reads the current state, so a subscriber always sees what is stored.
+
+use async_graphql::{Context, Subscription, ID};
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::auth::{require_staff, require_user};
+use super::chargers::ChargerView;
+use super::error::ApiError;
+use super::sessions::{load_visible, SessionView};
+use crate::context::AppContext;
+use crate::live::LiveEvent;
+use crate::store::{chargers, sessions};
+use uuid::Uuid;
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// OPERATOR or ADMIN: a charger's online state and connector statuses, first as they are
+    /// now, then on every change.
+    async fn on_charger_status_changed(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+    ) -> Result<impl Stream<Item = ChargerView>, ApiError> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>().clone();
+        let id = charger_id.to_string();
+        let rx = app.live.subscribe();
+        let changes = stream::unfold(rx, move |mut rx| {
+            let id = id.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(LiveEvent::Charger(changed)) if changed == id => return Some(((), rx)),
+                        Ok(_) => continue,
+                        // fell behind: re-read once, whatever changed
+                        Err(RecvError::Lagged(_)) => return Some(((), rx)),
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        let id = charger_id.to_string();
+        Ok(stream::once(async {})
+            .chain(changes)
+            .then(move |()| {
+                let (app, id) = (app.clone(), id.clone());
+                async move { chargers::find(&app.db, &id).await.ok().flatten() }
+            })
+            .filter_map(|charger| async move { charger.map(ChargerView) }))
+    }
+
+    /// the session on every status change and on live updates (energy, power), throttled to at
+    /// most one update per second; first as it is now
+    async fn on_session_status_changed(
+        &self,
+        ctx: &Context<'_>,
+        session_id: ID,
+    ) -> Result<impl Stream<Item = SessionView>, ApiError> {
+        let (user_id, role) = require_user(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>().clone();
+        let id = Uuid::parse_str(session_id.as_str())
+            .map_err(|_| ApiError::BadUserInput("sessionId is not a valid id".into()))?;
+        // subscribe before reading, so no change between the read and the subscription is lost
+        let rx = app.live.subscribe();
+        let current = load_visible(&app, id, user_id, role).await?;
+        let changes = stream::unfold((rx, app), move |(mut rx, app)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(LiveEvent::Session {
+                        id: changed,
+                        snapshot,
+                    }) if changed == id => {
+                        let record = match snapshot {
+                            Some(record) => Some((*record).clone()),
+                            None => sessions::find(&app.db, id).await.ok().flatten(),
+                        };
+                        if let Some(record) = record {
+                            return Some((record, (rx, app)));
+                        }
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => {
+                        if let Ok(Some(record)) = sessions::find(&app.db, id).await {
+                            return Some((record, (rx, app)));
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        });
+        // never go back in time: drop snapshots older than what was already delivered
+        let mut last_seen = current.updated_at;
+        let changes = changes.filter(move |record| {
+            let newer = record.updated_at >= last_seen;
+            if newer {
+                last_seen = record.updated_at;
+            }
+            std::future::ready(newer)
+        });
+        Ok(stream::once(async move { current })
+            .chain(changes)
+            .map(SessionView))
+    }
+}

@@ -1,0 +1,83 @@
+//! Liveness and readiness. `/ready` checks every backing service concurrently, each with a
+//! timeout, and names what is down.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::context::AppContext;
+use crate::store;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// 200 while the process is serving.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn check<F>(fut: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
+        Ok(result) => result,
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// The state of each backing service: `Ok` or the reason it is not usable.
+pub async fn service_checks(ctx: &AppContext) -> Vec<(&'static str, Result<(), String>)> {
+    let postgres = check(async {
+        sqlx::query("SELECT 1")
+            .execute(&ctx.db)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                sqlx::Error::PoolTimedOut => "connection timed out".to_string(),
+                other => other.to_string(),
+            })
+    });
+    let redis = check(store::redis::ping(&ctx.redis));
+    let mongo = check(store::mongo::ping(&ctx.mongo));
+    let rabbitmq = async {
+        if ctx.amqp.is_connected() {
+            Ok(())
+        } else {
+            Err("not connected".to_string())
+        }
+    };
+    let (postgres, redis, mongo, rabbitmq) = tokio::join!(postgres, redis, mongo, rabbitmq);
+    vec![
+        ("postgres", postgres),
+        ("redis", redis),
+        ("rabbitmq", rabbitmq),
+        ("mongodb", mongo),
+    ]
+}
+
+/// 200 when Postgres, Redis, RabbitMQ and MongoDB are all reachable; 503 naming the others.
+pub async fn ready(ctx: web::Data<AppContext>) -> HttpResponse {
+    let checks = service_checks(&ctx).await;
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(name, _)| *name)
+        .collect();
+    let detail: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, r)| {
+            let v = match r {
+                Ok(()) => json!("ok"),
+                Err(reason) => json!(reason),
+            };
+            (name.to_string(), v)
+        })
+        .collect();
+    if down.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "checks": detail }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "not ready", "down": down, "checks": detail }))
+    }
+}

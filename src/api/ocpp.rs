@@ -1,0 +1,175 @@
+//! `/ocpp/{chargePointId}`: the OCPP-J WebSocket handshake. Everything that can be refused is
+//! refused here, before the upgrade: a malformed id (400), no supported subprotocol (400), an
+//! unknown charger (404) or wrong Basic credentials (401). Accepted sockets become a
+//! `ChargerActor`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::actors::charger::{ChargerParams, FRAME_HARD_LIMIT_FACTOR};
+use crate::actors::ChargerActor;
+use crate::auth::charger_auth::BasicAuth;
+use crate::context::AppContext;
+use crate::domain::ChargePointId;
+use crate::ocpp::version::{negotiate, OcppVersion};
+use crate::store::chargers;
+
+/// Protocol versions this build speaks. The order does not matter: negotiation follows the
+/// client's order of preference.
+pub const SUPPORTED: &[OcppVersion] = &[OcppVersion::V16, OcppVersion::V201];
+
+fn refuse(
+    ctx: &AppContext,
+    status: actix_web::http::StatusCode,
+    result: &str,
+    message: &str,
+) -> HttpResponse {
+    ctx.metrics
+        .ocpp_handshakes_total
+        .with_label_values(&[result])
+        .inc();
+    HttpResponse::build(status).json(json!({ "error": message }))
+}
+
+pub async fn handshake(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<String>,
+    ctx: web::Data<AppContext>,
+) -> Result<HttpResponse, actix_web::Error> {
+    use actix_web::http::StatusCode;
+    // admission control: a bounded number of handshakes in progress; a storm waits briefly,
+    // then is told when to come back
+    let Ok(Ok(_permit)) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        ctx.handshakes.clone().acquire_owned(),
+    )
+    .await
+    else {
+        let mut response = refuse(
+            &ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many connections at once; retry shortly",
+        );
+        let retry = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=10u32);
+        if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(response);
+    };
+    let raw_id = percent_encoding::percent_decode_str(&path)
+        .decode_utf8_lossy()
+        .to_string();
+    let id = match ChargePointId::parse(&raw_id) {
+        Ok(id) => id,
+        Err(e) => return Ok(refuse(&ctx, StatusCode::BAD_REQUEST, "bad_id", &e.0)),
+    };
+    let offered = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    let Some(version) = negotiate(offered, SUPPORTED) else {
+        let supported: Vec<&str> = SUPPORTED.iter().map(|v| v.subprotocol()).collect();
+        return Ok(refuse(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "no_subprotocol",
+            &format!(
+                "no supported OCPP subprotocol offered; this server speaks {}",
+                supported.join(", ")
+            ),
+        ));
+    };
+    let charger = match chargers::find(&ctx.db, id.as_str()).await {
+        Ok(Some(charger)) => charger,
+        Ok(None) if ctx.settings.ocpp.auto_provision => {
+            match chargers::auto_provision(&ctx.db, id.as_str()).await {
+                Ok(charger) => {
+                    tracing::info!(charger_id = %id, "unknown charger auto-provisioned");
+                    charger
+                }
+                Err(e) => {
+                    tracing::error!(charger_id = %id, error = %e, "auto-provisioning failed");
+                    return Ok(refuse(
+                        &ctx,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "error",
+                        "try again later",
+                    ));
+                }
+            }
+        }
+        Ok(None) => {
+            return Ok(refuse(
+                &ctx,
+                StatusCode::NOT_FOUND,
+                "unknown_charger",
+                "unknown charger",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(charger_id = %id, error = %e, "charger look-up failed");
+            return Ok(refuse(
+                &ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "error",
+                "try again later",
+            ));
+        }
+    };
+    if let Some(phc) = &charger.password_hash {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let verdict = ctx
+            .charger_auth
+            .check(id.as_str(), authorization, phc)
+            .await;
+        if verdict != BasicAuth::Ok {
+            tracing::warn!(charger_id = %id, ?verdict, "charger authentication failed");
+            let mut response = refuse(
+                &ctx,
+                StatusCode::UNAUTHORIZED,
+                "bad_password",
+                "invalid charger credentials",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"chargegrid\", charset=\"UTF-8\""),
+            );
+            return Ok(response);
+        }
+    }
+
+    let (mut response, session, stream) = actix_ws::handle(&req, body)?;
+    response.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(version.subprotocol()),
+    );
+    let max_frame_bytes = ctx.settings.ocpp.max_frame_bytes;
+    let hard_limit = max_frame_bytes * FRAME_HARD_LIMIT_FACTOR;
+    let stream = stream
+        .max_frame_size(hard_limit)
+        .aggregate_continuations()
+        .max_continuation_size(hard_limit);
+    ctx.metrics
+        .ocpp_handshakes_total
+        .with_label_values(&["accepted"])
+        .inc();
+    ChargerActor::launch(
+        ChargerParams {
+            charger_id: id.to_string(),
+            version,
+            app: ctx.get_ref().clone(),
+            registry: ctx.registry.clone(),
+            previously_accepted: charger.last_boot_at.is_some(),
+            max_frame_bytes,
+        },
+        session,
+        stream,
+    );
+    Ok(response)
+}

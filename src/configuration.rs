@@ -1,0 +1,655 @@
+//! Typed, layered settings: built-in defaults, then an optional config file (`--config`), then
+//! `CHARGEGRID__SECTION__KEY` environment variables, then the fixed variables of the runtime
+//! contract (`DATABASE_URL`, `JWT_SECRET`, ...). Secrets are `SecretString`s and never printed.
+
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Everything a chargegrid process can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// This replica's identity (the StatefulSet pod name).
+    pub node_id: String,
+    /// Development mode: allows running without `JWT_SECRET` (a fixed, insecure key is used).
+    pub dev: bool,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub mongodb: MongoSettings,
+    pub redis: RedisSettings,
+    pub amqp: AmqpSettings,
+    pub mqtt: MqttSettings,
+    pub auth: AuthSettings,
+    pub graphql: GraphqlSettings,
+    pub ocpp: OcppSettings,
+    pub ocm: OcmSettings,
+    pub billing: BillingSettings,
+    pub sessions: SessionSettings,
+    pub events: EventSettings,
+    pub worker: WorkerSettings,
+    pub cluster: ClusterSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// Charger ownership lease in Redis; renewed every third of it. A crashed replica's chargers
+    /// are free for others after at most this long.
+    pub lease_ms: u64,
+    /// WebSocket handshakes in progress at once (look-ups, password checks); more wait briefly,
+    /// then get 503 with Retry-After.
+    pub max_concurrent_handshakes: usize,
+    /// BootNotifications accepted per second; beyond it chargers get `Pending` with a retry
+    /// interval, which spreads a reconnect storm out.
+    pub max_boots_per_sec: u32,
+    /// On SIGTERM: how long to wait for charger sockets to close after asking them to.
+    pub drain_wait_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            lease_ms: 15_000,
+            max_concurrent_handshakes: 512,
+            max_boots_per_sec: 5_000,
+            drain_wait_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EventSettings {
+    /// Outbox events published per relay batch.
+    pub relay_batch_size: i64,
+    /// How often the relay looks for events when no notification woke it.
+    pub relay_poll_interval_ms: u64,
+    /// Backoff of the first retry; each further retry doubles it.
+    pub retry_base_ms: u64,
+    /// Prefix of every exchange and queue name (`chargegrid` -> `chargegrid.events`).
+    pub namespace: String,
+    /// Auto-deleting exchanges and self-expiring queues (isolated test runs).
+    pub ephemeral: bool,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            relay_batch_size: 500,
+            relay_poll_interval_ms: 1000,
+            retry_base_ms: 1000,
+            namespace: "chargegrid".into(),
+            ephemeral: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    /// Health and metrics listener of `chargegrid worker ...`.
+    pub http_bind: String,
+    /// Messages handled at once by one worker.
+    pub concurrency: usize,
+    pub prefetch: u16,
+    /// How often the billing worker marks unpaid invoices past due OVERDUE.
+    pub overdue_interval_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            http_bind: "0.0.0.0:9090".into(),
+            concurrency: 16,
+            prefetch: 64,
+            overdue_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SessionSettings {
+    /// A PENDING session its charger has not started by then becomes FAILED.
+    pub pending_timeout_secs: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            pending_timeout_secs: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// Address of the one HTTP listener (OCPP, GraphQL, health, metrics).
+    pub bind: String,
+    /// actix worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Seconds the server waits for in-flight requests on shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MongoSettings {
+    pub url: SecretString,
+    /// Database name used when the URL names none.
+    pub default_database: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    pub pool_size: usize,
+    /// Prefix of every key this deployment writes, so several deployments can share a Redis.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AmqpSettings {
+    pub url: SecretString,
+    /// Upper bound of the reconnect backoff.
+    pub max_reconnect_delay_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MqttSettings {
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// HMAC key for access tokens; required outside `--dev`.
+    pub jwt_secret: Option<SecretString>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins allowed per email within `login_window_secs`.
+    pub login_max_per_email: u32,
+    /// Login attempts allowed per client address within `login_window_secs`.
+    pub login_max_per_client: u32,
+    pub login_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GraphqlSettings {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    /// Largest accepted request body (query + variables), in bytes.
+    pub max_body_bytes: usize,
+    pub introspection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OcppSettings {
+    /// Accept unknown chargers and register them on first connect (development, load tests).
+    pub auto_provision: bool,
+    /// Interval handed to chargers in the BootNotification answer.
+    pub heartbeat_interval_secs: u32,
+    /// Largest accepted OCPP-J frame.
+    pub max_frame_bytes: usize,
+    /// How long a CSMS-initiated call waits for the charger's answer.
+    pub call_timeout_secs: u64,
+    /// A charger silent for longer than this is considered gone.
+    pub offline_grace_secs: u64,
+    /// Interval of WebSocket pings to the charger.
+    pub ping_interval_secs: u64,
+}
+
+/// The OpenChargeMap mirror sync and the station search built on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OcmSettings {
+    /// API base, e.g. `https://api.openchargemap.io/v3` (`/poi` is appended).
+    pub base_url: String,
+    /// Sent as the `X-API-Key` header; required for API syncs, not for `--from-file`.
+    pub api_key: Option<SecretString>,
+    /// Pause between two scheduled syncs (counted from the end of the last successful one).
+    pub sync_interval_secs: u64,
+    /// POIs per API page (`maxresults`).
+    pub batch_size: u32,
+    /// Minimum time between two API requests, retries included (OCM fair-use rules).
+    pub request_interval_ms: u64,
+    /// Whole-request timeout, body included (a 10,000-POI page is about 10 MB).
+    pub request_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Retries of one request after a 429, a 5xx or a transport error.
+    pub max_retries: u32,
+    /// First retry delay; doubled on every further attempt.
+    pub retry_base_delay_ms: u64,
+    /// Upper bound of the backoff, and the longest `Retry-After` honoured before giving up.
+    pub retry_max_delay_secs: u64,
+    /// Our User-Agent (OCM asks API users to identify themselves).
+    pub user_agent: String,
+    /// The `client` query parameter (OCM's app identifier).
+    pub client_id: String,
+    /// Ask for openly licensed POIs only (`opendata=true`): we redistribute what we mirror.
+    pub open_data_only: bool,
+    /// A full ID scan (from ID 0) at most this often; it marks POIs OCM no longer returns as
+    /// not live. In between, syncs page new IDs and modified POIs only.
+    pub full_rescan_interval_secs: u64,
+    /// When the first incremental pass follows an ID scan, start this long before the scan
+    /// began, so POIs modified during the scan are not missed.
+    pub modified_overlap_secs: u64,
+    /// TTL of the Redis lock that lets one replica sync at a time (renewed while running).
+    pub lock_ttl_secs: u64,
+    /// Largest `radiusKm` a station search accepts.
+    pub search_max_radius_km: f64,
+    /// Largest `first` a station search accepts.
+    pub search_max_results: u32,
+    /// How often a serving replica checks whether stations changed and reloads its index.
+    pub index_refresh_secs: u64,
+    /// TTL of the Redis copy of `station(id)`.
+    pub station_cache_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BillingSettings {
+    /// Currency of wallets, tariffs and invoices when nothing else says.
+    pub currency: String,
+    /// Largest single wallet top-up.
+    pub max_top_up: rust_decimal::Decimal,
+    /// Days until a PENDING invoice is due.
+    pub payment_due_days: i64,
+    /// Wallet balance a pay-as-you-go user needs to start a session.
+    pub min_wallet_balance: rust_decimal::Decimal,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_id: std::env::var("HOSTNAME").unwrap_or_else(|_| "chargegrid-local".into()),
+            dev: false,
+            http: HttpSettings::default(),
+            database: DatabaseSettings::default(),
+            mongodb: MongoSettings::default(),
+            redis: RedisSettings::default(),
+            amqp: AmqpSettings::default(),
+            mqtt: MqttSettings::default(),
+            auth: AuthSettings::default(),
+            graphql: GraphqlSettings::default(),
+            ocpp: OcppSettings::default(),
+            ocm: OcmSettings::default(),
+            billing: BillingSettings::default(),
+            sessions: SessionSettings::default(),
+            events: EventSettings::default(),
+            worker: WorkerSettings::default(),
+            cluster: ClusterSettings::default(),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0:8080".into(),
+            workers: 0,
+            shutdown_timeout_secs: 25,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/chargegrid".into(),
+            max_connections: 20,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for MongoSettings {
+    fn default() -> Self {
+        Self {
+            url: "mongodb://127.0.0.1:27017/chargegrid".into(),
+            default_database: "chargegrid".into(),
+        }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            pool_size: 32,
+            key_prefix: "cg".into(),
+        }
+    }
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            max_reconnect_delay_secs: 30,
+        }
+    }
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            url: "mqtt://127.0.0.1:1883".into(),
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            login_max_per_email: 5,
+            login_max_per_client: 50,
+            login_window_secs: 15 * 60,
+        }
+    }
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self {
+            max_depth: 10,
+            max_complexity: 400,
+            max_body_bytes: 32 * 1024,
+            introspection: true,
+        }
+    }
+}
+
+impl Default for OcppSettings {
+    fn default() -> Self {
+        Self {
+            auto_provision: false,
+            heartbeat_interval_secs: 300,
+            max_frame_bytes: 64 * 1024,
+            call_timeout_secs: 30,
+            offline_grace_secs: 600,
+            ping_interval_secs: 60,
+        }
+    }
+}
+
+impl Default for OcmSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openchargemap.io/v3".into(),
+            api_key: None,
+            sync_interval_secs: 6 * 3600,
+            batch_size: 5000,
+            request_interval_ms: 1000,
+            request_timeout_secs: 120,
+            connect_timeout_secs: 10,
+            max_retries: 5,
+            retry_base_delay_ms: 1000,
+            retry_max_delay_secs: 300,
+            user_agent: format!(
+                "chargegrid/{} (EV charging backend; OCM mirror sync)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            client_id: "chargegrid".into(),
+            open_data_only: true,
+            full_rescan_interval_secs: 7 * 24 * 3600,
+            modified_overlap_secs: 600,
+            lock_ttl_secs: 60,
+            search_max_radius_km: 500.0,
+            search_max_results: 100,
+            index_refresh_secs: 60,
+            station_cache_ttl_secs: 300,
+        }
+    }
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".into(),
+            max_top_up: rust_decimal::Decimal::new(1000, 0),
+            payment_due_days: 14,
+            min_wallet_balance: rust_decimal::Decimal::new(500, 2),
+        }
+    }
+}
+
+/// The fixed environment variables of the runtime contract and the setting each one sets.
+const CONTRACT_ENV: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database.url"),
+    ("MONGODB_URL", "mongodb.url"),
+    ("REDIS_URL", "redis.url"),
+    ("AMQP_URL", "amqp.url"),
+    ("MQTT_URL", "mqtt.url"),
+    ("HTTP_BIND", "http.bind"),
+    ("WORKER_HTTP_BIND", "worker.http_bind"),
+    ("NODE_ID", "node_id"),
+    ("JWT_SECRET", "auth.jwt_secret"),
+    ("OCM_BASE_URL", "ocm.base_url"),
+    ("OCM_API_KEY", "ocm.api_key"),
+];
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>, dev: bool) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("CHARGEGRID")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        for (var, key) in CONTRACT_ENV {
+            if let Ok(value) = std::env::var(var) {
+                if !value.is_empty() {
+                    builder = builder.set_override(*key, value)?;
+                }
+            }
+        }
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.dev |= dev;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.node_id.is_empty() || self.node_id.len() > 63 {
+            return Err(SettingsError::Invalid(
+                "NODE_ID must be 1 to 63 characters".into(),
+            ));
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            if secret.expose_secret().len() < 32 {
+                return Err(SettingsError::Invalid(
+                    "JWT_SECRET must be at least 32 bytes".into(),
+                ));
+            }
+        }
+        if self.ocpp.max_frame_bytes < 1024 {
+            return Err(SettingsError::Invalid(
+                "ocpp.max_frame_bytes must be at least 1024".into(),
+            ));
+        }
+        self.ocm.validate()?;
+        if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 3600 {
+            return Err(SettingsError::Invalid(
+                "auth.access_token_ttl_secs must be between 1 and 3600 (access tokens are short-lived)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The access-token key: `JWT_SECRET`, or in `--dev` a fixed development key.
+    pub fn jwt_secret(&self) -> Result<SecretString, SettingsError> {
+        match (&self.auth.jwt_secret, self.dev) {
+            (Some(secret), _) => Ok(secret.clone()),
+            (None, true) => Ok(SecretString::from(DEV_JWT_SECRET)),
+            (None, false) => Err(SettingsError::Invalid(
+                "JWT_SECRET is not set (required unless --dev)".into(),
+            )),
+        }
+    }
+
+    /// The Mongo database named in the URL path, or the configured default.
+    pub fn mongo_database(&self) -> String {
+        url::Url::parse(self.mongodb.url.expose_secret())
+            .ok()
+            .map(|u| u.path().trim_start_matches('/').to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| self.mongodb.default_database.clone())
+    }
+}
+
+impl OcmSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |m: &str| Err(SettingsError::Invalid(m.into()));
+        if url::Url::parse(&self.base_url).is_err() {
+            return invalid("ocm.base_url (OCM_BASE_URL) must be an absolute URL");
+        }
+        if !(1..=100_000).contains(&self.batch_size) {
+            return invalid("ocm.batch_size must be between 1 and 100000");
+        }
+        // half the Earth's circumference: every point is closer than that
+        if !(self.search_max_radius_km > 0.0 && self.search_max_radius_km <= 20_016.0) {
+            return invalid("ocm.search_max_radius_km must be above 0 and at most 20016");
+        }
+        if !(1..=1000).contains(&self.search_max_results) {
+            return invalid("ocm.search_max_results must be between 1 and 1000");
+        }
+        if self.lock_ttl_secs < 3 {
+            return invalid("ocm.lock_ttl_secs must be at least 3");
+        }
+        if self.sync_interval_secs == 0 || self.index_refresh_secs == 0 {
+            return invalid("ocm.sync_interval_secs and ocm.index_refresh_secs must be positive");
+        }
+        if self.user_agent.trim().is_empty() {
+            return invalid("ocm.user_agent must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Used only with `--dev`; never valid for production because `--dev` is refused in k8s manifests.
+const DEV_JWT_SECRET: &str = "chargegrid-development-only-insecure-jwt-key";
+
+/// A URL with its password (and a userinfo-only token) replaced by `***`, for messages and logs.
+pub fn mask_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let settings = Settings::default();
+        assert!(settings.validate().is_ok());
+        assert_eq!(settings.http.bind, "0.0.0.0:8080");
+        assert_eq!(settings.ocpp.max_frame_bytes, 65536);
+        assert_eq!(settings.mongo_database(), "chargegrid");
+        assert_eq!(settings.ocm.sync_interval_secs, 6 * 3600);
+        assert_eq!(settings.ocm.search_max_radius_km, 500.0);
+        assert!(settings.ocm.user_agent.starts_with("chargegrid/"));
+    }
+
+    #[test]
+    fn ocm_limits_are_checked() {
+        let mut settings = Settings::default();
+        settings.ocm.batch_size = 0;
+        assert!(settings.validate().is_err());
+        let mut settings = Settings::default();
+        settings.ocm.search_max_radius_km = f64::NAN;
+        assert!(settings.validate().is_err());
+        let mut settings = Settings::default();
+        settings.ocm.base_url = "not a url".into();
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn jwt_secret_is_required_outside_dev() {
+        let mut settings = Settings::default();
+        assert!(settings.jwt_secret().is_err());
+        settings.dev = true;
+        assert!(settings.jwt_secret().is_ok());
+    }
+
+    #[test]
+    fn short_jwt_secret_is_rejected() {
+        let mut settings = Settings::default();
+        settings.auth.jwt_secret = Some(SecretString::from("short"));
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn mask_url_hides_passwords() {
+        assert_eq!(
+            mask_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            mask_url("postgres://postgres@127.0.0.1:5432/x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+    }
+
+    #[test]
+    fn debug_output_does_not_contain_secrets() {
+        let mut settings = Settings::default();
+        settings.auth.jwt_secret = Some(SecretString::from(
+            "super-secret-value-that-is-long-enough-1234",
+        ));
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("super-secret-value"));
+    }
+}

@@ -1,0 +1,105 @@
+//! The one cloneable context handed to every handler, resolver and actor: pools, settings,
+//! keys and metrics. No globals.
+
+use std::sync::Arc;
+
+use deadpool_redis::Pool as RedisPool;
+use mongodb::Database;
+use sqlx::PgPool;
+
+use actix::Addr;
+
+use crate::actors::{Registry, SessionSupervisor};
+use crate::auth::charger_auth::ChargerAuthCache;
+use crate::auth::JwtKeys;
+use crate::configuration::Settings;
+use crate::events::node_rpc::NodeRpc;
+use crate::events::topology::Topology;
+use crate::live::LiveBus;
+use crate::metrics::Metrics;
+use crate::ocm::search::StationIndexHandle;
+use crate::store::amqp::Amqp;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct AppContext {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    pub redis: RedisPool,
+    pub mongo: Database,
+    pub amqp: Amqp,
+    pub jwt: Arc<JwtKeys>,
+    pub metrics: Arc<Metrics>,
+    /// Routes commands to the charger actors of this replica.
+    pub registry: Addr<Registry>,
+    /// Owns the session actors of this replica.
+    pub sessions: Addr<SessionSupervisor>,
+    pub charger_auth: Arc<ChargerAuthCache>,
+    /// Live changes for GraphQL subscriptions.
+    pub live: LiveBus,
+    /// Commands for chargers held by other replicas.
+    pub rpc: NodeRpc,
+    /// Admission control: handshakes in progress.
+    pub handshakes: Arc<Semaphore>,
+    /// Admission control: BootNotifications per second.
+    pub boots: Arc<RateWindow>,
+    /// Cancelled when the process shuts down; background tasks watch it.
+    pub shutdown: CancellationToken,
+    /// The in-memory station search index (loaded by `Application::build`, refreshed when
+    /// stations change).
+    pub stations: StationIndexHandle,
+}
+
+impl AppContext {
+    /// The `source` field of events this process emits, e.g. `chargegrid-serve/chargegrid-0`.
+    pub fn event_source(&self) -> String {
+        format!("chargegrid-serve/{}", self.settings.node_id)
+    }
+
+    /// The RabbitMQ names of this deployment.
+    pub fn topology(&self) -> Topology {
+        topology_of(&self.settings)
+    }
+
+    /// A Redis key under this deployment's prefix.
+    pub fn redis_key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.settings.redis.key_prefix)
+    }
+}
+
+/// The RabbitMQ names configured in `settings`.
+pub fn topology_of(settings: &Settings) -> Topology {
+    Topology {
+        namespace: settings.events.namespace.clone(),
+        ephemeral: settings.events.ephemeral,
+        retry_base_ms: settings.events.retry_base_ms,
+    }
+}
+
+/// A fixed one-second window counter (admission control for BootNotification).
+pub struct RateWindow {
+    limit: u32,
+    state: std::sync::Mutex<(std::time::Instant, u32)>,
+}
+
+impl RateWindow {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            state: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// Counts one event; false when this second's budget is spent.
+    pub fn admit(&self) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return true;
+        };
+        if state.0.elapsed() >= std::time::Duration::from_secs(1) {
+            *state = (std::time::Instant::now(), 0);
+        }
+        state.1 += 1;
+        state.1 <= self.limit
+    }
+}

@@ -1,0 +1,300 @@
+//! The consumer loop shared by every worker: it declares its queue's topology, consumes with
+//! bounded concurrency, and settles each message exactly one way: ack on success; on a
+//! transient failure a republish to the next retry queue (exponential backoff, at most
+//! `MAX_ATTEMPTS` attempts); malformed, unknown-version or permanently failing messages go to
+//! the dead-letter queue at once with the reason in a header. A message is only acked after its
+//! republish is confirmed, so nothing is lost if the worker dies in between.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::envelope::EVENT_VERSION;
+use super::publish::publish_confirmed;
+use super::topology::{self, ConsumerQueue, Topology, ATTEMPT_HEADER, MAX_ATTEMPTS, REASON_HEADER};
+use crate::store::amqp::Amqp;
+
+/// An event as a consumer receives it: the envelope, and the whole body for the handler.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub timestamp: DateTime<Utc>,
+    pub source: String,
+    pub body: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    #[serde(rename = "eventId")]
+    event_id: Uuid,
+    #[serde(rename = "eventType")]
+    event_type: String,
+    version: u32,
+    timestamp: DateTime<Utc>,
+    source: String,
+}
+
+/// Reads the envelope of a message body; the error says why it is unusable.
+pub fn parse(body: &[u8]) -> Result<ReceivedEvent, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+    let head: EnvelopeHead =
+        serde_json::from_value(value.clone()).map_err(|e| format!("malformed envelope: {e}"))?;
+    if head.version != EVENT_VERSION {
+        return Err(format!("unsupported event version {}", head.version));
+    }
+    Ok(ReceivedEvent {
+        event_id: head.event_id,
+        event_type: head.event_type,
+        timestamp: head.timestamp,
+        source: head.source,
+        body: value,
+    })
+}
+
+/// How handling failed.
+#[derive(Debug)]
+pub enum HandleError {
+    /// Worth another try later (a database or broker hiccup).
+    Transient(String),
+    /// Will never succeed: dead-letter at once.
+    Permanent(String),
+}
+
+/// A worker's business logic for one event.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(&self, event: ReceivedEvent) -> BoxFuture<'static, Result<(), HandleError>>;
+}
+
+/// Settings of one consumer.
+#[derive(Clone)]
+pub struct ConsumerOptions {
+    pub queue: ConsumerQueue,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub topology: Topology,
+    pub prefetch: u16,
+    pub concurrency: usize,
+}
+
+fn attempt_of(delivery: &Delivery) -> u32 {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPT_HEADER).cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongUInt(n) => Some(n),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            _ => None,
+        })
+        .unwrap_or(1)
+}
+
+fn with_header(properties: &BasicProperties, key: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(ShortString::from(key), value);
+    properties.clone().with_headers(headers)
+}
+
+/// Moves a message to `<queue>.dlq` with the reason in a header.
+async fn dead_letter(
+    channel: &Channel,
+    topology: &Topology,
+    queue: &str,
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<(), String> {
+    tracing::warn!(queue, %reason, "dead-lettering a message");
+    let properties = with_header(
+        &delivery.properties,
+        REASON_HEADER,
+        AMQPValue::LongString(LongString::from(reason)),
+    );
+    publish_confirmed(
+        channel,
+        &topology.dead_letter_exchange(),
+        queue,
+        &delivery.data,
+        properties,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Schedules another attempt through the retry queue of this attempt.
+async fn retry(
+    channel: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    attempt: u32,
+) -> Result<(), String> {
+    let properties = with_header(
+        &delivery.properties,
+        ATTEMPT_HEADER,
+        AMQPValue::LongUInt(attempt + 1),
+    );
+    publish_confirmed(
+        channel,
+        "",
+        &topology::retry_queue(queue, attempt),
+        &delivery.data,
+        properties,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn settle(
+    channel: &Channel,
+    options: &ConsumerOptions,
+    handler: &Arc<dyn EventHandler>,
+    delivery: Delivery,
+) {
+    let queue_name = options.topology.queue(&options.queue);
+    let queue = queue_name.as_str();
+    let topology = &options.topology;
+    let attempt = attempt_of(&delivery);
+    let (label, outcome) = match parse(&delivery.data) {
+        Err(reason) => (
+            "dead",
+            dead_letter(channel, topology, queue, &delivery, &reason).await,
+        ),
+        Ok(event) => match handler.handle(event).await {
+            Ok(()) => ("ok", Ok(())),
+            Err(HandleError::Permanent(reason)) => (
+                "dead",
+                dead_letter(channel, topology, queue, &delivery, &reason).await,
+            ),
+            Err(HandleError::Transient(reason)) if attempt >= MAX_ATTEMPTS => (
+                "dead",
+                dead_letter(
+                    channel,
+                    topology,
+                    queue,
+                    &delivery,
+                    &format!("gave up after {attempt} attempts: {reason}"),
+                )
+                .await,
+            ),
+            Err(HandleError::Transient(reason)) => {
+                tracing::warn!(queue, attempt, %reason, "handling failed; retrying later");
+                ("retry", retry(channel, queue, &delivery, attempt).await)
+            }
+        },
+    };
+    options
+        .metrics
+        .events_consumed_total
+        .with_label_values(&[
+            options.queue.suffix,
+            if outcome.is_ok() { label } else { "requeued" },
+        ])
+        .inc();
+    let settled = match outcome {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Err(e) => {
+            tracing::warn!(queue, error = %e, "could not settle a message; it will be redelivered");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(queue, error = %e, "ack/nack failed; the broker will redeliver");
+    }
+}
+
+/// Consumes until `shutdown`, reconnecting with backoff when the broker goes away. The message
+/// in hand is finished before returning.
+pub async fn run(
+    amqp: Amqp,
+    options: ConsumerOptions,
+    handler: Arc<dyn EventHandler>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume_once(&amqp, &options, &handler, &shutdown).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!(queue = options.queue.suffix, error = %e, "consumer interrupted; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn consume_once(
+    amqp: &Amqp,
+    options: &ConsumerOptions,
+    handler: &Arc<dyn EventHandler>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let channel = amqp
+        .channel_when_ready(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    options
+        .topology
+        .declare_consumer(&channel, &options.queue)
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue = options.topology.queue(&options.queue);
+    channel
+        .basic_qos(options.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let tag = format!("{queue}-{}", Uuid::new_v4().simple());
+    let consumer = channel
+        .basic_consume(
+            &queue,
+            &tag,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%queue, "consuming");
+    let deliveries = consumer.take_until(shutdown.cancelled());
+    deliveries
+        .for_each_concurrent(options.concurrency.max(1), |delivery| {
+            let (channel, handler) = (channel.clone(), handler.clone());
+            async move {
+                match delivery {
+                    Ok(delivery) => settle(&channel, options, &handler, delivery).await,
+                    Err(e) => tracing::warn!(error = %e, "delivery error"),
+                }
+            }
+        })
+        .await;
+    if shutdown.is_cancelled() {
+        let _ = channel.close(200, "shutting down").await;
+        return Ok(());
+    }
+    Err("the consumer stream ended (connection lost)".into())
+}

@@ -1,0 +1,215 @@
+//! The outbox relay, run by every process that writes events. It takes batches of unpublished
+//! events with `FOR UPDATE SKIP LOCKED` (so several relays share the work), publishes them to
+//! `chargegrid.events` with publisher confirms and persistent delivery, and marks them published
+//! only once every message of the batch is confirmed. A relay only takes the oldest unpublished
+//! event of each aggregate, so events of one aggregate leave in order even with several relays.
+//! It survives RabbitMQ and Postgres outages: nothing is marked published that was not confirmed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::Channel;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::publish::event_properties;
+use super::topology::Topology;
+use crate::metrics::Metrics;
+use crate::store::amqp::Amqp;
+
+const NOTIFY_CHANNEL: &str = "chargegrid_outbox";
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What the relay needs.
+#[derive(Clone)]
+pub struct Relay {
+    pub db: PgPool,
+    pub amqp: Amqp,
+    pub metrics: Arc<Metrics>,
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+    pub topology: Topology,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ refused an event (nack)")]
+    Nacked,
+    #[error("RabbitMQ is not connected")]
+    NotConnected,
+}
+
+#[derive(sqlx::FromRow)]
+struct Pending {
+    id: i64,
+    event_id: uuid::Uuid,
+    event_type: String,
+    routing_key: String,
+    body: String,
+}
+
+impl Relay {
+    /// Relays until `shutdown`, then flushes what is left (bounded by `flush_within`).
+    pub async fn run(self, shutdown: CancellationToken, flush_within: Duration) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if shutdown.is_cancelled() {
+                self.flush(flush_within).await;
+                return;
+            }
+            let channel = match self.open_channel().await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay waiting for RabbitMQ");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let mut listener = PgListener::connect_with(&self.db).await.ok();
+            if let Some(l) = listener.as_mut() {
+                if l.listen(NOTIFY_CHANNEL).await.is_err() {
+                    listener = None;
+                }
+            }
+            let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                match self.relay_batch(&channel).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox relay batch failed; reconnecting");
+                        break;
+                    }
+                }
+                let wake = async {
+                    match listener.as_mut() {
+                        Some(l) => {
+                            let _ = l.try_recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = wake => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = lag_tick.tick() => self.record_lag().await,
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    async fn open_channel(&self) -> Result<Channel, RelayError> {
+        let channel = self
+            .amqp
+            .channel_when_ready(Duration::from_secs(2))
+            .await
+            .map_err(|_| RelayError::NotConnected)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        self.topology.declare_exchanges(&channel).await?;
+        Ok(channel)
+    }
+
+    /// Publishes everything pending, for shutdown.
+    pub async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let Ok(channel) = self.open_channel().await else {
+            tracing::warn!("outbox not flushed: RabbitMQ unavailable (events stay in the outbox)");
+            return;
+        };
+        while tokio::time::Instant::now() < deadline {
+            match self.relay_batch(&channel).await {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox flush interrupted (events stay in the outbox)");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many events it published.
+    async fn relay_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
+        let mut tx = self.db.begin().await?;
+        let rows = sqlx::query_as::<_, Pending>(
+            "SELECT o.id, o.event_id, o.event_type, o.routing_key, o.body FROM outbox o \
+             WHERE o.published_at IS NULL AND NOT EXISTS ( \
+                 SELECT 1 FROM outbox p WHERE p.aggregate_id = o.aggregate_id AND p.published_at IS NULL AND p.id < o.id) \
+             ORDER BY o.id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let exchange = self.topology.events_exchange();
+        let mut confirms = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let properties = event_properties(&row.event_id.to_string(), &row.event_type, None);
+            confirms.push(
+                channel
+                    .basic_publish(
+                        &exchange,
+                        &row.routing_key,
+                        BasicPublishOptions::default(),
+                        row.body.as_bytes(),
+                        properties,
+                    )
+                    .await?,
+            );
+        }
+        for confirm in confirms {
+            if let Confirmation::Nack(_) = confirm.await? {
+                return Err(RelayError::Nacked);
+            }
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for row in &rows {
+            self.metrics
+                .outbox_published_total
+                .with_label_values(&[row.event_type.as_str()])
+                .inc();
+        }
+        Ok(rows.len())
+    }
+
+    async fn record_lag(&self) {
+        let lag: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.db)
+        .await
+        .ok()
+        .flatten();
+        self.metrics
+            .outbox_lag_seconds
+            .set(lag.unwrap_or(0.0) as i64);
+    }
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics, one registry per process (no globals), named `chargegrid_<thing>_<unit>`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the process exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub graphql_errors_total: IntCounterVec,
+    pub logins_total: IntCounterVec,
+    pub chargers_connected: IntGauge,
+    pub ocpp_messages_total: IntCounterVec,
+    pub ocpp_call_duration_seconds: HistogramVec,
+    pub ocpp_handshakes_total: IntCounterVec,
+    pub outbox_lag_seconds: IntGauge,
+    pub outbox_published_total: IntCounterVec,
+    pub sessions_active: IntGauge,
+    pub events_consumed_total: IntCounterVec,
+    pub notifications_published_total: prometheus::IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ];
+        let http_requests_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_http_requests_total",
+                "HTTP requests by route and status class",
+            ),
+            &["route", "status"],
+        )?;
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "chargegrid_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(latency_buckets.clone()),
+            &["route"],
+        )?;
+        let graphql_errors_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_graphql_errors_total",
+                "GraphQL errors by extensions.code",
+            ),
+            &["code"],
+        )?;
+        let logins_total = IntCounterVec::new(
+            Opts::new("chargegrid_logins_total", "Login attempts by result"),
+            &["result"],
+        )?;
+        let chargers_connected = IntGauge::new(
+            "chargegrid_chargers_connected",
+            "Chargers holding a WebSocket on this replica",
+        )?;
+        let ocpp_messages_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_ocpp_messages_total",
+                "OCPP messages by direction, action and result",
+            ),
+            &["direction", "action", "result"],
+        )?;
+        let ocpp_call_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "chargegrid_ocpp_call_duration_seconds",
+                "Time to handle a charger call, or for a charger to answer ours",
+            )
+            .buckets(latency_buckets),
+            &["direction", "action"],
+        )?;
+        let ocpp_handshakes_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_ocpp_handshakes_total",
+                "OCPP WebSocket handshakes by result",
+            ),
+            &["result"],
+        )?;
+        let outbox_lag_seconds = IntGauge::new(
+            "chargegrid_outbox_lag_seconds",
+            "Age of the oldest unpublished outbox event",
+        )?;
+        let outbox_published_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_outbox_published_total",
+                "Outbox events published by type",
+            ),
+            &["event_type"],
+        )?;
+        let sessions_active = IntGauge::new(
+            "chargegrid_sessions_active",
+            "Session actors alive on this replica",
+        )?;
+        let events_consumed_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_events_consumed_total",
+                "Consumed events by queue and outcome",
+            ),
+            &["queue", "outcome"],
+        )?;
+        let notifications_published_total = prometheus::IntCounter::new(
+            "chargegrid_notifications_published_total",
+            "Notifications acknowledged by the MQTT broker",
+        )?;
+        registry.register(Box::new(events_consumed_total.clone()))?;
+        registry.register(Box::new(notifications_published_total.clone()))?;
+        registry.register(Box::new(http_requests_total.clone()))?;
+        registry.register(Box::new(http_request_duration_seconds.clone()))?;
+        registry.register(Box::new(graphql_errors_total.clone()))?;
+        registry.register(Box::new(logins_total.clone()))?;
+        registry.register(Box::new(chargers_connected.clone()))?;
+        registry.register(Box::new(ocpp_messages_total.clone()))?;
+        registry.register(Box::new(ocpp_call_duration_seconds.clone()))?;
+        registry.register(Box::new(ocpp_handshakes_total.clone()))?;
+        registry.register(Box::new(outbox_lag_seconds.clone()))?;
+        registry.register(Box::new(outbox_published_total.clone()))?;
+        registry.register(Box::new(sessions_active.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests_total,
+            http_request_duration_seconds,
+            graphql_errors_total,
+            logins_total,
+            chargers_connected,
+            ocpp_messages_total,
+            ocpp_call_duration_seconds,
+            ocpp_handshakes_total,
+            outbox_lag_seconds,
+            outbox_published_total,
+            sessions_active,
+            events_consumed_total,
+            notifications_published_total,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

@@ -1,0 +1,60 @@
+//! CSMS-initiated commands in protocol-neutral form; each version's adapter turns them into its
+//! own action and payload.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Something we ask a charger to do. Serialisable: commands for a charger held by another
+/// replica travel to it over RabbitMQ.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ChargerCommand {
+    Reset {
+        hard: bool,
+    },
+    /// Start charging for `id_tag` (RemoteStartTransaction / RequestStartTransaction).
+    RemoteStart {
+        connector_id: Option<i32>,
+        id_tag: String,
+        /// 2.0.1 `remoteStartId`, linking the charger's TransactionEvent to our session.
+        remote_start_id: i32,
+    },
+    /// Stop a running transaction (RemoteStopTransaction / RequestStopTransaction).
+    RemoteStop {
+        /// 1.6 transactionId.
+        transaction_id: Option<i32>,
+        /// 2.0.1 transactionId.
+        transaction_ref: Option<String>,
+    },
+    /// Cap a running transaction's power with a TxProfile charging profile.
+    LimitPower {
+        connector_id: i32,
+        transaction_id: Option<i32>,
+        transaction_ref: Option<String>,
+        max_power_w: f64,
+    },
+    /// Any action of the charger's protocol with a payload the adapter validates against the
+    /// `rust-ocpp` type for that action (operators' escape hatch and protocol tests).
+    Raw {
+        action: String,
+        payload: Value,
+    },
+}
+
+/// Why a command did not get a result from the charger.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "camelCase")]
+pub enum CommandError {
+    #[error("the charger is offline")]
+    Offline,
+    #[error("the charger did not answer in time")]
+    Timeout,
+    #[error("the charger answered with CallError {code}: {description}")]
+    CallError { code: String, description: String },
+    #[error("the command is not valid for this charger: {0}")]
+    Invalid(String),
+    #[error("the charger's answer is not valid: {0}")]
+    BadReply(String),
+    #[error("too many commands are queued for this charger")]
+    Busy,
+}

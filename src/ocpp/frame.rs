@@ -1,0 +1,268 @@
+//! OCPP-J RPC frames: `[2, id, action, payload]` (CALL), `[3, id, payload]` (CALLRESULT),
+//! `[4, id, code, description, details]` (CALLERROR). Parsing tells apart frames that can be
+//! answered with a CallError (a message id is readable) from frames that can only be dropped.
+
+use serde_json::{json, Value};
+
+use super::error::CallErrorCode;
+
+/// Longest message id (OCPP-J: 36 characters).
+pub const MAX_MESSAGE_ID_CHARS: usize = 36;
+
+/// A charger-initiated request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub id: String,
+    pub action: String,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Call(Call),
+    CallResult {
+        id: String,
+        payload: Value,
+    },
+    CallError {
+        id: String,
+        code: String,
+        description: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameError {
+    /// No message id can be read: log and drop, the connection stays up.
+    Unreadable(String),
+    /// A CALL-like frame with a readable id: answer with this CallError.
+    Invalid {
+        id: String,
+        code: CallErrorCode,
+        description: String,
+    },
+    /// A malformed CALLRESULT / CALLERROR: answers are never answered, so only log it.
+    InvalidReply { id: String, description: String },
+}
+
+/// Reads the message id from the start of a frame without parsing the rest, for frames that are
+/// not valid JSON or too large to parse.
+pub fn peek_id(text: &str) -> Option<String> {
+    let rest = text.trim_start().strip_prefix('[')?.trim_start();
+    let rest = rest
+        .strip_prefix(|c: char| c.is_ascii_digit())?
+        .trim_start();
+    let rest = rest.strip_prefix(',')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let end = rest.find('"')?;
+    let id = &rest[..end];
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID_CHARS || id.contains('\\') {
+        return None;
+    }
+    Some(id.to_string())
+}
+
+fn invalid(id: &str, code: CallErrorCode, description: impl Into<String>) -> FrameError {
+    FrameError::Invalid {
+        id: id.to_string(),
+        code,
+        description: description.into(),
+    }
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<Frame, FrameError> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => {
+            return Err(match peek_id(text) {
+                Some(id) => invalid(
+                    &id,
+                    CallErrorCode::FormationViolation,
+                    format!("frame is not valid JSON: {e}"),
+                ),
+                None => FrameError::Unreadable(format!("frame is not valid JSON: {e}")),
+            })
+        }
+    };
+    let Value::Array(items) = value else {
+        return Err(FrameError::Unreadable("frame is not a JSON array".into()));
+    };
+    let id = match items.get(1) {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_MESSAGE_ID_CHARS => id.clone(),
+        _ => {
+            return Err(FrameError::Unreadable(
+                "frame has no valid message id".into(),
+            ))
+        }
+    };
+    let message_type = items.first().and_then(Value::as_u64);
+    match message_type {
+        Some(2) => {
+            if items.len() != 4 {
+                return Err(invalid(
+                    &id,
+                    CallErrorCode::ProtocolError,
+                    format!("a CALL has 4 elements, this one has {}", items.len()),
+                ));
+            }
+            let Some(action) = items[2].as_str() else {
+                return Err(invalid(
+                    &id,
+                    CallErrorCode::ProtocolError,
+                    "the action must be a string",
+                ));
+            };
+            if !items[3].is_object() {
+                return Err(invalid(
+                    &id,
+                    CallErrorCode::FormationViolation,
+                    "the payload must be a JSON object",
+                ));
+            }
+            Ok(Frame::Call(Call {
+                id,
+                action: action.to_string(),
+                payload: items[3].clone(),
+            }))
+        }
+        Some(3) => match items.get(2) {
+            Some(payload) if items.len() == 3 && payload.is_object() => Ok(Frame::CallResult {
+                id,
+                payload: payload.clone(),
+            }),
+            _ => Err(FrameError::InvalidReply {
+                id,
+                description: "a CALLRESULT is [3, id, {payload}]".into(),
+            }),
+        },
+        Some(4) => match (
+            items.get(2).and_then(Value::as_str),
+            items.get(3).and_then(Value::as_str),
+        ) {
+            (Some(code), Some(description)) if items.len() == 5 => Ok(Frame::CallError {
+                id,
+                code: code.to_string(),
+                description: description.to_string(),
+            }),
+            _ => Err(FrameError::InvalidReply {
+                id,
+                description: "a CALLERROR is [4, id, code, description, {details}]".into(),
+            }),
+        },
+        _ => Err(invalid(
+            &id,
+            CallErrorCode::MessageTypeNotSupported,
+            "message type must be 2 (CALL), 3 (CALLRESULT) or 4 (CALLERROR)",
+        )),
+    }
+}
+
+pub fn call(id: &str, action: &str, payload: &Value) -> String {
+    json!([2, id, action, payload]).to_string()
+}
+
+pub fn call_result(id: &str, payload: &Value) -> String {
+    json!([3, id, payload]).to_string()
+}
+
+pub fn call_error(id: &str, code: &str, description: &str) -> String {
+    // descriptions are capped so a long parser message cannot bloat the answer
+    let description: String = description.chars().take(255).collect();
+    json!([4, id, code, description, {}]).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_message_types() {
+        assert!(matches!(
+            parse(r#"[2,"1","Heartbeat",{}]"#),
+            Ok(Frame::Call(Call { ref action, .. })) if action == "Heartbeat"
+        ));
+        assert!(matches!(
+            parse(r#"[3,"1",{"status":"Accepted"}]"#),
+            Ok(Frame::CallResult { .. })
+        ));
+        assert!(matches!(
+            parse(r#"[4,"1","NotImplemented","nope",{}]"#),
+            Ok(Frame::CallError { ref code, .. }) if code == "NotImplemented"
+        ));
+    }
+
+    #[test]
+    fn invalid_json_with_a_readable_id_is_a_formation_violation() {
+        match parse(r#"[2, "abc-1", "Heartbeat", {"#) {
+            Err(FrameError::Invalid { id, code, .. }) => {
+                assert_eq!(id, "abc-1");
+                assert_eq!(code, CallErrorCode::FormationViolation);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_without_an_id_are_unreadable() {
+        for text in [
+            "garbage",
+            "{}",
+            "[2]",
+            "[2, 5, \"Heartbeat\", {}]",
+            &format!("[2,\"{}\",\"A\",{{}}]", "x".repeat(37)),
+        ] {
+            assert!(
+                matches!(parse(text), Err(FrameError::Unreadable(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn structural_errors_are_protocol_errors() {
+        assert!(matches!(
+            parse(r#"[2,"1","Heartbeat"]"#),
+            Err(FrameError::Invalid {
+                code: CallErrorCode::ProtocolError,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"[2,"1","Heartbeat",[]]"#),
+            Err(FrameError::Invalid {
+                code: CallErrorCode::FormationViolation,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"[7,"1","Heartbeat",{}]"#),
+            Err(FrameError::Invalid {
+                code: CallErrorCode::MessageTypeNotSupported,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn peek_id_reads_only_the_prefix() {
+        assert_eq!(
+            peek_id(r#" [ 2 , "m-9", "X", {"a": "#).as_deref(),
+            Some("m-9")
+        );
+        assert_eq!(peek_id("[2, 9"), None);
+    }
+
+    #[test]
+    fn serialises_frames() {
+        assert_eq!(call_result("7", &json!({})), r#"[3,"7",{}]"#);
+        assert_eq!(
+            call_error("7", "NotImplemented", "x"),
+            r#"[4,"7","NotImplemented","x",{}]"#
+        );
+        assert_eq!(
+            call("7", "Reset", &json!({"type":"Soft"})),
+            r#"[2,"7","Reset",{"type":"Soft"}]"#
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! What every protocol adapter shares: the context a charger-initiated call is handled in, the
+//! answer a handler gives, and the effects the charger actor applies once the answer is sent.
+//! The actor knows these types only, never a version's payloads.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::CallFailure;
+use crate::context::AppContext;
+use crate::store::sessions::SessionRecord;
+
+/// What a handler needs to know about the call it handles.
+#[derive(Clone)]
+pub struct CallContext {
+    pub app: AppContext,
+    pub charger_id: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Changes the charger actor applies once the answer is on its way.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// BootNotification was accepted: CSMS-initiated calls may flow.
+    Accepted,
+    /// A connector (1.6) or EVSE (2.0.1) reported a status.
+    ConnectorStatus { connector_id: i32, status: String },
+    /// A session changed (started, metered, completed): its state as committed.
+    Session(Box<SessionRecord>),
+}
+
+/// A handler's answer: the CALLRESULT payload and the effects on the actor.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    pub response: Value,
+    pub effects: Vec<Effect>,
+}
+
+impl Handled {
+    /// Answers with `response` and no effects.
+    pub fn reply<T: Serialize>(response: &T) -> Result<Self, CallFailure> {
+        Ok(Self {
+            response: serde_json::to_value(response).map_err(CallFailure::internal)?,
+            effects: Vec::new(),
+        })
+    }
+
+    /// Adds an effect.
+    pub fn with(mut self, effect: Effect) -> Self {
+        self.effects.push(effect);
+        self
+    }
+
+    /// Adds the effect of a committed session change, if there is one.
+    pub fn with_session(self, session: Option<SessionRecord>) -> Self {
+        match session {
+            Some(session) => self.with(Effect::Session(Box::new(session))),
+            None => self,
+        }
+    }
+}
+
+/// The JSON spelling of a `rust-ocpp` enum value (`SuspendedEV`, `Accepted`, ...).
+pub fn enum_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}

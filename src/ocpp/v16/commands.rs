@@ -1,0 +1,142 @@
+//! CSMS-initiated calls to 1.6 chargers: turning commands into actions and payloads, and
+//! checking both our payloads and the chargers' answers against the `rust-ocpp` types.
+
+use rust_ocpp::v1_6::messages as m;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::ocpp::command::{ChargerCommand, CommandError};
+
+/// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
+const TX_PROFILE_ID: i32 = 9001;
+
+fn check<T: DeserializeOwned>(what: &str, payload: &Value) -> Result<(), String> {
+    serde_json::from_value::<T>(payload.clone())
+        .map(|_| ())
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Checks `payload` as the request (`reply == false`) or answer (`reply == true`) of `action`.
+fn check_action(action: &str, payload: &Value, reply: bool) -> Result<(), String> {
+    macro_rules! by_action {
+        ($($name:literal => $req:ty, $resp:ty;)*) => {
+            match action {
+                $($name => if reply { check::<$resp>($name, payload) } else { check::<$req>($name, payload) },)*
+                other => Err(format!("{other:?} is not a CSMS-initiated OCPP 1.6 action")),
+            }
+        };
+    }
+    by_action! {
+        "CancelReservation" => m::cancel_reservation::CancelReservationRequest, m::cancel_reservation::CancelReservationResponse;
+        "ChangeAvailability" => m::change_availability::ChangeAvailabilityRequest, m::change_availability::ChangeAvailabilityResponse;
+        "ChangeConfiguration" => m::change_configuration::ChangeConfigurationRequest, m::change_configuration::ChangeConfigurationResponse;
+        "ClearCache" => m::clear_cache::ClearCacheRequest, m::clear_cache::ClearCacheResponse;
+        "ClearChargingProfile" => m::clear_charging_profile::ClearChargingProfileRequest, m::clear_charging_profile::ClearChargingProfileResponse;
+        "DataTransfer" => m::data_transfer::DataTransferRequest, m::data_transfer::DataTransferResponse;
+        "GetCompositeSchedule" => m::get_composite_schedule::GetCompositeScheduleRequest, m::get_composite_schedule::GetCompositeScheduleResponse;
+        "GetConfiguration" => m::get_configuration::GetConfigurationRequest, m::get_configuration::GetConfigurationResponse;
+        "GetDiagnostics" => m::get_diagnostics::GetDiagnosticsRequest, m::get_diagnostics::GetDiagnosticsResponse;
+        "GetLocalListVersion" => m::get_local_list_version::GetLocalListVersionRequest, m::get_local_list_version::GetLocalListVersionResponse;
+        "RemoteStartTransaction" => m::remote_start_transaction::RemoteStartTransactionRequest, m::remote_start_transaction::RemoteStartTransactionResponse;
+        "RemoteStopTransaction" => m::remote_stop_transaction::RemoteStopTransactionRequest, m::remote_stop_transaction::RemoteStopTransactionResponse;
+        "ReserveNow" => m::reserve_now::ReserveNowRequest, m::reserve_now::ReserveNowResponse;
+        "Reset" => m::reset::ResetRequest, m::reset::ResetResponse;
+        "SendLocalList" => m::send_local_list::SendLocalListRequest, m::send_local_list::SendLocalListResponse;
+        "SetChargingProfile" => m::set_charging_profile::SetChargingProfileRequest, m::set_charging_profile::SetChargingProfileResponse;
+        "TriggerMessage" => m::trigger_message::TriggerMessageRequest, m::trigger_message::TriggerMessageResponse;
+        "UnlockConnector" => m::unlock_connector::UnlockConnectorRequest, m::unlock_connector::UnlockConnectorResponse;
+        "UpdateFirmware" => m::update_firmware::UpdateFirmwareRequest, m::update_firmware::UpdateFirmwareResponse;
+    }
+}
+
+/// The action and payload of `command` for a 1.6 charger.
+pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError> {
+    let (action, payload) = match command {
+        ChargerCommand::Reset { hard } => (
+            "Reset".to_string(),
+            json!({ "type": if *hard { "Hard" } else { "Soft" } }),
+        ),
+        ChargerCommand::RemoteStart {
+            connector_id,
+            id_tag,
+            ..
+        } => {
+            let mut payload = json!({ "idTag": id_tag });
+            if let Some(connector_id) = connector_id {
+                payload["connectorId"] = json!(connector_id);
+            }
+            ("RemoteStartTransaction".to_string(), payload)
+        }
+        ChargerCommand::RemoteStop { transaction_id, .. } => {
+            let Some(transaction_id) = transaction_id else {
+                return Err(CommandError::Invalid(
+                    "a 1.6 remote stop needs the transactionId".into(),
+                ));
+            };
+            (
+                "RemoteStopTransaction".to_string(),
+                json!({ "transactionId": transaction_id }),
+            )
+        }
+        ChargerCommand::LimitPower {
+            connector_id,
+            transaction_id,
+            max_power_w,
+            ..
+        } => {
+            let mut profile = json!({
+                "chargingProfileId": TX_PROFILE_ID,
+                "stackLevel": 1,
+                "chargingProfilePurpose": "TxProfile",
+                "chargingProfileKind": "Relative",
+                "chargingSchedule": {
+                    "chargingRateUnit": "W",
+                    "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": (max_power_w * 10.0).round() / 10.0 }]
+                }
+            });
+            if let Some(transaction_id) = transaction_id {
+                profile["transactionId"] = json!(transaction_id);
+            }
+            (
+                "SetChargingProfile".to_string(),
+                json!({ "connectorId": connector_id, "csChargingProfiles": profile }),
+            )
+        }
+        ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
+    };
+    check_action(&action, &payload, false).map_err(CommandError::Invalid)?;
+    Ok((action, payload))
+}
+
+/// Checks the charger's CALLRESULT payload for `action`.
+pub fn check_reply(action: &str, payload: &Value) -> Result<(), CommandError> {
+    check_action(action, payload, true).map_err(CommandError::BadReply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_maps_to_the_1_6_payload() {
+        let (action, payload) = to_call(&ChargerCommand::Reset { hard: true }).unwrap_or_default();
+        assert_eq!(action, "Reset");
+        assert_eq!(payload, json!({ "type": "Hard" }));
+    }
+
+    #[test]
+    fn raw_commands_are_validated() {
+        let bad = to_call(&ChargerCommand::Raw {
+            action: "UnlockConnector".into(),
+            payload: json!({ "connectorId": "one" }),
+        });
+        assert!(matches!(bad, Err(CommandError::Invalid(_))));
+        let unknown = to_call(&ChargerCommand::Raw {
+            action: "Heartbeat".into(),
+            payload: json!({}),
+        });
+        assert!(matches!(unknown, Err(CommandError::Invalid(_))));
+        assert!(check_reply("ClearCache", &json!({ "status": "Accepted" })).is_ok());
+        assert!(check_reply("ClearCache", &json!({ "status": "Maybe" })).is_err());
+    }
+}

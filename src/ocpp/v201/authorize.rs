@@ -1,0 +1,73 @@
+//! Authorize, and the idToken resolution TransactionEvent shares: whatever the token type
+//! (ISO14443 RFID, eMAID, Central app token, KeyCode, ...), it is looked up by its value like a
+//! 1.6 idTag. A user's token is Accepted, an unknown one Invalid, a blocked user's Blocked.
+
+use rust_ocpp::v2_0_1::datatypes::id_token_info_type::IdTokenInfoType;
+use rust_ocpp::v2_0_1::datatypes::id_token_type::IdTokenType;
+use rust_ocpp::v2_0_1::enumerations::authorization_status_enum_type::AuthorizationStatusEnumType;
+use rust_ocpp::v2_0_1::enumerations::id_token_enum_type::IdTokenEnumType;
+use rust_ocpp::v2_0_1::messages::authorize::{AuthorizeRequest, AuthorizeResponse};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::ocpp::handler::{CallContext, Handled};
+use crate::ocpp::payload::{check_len, decode};
+use crate::ocpp::CallFailure;
+use crate::store::users::{self, TagStatus};
+use crate::store::StoreError;
+
+/// Longest idToken (OCPP 2.0.1 IdTokenType.idToken).
+pub const MAX_ID_TOKEN_CHARS: usize = 36;
+
+/// What an idToken resolved to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub status: AuthorizationStatusEnumType,
+    /// The user the token belongs to, when it is one of ours.
+    pub user_id: Option<Uuid>,
+}
+
+/// Resolves an idToken into the 2.0.1 status and, when known, its user. `NoAuthorization`
+/// (free charging configured on the station) is accepted without a user.
+pub async fn resolve(pool: &PgPool, token: &IdTokenType) -> Result<Resolved, StoreError> {
+    use AuthorizationStatusEnumType as S;
+    if token.kind == IdTokenEnumType::NoAuthorization {
+        return Ok(Resolved {
+            status: S::Accepted,
+            user_id: None,
+        });
+    }
+    let (status, user_id) = match users::resolve_id_tag(pool, &token.id_token).await? {
+        TagStatus::Accepted { user_id } => (S::Accepted, Some(user_id)),
+        TagStatus::Blocked { user_id } => (S::Blocked, Some(user_id)),
+        TagStatus::Expired { user_id } => (S::Expired, Some(user_id)),
+        TagStatus::Invalid => (S::Invalid, None),
+    };
+    Ok(Resolved { status, user_id })
+}
+
+/// The idTokenInfo of an answer.
+pub fn token_info(status: AuthorizationStatusEnumType) -> IdTokenInfoType {
+    IdTokenInfoType {
+        status,
+        ..Default::default()
+    }
+}
+
+/// Checks an idToken's length (the `rust-ocpp` type does not).
+pub fn check_token(action: &str, token: &IdTokenType) -> Result<(), CallFailure> {
+    check_len(action, "idToken", &token.id_token, MAX_ID_TOKEN_CHARS)
+}
+
+pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
+    let req: AuthorizeRequest = decode("Authorize", payload)?;
+    check_token("Authorize", &req.id_token)?;
+    let resolved = resolve(&ctx.app.db, &req.id_token)
+        .await
+        .map_err(CallFailure::internal)?;
+    Handled::reply(&AuthorizeResponse {
+        certificate_status: None,
+        id_token_info: token_info(resolved.status),
+    })
+}

@@ -1,0 +1,223 @@
+//! CSMS-initiated calls to 2.0.1 stations: turning commands into actions and payloads, and
+//! checking both our payloads and the stations' answers against the `rust-ocpp` types.
+
+use rust_ocpp::v2_0_1::messages as m;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::ocpp::command::{ChargerCommand, CommandError};
+
+/// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
+const TX_PROFILE_ID: i32 = 9001;
+
+fn check<T: DeserializeOwned>(what: &str, payload: &Value) -> Result<(), String> {
+    serde_json::from_value::<T>(payload.clone())
+        .map(|_| ())
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Checks `payload` as the request (`reply == false`) or answer (`reply == true`) of `action`.
+fn check_action(action: &str, payload: &Value, reply: bool) -> Result<(), String> {
+    macro_rules! by_action {
+        ($($name:literal => $module:ident :: $req:ident, $resp:ident;)*) => {
+            match action {
+                $($name => if reply {
+                    check::<m::$module::$resp>($name, payload)
+                } else {
+                    check::<m::$module::$req>($name, payload)
+                },)*
+                other => Err(format!("{other:?} is not a CSMS-initiated OCPP 2.0.1 action")),
+            }
+        };
+    }
+    by_action! {
+        "CancelReservation" => cancel_reservation::CancelReservationRequest, CancelReservationResponse;
+        "CertificateSigned" => certificate_signed::CertificateSignedRequest, CertificateSignedResponse;
+        "ChangeAvailability" => change_availability::ChangeAvailabilityRequest, ChangeAvailabilityResponse;
+        "ClearCache" => clear_cache::ClearCacheRequest, ClearCacheResponse;
+        "ClearChargingProfile" => clear_charging_profile::ClearChargingProfileRequest, ClearChargingProfileResponse;
+        "ClearDisplayMessage" => clear_display_message::ClearDisplayMessageRequest, ClearDisplayMessageResponse;
+        "ClearVariableMonitoring" => clear_variable_monitoring::ClearVariableMonitoringRequest, ClearVariableMonitoringResponse;
+        "CostUpdated" => cost_updated::CostUpdatedRequest, CostUpdatedResponse;
+        "CustomerInformation" => customer_information::CustomerInformationRequest, CustomerInformationResponse;
+        "DataTransfer" => datatransfer::DataTransferRequest, DataTransferResponse;
+        "DeleteCertificate" => delete_certificate::DeleteCertificateRequest, DeleteCertificateResponse;
+        "GetBaseReport" => get_base_report::GetBaseReportRequest, GetBaseReportResponse;
+        "GetChargingProfiles" => get_charging_profiles::GetChargingProfilesRequest, GetChargingProfilesResponse;
+        "GetCompositeSchedule" => get_composite_schedule::GetCompositeScheduleRequest, GetCompositeScheduleResponse;
+        "GetDisplayMessages" => get_display_message::GetDisplayMessagesRequest, GetDisplayMessagesResponse;
+        "GetInstalledCertificateIds" => get_installed_certificate_ids::GetInstalledCertificateIdsRequest, GetInstalledCertificateIdsResponse;
+        "GetLocalListVersion" => get_local_list_version::GetLocalListVersionRequest, GetLocalListVersionResponse;
+        "GetLog" => get_log::GetLogRequest, GetLogResponse;
+        "GetMonitoringReport" => get_monitoring_report::GetMonitoringReportRequest, GetMonitoringReportResponse;
+        "GetReport" => get_report::GetReportRequest, GetReportResponse;
+        "GetTransactionStatus" => get_transaction_status::GetTransactionStatusRequest, GetTransactionStatusResponse;
+        "GetVariables" => get_variables::GetVariablesRequest, GetVariablesResponse;
+        "InstallCertificate" => install_certificate::InstallCertificateRequest, InstallCertificateResponse;
+        "PublishFirmware" => publish_firmware::PublishFirmwareRequest, PublishFirmwareResponse;
+        "RequestStartTransaction" => request_start_transaction::RequestStartTransactionRequest, RequestStartTransactionResponse;
+        "RequestStopTransaction" => request_stop_transaction::RequestStopTransactionRequest, RequestStopTransactionResponse;
+        "ReserveNow" => reserve_now::ReserveNowRequest, ReserveNowResponse;
+        "Reset" => reset::ResetRequest, ResetResponse;
+        "SendLocalList" => send_local_list::SendLocalListRequest, SendLocalListResponse;
+        "SetChargingProfile" => set_charging_profile::SetChargingProfileRequest, SetChargingProfileResponse;
+        "SetDisplayMessage" => set_display_message::SetDisplayMessageRequest, SetDisplayMessageResponse;
+        "SetMonitoringBase" => set_monitoring_base::SetMonitoringBaseRequest, SetMonitoringBaseResponse;
+        "SetMonitoringLevel" => set_monitoring_level::SetMonitoringLevelRequest, SetMonitoringLevelResponse;
+        "SetNetworkProfile" => set_network_profile::SetNetworkProfileRequest, SetNetworkProfileResponse;
+        "SetVariableMonitoring" => set_variable_monitoring::SetVariableMonitoringRequest, SetVariableMonitoringResponse;
+        "SetVariables" => set_variables::SetVariablesRequest, SetVariablesResponse;
+        "TriggerMessage" => trigger_message::TriggerMessageRequest, TriggerMessageResponse;
+        "UnlockConnector" => unlock_connector::UnlockConnectorRequest, UnlockConnectorResponse;
+        "UnpublishFirmware" => unpublish_firmware::UnpublishFirmwareRequest, UnpublishFirmwareResponse;
+        "UpdateFirmware" => update_firmware::UpdateFirmwareRequest, UpdateFirmwareResponse;
+    }
+}
+
+/// A TxProfile capping the transaction `transaction_ref` at `max_power_w` from now on.
+fn tx_profile(evse_id: i32, transaction_ref: &str, max_power_w: f64) -> Value {
+    json!({
+        "evseId": evse_id,
+        "chargingProfile": {
+            "id": TX_PROFILE_ID,
+            "stackLevel": 1,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Relative",
+            "transactionId": transaction_ref,
+            "chargingSchedule": [{
+                "id": 1,
+                "chargingRateUnit": "W",
+                "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": (max_power_w * 10.0).round() / 10.0 }]
+            }]
+        }
+    })
+}
+
+/// The action and payload of `command` for a 2.0.1 station.
+pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError> {
+    let (action, payload) = match command {
+        // a hard reset reboots now; a soft one waits until no transaction is running
+        ChargerCommand::Reset { hard } => (
+            "Reset".to_string(),
+            json!({ "type": if *hard { "Immediate" } else { "OnIdle" } }),
+        ),
+        ChargerCommand::RemoteStart {
+            connector_id,
+            id_tag,
+            remote_start_id,
+        } => {
+            let mut payload = json!({
+                "idToken": { "idToken": id_tag, "type": "Central" },
+                "remoteStartId": remote_start_id,
+            });
+            if let Some(evse_id) = connector_id {
+                payload["evseId"] = json!(evse_id);
+            }
+            ("RequestStartTransaction".to_string(), payload)
+        }
+        ChargerCommand::RemoteStop {
+            transaction_ref, ..
+        } => {
+            let Some(transaction_ref) = transaction_ref else {
+                return Err(CommandError::Invalid(
+                    "a 2.0.1 stop needs the station's transactionId".into(),
+                ));
+            };
+            (
+                "RequestStopTransaction".to_string(),
+                json!({ "transactionId": transaction_ref }),
+            )
+        }
+        ChargerCommand::LimitPower {
+            connector_id,
+            transaction_ref,
+            max_power_w,
+            ..
+        } => {
+            // 2.0.1 only accepts a TxProfile for a named, running transaction (K01.FR.03)
+            let Some(transaction_ref) = transaction_ref else {
+                return Err(CommandError::Invalid(
+                    "a 2.0.1 power limit needs the station's transactionId".into(),
+                ));
+            };
+            (
+                "SetChargingProfile".to_string(),
+                tx_profile(*connector_id, transaction_ref, *max_power_w),
+            )
+        }
+        ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
+    };
+    check_action(&action, &payload, false).map_err(CommandError::Invalid)?;
+    Ok((action, payload))
+}
+
+/// Checks the station's CALLRESULT payload for `action`.
+pub fn check_reply(action: &str, payload: &Value) -> Result<(), CommandError> {
+    check_action(action, payload, true).map_err(CommandError::BadReply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_maps_hard_to_immediate_and_soft_to_on_idle() {
+        let (action, payload) = to_call(&ChargerCommand::Reset { hard: true }).unwrap_or_default();
+        assert_eq!(action, "Reset");
+        assert_eq!(payload, json!({ "type": "Immediate" }));
+        let (_, payload) = to_call(&ChargerCommand::Reset { hard: false }).unwrap_or_default();
+        assert_eq!(payload, json!({ "type": "OnIdle" }));
+    }
+
+    #[test]
+    fn remote_start_carries_the_remote_start_id_and_a_central_token() {
+        let (action, payload) = to_call(&ChargerCommand::RemoteStart {
+            connector_id: Some(2),
+            id_tag: "CG0011223344556677".into(),
+            remote_start_id: 42,
+        })
+        .unwrap_or_default();
+        assert_eq!(action, "RequestStartTransaction");
+        assert_eq!(
+            payload,
+            json!({ "idToken": { "idToken": "CG0011223344556677", "type": "Central" }, "remoteStartId": 42, "evseId": 2 })
+        );
+    }
+
+    #[test]
+    fn stop_and_limit_need_the_stations_transaction_id() {
+        let stop = ChargerCommand::RemoteStop {
+            transaction_id: Some(7),
+            transaction_ref: None,
+        };
+        assert!(matches!(to_call(&stop), Err(CommandError::Invalid(_))));
+        let (_, payload) = to_call(&ChargerCommand::LimitPower {
+            connector_id: 1,
+            transaction_id: None,
+            transaction_ref: Some("tx-1".into()),
+            max_power_w: 7400.0,
+        })
+        .unwrap_or_default();
+        assert_eq!(payload["chargingProfile"]["transactionId"], "tx-1");
+        assert_eq!(
+            payload["chargingProfile"]["chargingProfilePurpose"],
+            "TxProfile"
+        );
+    }
+
+    #[test]
+    fn raw_commands_and_answers_are_validated() {
+        let bad = to_call(&ChargerCommand::Raw {
+            action: "UnlockConnector".into(),
+            payload: json!({ "evseId": 1 }),
+        });
+        assert!(matches!(bad, Err(CommandError::Invalid(_))));
+        let one_six = to_call(&ChargerCommand::Raw {
+            action: "RemoteStartTransaction".into(),
+            payload: json!({ "idTag": "X" }),
+        });
+        assert!(matches!(one_six, Err(CommandError::Invalid(_))));
+        assert!(check_reply("ClearCache", &json!({ "status": "Accepted" })).is_ok());
+        assert!(check_reply("Reset", &json!({ "status": "Maybe" })).is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! TransactionEvent (Started / Updated / Ended). Each event is stored before it is answered, in
+//! one Postgres transaction with its meter values and session change, and always answered with
+//! a result; if it cannot be stored it is left unanswered so the station re-sends it.
+//!
+//! - The station names the transaction (`transactionId`, kept as `transaction_ref`); the first
+//!   event received creates it, whatever its type (stations may start with `Updated`, and
+//!   offline-queued events may arrive out of order).
+//! - `seqNo`: a repeated number changes nothing and gets the same kind of answer; a late one
+//!   fills its gap; missing ones are listed in `seq_gaps`. Events flagged `offline` are counted.
+//! - Charger timestamps are kept as sent: the session's start and end, and so billing, use them.
+//! - The first event naming a user's accepted idToken links the session: the PENDING app
+//!   session whose `remoteStartId` it echoes (or for the EVSE and token), else a new
+//!   charger-started one. `Updated` meter values update the session; `Ended` completes it with
+//!   the event's last `Energy.Active.Import.Register`.
+
+use rust_decimal::Decimal;
+use rust_ocpp::v2_0_1::enumerations::authorization_status_enum_type::AuthorizationStatusEnumType;
+use rust_ocpp::v2_0_1::enumerations::transaction_event_enum_type::TransactionEventEnumType;
+use rust_ocpp::v2_0_1::messages::transaction_event::{
+    TransactionEventRequest, TransactionEventResponse,
+};
+use serde_json::Value;
+
+use super::authorize::{check_token, resolve, token_info, Resolved};
+use super::meter::samples;
+use crate::ocpp::handler::{enum_name, CallContext, Handled};
+use crate::ocpp::meter::{self, Reading};
+use crate::ocpp::payload::{check_len, decode_shape};
+use crate::ocpp::{CallErrorCode, CallFailure};
+use crate::store::sessions::{self, SessionRecord, TransactionStart};
+use crate::store::transaction_events::{self, EventTransaction, FirstEvent};
+use crate::store::transactions::{self, SampleOwner};
+use crate::store::{StoreError, Tx};
+
+/// Longest transactionId (OCPP 2.0.1 TransactionType.transactionId).
+const MAX_TRANSACTION_ID_CHARS: usize = 36;
+
+/// A storage failure on a transaction message: the station gets no answer and retries, because
+/// these messages are only ever answered after they are stored.
+fn unanswered(err: StoreError) -> CallFailure {
+    tracing::error!(error = %err, "TransactionEvent not stored; leaving it unanswered so the station retries");
+    CallFailure::unanswered()
+}
+
+fn validate(req: &TransactionEventRequest) -> Result<(), CallFailure> {
+    let id = &req.transaction_info.transaction_id;
+    check_len(
+        "TransactionEvent",
+        "transactionId",
+        id,
+        MAX_TRANSACTION_ID_CHARS,
+    )?;
+    if id.is_empty() || req.seq_no < 0 {
+        return Err(CallFailure::new(
+            CallErrorCode::PropertyConstraintViolation,
+            "TransactionEvent: transactionId must not be empty and seqNo not negative",
+        ));
+    }
+    match &req.id_token {
+        Some(token) => check_token("TransactionEvent", token),
+        None => Ok(()),
+    }
+}
+
+/// The energy register at the start of the transaction, as far as this event tells: its
+/// `Transaction.Begin` samples, else (for an event other than `Ended`, whose values are final)
+/// its reading.
+fn start_register(
+    samples: &[meter::Sample],
+    event: &TransactionEventEnumType,
+    reading: &Reading,
+) -> Option<Decimal> {
+    let begin: Vec<meter::Sample> = samples
+        .iter()
+        .filter(|s| s.context == "Transaction.Begin")
+        .cloned()
+        .collect();
+    meter::reading(&begin).energy_wh.or(match event {
+        TransactionEventEnumType::Ended => None,
+        _ => reading.energy_wh,
+    })
+}
+
+pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
+    let req: TransactionEventRequest = decode_shape("TransactionEvent", payload)?;
+    validate(&req)?;
+    let token = match &req.id_token {
+        Some(token) => Some(resolve(&ctx.app.db, token).await.map_err(unanswered)?),
+        None => None,
+    };
+    let samples = samples(req.meter_value.as_deref().unwrap_or_default());
+    let reading = meter::reading(&samples);
+    let start_wh = start_register(&samples, &req.event_type, &reading);
+    let mut tx = ctx.app.db.begin().await.map_err(|e| unanswered(e.into()))?;
+    let (transaction, created) = transaction_events::lock_or_create(
+        &mut tx,
+        &FirstEvent {
+            charger_id: &ctx.charger_id,
+            transaction_ref: &req.transaction_info.transaction_id,
+            connector_id: req.evse.as_ref().map(|e| e.id).unwrap_or(0),
+            started_at: req.timestamp,
+            meter_start_wh: start_wh,
+        },
+    )
+    .await
+    .map_err(unanswered)?;
+    let answer = Handled::reply(&TransactionEventResponse {
+        id_token_info: token.as_ref().map(|t| token_info(t.status.clone())),
+        ..Default::default()
+    })?;
+    let Some(seq) = transaction.seq().receive(req.seq_no) else {
+        // nothing to write: the rollback on drop releases the row lock
+        tracing::info!(charger_id = %ctx.charger_id, transaction_ref = %req.transaction_info.transaction_id, seq_no = req.seq_no, "repeated TransactionEvent answered without changes");
+        return Ok(answer);
+    };
+    if seq.gaps.len() > transaction.seq_gaps.len() {
+        tracing::warn!(charger_id = %ctx.charger_id, transaction_ref = %req.transaction_info.transaction_id, gaps = ?seq.gaps, "TransactionEvent seqNo gap");
+    }
+    let offline = req.offline.unwrap_or(false);
+    let started = (req.event_type == TransactionEventEnumType::Started && !created)
+        .then_some((req.timestamp, start_wh));
+    transaction_events::record_event(&mut tx, transaction.record.id, &seq, offline, started)
+        .await
+        .map_err(unanswered)?;
+    let event = Event {
+        req: &req,
+        token: token.as_ref(),
+        reading: &reading,
+        start_wh,
+        samples: &samples,
+    };
+    let session = apply(ctx, &mut tx, &event, &transaction)
+        .await
+        .map_err(unanswered)?;
+    tx.commit().await.map_err(|e| unanswered(e.into()))?;
+    tracing::info!(
+        charger_id = %ctx.charger_id,
+        transaction_ref = %req.transaction_info.transaction_id,
+        event = %enum_name(&req.event_type),
+        seq_no = req.seq_no,
+        offline,
+        "TransactionEvent stored"
+    );
+    Ok(answer.with_session(session))
+}
+
+/// A decoded event with what was derived from it.
+struct Event<'a> {
+    req: &'a TransactionEventRequest,
+    token: Option<&'a Resolved>,
+    reading: &'a Reading,
+    start_wh: Option<Decimal>,
+    samples: &'a [meter::Sample],
+}
+
+/// The event's effect on the transaction and its session; returns the session as committed.
+async fn apply(
+    ctx: &CallContext,
+    tx: &mut Tx<'_>,
+    event: &Event<'_>,
+    transaction: &EventTransaction,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let Event {
+        req,
+        token,
+        reading,
+        start_wh,
+        samples,
+    } = event;
+    let record = &transaction.record;
+    let source = ctx.app.event_source();
+    let mut session: Option<SessionRecord> = None;
+    if let (Some(resolved), Some(id_token)) = (token, req.id_token.as_ref()) {
+        if record.id_tag.is_none() {
+            let status = enum_name(&resolved.status);
+            transaction_events::identify(tx, record.id, &id_token.id_token, &status).await?;
+        }
+        if let (None, AuthorizationStatusEnumType::Accepted, Some(user_id)) =
+            (record.session_id, &resolved.status, resolved.user_id)
+        {
+            let started_at = match req.event_type {
+                TransactionEventEnumType::Started => record.started_at.min(req.timestamp),
+                _ => record.started_at,
+            };
+            session = sessions::start_from_transaction(
+                tx,
+                &TransactionStart {
+                    charger_id: &ctx.charger_id,
+                    connector_id: record.connector_id,
+                    id_tag: &id_token.id_token,
+                    user_id,
+                    started_at,
+                    meter_start_wh: record.meter_start_wh.or(*start_wh),
+                    transaction_pk: record.id,
+                    remote_start_id: req.transaction_info.remote_start_id,
+                    source: &source,
+                },
+            )
+            .await?;
+        }
+    }
+    let session_id = record.session_id.or(session.as_ref().map(|s| s.id));
+    transactions::insert_samples(
+        tx,
+        SampleOwner {
+            charger_id: &ctx.charger_id,
+            connector_id: record.connector_id,
+            transaction_pk: Some(record.id),
+            session_id,
+        },
+        samples,
+    )
+    .await?;
+    match (&req.event_type, session_id) {
+        (TransactionEventEnumType::Ended, _) if record.stopped_at.is_some() => {
+            tracing::info!(charger_id = %ctx.charger_id, transaction_ref = ?record.transaction_ref, "second Ended event ignored");
+        }
+        (TransactionEventEnumType::Ended, _) => {
+            let reason = req
+                .transaction_info
+                .stopped_reason
+                .as_ref()
+                .map(enum_name)
+                .unwrap_or_else(|| "Local".into());
+            transaction_events::stop(tx, record.id, req.timestamp, reading.energy_wh, &reason)
+                .await?;
+            if let Some(session_id) = session_id {
+                let completed = sessions::complete(
+                    tx,
+                    session_id,
+                    req.timestamp,
+                    reading.energy_wh,
+                    &reason,
+                    &source,
+                )
+                .await?;
+                session = completed.or(session);
+            }
+        }
+        (_, Some(session_id)) if reading.energy_wh.is_some() || reading.power_w.is_some() => {
+            let sampled_at = samples
+                .iter()
+                .map(|s| s.sampled_at)
+                .max()
+                .unwrap_or(req.timestamp);
+            let updated = sessions::record_reading(
+                tx,
+                session_id,
+                reading.energy_wh,
+                reading.power_w,
+                sampled_at,
+                &source,
+            )
+            .await?;
+            session = updated.or(session);
+        }
+        _ => {}
+    }
+    Ok(session)
+}

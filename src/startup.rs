@@ -1,0 +1,243 @@
+//! `Application::build` wires settings into a running server: it connects to every backing
+//! service, checks the schema is migrated, binds the listener (port 0 in tests) and builds the
+//! GraphQL schema once. `run_until_stopped` serves until SIGTERM/SIGINT or `stop`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use actix::Actor;
+
+use crate::actors::messages::{InitRegistry, InitSessions};
+use crate::actors::registry::NodeRequests;
+use crate::actors::{Registry, SessionSupervisor};
+use crate::api;
+use crate::auth::charger_auth::ChargerAuthCache;
+use crate::auth::JwtKeys;
+use crate::configuration::{Settings, SettingsError};
+use crate::context::AppContext;
+use crate::context::RateWindow;
+use crate::events::node_rpc::NodeRpc;
+use crate::live::LiveBus;
+use crate::metrics::Metrics;
+use crate::ocm::search::StationIndexHandle;
+use crate::store::amqp::Amqp;
+use crate::store::mongo::MongoSetupError;
+use crate::store::postgres::{self, PostgresError};
+use crate::store::redis::RedisSetupError;
+use crate::workers::WorkerKind;
+use tokio::sync::Semaphore;
+
+/// Why the application could not start; each message is one human-readable line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
+    #[error(transparent)]
+    Mongo(#[from] MongoSetupError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("worker: {0}")]
+    Worker(String),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("loading the station search index: {0}")]
+    StationIndex(#[from] crate::store::StoreError),
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    ctx: AppContext,
+    /// Cancels the background tasks (relay, fan-out, workers) once the server has stopped.
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    /// Reloads the station index when stations change; stopped with the server.
+    index_refresher: JoinHandle<()>,
+}
+
+impl Application {
+    /// Connects to Postgres (required, and migrated), prepares Redis, MongoDB and RabbitMQ (which
+    /// may come up later: `/ready` reports them), and binds `settings.http.bind`.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, &[]).await
+    }
+
+    /// `build` plus the given workers in the same process (`chargegrid all`).
+    pub async fn build_with(
+        settings: Settings,
+        workers: &[WorkerKind],
+    ) -> Result<Self, StartupError> {
+        let ctx = connect(settings).await?;
+        // searches must not answer from an empty index while stations exist
+        ctx.stations.reload(&ctx.db).await?;
+        let index_refresher = ctx.stations.spawn_refresher(
+            ctx.db.clone(),
+            Duration::from_secs(ctx.settings.ocm.index_refresh_secs),
+        );
+        let listener =
+            TcpListener::bind(&ctx.settings.http.bind).map_err(|e| StartupError::Bind {
+                addr: ctx.settings.http.bind.clone(),
+                reason: e.to_string(),
+            })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        ctx.sessions.do_send(InitSessions { app: ctx.clone() });
+        let server = serve(ctx.clone(), listener)?;
+        let shutdown = ctx.shutdown.clone();
+        let mut tasks = vec![
+            tokio::spawn(crate::events::node_rpc::serve(
+                ctx.amqp.clone(),
+                ctx.topology(),
+                ctx.settings.node_id.clone(),
+                Arc::new(NodeRequests { app: ctx.clone() }),
+                shutdown.clone(),
+            )),
+            crate::workers::spawn_relay(&ctx, shutdown.clone()),
+            tokio::spawn(crate::events::fanout::run(
+                ctx.amqp.clone(),
+                ctx.topology(),
+                ctx.settings.node_id.clone(),
+                ctx.event_source(),
+                ctx.live.clone(),
+                shutdown.clone(),
+            )),
+        ];
+        for kind in workers {
+            tasks.extend(
+                crate::workers::spawn_worker(&ctx, *kind, shutdown.clone())
+                    .await
+                    .map_err(|e| StartupError::Worker(e.to_string()))?,
+            );
+        }
+        tracing::info!(port, node_id = %ctx.settings.node_id, "chargegrid listening");
+        Ok(Self {
+            port,
+            server,
+            ctx,
+            shutdown,
+            tasks,
+            index_refresher,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn context(&self) -> &AppContext {
+        &self.ctx
+    }
+
+    /// A handle that stops the server gracefully (tests, signal handling).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Drains like SIGTERM does (for tests and embedding).
+    pub async fn drain(&self) {
+        crate::shutdown::drain(&self.ctx, &self.server.handle()).await;
+    }
+
+    /// Serves until stopped, then stops the background tasks (the relay flushes the outbox) and
+    /// closes the backing connections.
+    pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
+        let (ctx, handle) = (self.ctx.clone(), self.server.handle());
+        let on_signal = actix_rt::spawn(async move {
+            crate::shutdown::shutdown_signal().await;
+            tracing::info!("shutdown signal: draining");
+            crate::shutdown::drain(&ctx, &handle).await;
+        });
+        let result = self.server.await;
+        on_signal.abort();
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::future::join_all(self.tasks),
+        )
+        .await;
+        self.index_refresher.abort();
+        self.ctx.amqp.close().await;
+        self.ctx.db.close().await;
+        tracing::info!("chargegrid stopped");
+        result
+    }
+}
+
+/// Connects to every backing service and builds the shared context.
+pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
+    let jwt = JwtKeys::new(&settings.jwt_secret()?, settings.auth.access_token_ttl_secs);
+    let db = postgres::connect(&settings.database).await?;
+    postgres::ensure_migrated(&db, &settings.database).await?;
+    let redis = crate::store::redis::pool(&settings.redis)?;
+    let mongo = crate::store::mongo::database(&settings).await?;
+    let amqp = Amqp::start(
+        &settings.amqp,
+        format!("{}/{}", settings.events.namespace, settings.node_id),
+    );
+    let sessions = SessionSupervisor::default().start();
+    let shutdown = CancellationToken::new();
+    let topology = crate::context::topology_of(&settings);
+    let rpc = NodeRpc::start(amqp.clone(), topology, &settings.node_id, shutdown.clone());
+    let handshakes = Arc::new(Semaphore::new(
+        settings.cluster.max_concurrent_handshakes.max(1),
+    ));
+    let boots = Arc::new(RateWindow::new(settings.cluster.max_boots_per_sec));
+    let ctx = AppContext {
+        settings: Arc::new(settings),
+        db,
+        redis,
+        mongo,
+        amqp,
+        jwt: Arc::new(jwt),
+        metrics: Arc::new(Metrics::new()?),
+        registry: Registry::default().start(),
+        charger_auth: Arc::new(ChargerAuthCache::default()),
+        live: LiveBus::default(),
+        sessions: sessions.clone(),
+        rpc,
+        handshakes,
+        boots,
+        shutdown,
+        stations: StationIndexHandle::default(),
+    };
+    ctx.registry.do_send(InitRegistry { app: ctx.clone() });
+    Ok(ctx)
+}
+
+fn serve(ctx: AppContext, listener: TcpListener) -> Result<Server, StartupError> {
+    let schema = web::Data::new(api::graphql::build_schema(ctx.clone()));
+    let data = web::Data::new(ctx.clone());
+    let http = &ctx.settings.http;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(api::observe))
+            .app_data(data.clone())
+            .app_data(schema.clone())
+            .configure(api::configure)
+    })
+    .shutdown_timeout(http.shutdown_timeout_secs)
+    // signals are ours: SIGTERM drains chargers before the server stops
+    .disable_signals()
+    .client_request_timeout(Duration::from_secs(10));
+    if http.workers > 0 {
+        server = server.workers(http.workers);
+    }
+    let server = server
+        .listen(listener)
+        .map_err(|e| StartupError::Bind {
+            addr: http.bind.clone(),
+            reason: e.to_string(),
+        })?
+        .run();
+    Ok(server)
+}

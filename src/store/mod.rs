@@ -1,0 +1,50 @@
+//! Access to Postgres, Redis, MongoDB and RabbitMQ: connection setup plus plain async functions
+//! that take a pool or a transaction. Nothing here knows about GraphQL or OCPP.
+
+pub mod amqp;
+pub mod billing;
+pub mod chargers;
+pub mod device_model;
+pub mod invoices;
+pub mod mongo;
+pub mod ocm_sync_state;
+pub mod ownership;
+pub mod postgres;
+pub mod redis;
+pub mod refresh_tokens;
+pub mod sessions;
+pub mod station_cache;
+pub mod stations;
+pub mod transaction_events;
+pub mod transactions;
+pub mod users;
+pub mod vehicles;
+pub mod wallet;
+
+/// Errors of the storage layer. Constraint violations the caller can act on get their own variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Maps a unique violation on `constraint` to `Conflict(message)`, anything else to `Database`.
+    pub fn from_unique(err: sqlx::Error, constraint: &str, message: &str) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            if db.is_unique_violation() && db.constraint() == Some(constraint) {
+                return StoreError::Conflict(message.to_string());
+            }
+        }
+        StoreError::Database(err)
+    }
+}
+
+/// A Postgres transaction, the unit every state change and its outbox event share.
+pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;

@@ -1,0 +1,164 @@
+//! The Postgres pool, the embedded migrations, and the startup check that refuses to serve a
+//! database whose schema is behind the binary.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
+
+use crate::configuration::{mask_url, DatabaseSettings};
+
+/// The SQL migrations, compiled into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("PostgreSQL at {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("PostgreSQL at {url}: {reason}")]
+    Schema { url: String, reason: String },
+    #[error("PostgreSQL at {url}: migration failed: {reason}")]
+    Migrate { url: String, reason: String },
+}
+
+fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, PostgresError> {
+    settings
+        .url
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+        .map_err(|e| PostgresError::Unreachable {
+            url: mask_url(settings.url.expose_secret()),
+            reason: format!("invalid DATABASE_URL: {e}"),
+        })
+}
+
+/// Connects and proves the connection works (a pool is lazy otherwise).
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, PostgresError> {
+    let url = mask_url(settings.url.expose_secret());
+    let options = options(settings)?;
+    // One direct connection first: a pool only reports "timed out", this reports the cause.
+    let probe = tokio::time::timeout(
+        Duration::from_secs(settings.connect_timeout_secs),
+        options.connect(),
+    )
+    .await
+    .map_err(|_| PostgresError::Unreachable {
+        url: url.clone(),
+        reason: "connection timed out".into(),
+    })?
+    .map_err(|e| PostgresError::Unreachable {
+        url: url.clone(),
+        reason: short_reason(&e),
+    })?;
+    let _ = probe.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
+        .connect_with(options)
+        .await
+        .map_err(|e| PostgresError::Unreachable {
+            url: url.clone(),
+            reason: short_reason(&e),
+        })?;
+    Ok(pool)
+}
+
+/// Creates the database if it does not exist yet, then applies every pending migration.
+pub async fn migrate(settings: &DatabaseSettings) -> Result<PgPool, PostgresError> {
+    let raw = settings.url.expose_secret();
+    let url = mask_url(raw);
+    let exists = Postgres::database_exists(raw)
+        .await
+        .map_err(|e| PostgresError::Unreachable {
+            url: url.clone(),
+            reason: short_reason(&e),
+        })?;
+    if !exists {
+        Postgres::create_database(raw)
+            .await
+            .map_err(|e| PostgresError::Migrate {
+                url: url.clone(),
+                reason: short_reason(&e),
+            })?;
+    }
+    let pool = connect(settings).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| PostgresError::Migrate {
+            url,
+            reason: e.to_string(),
+        })?;
+    Ok(pool)
+}
+
+/// Fails unless every migration of this binary is applied with a matching checksum.
+pub async fn ensure_migrated(
+    pool: &PgPool,
+    settings: &DatabaseSettings,
+) -> Result<(), PostgresError> {
+    let url = mask_url(settings.url.expose_secret());
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await
+        .map_err(|e| PostgresError::Unreachable {
+            url: url.clone(),
+            reason: short_reason(&e),
+        })?;
+    let applied: HashMap<i64, Vec<u8>> = if table.is_some() {
+        sqlx::query_as::<_, (i64, Vec<u8>)>(
+            "SELECT version, checksum FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| PostgresError::Unreachable {
+            url: url.clone(),
+            reason: short_reason(&e),
+        })?
+        .into_iter()
+        .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut pending = Vec::new();
+    for migration in MIGRATOR.iter() {
+        match applied.get(&migration.version) {
+            None => pending.push(migration.version),
+            Some(checksum) if checksum.as_slice() != &*migration.checksum => {
+                return Err(PostgresError::Schema {
+                    url,
+                    reason: format!(
+                        "migration {} was changed after it was applied",
+                        migration.version
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(PostgresError::Schema {
+            url,
+            reason: format!(
+                "{} unapplied migration(s) (first {}); run `chargegrid migrate`",
+                pending.len(),
+                pending[0]
+            ),
+        })
+    }
+}
+
+/// The one-line cause of a sqlx error, without connection strings.
+fn short_reason(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "connection timed out".into(),
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
+}

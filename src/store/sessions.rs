@@ -1,0 +1,519 @@
+//! Charging sessions: the domain view of charging. Every state change writes its event
+//! (SESSION_STARTED / SESSION_UPDATED / SESSION_ENDED) to the outbox in the same transaction.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{StoreError, Tx};
+use crate::events::{outbox, Event};
+
+/// Session statuses as stored (and shown by the API).
+pub mod status {
+    pub const PENDING: &str = "PENDING";
+    pub const IN_PROGRESS: &str = "IN_PROGRESS";
+    pub const STOPPING: &str = "STOPPING";
+    pub const COMPLETED: &str = "COMPLETED";
+    pub const REJECTED: &str = "REJECTED";
+    pub const FAILED: &str = "FAILED";
+
+    /// A session in one of these states has a charger transaction to come or running.
+    pub fn is_open(status: &str) -> bool {
+        matches!(status, PENDING | IN_PROGRESS | STOPPING)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub station_id: Uuid,
+    pub charger_id: String,
+    pub connector_id: Option<i32>,
+    pub id_tag: String,
+    pub status: String,
+    pub origin: String,
+    pub remote_start_id: Option<i32>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub meter_start_wh: Option<Decimal>,
+    pub meter_last_wh: Option<Decimal>,
+    pub energy_kwh: Decimal,
+    pub power_kw: Option<f64>,
+    pub max_power_kw: Option<f64>,
+    pub max_energy_kwh: Option<Decimal>,
+    pub stop_reason: Option<String>,
+    pub failure_reason: Option<String>,
+    pub cost: Option<Decimal>,
+    pub currency: Option<String>,
+    pub pending_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, remote_start_id, \
+    start_time, end_time, meter_start_wh, meter_last_wh, energy_kwh, power_kw, max_power_kw, max_energy_kwh, \
+    stop_reason, failure_reason, cost, currency::text AS currency, pending_expires_at, created_at, updated_at";
+
+impl SessionRecord {
+    pub fn energy_kwh_f64(&self) -> f64 {
+        self.energy_kwh.to_f64().unwrap_or_default()
+    }
+
+    pub fn is_open(&self) -> bool {
+        status::is_open(&self.status)
+    }
+}
+
+pub struct NewSession<'a> {
+    pub user_id: Uuid,
+    pub station_id: Uuid,
+    pub charger_id: &'a str,
+    pub connector_id: i32,
+    pub id_tag: &'a str,
+    pub remote_start_id: i32,
+    pub pending_for: Duration,
+}
+
+/// Creates a PENDING app session. A connector with an open session is a `Conflict` (the unique
+/// index decides between concurrent requests: exactly one wins).
+#[tracing::instrument(skip_all, fields(charger_id = %new.charger_id))]
+pub async fn create_pending(
+    pool: &PgPool,
+    new: &NewSession<'_>,
+) -> Result<SessionRecord, StoreError> {
+    sqlx::query_as::<_, SessionRecord>(&format!(
+        "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, remote_start_id, pending_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 'APP', $7, $8) RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(new.user_id)
+    .bind(new.station_id)
+    .bind(new.charger_id)
+    .bind(new.connector_id)
+    .bind(new.id_tag)
+    .bind(new.remote_start_id)
+    .bind(Utc::now() + new.pending_for)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| StoreError::from_unique(e, "sessions_one_open_per_connector", "the connector already has an active session"))
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, SessionRecord>(&format!(
+            "SELECT {COLUMNS} FROM sessions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?,
+    )
+}
+
+async fn lock(tx: &mut Tx<'_>, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "SELECT {COLUMNS} FROM sessions WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+pub async fn list_for_user(
+    pool: &PgPool,
+    user_id: Uuid,
+    status: Option<&str>,
+    first: i64,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND ($2::text IS NULL OR status = $2) \
+         ORDER BY created_at DESC LIMIT $3"
+    ))
+    .bind(user_id)
+    .bind(status)
+    .bind(first)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Unfinished sessions of chargers this node held last (or nobody held), for rehydrating
+/// session actors at startup: a replica restarted under the same NODE_ID gets its sessions back.
+pub async fn open_sessions_for_node(
+    pool: &PgPool,
+    node_id: &str,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "SELECT {COLUMNS} FROM sessions s WHERE status IN ('PENDING', 'IN_PROGRESS', 'STOPPING')          AND EXISTS (SELECT 1 FROM chargers c WHERE c.id = s.charger_id AND (c.node_id = $1 OR c.node_id IS NULL))"
+    ))
+    .bind(node_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Unfinished sessions of one charger (their actors follow the charger to this replica).
+pub async fn open_sessions_for_charger(
+    pool: &PgPool,
+    charger_id: &str,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "SELECT {COLUMNS} FROM sessions WHERE charger_id = $1 AND status IN ('PENDING', 'IN_PROGRESS', 'STOPPING')"
+    ))
+    .bind(charger_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Ends a session that never started (REJECTED or FAILED) if it is still PENDING.
+pub async fn fail_pending(
+    pool: &PgPool,
+    id: Uuid,
+    new_status: &str,
+    reason: &str,
+) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "UPDATE sessions SET status = $2, failure_reason = $3, end_time = now(), updated_at = now() \
+         WHERE id = $1 AND status = 'PENDING' RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(new_status)
+    .bind(reason)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// PENDING sessions whose charger never started them, now FAILED.
+pub async fn expire_pending(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE sessions SET status = 'FAILED', failure_reason = 'the charger did not start the session in time', \
+             end_time = now(), updated_at = now() \
+         WHERE status = 'PENDING' AND pending_expires_at < now() RETURNING id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// IN_PROGRESS -> STOPPING after the charger accepted a remote stop.
+pub async fn mark_stopping(pool: &PgPool, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "UPDATE sessions SET status = 'STOPPING', updated_at = now() WHERE id = $1 AND status = 'IN_PROGRESS' RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn set_limits(
+    pool: &PgPool,
+    id: Uuid,
+    max_power_kw: Option<f64>,
+    max_energy_kwh: Option<Decimal>,
+) -> Result<Option<SessionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "UPDATE sessions SET max_power_kw = COALESCE($2, max_power_kw), max_energy_kwh = COALESCE($3, max_energy_kwh), \
+             updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(max_power_kw)
+    .bind(max_energy_kwh)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// What the charger's start tells the session layer.
+pub struct TransactionStart<'a> {
+    pub charger_id: &'a str,
+    pub connector_id: i32,
+    pub id_tag: &'a str,
+    pub user_id: Uuid,
+    pub started_at: DateTime<Utc>,
+    /// The energy register at the start; 2.0.1 chargers may not report one (the first reading
+    /// then becomes the baseline).
+    pub meter_start_wh: Option<Decimal>,
+    pub transaction_pk: i64,
+    /// 2.0.1 `remoteStartId` echoed by the charger: names the PENDING session exactly.
+    pub remote_start_id: Option<i32>,
+    pub source: &'a str,
+}
+
+/// The PENDING app session a starting transaction belongs to: the one whose `remoteStartId` the
+/// charger echoed (2.0.1), else the oldest for this connector and idTag.
+async fn pending_for(
+    tx: &mut Tx<'_>,
+    start: &TransactionStart<'_>,
+) -> Result<Option<Uuid>, StoreError> {
+    if let Some(remote_start_id) = start.remote_start_id {
+        let by_remote_start: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM sessions WHERE charger_id = $1 AND remote_start_id = $2 AND user_id = $3 \
+             AND status = 'PENDING' LIMIT 1 FOR UPDATE",
+        )
+        .bind(start.charger_id)
+        .bind(remote_start_id)
+        .bind(start.user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if by_remote_start.is_some() {
+            return Ok(by_remote_start);
+        }
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM sessions WHERE charger_id = $1 AND id_tag = $2 AND status = 'PENDING' \
+         AND (connector_id = $3 OR connector_id IS NULL) ORDER BY created_at LIMIT 1 FOR UPDATE",
+    )
+    .bind(start.charger_id)
+    .bind(start.id_tag)
+    .bind(start.connector_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Links a charger transaction to its session: the PENDING app session (see `pending_for`)
+/// becomes IN_PROGRESS, or (RFID / plug-and-charge) a new charger-started session is created.
+/// Emits SESSION_STARTED. `None` when the charger has no station or the connector already has
+/// another open session.
+pub async fn start_from_transaction(
+    tx: &mut Tx<'_>,
+    start: &TransactionStart<'_>,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let pending = pending_for(tx, start).await?;
+    let session = match pending {
+        // connector 0: a 2.0.1 transaction that named no EVSE keeps the session's connector
+        Some(id) => sqlx::query_as::<_, SessionRecord>(&format!(
+            "UPDATE sessions SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF($2, 0), connector_id), \
+                 start_time = $3, meter_start_wh = $4, meter_last_wh = $4, pending_expires_at = NULL, \
+                 updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(start.connector_id)
+        .bind(start.started_at)
+        .bind(start.meter_start_wh)
+        .fetch_one(&mut **tx)
+        .await?,
+        None => {
+            let station: Option<Uuid> = sqlx::query_scalar("SELECT station_id FROM chargers WHERE id = $1")
+                .bind(start.charger_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten();
+            let Some(station_id) = station else {
+                return Ok(None);
+            };
+            let inserted = sqlx::query_as::<_, SessionRecord>(&format!(
+                "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'IN_PROGRESS', 'CHARGER', $7, $8, $8) \
+                 ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+            ))
+            .bind(Uuid::now_v7())
+            .bind(start.user_id)
+            .bind(station_id)
+            .bind(start.charger_id)
+            .bind(start.connector_id)
+            .bind(start.id_tag)
+            .bind(start.started_at)
+            .bind(start.meter_start_wh)
+            .fetch_optional(&mut **tx)
+            .await?;
+            match inserted {
+                Some(session) => session,
+                None => {
+                    tracing::warn!(charger_id = %start.charger_id, connector_id = start.connector_id, "connector already has an open session; transaction not linked");
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    sqlx::query("UPDATE charger_transactions SET session_id = $2 WHERE id = $1")
+        .bind(start.transaction_pk)
+        .bind(session.id)
+        .execute(&mut **tx)
+        .await?;
+    outbox::enqueue(
+        tx,
+        Event::SessionStarted {
+            session_id: session.id,
+            user_id: session.user_id,
+            station_id: session.station_id,
+            charger_id: session.charger_id.clone(),
+            connector_id: session.connector_id,
+            started_at: start.started_at,
+        },
+        start.started_at,
+        start.source,
+    )
+    .await?;
+    Ok(Some(session))
+}
+
+fn energy_kwh(meter_start_wh: Option<Decimal>, meter_wh: Decimal) -> Decimal {
+    let delta = meter_wh - meter_start_wh.unwrap_or(meter_wh);
+    (delta / Decimal::from(1000)).max(Decimal::ZERO).round_dp(3)
+}
+
+/// Records a meter reading of an open session. Emits SESSION_UPDATED when something changed.
+pub async fn record_reading(
+    tx: &mut Tx<'_>,
+    session_id: Uuid,
+    meter_wh: Option<Decimal>,
+    power_w: Option<Decimal>,
+    sampled_at: DateTime<Utc>,
+    source: &str,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let Some(current) = lock(tx, session_id).await? else {
+        return Ok(None);
+    };
+    if !matches!(
+        current.status.as_str(),
+        status::IN_PROGRESS | status::STOPPING
+    ) {
+        return Ok(None);
+    }
+    // meter readings only move forward; an older offline-queued reading does not undo a newer one
+    let meter = match (meter_wh, current.meter_last_wh) {
+        (Some(new), Some(last)) if new < last => last,
+        (Some(new), _) => new,
+        (None, last) => last.unwrap_or_default(),
+    };
+    // a transaction that started without an energy register takes its first reading as the start
+    let meter_start = current.meter_start_wh.or(meter_wh);
+    let energy = energy_kwh(meter_start, meter);
+    let power_kw = power_w
+        .and_then(|w| (w / Decimal::from(1000)).to_f64())
+        .or(current.power_kw);
+    if energy == current.energy_kwh
+        && power_kw == current.power_kw
+        && meter_start == current.meter_start_wh
+    {
+        return Ok(Some(current));
+    }
+    let updated = sqlx::query_as::<_, SessionRecord>(&format!(
+        "UPDATE sessions SET meter_start_wh = $5, meter_last_wh = $2, energy_kwh = $3, power_kw = $4, \
+             updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(session_id)
+    .bind(meter)
+    .bind(energy)
+    .bind(power_kw)
+    .bind(meter_start)
+    .fetch_one(&mut **tx)
+    .await?;
+    outbox::enqueue(
+        tx,
+        Event::SessionUpdated {
+            session_id,
+            user_id: updated.user_id,
+            energy_kwh: updated.energy_kwh_f64(),
+            power_kw: updated.power_kw,
+            status: updated.status.clone(),
+        },
+        sampled_at,
+        source,
+    )
+    .await?;
+    Ok(Some(updated))
+}
+
+/// Completes a session with the charger's final meter value and time. Emits SESSION_ENDED.
+/// Without a final meter value (a 2.0.1 Ended event may carry none) the last reading counts.
+pub async fn complete(
+    tx: &mut Tx<'_>,
+    session_id: Uuid,
+    ended_at: DateTime<Utc>,
+    meter_stop_wh: Option<Decimal>,
+    stop_reason: &str,
+    source: &str,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let Some(current) = lock(tx, session_id).await? else {
+        return Ok(None);
+    };
+    if !current.is_open() {
+        return Ok(None);
+    }
+    let meter_stop_wh = meter_stop_wh
+        .or(current.meter_last_wh)
+        .or(current.meter_start_wh)
+        .unwrap_or_default();
+    let energy = energy_kwh(current.meter_start_wh, meter_stop_wh);
+    let done = sqlx::query_as::<_, SessionRecord>(&format!(
+        "UPDATE sessions SET status = 'COMPLETED', end_time = $2, meter_last_wh = $3, energy_kwh = $4, \
+             power_kw = 0, stop_reason = $5, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(session_id)
+    .bind(ended_at)
+    .bind(meter_stop_wh)
+    .bind(energy)
+    .bind(stop_reason)
+    .fetch_one(&mut **tx)
+    .await?;
+    let started = done.start_time.unwrap_or(ended_at);
+    let duration_minutes = ((ended_at - started).num_seconds().max(0) + 59) / 60;
+    outbox::enqueue(
+        tx,
+        Event::SessionEnded {
+            session_id,
+            user_id: done.user_id,
+            station_id: done.station_id,
+            charger_id: done.charger_id.clone(),
+            energy_kwh: done.energy_kwh_f64(),
+            duration_minutes,
+            ended_at,
+            stop_reason: stop_reason.to_string(),
+        },
+        ended_at,
+        source,
+    )
+    .await?;
+    Ok(Some(done))
+}
+
+/// Whether a station exists (and is still listed by OCM).
+pub async fn station_exists(pool: &PgPool, station_id: Uuid) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM stations WHERE id = $1)")
+            .bind(station_id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The 1.6 transactionId of a session's charger transaction.
+pub async fn transaction_id(pool: &PgPool, session_id: Uuid) -> Result<Option<i32>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<i32>>(
+        "SELECT transaction_id FROM charger_transactions WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(session_id)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
+
+/// The 2.0.1 transactionId (the charger's string) of a session's charger transaction.
+pub async fn transaction_ref(
+    pool: &PgPool,
+    session_id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Option<String>>(
+        "SELECT transaction_ref FROM charger_transactions WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(session_id)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn energy_is_the_register_delta_in_kwh() {
+        assert_eq!(
+            energy_kwh(Some(Decimal::from(1000)), Decimal::from(13500)),
+            Decimal::new(12500, 3)
+        );
+        assert_eq!(
+            energy_kwh(Some(Decimal::from(5000)), Decimal::from(4000)),
+            Decimal::ZERO
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Charger transactions (the OCPP view of charging) and their meter values. Every write here is
+//! committed before the charger gets its answer.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::{StoreError, Tx};
+use crate::ocpp::meter::Sample;
+
+/// A StartTransaction as received.
+#[derive(Debug, Clone)]
+pub struct StartRequest<'a> {
+    pub charger_id: &'a str,
+    pub connector_id: i32,
+    pub id_tag: &'a str,
+    pub started_at: DateTime<Utc>,
+    pub meter_start_wh: Decimal,
+    /// What the idTag resolved to (`Accepted`, `Blocked`, ...), kept with the transaction.
+    pub id_tag_status: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Row id of `charger_transactions`.
+    pub pk: i64,
+    pub transaction_id: i32,
+    pub id_tag_status: String,
+    /// A repeated StartTransaction: the first answer is returned again.
+    pub duplicate: bool,
+}
+
+/// Stores a 1.6 StartTransaction with a fresh transactionId from the sequence, or returns the
+/// transaction of an identical earlier StartTransaction.
+#[tracing::instrument(skip_all, fields(charger_id = %req.charger_id))]
+pub async fn start_v16(tx: &mut Tx<'_>, req: &StartRequest<'_>) -> Result<Started, StoreError> {
+    if let Some(existing) = find_duplicate_start(tx, req).await? {
+        return Ok(existing);
+    }
+    let transaction_id: i32 =
+        sqlx::query_scalar("SELECT nextval('ocpp16_transaction_id_seq')::integer")
+            .fetch_one(&mut **tx)
+            .await?;
+    let pk: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, started_at, meter_start_wh) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(req.charger_id)
+    .bind(req.connector_id)
+    .bind(transaction_id)
+    .bind(req.id_tag)
+    .bind(req.id_tag_status)
+    .bind(req.started_at)
+    .bind(req.meter_start_wh)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match pk {
+        Some(pk) => Ok(Started {
+            pk,
+            transaction_id,
+            id_tag_status: req.id_tag_status.to_string(),
+            duplicate: false,
+        }),
+        // a concurrent identical StartTransaction won the race
+        None => find_duplicate_start(tx, req)
+            .await?
+            .ok_or(StoreError::NotFound),
+    }
+}
+
+async fn find_duplicate_start(
+    tx: &mut Tx<'_>,
+    req: &StartRequest<'_>,
+) -> Result<Option<Started>, StoreError> {
+    let row = sqlx::query_as::<_, (i64, i32, Option<String>)>(
+        "SELECT id, transaction_id, id_tag_status FROM charger_transactions \
+         WHERE charger_id = $1 AND connector_id = $2 AND id_tag = $3 AND started_at = $4 \
+           AND meter_start_wh = $5 AND transaction_id IS NOT NULL",
+    )
+    .bind(req.charger_id)
+    .bind(req.connector_id)
+    .bind(req.id_tag)
+    .bind(req.started_at)
+    .bind(req.meter_start_wh)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(pk, transaction_id, status)| Started {
+        pk,
+        transaction_id,
+        id_tag_status: status.unwrap_or_else(|| "Accepted".into()),
+        duplicate: true,
+    }))
+}
+
+/// A transaction as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TransactionRecord {
+    pub id: i64,
+    pub charger_id: String,
+    pub connector_id: i32,
+    pub transaction_id: Option<i32>,
+    pub transaction_ref: Option<String>,
+    pub id_tag: Option<String>,
+    pub id_tag_status: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub started_at: DateTime<Utc>,
+    pub meter_start_wh: Option<Decimal>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub meter_stop_wh: Option<Decimal>,
+    pub stop_reason: Option<String>,
+}
+
+/// The columns of a `TransactionRecord`.
+pub(super) const COLUMNS: &str = "id, charger_id, connector_id, transaction_id, transaction_ref, id_tag, id_tag_status, \
+                       session_id, started_at, meter_start_wh, stopped_at, meter_stop_wh, stop_reason";
+
+/// Locks and returns the charger's 1.6 transaction `transaction_id`.
+pub async fn lock_v16(
+    tx: &mut Tx<'_>,
+    charger_id: &str,
+    transaction_id: i32,
+) -> Result<Option<TransactionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, TransactionRecord>(&format!(
+        "SELECT {COLUMNS} FROM charger_transactions WHERE charger_id = $1 AND transaction_id = $2 FOR UPDATE"
+    ))
+    .bind(charger_id)
+    .bind(transaction_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Looks up the charger's 1.6 transaction without locking.
+pub async fn find_v16(
+    pool: &PgPool,
+    charger_id: &str,
+    transaction_id: i32,
+) -> Result<Option<TransactionRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, TransactionRecord>(&format!(
+        "SELECT {COLUMNS} FROM charger_transactions WHERE charger_id = $1 AND transaction_id = $2"
+    ))
+    .bind(charger_id)
+    .bind(transaction_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Closes a transaction.
+pub async fn stop(
+    tx: &mut Tx<'_>,
+    pk: i64,
+    stopped_at: DateTime<Utc>,
+    meter_stop_wh: Decimal,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE charger_transactions SET stopped_at = $2, meter_stop_wh = $3, stop_reason = $4, updated_at = now() WHERE id = $1",
+    )
+    .bind(pk)
+    .bind(stopped_at)
+    .bind(meter_stop_wh)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Where a batch of samples belongs.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleOwner<'a> {
+    pub charger_id: &'a str,
+    pub connector_id: i32,
+    pub transaction_pk: Option<i64>,
+    pub session_id: Option<Uuid>,
+}
+
+/// Inserts normalised samples in one statement.
+pub async fn insert_samples(
+    tx: &mut Tx<'_>,
+    owner: SampleOwner<'_>,
+    samples: &[Sample],
+) -> Result<(), StoreError> {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut builder: QueryBuilder<Postgres> = QueryBuilder::new(
+        "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, \
+         measurand, phase, context, location, unit, value) ",
+    );
+    builder.push_values(samples, |mut row, s| {
+        row.push_bind(owner.charger_id)
+            .push_bind(owner.connector_id)
+            .push_bind(owner.transaction_pk)
+            .push_bind(owner.session_id)
+            .push_bind(s.sampled_at)
+            .push_bind(&s.measurand)
+            .push_bind(&s.phase)
+            .push_bind(&s.context)
+            .push_bind(&s.location)
+            .push_bind(&s.unit)
+            .push_bind(s.value);
+    });
+    builder.build().execute(&mut **tx).await?;
+    Ok(())
+}

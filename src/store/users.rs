@@ -1,0 +1,146 @@
+//! Users and their idTags.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{StoreError, Tx};
+use crate::domain::{Email, IdTag, PersonName, Role};
+
+/// A user as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: String,
+    pub plan: String,
+    pub blocked: bool,
+    pub wallet_balance: Decimal,
+    pub wallet_currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRecord {
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Driver)
+    }
+}
+
+pub struct NewUser<'a> {
+    pub email: &'a Email,
+    pub name: &'a PersonName,
+    pub password_hash: &'a str,
+    pub role: Role,
+    pub currency: &'a str,
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, role, plan, blocked, wallet_balance, \
+                            wallet_currency::text AS wallet_currency, created_at";
+
+/// Inserts the user and their app idTag. A taken email (any case) is a `Conflict`.
+#[tracing::instrument(skip_all)]
+pub async fn insert(tx: &mut Tx<'_>, user: NewUser<'_>) -> Result<UserRecord, StoreError> {
+    let id = Uuid::now_v7();
+    let record = sqlx::query_as::<_, UserRecord>(&format!(
+        "INSERT INTO users (id, email, name, password_hash, role, wallet_currency) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user.email.as_str())
+    .bind(user.name.as_str())
+    .bind(user.password_hash)
+    .bind(user.role.as_str())
+    .bind(user.currency)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| {
+        StoreError::from_unique(
+            e,
+            "users_email_lower_key",
+            "an account with this email already exists",
+        )
+    })?;
+    // 64 random bits make a collision practically impossible; retry anyway rather than fail.
+    for _ in 0..3 {
+        let tag = IdTag::generate();
+        let inserted = sqlx::query(
+            "INSERT INTO id_tags (id_tag, user_id, kind) VALUES ($1, $2, 'APP') \
+             ON CONFLICT (id_tag) DO NOTHING",
+        )
+        .bind(tag.as_str())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(record);
+        }
+    }
+    Err(StoreError::Conflict("could not allocate an idTag".into()))
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn find_by_email(pool: &PgPool, email: &Email) -> Result<Option<UserRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, UserRecord>(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE lower(email) = $1"
+    ))
+    .bind(email.normalized())
+    .fetch_optional(pool)
+    .await?)
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %id))]
+pub async fn find_by_id(pool: &PgPool, id: Uuid) -> Result<Option<UserRecord>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, UserRecord>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// The user's app idTag (the one the app's sessions use).
+#[tracing::instrument(skip_all, fields(user_id = %user_id))]
+pub async fn app_id_tag(pool: &PgPool, user_id: Uuid) -> Result<String, StoreError> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT id_tag FROM id_tags WHERE user_id = $1 AND kind = 'APP' ORDER BY created_at LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+/// What a charger's idTag stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagStatus {
+    Accepted { user_id: Uuid },
+    Blocked { user_id: Uuid },
+    Expired { user_id: Uuid },
+    Invalid,
+}
+
+/// Resolves an idTag presented by a charger: the tag's own status and its user's `blocked` flag.
+#[tracing::instrument(skip_all)]
+pub async fn resolve_id_tag(pool: &PgPool, id_tag: &str) -> Result<TagStatus, StoreError> {
+    let row = sqlx::query_as::<_, (Uuid, String, Option<DateTime<Utc>>, bool)>(
+        "SELECT t.user_id, t.status, t.expires_at, u.blocked \
+         FROM id_tags t JOIN users u ON u.id = t.user_id WHERE t.id_tag = $1",
+    )
+    .bind(id_tag)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => TagStatus::Invalid,
+        Some((user_id, _, _, true)) => TagStatus::Blocked { user_id },
+        Some((user_id, status, _, _)) if status == "BLOCKED" => TagStatus::Blocked { user_id },
+        Some((user_id, status, _, _)) if status == "EXPIRED" => TagStatus::Expired { user_id },
+        Some((user_id, _, Some(expires), _)) if expires <= Utc::now() => {
+            TagStatus::Expired { user_id }
+        }
+        Some((user_id, _, _, _)) => TagStatus::Accepted { user_id },
+    })
+}

@@ -1,0 +1,95 @@
+//! The billing worker: SESSION_ENDED -> one invoice per session, paid from the wallet when it
+//! covers the amount, plus a periodic pass marking unpaid invoices past due OVERDUE.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use rust_decimal::Decimal;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::context::AppContext;
+use crate::domain::tariff::Tariff;
+use crate::events::consumer::{EventHandler, HandleError, ReceivedEvent};
+use crate::store::billing::{self, BillingOutcome, BillingPolicy};
+use crate::store::StoreError;
+
+pub struct BillingHandler {
+    ctx: AppContext,
+}
+
+impl BillingHandler {
+    pub fn new(ctx: AppContext) -> Self {
+        Self { ctx }
+    }
+}
+
+/// The price list used when neither the station nor the tariffs table have one.
+pub fn fallback_tariff(currency: &str) -> Tariff {
+    Tariff {
+        currency: currency.to_string(),
+        price_per_kwh: Decimal::new(39, 2),
+        price_per_minute: Decimal::ZERO,
+        grace_minutes: 0,
+        session_fee: Decimal::ZERO,
+    }
+}
+
+async fn bill(ctx: AppContext, event: ReceivedEvent) -> Result<(), HandleError> {
+    if event.event_type != "SESSION_ENDED" {
+        return Ok(()); // not ours: nothing to do
+    }
+    let session_id = event
+        .body
+        .get("sessionId")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| HandleError::Permanent("SESSION_ENDED without a valid sessionId".into()))?;
+    let currency = ctx.settings.billing.currency.clone();
+    let fallback = fallback_tariff(&currency);
+    let source = format!("chargegrid-billing/{}", ctx.settings.node_id);
+    let policy = BillingPolicy {
+        currency: &currency,
+        payment_due_days: ctx.settings.billing.payment_due_days,
+        fallback: &fallback,
+        source: &source,
+    };
+    match billing::bill_session(&ctx.db, event.event_id, session_id, &policy).await {
+        Ok(BillingOutcome::Duplicate) => {
+            tracing::info!(%session_id, event_id = %event.event_id, "duplicate SESSION_ENDED ignored");
+            Ok(())
+        }
+        Ok(BillingOutcome::Invoiced { .. }) => Ok(()),
+        // not visible (yet): a lagging read replica, or a message ahead of its data; retried,
+        // then dead-lettered for an operator to look at and replay
+        Err(StoreError::NotFound) => Err(HandleError::Transient(format!(
+            "session {session_id} not found"
+        ))),
+        Err(StoreError::Conflict(reason)) => Err(HandleError::Permanent(reason)),
+        Err(e) => Err(HandleError::Transient(e.to_string())),
+    }
+}
+
+impl EventHandler for BillingHandler {
+    fn handle(&self, event: ReceivedEvent) -> BoxFuture<'static, Result<(), HandleError>> {
+        Box::pin(bill(self.ctx.clone(), event))
+    }
+}
+
+/// Marks unpaid invoices past due OVERDUE every `worker.overdue_interval_secs`.
+pub async fn overdue_pass(ctx: AppContext, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        ctx.settings.worker.overdue_interval_secs.max(1),
+    ));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match billing::mark_overdue(&ctx.db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(invoices = n, "invoices marked OVERDUE"),
+            Err(e) => tracing::warn!(error = %e, "overdue pass failed"),
+        }
+    }
+}

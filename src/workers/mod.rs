@@ -1,0 +1,90 @@
+//! The workers built from the same crate: billing and notifications. Each consumes its own
+//! durable queue through the shared consumer loop (retries, dead letters), runs an outbox relay
+//! for the events it writes, and serves `/healthz` and `/metrics` on its own port.
+
+pub mod billing;
+pub mod http;
+pub mod mqtt;
+pub mod notifications;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::AppContext;
+use crate::events::consumer::{self, ConsumerOptions, EventHandler};
+use crate::events::relay::Relay;
+use crate::events::topology::ConsumerQueue;
+
+/// Which workers a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerKind {
+    Billing,
+    Notifications,
+}
+
+/// Starts the outbox relay of this process.
+pub fn spawn_relay(ctx: &AppContext, shutdown: CancellationToken) -> JoinHandle<()> {
+    let relay = Relay {
+        db: ctx.db.clone(),
+        amqp: ctx.amqp.clone(),
+        metrics: ctx.metrics.clone(),
+        batch_size: ctx.settings.events.relay_batch_size,
+        poll_interval: Duration::from_millis(ctx.settings.events.relay_poll_interval_ms),
+        topology: ctx.topology(),
+    };
+    tokio::spawn(relay.run(shutdown, Duration::from_secs(5)))
+}
+
+fn spawn_consumer(
+    ctx: &AppContext,
+    queue: ConsumerQueue,
+    handler: Arc<dyn EventHandler>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let options = ConsumerOptions {
+        queue,
+        metrics: ctx.metrics.clone(),
+        topology: ctx.topology(),
+        prefetch: ctx.settings.worker.prefetch,
+        concurrency: ctx.settings.worker.concurrency,
+    };
+    tokio::spawn(consumer::run(ctx.amqp.clone(), options, handler, shutdown))
+}
+
+/// Starts a worker's consumer (and its periodic jobs); they stop when `shutdown` is cancelled.
+pub async fn spawn_worker(
+    ctx: &AppContext,
+    kind: WorkerKind,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    Ok(match kind {
+        WorkerKind::Billing => {
+            let handler = Arc::new(billing::BillingHandler::new(ctx.clone()));
+            vec![
+                spawn_consumer(
+                    ctx,
+                    crate::events::topology::BILLING,
+                    handler,
+                    shutdown.clone(),
+                ),
+                tokio::spawn(billing::overdue_pass(ctx.clone(), shutdown)),
+            ]
+        }
+        WorkerKind::Notifications => {
+            let publisher = mqtt::MqttPublisher::start(&ctx.settings, shutdown.clone())?;
+            let handler = Arc::new(notifications::NotificationHandler::new(
+                ctx.clone(),
+                publisher,
+            ));
+            vec![spawn_consumer(
+                ctx,
+                crate::events::topology::NOTIFICATIONS,
+                handler,
+                shutdown,
+            )]
+        }
+    })
+}

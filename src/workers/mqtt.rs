@@ -1,0 +1,125 @@
+//! An MQTT publisher over rumqttc that reports a QoS 1 publish as done only when the broker's
+//! PUBACK arrives. The client keeps its session (clean_session = false) and reconnects with
+//! backoff, so a broker restart delays notifications instead of losing them.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use secrecy::ExposeSecret;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::{mask_url, Settings};
+
+/// How long a publish may wait for its PUBACK.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Request {
+    topic: String,
+    payload: Vec<u8>,
+    done: oneshot::Sender<()>,
+}
+
+/// A cloneable handle; publishes go through the event-loop task.
+#[derive(Clone)]
+pub struct MqttPublisher {
+    requests: mpsc::Sender<Request>,
+}
+
+impl MqttPublisher {
+    /// Parses `MQTT_URL` (`mqtt://[user:pass@]host[:port]`) and starts the client task.
+    pub fn start(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let raw = settings.mqtt.url.expose_secret();
+        let url = url::Url::parse(raw)
+            .map_err(|e| anyhow::anyhow!("invalid MQTT_URL {}: {e}", mask_url(raw)))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("MQTT_URL {} has no host", mask_url(raw)))?;
+        let port = url.port().unwrap_or(1883);
+        // stable across restarts (the broker keeps the session), unique per deployment and node
+        let client_id = format!("{}-notify-{}", settings.events.namespace, settings.node_id);
+        let mut options = MqttOptions::new(client_id, host, port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_session(false);
+        options.set_inflight(100);
+        if !url.username().is_empty() {
+            options.set_credentials(url.username(), url.password().unwrap_or_default());
+        }
+        let (client, eventloop) = AsyncClient::new(options, 256);
+        let (requests, rx) = mpsc::channel(256);
+        tokio::spawn(drive(client, eventloop, rx, shutdown, mask_url(raw)));
+        Ok(Self { requests })
+    }
+
+    /// Publishes QoS 1 and waits for the broker's acknowledgement.
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        let (done, acked) = oneshot::channel();
+        self.requests
+            .send(Request {
+                topic,
+                payload,
+                done,
+            })
+            .await
+            .map_err(|_| "the MQTT client has stopped".to_string())?;
+        match tokio::time::timeout(ACK_TIMEOUT, acked).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the MQTT client stopped before the broker acknowledged".into()),
+            Err(_) => Err("the MQTT broker did not acknowledge in time".into()),
+        }
+    }
+}
+
+async fn drive(
+    client: AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    mut requests: mpsc::Receiver<Request>,
+    shutdown: CancellationToken,
+    url: String,
+) {
+    // publishes handed to the client, waiting to be given a packet id, in order
+    let mut unassigned: VecDeque<oneshot::Sender<()>> = VecDeque::new();
+    let mut by_pkid: HashMap<u16, oneshot::Sender<()>> = HashMap::new();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = client.disconnect().await;
+                return;
+            }
+            request = requests.recv() => {
+                let Some(request) = request else { return };
+                match client.publish(request.topic, QoS::AtLeastOnce, false, request.payload).await {
+                    Ok(()) => unassigned.push_back(request.done),
+                    Err(e) => tracing::warn!(error = %e, "MQTT publish not queued"),
+                }
+            }
+            event = eventloop.poll() => match event {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    // a retransmission after a reconnect keeps its packet id and its waiter
+                    if let std::collections::hash_map::Entry::Vacant(slot) = by_pkid.entry(pkid) {
+                        if let Some(done) = unassigned.pop_front() {
+                            slot.insert(done);
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(done) = by_pkid.remove(&ack.pkid) {
+                        let _ = done.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(200);
+                    tracing::info!(%url, "connected to the MQTT broker");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Several replicas in one test process sharing Postgres, Redis and RabbitMQ: commands routed
+//! to the replica that holds the charger, newest connection wins across replicas, and a
+//! draining replica's chargers moving to another with their sessions.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::charger_client::connect16;
+use crate::helpers::{spawn_app_with, spawn_with_settings, TestApp};
+
+/// Two replicas (A, B) of one deployment.
+async fn two_replicas() -> (TestApp, TestApp) {
+    let a = spawn_app_with(|s| s.node_id = "replica-a".into()).await;
+    let mut settings = (*a.ctx.settings).clone();
+    settings.node_id = "replica-b".into();
+    settings.http.bind = "127.0.0.1:0".into();
+    let b = spawn_with_settings(settings).await;
+    (a, b)
+}
+
+async fn driver_with_funds(app: &TestApp) -> (String, String) {
+    let (token, _, _) = app
+        .register("roamer@example.com", "correct horse battery")
+        .await;
+    let me = app
+        .graphql(
+            "mutation { topUpWallet(amount: \"30\", idempotencyKey: \"k\") { idTag } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    (
+        token,
+        me["data"]["topUpWallet"]["idTag"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+async fn owner_node(app: &TestApp, charger: &str) -> Option<String> {
+    chargegrid::store::ownership::owner_of(
+        &app.ctx.redis,
+        &app.ctx.settings.redis.key_prefix,
+        charger,
+    )
+    .await
+    .unwrap()
+    .map(|o| o.node_id)
+}
+
+#[actix_web::test]
+async fn a_session_started_on_one_replica_runs_on_the_charger_held_by_another() {
+    let (a, b) = two_replicas().await;
+    let operator = a.staff_token("OPERATOR").await;
+    let station = a.create_station("Shared station").await;
+    a.register_charger(&operator, "CP-ROUTE", station, None)
+        .await;
+    let (driver, _) = driver_with_funds(&a).await;
+
+    let mut cp = connect16(b.port, "CP-ROUTE", None).await;
+    cp.boot().await;
+    cp.call(
+        "StatusNotification",
+        json!({ "connectorId": 1, "errorCode": "NoError", "status": "Available" }),
+    )
+    .await
+    .unwrap();
+    let held = a
+        .wait_until(Duration::from_secs(5), || async {
+            owner_node(&a, "CP-ROUTE").await.as_deref() == Some("replica-b")
+        })
+        .await;
+    assert!(held, "replica B did not record ownership");
+
+    // the mutation lands on A; the charger is on B
+    let request = a.graphql(
+        "mutation($s: ID!) { startSession(input: {stationId: $s}) { id status } }",
+        json!({ "s": station.to_string() }),
+        Some(&driver),
+    );
+    let charger = async {
+        let (id, action, payload) = cp.next_server_call().await;
+        assert_eq!(action, "RemoteStartTransaction");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+        payload["idTag"].as_str().unwrap().to_string()
+    };
+    let (started, id_tag) = tokio::join!(request, charger);
+    assert_eq!(
+        started["data"]["startSession"]["status"], "PENDING",
+        "{started}"
+    );
+    let session_id = started["data"]["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tx = cp
+        .call("StartTransaction", json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": "2026-11-21T10:00:00Z" }))
+        .await
+        .unwrap();
+    let tid = tx["transactionId"].as_i64().unwrap();
+
+    let request = a.graphql(
+        "mutation($id: ID!) { endSession(sessionId: $id) { status } }",
+        json!({ "id": session_id }),
+        Some(&driver),
+    );
+    let charger = async {
+        let (id, action, payload) = cp.next_server_call().await;
+        assert_eq!(
+            (action.as_str(), payload["transactionId"].as_i64()),
+            ("RemoteStopTransaction", Some(tid))
+        );
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    let (ended, ()) = tokio::join!(request, charger);
+    assert_eq!(ended["data"]["endSession"]["status"], "STOPPING", "{ended}");
+
+    // operator commands too
+    let request = a.graphql(
+        "mutation { resetCharger(chargerId: \"CP-ROUTE\") }",
+        json!({}),
+        Some(&operator),
+    );
+    let charger = async {
+        let (id, action, _) = cp.next_server_call().await;
+        assert_eq!(action, "Reset");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    let (reset, ()) = tokio::join!(request, charger);
+    assert_eq!(reset["data"]["resetCharger"], true, "{reset}");
+}
+
+#[actix_web::test]
+async fn the_newest_connection_wins_across_replicas() {
+    let (a, b) = two_replicas().await;
+    let operator = a.staff_token("OPERATOR").await;
+    let station = a.create_station("Twin station").await;
+    a.register_charger(&operator, "CP-HOP", station, None).await;
+
+    let mut on_a = connect16(a.port, "CP-HOP", None).await;
+    on_a.boot().await;
+    let held = a
+        .wait_until(Duration::from_secs(5), || async {
+            owner_node(&a, "CP-HOP").await.as_deref() == Some("replica-a")
+        })
+        .await;
+    assert!(held);
+    let mut on_b = connect16(b.port, "CP-HOP", None).await;
+    on_b.boot().await;
+    let (code, reason) = on_a
+        .closed()
+        .await
+        .expect("replica A closes its stale socket");
+    assert_eq!(code, 1008);
+    assert!(reason.contains("newer connection"), "{reason}");
+    assert_eq!(owner_node(&a, "CP-HOP").await.as_deref(), Some("replica-b"));
+
+    // a command sent to A reaches the charger through B
+    let request = a.graphql(
+        "mutation { sendChargerCommand(chargerId: \"CP-HOP\", action: \"ClearCache\", payload: {}) }",
+        json!({}),
+        Some(&operator),
+    );
+    let charger = async {
+        let (id, _, _) = on_b.next_server_call().await;
+        on_b.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    let (r, ()) = tokio::join!(request, charger);
+    assert_eq!(r["data"]["sendChargerCommand"]["status"], "Accepted", "{r}");
+    let online: Value = a
+        .graphql(
+            "{ charger(id: \"CP-HOP\") { online nodeId } }",
+            json!({}),
+            Some(&operator),
+        )
+        .await["data"]["charger"]
+        .clone();
+    assert_eq!(online, json!({ "online": true, "nodeId": "replica-b" }));
+}
+
+#[actix_web::test]
+async fn a_draining_replica_hands_its_chargers_and_sessions_to_another() {
+    let (a, b) = two_replicas().await;
+    let operator = a.staff_token("OPERATOR").await;
+    let station = a.create_station("Drain station").await;
+    a.register_charger(&operator, "CP-DRAIN", station, None)
+        .await;
+    let (driver, id_tag) = driver_with_funds(&a).await;
+
+    let mut cp = connect16(b.port, "CP-DRAIN", None).await;
+    cp.boot().await;
+    let tx = cp
+        .call("StartTransaction", json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 1_000, "timestamp": "2026-11-21T10:00:00Z" }))
+        .await
+        .unwrap();
+    let tid = tx["transactionId"].as_i64().unwrap();
+    cp.call("MeterValues", json!({ "connectorId": 1, "transactionId": tid, "meterValue": [{ "timestamp": "2026-11-21T10:10:00Z",
+        "sampledValue": [{ "value": "3000", "unit": "Wh" }] }] }))
+        .await
+        .unwrap();
+
+    // B drains (as on SIGTERM): the charger is told to go away and reconnects to A
+    let (closed, ()) = tokio::join!(cp.closed(), b.drain());
+    assert_eq!(
+        closed.map(|(code, _)| code),
+        Some(1001),
+        "a going-away close"
+    );
+    let mut cp = connect16(a.port, "CP-DRAIN", None).await;
+    let moved = a
+        .wait_until(Duration::from_secs(5), || async {
+            owner_node(&a, "CP-DRAIN").await.as_deref() == Some("replica-a")
+        })
+        .await;
+    assert!(moved, "replica A did not take the charger over");
+    cp.call(
+        "StopTransaction",
+        json!({ "transactionId": tid, "meterStop": 9_000, "timestamp": "2026-11-21T10:40:00Z" }),
+    )
+    .await
+    .unwrap();
+    let done = a
+        .wait_until(Duration::from_secs(10), || async {
+            let s = a
+                .graphql(
+                    "{ mySessions { status energyKWh } }",
+                    json!({}),
+                    Some(&driver),
+                )
+                .await;
+            s["data"]["mySessions"][0] == json!({ "status": "COMPLETED", "energyKWh": 8.0 })
+        })
+        .await;
+    assert!(done, "the session did not complete on replica A");
+}
+
+#[actix_web::test]
+async fn boots_beyond_the_admission_rate_are_told_to_come_back_later() {
+    let app = spawn_app_with(|s| {
+        s.ocpp.auto_provision = true;
+        s.cluster.max_boots_per_sec = 1;
+    })
+    .await;
+    let mut first = connect16(app.port, "CP-STORM-1", None).await;
+    let mut second = connect16(app.port, "CP-STORM-2", None).await;
+    let a = first.boot().await;
+    let b = second.boot().await;
+    let statuses = [a["status"].as_str().unwrap(), b["status"].as_str().unwrap()];
+    assert!(statuses.contains(&"Accepted"), "{a} {b}");
+    let pending = if a["status"] == "Pending" { &a } else { &b };
+    assert_eq!(pending["status"], "Pending", "{a} {b}");
+    let retry = pending["interval"].as_u64().unwrap();
+    assert!((10..=60).contains(&retry), "retry interval {retry}");
+}

@@ -1,0 +1,754 @@
+//! Events that are never lost: the outbox relay, billing and notification workers, retries,
+//! dead letters and replay, and the cross-replica subscription fan-out — against the real
+//! RabbitMQ, Postgres and Mosquitto.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use rust_decimal::Decimal;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::charger_client::{connect16, TestCharger};
+use crate::gql_ws::GqlSocket;
+use crate::helpers::{error_code, spawn_app_with_workers, spawn_roles, TestApp};
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+async fn amqp(app: &TestApp) -> Connection {
+    Connection::connect(
+        app.ctx.settings.amqp.url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ")
+}
+
+/// Subscribes to a user's notification topic; messages arrive on the returned channel.
+async fn mqtt_inbox(app: &TestApp, user_id: &str) -> mpsc::UnboundedReceiver<Value> {
+    let url = url::Url::parse(app.ctx.settings.mqtt.url.expose_secret()).unwrap();
+    let mut options = rumqttc::MqttOptions::new(
+        format!("test-{}", uuid::Uuid::new_v4().simple()),
+        url.host_str().unwrap(),
+        url.port().unwrap_or(1883),
+    );
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let topic = format!("chargegrid/users/{user_id}/notifications");
+    client
+        .subscribe(&topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, mut subscribed) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(event) = eventloop.poll().await {
+            match event {
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                    let _ = subscribed_tx.try_send(());
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                    if let Ok(v) = serde_json::from_slice(&p.payload) {
+                        let _ = tx.send(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed.recv())
+        .await
+        .expect("SUBACK");
+    rx
+}
+
+/// The next notification of `event_type` (others are skipped).
+async fn notification(inbox: &mut mpsc::UnboundedReceiver<Value>, event_type: &str) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), inbox.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {event_type} notification"))
+            .expect("inbox open");
+        if message["eventType"] == event_type {
+            return message;
+        }
+    }
+}
+
+async fn consumed(app: &TestApp, queue: &str, outcome: &str) -> u64 {
+    app.ctx
+        .metrics
+        .events_consumed_total
+        .with_label_values(&[queue, outcome])
+        .get()
+}
+
+struct Billing {
+    app: TestApp,
+    driver: String,
+    user_id: String,
+    id_tag: String,
+    station: uuid::Uuid,
+}
+
+async fn billing_fixture(
+    top_up: &str,
+    usage_cost: &str,
+    customize: impl FnOnce(&mut chargegrid::configuration::Settings),
+) -> Billing {
+    let app = spawn_app_with_workers(customize).await;
+    let operator = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Billing station").await;
+    sqlx::query("UPDATE stations SET usage_cost = $2 WHERE id = $1")
+        .bind(station)
+        .bind(usage_cost)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    app.register_charger(&operator, "CP-BILL", station, None)
+        .await;
+    let (driver, _, user_id) = app
+        .register("payer@example.com", "correct horse battery")
+        .await;
+    let me = app
+        .graphql(
+            "mutation($a: Decimal!) { topUpWallet(amount: $a, idempotencyKey: \"fund\") { idTag } }",
+            json!({ "a": top_up }),
+            Some(&driver),
+        )
+        .await;
+    let id_tag = me["data"]["topUpWallet"]["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Billing {
+        app,
+        driver,
+        user_id,
+        id_tag,
+        station,
+    }
+}
+
+/// Runs a whole RFID-started session delivering `wh` over `minutes`.
+async fn charge(cp: &mut TestCharger, id_tag: &str, wh: i64, minutes: i64) -> i64 {
+    let start = cp
+        .call("StartTransaction", json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": "2026-11-21T10:00:00Z" }))
+        .await
+        .unwrap();
+    let tid = start["transactionId"].as_i64().unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap()
+        + chrono::Duration::minutes(minutes);
+    cp.call(
+        "StopTransaction",
+        json!({ "transactionId": tid, "meterStop": wh, "timestamp": end.to_rfc3339() }),
+    )
+    .await
+    .unwrap();
+    tid
+}
+
+async fn wait_invoice(app: &TestApp) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let rows: Vec<(String, Decimal, Decimal, bool)> =
+            sqlx::query_as("SELECT status, amount, cost_amount, covered_by_plan FROM invoices")
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
+        if let [(status, amount, cost, covered)] = rows.as_slice() {
+            return json!({ "status": status, "amount": amount.to_string(), "cost": cost.to_string(), "covered": covered });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no invoice was written");
+}
+
+async fn debits(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM wallet_ledger WHERE kind = 'INVOICE_PAYMENT'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+async fn balance(app: &TestApp, user_id: &str) -> Decimal {
+    sqlx::query_scalar("SELECT wallet_balance FROM users WHERE id = $1::uuid")
+        .bind(user_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_finished_session_is_billed_once_paid_from_the_wallet_and_notified() {
+    let b = billing_fixture("50.00", "€0.40/kWh", |_| {}).await;
+    let mut inbox = mqtt_inbox(&b.app, &b.user_id).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    cp.boot().await;
+    charge(&mut cp, &b.id_tag, 10_000, 45).await;
+
+    let invoice = wait_invoice(&b.app).await;
+    assert_eq!(invoice["status"], "PAID");
+    assert_eq!(dec(invoice["amount"].as_str().unwrap()), dec("4.00"));
+    assert_eq!(balance(&b.app, &b.user_id).await, dec("46.00"));
+    assert_eq!(debits(&b.app).await, 1);
+
+    let paid = notification(&mut inbox, "PAYMENT_COMPLETED").await;
+    assert_eq!(paid["title"], "Payment received");
+    assert!(paid["invoiceId"].is_string());
+    assert!(paid["eventId"].is_string() && paid["timestamp"].is_string());
+    let session = b
+        .app
+        .graphql(
+            "{ mySessions { cost currency invoice { status amount } } }",
+            json!({}),
+            Some(&b.driver),
+        )
+        .await;
+    assert_eq!(
+        session["data"]["mySessions"][0]["cost"], "4.00",
+        "{session}"
+    );
+    assert_eq!(
+        session["data"]["mySessions"][0]["invoice"]["status"],
+        "PAID"
+    );
+
+    // the same SESSION_ENDED delivered three more times: still one invoice, one debit
+    let body: String =
+        sqlx::query_scalar("SELECT body FROM outbox WHERE event_type = 'SESSION_ENDED'")
+            .fetch_one(&b.app.db)
+            .await
+            .unwrap();
+    let connection = amqp(&b.app).await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = b.app.ctx.topology().events_exchange();
+    let before = consumed(&b.app, "billing", "ok").await;
+    for _ in 0..3 {
+        channel
+            .basic_publish(
+                &exchange,
+                "session.ended",
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let handled = b
+        .app
+        .wait_until(Duration::from_secs(15), || async {
+            consumed(&b.app, "billing", "ok").await >= before + 3
+        })
+        .await;
+    assert!(handled, "the duplicates were not consumed");
+    let invoices: i64 = sqlx::query_scalar("SELECT count(*) FROM invoices")
+        .fetch_one(&b.app.db)
+        .await
+        .unwrap();
+    assert_eq!(invoices, 1);
+    assert_eq!(debits(&b.app).await, 1);
+    assert_eq!(balance(&b.app, &b.user_id).await, dec("46.00"));
+}
+
+#[actix_web::test]
+async fn insufficient_funds_leave_the_invoice_pending_and_pay_invoice_pays_once() {
+    let b = billing_fixture("10.00", "€0.50/kWh", |_| {}).await;
+    let mut inbox = mqtt_inbox(&b.app, &b.user_id).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    cp.boot().await;
+    charge(&mut cp, &b.id_tag, 40_000, 60).await;
+    let invoice = wait_invoice(&b.app).await;
+    assert_eq!(invoice["status"], "PENDING");
+    assert_eq!(dec(invoice["amount"].as_str().unwrap()), dec("20.00"));
+    assert_eq!(
+        notification(&mut inbox, "INVOICE_GENERATED").await["title"],
+        "Invoice ready"
+    );
+    assert_eq!(balance(&b.app, &b.user_id).await, dec("10.00"));
+
+    let invoice_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM invoices")
+        .fetch_one(&b.app.db)
+        .await
+        .unwrap();
+    const PAY: &str = "mutation($id: ID!, $k: String!) { payInvoice(invoiceId: $id, idempotencyKey: $k) { status amount paidAt } }";
+    let short = b
+        .app
+        .graphql(
+            PAY,
+            json!({ "id": invoice_id, "k": "pay-1" }),
+            Some(&b.driver),
+        )
+        .await;
+    assert_eq!(
+        error_code(&short).as_deref(),
+        Some("INSUFFICIENT_FUNDS"),
+        "{short}"
+    );
+    assert_eq!(
+        notification(&mut inbox, "PAYMENT_FAILED").await["title"],
+        "Payment failed"
+    );
+
+    b.app
+        .graphql(
+            "mutation { topUpWallet(amount: \"15\", idempotencyKey: \"more\") { id } }",
+            json!({}),
+            Some(&b.driver),
+        )
+        .await;
+    let retries = (0..5).map(|_| {
+        b.app.graphql(
+            PAY,
+            json!({ "id": invoice_id, "k": "pay-2" }),
+            Some(&b.driver),
+        )
+    });
+    for response in futures_util::future::join_all(retries).await {
+        assert_eq!(
+            response["data"]["payInvoice"]["status"], "PAID",
+            "{response}"
+        );
+    }
+    assert_eq!(debits(&b.app).await, 1);
+    assert_eq!(balance(&b.app, &b.user_id).await, dec("5.00"));
+    let mine = b
+        .app
+        .graphql(
+            "{ myInvoices(status: PAID) { amount currency } }",
+            json!({}),
+            Some(&b.driver),
+        )
+        .await;
+    assert_eq!(
+        mine["data"]["myInvoices"],
+        json!([{ "amount": "20.00", "currency": "EUR" }])
+    );
+
+    let (stranger, _, _) = b
+        .app
+        .register("other@example.com", "correct horse battery")
+        .await;
+    let r = b
+        .app
+        .graphql(PAY, json!({ "id": invoice_id, "k": "x" }), Some(&stranger))
+        .await;
+    assert_eq!(error_code(&r).as_deref(), Some("FORBIDDEN"));
+}
+
+#[actix_web::test]
+async fn flat_rate_users_are_covered_and_the_cost_is_recorded() {
+    let b = billing_fixture("10.00", "0,59 EUR/kWh", |_| {}).await;
+    sqlx::query("UPDATE users SET plan = 'FLAT_RATE' WHERE id = $1::uuid")
+        .bind(&b.user_id)
+        .execute(&b.app.db)
+        .await
+        .unwrap();
+    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    cp.boot().await;
+    charge(&mut cp, &b.id_tag, 10_000, 30).await;
+    let invoice = wait_invoice(&b.app).await;
+    assert_eq!(invoice["status"], "PAID");
+    assert_eq!(invoice["covered"], true);
+    assert_eq!(dec(invoice["amount"].as_str().unwrap()), Decimal::ZERO);
+    assert_eq!(dec(invoice["cost"].as_str().unwrap()), dec("5.90"));
+    assert_eq!(balance(&b.app, &b.user_id).await, dec("10.00"));
+    assert_eq!(debits(&b.app).await, 0);
+}
+
+#[actix_web::test]
+async fn the_default_tariff_charges_time_after_the_grace_period_and_a_fee() {
+    let b = billing_fixture("50.00", "Pay at location", |_| {}).await;
+    sqlx::query(
+        "INSERT INTO tariffs (id, name, currency, price_per_kwh, price_per_minute, grace_minutes, session_fee, is_default) \
+         VALUES ($1, 'Default', 'EUR', 0.39, 0.05, 60, 0.50, TRUE)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&b.app.db)
+    .await
+    .unwrap();
+    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    cp.boot().await;
+    charge(&mut cp, &b.id_tag, 22_400, 90).await;
+    let invoice = wait_invoice(&b.app).await;
+    // 22.4 kWh * 0.39 = 8.74, 30 min * 0.05 = 1.50, fee 0.50
+    assert_eq!(dec(invoice["amount"].as_str().unwrap()), dec("10.74"));
+}
+
+#[actix_web::test]
+async fn unpaid_invoices_past_due_become_overdue() {
+    let b = billing_fixture("10.00", "€1.00/kWh", |_| {}).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    cp.boot().await;
+    charge(&mut cp, &b.id_tag, 30_000, 30).await;
+    assert_eq!(wait_invoice(&b.app).await["status"], "PENDING");
+    sqlx::query("UPDATE invoices SET due_date = now() - interval '1 day'")
+        .execute(&b.app.db)
+        .await
+        .unwrap();
+    let overdue = b
+        .app
+        .wait_until(Duration::from_secs(10), || async {
+            let status: String = sqlx::query_scalar("SELECT status FROM invoices")
+                .fetch_one(&b.app.db)
+                .await
+                .unwrap();
+            status == "OVERDUE"
+        })
+        .await;
+    assert!(overdue);
+}
+
+async fn dlq_depth(app: &TestApp, queue: &str) -> u32 {
+    let connection = amqp(app).await;
+    let channel = connection.create_channel().await.unwrap();
+    let q = channel
+        .queue_declare(
+            &format!("{queue}.dlq"),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "").await;
+    q.message_count()
+}
+
+#[actix_web::test]
+async fn poison_messages_are_dead_lettered_after_retries_and_can_be_replayed() {
+    let b = billing_fixture("50.00", "€0.30/kWh", |_| {}).await;
+    let queue = b
+        .app
+        .ctx
+        .topology()
+        .queue(&chargegrid::events::topology::BILLING);
+    let connection = amqp(&b.app).await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = b.app.ctx.topology().events_exchange();
+
+    // malformed: straight to the dead letters
+    channel
+        .basic_publish(
+            &exchange,
+            "session.ended",
+            BasicPublishOptions::default(),
+            b"{not json",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // a SESSION_ENDED whose session does not exist (yet): retried, then dead-lettered
+    let session_id = uuid::Uuid::new_v4();
+    let poison = json!({
+        "eventId": uuid::Uuid::new_v4(), "eventType": "SESSION_ENDED", "version": 1,
+        "timestamp": "2026-11-21T11:00:00Z", "source": "test", "sessionId": session_id,
+        "userId": b.user_id, "stationId": b.station, "chargerId": "CP-BILL", "energyKwh": 10.0,
+        "durationMinutes": 30, "endedAt": "2026-11-21T11:00:00Z", "stopReason": "Local"
+    });
+    channel
+        .basic_publish(
+            &exchange,
+            "session.ended",
+            BasicPublishOptions::default(),
+            poison.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let dead = b
+        .app
+        .wait_until(Duration::from_secs(20), || async {
+            dlq_depth(&b.app, &queue).await == 2
+        })
+        .await;
+    assert!(dead, "the poison message did not reach the DLQ");
+    assert_eq!(
+        consumed(&b.app, "billing", "retry").await,
+        4,
+        "4 retries before the 5th attempt gave up"
+    );
+
+    // the data shows up; an operator replays the dead letters
+    sqlx::query("INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, end_time, energy_kwh) \
+                 VALUES ($1, $2::uuid, $3, 'CP-BILL', 1, $4, 'COMPLETED', 'CHARGER', now() - interval '30 minutes', now(), 10)")
+        .bind(session_id)
+        .bind(&b.user_id)
+        .bind(b.station)
+        .bind(&b.id_tag)
+        .execute(&b.app.db)
+        .await
+        .unwrap();
+    let mut settings = (*b.app.ctx.settings).clone();
+    settings.events.retry_base_ms = 50;
+    let moved = chargegrid::events::dlq::replay(&settings, &queue)
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    let invoice = wait_invoice(&b.app).await;
+    assert_eq!(dec(invoice["amount"].as_str().unwrap()), dec("3.00"));
+    // the malformed one is dead again, the replayed poison is not
+    let settled = b
+        .app
+        .wait_until(Duration::from_secs(10), || async {
+            dlq_depth(&b.app, &queue).await == 1
+        })
+        .await;
+    assert!(settled);
+}
+
+#[actix_web::test]
+async fn events_survive_the_broker_closing_the_connection_mid_stream() {
+    let app = spawn_app_with_workers(|s| s.auth.login_max_per_client = 1000).await;
+    let connection = amqp(&app).await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = app.ctx.topology().events_exchange();
+    // an observer queue that sees every event of this deployment
+    let observer = format!("{}.observer", app.ctx.topology().namespace);
+    app.wait_until(Duration::from_secs(10), || async {
+        app.ctx.amqp.is_connected()
+    })
+    .await;
+    chargegrid::events::topology::Topology::declare_exchanges(&app.ctx.topology(), &channel)
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            &observer,
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            &observer,
+            &exchange,
+            "#",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            &observer,
+            "observer",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let registrations = async {
+        for i in 0..40 {
+            app.register(&format!("flow{i}@example.com"), "correct horse battery")
+                .await;
+            if i == 20 {
+                // the broker drops our connection (as the management UI's "close connection" does)
+                let name = format!(
+                    "{}/{}",
+                    app.ctx.settings.events.namespace, app.ctx.settings.node_id
+                );
+                close_connection_named(&name).await;
+            }
+        }
+    };
+    registrations.await;
+    let expected: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM outbox ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert!(expected.len() >= 40);
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < expected.len() {
+        let delivery = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .expect("every event arrives after the broker came back")
+            .unwrap()
+            .unwrap();
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        seen.insert(
+            body["eventId"]
+                .as_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+    }
+    assert!(expected.iter().all(|id| seen.contains(id)));
+    // the relay marks a batch published right after the broker confirms it
+    let all_marked = app
+        .wait_until(Duration::from_secs(10), || async {
+            let unpublished: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&app.db)
+                    .await
+                    .unwrap();
+            unpublished == 0
+        })
+        .await;
+    assert!(all_marked, "events stayed unpublished in the outbox");
+}
+
+/// Closes the broker-side connection with this client-provided name, through the management API
+/// (or rabbitmqctl when the API is not enabled).
+async fn close_connection_named(name: &str) {
+    let http = reqwest::Client::new();
+    let listing = http
+        .get("http://127.0.0.1:15672/api/connections")
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
+    if let Ok(response) = listing {
+        if response.status().is_success() {
+            // the management API lists new connections with a delay: look until it shows ours
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let id = loop {
+                let connections: Vec<Value> = http
+                    .get("http://127.0.0.1:15672/api/connections")
+                    .basic_auth("guest", Some("guest"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if let Some(found) = connections
+                    .iter()
+                    .find(|c| c["client_properties"]["connection_name"] == name)
+                {
+                    break found["name"].as_str().unwrap().to_string();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no broker connection named {name}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            let id = id.as_str();
+            let encoded =
+                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+            let closed = http
+                .delete(format!("http://127.0.0.1:15672/api/connections/{encoded}"))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                closed.status().is_success(),
+                "closing the connection failed: {}",
+                closed.status()
+            );
+            return;
+        }
+    }
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties"])
+        .output()
+        .await
+        .expect("rabbitmqctl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let pid = text
+        .lines()
+        .find(|l| l.contains(name))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no broker connection named {name}"))
+        .to_string();
+    let status = tokio::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "test closes the connection"])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[actix_web::test]
+async fn a_subscriber_on_one_replica_sees_session_changes_made_on_another() {
+    // replica A holds the charger; replica B only serves the subscriber
+    let a = spawn_app_with_workers(|s| s.node_id = "replica-a".into()).await;
+    let mut b_settings = (*a.ctx.settings).clone();
+    b_settings.node_id = "replica-b".into();
+    b_settings.http.bind = "127.0.0.1:0".into();
+    let b = spawn_roles(b_settings, &[]).await;
+
+    let operator = a.staff_token("OPERATOR").await;
+    let station = a.create_station("Fan-out station").await;
+    a.register_charger(&operator, "CP-FAN", station, None).await;
+    let (driver, _, _) = a.register("fan@example.com", "correct horse battery").await;
+    let id_tag = a
+        .graphql(
+            "mutation { topUpWallet(amount: \"20\", idempotencyKey: \"k\") { idTag } }",
+            json!({}),
+            Some(&driver),
+        )
+        .await["data"]["topUpWallet"]["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cp = connect16(a.port, "CP-FAN", None).await;
+    cp.boot().await;
+    let start = cp
+        .call("StartTransaction", json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": "2026-11-21T10:00:00Z" }))
+        .await
+        .unwrap();
+    let tid = start["transactionId"].as_i64().unwrap();
+    let session_id = a
+        .graphql("{ mySessions { id } }", json!({}), Some(&driver))
+        .await["data"]["mySessions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut sub = GqlSocket::connect(b.port, Some(&driver), false)
+        .await
+        .expect("ack on replica B");
+    sub.subscribe(
+        "s",
+        "subscription($id: ID!) { onSessionStatusChanged(sessionId: $id) { status energyKWh } }",
+        json!({ "id": session_id }),
+    )
+    .await;
+    assert_eq!(
+        sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
+        "IN_PROGRESS"
+    );
+    cp.call(
+        "StopTransaction",
+        json!({ "transactionId": tid, "meterStop": 7_000, "timestamp": "2026-11-21T10:30:00Z" }),
+    )
+    .await
+    .unwrap();
+    loop {
+        let update = sub.next().await.unwrap();
+        if update["onSessionStatusChanged"]["status"] == "COMPLETED" {
+            assert_eq!(update["onSessionStatusChanged"]["energyKWh"], 7.0);
+            break;
+        }
+    }
+}

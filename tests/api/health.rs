@@ -1,0 +1,152 @@
+//! Health, readiness, metrics, and the GraphQL request limits.
+
+use serde_json::json;
+
+use crate::helpers::{error_code, spawn_app, spawn_app_with};
+
+#[actix_web::test]
+async fn ready_is_200_when_every_service_is_up() {
+    let app = spawn_app().await;
+    // RabbitMQ connects in the background: wait for it rather than sleep
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        let response = app
+            .http
+            .get(format!("{}/ready", app.address))
+            .send()
+            .await
+            .expect("ready");
+        if response.status() == 200 {
+            last = Some(200);
+            break;
+        }
+        last = Some(response.status().as_u16());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, Some(200));
+    let live = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status(), 200);
+}
+
+#[actix_web::test]
+async fn ready_is_503_and_names_redis_when_redis_is_unreachable() {
+    let app = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:1".into()).await;
+    let response = app
+        .http
+        .get(format!("{}/ready", app.address))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let down: Vec<&str> = body["down"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(down.contains(&"redis"), "{body}");
+    assert!(!down.contains(&"postgres"), "{body}");
+    // liveness is unaffected
+    let live = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status(), 200);
+}
+
+#[actix_web::test]
+async fn metrics_are_exported_in_prometheus_format() {
+    let app = spawn_app().await;
+    app.graphql("{ me { id } }", json!({}), None).await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("chargegrid_http_requests_total{route=\"/graphql\",status=\"2xx\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("chargegrid_graphql_errors_total{code=\"UNAUTHENTICATED\"} 1"),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn oversized_graphql_bodies_are_rejected() {
+    let app = spawn_app().await;
+    let padding = "x".repeat(64 * 1024);
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": format!("{{ me {{ id }} }} # {padding}") }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(error_code(&body).as_deref(), Some("BAD_USER_INPUT"));
+}
+
+#[actix_web::test]
+async fn over_deep_and_over_complex_queries_are_rejected() {
+    let app = spawn_app().await;
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    let response = app.graphql(deep, json!({}), None).await;
+    assert_eq!(
+        error_code(&response).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{response}"
+    );
+    assert!(response["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("deep"));
+
+    let aliases: String = (0..500).map(|i| format!("a{i}: me {{ id }} ")).collect();
+    let response = app
+        .graphql(&format!("{{ {aliases} }}"), json!({}), None)
+        .await;
+    assert_eq!(
+        error_code(&response).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{response}"
+    );
+    assert!(response["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("complex"));
+}
+
+#[actix_web::test]
+async fn malformed_graphql_requests_get_codes() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(error_code(&body).as_deref(), Some("BAD_USER_INPUT"));
+
+    let syntax = app.graphql("{ me { id ", json!({}), None).await;
+    assert_eq!(error_code(&syntax).as_deref(), Some("BAD_USER_INPUT"));
+    let unknown = app.graphql("{ nope }", json!({}), None).await;
+    assert_eq!(error_code(&unknown).as_deref(), Some("BAD_USER_INPUT"));
+}

@@ -1,0 +1,20 @@
+//! Integration tests against the real services: one binary, one module per capability.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod accounts;
+mod charger_client;
+mod cluster;
+mod events;
+mod gql_ws;
+mod health;
+mod helpers;
+mod ocm;
+mod ocpp16;
+mod ocpp201;
+mod ocpp201_sessions;
+mod ocpp201_transactions;
+mod peers;
+mod replicas;
+mod sessions;
+mod startup;
+mod subscriptions;

@@ -1,0 +1,301 @@
+//! OCPP 2.0.1 TransactionEvent delivery as it happens in the field: repeated, late and missing
+//! seqNos, offline-queued events with old timestamps, and transactions first seen mid-way.
+
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::charger_client::TestCharger;
+use crate::helpers::TestApp;
+use crate::ocpp201::{app_with_station, booted, driver, event, with_meter, with_token};
+
+/// (last_seq_no, seq_gaps, offline_events) of a transaction.
+async fn bookkeeping(app: &TestApp, transaction_ref: &str) -> (i32, Vec<i32>, i32) {
+    sqlx::query_as(
+        "SELECT last_seq_no, seq_gaps, offline_events FROM charger_transactions WHERE transaction_ref = $1",
+    )
+    .bind(transaction_ref)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&app.db).await.unwrap()
+}
+
+/// (status, energy_kwh, start_time, end_time) of the only session.
+async fn the_session(app: &TestApp) -> (String, Decimal, Option<String>, Option<String>) {
+    sqlx::query_as(
+        "SELECT status, energy_kwh, to_char(start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS'), \
+             to_char(end_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') FROM sessions",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+async fn send(cs: &mut TestCharger, event: Value) -> Value {
+    cs.call("TransactionEvent", event)
+        .await
+        .expect("TransactionEvent is always answered with a result")
+}
+
+#[actix_web::test]
+async fn repeated_late_and_missing_seq_nos_are_handled_idempotently() {
+    let (app, _) = app_with_station("CS-SEQ").await;
+    let (_, id_tag) = driver(&app, "seq@example.com").await;
+    let mut cs = booted(&app, "CS-SEQ").await;
+    let started = with_meter(
+        with_token(
+            event("Started", 0, "TX-SEQ", "2026-11-21T10:00:00Z"),
+            &id_tag,
+        ),
+        0,
+        None,
+        "Transaction.Begin",
+    );
+    send(&mut cs, started.clone()).await;
+    let update = |seq: i64, wh: i64, at: &str| {
+        with_meter(
+            event("Updated", seq, "TX-SEQ", at),
+            wh,
+            Some(7_000),
+            "Sample.Periodic",
+        )
+    };
+    send(&mut cs, update(1, 2_000, "2026-11-21T10:10:00Z")).await;
+    let samples = "SELECT count(*) FROM meter_values WHERE charger_id = 'CS-SEQ'";
+    let stored = count(&app, samples).await;
+    let updates = "SELECT count(*) FROM outbox WHERE event_type = 'SESSION_UPDATED'";
+    let updated = count(&app, updates).await;
+
+    // the same seqNo again (a re-send after a lost answer), even with other content: answered, no change
+    let repeat = send(&mut cs, update(1, 9_999, "2026-11-21T10:10:00Z")).await;
+    assert_eq!(repeat, json!({}));
+    let again = send(&mut cs, started).await;
+    assert_eq!(
+        again["idTokenInfo"]["status"], "Accepted",
+        "a repeat gets the same answer"
+    );
+    assert_eq!(count(&app, samples).await, stored);
+    assert_eq!(count(&app, updates).await, updated);
+    assert_eq!(the_session(&app).await.1, Decimal::new(2000, 3));
+    assert_eq!(bookkeeping(&app, "TX-SEQ").await, (1, vec![], 0));
+
+    // 2 and 3 go missing
+    send(&mut cs, update(4, 5_000, "2026-11-21T10:40:00Z")).await;
+    assert_eq!(bookkeeping(&app, "TX-SEQ").await, (4, vec![2, 3], 0));
+    // 2 arrives late: its gap closes, its samples are kept, the newer reading stays
+    send(&mut cs, update(2, 3_000, "2026-11-21T10:20:00Z")).await;
+    assert_eq!(bookkeeping(&app, "TX-SEQ").await, (4, vec![3], 0));
+    assert_eq!(the_session(&app).await.1, Decimal::new(5000, 3));
+    let late_sample = count(
+        &app,
+        "SELECT count(*) FROM meter_values WHERE charger_id = 'CS-SEQ' AND value = 3000",
+    )
+    .await;
+    assert_eq!(late_sample, 1);
+    // and a repeat of the late one changes nothing either
+    send(&mut cs, update(2, 3_000, "2026-11-21T10:20:00Z")).await;
+    assert_eq!(bookkeeping(&app, "TX-SEQ").await, (4, vec![3], 0));
+
+    send(
+        &mut cs,
+        with_meter(
+            event("Ended", 5, "TX-SEQ", "2026-11-21T10:50:00Z"),
+            6_000,
+            None,
+            "Transaction.End",
+        ),
+    )
+    .await;
+    let (status, energy, _, _) = the_session(&app).await;
+    assert_eq!(
+        (status.as_str(), energy),
+        ("COMPLETED", Decimal::new(6000, 3))
+    );
+    assert_eq!(bookkeeping(&app, "TX-SEQ").await, (5, vec![3], 0));
+    let ended = "SELECT count(*) FROM outbox WHERE event_type = 'SESSION_ENDED'";
+    assert_eq!(count(&app, ended).await, 1);
+    // a second Ended with a new seqNo does not end it twice
+    send(
+        &mut cs,
+        with_meter(
+            event("Ended", 6, "TX-SEQ", "2026-11-21T11:00:00Z"),
+            9_000,
+            None,
+            "Transaction.End",
+        ),
+    )
+    .await;
+    assert_eq!(count(&app, ended).await, 1);
+    assert_eq!(the_session(&app).await.1, Decimal::new(6000, 3));
+}
+
+#[actix_web::test]
+async fn offline_events_with_old_timestamps_are_stored_and_billed_by_charger_time() {
+    let (app, _) = app_with_station("CS-OFF").await;
+    let (_, id_tag) = driver(&app, "offline@example.com").await;
+    let mut cs = booted(&app, "CS-OFF").await;
+    let offline = |mut e: Value| {
+        e["offline"] = json!(true);
+        e
+    };
+    // a whole transaction that happened while the station had no connection, two days ago
+    send(
+        &mut cs,
+        offline(with_meter(
+            with_token(
+                event("Started", 0, "TX-OFF", "2026-11-19T08:00:00Z"),
+                &id_tag,
+            ),
+            10_000,
+            None,
+            "Transaction.Begin",
+        )),
+    )
+    .await;
+    send(
+        &mut cs,
+        offline(with_meter(
+            event("Updated", 1, "TX-OFF", "2026-11-19T08:30:00Z"),
+            14_000,
+            Some(8_000),
+            "Sample.Periodic",
+        )),
+    )
+    .await;
+    send(
+        &mut cs,
+        offline(with_meter(
+            event("Ended", 2, "TX-OFF", "2026-11-19T09:15:00Z"),
+            19_500,
+            None,
+            "Transaction.End",
+        )),
+    )
+    .await;
+    assert_eq!(bookkeeping(&app, "TX-OFF").await, (2, vec![], 3));
+    let (status, energy, start, end) = the_session(&app).await;
+    assert_eq!(status, "COMPLETED");
+    assert_eq!(energy, Decimal::new(9500, 3));
+    assert_eq!(start.as_deref(), Some("2026-11-19T08:00:00"));
+    assert_eq!(end.as_deref(), Some("2026-11-19T09:15:00"));
+    let body: String =
+        sqlx::query_scalar("SELECT body FROM outbox WHERE event_type = 'SESSION_ENDED'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let ended: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        ended["durationMinutes"], 75,
+        "charger time, not arrival time"
+    );
+    assert_eq!(ended["endedAt"], "2026-11-19T09:15:00Z");
+    assert_eq!(ended["timestamp"], "2026-11-19T09:15:00Z");
+    let stamps: Vec<String> = sqlx::query_scalar(
+        "SELECT to_char(sampled_at AT TIME ZONE 'UTC', 'HH24:MI') FROM meter_values WHERE charger_id = 'CS-OFF' \
+         AND measurand = 'Energy.Active.Import.Register' ORDER BY sampled_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stamps, ["08:00", "08:30", "09:15"]);
+
+    // an offline Updated delivered after the Ended is kept but does not reopen the session
+    send(
+        &mut cs,
+        offline(with_meter(
+            event("Updated", 3, "TX-OFF", "2026-11-19T09:10:00Z"),
+            19_000,
+            None,
+            "Sample.Periodic",
+        )),
+    )
+    .await;
+    let (status, energy, _, _) = the_session(&app).await;
+    assert_eq!(
+        (status.as_str(), energy),
+        ("COMPLETED", Decimal::new(9500, 3))
+    );
+    assert_eq!(bookkeeping(&app, "TX-OFF").await, (3, vec![], 4));
+}
+
+#[actix_web::test]
+async fn a_transaction_first_seen_through_an_updated_event_starts_its_session() {
+    let (app, _) = app_with_station("CS-MID").await;
+    let (_, id_tag) = driver(&app, "mid@example.com").await;
+    let mut cs = booted(&app, "CS-MID").await;
+    // the Started (seqNo 0, plugged in without a token) is lost; the first event we see is an
+    // Updated that carries the token once the driver badges
+    let first = with_meter(
+        with_token(
+            event("Updated", 1, "TX-MID", "2026-11-21T12:05:00Z"),
+            &id_tag,
+        ),
+        4_000,
+        None,
+        "Sample.Periodic",
+    );
+    let answer = send(&mut cs, first).await;
+    assert_eq!(answer["idTokenInfo"]["status"], "Accepted");
+    let (status, energy, start, _) = the_session(&app).await;
+    assert_eq!((status.as_str(), energy), ("IN_PROGRESS", Decimal::ZERO));
+    assert_eq!(start.as_deref(), Some("2026-11-21T12:05:00"));
+    send(
+        &mut cs,
+        with_meter(
+            event("Updated", 2, "TX-MID", "2026-11-21T12:20:00Z"),
+            6_500,
+            None,
+            "Sample.Periodic",
+        ),
+    )
+    .await;
+    assert_eq!(the_session(&app).await.1, Decimal::new(2500, 3));
+    // the lost Started turns up: it is kept as the real start of the transaction
+    send(
+        &mut cs,
+        event("Started", 0, "TX-MID", "2026-11-21T12:00:00Z"),
+    )
+    .await;
+    let started: String = sqlx::query_scalar(
+        "SELECT to_char(started_at AT TIME ZONE 'UTC', 'HH24:MI') FROM charger_transactions WHERE transaction_ref = 'TX-MID'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(started, "12:00");
+    assert_eq!(bookkeeping(&app, "TX-MID").await, (2, vec![], 0));
+    let sessions = count(&app, "SELECT count(*) FROM sessions").await;
+    assert_eq!(sessions, 1);
+}
+
+#[actix_web::test]
+async fn a_transaction_without_a_known_token_is_stored_without_a_session() {
+    let (app, _) = app_with_station("CS-ANON").await;
+    let mut cs = booted(&app, "CS-ANON").await;
+    let answer = send(
+        &mut cs,
+        with_token(
+            event("Started", 0, "TX-ANON", "2026-11-21T10:00:00Z"),
+            "STRANGER-CARD",
+        ),
+    )
+    .await;
+    assert_eq!(answer["idTokenInfo"]["status"], "Invalid");
+    send(
+        &mut cs,
+        event("Ended", 1, "TX-ANON", "2026-11-21T10:01:00Z"),
+    )
+    .await;
+    let (status, stopped): (Option<String>, bool) = sqlx::query_as(
+        "SELECT id_tag_status, stopped_at IS NOT NULL FROM charger_transactions WHERE transaction_ref = 'TX-ANON'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(status.as_deref(), Some("Invalid"));
+    assert!(stopped);
+    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 0);
+}

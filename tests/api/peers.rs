@@ -1,0 +1,205 @@
+//! Independent peers: chargers built with the third-party Python `ocpp` package run against the
+//! server (1.6 and 2.0.1). The interpreter comes from `CHARGEGRID_PYTHON` (set by scripts/test.sh to the venv
+//! that scripts/services.sh installs); without it the venv path is tried directly.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+fn python() -> PathBuf {
+    if let Ok(path) = std::env::var("CHARGEGRID_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cache =
+        std::env::var("CHARGEGRID_CACHE").unwrap_or_else(|_| format!("{home}/.cache/chargegrid"));
+    PathBuf::from(cache).join("venv/bin/python")
+}
+
+fn peer_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+#[actix_web::test]
+async fn the_python_ocpp_package_runs_a_1_6_lifecycle() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Peer station").await;
+    app.register_charger(&token, "PY-16", station, Some("python-peer-secret-1"))
+        .await;
+    let (driver, _, _) = app
+        .register("py@example.com", "correct horse battery")
+        .await;
+    let id_tag = app
+        .graphql("{ me { idTag } }", json!({}), Some(&driver))
+        .await["data"]["me"]["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
+    let script = peer_script("ocpp16_charge_point.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(script)
+            .args([
+                url.as_str(),
+                "PY-16",
+                "python-peer-secret-1",
+                id_tag.as_str(),
+            ])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("OK transaction"), "{stdout}");
+
+    let stopped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM charger_transactions WHERE charger_id = 'PY-16' AND stopped_at IS NOT NULL AND meter_stop_wh = 3100",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stopped, 1);
+    let model: Option<String> = sqlx::query_scalar("SELECT model FROM chargers WHERE id = 'PY-16'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(model.as_deref(), Some("PyModel"));
+}
+
+#[actix_web::test]
+async fn the_python_ocpp_package_runs_2_0_1_transactions_and_an_app_session() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Peer station 2.0.1").await;
+    app.register_charger(&token, "PY-201", station, Some("python-peer-secret-2"))
+        .await;
+    let (driver, _, _) = app
+        .register("py201@example.com", "correct horse battery")
+        .await;
+    let funded = app
+        .graphql(
+            "mutation { topUpWallet(amount: \"50.00\", idempotencyKey: \"py\") { idTag } }",
+            json!({}),
+            Some(&driver),
+        )
+        .await;
+    let id_tag = funded["data"]["topUpWallet"]["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
+    let peer = tokio::process::Command::new(python())
+        .arg(peer_script("ocpp201_charge_point.py"))
+        .args([
+            url.as_str(),
+            "PY-201",
+            "python-peer-secret-2",
+            id_tag.as_str(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+
+    // the peer's RFID transaction is done and EVSE 1 is free again
+    let rfid_done = app
+        .wait_until(Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM charger_transactions WHERE transaction_ref = 'PY-RFID' AND stopped_at IS NOT NULL) \
+                 AND EXISTS (SELECT 1 FROM connector_status WHERE charger_id = 'PY-201' AND connector_id = 1 AND status = 'AVAILABLE')",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap_or(false)
+        })
+        .await;
+    assert!(rfid_done, "the peer's RFID transaction did not complete");
+
+    // then the app starts and ends a session on it
+    let started = app
+        .graphql(
+            "mutation($i: StartSessionInput!) { startSession(input: $i) { id status } }",
+            json!({ "i": { "stationId": station.to_string() } }),
+            Some(&driver),
+        )
+        .await;
+    assert_eq!(
+        started["data"]["startSession"]["status"], "PENDING",
+        "{started}"
+    );
+    let session_id = started["data"]["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session = |id: String| {
+        let app = &app;
+        let driver = &driver;
+        async move {
+            app.graphql(
+                "query($id: ID!) { session(id: $id) { status energyKWh stopReason } }",
+                json!({ "id": id }),
+                Some(driver),
+            )
+            .await["data"]["session"]
+                .clone()
+        }
+    };
+    let charging = app
+        .wait_until(Duration::from_secs(30), || async {
+            session(session_id.clone()).await["energyKWh"] == 1.2
+        })
+        .await;
+    assert!(charging, "{}", session(session_id.clone()).await);
+    let ended = app
+        .graphql(
+            "mutation($id: ID!) { endSession(sessionId: $id) { status } }",
+            json!({ "id": session_id }),
+            Some(&driver),
+        )
+        .await;
+    assert_eq!(ended["data"]["endSession"]["status"], "STOPPING", "{ended}");
+
+    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
+        .await
+        .expect("the peer finishes")
+        .expect("peer output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("OK rfid transaction"), "{stdout}");
+    assert!(stdout.contains("OK remote transaction"), "{stdout}");
+
+    let view = session(session_id.clone()).await;
+    assert_eq!(view["status"], "COMPLETED", "{view}");
+    assert_eq!(view["energyKWh"], 2.5);
+    assert_eq!(view["stopReason"], "Remote");
+    let (meter_stop, rfid_energy): (rust_decimal::Decimal, rust_decimal::Decimal) = sqlx::query_as(
+        "SELECT t.meter_stop_wh, s.energy_kwh FROM charger_transactions t JOIN sessions s ON s.id = t.session_id \
+         WHERE t.transaction_ref = 'PY-RFID'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(meter_stop, rust_decimal::Decimal::from(3100));
+    assert_eq!(rfid_energy, rust_decimal::Decimal::from(3));
+    let model: Option<String> =
+        sqlx::query_scalar("SELECT model FROM chargers WHERE id = 'PY-201'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(model.as_deref(), Some("PyModel"));
+}

@@ -1,0 +1,116 @@
+//! Startup behaviour of the real binary and of `Application::build`.
+
+use std::process::Command;
+
+use chargegrid::startup::Application;
+use secrecy::SecretString;
+
+use crate::helpers::{
+    base_settings, create_empty_database, error_code, isolated_settings, spawn_with_settings,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chargegrid");
+
+#[test]
+fn serve_exits_non_zero_with_one_line_when_the_database_is_unreachable() {
+    let output = Command::new(BIN)
+        .args(["serve"])
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres:hunter2@127.0.0.1:1/chargegrid",
+        )
+        .env("JWT_SECRET", "a-long-enough-secret-for-this-test-000000")
+        .env("HTTP_BIND", "127.0.0.1:0")
+        .output()
+        .expect("run chargegrid");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("chargegrid: PostgreSQL at postgres://postgres:***@127.0.0.1:1/chargegrid is unreachable"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_jwt_secret() {
+    let output = Command::new(BIN)
+        .args(["serve"])
+        .env_remove("JWT_SECRET")
+        .output()
+        .expect("run chargegrid");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_SECRET is not set"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn the_server_refuses_a_database_with_unapplied_migrations() {
+    let mut settings = base_settings();
+    let url = create_empty_database(&settings).await;
+    settings.database.url = SecretString::from(url);
+    let err = match Application::build(settings).await {
+        Ok(_) => panic!("a server started on an unmigrated database"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("unapplied migration"), "{err}");
+    assert!(err.contains("chargegrid migrate"), "{err}");
+}
+
+#[actix_web::test]
+async fn migrate_then_user_create_bootstraps_an_admin() {
+    let mut settings = base_settings();
+    let url = create_empty_database(&settings).await;
+    let status = Command::new(BIN)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .status()
+        .expect("run migrate");
+    assert!(status.success());
+    let output = Command::new(BIN)
+        .args([
+            "user",
+            "create",
+            "--email",
+            "root@example.com",
+            "--name",
+            "Root",
+            "--role",
+            "ADMIN",
+        ])
+        .env("CHARGEGRID_USER_PASSWORD", "an admin password")
+        .env("DATABASE_URL", &url)
+        .env("JWT_SECRET", "a-long-enough-secret-for-this-test-000000")
+        .output()
+        .expect("run user create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    settings.database.url = SecretString::from(url);
+    let app = spawn_with_settings(settings).await;
+    let login = app
+        .graphql(
+            "mutation { login(email: \"root@example.com\", password: \"an admin password\") { user { role } } }",
+            serde_json::json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(login["data"]["login"]["user"]["role"], "ADMIN", "{login}");
+}
+
+#[actix_web::test]
+async fn stopping_the_app_closes_the_listener() {
+    let app = spawn_with_settings(isolated_settings().await).await;
+    let ok = app
+        .graphql("{ me { id } }", serde_json::json!({}), None)
+        .await;
+    assert_eq!(error_code(&ok).as_deref(), Some("UNAUTHENTICATED"));
+    app.stop().await;
+    let after = reqwest::Client::new()
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await;
+    assert!(after.is_err());
+}
