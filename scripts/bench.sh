@@ -631,6 +631,8 @@ PY
     reasons="$(jq -rs '[.[].connections.failed | to_entries[]] | group_by(.key) | map("\(.[0].key): \(map(.value) | add)") | join(", ")' "$OUT"/storm-0.json "$OUT"/storm-1.json)"
     lost=$(jq -s 'map(.sessions.failed) | add' "$OUT"/storm-0.json "$OUT"/storm-1.json)
     boot_p99=$(jq -s 'map(.latency_ms.BootNotification.p99 // 0) | max' "$OUT"/storm-0.json "$OUT"/storm-1.json)
+    local hs_p99
+    hs_p99=$(jq -s 'map(.latency_ms.handshake.p99 // 0) | max' "$OUT"/storm-0.json "$OUT"/storm-1.json)
     local rate
     rate="$(awk -v n="$held_b" -v s="$recovered" 'BEGIN { if (s + 0 > 0) printf "%.0f", n / s; else print 0 }')"
     {
@@ -652,6 +654,7 @@ PY
         echo "| lowest open connections after the kill | $low | | |"
         echo "| kill -> all connected again | $recovered s | | |"
         echo "| reconnect rate (B's chargers / recovery time) | $rate/s | >= 10,000/s | $(verdict "$rate" '>=' 10000) |"
+        echo "| WebSocket handshake p99 (worse simulator) | $hs_p99 ms | | |"
         echo "| BootNotification p99 (worse simulator) | $boot_p99 ms | | |"
         echo "| handshakes completed / failed attempts (retried) | $established / $failed${reasons:+ ($reasons)} | | |"
         echo "| sessions failed (simulators) | $lost | 0 | $(verdict "$lost" '<=' 0) |"

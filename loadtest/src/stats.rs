@@ -244,12 +244,24 @@ impl Stats {
 
     /// Records a completed round trip of `action`.
     pub fn round_trip(&self, shard: usize, action: &str, elapsed: Duration) {
+        self.record(shard, action, elapsed, true);
+    }
+
+    /// Records how long `what` took without counting it as a round trip (the throughput and
+    /// the per-second window stay OCPP messages only): e.g. the WebSocket handshake.
+    pub fn latency(&self, shard: usize, what: &str, elapsed: Duration) {
+        self.record(shard, what, elapsed, false);
+    }
+
+    fn record(&self, shard: usize, action: &str, elapsed: Duration, round_trip: bool) {
         let micros = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
         let mut s = self.shard(shard);
-        s.measured += 1;
-        s.window.saturating_record(micros);
+        if round_trip {
+            s.measured += 1;
+            s.window.saturating_record(micros);
+        }
         match s.latency.get_mut(action) {
             Some(h) => h.saturating_record(micros),
             None => {

@@ -215,8 +215,11 @@ impl Handler<SessionChanged> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: SessionChanged, ctx: &mut Self::Context) {
-        // the charger path and the API may race: never let an older snapshot win
-        if msg.session.updated_at < self.record.updated_at {
+        // the charger path and the API may race: never let an older snapshot win, and never let
+        // an open snapshot (STOPPING from endSession) replace a closed one or hold back the
+        // final one (COMPLETED from the charger's stop)
+        let (closed_now, closes) = (!self.record.is_open(), !msg.session.is_open());
+        if closed_now || (!closes && msg.session.updated_at < self.record.updated_at) {
             return;
         }
         self.on_state(*msg.session, ctx);

@@ -5,7 +5,7 @@
 //! is finished.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use uuid::Uuid;
@@ -21,6 +21,9 @@ use crate::store::sessions;
 
 /// How often PENDING sessions without a live actor (e.g. after a crash elsewhere) are expired.
 const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a finished session is remembered, so a late open snapshot (an `endSession`
+/// STOPPING racing the charger's stop) cannot bring its actor back.
+const FINISHED_MEMORY: Duration = Duration::from_secs(600);
 
 #[derive(Default)]
 pub struct SessionSupervisor {
@@ -28,6 +31,8 @@ pub struct SessionSupervisor {
     sessions: HashMap<Uuid, Addr<SessionActor>>,
     /// The charger of each tracked session.
     chargers: HashMap<Uuid, String>,
+    /// Sessions whose actor finished recently, with when.
+    finished: HashMap<Uuid, Instant>,
 }
 
 impl SessionSupervisor {
@@ -75,6 +80,7 @@ impl Handler<InitSessions> for SessionSupervisor {
                 }),
         );
         ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |act, ctx| {
+            act.finished.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
             let Some(app) = act.app.clone() else {
                 return;
             };
@@ -104,6 +110,8 @@ impl Handler<SessionChanged> for SessionSupervisor {
         let id = msg.session.id;
         match self.sessions.get(&id) {
             Some(addr) if addr.connected() => addr.do_send(msg),
+            // a stale open snapshot of a session that already ended here
+            _ if msg.session.is_open() && self.finished.contains_key(&id) => {}
             _ if msg.session.is_open() => self.spawn_actor(*msg.session, ctx),
             _ => {
                 // finished before an actor existed here: subscribers still hear about it
@@ -164,6 +172,7 @@ impl Handler<SessionFinished> for SessionSupervisor {
     fn handle(&mut self, msg: SessionFinished, _: &mut Self::Context) {
         // dropping the last address lets the supervised actor stop for good
         self.chargers.remove(&msg.session_id);
+        self.finished.insert(msg.session_id, Instant::now());
         if let Some(addr) = self.sessions.remove(&msg.session_id) {
             addr.do_send(Shutdown);
         }

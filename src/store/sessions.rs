@@ -173,7 +173,7 @@ pub async fn fail_pending(
     reason: &str,
 ) -> Result<Option<SessionRecord>, StoreError> {
     Ok(sqlx::query_as::<_, SessionRecord>(&format!(
-        "UPDATE sessions SET status = $2, failure_reason = $3, end_time = now(), updated_at = now() \
+        "UPDATE sessions SET status = $2, failure_reason = $3, end_time = now(), updated_at = clock_timestamp() \
          WHERE id = $1 AND status = 'PENDING' RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -187,7 +187,7 @@ pub async fn fail_pending(
 pub async fn expire_pending(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar(
         "UPDATE sessions SET status = 'FAILED', failure_reason = 'the charger did not start the session in time', \
-             end_time = now(), updated_at = now() \
+             end_time = now(), updated_at = clock_timestamp() \
          WHERE status = 'PENDING' AND pending_expires_at < now() RETURNING id",
     )
     .fetch_all(pool)
@@ -197,7 +197,7 @@ pub async fn expire_pending(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
 /// IN_PROGRESS -> STOPPING after the charger accepted a remote stop.
 pub async fn mark_stopping(pool: &PgPool, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
     Ok(sqlx::query_as::<_, SessionRecord>(&format!(
-        "UPDATE sessions SET status = 'STOPPING', updated_at = now() WHERE id = $1 AND status = 'IN_PROGRESS' RETURNING {COLUMNS}"
+        "UPDATE sessions SET status = 'STOPPING', updated_at = clock_timestamp() WHERE id = $1 AND status = 'IN_PROGRESS' RETURNING {COLUMNS}"
     ))
     .bind(id)
     .fetch_optional(pool)
@@ -212,7 +212,7 @@ pub async fn set_limits(
 ) -> Result<Option<SessionRecord>, StoreError> {
     Ok(sqlx::query_as::<_, SessionRecord>(&format!(
         "UPDATE sessions SET max_power_kw = COALESCE($2, max_power_kw), max_energy_kwh = COALESCE($3, max_energy_kwh), \
-             updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+             updated_at = clock_timestamp() WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(max_power_kw)
@@ -282,7 +282,7 @@ pub async fn start_from_transaction(
         Some(id) => sqlx::query_as::<_, SessionRecord>(&format!(
             "UPDATE sessions SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF($2, 0), connector_id), \
                  start_time = $3, meter_start_wh = $4, meter_last_wh = $4, pending_expires_at = NULL, \
-                 updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+                 updated_at = clock_timestamp() WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(start.connector_id)
@@ -388,7 +388,7 @@ pub async fn record_reading(
     }
     let updated = sqlx::query_as::<_, SessionRecord>(&format!(
         "UPDATE sessions SET meter_start_wh = $5, meter_last_wh = $2, energy_kwh = $3, power_kw = $4, \
-             updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+             updated_at = clock_timestamp() WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(session_id)
     .bind(meter)
@@ -436,7 +436,7 @@ pub async fn complete(
     let energy = energy_kwh(current.meter_start_wh, meter_stop_wh);
     let done = sqlx::query_as::<_, SessionRecord>(&format!(
         "UPDATE sessions SET status = 'COMPLETED', end_time = $2, meter_last_wh = $3, energy_kwh = $4, \
-             power_kw = 0, stop_reason = $5, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+             power_kw = 0, stop_reason = $5, updated_at = clock_timestamp() WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(session_id)
     .bind(ended_at)

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::charger_client::{connect16, TestCharger};
 use crate::gql_ws::GqlSocket;
 use crate::helpers::{error_code, spawn_app_with, spawn_with_settings, TestApp};
-use chargegrid::actors::messages::{CrashSession, SessionActorCount};
+use chargegrid::actors::messages::{CrashSession, SessionActorCount, SessionChanged};
 
 pub const START: &str = "mutation($i: StartSessionInput!) { startSession(input: $i) { id status chargerId connectorId energyKWh } }";
 pub const END: &str = "mutation($id: ID!) { endSession(sessionId: $id) { id status energyKWh } }";
@@ -652,4 +652,71 @@ async fn ending_a_pending_session_cancels_it() {
         again["data"]["endSession"]["status"], "FAILED",
         "ending twice is harmless"
     );
+}
+
+#[actix_web::test]
+async fn a_stopping_snapshot_racing_the_chargers_stop_never_hides_the_completion() {
+    let f = fixture().await;
+    let mut cp = online_charger(&f.app, "CP-S1").await;
+    let (session_id, id_tag, _) = start_accepted(&f, &mut cp).await;
+    let tid = charger_starts(&mut cp, &id_tag, 0).await;
+    assert!(wait_status(&f, &session_id, "IN_PROGRESS").await);
+    let mut sub = GqlSocket::connect(f.app.port, Some(&f.driver), false)
+        .await
+        .expect("ack");
+    sub.subscribe("s", ON_SESSION, json!({ "id": session_id }))
+        .await;
+    assert_eq!(
+        sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
+        "IN_PROGRESS"
+    );
+
+    // endSession's STOPPING snapshot reaches the actor stamped later than the charger's
+    // COMPLETED (its transaction began first): the completion must still win
+    let id: uuid::Uuid = session_id.parse().unwrap();
+    let mut stopping = chargegrid::store::sessions::find(&f.app.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    stopping.status = "STOPPING".into();
+    stopping.updated_at += chrono::Duration::seconds(30);
+    let stale = stopping.clone();
+    f.app
+        .ctx
+        .sessions
+        .send(SessionChanged {
+            session: Box::new(stopping),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
+        "STOPPING"
+    );
+    cp.call("StopTransaction", json!({ "transactionId": tid, "meterStop": 2_000, "timestamp": "2026-11-21T10:30:00Z", "reason": "Local" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
+        "COMPLETED"
+    );
+    let gone = f
+        .app
+        .wait_until(Duration::from_secs(5), || async {
+            f.app.ctx.sessions.send(SessionActorCount).await.unwrap() == 0
+        })
+        .await;
+    assert!(gone, "the session actor outlived its completed session");
+
+    // the same stale snapshot arriving after the end brings no actor back
+    f.app
+        .ctx
+        .sessions
+        .send(SessionChanged {
+            session: Box::new(stale),
+        })
+        .await
+        .unwrap();
+    assert_eq!(f.app.ctx.sessions.send(SessionActorCount).await.unwrap(), 0);
+    assert_eq!(session_status(&f, &session_id).await["status"], "COMPLETED");
 }

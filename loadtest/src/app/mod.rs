@@ -262,7 +262,12 @@ pub async fn drive(
             counters.fail("not started: too close to the end of the run".into());
             continue;
         }
-        match one_session(&driver, &token, &plan.id, length, &stats, shard, &counters).await {
+        let window = Window {
+            length,
+            deadline,
+            end_by: deadline + Duration::from_secs_f64(scenario.drain_secs.max(0.0)),
+        };
+        match one_session(&driver, &token, &plan.id, &window, &stats, shard, &counters).await {
             Ok(()) => {
                 counters.completed.fetch_add(1, Ordering::Relaxed);
             }
@@ -272,11 +277,22 @@ pub async fn drive(
     }
 }
 
+/// When one app session may run.
+struct Window {
+    /// How long it charges.
+    length: Duration,
+    /// When the chargers start draining: the app ends its session before that.
+    deadline: Instant,
+    /// The last moment to wait for a status: the run's drain ends then.
+    end_by: Instant,
+}
+
 async fn wait_for(
     rx: &mut tokio::sync::mpsc::Receiver<String>,
     wanted: &str,
+    end_by: Instant,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + STATUS_WAIT;
+    let deadline = (Instant::now() + STATUS_WAIT).min(end_by);
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(status)) if status == wanted => return Ok(()),
@@ -285,6 +301,9 @@ async fn wait_for(
             }
             Ok(Some(_)) => {}
             Ok(None) => return Err(format!("subscription ended before {wanted}")),
+            Err(_) if deadline == end_by => {
+                return Err(format!("no {wanted} by the end of the run"))
+            }
             Err(_) => return Err(format!("no {wanted} within {}s", STATUS_WAIT.as_secs())),
         }
     }
@@ -294,7 +313,7 @@ async fn one_session(
     driver: &Driver,
     token: &str,
     charger_id: &str,
-    length: Duration,
+    window: &Window,
     stats: &Stats,
     shard: usize,
     counters: &AppCounters,
@@ -332,11 +351,14 @@ async fn one_session(
         .await
         .unwrap_or_default();
     if now != "IN_PROGRESS" {
-        wait_for(&mut statuses, "IN_PROGRESS").await?;
+        wait_for(&mut statuses, "IN_PROGRESS", window.end_by).await?;
     }
     stats.round_trip(shard, "app:start_to_in_progress", requested.elapsed());
     counters.in_progress.fetch_add(1, Ordering::Relaxed);
-    tokio::time::sleep(length).await;
+    // a slow start eats into the charging time: the app ends its session before the charger
+    // drains (and stops it locally), so every app session ends through endSession
+    let charge_until = (Instant::now() + window.length).min(window.deadline);
+    tokio::time::sleep_until(charge_until).await;
     let stop = Instant::now();
     let status = driver
         .gql
@@ -351,7 +373,7 @@ async fn one_session(
             .await
             .unwrap_or_default();
         if now != "COMPLETED" {
-            wait_for(&mut statuses, "COMPLETED").await?;
+            wait_for(&mut statuses, "COMPLETED", window.end_by).await?;
         }
     }
     stats.round_trip(shard, "app:end_to_completed", stop.elapsed());

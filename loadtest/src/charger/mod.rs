@@ -171,8 +171,11 @@ pub async fn run(plan: Plan, env: Env) {
             version: plan.version,
             password: scenario.password.as_deref(),
         };
+        let dialled = Instant::now();
         let delay = match connect::connect(&target, connect_timeout).await {
             Ok(mut ws) => {
+                // TCP connect + WebSocket upgrade (the server's handshake checks included)
+                stats.latency(shard, "handshake", dialled.elapsed());
                 failures = 0;
                 stats.incr(shard, Counter::ConnEstablished);
                 stats.connection_opened();

@@ -93,14 +93,20 @@ impl SubscriptionRoot {
                 }
             }
         });
-        // never go back in time: drop snapshots older than what was already delivered
-        let mut last_seen = current.updated_at;
+        // never go back in time: drop snapshots older than what was already delivered, and
+        // every open one once the session has ended
+        let (mut last_seen, mut ended) = (current.updated_at, !current.is_open());
         let changes = changes.filter(move |record| {
-            let newer = record.updated_at >= last_seen;
-            if newer {
-                last_seen = record.updated_at;
+            let deliver = if record.is_open() {
+                !ended && record.updated_at >= last_seen
+            } else {
+                !ended || record.updated_at >= last_seen
+            };
+            if deliver {
+                last_seen = last_seen.max(record.updated_at);
+                ended |= !record.is_open();
             }
-            std::future::ready(newer)
+            std::future::ready(deliver)
         });
         Ok(stream::once(async move { current })
             .chain(changes)
