@@ -371,6 +371,19 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_latency_is_kept_apart_from_round_trips() {
+        let stats = Stats::new();
+        stats.round_trip(0, "Heartbeat", Duration::from_millis(1));
+        stats.latency(1, "handshake", Duration::from_millis(7));
+        let snap = stats.snapshot();
+        assert_eq!(snap.measured_round_trips, 1);
+        assert_eq!(snap.latency["handshake"].len(), 1);
+        assert!(snap.latency["handshake"].value_at_quantile(0.5) >= 6900);
+        let (n, _) = stats.take_window();
+        assert_eq!(n, 1, "the per-second window counts OCPP round trips only");
+    }
+
+    #[test]
     fn reset_starts_a_new_measurement_window() {
         let stats = Stats::new();
         stats.round_trip(0, "Heartbeat", Duration::from_millis(1));
