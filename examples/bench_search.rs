@@ -320,7 +320,11 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    format!("{cores} vCPU ({cpu}), {mem_gb:.0} GB RAM, shared with another build")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into());
+    format!("{cores} vCPU ({cpu}), {mem_gb:.0} GB RAM; load average at the end of the run {load} (1/5/15 min)")
 }
 
 fn completed(outcome: SyncOutcome) -> anyhow::Result<SyncReport> {

@@ -289,7 +289,7 @@ impl Report {
                 );
             }
             "ran" => {
-                let _ = writeln!(out, "app sessions: {} planned, {} requested, {} in progress, {} completed, failures {:?}", a.sessions_planned, a.sessions_requested, a.sessions_in_progress, a.sessions_completed, a.failures);
+                let _ = writeln!(out, "app sessions: {} planned, {} requested, {} in progress, {} completed, {} not started (run over), failures {:?}", a.sessions_planned, a.sessions_requested, a.sessions_in_progress, a.sessions_completed, a.sessions_not_started, a.failures);
             }
             _ => {}
         }

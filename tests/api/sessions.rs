@@ -720,3 +720,43 @@ async fn a_stopping_snapshot_racing_the_chargers_stop_never_hides_the_completion
     assert_eq!(f.app.ctx.sessions.send(SessionActorCount).await.unwrap(), 0);
     assert_eq!(session_status(&f, &session_id).await["status"], "COMPLETED");
 }
+
+#[actix_web::test]
+async fn start_session_names_the_charger_problem_of_a_station() {
+    let f = fixture().await;
+    let start = |input: Value| {
+        let app = &f.app;
+        let driver = f.driver.clone();
+        async move {
+            app.graphql(START, json!({ "i": input }), Some(&driver))
+                .await
+        }
+    };
+    // unknown station, unknown charger at a known station, a station without chargers
+    let r = start(json!({ "stationId": uuid::Uuid::new_v4().to_string() })).await;
+    assert_eq!(error_code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
+    assert!(r.to_string().contains("station not found"), "{r}");
+    let r = start(json!({ "stationId": f.station.to_string(), "chargerId": "CP-ELSEWHERE" })).await;
+    assert_eq!(error_code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
+    assert!(
+        r.to_string().contains("no such charger at this station"),
+        "{r}"
+    );
+    let empty = f.app.create_station("Empty station").await;
+    let r = start(json!({ "stationId": empty.to_string() })).await;
+    assert_eq!(error_code(&r).as_deref(), Some("NOT_FOUND"), "{r}");
+    assert!(r.to_string().contains("has no OCPP charger"), "{r}");
+
+    // with three chargers the app has to say which one
+    for id in ["CP-S2", "CP-S3"] {
+        f.app
+            .register_charger(&f.operator, id, f.station, None)
+            .await;
+    }
+    let r = start(json!({ "stationId": f.station.to_string() })).await;
+    assert_eq!(error_code(&r).as_deref(), Some("BAD_USER_INPUT"), "{r}");
+    assert!(r.to_string().contains("this station has 3 chargers"), "{r}");
+    // naming one that is registered there but not connected reaches it: offline
+    let r = start(json!({ "stationId": f.station.to_string(), "chargerId": "CP-S3" })).await;
+    assert_eq!(error_code(&r).as_deref(), Some("CHARGER_OFFLINE"), "{r}");
+}

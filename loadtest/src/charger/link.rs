@@ -269,13 +269,21 @@ impl Charger {
         if self.draining_until.is_some() {
             return;
         }
-        self.draining_until =
-            Some(now + Duration::from_secs_f64(self.env.scenario.drain_secs.max(0.0)));
+        let drain = Duration::from_secs_f64(self.env.scenario.drain_secs.max(0.0));
+        self.draining_until = Some(now + drain);
         self.sessions_left = 0;
         self.next_session_at = None;
         self.link.heartbeat_due = None;
+        // local sessions end now; remote (app) ones are the app's to end with endSession, so
+        // they get the first half of the drain before the charger stops them itself
+        let remote_until = now + drain / 2;
         for connector in 1..=self.state.connectors.len() {
-            self.stop_tx(connector, StopReason::Local, now);
+            match self.state.connectors[connector - 1].tx.as_mut() {
+                Some(tx) if tx.remote => {
+                    tx.stop_at = Some(tx.stop_at.map_or(remote_until, |t| t.min(remote_until)));
+                }
+                _ => self.stop_tx(connector, StopReason::Local, now),
+            }
         }
     }
 

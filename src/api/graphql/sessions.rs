@@ -246,31 +246,32 @@ impl SessionMutation {
         let (user_id, _) = require_user(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let station_id = parse_id(&input.station_id, "stationId")?;
-        if !store::station_exists(&app.db, station_id).await? {
+        // one indexed read on the hot path; the station itself is only looked at to explain a miss
+        let mut at_station = chargers::at_station(
+            &app.db,
+            station_id,
+            input.charger_id.as_ref().map(|id| id.as_str()),
+        )
+        .await?;
+        if at_station.is_empty() && !store::station_exists(&app.db, station_id).await? {
             return Err(ApiError::NotFound("station not found".into()));
         }
-        let at_station = chargers::by_station(&app.db, station_id).await?;
-        let charger = match &input.charger_id {
-            Some(id) => at_station
-                .into_iter()
-                .find(|c| c.id == id.as_str())
-                .ok_or_else(|| ApiError::NotFound("no such charger at this station".into()))?,
-            None => match at_station.len() {
-                0 => {
-                    return Err(ApiError::NotFound(
-                        "this station has no OCPP charger".into(),
-                    ))
-                }
-                1 => at_station
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| ApiError::internal("charger list"))?,
-                n => {
-                    return Err(ApiError::BadUserInput(format!(
-                        "this station has {n} chargers: say which one (chargerId)"
-                    )))
-                }
-            },
+        let charger = match (&input.charger_id, at_station.len()) {
+            (Some(_), 0) => {
+                return Err(ApiError::NotFound("no such charger at this station".into()))
+            }
+            (None, 0) => {
+                return Err(ApiError::NotFound(
+                    "this station has no OCPP charger".into(),
+                ))
+            }
+            (None, n) if n > 1 => {
+                let n = chargers::count_at_station(&app.db, station_id).await?;
+                return Err(ApiError::BadUserInput(format!(
+                    "this station has {n} chargers: say which one (chargerId)"
+                )));
+            }
+            _ => at_station.swap_remove(0),
         };
         if !charger.online {
             return Err(ApiError::ChargerOffline);
