@@ -112,9 +112,23 @@ impl Application {
                 shutdown.clone(),
             )),
         ];
+        // in-process workers get a pool of their own: a flood of charger traffic waiting for
+        // connections must not hold back billing and notifications (as separate `chargegrid
+        // worker` processes, they have their own anyway)
+        let worker_ctx = if workers.is_empty() {
+            ctx.clone()
+        } else {
+            let mut database = ctx.settings.database.clone();
+            database.max_connections = (ctx.settings.worker.concurrency as u32 + 2)
+                .min(ctx.settings.database.max_connections.max(4));
+            AppContext {
+                db: crate::store::postgres::connect(&database).await?,
+                ..ctx.clone()
+            }
+        };
         for kind in workers {
             tasks.extend(
-                crate::workers::spawn_worker(&ctx, *kind, shutdown.clone())
+                crate::workers::spawn_worker(&worker_ctx, *kind, shutdown.clone())
                     .await
                     .map_err(|e| StartupError::Worker(e.to_string()))?,
             );

@@ -752,3 +752,99 @@ async fn a_subscriber_on_one_replica_sees_session_changes_made_on_another() {
         }
     }
 }
+
+async fn next_event(consumer: &mut lapin::Consumer) -> Value {
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .unwrap();
+    serde_json::from_slice::<Value>(&delivery.data).unwrap()
+}
+
+/// Inserts an outbox row of `aggregate` straight into the table; returns its event id.
+async fn raw_outbox_row(app: &TestApp, aggregate: &str, n: u32) -> uuid::Uuid {
+    let event_id = uuid::Uuid::new_v4();
+    let body = json!({ "eventId": event_id, "aggregate": aggregate, "n": n }).to_string();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) VALUES ($1, 'TEST_EVENT', $2, 'test.event', $3)",
+    )
+    .bind(event_id)
+    .bind(aggregate)
+    .bind(body)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    event_id
+}
+
+#[actix_web::test]
+async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
+    let app = spawn_app_with_workers(|s| s.events.relay_batch_size = 2).await;
+    let connection = amqp(&app).await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = app.ctx.topology().events_exchange();
+    let observer = format!("{}.order-observer", app.ctx.topology().namespace);
+    chargegrid::events::topology::Topology::declare_exchanges(&app.ctx.topology(), &channel)
+        .await
+        .unwrap();
+    let auto_delete = QueueDeclareOptions {
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(&observer, auto_delete, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            &observer,
+            &exchange,
+            "test.#",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            &observer,
+            "order-observer",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // two aggregates interleaved, relayed two rows per batch: each keeps its own order
+    for n in 1..=4 {
+        raw_outbox_row(&app, "agg-a", n).await;
+        if n <= 3 {
+            raw_outbox_row(&app, "agg-b", n).await;
+        }
+    }
+    let mut seen: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for _ in 0..7 {
+        let event = next_event(&mut consumer).await;
+        seen.entry(event["aggregate"].as_str().unwrap().to_string())
+            .or_default()
+            .push(event["n"].as_u64().unwrap());
+    }
+    assert_eq!(seen["agg-a"], vec![1, 2, 3, 4], "{seen:?}");
+    assert_eq!(seen["agg-b"], vec![1, 2, 3], "{seen:?}");
+    // and each is marked published once its batch is confirmed
+    let marked = app
+        .wait_until(Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox WHERE aggregate_id LIKE 'agg-%' AND published_at IS NULL",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+                == 0
+        })
+        .await;
+    assert!(marked, "relayed events were left unmarked in the outbox");
+}
