@@ -631,20 +631,29 @@ EOF
     kill "$SERVER2_PID" 2>/dev/null || true
     stop_server
     wait "$SERVER2_PID" 2>/dev/null || true
-    python3 - "$OUT" "$total" "$(awk -v a="$t0" -v b="$t_kill" 'BEGIN{print b-a}')" >"$OUT/storm.recovery" <<'PY'
+    python3 - "$OUT" "$total" "$(awk -v a="$t0" -v b="$t_kill" 'BEGIN{print b-a}')" "$dur" >"$OUT/storm.recovery" <<'PY'
 import json, sys
-out, total, kill = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-opens = {}
-for i in range(2):
-    for p in json.load(open(f"{out}/storm-{i}.json")).get("timeline", []):
-        opens[round(p["t"])] = opens.get(round(p["t"]), 0) + p["open"]
-after = sorted(t for t in opens if t > kill)
+out, total, kill, end = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+# each simulator's open connections per second, its last sample carried forward (a starved
+# simulator skips samples: summing only the samples that exist would halve the total)
+series = [sorted((p["t"], p["open"]) for p in json.load(open(f"{out}/storm-{i}.json")).get("timeline", [])) for i in range(2)]
+def at(points, t):
+    value = 0
+    for when, open_ in points:
+        if when > t:
+            break
+        value = open_
+    return value
+# only the load phase after the kill: the drain at the end closes every connection on purpose
+after = list(range(int(kill) + 1, int(end)))
+opens = {t: sum(at(points, t) for points in series) for t in after}
 low = min((opens[t] for t in after), default=0)
-back = next((t for t in after if opens[t] >= total and any(opens[u] < total for u in after if u < t)), None)
-print(f"{low} {back - kill:.1f}" if back is not None else f"{low} n/a")
+last = opens[after[-1]] if after else 0
+back = next((t for t in after if opens[t] >= total), None)
+print(f"{low} {back - kill:.1f} {last}" if back is not None else f"{low} n/a {last}")
 PY
-    local low recovered
-    read -r low recovered <"$OUT/storm.recovery"
+    local low recovered last_open
+    read -r low recovered last_open <"$OUT/storm.recovery"
     local established failed reasons lost boot_p99
     established=$(jq -s 'map(.connections.established) | add' "$OUT"/storm-0.json "$OUT"/storm-1.json)
     failed=$(jq -s 'map([.connections.failed[]] | add // 0) | add' "$OUT"/storm-0.json "$OUT"/storm-1.json)
@@ -672,8 +681,9 @@ PY
         echo "|---|---|---|---|"
         echo "| chargers held before the kill (server A / B, \`ss\`) | $held_a / $held_b | $total | $(verdict "$((held_a + held_b))" '>=' "$total") |"
         echo "| server B back (kill -> /healthz answers) | $(awk -v a="$t_kill" -v b="$t_up" 'BEGIN{printf "%.1f", b-a}') s | | |"
-        echo "| lowest open connections after the kill | $low | | |"
+        echo "| lowest open connections after the kill (load phase) | $low | | |"
         echo "| kill -> all connected again | $recovered s | | |"
+        echo "| connected when the load phase ended ($((dur - kill_at)) s after the kill) | $last_open | $total | $(verdict "$last_open" '>=' "$total") |"
         echo "| reconnect rate (B's chargers / recovery time) | $rate/s | >= 10,000/s | $(verdict "$rate" '>=' 10000) |"
         echo "| WebSocket handshake p99 (worse simulator) | $hs_p99 ms | | |"
         echo "| BootNotification p99 (worse simulator) | $boot_p99 ms | | |"
