@@ -32,6 +32,45 @@ async fn amqp(app: &TestApp) -> Connection {
     .expect("RabbitMQ")
 }
 
+/// A queue of its own (`<namespace>.<name>`, deleted with its consumer) bound to the events
+/// exchange with `binding`, and a consumer on it; keep the connection while consuming.
+async fn observe(app: &TestApp, name: &str, binding: &str) -> (Connection, lapin::Consumer) {
+    let connection = amqp(app).await;
+    let channel = connection.create_channel().await.unwrap();
+    let topology = app.ctx.topology();
+    let queue = format!("{}.{name}", topology.namespace);
+    chargegrid::events::topology::Topology::declare_exchanges(&topology, &channel)
+        .await
+        .unwrap();
+    let auto_delete = QueueDeclareOptions {
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(&queue, auto_delete, FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            &queue,
+            &topology.events_exchange(),
+            binding,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let consumer = channel
+        .basic_consume(&queue, name, no_ack, FieldTable::default())
+        .await
+        .unwrap();
+    (connection, consumer)
+}
+
 /// Subscribes to a user's notification topic; messages arrive on the returned channel.
 async fn mqtt_inbox(app: &TestApp, user_id: &str) -> mpsc::UnboundedReceiver<Value> {
     let url = url::Url::parse(app.ctx.settings.mqtt.url.expose_secret()).unwrap();
@@ -518,51 +557,12 @@ async fn poison_messages_are_dead_lettered_after_retries_and_can_be_replayed() {
 #[actix_web::test]
 async fn events_survive_the_broker_closing_the_connection_mid_stream() {
     let app = spawn_app_with_workers(|s| s.auth.login_max_per_client = 1000).await;
-    let connection = amqp(&app).await;
-    let channel = connection.create_channel().await.unwrap();
-    let exchange = app.ctx.topology().events_exchange();
-    // an observer queue that sees every event of this deployment
-    let observer = format!("{}.observer", app.ctx.topology().namespace);
     app.wait_until(Duration::from_secs(10), || async {
         app.ctx.amqp.is_connected()
     })
     .await;
-    chargegrid::events::topology::Topology::declare_exchanges(&app.ctx.topology(), &channel)
-        .await
-        .unwrap();
-    channel
-        .queue_declare(
-            &observer,
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            &observer,
-            &exchange,
-            "#",
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            &observer,
-            "observer",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    // an observer queue that sees every event of this deployment
+    let (_connection, mut consumer) = observe(&app, "observer", "#").await;
 
     let registrations = async {
         for i in 0..40 {
@@ -781,43 +781,7 @@ async fn raw_outbox_row(app: &TestApp, aggregate: &str, n: u32) -> uuid::Uuid {
 #[actix_web::test]
 async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
     let app = spawn_app_with_workers(|s| s.events.relay_batch_size = 2).await;
-    let connection = amqp(&app).await;
-    let channel = connection.create_channel().await.unwrap();
-    let exchange = app.ctx.topology().events_exchange();
-    let observer = format!("{}.order-observer", app.ctx.topology().namespace);
-    chargegrid::events::topology::Topology::declare_exchanges(&app.ctx.topology(), &channel)
-        .await
-        .unwrap();
-    let auto_delete = QueueDeclareOptions {
-        auto_delete: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(&observer, auto_delete, FieldTable::default())
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            &observer,
-            &exchange,
-            "test.#",
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            &observer,
-            "order-observer",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_connection, mut consumer) = observe(&app, "order-observer", "test.#").await;
     // two aggregates interleaved, relayed two rows per batch: each keeps its own order
     for n in 1..=4 {
         raw_outbox_row(&app, "agg-a", n).await;
