@@ -108,6 +108,20 @@ async fn charger_starts(cp: &mut TestCharger, id_tag: &str, meter_start: i64) ->
     start["transactionId"].as_i64().unwrap()
 }
 
+/// The driver's `onSessionStatusChanged` subscription, checked to start at `first`.
+pub async fn watch(f: &Fixture, session_id: &str, first: &str) -> GqlSocket {
+    let mut sub = GqlSocket::connect(f.app.port, Some(&f.driver), false)
+        .await
+        .expect("ack");
+    sub.subscribe("s", ON_SESSION, json!({ "id": session_id }))
+        .await;
+    assert_eq!(
+        sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
+        first
+    );
+    sub
+}
+
 pub async fn session_status(f: &Fixture, id: &str) -> Value {
     f.app
         .graphql(SESSION, json!({ "id": id }), Some(&f.driver))
@@ -131,15 +145,7 @@ async fn the_whole_journey_from_start_to_completed_with_live_updates() {
     assert_eq!(id_tag, f.id_tag, "the charger gets the user's idTag");
     assert_eq!(connector, 1);
 
-    let mut sub = GqlSocket::connect(f.app.port, Some(&f.driver), false)
-        .await
-        .expect("ack");
-    sub.subscribe("s", ON_SESSION, json!({ "id": session_id }))
-        .await;
-    assert_eq!(
-        sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
-        "PENDING"
-    );
+    let mut sub = watch(&f, &session_id, "PENDING").await;
 
     let tid = charger_starts(&mut cp, &id_tag, 10_000).await;
     assert_eq!(
@@ -661,15 +667,7 @@ async fn a_stopping_snapshot_racing_the_chargers_stop_never_hides_the_completion
     let (session_id, id_tag, _) = start_accepted(&f, &mut cp).await;
     let tid = charger_starts(&mut cp, &id_tag, 0).await;
     assert!(wait_status(&f, &session_id, "IN_PROGRESS").await);
-    let mut sub = GqlSocket::connect(f.app.port, Some(&f.driver), false)
-        .await
-        .expect("ack");
-    sub.subscribe("s", ON_SESSION, json!({ "id": session_id }))
-        .await;
-    assert_eq!(
-        sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
-        "IN_PROGRESS"
-    );
+    let mut sub = watch(&f, &session_id, "IN_PROGRESS").await;
 
     // endSession's STOPPING snapshot reaches the actor stamped later than the charger's
     // COMPLETED (its transaction began first): the completion must still win
