@@ -174,7 +174,7 @@ pub async fn record_event(
         "UPDATE charger_transactions SET first_seq_no = $2, last_seq_no = $3, seq_gaps = $4, \
              offline_events = offline_events + $5, \
              started_at = LEAST(started_at, COALESCE($6, started_at)), \
-             meter_start_wh = COALESCE($7, meter_start_wh), updated_at = clock_timestamp() WHERE id = $1",
+             meter_start_wh = COALESCE($7, meter_start_wh), updated_at = now() WHERE id = $1",
     )
     .bind(pk)
     .bind(seq.first)
@@ -216,7 +216,7 @@ pub async fn stop(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE charger_transactions SET stopped_at = $2, meter_stop_wh = $3, stop_reason = $4, \
-             updated_at = clock_timestamp() WHERE id = $1",
+             updated_at = now() WHERE id = $1",
     )
     .bind(pk)
     .bind(stopped_at)
