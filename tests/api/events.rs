@@ -13,6 +13,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use sqlx::Connection as _;
 use tokio::sync::mpsc;
 
 use crate::charger_client::{connect16, TestCharger};
@@ -811,4 +812,84 @@ async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
         })
         .await;
     assert!(marked, "relayed events were left unmarked in the outbox");
+}
+
+#[actix_web::test]
+async fn billing_in_the_same_process_keeps_working_while_charger_traffic_holds_the_servers_pool() {
+    // a small pool whose waiters wait longer than this test looks for the invoice, so nothing the
+    // server holds is released in time by a pool time-out
+    let b = billing_fixture("50.00", "€0.40/kWh", |s| {
+        s.database.max_connections = 4;
+        s.database.connect_timeout_secs = 30;
+    })
+    .await;
+    // a finished session, written from outside the server's pool
+    let mut side = sqlx::PgConnection::connect(&b.app.db_url).await.unwrap();
+    let session_id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, end_time, energy_kwh) \
+         VALUES ($1, $2::uuid, $3, 'CP-BILL', 1, $4, 'COMPLETED', 'CHARGER', '2026-11-21T10:00:00Z', '2026-11-21T10:30:00Z', 10)",
+    )
+    .bind(session_id)
+    .bind(&b.user_id)
+    .bind(b.station)
+    .bind(&b.id_tag)
+    .execute(&mut side)
+    .await
+    .unwrap();
+
+    // every connection of the server's pool is busy (as under a flood of charger messages)
+    // (the relay's LISTEN connection already holds one of the four for good)
+    let mut held = Vec::new();
+    while let Ok(conn) =
+        tokio::time::timeout(Duration::from_millis(500), b.app.ctx.db.acquire()).await
+    {
+        held.push(conn.unwrap());
+    }
+    assert!(!held.is_empty() && b.app.ctx.db.num_idle() == 0);
+    let ended = json!({
+        "eventId": uuid::Uuid::new_v4(), "eventType": "SESSION_ENDED", "version": 1,
+        "timestamp": "2026-11-21T10:30:00Z", "source": "test", "sessionId": session_id,
+        "userId": b.user_id, "stationId": b.station, "chargerId": "CP-BILL", "energyKwh": 10.0,
+        "durationMinutes": 30, "endedAt": "2026-11-21T10:30:00Z", "stopReason": "Local"
+    });
+    let connection = amqp(&b.app).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            &b.app.ctx.topology().events_exchange(),
+            "session.ended",
+            BasicPublishOptions::default(),
+            ended.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // billed and paid through the workers' own pool while the server's stays exhausted
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM invoices WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(&mut side)
+                .await
+                .unwrap();
+        if let Some(status) = status {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no invoice while the server's pool was busy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, "PAID");
+    assert!(
+        b.app.ctx.db.try_acquire().is_none(),
+        "the server's pool was exhausted throughout"
+    );
+    drop(held);
 }

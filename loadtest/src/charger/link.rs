@@ -677,3 +677,67 @@ async fn send(ws: &mut Ws, text: String) -> Result<(), Outcome> {
         .await
         .map_err(|e| Outcome::ClosedByServer(format!("send failed: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::stats::Stats;
+
+    fn charger(scenario: Scenario) -> Charger {
+        let now = Instant::now();
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let plan = Plan::for_charger(&scenario, 0);
+        let env = Env {
+            scenario: Arc::new(scenario),
+            stats: Arc::new(Stats::new()),
+            id_tags: Arc::new(Vec::new()),
+            start: now,
+            ramp_end: now,
+            deadline: now,
+            shutdown,
+        };
+        Charger::new(plan, env, &mut StdRng::seed_from_u64(1))
+    }
+
+    #[test]
+    fn draining_stops_local_sessions_now_and_leaves_remote_ones_to_the_app_for_half_the_drain() {
+        let mut c = charger(Scenario {
+            chargers: 1,
+            connectors: 2,
+            drain_secs: 10.0,
+            ..Scenario::default()
+        });
+        let now = Instant::now();
+        c.begin_tx(1, "APP".into(), (true, None), None, now);
+        c.begin_tx(
+            2,
+            "RFID".into(),
+            (false, None),
+            Some(now + Duration::from_secs(60)),
+            now,
+        );
+        for (connector, id) in c.state.connectors.iter_mut().zip(["7", "8"]) {
+            if let Some(tx) = connector.tx.as_mut() {
+                tx.id = Some(id.into());
+            }
+        }
+        c.link.queue.clear();
+
+        c.start_draining(now);
+
+        let tx = |n: usize| c.state.connectors[n].tx.as_ref();
+        assert_eq!(
+            tx(0).map(|t| (t.stopping, t.stop_at)),
+            Some((false, Some(now + Duration::from_secs(5)))),
+            "the app's session is left to the app for half the drain"
+        );
+        assert_eq!(tx(1).map(|t| t.stopping), Some(true));
+        let queued: Vec<_> = c.link.queue.iter().map(|o| (o.action, o.purpose)).collect();
+        assert_eq!(queued, vec![("StopTransaction", Purpose::Stop(2))]);
+    }
+}
