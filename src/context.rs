@@ -19,6 +19,7 @@ use crate::live::LiveBus;
 use crate::metrics::Metrics;
 use crate::ocm::search::StationIndexHandle;
 use crate::store::amqp::Amqp;
+use crate::store::charger_writer::ChargerWriter;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,9 @@ pub struct AppContext {
     /// Owns the session actors of this replica.
     pub sessions: Addr<SessionSupervisor>,
     pub charger_auth: Arc<ChargerAuthCache>,
+    /// Batched writes of connected chargers (presence, boot, status) and the batched look-ups
+    /// of connecting ones, on a pool of their own.
+    pub charger_store: ChargerWriter,
     /// Live changes for GraphQL subscriptions.
     pub live: LiveBus,
     /// Commands for chargers held by other replicas.

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub events_consumed_total: IntCounterVec,
     pub notifications_published_total: prometheus::IntCounter,
+    pub store_batch_size: HistogramVec,
+    pub charger_auth_checks_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,6 +109,23 @@ impl Metrics {
             "chargegrid_notifications_published_total",
             "Notifications acknowledged by the MQTT broker",
         )?;
+        let store_batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                "chargegrid_store_batch_size",
+                "Items per batched statement group (charger writes, handshake and session look-ups)",
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
+            &["batch"],
+        )?;
+        registry.register(Box::new(store_batch_size.clone()))?;
+        let charger_auth_checks_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_charger_auth_checks_total",
+                "Charger Basic-auth checks by how they were decided (memory, shared, argon2, wrong, missing)",
+            ),
+            &["decided_by"],
+        )?;
+        registry.register(Box::new(charger_auth_checks_total.clone()))?;
         registry.register(Box::new(events_consumed_total.clone()))?;
         registry.register(Box::new(notifications_published_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
@@ -135,6 +154,8 @@ impl Metrics {
             sessions_active,
             events_consumed_total,
             notifications_published_total,
+            store_batch_size,
+            charger_auth_checks_total,
         })
     }
 

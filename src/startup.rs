@@ -27,10 +27,12 @@ use crate::live::LiveBus;
 use crate::metrics::Metrics;
 use crate::ocm::search::StationIndexHandle;
 use crate::store::amqp::Amqp;
+use crate::store::charger_writer::ChargerWriter;
 use crate::store::mongo::MongoSetupError;
 use crate::store::postgres::{self, PostgresError};
 use crate::store::redis::RedisSetupError;
 use crate::workers::WorkerKind;
+use secrecy::ExposeSecret;
 use tokio::sync::Semaphore;
 
 /// Why the application could not start; each message is one human-readable line.
@@ -189,7 +191,8 @@ impl Application {
 
 /// Connects to every backing service and builds the shared context.
 pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
-    let jwt = JwtKeys::new(&settings.jwt_secret()?, settings.auth.access_token_ttl_secs);
+    let jwt_secret = settings.jwt_secret()?;
+    let jwt = JwtKeys::new(&jwt_secret, settings.auth.access_token_ttl_secs);
     let db = postgres::connect(&settings.database).await?;
     postgres::ensure_migrated(&db, &settings.database).await?;
     let redis = crate::store::redis::pool(&settings.redis)?;
@@ -206,6 +209,30 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         settings.cluster.max_concurrent_handshakes.max(1),
     ));
     let boots = Arc::new(RateWindow::new(settings.cluster.max_boots_per_sec));
+    let metrics = Arc::new(Metrics::new()?);
+    // the connected chargers' own connections: their writes never queue behind API queries,
+    // and a reconnect storm cannot take the pool the API needs (three batchers, one batch each)
+    let charger_store = {
+        let mut database = settings.database.clone();
+        database.max_connections = 3;
+        let observed = metrics.clone();
+        ChargerWriter::start(
+            crate::store::postgres::connect(&database).await?,
+            settings.node_id.clone(),
+            format!("chargegrid-serve/{}", settings.node_id),
+            Some(Arc::new(move |kind, n| {
+                observed
+                    .store_batch_size
+                    .with_label_values(&[kind])
+                    .observe(n as f64)
+            })),
+        )
+    };
+    let charger_auth = Arc::new(ChargerAuthCache::new(
+        jwt_secret.expose_secret().as_bytes(),
+        Some((redis.clone(), settings.redis.key_prefix.clone())),
+        Some(metrics.charger_auth_checks_total.clone()),
+    ));
     let ctx = AppContext {
         settings: Arc::new(settings),
         db,
@@ -213,9 +240,10 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         mongo,
         amqp,
         jwt: Arc::new(jwt),
-        metrics: Arc::new(Metrics::new()?),
+        metrics,
         registry: Registry::default().start(),
-        charger_auth: Arc::new(ChargerAuthCache::default()),
+        charger_auth,
+        charger_store,
         live: LiveBus::default(),
         sessions: sessions.clone(),
         rpc,

@@ -64,6 +64,9 @@ pub struct Connections {
     pub boots_accepted: u64,
     /// Boots answered Pending/Rejected.
     pub boots_not_accepted: u64,
+    /// When each reconnect was established (ms since the Unix epoch), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconnected_at_unix_ms: Vec<u64>,
 }
 
 /// Session figures seen from the chargers.
@@ -193,6 +196,7 @@ impl Report {
             peak_open: snap.peak_connected,
             boots_accepted: snap.get(Counter::BootAccepted),
             boots_not_accepted: snap.get(Counter::BootNotAccepted),
+            reconnected_at_unix_ms: snap.reconnected_at.clone(),
         };
         self.sent = snap.family(Family::Sent);
         self.csms_calls = snap.family(Family::CsmsCalls);

@@ -92,6 +92,9 @@ pub enum Family {
     Errors,
 }
 
+/// Reconnect times kept per shard.
+const MAX_RECONNECT_TIMES: usize = 100_000;
+
 /// One shard's data.
 struct Shard {
     counters: [u64; Counter::ALL.len()],
@@ -102,6 +105,9 @@ struct Shard {
     measured: u64,
     /// All round trips since the last timeline tick (µs).
     window: Histogram<u64>,
+    /// When each reconnect (a connection after an earlier one of the same charger) was
+    /// established, in ms since the Unix epoch: the storm benchmark's recovery curve.
+    reconnected_at: Vec<u64>,
 }
 
 /// A histogram of µs values from 1 µs to one hour (longer values saturate). Two significant
@@ -119,6 +125,7 @@ impl Shard {
             latency: HashMap::new(),
             measured: 0,
             window: histogram(),
+            reconnected_at: Vec::new(),
         }
     }
 }
@@ -149,6 +156,8 @@ pub struct Snapshot {
     pub connected: i64,
     /// Most connections open at once.
     pub peak_connected: i64,
+    /// When each reconnect was established (ms since the Unix epoch), in order.
+    pub reconnected_at: Vec<u64>,
 }
 
 impl Snapshot {
@@ -278,6 +287,19 @@ impl Stats {
         self.peak_connected.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// A charger connected again after an earlier connection of its own.
+    pub fn reconnected(&self, shard: usize) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let mut s = self.shard(shard);
+        // bounded: a run that reconnects more than this is not a storm measurement
+        if s.reconnected_at.len() < MAX_RECONNECT_TIMES {
+            s.reconnected_at.push(now);
+        }
+    }
+
     /// A connection closed.
     pub fn connection_closed(&self) {
         self.connected.fetch_sub(1, Ordering::Relaxed);
@@ -343,7 +365,9 @@ impl Stats {
                 let _ = merged.add(h);
             }
             snap.measured_round_trips += s.measured;
+            snap.reconnected_at.extend_from_slice(&s.reconnected_at);
         }
+        snap.reconnected_at.sort_unstable();
         snap
     }
 }
@@ -361,8 +385,12 @@ mod tests {
         stats.incr_label(2, Family::Sent, "Heartbeat");
         stats.round_trip(3, "Heartbeat", Duration::from_millis(2));
         stats.round_trip(4, "Heartbeat", Duration::from_millis(4));
+        stats.reconnected(6);
+        stats.reconnected(1);
         let snap = stats.snapshot();
         assert_eq!(snap.get(Counter::ConnAttempted), 2);
+        assert_eq!(snap.reconnected_at.len(), 2);
+        assert!(snap.reconnected_at[0] <= snap.reconnected_at[1]);
         assert_eq!(snap.family(Family::Sent).get("Heartbeat"), Some(&2));
         let h = &snap.latency["Heartbeat"];
         assert_eq!(h.len(), 2);

@@ -27,7 +27,7 @@ use crate::ocpp::command::{ChargerCommand, CommandError};
 use crate::ocpp::frame::{self, Call, Frame, FrameError};
 use crate::ocpp::handler::{CallContext, Effect};
 use crate::ocpp::{CallErrorCode, CallFailure, OcppVersion};
-use crate::store::chargers;
+use crate::store::charger_writer::ChargerWrite;
 
 /// Calls a charger may have waiting before further ones are refused.
 const MAX_QUEUED_INCOMING: usize = 32;
@@ -143,14 +143,14 @@ impl ChargerActor {
         self.last_seen_at = Utc::now();
         if self.last_persisted.elapsed() >= LAST_SEEN_PERSIST_INTERVAL {
             self.last_persisted = Instant::now();
-            let (db, id, conn, at) = (
-                self.app.db.clone(),
-                self.charger_id.clone(),
-                self.connection_id,
-                self.last_seen_at,
-            );
+            let id = self.charger_id.clone();
+            let written = self.app.charger_store.write(ChargerWrite::Touch {
+                charger_id: id.clone(),
+                connection_id: self.connection_id,
+                last_seen: self.last_seen_at,
+            });
             actix_rt::spawn(async move {
-                if let Err(e) = chargers::touch(&db, &id, conn, at).await {
+                if let Err(e) = written.await {
                     tracing::warn!(charger_id = %id, error = %e, "could not persist last_seen");
                 }
             });
@@ -422,28 +422,21 @@ impl Actor for ChargerActor {
         self.app.metrics.chargers_connected.inc();
         let ping = Duration::from_secs(self.app.settings.ocpp.ping_interval_secs.max(1));
         ctx.run_interval(ping, |act, ctx| act.check_liveness(ctx));
-        let (db, id, conn) = (
-            self.app.db.clone(),
-            self.charger_id.clone(),
-            self.connection_id,
-        );
-        let (node, protocol, source) = (
-            self.app.settings.node_id.clone(),
-            self.version.as_db(),
-            self.app.event_source(),
-        );
         // the charger's frames wait until the connection is recorded: nobody may see it offline
         // after it has booted, nor its first messages race its CONNECTED event
-        ctx.wait(
-            async move { chargers::mark_connected(&db, &id, &node, conn, protocol, &source).await }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    if let Err(e) = result {
-                        tracing::error!(charger_id = %act.charger_id, error = %e, "could not record the connection");
-                    }
-                    act.app.live.publish(LiveEvent::Charger(act.charger_id.clone()));
-                }),
-        );
+        let recorded = self.app.charger_store.write(ChargerWrite::Connected {
+            charger_id: self.charger_id.clone(),
+            connection_id: self.connection_id,
+            protocol: self.version.as_db(),
+        });
+        ctx.wait(recorded.into_actor(self).map(|result, act, _| {
+            if let Err(e) = result {
+                tracing::error!(charger_id = %act.charger_id, error = %e, "could not record the connection");
+            }
+            act.app
+                .live
+                .publish(LiveEvent::Charger(act.charger_id.clone()));
+        }));
         tracing::info!(charger_id = %self.charger_id, protocol = self.version.subprotocol(), "charger connected");
     }
 
@@ -459,19 +452,15 @@ impl Actor for ChargerActor {
         for pending in self.outgoing.drain(..) {
             let _ = pending.reply.send(Err(CommandError::Offline));
         }
-        let (db, id, conn, at) = (
-            self.app.db.clone(),
-            self.charger_id.clone(),
-            self.connection_id,
-            self.last_seen_at,
-        );
-        let (node, source, live) = (
-            self.app.settings.node_id.clone(),
-            self.app.event_source(),
-            self.app.live.clone(),
-        );
+        // queued now, so it follows this connection's earlier writes
+        let recorded = self.app.charger_store.write(ChargerWrite::Disconnected {
+            charger_id: self.charger_id.clone(),
+            connection_id: self.connection_id,
+            last_seen: self.last_seen_at,
+        });
+        let (id, live) = (self.charger_id.clone(), self.app.live.clone());
         actix_rt::spawn(async move {
-            match chargers::mark_disconnected(&db, &id, &node, conn, at, &source).await {
+            match recorded.await {
                 Ok(true) => live.publish(LiveEvent::Charger(id)),
                 Ok(false) => {}
                 Err(e) => {

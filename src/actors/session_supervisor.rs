@@ -129,7 +129,7 @@ impl Handler<ChargerArrived> for SessionSupervisor {
     fn handle(&mut self, msg: ChargerArrived, ctx: &mut Self::Context) {
         let Some(app) = self.app.clone() else { return };
         ctx.spawn(
-            async move { sessions::open_sessions_for_charger(&app.db, &msg.charger_id).await }
+            async move { app.charger_store.open_sessions(&msg.charger_id).await }
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
                     Ok(open) => {

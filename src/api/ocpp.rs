@@ -82,7 +82,7 @@ pub async fn handshake(
             ),
         ));
     };
-    let charger = match chargers::find(&ctx.db, id.as_str()).await {
+    let charger = match ctx.charger_store.find(id.as_str()).await {
         Ok(Some(charger)) => charger,
         Ok(None) if ctx.settings.ocpp.auto_provision => {
             match chargers::auto_provision(&ctx.db, id.as_str()).await {

@@ -1,17 +1,26 @@
 //! HTTP Basic authentication of chargers at the WebSocket handshake (OCPP security profiles 1
-//! and 2). Passwords are stored as argon2 hashes; a successful check is remembered for a while
-//! as a SHA-256 digest so reconnect storms do not cost an argon2 verification per socket.
+//! and 2). Passwords are stored as argon2 hashes. A successful check is remembered for a while,
+//! in this process and in Redis for every replica, as an HMAC (keyed by a server secret) of the
+//! stored hash and the password: a charger that moves to another replica (a replica restarts, a
+//! reconnect storm) is not verified with argon2 again, and a changed password (a new stored
+//! hash) matches no remembered check.
 
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use dashmap::DashMap;
-use sha2::{Digest, Sha256};
+use deadpool_redis::Pool as RedisPool;
+use hmac::{Hmac, Mac};
+use prometheus::IntCounterVec;
+use sha2::Sha256;
 
 use super::password;
 
-/// How long a verified password is trusted without running argon2 again.
+/// How long this process trusts a verified password without asking again.
 const VERIFIED_TTL: Duration = Duration::from_secs(600);
+/// How long a shared check lives in Redis after its last use. A remembered check is bound to
+/// the stored hash, so it never outlives a password change; the expiry only bounds memory.
+const SHARED_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The outcome of checking a charger's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,42 +32,136 @@ pub enum BasicAuth {
     Wrong,
 }
 
-/// Remembers recently verified (charger, password digest) pairs.
-#[derive(Default)]
+/// Remembers recently verified (stored hash, password) pairs.
 pub struct ChargerAuthCache {
+    key: Vec<u8>,
+    /// Redis pool and the deployment's key prefix: checks shared by every replica.
+    shared: Option<(RedisPool, String)>,
     verified: DashMap<String, ([u8; 32], Instant)>,
+    /// Checks by how they were decided: `memory`, `shared`, `argon2`, `wrong`, `missing`.
+    checks: Option<IntCounterVec>,
 }
 
 impl ChargerAuthCache {
+    /// `secret` keys the remembered digests (the JWT secret: never stored in Redis).
+    pub fn new(
+        secret: &[u8],
+        shared: Option<(RedisPool, String)>,
+        checks: Option<IntCounterVec>,
+    ) -> Self {
+        let mut mac = hmac_of(b"chargegrid charger credential cache");
+        mac.update(secret);
+        Self {
+            key: mac.finalize().into_bytes().to_vec(),
+            shared,
+            verified: DashMap::new(),
+            checks,
+        }
+    }
+
     /// Forgets a charger's verified password (after it changed).
     pub fn forget(&self, charger_id: &str) {
         self.verified.remove(charger_id);
     }
 
+    fn count(&self, how: &str) {
+        if let Some(checks) = &self.checks {
+            checks.with_label_values(&[how]).inc();
+        }
+    }
+
+    /// HMAC of the stored hash and the offered password.
+    fn digest(&self, phc: &str, password: &str) -> [u8; 32] {
+        let mut mac = hmac_of(&self.key);
+        mac.update(phc.as_bytes());
+        mac.update(&[0]);
+        mac.update(password.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn shared_key(prefix: &str, digest: &[u8; 32]) -> String {
+        format!("{prefix}:charger-auth:{}", hex::encode(digest))
+    }
+
+    async fn shared_has(&self, digest: &[u8; 32]) -> bool {
+        let Some((pool, prefix)) = &self.shared else {
+            return false;
+        };
+        let Ok(mut conn) = pool.get().await else {
+            return false;
+        };
+        // PEXPIRE answers 1 when the key exists, and keeps it alive while it is used
+        deadpool_redis::redis::cmd("PEXPIRE")
+            .arg(Self::shared_key(prefix, digest))
+            .arg(SHARED_TTL.as_millis() as u64)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|n| n == 1)
+            .unwrap_or(false)
+    }
+
+    async fn share(&self, digest: &[u8; 32]) {
+        let Some((pool, prefix)) = &self.shared else {
+            return;
+        };
+        let Ok(mut conn) = pool.get().await else {
+            return;
+        };
+        let stored: Result<(), _> = deadpool_redis::redis::cmd("SET")
+            .arg(Self::shared_key(prefix, digest))
+            .arg(1)
+            .arg("PX")
+            .arg(SHARED_TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "could not share a verified charger credential");
+        }
+    }
+
     /// Checks an `Authorization` header value against the stored argon2 hash.
     pub async fn check(&self, charger_id: &str, header: Option<&str>, phc: &str) -> BasicAuth {
         let Some((user, pass)) = header.and_then(decode_basic) else {
+            self.count("missing");
             return BasicAuth::Missing;
         };
         if user != charger_id {
+            self.count("wrong");
             return BasicAuth::Wrong;
         }
-        let digest: [u8; 32] = Sha256::digest(pass.as_bytes()).into();
+        let digest = self.digest(phc, &pass);
         if let Some(entry) = self.verified.get(charger_id) {
             let (cached, at) = *entry;
             if cached == digest && at.elapsed() < VERIFIED_TTL {
+                self.count("memory");
                 return BasicAuth::Ok;
             }
         }
+        if self.shared_has(&digest).await {
+            self.count("shared");
+            self.verified
+                .insert(charger_id.to_string(), (digest, Instant::now()));
+            return BasicAuth::Ok;
+        }
         match password::verify(pass, Some(phc.to_string())).await {
             Ok(true) => {
+                self.count("argon2");
                 self.verified
                     .insert(charger_id.to_string(), (digest, Instant::now()));
+                self.share(&digest).await;
                 BasicAuth::Ok
             }
-            _ => BasicAuth::Wrong,
+            _ => {
+                self.count("wrong");
+                BasicAuth::Wrong
+            }
         }
     }
+}
+
+fn hmac_of(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
 /// `Basic base64(user:password)` -> (user, password).
@@ -90,5 +193,18 @@ mod tests {
         );
         assert_eq!(decode_basic("Bearer x"), None);
         assert_eq!(decode_basic("Basic !!!"), None);
+    }
+
+    #[test]
+    fn a_remembered_check_is_bound_to_the_stored_hash_the_password_and_the_secret() {
+        let cache = ChargerAuthCache::new(b"secret one", None, None);
+        let digest = cache.digest("$argon2id$hash-a", "pw");
+        assert_eq!(digest, cache.digest("$argon2id$hash-a", "pw"));
+        assert_ne!(digest, cache.digest("$argon2id$hash-b", "pw"));
+        assert_ne!(digest, cache.digest("$argon2id$hash-a", "pw2"));
+        // the separator keeps (hash, password) pairs apart
+        assert_ne!(cache.digest("ab", "c"), cache.digest("a", "bc"));
+        let other = ChargerAuthCache::new(b"secret two", None, None);
+        assert_ne!(digest, other.digest("$argon2id$hash-a", "pw"));
     }
 }

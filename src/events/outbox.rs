@@ -29,3 +29,50 @@ pub async fn enqueue(
     .await?;
     Ok(envelope)
 }
+
+/// Writes several events within `tx` in one statement; their outbox order (and so their
+/// publication order) is the order given.
+pub async fn enqueue_many(
+    tx: &mut Tx<'_>,
+    events: Vec<(Event, DateTime<Utc>)>,
+    source: &str,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len();
+    let (mut ids, mut types, mut aggregates, mut keys, mut bodies) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (event, timestamp) in events {
+        let envelope = Envelope::new(event, timestamp, source);
+        bodies.push(
+            envelope
+                .to_json()
+                .map_err(|e| StoreError::Conflict(format!("event does not serialise: {e}")))?,
+        );
+        ids.push(envelope.event_id);
+        types.push(envelope.event_type.as_str());
+        aggregates.push(envelope.event.aggregate_id());
+        keys.push(envelope.event_type.routing_key());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+         SELECT e.event_id, e.event_type, e.aggregate_id, e.routing_key, e.body \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+             WITH ORDINALITY AS e(event_id, event_type, aggregate_id, routing_key, body, n) \
+         ORDER BY e.n",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&aggregates)
+    .bind(&keys)
+    .bind(&bodies)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,11 +1,12 @@
 //! Chargers: registration, handshake look-ups, presence, boot data and connector status.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{StoreError, Tx};
-use crate::events::{outbox, Event};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChargerRecord {
@@ -44,6 +45,20 @@ pub async fn find(pool: &PgPool, id: &str) -> Result<Option<ChargerRecord>, Stor
         .fetch_optional(pool)
         .await?,
     )
+}
+
+/// The records of `ids` that exist, by id (one statement for a batch of handshakes).
+pub async fn find_many(
+    pool: &PgPool,
+    ids: &[String],
+) -> Result<HashMap<String, ChargerRecord>, StoreError> {
+    let rows = sqlx::query_as::<_, ChargerRecord>(&format!(
+        "SELECT {COLUMNS} FROM chargers WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
 
 /// Registers a charger, or updates its station and password when it exists.
@@ -87,97 +102,6 @@ pub async fn auto_provision(pool: &PgPool, id: &str) -> Result<ChargerRecord, St
     find(pool, id).await?.ok_or(StoreError::NotFound)
 }
 
-/// Records that this node now holds the charger's socket, and emits CHARGER_CONNECTED.
-#[tracing::instrument(skip_all, fields(charger_id = %id))]
-pub async fn mark_connected(
-    pool: &PgPool,
-    id: &str,
-    node_id: &str,
-    connection_id: Uuid,
-    protocol: &str,
-    source: &str,
-) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE chargers SET online = TRUE, node_id = $2, connection_id = $3, protocol = $4, \
-             last_seen = now(), updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(node_id)
-    .bind(connection_id)
-    .bind(protocol)
-    .execute(&mut *tx)
-    .await?;
-    outbox::enqueue(
-        &mut tx,
-        Event::ChargerConnected {
-            charger_id: id.to_string(),
-            protocol: protocol.to_string(),
-            node_id: node_id.to_string(),
-        },
-        Utc::now(),
-        source,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Marks the charger offline if `connection_id` is still its current connection (a replaced
-/// connection closing late must not take a newer one offline). Emits CHARGER_DISCONNECTED.
-#[tracing::instrument(skip_all, fields(charger_id = %id))]
-pub async fn mark_disconnected(
-    pool: &PgPool,
-    id: &str,
-    node_id: &str,
-    connection_id: Uuid,
-    last_seen: DateTime<Utc>,
-    source: &str,
-) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
-    let changed = sqlx::query(
-        "UPDATE chargers SET online = FALSE, last_seen = GREATEST(last_seen, $3), updated_at = now() \
-         WHERE id = $1 AND connection_id = $2 AND online",
-    )
-    .bind(id)
-    .bind(connection_id)
-    .bind(last_seen)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if changed {
-        outbox::enqueue(
-            &mut tx,
-            Event::ChargerDisconnected {
-                charger_id: id.to_string(),
-                node_id: node_id.to_string(),
-            },
-            Utc::now(),
-            source,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(changed)
-}
-
-/// Persists `last_seen` (the actor keeps it in memory and writes it now and then).
-pub async fn touch(
-    pool: &PgPool,
-    id: &str,
-    connection_id: Uuid,
-    last_seen: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE chargers SET last_seen = $3 WHERE id = $1 AND connection_id = $2")
-        .bind(id)
-        .bind(connection_id)
-        .bind(last_seen)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// What a BootNotification says about the charger.
 #[derive(Debug, Clone, Default)]
 pub struct BootInfo {
@@ -193,28 +117,6 @@ pub struct BootInfo {
     pub reason: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(charger_id = %id))]
-pub async fn record_boot(pool: &PgPool, id: &str, boot: &BootInfo) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE chargers SET vendor = $2, model = $3, serial_number = $4, firmware_version = $5, \
-             iccid = $6, imsi = $7, meter_type = $8, meter_serial = $9, last_boot_reason = $10, \
-             last_boot_at = now(), last_seen = now(), updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(&boot.vendor)
-    .bind(&boot.model)
-    .bind(&boot.serial_number)
-    .bind(&boot.firmware_version)
-    .bind(&boot.iccid)
-    .bind(&boot.imsi)
-    .bind(&boot.meter_type)
-    .bind(&boot.meter_serial)
-    .bind(&boot.reason)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// A connector status report, `status` already in the API's enum spelling.
 #[derive(Debug, Clone)]
 pub struct StatusReport {
@@ -224,61 +126,6 @@ pub struct StatusReport {
     pub info: Option<String>,
     pub vendor_error_code: Option<String>,
     pub reported_at: Option<DateTime<Utc>>,
-}
-
-/// Stores the report unless a newer one is already stored (offline-queued reports arrive late).
-/// Returns whether the status changed; a change emits CONNECTOR_STATUS_CHANGED.
-#[tracing::instrument(skip_all, fields(charger_id = %charger_id))]
-pub async fn update_connector_status(
-    pool: &PgPool,
-    charger_id: &str,
-    report: &StatusReport,
-    source: &str,
-) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
-    let previous: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM connector_status WHERE charger_id = $1 AND connector_id = $2 FOR UPDATE",
-    )
-    .bind(charger_id)
-    .bind(report.connector_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let stored = sqlx::query(
-        "INSERT INTO connector_status (charger_id, connector_id, status, error_code, info, vendor_error_code, reported_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = EXCLUDED.status, \
-             error_code = EXCLUDED.error_code, info = EXCLUDED.info, \
-             vendor_error_code = EXCLUDED.vendor_error_code, reported_at = EXCLUDED.reported_at, updated_at = now() \
-         WHERE connector_status.reported_at IS NULL OR EXCLUDED.reported_at IS NULL \
-             OR EXCLUDED.reported_at >= connector_status.reported_at",
-    )
-    .bind(charger_id)
-    .bind(report.connector_id)
-    .bind(&report.status)
-    .bind(&report.error_code)
-    .bind(&report.info)
-    .bind(&report.vendor_error_code)
-    .bind(report.reported_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    let changed = stored && previous.as_deref() != Some(report.status.as_str());
-    if changed {
-        outbox::enqueue(
-            &mut tx,
-            Event::ConnectorStatusChanged {
-                charger_id: charger_id.to_string(),
-                connector_id: report.connector_id,
-                status: report.status.clone(),
-            },
-            report.reported_at.unwrap_or_else(Utc::now),
-            source,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(changed)
 }
 
 #[tracing::instrument(skip_all, fields(charger_id = %charger_id))]
@@ -363,4 +210,180 @@ pub async fn record_report(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+// ---- set-based writes of connected chargers (see `charger_writer`): each statement takes a
+// batch in which every charger appears at most once.
+
+/// Columns of a batch of connection writes (presence, `last_seen`).
+#[derive(Debug, Default)]
+pub struct Connections {
+    ids: Vec<String>,
+    connection_ids: Vec<Uuid>,
+    at: Vec<DateTime<Utc>>,
+    protocols: Vec<String>,
+}
+
+impl Connections {
+    pub fn push(&mut self, id: &str, connection_id: Uuid, at: DateTime<Utc>, protocol: &str) {
+        self.ids.push(id.to_string());
+        self.connection_ids.push(connection_id);
+        self.at.push(at);
+        self.protocols.push(protocol.to_string());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Records that this node now holds these chargers' sockets.
+pub async fn mark_connected_many(
+    tx: &mut Tx<'_>,
+    node_id: &str,
+    batch: &Connections,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE chargers AS c SET online = TRUE, node_id = $1, connection_id = u.connection_id, \
+             protocol = u.protocol, last_seen = u.at, updated_at = now() \
+         FROM unnest($2::text[], $3::uuid[], $4::timestamptz[], $5::text[]) \
+             AS u(id, connection_id, at, protocol) \
+         WHERE c.id = u.id",
+    )
+    .bind(node_id)
+    .bind(&batch.ids)
+    .bind(&batch.connection_ids)
+    .bind(&batch.at)
+    .bind(&batch.protocols)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks each charger offline if the given connection is still its current one (a replaced
+/// connection closing late must not take a newer one offline); returns those that went
+/// offline.
+pub async fn mark_disconnected_many(
+    tx: &mut Tx<'_>,
+    batch: &Connections,
+) -> Result<HashSet<String>, StoreError> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "UPDATE chargers AS c SET online = FALSE, last_seen = GREATEST(c.last_seen, u.at), \
+             updated_at = now() \
+         FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(id, connection_id, at) \
+         WHERE c.id = u.id AND c.connection_id = u.connection_id AND c.online \
+         RETURNING c.id",
+    )
+    .bind(&batch.ids)
+    .bind(&batch.connection_ids)
+    .bind(&batch.at)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Persists `last_seen` of chargers still on the given connections.
+pub async fn touch_many(tx: &mut Tx<'_>, batch: &Connections) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE chargers AS c SET last_seen = GREATEST(c.last_seen, u.at) \
+         FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(id, connection_id, at) \
+         WHERE c.id = u.id AND c.connection_id = u.connection_id",
+    )
+    .bind(&batch.ids)
+    .bind(&batch.connection_ids)
+    .bind(&batch.at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Stores what BootNotifications said.
+pub async fn record_boots(tx: &mut Tx<'_>, boots: &[(&str, &BootInfo)]) -> Result<(), StoreError> {
+    let column = |f: fn(&BootInfo) -> Option<String>| -> Vec<Option<String>> {
+        boots.iter().map(|(_, b)| f(b)).collect()
+    };
+    let ids: Vec<&str> = boots.iter().map(|(id, _)| *id).collect();
+    sqlx::query(
+        "UPDATE chargers AS c SET vendor = u.vendor, model = u.model, \
+             serial_number = u.serial_number, firmware_version = u.firmware_version, \
+             iccid = u.iccid, imsi = u.imsi, meter_type = u.meter_type, \
+             meter_serial = u.meter_serial, last_boot_reason = u.reason, \
+             last_boot_at = now(), last_seen = now(), updated_at = now() \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::text[], $10::text[]) \
+             AS u(id, vendor, model, serial_number, firmware_version, iccid, imsi, meter_type, \
+                  meter_serial, reason) \
+         WHERE c.id = u.id",
+    )
+    .bind(&ids)
+    .bind(column(|b| Some(b.vendor.clone())))
+    .bind(column(|b| Some(b.model.clone())))
+    .bind(column(|b| b.serial_number.clone()))
+    .bind(column(|b| b.firmware_version.clone()))
+    .bind(column(|b| b.iccid.clone()))
+    .bind(column(|b| b.imsi.clone()))
+    .bind(column(|b| b.meter_type.clone()))
+    .bind(column(|b| b.meter_serial.clone()))
+    .bind(column(|b| b.reason.clone()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Stores each report unless a newer one is already stored (offline-queued reports arrive
+/// late); returns the (charger, connector) pairs whose status changed.
+pub async fn update_connector_statuses(
+    tx: &mut Tx<'_>,
+    reports: &[(&str, &StatusReport)],
+) -> Result<HashSet<(String, i32)>, StoreError> {
+    let ids: Vec<&str> = reports.iter().map(|(id, _)| *id).collect();
+    let connectors: Vec<i32> = reports.iter().map(|(_, r)| r.connector_id).collect();
+    // lock the stored rows first, in key order (no deadlock with another replica's batch),
+    // and remember what they said
+    let previous: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT s.charger_id, s.connector_id, s.status FROM connector_status AS s \
+         JOIN unnest($1::text[], $2::int[]) AS u(charger_id, connector_id) \
+             ON s.charger_id = u.charger_id AND s.connector_id = u.connector_id \
+         ORDER BY s.charger_id, s.connector_id FOR UPDATE OF s",
+    )
+    .bind(&ids)
+    .bind(&connectors)
+    .fetch_all(&mut **tx)
+    .await?;
+    let previous: HashMap<(String, i32), String> = previous
+        .into_iter()
+        .map(|(id, connector, status)| ((id, connector), status))
+        .collect();
+    let text = |f: fn(&StatusReport) -> Option<String>| -> Vec<Option<String>> {
+        reports.iter().map(|(_, r)| f(r)).collect()
+    };
+    let reported_at: Vec<Option<DateTime<Utc>>> =
+        reports.iter().map(|(_, r)| r.reported_at).collect();
+    let stored: Vec<(String, i32, String)> = sqlx::query_as(
+        "INSERT INTO connector_status (charger_id, connector_id, status, error_code, info, \
+             vendor_error_code, reported_at) \
+         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::timestamptz[]) \
+         ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = EXCLUDED.status, \
+             error_code = EXCLUDED.error_code, info = EXCLUDED.info, \
+             vendor_error_code = EXCLUDED.vendor_error_code, reported_at = EXCLUDED.reported_at, \
+             updated_at = now() \
+         WHERE connector_status.reported_at IS NULL OR EXCLUDED.reported_at IS NULL \
+             OR EXCLUDED.reported_at >= connector_status.reported_at \
+         RETURNING charger_id, connector_id, status",
+    )
+    .bind(&ids)
+    .bind(&connectors)
+    .bind(text(|r| Some(r.status.clone())))
+    .bind(text(|r| r.error_code.clone()))
+    .bind(text(|r| r.info.clone()))
+    .bind(text(|r| r.vendor_error_code.clone()))
+    .bind(&reported_at)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(stored
+        .into_iter()
+        .filter(|(id, connector, status)| previous.get(&(id.clone(), *connector)) != Some(status))
+        .map(|(id, connector, _)| (id, connector))
+        .collect())
 }

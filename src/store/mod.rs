@@ -2,7 +2,9 @@
 //! that take a pool or a transaction. Nothing here knows about GraphQL or OCPP.
 
 pub mod amqp;
+pub mod batch;
 pub mod billing;
+pub mod charger_writer;
 pub mod chargers;
 pub mod device_model;
 pub mod invoices;
@@ -32,6 +34,9 @@ pub enum StoreError {
     InsufficientFunds,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A batched statement failed for every item in it (the database is unreachable).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

@@ -152,17 +152,27 @@ pub async fn open_sessions_for_node(
     .await?)
 }
 
-/// Unfinished sessions of one charger (their actors follow the charger to this replica).
-pub async fn open_sessions_for_charger(
+/// Unfinished sessions of these chargers, by charger (their actors follow each charger to
+/// this replica).
+pub async fn open_sessions_for_chargers(
     pool: &PgPool,
-    charger_id: &str,
-) -> Result<Vec<SessionRecord>, StoreError> {
-    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
-        "SELECT {COLUMNS} FROM sessions WHERE charger_id = $1 AND status IN ('PENDING', 'IN_PROGRESS', 'STOPPING')"
+    charger_ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<SessionRecord>>, StoreError> {
+    let rows = sqlx::query_as::<_, SessionRecord>(&format!(
+        "SELECT {COLUMNS} FROM sessions \
+         WHERE charger_id = ANY($1) AND status IN ('PENDING', 'IN_PROGRESS', 'STOPPING')"
     ))
-    .bind(charger_id)
+    .bind(charger_ids)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let mut by_charger: std::collections::HashMap<String, Vec<SessionRecord>> = Default::default();
+    for row in rows {
+        by_charger
+            .entry(row.charger_id.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(by_charger)
 }
 
 /// Ends a session that never started (REJECTED or FAILED) if it is still PENDING.

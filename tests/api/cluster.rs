@@ -254,3 +254,50 @@ async fn boots_beyond_the_admission_rate_are_told_to_come_back_later() {
     let retry = pending["interval"].as_u64().unwrap();
     assert!((10..=60).contains(&retry), "retry interval {retry}");
 }
+
+fn auth_checks(app: &TestApp, decided_by: &str) -> u64 {
+    app.ctx
+        .metrics
+        .charger_auth_checks_total
+        .with_label_values(&[decided_by])
+        .get()
+}
+
+async fn refused(port: u16, id: &str, password: &str) -> bool {
+    matches!(
+        crate::charger_client::connect(port, id, "ocpp1.6", Some((id, password))).await,
+        Err(crate::charger_client::ConnectError::Status(401))
+    )
+}
+
+#[actix_web::test]
+async fn a_password_verified_on_one_replica_is_not_verified_with_argon2_again_on_another() {
+    let (a, b) = two_replicas().await;
+    let operator = a.staff_token("OPERATOR").await;
+    let station = a.create_station("Auth station").await;
+    a.register_charger(&operator, "CP-AUTH", station, Some("first-password-0001"))
+        .await;
+
+    let cp = connect16(a.port, "CP-AUTH", Some(("CP-AUTH", "first-password-0001"))).await;
+    assert_eq!(auth_checks(&a, "argon2"), 1);
+    drop(cp);
+    // the charger moves to B (its replica went away): B trusts A's check
+    let cp = connect16(b.port, "CP-AUTH", Some(("CP-AUTH", "first-password-0001"))).await;
+    assert_eq!(auth_checks(&b, "shared"), 1);
+    assert_eq!(auth_checks(&b, "argon2"), 0);
+    drop(cp);
+    let cp = connect16(b.port, "CP-AUTH", Some(("CP-AUTH", "first-password-0001"))).await;
+    assert_eq!(auth_checks(&b, "memory"), 1);
+    drop(cp);
+    // a remembered check never lets another password in
+    assert!(refused(b.port, "CP-AUTH", "guessed-password-01").await);
+    assert_eq!(auth_checks(&b, "wrong"), 1);
+
+    // the operator changes the password on A: the old one is refused on B too, although B
+    // remembers it as verified, because the check is bound to the stored hash
+    a.register_charger(&operator, "CP-AUTH", station, Some("second-password-002"))
+        .await;
+    assert!(refused(b.port, "CP-AUTH", "first-password-0001").await);
+    let _cp = connect16(b.port, "CP-AUTH", Some(("CP-AUTH", "second-password-002"))).await;
+    assert_eq!(auth_checks(&b, "argon2"), 1);
+}

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod charger_client;
+mod charger_writer;
 mod cluster;
 mod events;
 mod gql_ws;

@@ -155,6 +155,7 @@ pub async fn run(plan: Plan, env: Env) {
     let connect_timeout = Duration::from_secs_f64(scenario.connect_timeout_secs);
     let mut failures: u32 = 0;
     let mut first = true;
+    let mut connected_before = false;
     loop {
         if Instant::now() >= env.deadline || *env.shutdown.borrow() {
             break;
@@ -178,6 +179,10 @@ pub async fn run(plan: Plan, env: Env) {
                 stats.latency(shard, "handshake", dialled.elapsed());
                 failures = 0;
                 stats.incr(shard, Counter::ConnEstablished);
+                if connected_before {
+                    stats.reconnected(shard);
+                }
+                connected_before = true;
                 stats.connection_opened();
                 let outcome = charger.run_connection(&mut ws).await;
                 stats.connection_closed();

@@ -106,6 +106,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::InsufficientFunds => ApiError::InsufficientFunds,
             StoreError::Database(e) => ApiError::internal(e),
+            StoreError::Unavailable(e) => ApiError::internal(e),
         }
     }
 }

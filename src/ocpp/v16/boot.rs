@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::{CallContext, Effect, Handled};
 use crate::ocpp::payload::decode;
 use crate::ocpp::CallFailure;
-use crate::store::chargers::{self, BootInfo};
+use crate::store::charger_writer::ChargerWrite;
+use crate::store::chargers::BootInfo;
 
 /// Stores what the charger says about itself and accepts it with the configured interval.
 pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
@@ -39,7 +40,12 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
         meter_serial: req.meter_serial_number,
         reason: None,
     };
-    chargers::record_boot(&ctx.app.db, &ctx.charger_id, &info)
+    ctx.app
+        .charger_store
+        .write(ChargerWrite::Boot {
+            charger_id: ctx.charger_id.clone(),
+            info: info.clone(),
+        })
         .await
         .map_err(CallFailure::internal)?;
     tracing::info!(charger_id = %ctx.charger_id, vendor = %info.vendor, model = %info.model, "charger booted");

@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::{enum_name, CallContext, Effect, Handled};
 use crate::ocpp::payload::decode;
 use crate::ocpp::CallFailure;
-use crate::store::chargers::{self, StatusReport};
+use crate::store::charger_writer::ChargerWrite;
+use crate::store::chargers::StatusReport;
 
 /// The API's `ConnectorStatus` spelling of a 1.6 status.
 pub fn api_status(status: &ChargePointStatus) -> &'static str {
@@ -42,14 +43,14 @@ pub async fn status_notification(
         vendor_error_code: req.vendor_error_code,
         reported_at: req.timestamp,
     };
-    chargers::update_connector_status(
-        &ctx.app.db,
-        &ctx.charger_id,
-        &report,
-        &ctx.app.event_source(),
-    )
-    .await
-    .map_err(CallFailure::internal)?;
+    ctx.app
+        .charger_store
+        .write(ChargerWrite::Status {
+            charger_id: ctx.charger_id.clone(),
+            report,
+        })
+        .await
+        .map_err(CallFailure::internal)?;
     Ok(
         Handled::reply(&StatusNotificationResponse {})?.with(Effect::ConnectorStatus {
             connector_id,

@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::ocpp::handler::{enum_name, CallContext, Effect, Handled};
 use crate::ocpp::payload::{check, decode_shape};
 use crate::ocpp::CallFailure;
-use crate::store::chargers::{self, BootInfo};
+use crate::store::charger_writer::ChargerWrite;
+use crate::store::chargers::BootInfo;
 
 /// Stores what the station says about itself and why it booted, and accepts it with the
 /// configured heartbeat interval.
@@ -45,7 +46,12 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
         meter_serial: None,
         reason: Some(enum_name(&req.reason)),
     };
-    chargers::record_boot(&ctx.app.db, &ctx.charger_id, &info)
+    ctx.app
+        .charger_store
+        .write(ChargerWrite::Boot {
+            charger_id: ctx.charger_id.clone(),
+            info: info.clone(),
+        })
         .await
         .map_err(CallFailure::internal)?;
     tracing::info!(charger_id = %ctx.charger_id, vendor = %info.vendor, model = %info.model, reason = ?info.reason, "charging station booted");

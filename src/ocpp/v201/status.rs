@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::ocpp::handler::{CallContext, Effect, Handled};
 use crate::ocpp::payload::decode_shape;
 use crate::ocpp::{CallErrorCode, CallFailure};
-use crate::store::chargers::{self, StatusReport};
+use crate::store::charger_writer::ChargerWrite;
+use crate::store::chargers::StatusReport;
 
 /// The API's `ConnectorStatus` spelling of a 2.0.1 status.
 pub fn api_status(status: &ConnectorStatusEnumType) -> &'static str {
@@ -45,14 +46,14 @@ pub async fn status_notification(
         vendor_error_code: None,
         reported_at: Some(req.timestamp),
     };
-    chargers::update_connector_status(
-        &ctx.app.db,
-        &ctx.charger_id,
-        &report,
-        &ctx.app.event_source(),
-    )
-    .await
-    .map_err(CallFailure::internal)?;
+    ctx.app
+        .charger_store
+        .write(ChargerWrite::Status {
+            charger_id: ctx.charger_id.clone(),
+            report,
+        })
+        .await
+        .map_err(CallFailure::internal)?;
     Ok(
         Handled::reply(&StatusNotificationResponse {})?.with(Effect::ConnectorStatus {
             connector_id: req.evse_id,
