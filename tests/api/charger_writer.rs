@@ -130,7 +130,7 @@ async fn a_chargers_writes_in_one_batch_apply_in_order_with_their_events() {
     let connected = |connection_id| ChargerWrite::Connected {
         charger_id: "CO-1".into(),
         connection_id,
-        protocol: "ocpp1.6",
+        protocol: "OCPP16",
     };
     let disconnected = |connection_id| ChargerWrite::Disconnected {
         charger_id: "CO-1".into(),
