@@ -32,12 +32,19 @@ pub enum BasicAuth {
     Wrong,
 }
 
+/// Remembered checks kept in memory before expired ones are swept.
+const MAX_REMEMBERED: usize = 200_000;
+
 /// Remembers recently verified (stored hash, password) pairs.
 pub struct ChargerAuthCache {
     key: Vec<u8>,
     /// Redis pool and the deployment's key prefix: checks shared by every replica.
     shared: Option<(RedisPool, String)>,
-    verified: DashMap<String, ([u8; 32], Instant)>,
+    /// Verified digests and when; the digest covers the stored hash, so it is the whole key.
+    verified: DashMap<[u8; 32], Instant>,
+    /// argon2 runs for charger checks (one per core): a storm of chargers sharing a password
+    /// waits here and finds the first one's result instead of repeating it.
+    verifying: tokio::sync::Semaphore,
     /// Checks by how they were decided: `memory`, `shared`, `argon2`, `wrong`, `missing`.
     checks: Option<IntCounterVec>,
 }
@@ -55,13 +62,24 @@ impl ChargerAuthCache {
             key: mac.finalize().into_bytes().to_vec(),
             shared,
             verified: DashMap::new(),
+            verifying: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             checks,
         }
     }
 
-    /// Forgets a charger's verified password (after it changed).
-    pub fn forget(&self, charger_id: &str) {
-        self.verified.remove(charger_id);
+    fn remembers(&self, digest: &[u8; 32]) -> bool {
+        self.verified
+            .get(digest)
+            .is_some_and(|at| at.elapsed() < VERIFIED_TTL)
+    }
+
+    fn remember(&self, digest: [u8; 32]) {
+        if self.verified.len() >= MAX_REMEMBERED {
+            self.verified.retain(|_, at| at.elapsed() < VERIFIED_TTL);
+        }
+        self.verified.insert(digest, Instant::now());
     }
 
     fn count(&self, how: &str) {
@@ -130,24 +148,27 @@ impl ChargerAuthCache {
             return BasicAuth::Wrong;
         }
         let digest = self.digest(phc, &pass);
-        if let Some(entry) = self.verified.get(charger_id) {
-            let (cached, at) = *entry;
-            if cached == digest && at.elapsed() < VERIFIED_TTL {
-                self.count("memory");
-                return BasicAuth::Ok;
-            }
+        if self.remembers(&digest) {
+            self.count("memory");
+            return BasicAuth::Ok;
         }
         if self.shared_has(&digest).await {
             self.count("shared");
-            self.verified
-                .insert(charger_id.to_string(), (digest, Instant::now()));
+            self.remember(digest);
+            return BasicAuth::Ok;
+        }
+        let Ok(_slot) = self.verifying.acquire().await else {
+            return BasicAuth::Wrong;
+        };
+        // verified by another handshake while this one waited for a slot
+        if self.remembers(&digest) {
+            self.count("memory");
             return BasicAuth::Ok;
         }
         match password::verify(pass, Some(phc.to_string())).await {
             Ok(true) => {
                 self.count("argon2");
-                self.verified
-                    .insert(charger_id.to_string(), (digest, Instant::now()));
+                self.remember(digest);
                 self.share(&digest).await;
                 BasicAuth::Ok
             }

@@ -259,7 +259,7 @@ impl ChargerMutation {
                 }
                 other => other.into(),
             })?;
-        app.charger_auth.forget(charger_id.as_str());
+        // no cache to clear: remembered password checks are bound to the stored hash
         tracing::info!(charger_id = %charger_id, "charger registered");
         Ok(ChargerView(record))
     }
