@@ -16,6 +16,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::publish::event_properties;
+
+/// The advisory lock of the publishing relay ("cgrelay" in ASCII); one database, one outbox.
+const RELAY_LOCK: i64 = 0x0063_6772_656c_6179;
 use super::topology::Topology;
 use crate::metrics::Metrics;
 use crate::store::amqp::Amqp;
@@ -100,6 +103,9 @@ impl Relay {
                     match listener.as_mut() {
                         Some(l) => {
                             let _ = l.try_recv().await;
+                            // one look covers every commit notified so far: a burst of
+                            // commits must not become a burst of polls
+                            while l.next_buffered().is_some() {}
                         }
                         None => std::future::pending::<()>().await,
                     }
@@ -127,7 +133,8 @@ impl Relay {
         Ok(channel)
     }
 
-    /// Publishes everything pending, for shutdown.
+    /// Publishes everything pending, for shutdown. When another process's relay holds the
+    /// publishing lock the outbox is in its hands and this returns at once.
     pub async fn flush(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         let Ok(channel) = self.open_channel().await else {
@@ -146,9 +153,22 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch; returns how many events it published.
+    /// Publishes one batch; returns how many events it published (0 also when another
+    /// process's relay is publishing: one relay works at a time, the others stand by).
     async fn relay_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
         let mut tx = self.db.begin().await?;
+        // Relays compete for rows with SKIP LOCKED; when several scanned the queue at once,
+        // each had to step over the rows the others held and everything queued behind them
+        // (a reconnect storm's 20,000 events made that the database's main work). One holder
+        // of this transaction lock publishes; if it dies, the lock goes with its transaction.
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !leader {
+            tx.commit().await?;
+            return Ok(0);
+        }
         let rows = sqlx::query_as::<_, Pending>(
             "SELECT o.id, o.event_id, o.event_type, o.routing_key, o.body FROM outbox o \
              WHERE o.published_at IS NULL AND NOT EXISTS ( \
@@ -201,8 +221,10 @@ impl Relay {
     }
 
     async fn record_lag(&self) {
+        // the oldest pending event is the first in id order (the pending index), no scan
         let lag: Option<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox WHERE published_at IS NULL",
+            "SELECT EXTRACT(EPOCH FROM now() - created_at)::float8 FROM outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT 1",
         )
         .fetch_one(&self.db)
         .await
