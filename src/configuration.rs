@@ -38,9 +38,13 @@ pub struct ClusterSettings {
     /// Charger ownership lease in Redis; renewed every third of it. A crashed replica's chargers
     /// are free for others after at most this long.
     pub lease_ms: u64,
-    /// WebSocket handshakes in progress at once (look-ups, password checks); more wait briefly,
-    /// then get 503 with Retry-After.
+    /// WebSocket handshakes in progress at once (look-ups, password checks); more wait for a
+    /// turn up to `handshake_wait_ms`, then get 503 with Retry-After.
     pub max_concurrent_handshakes: usize,
+    /// How long a handshake waits for its turn before it is refused with 503. A waiting
+    /// handshake costs an idle socket; a refused one costs the charger a whole new attempt
+    /// after its backoff, so a storm recovers faster when chargers queue than when they retry.
+    pub handshake_wait_ms: u64,
     /// BootNotifications accepted per second; beyond it chargers get `Pending` with a retry
     /// interval, which spreads a reconnect storm out.
     pub max_boots_per_sec: u32,
@@ -53,6 +57,7 @@ impl Default for ClusterSettings {
         Self {
             lease_ms: 15_000,
             max_concurrent_handshakes: 512,
+            handshake_wait_ms: 5_000,
             max_boots_per_sec: 5_000,
             drain_wait_secs: 5,
         }

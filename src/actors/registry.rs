@@ -22,6 +22,7 @@ use super::messages::{
 use crate::context::AppContext;
 use crate::events::node_rpc::{NodeRequest, RequestHandler};
 use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::store::batch::{BatchFuture, Batcher};
 use crate::store::ownership::{self, Owner};
 
 struct Entry {
@@ -29,10 +30,14 @@ struct Entry {
     addr: Addr<ChargerActor>,
 }
 
+/// Ownership claims of arriving chargers, pipelined to Redis in batches.
+type Claims = Batcher<(String, Owner), Result<Option<Owner>, String>>;
+
 #[derive(Default)]
 pub struct Registry {
     chargers: HashMap<String, Entry>,
     app: Option<AppContext>,
+    claims: Option<Claims>,
 }
 
 impl Registry {
@@ -87,6 +92,28 @@ impl Handler<InitRegistry> for Registry {
 
     fn handle(&mut self, msg: InitRegistry, ctx: &mut Self::Context) {
         let every = Duration::from_millis((msg.app.settings.cluster.lease_ms / 3).max(100));
+        let app = msg.app.clone();
+        self.claims = Some(Batcher::start(
+            1_000,
+            None,
+            move |claims: Vec<(String, Owner)>| {
+                let app = app.clone();
+                Box::pin(async move {
+                    let n = claims.len();
+                    match ownership::claim_many(
+                        &app.redis,
+                        &app.settings.redis.key_prefix,
+                        &claims,
+                        app.settings.cluster.lease_ms,
+                    )
+                    .await
+                    {
+                        Ok(previous) => previous.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e); n],
+                    }
+                }) as BatchFuture<_>
+            },
+        ));
         self.app = Some(msg.app);
         ctx.run_interval(every, |act, ctx| act.renew_leases(ctx));
     }
@@ -112,10 +139,11 @@ impl Handler<RegisterCharger> for Registry {
         app.sessions.do_send(ChargerArrived {
             charger_id: charger_id.clone(),
         });
+        let Some(claims) = &self.claims else { return };
+        let claimed = claims.submit((charger_id.clone(), owner.clone()));
         ctx.spawn(
             async move {
-                let prefix = &app.settings.redis.key_prefix;
-                match ownership::claim(&app.redis, prefix, &charger_id, &owner, app.settings.cluster.lease_ms).await {
+                match claimed.await.unwrap_or_else(|| Err("the claim batcher stopped".into())) {
                     Ok(Some(previous)) if previous.node_id != owner.node_id => {
                         tracing::info!(charger_id = %charger_id, previous = %previous.node_id, "taking the charger over from another replica");
                         let release = NodeRequest::Release {

@@ -39,10 +39,10 @@ pub async fn handshake(
     ctx: web::Data<AppContext>,
 ) -> Result<HttpResponse, actix_web::Error> {
     use actix_web::http::StatusCode;
-    // admission control: a bounded number of handshakes in progress; a storm waits briefly,
-    // then is told when to come back
+    // admission control: a bounded number of handshakes in progress; a storm queues for a
+    // while, then is told when to come back
     let Ok(Ok(_permit)) = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
+        std::time::Duration::from_millis(ctx.settings.cluster.handshake_wait_ms),
         ctx.handshakes.clone().acquire_owned(),
     )
     .await

@@ -338,16 +338,25 @@ pub async fn update_connector_statuses(
 ) -> Result<HashSet<(String, i32)>, StoreError> {
     let ids: Vec<&str> = reports.iter().map(|(id, _)| *id).collect();
     let connectors: Vec<i32> = reports.iter().map(|(_, r)| r.connector_id).collect();
-    // lock the stored rows first, in key order (no deadlock with another replica's batch),
-    // and remember what they said
+    // lock the stored rows first, one primary-key look-up each, in key order (no deadlock
+    // with another replica's batch), and remember what they said
+    let mut keys: Vec<(&str, i32)> = ids
+        .iter()
+        .copied()
+        .zip(connectors.iter().copied())
+        .collect();
+    keys.sort_unstable();
+    let (lock_ids, lock_connectors): (Vec<&str>, Vec<i32>) = keys.into_iter().unzip();
     let previous: Vec<(String, i32, String)> = sqlx::query_as(
-        "SELECT s.charger_id, s.connector_id, s.status FROM connector_status AS s \
-         JOIN unnest($1::text[], $2::int[]) AS u(charger_id, connector_id) \
-             ON s.charger_id = u.charger_id AND s.connector_id = u.connector_id \
-         ORDER BY s.charger_id, s.connector_id FOR UPDATE OF s",
+        "SELECT s.charger_id, s.connector_id, s.status \
+         FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS u(charger_id, connector_id, n) \
+         CROSS JOIN LATERAL ( \
+             SELECT charger_id, connector_id, status FROM connector_status \
+             WHERE charger_id = u.charger_id AND connector_id = u.connector_id FOR UPDATE) AS s \
+         ORDER BY u.n",
     )
-    .bind(&ids)
-    .bind(&connectors)
+    .bind(&lock_ids)
+    .bind(&lock_connectors)
     .fetch_all(&mut **tx)
     .await?;
     let previous: HashMap<(String, i32), String> = previous

@@ -31,28 +31,39 @@ fn key(prefix: &str, charger_id: &str) -> String {
     format!("{prefix}:owner:{charger_id}")
 }
 
-/// Takes ownership for `lease_ms`; returns the previous holder, if any.
-pub async fn claim(
+/// Takes ownership of each (charger, owner) for `lease_ms` in one pipelined round trip (a
+/// reconnect storm claims thousands at once); returns each previous holder other than the
+/// claimant, in order.
+pub async fn claim_many(
     pool: &Pool,
     prefix: &str,
-    charger_id: &str,
-    owner: &Owner,
+    claims: &[(String, Owner)],
     lease_ms: u64,
-) -> Result<Option<Owner>, String> {
+) -> Result<Vec<Option<Owner>>, String> {
     let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let previous: Option<String> = redis::cmd("SET")
-        .arg(key(prefix, charger_id))
-        .arg(owner.encode())
-        .arg("PX")
-        .arg(lease_ms)
-        .arg("GET")
+    let mut pipe = redis::pipe();
+    for (charger_id, owner) in claims {
+        pipe.cmd("SET")
+            .arg(key(prefix, charger_id))
+            .arg(owner.encode())
+            .arg("PX")
+            .arg(lease_ms)
+            .arg("GET");
+    }
+    let previous: Vec<Option<String>> = pipe
         .query_async(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
     Ok(previous
-        .as_deref()
-        .and_then(Owner::decode)
-        .filter(|p| p != owner))
+        .into_iter()
+        .zip(claims)
+        .map(|(previous, (_, owner))| {
+            previous
+                .as_deref()
+                .and_then(Owner::decode)
+                .filter(|p| p != owner)
+        })
+        .collect())
 }
 
 /// Who holds `charger_id` now.

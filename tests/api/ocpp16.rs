@@ -714,3 +714,40 @@ async fn operators_only_for_charger_operations() {
         .await;
     assert_eq!(error_code(&response).as_deref(), Some("UNAUTHENTICATED"));
 }
+
+#[actix_web::test]
+async fn a_handshake_beyond_the_admission_limit_waits_its_turn_then_is_told_when_to_retry() {
+    let (app, _) = app_with_charger_and("CP-QUEUE", |s| {
+        s.cluster.max_concurrent_handshakes = 1;
+        s.cluster.handshake_wait_ms = 300;
+    })
+    .await;
+    let auth = Some(("CP-QUEUE", PASSWORD));
+    // the only slot is busy for longer than the wait: refused with 503 and Retry-After
+    let busy = app.ctx.handshakes.clone().acquire_owned().await.unwrap();
+    let response = app
+        .http
+        .get(format!("{}/ocpp/CP-QUEUE", app.address))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Protocol", "ocpp1.6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let retry: u32 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry));
+    // a handshake that arrives while the slot is busy but gets it within the wait is served
+    // (the slot is freed a third of the wait after the handshake was sent)
+    let port = app.port;
+    let waiting = tokio::spawn(async move { connect(port, "CP-QUEUE", "ocpp1.6", auth).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(busy);
+    assert!(waiting.await.unwrap().is_ok());
+}
