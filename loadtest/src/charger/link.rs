@@ -33,6 +33,13 @@ pub(super) enum Purpose {
     Other,
 }
 
+impl Purpose {
+    /// Start and Stop: messages a charger must deliver, across connections if need be.
+    fn is_transaction(self) -> bool {
+        matches!(self, Purpose::Start(_) | Purpose::Stop(_))
+    }
+}
+
 pub(super) struct Outgoing {
     action: &'static str,
     payload: Value,
@@ -45,6 +52,8 @@ pub(super) struct InFlight {
     purpose: Purpose,
     sent: Instant,
     deadline: Instant,
+    /// Kept for transaction messages only: re-sent on the next connection if unanswered.
+    payload: Option<Value>,
 }
 
 /// Per-connection state, fresh for every connection.
@@ -57,6 +66,29 @@ pub(super) struct Link {
     pub(super) boot_due: Option<Instant>,
     pub(super) malformed_ids: Vec<String>,
     pub(super) reboot_requested: bool,
+}
+
+impl Link {
+    /// Start/Stop messages in flight or queued when the connection ended, in order: OCPP
+    /// requires a charger to deliver them, so they go out again on the next connection.
+    fn unanswered_transaction_messages(&mut self) -> VecDeque<Outgoing> {
+        let mut carried = VecDeque::new();
+        if let Some(InFlight {
+            action,
+            purpose,
+            payload: Some(payload),
+            ..
+        }) = self.in_flight.take()
+        {
+            carried.push_back(Outgoing {
+                action,
+                payload,
+                purpose,
+            });
+        }
+        carried.extend(self.queue.drain(..).filter(|o| o.purpose.is_transaction()));
+        carried
+    }
 }
 
 /// A simulated charger: the plan, the persistent state and the current connection.
@@ -144,6 +176,7 @@ impl Charger {
 
     /// Drives one connection until it ends.
     pub async fn run_connection(&mut self, ws: &mut Ws) -> Outcome {
+        let carried = self.link.unanswered_transaction_messages();
         self.link = Link::default();
         let now = Instant::now();
         self.storms_seen = self.storms_passed(now);
@@ -156,6 +189,8 @@ impl Charger {
                 self.proto.boot(&self.plan),
             );
         }
+        // like a real charger, deliver the transaction messages the last connection lost
+        self.link.queue.extend(carried);
         let mut shutdown = self.env.shutdown.clone();
         loop {
             if let Err(outcome) = self.pump(ws).await {
@@ -458,6 +493,7 @@ impl Charger {
             purpose: out.purpose,
             sent,
             deadline: sent + Duration::from_secs_f64(self.env.scenario.call_timeout_secs),
+            payload: out.purpose.is_transaction().then_some(out.payload),
         });
         send(ws, text).await
     }
@@ -739,5 +775,54 @@ mod tests {
         assert_eq!(tx(1).map(|t| t.stopping), Some(true));
         let queued: Vec<_> = c.link.queue.iter().map(|o| (o.action, o.purpose)).collect();
         assert_eq!(queued, vec![("StopTransaction", Purpose::Stop(2))]);
+    }
+
+    #[test]
+    fn unanswered_transaction_messages_go_out_again_in_order_and_nothing_else_does() {
+        let mut link = Link::default();
+        let now = Instant::now();
+        link.in_flight = Some(InFlight {
+            id: "9".into(),
+            action: "StopTransaction",
+            purpose: Purpose::Stop(1),
+            sent: now,
+            deadline: now,
+            payload: Some(serde_json::json!({ "transactionId": 7 })),
+        });
+        for (action, purpose) in [
+            ("Heartbeat", Purpose::Heartbeat),
+            ("StartTransaction", Purpose::Start(2)),
+            ("MeterValues", Purpose::Other),
+            ("StopTransaction", Purpose::Stop(2)),
+        ] {
+            link.queue.push_back(Outgoing {
+                action,
+                payload: serde_json::json!({}),
+                purpose,
+            });
+        }
+        let carried: Vec<_> = link
+            .unanswered_transaction_messages()
+            .into_iter()
+            .map(|o| (o.action, o.purpose))
+            .collect();
+        assert_eq!(
+            carried,
+            vec![
+                ("StopTransaction", Purpose::Stop(1)),
+                ("StartTransaction", Purpose::Start(2)),
+                ("StopTransaction", Purpose::Stop(2)),
+            ]
+        );
+        // a heartbeat in flight is not carried over
+        link.in_flight = Some(InFlight {
+            id: "10".into(),
+            action: "Heartbeat",
+            purpose: Purpose::Heartbeat,
+            sent: now,
+            deadline: now,
+            payload: None,
+        });
+        assert!(link.unanswered_transaction_messages().is_empty());
     }
 }
