@@ -44,7 +44,13 @@ pub(super) struct Outgoing {
     action: &'static str,
     payload: Value,
     purpose: Purpose,
+    /// Earlier attempts of this message that got no answer in time.
+    attempts: u32,
 }
+
+/// How often a transaction message is sent before the charger gives up on it (OCPP's
+/// `TransactionMessageAttempts`).
+const TRANSACTION_MESSAGE_ATTEMPTS: u32 = 3;
 
 pub(super) struct InFlight {
     id: String,
@@ -54,6 +60,7 @@ pub(super) struct InFlight {
     deadline: Instant,
     /// Kept for transaction messages only: re-sent on the next connection if unanswered.
     payload: Option<Value>,
+    attempts: u32,
 }
 
 /// Per-connection state, fresh for every connection.
@@ -77,6 +84,7 @@ impl Link {
             action,
             purpose,
             payload: Some(payload),
+            attempts,
             ..
         }) = self.in_flight.take()
         {
@@ -84,6 +92,7 @@ impl Link {
                 action,
                 payload,
                 purpose,
+                attempts,
             });
         }
         carried.extend(self.queue.drain(..).filter(|o| o.purpose.is_transaction()));
@@ -362,7 +371,18 @@ impl Charger {
                     Family::Errors,
                     &format!("no answer to {} in time", f.action),
                 );
-                self.on_call_failed(f.purpose, "timeout", now);
+                match f.payload {
+                    // a transaction message the CSMS did not answer goes out again, first
+                    Some(payload) if f.attempts + 1 < TRANSACTION_MESSAGE_ATTEMPTS => {
+                        self.link.queue.push_front(Outgoing {
+                            action: f.action,
+                            payload,
+                            purpose: f.purpose,
+                            attempts: f.attempts + 1,
+                        })
+                    }
+                    _ => self.on_call_failed(f.purpose, "timeout", now),
+                }
             }
         }
         let due: Vec<(String, Vec<Followup>)> = {
@@ -469,6 +489,7 @@ impl Charger {
             action,
             payload,
             purpose,
+            attempts: 0,
         });
     }
 
@@ -494,6 +515,7 @@ impl Charger {
             sent,
             deadline: sent + Duration::from_secs_f64(self.env.scenario.call_timeout_secs),
             payload: out.purpose.is_transaction().then_some(out.payload),
+            attempts: out.attempts,
         });
         send(ws, text).await
     }
@@ -788,6 +810,7 @@ mod tests {
             sent: now,
             deadline: now,
             payload: Some(serde_json::json!({ "transactionId": 7 })),
+            attempts: 0,
         });
         for (action, purpose) in [
             ("Heartbeat", Purpose::Heartbeat),
@@ -799,6 +822,7 @@ mod tests {
                 action,
                 payload: serde_json::json!({}),
                 purpose,
+                attempts: 0,
             });
         }
         let carried: Vec<_> = link
@@ -822,6 +846,7 @@ mod tests {
             sent: now,
             deadline: now,
             payload: None,
+            attempts: 0,
         });
         assert!(link.unanswered_transaction_messages().is_empty());
     }
