@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use super::error::CallFailure;
 use crate::context::AppContext;
+use crate::store::charger_writer::ChargerWrite;
+use crate::store::chargers::StatusReport;
 use crate::store::sessions::SessionRecord;
 
 /// What a handler needs to know about the call it handles.
@@ -16,6 +18,26 @@ pub struct CallContext {
     pub app: AppContext,
     pub charger_id: String,
     pub received_at: DateTime<Utc>,
+}
+
+impl CallContext {
+    /// Stores a StatusNotification's report (batched, durable before the answer) and returns
+    /// the effect the actor applies; both protocol versions end their handler with this.
+    pub async fn store_status(&self, report: StatusReport) -> Result<Effect, CallFailure> {
+        let effect = Effect::ConnectorStatus {
+            connector_id: report.connector_id,
+            status: report.status.clone(),
+        };
+        self.app
+            .charger_store
+            .write(ChargerWrite::Status {
+                charger_id: self.charger_id.clone(),
+                report,
+            })
+            .await
+            .map_err(CallFailure::internal)?;
+        Ok(effect)
+    }
 }
 
 /// Changes the charger actor applies once the answer is on its way.

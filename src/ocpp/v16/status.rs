@@ -6,10 +6,9 @@ use rust_ocpp::v1_6::messages::status_notification::{
 use rust_ocpp::v1_6::types::ChargePointStatus;
 use serde_json::Value;
 
-use super::{enum_name, CallContext, Effect, Handled};
+use super::{enum_name, CallContext, Handled};
 use crate::ocpp::payload::decode;
 use crate::ocpp::CallFailure;
-use crate::store::charger_writer::ChargerWrite;
 use crate::store::chargers::StatusReport;
 
 /// The API's `ConnectorStatus` spelling of a 1.6 status.
@@ -37,24 +36,12 @@ pub async fn status_notification(
     let error_code = enum_name(&req.error_code);
     let report = StatusReport {
         connector_id,
-        status: status.clone(),
+        status,
         error_code: (error_code != "NoError").then_some(error_code),
         info: req.info,
         vendor_error_code: req.vendor_error_code,
         reported_at: req.timestamp,
     };
-    ctx.app
-        .charger_store
-        .write(ChargerWrite::Status {
-            charger_id: ctx.charger_id.clone(),
-            report,
-        })
-        .await
-        .map_err(CallFailure::internal)?;
-    Ok(
-        Handled::reply(&StatusNotificationResponse {})?.with(Effect::ConnectorStatus {
-            connector_id,
-            status,
-        }),
-    )
+    let effect = ctx.store_status(report).await?;
+    Ok(Handled::reply(&StatusNotificationResponse {})?.with(effect))
 }

@@ -9,10 +9,9 @@ use rust_ocpp::v2_0_1::messages::status_notification::{
 };
 use serde_json::Value;
 
-use crate::ocpp::handler::{CallContext, Effect, Handled};
+use crate::ocpp::handler::{CallContext, Handled};
 use crate::ocpp::payload::decode_shape;
 use crate::ocpp::{CallErrorCode, CallFailure};
-use crate::store::charger_writer::ChargerWrite;
 use crate::store::chargers::StatusReport;
 
 /// The API's `ConnectorStatus` spelling of a 2.0.1 status.
@@ -40,26 +39,14 @@ pub async fn status_notification(
     let status = api_status(&req.connector_status).to_string();
     let report = StatusReport {
         connector_id: req.evse_id,
-        status: status.clone(),
+        status,
         error_code: None,
         info: Some(format!("connector {}", req.connector_id)),
         vendor_error_code: None,
         reported_at: Some(req.timestamp),
     };
-    ctx.app
-        .charger_store
-        .write(ChargerWrite::Status {
-            charger_id: ctx.charger_id.clone(),
-            report,
-        })
-        .await
-        .map_err(CallFailure::internal)?;
-    Ok(
-        Handled::reply(&StatusNotificationResponse {})?.with(Effect::ConnectorStatus {
-            connector_id: req.evse_id,
-            status,
-        }),
-    )
+    let effect = ctx.store_status(report).await?;
+    Ok(Handled::reply(&StatusNotificationResponse {})?.with(effect))
 }
 
 #[cfg(test)]
