@@ -51,10 +51,14 @@ LOADTEST="$CARGO_TARGET_DIR/release/loadtest"
 cleanup() {
     local pid
     for pid in "${SIM_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -n "${SERVER2_PID:-}" ] && kill "$SERVER2_PID" 2>/dev/null
     stop_server
     drop_bench_databases
 }
 trap cleanup EXIT
+# a killed run stops its servers and simulators too: left running, they would load the
+# machine under the next run's measurements
+trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- setup
 hard="$(ulimit -Hn)"
