@@ -78,6 +78,10 @@ impl ChargerAuthCache {
     fn remember(&self, digest: [u8; 32]) {
         if self.verified.len() >= MAX_REMEMBERED {
             self.verified.retain(|_, at| at.elapsed() < VERIFIED_TTL);
+            // all still fresh: start over rather than sweep again on every insert
+            if self.verified.len() >= MAX_REMEMBERED {
+                self.verified.clear();
+            }
         }
         self.verified.insert(digest, Instant::now());
     }

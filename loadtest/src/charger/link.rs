@@ -358,33 +358,7 @@ impl Charger {
             self.next_drop_at = exp_delay(&mut self.rng, rate).map(|d| now + d);
             return Err(Outcome::Dropped);
         }
-        if self
-            .link
-            .in_flight
-            .as_ref()
-            .is_some_and(|f| now >= f.deadline)
-        {
-            if let Some(f) = self.link.in_flight.take() {
-                self.env.stats.incr(self.shard, Counter::CallTimeouts);
-                self.env.stats.incr_label(
-                    self.shard,
-                    Family::Errors,
-                    &format!("no answer to {} in time", f.action),
-                );
-                match f.payload {
-                    // a transaction message the CSMS did not answer goes out again, first
-                    Some(payload) if f.attempts + 1 < TRANSACTION_MESSAGE_ATTEMPTS => {
-                        self.link.queue.push_front(Outgoing {
-                            action: f.action,
-                            payload,
-                            purpose: f.purpose,
-                            attempts: f.attempts + 1,
-                        })
-                    }
-                    _ => self.on_call_failed(f.purpose, "timeout", now),
-                }
-            }
-        }
+        self.expire_in_flight(now);
         let due: Vec<(String, Vec<Followup>)> = {
             let (ready, later): (Vec<_>, Vec<_>) =
                 self.link.delayed.drain(..).partition(|d| d.0 <= now);
@@ -691,6 +665,39 @@ impl Charger {
         }
     }
 
+    /// The call in flight got no answer by its deadline: a transaction message goes out again,
+    /// first, up to [`TRANSACTION_MESSAGE_ATTEMPTS`]; anything else has failed.
+    fn expire_in_flight(&mut self, now: Instant) {
+        if self
+            .link
+            .in_flight
+            .as_ref()
+            .is_none_or(|f| now < f.deadline)
+        {
+            return;
+        }
+        let Some(f) = self.link.in_flight.take() else {
+            return;
+        };
+        self.env.stats.incr(self.shard, Counter::CallTimeouts);
+        self.env.stats.incr_label(
+            self.shard,
+            Family::Errors,
+            &format!("no answer to {} in time", f.action),
+        );
+        match f.payload {
+            Some(payload) if f.attempts + 1 < TRANSACTION_MESSAGE_ATTEMPTS => {
+                self.link.queue.push_front(Outgoing {
+                    action: f.action,
+                    payload,
+                    purpose: f.purpose,
+                    attempts: f.attempts + 1,
+                })
+            }
+            _ => self.on_call_failed(f.purpose, "timeout", now),
+        }
+    }
+
     fn on_call_failed(&mut self, purpose: Purpose, code: &str, now: Instant) {
         match purpose {
             Purpose::Boot => self.link.boot_due = Some(now + MIN_BOOT_RETRY),
@@ -797,6 +804,46 @@ mod tests {
         assert_eq!(tx(1).map(|t| t.stopping), Some(true));
         let queued: Vec<_> = c.link.queue.iter().map(|o| (o.action, o.purpose)).collect();
         assert_eq!(queued, vec![("StopTransaction", Purpose::Stop(2))]);
+    }
+
+    #[test]
+    fn a_timed_out_transaction_message_is_sent_again_until_its_attempts_run_out() {
+        let mut c = charger(Scenario {
+            chargers: 1,
+            ..Scenario::default()
+        });
+        let now = Instant::now();
+        let stop_in_flight = |attempts| InFlight {
+            id: "1".into(),
+            action: "StopTransaction",
+            purpose: Purpose::Stop(1),
+            sent: now,
+            deadline: now,
+            payload: Some(serde_json::json!({ "transactionId": 7 })),
+            attempts,
+        };
+        c.link.queue.clear();
+        c.link.in_flight = Some(stop_in_flight(0));
+        c.expire_in_flight(now);
+        let queued: Vec<_> = c
+            .link
+            .queue
+            .iter()
+            .map(|o| (o.action, o.purpose, o.attempts))
+            .collect();
+        assert_eq!(queued, vec![("StopTransaction", Purpose::Stop(1), 1)]);
+        // the last attempt is not sent again
+        c.link.queue.clear();
+        c.link.in_flight = Some(stop_in_flight(TRANSACTION_MESSAGE_ATTEMPTS - 1));
+        c.expire_in_flight(now);
+        assert!(c.link.queue.iter().all(|o| o.purpose != Purpose::Stop(1)));
+        // a call still within its deadline is left alone
+        c.link.in_flight = Some(InFlight {
+            deadline: now + Duration::from_secs(5),
+            ..stop_in_flight(0)
+        });
+        c.expire_in_flight(now);
+        assert!(c.link.in_flight.is_some());
     }
 
     #[test]
