@@ -23,6 +23,25 @@ use crate::store::charger_writer::ChargerWriter;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// What every role shares, and all a worker or a CLI command gets: settings, the Postgres pool,
+/// RabbitMQ and metrics. No registry, node queue, charger pools or MongoDB client: those belong
+/// to the connection server (`AppContext`).
+#[derive(Clone)]
+pub struct CoreContext {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    pub amqp: Amqp,
+    pub metrics: Arc<Metrics>,
+}
+
+impl CoreContext {
+    /// The RabbitMQ names of this deployment.
+    pub fn topology(&self) -> Topology {
+        topology_of(&self.settings)
+    }
+}
+
+/// The connection server's context (`serve`, `all`).
 #[derive(Clone)]
 pub struct AppContext {
     pub settings: Arc<Settings>,
@@ -56,6 +75,16 @@ pub struct AppContext {
 }
 
 impl AppContext {
+    /// The part every role shares (for in-process workers).
+    pub fn core(&self) -> CoreContext {
+        CoreContext {
+            settings: self.settings.clone(),
+            db: self.db.clone(),
+            amqp: self.amqp.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// The `source` field of events this process emits, e.g. `chargegrid-serve/chargegrid-0`.
     pub fn event_source(&self) -> String {
         format!("chargegrid-serve/{}", self.settings.node_id)

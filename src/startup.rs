@@ -20,8 +20,8 @@ use crate::api;
 use crate::auth::charger_auth::ChargerAuthCache;
 use crate::auth::JwtKeys;
 use crate::configuration::{Settings, SettingsError};
-use crate::context::AppContext;
 use crate::context::RateWindow;
+use crate::context::{AppContext, CoreContext};
 use crate::events::node_rpc::NodeRpc;
 use crate::live::LiveBus;
 use crate::metrics::Metrics;
@@ -104,7 +104,7 @@ impl Application {
                 Arc::new(NodeRequests { app: ctx.clone() }),
                 shutdown.clone(),
             )),
-            crate::workers::spawn_relay(&ctx, shutdown.clone()),
+            crate::workers::spawn_relay(&ctx.core(), shutdown.clone()),
             tokio::spawn(crate::events::fanout::run(
                 ctx.amqp.clone(),
                 ctx.topology(),
@@ -118,14 +118,14 @@ impl Application {
         // connections must not hold back billing and notifications (as separate `chargegrid
         // worker` processes, they have their own anyway)
         let worker_ctx = if workers.is_empty() {
-            ctx.clone()
+            ctx.core()
         } else {
             let mut database = ctx.settings.database.clone();
             database.max_connections = (ctx.settings.worker.concurrency as u32 + 2)
                 .min(ctx.settings.database.max_connections.max(4));
-            AppContext {
+            CoreContext {
                 db: crate::store::postgres::connect(&database).await?,
-                ..ctx.clone()
+                ..ctx.core()
             }
         };
         for kind in workers {
@@ -189,7 +189,24 @@ impl Application {
     }
 }
 
-/// Connects to every backing service and builds the shared context.
+/// What a worker or a CLI command needs: Postgres (migrated), RabbitMQ (connecting in the
+/// background) and metrics; nothing of the connection server.
+pub async fn connect_core(settings: Settings) -> Result<CoreContext, StartupError> {
+    let db = postgres::connect(&settings.database).await?;
+    postgres::ensure_migrated(&db, &settings.database).await?;
+    let amqp = Amqp::start(
+        &settings.amqp,
+        format!("{}/{}", settings.events.namespace, settings.node_id),
+    );
+    Ok(CoreContext {
+        settings: Arc::new(settings),
+        db,
+        amqp,
+        metrics: Arc::new(Metrics::new()?),
+    })
+}
+
+/// Connects to every backing service and builds the connection server's context.
 pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
     let jwt_secret = settings.jwt_secret()?;
     let jwt = JwtKeys::new(&jwt_secret, settings.auth.access_token_ttl_secs);

@@ -6,12 +6,14 @@
 //! continuation; the mailbox is never blocked.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -252,7 +254,20 @@ impl ChargerActor {
             payload,
         } = call;
         let fut = async move {
-            let result = adapter::handle(version, call_ctx, &action, payload).await;
+            // a bug in a handler answers InternalError; it never takes the connection down
+            let handled = AssertUnwindSafe(adapter::handle(version, call_ctx, &action, payload))
+                .catch_unwind()
+                .await;
+            let result = handled.unwrap_or_else(|panic| {
+                let cause = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(CallFailure::internal(format_args!(
+                    "handler of {action} panicked: {cause}"
+                )))
+            });
             (id, action, result)
         };
         ctx.spawn(

@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::charger::ChargerActor;
 use super::messages::{
     ChargerArrived, ChargerLeft, ConnectedChargers, Disconnect, DrainChargers, Execute,
-    InitRegistry, LookupCharger, RegisterCharger, ReleaseCharger, Replaced, UnregisterCharger,
+    InitRegistry, LookupCharger, RegisterCharger, ReleaseCharger, Replaced, SessionChanged,
+    Shutdown, UnregisterCharger,
 };
 use crate::context::AppContext;
 use crate::events::node_rpc::{NodeRequest, RequestHandler};
@@ -48,7 +49,46 @@ impl Registry {
         }
     }
 
+    /// Forgets chargers whose actor is gone without unregistering (it panicked or its arbiter
+    /// died): their sessions leave this replica and their leases are released, not renewed.
+    fn prune_dead(&mut self, ctx: &mut Context<Self>) {
+        let dead: Vec<(String, Uuid)> = self
+            .chargers
+            .iter()
+            .filter(|(_, e)| !e.addr.connected())
+            .map(|(id, e)| (id.clone(), e.connection_id))
+            .collect();
+        for (charger_id, connection_id) in dead {
+            tracing::warn!(charger_id = %charger_id, "charger actor died without unregistering: forgetting it");
+            self.remove(&charger_id, connection_id, ctx);
+        }
+    }
+
+    /// Forgets a charger held here: its session actors leave and its lease is released.
+    fn remove(&mut self, charger_id: &str, connection_id: Uuid, ctx: &mut Context<Self>) {
+        self.chargers.remove(charger_id);
+        let Some(app) = self.app.clone() else { return };
+        app.sessions.do_send(ChargerLeft {
+            charger_id: charger_id.to_string(),
+        });
+        let owner = self.owner(&app, connection_id);
+        let charger_id = charger_id.to_string();
+        ctx.spawn(
+            async move {
+                let _ = ownership::release(
+                    &app.redis,
+                    &app.settings.redis.key_prefix,
+                    &charger_id,
+                    &owner,
+                )
+                .await;
+            }
+            .into_actor(self),
+        );
+    }
+
     fn renew_leases(&mut self, ctx: &mut Context<Self>) {
+        self.prune_dead(ctx);
         let Some(app) = self.app.clone() else { return };
         let held: Vec<(String, Owner)> = self
             .chargers
@@ -174,24 +214,7 @@ impl Handler<UnregisterCharger> for Registry {
         if !current {
             return;
         }
-        self.chargers.remove(&msg.charger_id);
-        let Some(app) = self.app.clone() else { return };
-        app.sessions.do_send(ChargerLeft {
-            charger_id: msg.charger_id.clone(),
-        });
-        let owner = self.owner(&app, msg.connection_id);
-        ctx.spawn(
-            async move {
-                let _ = ownership::release(
-                    &app.redis,
-                    &app.settings.redis.key_prefix,
-                    &msg.charger_id,
-                    &owner,
-                )
-                .await;
-            }
-            .into_actor(self),
-        );
+        self.remove(&msg.charger_id, msg.connection_id, ctx);
     }
 }
 
@@ -218,6 +241,15 @@ impl Handler<DrainChargers> for Registry {
             });
         }
         self.chargers.len()
+    }
+}
+
+impl Handler<Shutdown> for Registry {
+    type Result = ();
+
+    /// Stops routing (the end of a drain); `/healthz` reports a stopped registry.
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -331,6 +363,18 @@ impl RequestHandler for NodeRequests {
                         charger_id,
                         connection_id,
                     });
+                    None
+                }
+                NodeRequest::SessionChanged { session_id } => {
+                    match crate::store::sessions::find(&app.db, session_id).await {
+                        Ok(Some(record)) => app.sessions.do_send(SessionChanged {
+                            session: Box::new(record),
+                        }),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(%session_id, error = %e, "could not read a changed session")
+                        }
+                    }
                     None
                 }
             }

@@ -29,6 +29,8 @@ pub struct SessionActor {
     expiry: Option<SpawnHandle>,
     stop_requested: bool,
     finished: bool,
+    /// Set by `restarting`: the next `started` reloads the session before deciding anything.
+    reload: bool,
 }
 
 impl SessionActor {
@@ -46,6 +48,7 @@ impl SessionActor {
             expiry: None,
             stop_requested: false,
             finished: false,
+            reload: false,
         }
     }
 
@@ -179,6 +182,37 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.app.metrics.sessions_active.inc();
+        if !std::mem::take(&mut self.reload) {
+            self.resume(ctx);
+            return;
+        }
+        // after a restart the in-memory record may be stale: reload it first (the mailbox waits),
+        // then decide expiry and caps on what Postgres says
+        let (db, id) = (self.app.db.clone(), self.record.id);
+        ctx.wait(async move { sessions::find(&db, id).await }.into_actor(self).map(
+            |result, act, ctx| {
+                match result {
+                    Ok(Some(record)) => act.record = record,
+                    Ok(None) => {
+                        tracing::warn!(session_id = %act.record.id, "restarted session no longer exists");
+                        act.finish(ctx);
+                        return;
+                    }
+                    Err(e) => tracing::error!(session_id = %act.record.id, error = %e, "could not reload the session; resuming on the last known state"),
+                }
+                act.resume(ctx);
+            },
+        ));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.app.metrics.sessions_active.dec();
+    }
+}
+
+impl SessionActor {
+    /// Takes charge of the session as it is now: expiry scheduled, limits enforced.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
         if self.record.is_open() {
             self.schedule_expiry(ctx);
             // a restarted actor does not know whether the cap reached the charger: apply it again
@@ -187,27 +221,17 @@ impl Actor for SessionActor {
             self.finish(ctx);
         }
     }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.app.metrics.sessions_active.dec();
-    }
 }
 
 impl Supervised for SessionActor {
-    /// Reloads the session from Postgres, the source of truth, before running again.
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
+    /// Forgets timers and pending decisions; `started` then reloads the session from Postgres,
+    /// the source of truth, before running again.
+    fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(session_id = %self.record.id, "session actor restarting from Postgres");
         self.trailing_publish = None;
         self.expiry = None;
         self.stop_requested = false;
-        let (db, id) = (self.app.db.clone(), self.record.id);
-        ctx.wait(async move { sessions::find(&db, id).await }.into_actor(self).map(
-            |result, act, _| match result {
-                Ok(Some(record)) => act.record = record,
-                Ok(None) => act.finished = true,
-                Err(e) => tracing::error!(error = %e, "could not reload the session; keeping the last known state"),
-            },
-        ));
+        self.reload = true;
     }
 }
 

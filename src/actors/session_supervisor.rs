@@ -1,10 +1,11 @@
 //! The session supervisor: its own hierarchy, separate from the charger actors. It starts one
-//! supervised `SessionActor` per open session of the chargers this replica holds (rehydrating
-//! them at startup), forwards state changes to them, moves them with their charger (they arrive
-//! when the charger connects here and leave when it goes), and lets them go once their session
-//! is finished.
+//! supervised `SessionActor` per open session of the chargers this replica holds, and only for
+//! those: an actor lives where its charger's socket is. Actors arrive with their charger
+//! (rehydrated from Postgres when it connects here) and leave when it goes. A state change for
+//! a session whose charger is held by another replica is passed on to that replica, never
+//! turned into an actor here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -33,13 +34,19 @@ pub struct SessionSupervisor {
     chargers: HashMap<Uuid, String>,
     /// Sessions whose actor finished recently, with when.
     finished: HashMap<Uuid, Instant>,
+    /// Chargers whose socket this replica holds (told by the registry).
+    local: HashSet<String>,
 }
 
 impl SessionSupervisor {
+    /// Starts the session's actor, unless its charger is not held here.
     fn spawn_actor(&mut self, record: sessions::SessionRecord, ctx: &mut Context<Self>) {
         let Some(app) = self.app.clone() else {
             return;
         };
+        if !self.local.contains(&record.charger_id) || self.sessions.contains_key(&record.id) {
+            return;
+        }
         let me = ctx.address();
         let id = record.id;
         self.chargers.insert(id, record.charger_id.clone());
@@ -60,25 +67,8 @@ impl Handler<InitSessions> for SessionSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: InitSessions, ctx: &mut Self::Context) {
-        let db = msg.app.db.clone();
-        let node = msg.app.settings.node_id.clone();
+        // no rehydration here: a session's actor comes back when its charger connects
         self.app = Some(msg.app);
-        // every open session of this replica gets its actor back
-        ctx.spawn(
-            async move { sessions::open_sessions_for_node(&db, &node).await }
-                .into_actor(self)
-                .map(|result, act, ctx| match result {
-                    Ok(open) => {
-                        tracing::info!(sessions = open.len(), "rehydrating open sessions");
-                        for record in open {
-                            if !act.sessions.contains_key(&record.id) {
-                                act.spawn_actor(record, ctx);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "could not load open sessions"),
-                }),
-        );
         ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |act, ctx| {
             act.finished.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
             let Some(app) = act.app.clone() else {
@@ -112,7 +102,19 @@ impl Handler<SessionChanged> for SessionSupervisor {
             Some(addr) if addr.connected() => addr.do_send(msg),
             // a stale open snapshot of a session that already ended here
             _ if msg.session.is_open() && self.finished.contains_key(&id) => {}
-            _ if msg.session.is_open() => self.spawn_actor(*msg.session, ctx),
+            _ if msg.session.is_open() && self.local.contains(&msg.session.charger_id) => {
+                self.spawn_actor(*msg.session, ctx)
+            }
+            _ if msg.session.is_open() => {
+                // the charger is held elsewhere (or nowhere): its replica owns the actor
+                if let Some(app) = &self.app {
+                    app.live.publish(LiveEvent::session(id));
+                    let app = app.clone();
+                    actix_rt::spawn(async move {
+                        forward_to_holder(&app, &msg.session.charger_id, id).await
+                    });
+                }
+            }
             _ => {
                 // finished before an actor existed here: subscribers still hear about it
                 if let Some(app) = &self.app {
@@ -127,16 +129,16 @@ impl Handler<ChargerArrived> for SessionSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ChargerArrived, ctx: &mut Self::Context) {
+        self.local.insert(msg.charger_id.clone());
         let Some(app) = self.app.clone() else { return };
         ctx.spawn(
             async move { app.charger_store.open_sessions(&msg.charger_id).await }
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
+                    // spawns nothing if the charger left again meanwhile
                     Ok(open) => {
                         for record in open {
-                            if !act.sessions.contains_key(&record.id) {
-                                act.spawn_actor(record, ctx);
-                            }
+                            act.spawn_actor(record, ctx);
                         }
                     }
                     Err(e) => {
@@ -151,6 +153,7 @@ impl Handler<ChargerLeft> for SessionSupervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ChargerLeft, _: &mut Self::Context) {
+        self.local.remove(&msg.charger_id);
         let leaving: Vec<Uuid> = self
             .chargers
             .iter()
@@ -190,6 +193,37 @@ impl Handler<CrashSession> for SessionSupervisor {
             }
             None => false,
         }
+    }
+}
+
+impl Handler<Shutdown> for SessionSupervisor {
+    type Result = ();
+
+    /// Stops the supervisor and, with it, every session actor of this replica.
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        for addr in self.sessions.values() {
+            addr.do_send(Shutdown);
+        }
+        ctx.stop();
+    }
+}
+
+/// Tells the replica holding `charger_id` that session `session_id` changed, so that its actor
+/// (started there if need be) reads it. Nothing to do when no replica holds the charger: the
+/// actor starts when the charger connects.
+async fn forward_to_holder(app: &AppContext, charger_id: &str, session_id: Uuid) {
+    let owner =
+        crate::store::ownership::owner_of(&app.redis, &app.settings.redis.key_prefix, charger_id)
+            .await;
+    match owner {
+        Ok(Some(owner)) if owner.node_id != app.settings.node_id => {
+            let request = crate::events::node_rpc::NodeRequest::SessionChanged { session_id };
+            if let Err(e) = app.rpc.notify(&owner.node_id, &request).await {
+                tracing::warn!(%session_id, error = %e, "could not tell the charger's replica about a session change");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%session_id, error = %e, "ownership look-up failed"),
     }
 }
 

@@ -11,9 +11,31 @@ use crate::store;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// 200 while the process is serving.
+/// 200 while the process is serving (workers: nothing else to watch).
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// The connection server's liveness: 200 while its registry and session supervisor run, 503
+/// naming the one that is gone (nothing would route commands or own sessions: restart the pod).
+pub async fn server_healthz(ctx: web::Data<AppContext>) -> HttpResponse {
+    let dead: Vec<&str> = [
+        ("registry", ctx.registry.connected()),
+        ("sessionSupervisor", ctx.sessions.connected()),
+    ]
+    .into_iter()
+    .filter(|(_, alive)| !alive)
+    .map(|(name, _)| name)
+    .collect();
+    if dead.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ok" }))
+    } else {
+        tracing::error!(
+            ?dead,
+            "an actor the server depends on is gone: failing liveness"
+        );
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "dead", "dead": dead }))
+    }
 }
 
 async fn check<F>(fut: F) -> Result<(), String>

@@ -14,7 +14,7 @@ use crate::context::AppContext;
 
 /// Registers every route of `chargegrid serve`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    cfg.route("/healthz", web::get().to(health::server_healthz))
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/ocpp/{chargePointId}", web::get().to(ocpp::handshake))

@@ -16,8 +16,9 @@ pub async fn create(
     let password = Password::parse(password)?;
     let name = PersonName::parse(name)?;
     let role = Role::parse(role)?;
-    let ctx = startup::connect(settings).await?;
-    let user = create_user(&ctx, &email, &name, &password, role, None)
+    let ctx = startup::connect_core(settings).await?;
+    let source = format!("chargegrid-cli/{}", ctx.settings.node_id);
+    let user = create_user(&ctx, &source, &email, &name, &password, role, None)
         .await
         .map_err(|e| anyhow::anyhow!(e.message()))?;
     ctx.amqp.close().await;

@@ -12,7 +12,7 @@ pub async fn run(settings: Settings, kind: WorkerKind) -> anyhow::Result<()> {
     // a worker can do nothing without RabbitMQ: refuse to start rather than idle
     let probe = Amqp::connect_once(&settings.amqp).await?;
     let _ = probe.close(200, "probe").await;
-    let ctx = startup::connect(settings).await?;
+    let ctx = startup::connect_core(settings).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = vec![workers::spawn_relay(&ctx, shutdown.clone())];
     tasks.extend(workers::spawn_worker(&ctx, kind, shutdown.clone()).await?);

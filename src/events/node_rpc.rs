@@ -40,6 +40,9 @@ pub enum NodeRequest {
         charger_id: String,
         connection_id: Uuid,
     },
+    /// A session of a charger this node holds changed elsewhere (e.g. an app session created by
+    /// another replica's API): its actor, here, reads it from Postgres.
+    SessionChanged { session_id: Uuid },
 }
 
 /// How long an idle node queue survives its node.

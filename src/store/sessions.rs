@@ -138,20 +138,6 @@ pub async fn list_for_user(
     .await?)
 }
 
-/// Unfinished sessions of chargers this node held last (or nobody held), for rehydrating
-/// session actors at startup: a replica restarted under the same NODE_ID gets its sessions back.
-pub async fn open_sessions_for_node(
-    pool: &PgPool,
-    node_id: &str,
-) -> Result<Vec<SessionRecord>, StoreError> {
-    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
-        "SELECT {COLUMNS} FROM sessions s WHERE status IN ('PENDING', 'IN_PROGRESS', 'STOPPING')          AND EXISTS (SELECT 1 FROM chargers c WHERE c.id = s.charger_id AND (c.node_id = $1 OR c.node_id IS NULL))"
-    ))
-    .bind(node_id)
-    .fetch_all(pool)
-    .await?)
-}
-
 /// Unfinished sessions of these chargers, by charger (their actors follow each charger to
 /// this replica).
 pub async fn open_sessions_for_chargers(
@@ -355,9 +341,15 @@ pub async fn start_from_transaction(
     Ok(Some(session))
 }
 
+/// Energy between two register readings in kWh, never negative. The registers come from a
+/// charger: arithmetic is checked, and a difference `Decimal` cannot hold counts as nothing.
 fn energy_kwh(meter_start_wh: Option<Decimal>, meter_wh: Decimal) -> Decimal {
-    let delta = meter_wh - meter_start_wh.unwrap_or(meter_wh);
-    (delta / Decimal::from(1000)).max(Decimal::ZERO).round_dp(3)
+    meter_wh
+        .checked_sub(meter_start_wh.unwrap_or(meter_wh))
+        .and_then(|delta| delta.checked_div(Decimal::ONE_THOUSAND))
+        .unwrap_or_default()
+        .max(Decimal::ZERO)
+        .round_dp(3)
 }
 
 /// Records a meter reading of an open session. Emits SESSION_UPDATED when something changed.
@@ -388,7 +380,8 @@ pub async fn record_reading(
     let meter_start = current.meter_start_wh.or(meter_wh);
     let energy = energy_kwh(meter_start, meter);
     let power_kw = power_w
-        .and_then(|w| (w / Decimal::from(1000)).to_f64())
+        .and_then(|w| w.checked_div(Decimal::ONE_THOUSAND))
+        .and_then(|kw| kw.to_f64())
         .or(current.power_kw);
     if energy == current.energy_kwh
         && power_kw == current.power_kw

@@ -8,18 +8,18 @@ use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::context::AppContext;
+use crate::context::CoreContext;
 use crate::domain::tariff::Tariff;
 use crate::events::consumer::{EventHandler, HandleError, ReceivedEvent};
 use crate::store::billing::{self, BillingOutcome, BillingPolicy};
 use crate::store::StoreError;
 
 pub struct BillingHandler {
-    ctx: AppContext,
+    ctx: CoreContext,
 }
 
 impl BillingHandler {
-    pub fn new(ctx: AppContext) -> Self {
+    pub fn new(ctx: CoreContext) -> Self {
         Self { ctx }
     }
 }
@@ -35,7 +35,7 @@ pub fn fallback_tariff(currency: &str) -> Tariff {
     }
 }
 
-async fn bill(ctx: AppContext, event: ReceivedEvent) -> Result<(), HandleError> {
+async fn bill(ctx: CoreContext, event: ReceivedEvent) -> Result<(), HandleError> {
     if event.event_type != "SESSION_ENDED" {
         return Ok(()); // not ours: nothing to do
     }
@@ -77,7 +77,7 @@ impl EventHandler for BillingHandler {
 }
 
 /// Marks unpaid invoices past due OVERDUE every `worker.overdue_interval_secs`.
-pub async fn overdue_pass(ctx: AppContext, shutdown: CancellationToken) {
+pub async fn overdue_pass(ctx: CoreContext, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(
         ctx.settings.worker.overdue_interval_secs.max(1),
     ));

@@ -4,16 +4,16 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::api;
-use crate::context::AppContext;
+use crate::context::CoreContext;
 
 /// Binds the worker's small HTTP server; returns it and its port.
-pub fn server(ctx: &AppContext) -> std::io::Result<(Server, u16)> {
-    let data = web::Data::new(ctx.clone());
+pub fn server(ctx: &CoreContext) -> std::io::Result<(Server, u16)> {
+    let data = web::Data::new(ctx.metrics.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .route("/healthz", web::get().to(api::health::healthz))
-            .route("/metrics", web::get().to(api::metrics::metrics))
+            .route("/metrics", web::get().to(api::metrics::worker_metrics))
     })
     .workers(1)
     .disable_signals()

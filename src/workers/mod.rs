@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::AppContext;
+use crate::context::CoreContext;
 use crate::events::consumer::{self, ConsumerOptions, EventHandler};
 use crate::events::relay::Relay;
 use crate::events::topology::ConsumerQueue;
@@ -26,7 +26,7 @@ pub enum WorkerKind {
 }
 
 /// Starts the outbox relay of this process.
-pub fn spawn_relay(ctx: &AppContext, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_relay(ctx: &CoreContext, shutdown: CancellationToken) -> JoinHandle<()> {
     let relay = Relay {
         db: ctx.db.clone(),
         amqp: ctx.amqp.clone(),
@@ -39,7 +39,7 @@ pub fn spawn_relay(ctx: &AppContext, shutdown: CancellationToken) -> JoinHandle<
 }
 
 fn spawn_consumer(
-    ctx: &AppContext,
+    ctx: &CoreContext,
     queue: ConsumerQueue,
     handler: Arc<dyn EventHandler>,
     shutdown: CancellationToken,
@@ -56,7 +56,7 @@ fn spawn_consumer(
 
 /// Starts a worker's consumer (and its periodic jobs); they stop when `shutdown` is cancelled.
 pub async fn spawn_worker(
-    ctx: &AppContext,
+    ctx: &CoreContext,
     kind: WorkerKind,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {

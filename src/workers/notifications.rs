@@ -5,16 +5,16 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::mqtt::MqttPublisher;
-use crate::context::AppContext;
+use crate::context::CoreContext;
 use crate::events::consumer::{EventHandler, HandleError, ReceivedEvent};
 
 pub struct NotificationHandler {
-    ctx: AppContext,
+    ctx: CoreContext,
     mqtt: MqttPublisher,
 }
 
 impl NotificationHandler {
-    pub fn new(ctx: AppContext, mqtt: MqttPublisher) -> Self {
+    pub fn new(ctx: CoreContext, mqtt: MqttPublisher) -> Self {
         Self { ctx, mqtt }
     }
 }
@@ -83,7 +83,7 @@ pub fn notification(event: &ReceivedEvent) -> Option<(String, Value)> {
 }
 
 async fn notify(
-    ctx: AppContext,
+    ctx: CoreContext,
     mqtt: MqttPublisher,
     event: ReceivedEvent,
 ) -> Result<(), HandleError> {

@@ -50,6 +50,23 @@ async fn owner_node(app: &TestApp, charger: &str) -> Option<String> {
     .map(|o| o.node_id)
 }
 
+/// `chargegrid_sessions_active` as the replica's `/metrics` reports it.
+async fn sessions_active(app: &TestApp) -> i64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("chargegrid_sessions_active "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
 #[actix_web::test]
 async fn a_session_started_on_one_replica_runs_on_the_charger_held_by_another() {
     let (a, b) = two_replicas().await;
@@ -100,6 +117,18 @@ async fn a_session_started_on_one_replica_runs_on_the_charger_held_by_another() 
         .await
         .unwrap();
     let tid = tx["transactionId"].as_i64().unwrap();
+    // exactly one session actor, on the replica holding the charger
+    let on_b = b
+        .wait_until(Duration::from_secs(5), || async {
+            sessions_active(&b).await == 1
+        })
+        .await;
+    assert!(on_b, "no session actor on the charger's replica");
+    assert_eq!(
+        sessions_active(&a).await,
+        0,
+        "a session actor on the API's replica"
+    );
 
     let request = a.graphql(
         "mutation($id: ID!) { endSession(sessionId: $id) { status } }",
@@ -116,6 +145,19 @@ async fn a_session_started_on_one_replica_runs_on_the_charger_held_by_another() 
     };
     let (ended, ()) = tokio::join!(request, charger);
     assert_eq!(ended["data"]["endSession"]["status"], "STOPPING", "{ended}");
+    cp.call(
+        "StopTransaction",
+        json!({ "transactionId": tid, "meterStop": 5000, "timestamp": "2026-11-21T10:30:00Z" }),
+    )
+    .await
+    .unwrap();
+    let none_left = b
+        .wait_until(Duration::from_secs(5), || async {
+            sessions_active(&b).await == 0
+        })
+        .await;
+    assert!(none_left, "the session actor outlived its session");
+    assert_eq!(sessions_active(&a).await, 0);
 
     // operator commands too
     let request = a.graphql(

@@ -150,3 +150,35 @@ async fn malformed_graphql_requests_get_codes() {
     let unknown = app.graphql("{ nope }", json!({}), None).await;
     assert_eq!(error_code(&unknown).as_deref(), Some("BAD_USER_INPUT"));
 }
+
+#[actix_web::test]
+async fn healthz_fails_once_the_registry_or_the_session_supervisor_is_gone() {
+    use chargegrid::actors::messages::Shutdown;
+    let live = |app: &crate::helpers::TestApp| {
+        let request = app.http.get(format!("{}/healthz", app.address)).send();
+        async move {
+            let response = request.await.expect("healthz");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("json"),
+            )
+        }
+    };
+    for (which, name) in [(0, "sessionSupervisor"), (1, "registry")] {
+        let app = spawn_app().await;
+        assert_eq!(live(&app).await.0, 200);
+        match which {
+            0 => app.ctx.sessions.do_send(Shutdown),
+            _ => app.ctx.registry.do_send(Shutdown),
+        }
+        let gone = app
+            .wait_until(std::time::Duration::from_secs(5), || async {
+                live(&app).await.0 == 503
+            })
+            .await;
+        assert!(gone, "{name} stopped but /healthz still says ok");
+        let (_, body) = live(&app).await;
+        assert_eq!(body["dead"], json!([name]), "{body}");
+    }
+}

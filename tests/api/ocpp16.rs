@@ -751,3 +751,55 @@ async fn a_handshake_beyond_the_admission_limit_waits_its_turn_then_is_told_when
     drop(busy);
     assert!(waiting.await.unwrap().is_ok());
 }
+
+/// `Decimal::MAX`: any scaling of it overflowed `rust_decimal` and panicked the charger actor.
+const DECIMAL_MAX: &str = "79228162514264337593543950335";
+
+#[actix_web::test]
+async fn absurd_meter_values_are_refused_with_a_call_error_and_the_connection_survives() {
+    let (app, _) = app_with_charger("CP-ABSURD").await;
+    let mut cp = connect16(app.port, "CP-ABSURD", Some(("CP-ABSURD", PASSWORD))).await;
+    cp.boot().await;
+    let sampled = |value: &str, unit: &str, phase: Option<&str>| {
+        let mut v =
+            json!({ "value": value, "unit": unit, "measurand": "Energy.Active.Import.Register" });
+        if let Some(p) = phase {
+            v["phase"] = json!(p);
+            v["measurand"] = json!("Power.Active.Import");
+        }
+        json!({ "connectorId": 1, "meterValue": [{ "timestamp": "2026-11-21T10:00:00Z", "sampledValue": [v] }] })
+    };
+    let cases = [
+        sampled(DECIMAL_MAX, "kWh", None),
+        sampled(DECIMAL_MAX, "kW", Some("L1")),
+        sampled("2000000000", "kWh", None),
+        sampled("-1e14", "Wh", None),
+    ];
+    for payload in cases {
+        let answer = cp.call("MeterValues", payload.clone()).await;
+        let (code, description) = answer.expect_err("an absurd value is refused");
+        assert_eq!(
+            code, "PropertyConstraintViolation",
+            "{payload}: {description}"
+        );
+        // the same socket still works
+        assert!(cp.call("Heartbeat", json!({})).await.is_ok());
+    }
+    // three phases each in range still sum without harm
+    let phases: Vec<Value> = ["L1", "L2", "L3"]
+        .iter()
+        .map(|p| json!({ "value": "999999999", "unit": "kW", "measurand": "Power.Active.Import", "phase": p }))
+        .collect();
+    let ok = cp
+        .call(
+            "MeterValues",
+            json!({ "connectorId": 1, "meterValue": [{ "timestamp": "2026-11-21T10:00:00Z", "sampledValue": phases }] }),
+        )
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM meter_values")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3, "only the in-range message is stored");
+}

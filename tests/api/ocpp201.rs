@@ -618,3 +618,37 @@ async fn notify_report_fills_the_device_model_that_operators_can_read() {
         .await;
     assert_eq!(error_code(&denied).as_deref(), Some("FORBIDDEN"));
 }
+
+#[actix_web::test]
+async fn absurd_meter_values_are_refused_with_a_call_error_and_the_connection_survives() {
+    let (app, _) = app_with_station("CS-ABSURD").await;
+    let mut cs = booted(&app, "CS-ABSURD").await;
+    let huge = json!({ "value": 1e26, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "kWh" } });
+    let scaled = json!({ "value": 7.9e27, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "Wh", "multiplier": 3 } });
+    let wild = json!({ "value": 5, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "Wh", "multiplier": 2147483647 } });
+    for sampled in [huge, scaled, wild] {
+        let meter = json!({ "evseId": 1, "meterValue": [{ "timestamp": "2026-11-21T10:00:00Z", "sampledValue": [sampled.clone()] }] });
+        let (code, description) = cs
+            .call("MeterValues", meter)
+            .await
+            .expect_err("an absurd value is refused");
+        assert_eq!(
+            code, "PropertyConstraintViolation",
+            "{sampled}: {description}"
+        );
+        let mut event = event("Updated", 1, "TX-ABSURD", "2026-11-21T10:00:00Z");
+        event["meterValue"] =
+            json!([{ "timestamp": "2026-11-21T10:00:00Z", "sampledValue": [sampled.clone()] }]);
+        let (code, _) = cs
+            .call("TransactionEvent", event)
+            .await
+            .expect_err("an absurd value is refused");
+        assert_eq!(code, "PropertyConstraintViolation", "{sampled}");
+        assert!(cs.call("Heartbeat", json!({})).await.is_ok());
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM meter_values")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}

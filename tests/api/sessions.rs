@@ -518,14 +518,14 @@ async fn a_crashed_session_actor_is_restarted_from_postgres() {
     let f = fixture().await;
     let mut cp = online_charger(&f.app, "CP-S1").await;
     let (session_id, id_tag, _) = start_accepted(&f, &mut cp).await;
-    let tid = charger_starts(&mut cp, &id_tag, 0).await;
-    f.app
-        .graphql(
-            "mutation($id: ID!) { updateSession(input: {sessionId: $id, maxEnergyKwh: 1}) { id } }",
-            json!({ "id": session_id }),
-            Some(&f.driver),
-        )
-        .await;
+    let _tid = charger_starts(&mut cp, &id_tag, 0).await;
+    // Postgres changes behind the actor's back (as another writer's commit would): only a
+    // restarted actor that reloads before deciding sees that the energy limit is already passed
+    sqlx::query("UPDATE sessions SET max_energy_kwh = 1, energy_kwh = 1.5 WHERE id = $1::uuid")
+        .bind(&session_id)
+        .execute(&f.app.db)
+        .await
+        .unwrap();
     let crashed = f
         .app
         .ctx
@@ -536,13 +536,7 @@ async fn a_crashed_session_actor_is_restarted_from_postgres() {
         .await
         .unwrap();
     assert!(crashed);
-    // the restarted actor still knows the limit (reloaded from Postgres) and enforces it
-    cp.call(
-        "MeterValues",
-        meter(tid, 1_500, 7_000, "2026-11-21T10:10:00Z"),
-    )
-    .await
-    .unwrap();
+    // the restarted actor reloaded the session and enforces the limit without any new reading
     let (id, action, _) = cp.next_server_call().await;
     assert_eq!(action, "RemoteStopTransaction");
     cp.reply(&id, json!({ "status": "Accepted" })).await;
@@ -572,6 +566,17 @@ async fn open_sessions_survive_a_server_restart() {
     f.app.stop().await;
     drop(cp);
     let restarted = spawn_with_settings(settings).await;
+    // the session's actor lives where its charger is: none until the charger is back
+    assert_eq!(
+        restarted
+            .ctx
+            .sessions
+            .send(SessionActorCount)
+            .await
+            .unwrap(),
+        0
+    );
+    let mut cp = connect16(restarted.port, "CP-S1", None).await;
     let rehydrated = restarted
         .wait_until(Duration::from_secs(5), || async {
             restarted
@@ -585,7 +590,6 @@ async fn open_sessions_survive_a_server_restart() {
         .await;
     assert!(rehydrated, "the open session did not get its actor back");
 
-    let mut cp = connect16(restarted.port, "CP-S1", None).await;
     cp.call("StopTransaction", json!({ "transactionId": tid, "meterStop": 9_500, "timestamp": "2026-11-21T10:50:00Z", "reason": "Local" }))
         .await
         .unwrap();

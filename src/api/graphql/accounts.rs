@@ -9,7 +9,7 @@ use super::error::{ApiError, ApiResult};
 use super::types::{AuthPayload, UserView};
 use crate::auth::password;
 use crate::auth::rate_limit::{self, Verdict};
-use crate::context::AppContext;
+use crate::context::{AppContext, CoreContext};
 use crate::domain::{Email, Money, Password, PersonName, Role, VehicleSpec};
 use crate::events::{outbox, Event};
 use crate::store::{refresh_tokens, users, vehicles, wallet};
@@ -68,7 +68,8 @@ impl AccountMutation {
             .transpose()?;
         limit_client(ctx, app, "register").await?;
         let user = create_user(
-            app,
+            &app.core(),
+            &app.event_source(),
             &email,
             &name,
             &password,
@@ -229,7 +230,8 @@ async fn limit_client(ctx: &Context<'_>, app: &AppContext, what: &str) -> ApiRes
 /// Creates an account (GraphQL `register` and `chargegrid user create`): the user, their idTag,
 /// an optional vehicle and USER_REGISTERED, in one transaction.
 pub async fn create_user(
-    app: &AppContext,
+    core: &CoreContext,
+    source: &str,
     email: &Email,
     name: &PersonName,
     password: &Password,
@@ -239,7 +241,7 @@ pub async fn create_user(
     let hash = password::hash(password.expose().to_string())
         .await
         .map_err(ApiError::internal)?;
-    let mut tx = app.db.begin().await.map_err(ApiError::internal)?;
+    let mut tx = core.db.begin().await.map_err(ApiError::internal)?;
     let user = users::insert(
         &mut tx,
         users::NewUser {
@@ -247,7 +249,7 @@ pub async fn create_user(
             name,
             password_hash: &hash,
             role,
-            currency: &app.settings.billing.currency,
+            currency: &core.settings.billing.currency,
         },
     )
     .await?;
@@ -261,7 +263,7 @@ pub async fn create_user(
             email: user.email.clone(),
         },
         user.created_at,
-        &app.event_source(),
+        source,
     )
     .await?;
     tx.commit().await.map_err(ApiError::internal)?;

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::authorize::{resolve, tag_info};
 use super::{enum_name, CallContext, Effect, Handled};
-use crate::ocpp::meter::{self, RawSample, Sample};
+use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::{decode, decode_shape};
 use crate::ocpp::CallFailure;
 use crate::store::chargers;
@@ -23,27 +23,24 @@ use crate::store::sessions::{self, TransactionStart};
 use crate::store::transactions::{self, SampleOwner, StartRequest};
 use crate::store::StoreError;
 
-/// Normalised samples of 1.6 meter values.
-pub fn samples(values: &[MeterValue]) -> Vec<Sample> {
-    values
-        .iter()
-        .flat_map(|mv| {
-            mv.sampled_value.iter().filter_map(move |sv| {
-                meter::normalise(
-                    mv.timestamp,
-                    &RawSample {
-                        value: sv.value.clone(),
-                        measurand: sv.measurand.as_ref().map(enum_name),
-                        phase: sv.phase.as_ref().map(enum_name),
-                        context: sv.context.as_ref().map(enum_name),
-                        location: sv.location.as_ref().map(enum_name),
-                        unit: sv.unit.as_ref().map(enum_name),
-                        multiplier: None,
-                    },
-                )
-            })
+/// Normalised samples of 1.6 meter values; a value no meter can show refuses them all.
+pub fn samples(values: &[MeterValue]) -> Result<Vec<Sample>, OutOfRange> {
+    meter::normalise_all(values.iter().flat_map(|mv| {
+        mv.sampled_value.iter().map(move |sv| {
+            (
+                mv.timestamp,
+                RawSample {
+                    value: sv.value.clone(),
+                    measurand: sv.measurand.as_ref().map(enum_name),
+                    phase: sv.phase.as_ref().map(enum_name),
+                    context: sv.context.as_ref().map(enum_name),
+                    location: sv.location.as_ref().map(enum_name),
+                    unit: sv.unit.as_ref().map(enum_name),
+                    multiplier: None,
+                },
+            )
         })
-        .collect()
+    }))
 }
 
 fn status_from_str(status: &str) -> AuthorizationStatus {
@@ -150,6 +147,7 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
                 .transaction_data
                 .as_deref()
                 .map(samples)
+                .transpose()?
                 .unwrap_or_default();
             transactions::insert_samples(
                 &mut tx,
@@ -196,7 +194,7 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
 pub async fn meter_values(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: MeterValuesRequest = decode_shape("MeterValues", payload)?;
     let connector_id = i32::try_from(req.connector_id).map_err(CallFailure::internal)?;
-    let samples = samples(&req.meter_value);
+    let samples = samples(&req.meter_value)?;
     let record = match req.transaction_id {
         Some(id) => transactions::find_v16(&ctx.app.db, &ctx.charger_id, id)
             .await

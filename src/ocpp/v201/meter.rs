@@ -7,39 +7,36 @@ use rust_ocpp::v2_0_1::messages::meter_values::{MeterValuesRequest, MeterValuesR
 use serde_json::Value;
 
 use crate::ocpp::handler::{enum_name, CallContext, Handled};
-use crate::ocpp::meter::{self, RawSample, Sample};
+use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::decode_shape;
 use crate::ocpp::CallFailure;
 use crate::store::transaction_events;
 use crate::store::{sessions, transactions};
 
-/// Normalised samples of 2.0.1 meter values.
-pub fn samples(values: &[MeterValueType]) -> Vec<Sample> {
-    values
-        .iter()
-        .flat_map(|mv| {
-            mv.sampled_value.iter().filter_map(move |sv| {
-                let unit = sv.unit_of_measure.as_ref();
-                meter::normalise(
-                    mv.timestamp,
-                    &RawSample {
-                        value: sv.value.to_string(),
-                        measurand: sv.measurand.as_ref().map(enum_name),
-                        phase: sv.phase.as_ref().map(enum_name),
-                        context: sv.context.as_ref().map(enum_name),
-                        location: sv.location.as_ref().map(enum_name),
-                        unit: unit.and_then(|u| u.unit.clone()),
-                        multiplier: unit.and_then(|u| u.multiplier),
-                    },
-                )
-            })
+/// Normalised samples of 2.0.1 meter values; a value no meter can show refuses them all.
+pub fn samples(values: &[MeterValueType]) -> Result<Vec<Sample>, OutOfRange> {
+    meter::normalise_all(values.iter().flat_map(|mv| {
+        mv.sampled_value.iter().map(move |sv| {
+            let unit = sv.unit_of_measure.as_ref();
+            (
+                mv.timestamp,
+                RawSample {
+                    value: sv.value.to_string(),
+                    measurand: sv.measurand.as_ref().map(enum_name),
+                    phase: sv.phase.as_ref().map(enum_name),
+                    context: sv.context.as_ref().map(enum_name),
+                    location: sv.location.as_ref().map(enum_name),
+                    unit: unit.and_then(|u| u.unit.clone()),
+                    multiplier: unit.and_then(|u| u.multiplier),
+                },
+            )
         })
-        .collect()
+    }))
 }
 
 pub async fn meter_values(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: MeterValuesRequest = decode_shape("MeterValues", payload)?;
-    let samples = samples(&req.meter_value);
+    let samples = samples(&req.meter_value)?;
     let running = transaction_events::running_on_evse(&ctx.app.db, &ctx.charger_id, req.evse_id)
         .await
         .map_err(CallFailure::internal)?;
@@ -96,7 +93,7 @@ mod tests {
             ]
         }]))
         .unwrap_or_default();
-        let samples = samples(&values);
+        let samples = samples(&values).unwrap_or_default();
         assert_eq!(samples.len(), 3);
         let reading = meter::reading(&samples);
         assert_eq!(reading.energy_wh, Some(Decimal::from(12500)));
@@ -111,7 +108,7 @@ mod tests {
             "sampledValue": [{ "value": 1500 }]
         }]))
         .unwrap_or_default();
-        let reading = meter::reading(&samples(&values));
+        let reading = meter::reading(&samples(&values).unwrap_or_default());
         assert_eq!(reading.energy_wh, Some(Decimal::from(1500)));
     }
 }

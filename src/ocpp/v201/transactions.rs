@@ -88,7 +88,7 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         Some(token) => Some(resolve(&ctx.app.db, token).await.map_err(unanswered)?),
         None => None,
     };
-    let samples = samples(req.meter_value.as_deref().unwrap_or_default());
+    let samples = samples(req.meter_value.as_deref().unwrap_or_default())?;
     let reading = meter::reading(&samples);
     let start_wh = start_register(&samples, &req.event_type, &reading);
     let mut tx = ctx.app.db.begin().await.map_err(|e| unanswered(e.into()))?;
