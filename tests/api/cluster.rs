@@ -343,3 +343,41 @@ async fn a_password_verified_on_one_replica_is_not_verified_with_argon2_again_on
     let _cp = connect16(b.port, "CP-AUTH", Some(("CP-AUTH", "second-password-002"))).await;
     assert_eq!(auth_checks(&b, "argon2"), 1);
 }
+
+#[actix_web::test]
+async fn a_charger_actor_that_died_without_unregistering_is_pruned_and_its_lease_released() {
+    use chargegrid::actors::messages::RegisterCharger;
+    let app = spawn_app_with(|s| {
+        s.node_id = "replica-prune".into();
+        s.cluster.lease_ms = 900;
+    })
+    .await;
+    // an address whose actor is gone (its mailbox dropped), as after a panic in the actor
+    let (tx, rx) = actix::dev::channel::channel::<chargegrid::actors::ChargerActor>(16);
+    drop(rx);
+    app.ctx.registry.do_send(RegisterCharger {
+        charger_id: "CP-GHOST".into(),
+        connection_id: uuid::Uuid::new_v4(),
+        addr: actix::Addr::new(tx),
+    });
+    let claimed = app
+        .wait_until(Duration::from_secs(5), || async {
+            owner_node(&app, "CP-GHOST").await.as_deref() == Some("replica-prune")
+        })
+        .await;
+    assert!(claimed, "the registration never claimed the lease");
+    // the next renewal forgets the dead actor instead of renewing its lease
+    let released = app
+        .wait_until(Duration::from_secs(5), || async {
+            owner_node(&app, "CP-GHOST").await.is_none()
+        })
+        .await;
+    assert!(released, "the lease of a dead actor is still renewed");
+    let connected = app
+        .ctx
+        .registry
+        .send(chargegrid::actors::messages::ConnectedChargers)
+        .await
+        .unwrap();
+    assert!(connected.is_empty(), "{connected:?}");
+}
