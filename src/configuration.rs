@@ -220,6 +220,9 @@ pub struct OcppSettings {
     pub offline_grace_secs: u64,
     /// Interval of WebSocket pings to the charger.
     pub ping_interval_secs: u64,
+    /// Writers that group-commit transaction messages, each one batch at a time on its own
+    /// connection; a charger always uses the same one (its messages stay in order).
+    pub transaction_writer_shards: usize,
 }
 
 /// The OpenChargeMap mirror sync and the station search built on it.
@@ -396,6 +399,7 @@ impl Default for OcppSettings {
             call_timeout_secs: 30,
             offline_grace_secs: 600,
             ping_interval_secs: 60,
+            transaction_writer_shards: 2,
         }
     }
 }

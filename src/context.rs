@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::ocm::search::StationIndexHandle;
 use crate::store::amqp::Amqp;
 use crate::store::charger_writer::ChargerWriter;
+use crate::store::transaction_writer::TransactionWriter;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +60,9 @@ pub struct AppContext {
     /// Batched writes of connected chargers (presence, boot, status) and the batched look-ups
     /// of connecting ones, on a pool of their own.
     pub charger_store: ChargerWriter,
+    /// The durable path of transaction messages: group-committed batches on a pool of their
+    /// own, answered after their commit.
+    pub transactions: TransactionWriter,
     /// Live changes for GraphQL subscriptions.
     pub live: LiveBus,
     /// Commands for chargers held by other replicas.

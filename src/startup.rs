@@ -31,6 +31,7 @@ use crate::store::charger_writer::ChargerWriter;
 use crate::store::mongo::MongoSetupError;
 use crate::store::postgres::{self, PostgresError};
 use crate::store::redis::RedisSetupError;
+use crate::store::transaction_writer::TransactionWriter;
 use crate::workers::WorkerKind;
 use secrecy::ExposeSecret;
 use tokio::sync::Semaphore;
@@ -245,6 +246,25 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
             })),
         )
     };
+    // transaction messages commit in groups on connections of their own: one per shard (a
+    // shard runs one batch at a time)
+    let transactions = {
+        let shards = settings.ocpp.transaction_writer_shards.max(1);
+        let mut database = settings.database.clone();
+        database.max_connections = u32::try_from(shards).unwrap_or(u32::MAX);
+        let observed = metrics.clone();
+        TransactionWriter::start(
+            crate::store::postgres::connect(&database).await?,
+            shards,
+            format!("chargegrid-serve/{}", settings.node_id),
+            Some(Arc::new(move |n| {
+                observed
+                    .store_batch_size
+                    .with_label_values(&["transactions"])
+                    .observe(n as f64)
+            })),
+        )
+    };
     let charger_auth = Arc::new(ChargerAuthCache::new(
         jwt_secret.expose_secret().as_bytes(),
         Some((redis.clone(), settings.redis.key_prefix.clone())),
@@ -261,6 +281,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         registry: Registry::default().start(),
         charger_auth,
         charger_store,
+        transactions,
         live: LiveBus::default(),
         sessions: sessions.clone(),
         rpc,

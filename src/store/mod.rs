@@ -18,6 +18,7 @@ pub mod sessions;
 pub mod station_cache;
 pub mod stations;
 pub mod transaction_events;
+pub mod transaction_writer;
 pub mod transactions;
 pub mod users;
 pub mod vehicles;

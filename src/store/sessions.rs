@@ -352,6 +352,59 @@ fn energy_kwh(meter_start_wh: Option<Decimal>, meter_wh: Decimal) -> Decimal {
         .round_dp(3)
 }
 
+/// One meter reading of a session, for `record_readings`.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub session_id: Uuid,
+    pub meter_wh: Option<Decimal>,
+    pub power_w: Option<Decimal>,
+}
+
+/// Records readings of open sessions (each session at most once) in one statement, with the
+/// rules of `record_reading`: the register only moves forward, a transaction without a start
+/// register takes its first reading as the start, energy is never negative. Returns the rows
+/// that changed; no events (the caller decides which changes get one).
+pub async fn record_readings(
+    tx: &mut Tx<'_>,
+    readings: &[Reading],
+) -> Result<Vec<SessionRecord>, StoreError> {
+    if readings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = readings.iter().map(|r| r.session_id).collect();
+    let meters: Vec<Option<Decimal>> = readings.iter().map(|r| r.meter_wh).collect();
+    let powers: Vec<Option<Decimal>> = readings.iter().map(|r| r.power_w).collect();
+    Ok(sqlx::query_as::<_, SessionRecord>(&format!(
+        "UPDATE sessions s SET meter_start_wh = c.meter_start, meter_last_wh = c.meter_last, \
+             energy_kwh = c.energy, power_kw = c.power_kw, updated_at = clock_timestamp() \
+         FROM ( \
+             SELECT x.id, x.meter_start, x.meter_last, x.power_kw, \
+                 GREATEST(0, round((COALESCE(x.meter_last, 0) - COALESCE(x.meter_start, x.meter_last, 0)) / 1000, 3)) AS energy \
+             FROM ( \
+                 SELECT cur.id, COALESCE(cur.meter_start_wh, r.meter_wh) AS meter_start, \
+                     CASE WHEN r.meter_wh IS NULL OR r.meter_wh < cur.meter_last_wh THEN cur.meter_last_wh \
+                          ELSE r.meter_wh END AS meter_last, \
+                     COALESCE((r.power_w / 1000)::float8, cur.power_kw) AS power_kw \
+                 FROM unnest($1::uuid[], $2::numeric[], $3::numeric[]) AS r(id, meter_wh, power_w) \
+                 JOIN sessions cur ON cur.id = r.id AND cur.status IN ('IN_PROGRESS', 'STOPPING') \
+             ) x \
+         ) c \
+         WHERE s.id = c.id AND (s.meter_start_wh, s.meter_last_wh, s.energy_kwh, s.power_kw) \
+             IS DISTINCT FROM (c.meter_start, c.meter_last, c.energy, c.power_kw) \
+         RETURNING {}",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(&ids)
+    .bind(&meters)
+    .bind(&powers)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 /// Records a meter reading of an open session. Emits SESSION_UPDATED when something changed.
 pub async fn record_reading(
     tx: &mut Tx<'_>,

@@ -203,3 +203,84 @@ pub async fn insert_samples(
     builder.build().execute(&mut **tx).await?;
     Ok(())
 }
+
+/// The row id and session of 1.6 transactions, by (charger, our transactionId), in one
+/// statement. A transactionId of another charger is not found.
+pub async fn find_v16_many(
+    tx: &mut Tx<'_>,
+    keys: &[(String, i32)],
+) -> Result<std::collections::HashMap<(String, i32), (i64, Option<Uuid>)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let (chargers, ids): (Vec<&str>, Vec<i32>) = keys.iter().map(|(c, t)| (c.as_str(), *t)).unzip();
+    let rows: Vec<(String, i32, i64, Option<Uuid>)> = sqlx::query_as(
+        "SELECT t.charger_id, t.transaction_id, t.id, t.session_id FROM charger_transactions t \
+         JOIN unnest($1::text[], $2::int4[]) AS k(charger_id, transaction_id) \
+             ON t.transaction_id = k.transaction_id AND t.charger_id = k.charger_id",
+    )
+    .bind(&chargers)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(c, t, pk, session)| ((c, t), (pk, session)))
+        .collect())
+}
+
+/// Inserts samples of many messages in one statement (arrays, so its text is the same
+/// whatever the number of rows and it is prepared once).
+pub async fn insert_samples_many(
+    tx: &mut Tx<'_>,
+    rows: &[(SampleOwner<'_>, &Sample)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len();
+    let mut chargers = Vec::with_capacity(n);
+    let mut connectors = Vec::with_capacity(n);
+    let mut pks = Vec::with_capacity(n);
+    let mut sessions = Vec::with_capacity(n);
+    let mut at = Vec::with_capacity(n);
+    let mut measurands = Vec::with_capacity(n);
+    let mut phases = Vec::with_capacity(n);
+    let mut contexts = Vec::with_capacity(n);
+    let mut locations = Vec::with_capacity(n);
+    let mut units = Vec::with_capacity(n);
+    let mut values = Vec::with_capacity(n);
+    for (owner, s) in rows {
+        chargers.push(owner.charger_id);
+        connectors.push(owner.connector_id);
+        pks.push(owner.transaction_pk);
+        sessions.push(owner.session_id);
+        at.push(s.sampled_at);
+        measurands.push(s.measurand.as_str());
+        phases.push(s.phase.as_deref());
+        contexts.push(s.context.as_str());
+        locations.push(s.location.as_deref());
+        units.push(s.unit.as_str());
+        values.push(s.value);
+    }
+    sqlx::query(
+        "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, \
+             measurand, phase, context, location, unit, value) \
+         SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::uuid[], $5::timestamptz[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[])",
+    )
+    .bind(&chargers)
+    .bind(&connectors)
+    .bind(&pks)
+    .bind(&sessions)
+    .bind(&at)
+    .bind(&measurands)
+    .bind(&phases)
+    .bind(&contexts)
+    .bind(&locations)
+    .bind(&units)
+    .bind(&values)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -19,3 +19,4 @@ mod replicas;
 mod sessions;
 mod startup;
 mod subscriptions;
+mod transaction_writer;

@@ -14,12 +14,13 @@ use rust_ocpp::v1_6::types::{AuthorizationStatus, MeterValue};
 use serde_json::Value;
 
 use super::authorize::{resolve, tag_info};
-use super::{enum_name, CallContext, Effect, Handled};
+use super::{enum_name, CallContext, Handled};
 use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::{decode, decode_shape};
 use crate::ocpp::CallFailure;
 use crate::store::chargers;
 use crate::store::sessions::{self, TransactionStart};
+use crate::store::transaction_writer::{MeterOwner, MeterWrite};
 use crate::store::transactions::{self, SampleOwner, StartRequest};
 use crate::store::StoreError;
 
@@ -62,42 +63,53 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
         .await
         .map_err(unanswered)?;
     let status_name = enum_name(&status);
-    let mut tx = ctx.app.db.begin().await.map_err(|e| unanswered(e.into()))?;
-    let started = transactions::start_v16(
-        &mut tx,
-        &StartRequest {
-            charger_id: &ctx.charger_id,
-            connector_id,
-            id_tag: &req.id_tag,
-            started_at: req.timestamp,
-            meter_start_wh: Decimal::from(req.meter_start),
-            id_tag_status: &status_name,
-        },
-    )
-    .await
-    .map_err(unanswered)?;
-    let session = match user {
-        Some(user_id) if status == AuthorizationStatus::Accepted && !started.duplicate => {
-            sessions::start_from_transaction(
-                &mut tx,
-                &TransactionStart {
-                    charger_id: &ctx.charger_id,
-                    connector_id,
-                    id_tag: &req.id_tag,
-                    user_id,
-                    started_at: req.timestamp,
-                    meter_start_wh: Some(Decimal::from(req.meter_start)),
-                    transaction_pk: started.pk,
-                    remote_start_id: None,
-                    source: &ctx.app.event_source(),
-                },
-            )
-            .await
-            .map_err(unanswered)?
-        }
-        _ => None,
-    };
-    tx.commit().await.map_err(|e| unanswered(e.into()))?;
+    let accepted = status == AuthorizationStatus::Accepted;
+    let (charger_id, source) = (ctx.charger_id.clone(), ctx.app.event_source());
+    let (id_tag, started_at) = (req.id_tag.clone(), req.timestamp);
+    let meter_start = Decimal::from(req.meter_start);
+    // stored in the next group commit; answered only once it committed
+    let (started, session) = ctx
+        .app
+        .transactions
+        .run(&ctx.charger_id, move |tx| {
+            Box::pin(async move {
+                let started = transactions::start_v16(
+                    tx,
+                    &StartRequest {
+                        charger_id: &charger_id,
+                        connector_id,
+                        id_tag: &id_tag,
+                        started_at,
+                        meter_start_wh: meter_start,
+                        id_tag_status: &status_name,
+                    },
+                )
+                .await?;
+                let session = match user {
+                    Some(user_id) if accepted && !started.duplicate => {
+                        sessions::start_from_transaction(
+                            tx,
+                            &TransactionStart {
+                                charger_id: &charger_id,
+                                connector_id,
+                                id_tag: &id_tag,
+                                user_id,
+                                started_at,
+                                meter_start_wh: Some(meter_start),
+                                transaction_pk: started.pk,
+                                remote_start_id: None,
+                                source: &source,
+                            },
+                        )
+                        .await?
+                    }
+                    _ => None,
+                };
+                Ok((started, session))
+            })
+        })
+        .await
+        .map_err(unanswered)?;
     tracing::info!(
         charger_id = %ctx.charger_id,
         transaction_id = started.transaction_id,
@@ -108,10 +120,7 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
         id_tag_info: tag_info(status_from_str(&started.id_tag_status)),
         transaction_id: started.transaction_id,
     })?;
-    Ok(match session {
-        Some(session) => handled.with(Effect::Session(Box::new(session))),
-        None => handled,
-    })
+    Ok(handled.with_session(session))
 }
 
 pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
@@ -127,118 +136,88 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
         .as_ref()
         .map(enum_name)
         .unwrap_or_else(|| "Local".into());
-    let mut tx = ctx.app.db.begin().await.map_err(|e| unanswered(e.into()))?;
-    let existing = transactions::lock_v16(&mut tx, &ctx.charger_id, req.transaction_id)
+    let samples = req
+        .transaction_data
+        .as_deref()
+        .map(samples)
+        .transpose()?
+        .unwrap_or_default();
+    let (charger_id, source) = (ctx.charger_id.clone(), ctx.app.event_source());
+    let (transaction_id, stopped_at) = (req.transaction_id, req.timestamp);
+    let meter_stop = Decimal::from(req.meter_stop);
+    let session = ctx
+        .app
+        .transactions
+        .run(&ctx.charger_id, move |tx| {
+            Box::pin(async move {
+                let existing = transactions::lock_v16(tx, &charger_id, transaction_id).await?;
+                let record = match existing {
+                    None => {
+                        chargers::record_report(tx, &charger_id, "UnknownStopTransaction", &payload)
+                            .await?;
+                        tracing::warn!(charger_id = %charger_id, transaction_id, "StopTransaction for an unknown transaction recorded for reconciliation");
+                        return Ok(None);
+                    }
+                    Some(record) if record.stopped_at.is_some() => {
+                        tracing::info!(charger_id = %charger_id, transaction_id, "repeated StopTransaction ignored");
+                        return Ok(None);
+                    }
+                    Some(record) => record,
+                };
+                transactions::insert_samples(
+                    tx,
+                    SampleOwner {
+                        charger_id: &charger_id,
+                        connector_id: record.connector_id,
+                        transaction_pk: Some(record.id),
+                        session_id: record.session_id,
+                    },
+                    &samples,
+                )
+                .await?;
+                transactions::stop(tx, record.id, stopped_at, meter_stop, &reason).await?;
+                match record.session_id {
+                    Some(session_id) => {
+                        sessions::complete(
+                            tx,
+                            session_id,
+                            stopped_at,
+                            Some(meter_stop),
+                            &reason,
+                            &source,
+                        )
+                        .await
+                    }
+                    None => Ok(None),
+                }
+            })
+        })
         .await
         .map_err(unanswered)?;
-    let mut handled = Handled::reply(&StopTransactionResponse { id_tag_info })?;
-    match existing {
-        None => {
-            chargers::record_report(&mut tx, &ctx.charger_id, "UnknownStopTransaction", &payload)
-                .await
-                .map_err(unanswered)?;
-            tracing::warn!(charger_id = %ctx.charger_id, transaction_id = req.transaction_id, "StopTransaction for an unknown transaction recorded for reconciliation");
-        }
-        Some(record) if record.stopped_at.is_some() => {
-            tracing::info!(charger_id = %ctx.charger_id, transaction_id = req.transaction_id, "repeated StopTransaction ignored");
-        }
-        Some(record) => {
-            let samples = req
-                .transaction_data
-                .as_deref()
-                .map(samples)
-                .transpose()?
-                .unwrap_or_default();
-            transactions::insert_samples(
-                &mut tx,
-                SampleOwner {
-                    charger_id: &ctx.charger_id,
-                    connector_id: record.connector_id,
-                    transaction_pk: Some(record.id),
-                    session_id: record.session_id,
-                },
-                &samples,
-            )
-            .await
-            .map_err(unanswered)?;
-            transactions::stop(
-                &mut tx,
-                record.id,
-                req.timestamp,
-                Decimal::from(req.meter_stop),
-                &reason,
-            )
-            .await
-            .map_err(unanswered)?;
-            if let Some(session_id) = record.session_id {
-                let completed = sessions::complete(
-                    &mut tx,
-                    session_id,
-                    req.timestamp,
-                    Some(Decimal::from(req.meter_stop)),
-                    &reason,
-                    &ctx.app.event_source(),
-                )
-                .await
-                .map_err(unanswered)?;
-                if let Some(session) = completed {
-                    handled = handled.with(Effect::Session(Box::new(session)));
-                }
-            }
-        }
-    }
-    tx.commit().await.map_err(|e| unanswered(e.into()))?;
-    Ok(handled)
+    Ok(Handled::reply(&StopTransactionResponse { id_tag_info })?.with_session(session))
 }
 
 pub async fn meter_values(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: MeterValuesRequest = decode_shape("MeterValues", payload)?;
     let connector_id = i32::try_from(req.connector_id).map_err(CallFailure::internal)?;
     let samples = samples(&req.meter_value)?;
-    let record = match req.transaction_id {
-        Some(id) => transactions::find_v16(&ctx.app.db, &ctx.charger_id, id)
-            .await
-            .map_err(CallFailure::internal)?,
-        None => None,
-    };
-    let mut tx = ctx.app.db.begin().await.map_err(CallFailure::internal)?;
-    transactions::insert_samples(
-        &mut tx,
-        SampleOwner {
-            charger_id: &ctx.charger_id,
-            connector_id,
-            transaction_pk: record.as_ref().map(|r| r.id),
-            session_id: record.as_ref().and_then(|r| r.session_id),
-        },
-        &samples,
-    )
-    .await
-    .map_err(CallFailure::internal)?;
     let reading = meter::reading(&samples);
-    let session = match (
-        record.as_ref().and_then(|r| r.session_id),
-        samples.iter().map(|s| s.sampled_at).max(),
-    ) {
-        (Some(session_id), Some(sampled_at))
-            if reading.energy_wh.is_some() || reading.power_w.is_some() =>
-        {
-            sessions::record_reading(
-                &mut tx,
-                session_id,
-                reading.energy_wh,
-                reading.power_w,
-                sampled_at,
-                &ctx.app.event_source(),
-            )
-            .await
-            .map_err(CallFailure::internal)?
-        }
-        _ => None,
+    let owner = match req.transaction_id {
+        Some(id) => MeterOwner::V16TransactionId(id),
+        None => MeterOwner::None,
     };
-    tx.commit().await.map_err(CallFailure::internal)?;
-    let handled = Handled::reply(&MeterValuesResponse {})?;
-    Ok(match session {
-        Some(session) => handled.with(Effect::Session(Box::new(session))),
-        None => handled,
-    })
+    // set-based in the next group commit; answered only once it committed
+    let session = ctx
+        .app
+        .transactions
+        .meter(MeterWrite {
+            charger_id: ctx.charger_id.clone(),
+            connector_id,
+            owner,
+            samples,
+            reading,
+        })
+        .await
+        .map_err(CallFailure::internal)?;
+    Ok(Handled::reply(&MeterValuesResponse {})?.with_session(session))
 }

@@ -11,7 +11,7 @@ use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::decode_shape;
 use crate::ocpp::CallFailure;
 use crate::store::transaction_events;
-use crate::store::{sessions, transactions};
+use crate::store::transaction_writer::{MeterOwner, MeterWrite};
 
 /// Normalised samples of 2.0.1 meter values; a value no meter can show refuses them all.
 pub fn samples(values: &[MeterValueType]) -> Result<Vec<Sample>, OutOfRange> {
@@ -40,39 +40,27 @@ pub async fn meter_values(ctx: &CallContext, payload: Value) -> Result<Handled, 
     let running = transaction_events::running_on_evse(&ctx.app.db, &ctx.charger_id, req.evse_id)
         .await
         .map_err(CallFailure::internal)?;
-    let session_id = running.as_ref().and_then(|r| r.session_id);
-    let mut tx = ctx.app.db.begin().await.map_err(CallFailure::internal)?;
-    transactions::insert_samples(
-        &mut tx,
-        transactions::SampleOwner {
-            charger_id: &ctx.charger_id,
-            connector_id: req.evse_id,
-            transaction_pk: running.as_ref().map(|r| r.id),
-            session_id,
+    let owner = match running {
+        Some(r) => MeterOwner::Known {
+            transaction_pk: r.id,
+            session_id: r.session_id,
         },
-        &samples,
-    )
-    .await
-    .map_err(CallFailure::internal)?;
-    let reading = meter::reading(&samples);
-    let session = match (session_id, samples.iter().map(|s| s.sampled_at).max()) {
-        (Some(session_id), Some(sampled_at))
-            if reading.energy_wh.is_some() || reading.power_w.is_some() =>
-        {
-            sessions::record_reading(
-                &mut tx,
-                session_id,
-                reading.energy_wh,
-                reading.power_w,
-                sampled_at,
-                &ctx.app.event_source(),
-            )
-            .await
-            .map_err(CallFailure::internal)?
-        }
-        _ => None,
+        None => MeterOwner::None,
     };
-    tx.commit().await.map_err(CallFailure::internal)?;
+    let reading = meter::reading(&samples);
+    // set-based in the next group commit; answered only once it committed
+    let session = ctx
+        .app
+        .transactions
+        .meter(MeterWrite {
+            charger_id: ctx.charger_id.clone(),
+            connector_id: req.evse_id,
+            owner,
+            samples,
+            reading,
+        })
+        .await
+        .map_err(CallFailure::internal)?;
     Ok(Handled::reply(&MeterValuesResponse {})?.with_session(session))
 }
 

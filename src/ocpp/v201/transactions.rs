@@ -91,9 +91,68 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
     let samples = samples(req.meter_value.as_deref().unwrap_or_default())?;
     let reading = meter::reading(&samples);
     let start_wh = start_register(&samples, &req.event_type, &reading);
-    let mut tx = ctx.app.db.begin().await.map_err(|e| unanswered(e.into()))?;
+    let answer = Handled::reply(&TransactionEventResponse {
+        id_token_info: token.as_ref().map(|t| token_info(t.status.clone())),
+        ..Default::default()
+    })?;
+    let job_ctx = ctx.clone();
+    let transaction_ref = req.transaction_info.transaction_id.clone();
+    let seq_no = req.seq_no;
+    // stored in the next group commit; answered only once it committed
+    let (stored, event, offline) = ctx
+        .app
+        .transactions
+        .run(&ctx.charger_id, move |tx| {
+            Box::pin(async move {
+                store_event(
+                    &job_ctx,
+                    tx,
+                    &req,
+                    token.as_ref(),
+                    &samples,
+                    &reading,
+                    start_wh,
+                )
+                .await
+                .map(|session| {
+                    (
+                        session,
+                        enum_name(&req.event_type),
+                        req.offline.unwrap_or(false),
+                    )
+                })
+            })
+        })
+        .await
+        .map_err(unanswered)?;
+    let Some(session) = stored else {
+        tracing::info!(charger_id = %ctx.charger_id, %transaction_ref, seq_no, "repeated TransactionEvent answered without changes");
+        return Ok(answer);
+    };
+    tracing::info!(
+        charger_id = %ctx.charger_id,
+        %transaction_ref,
+        %event,
+        seq_no,
+        offline,
+        "TransactionEvent stored"
+    );
+    Ok(answer.with_session(session))
+}
+
+/// Stores one event within the batch's transaction: `None` for a repeated seqNo (nothing
+/// written), else the session as the event left it.
+async fn store_event(
+    ctx: &CallContext,
+    tx: &mut Tx<'_>,
+    req: &TransactionEventRequest,
+    token: Option<&Resolved>,
+    samples: &[meter::Sample],
+    reading: &Reading,
+    start_wh: Option<Decimal>,
+) -> Result<Option<Option<SessionRecord>>, StoreError> {
     let (transaction, created) = transaction_events::lock_or_create(
-        &mut tx,
+        tx,
         &FirstEvent {
             charger_id: &ctx.charger_id,
             transaction_ref: &req.transaction_info.transaction_id,
@@ -102,16 +161,9 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
             meter_start_wh: start_wh,
         },
     )
-    .await
-    .map_err(unanswered)?;
-    let answer = Handled::reply(&TransactionEventResponse {
-        id_token_info: token.as_ref().map(|t| token_info(t.status.clone())),
-        ..Default::default()
-    })?;
+    .await?;
     let Some(seq) = transaction.seq().receive(req.seq_no) else {
-        // nothing to write: the rollback on drop releases the row lock
-        tracing::info!(charger_id = %ctx.charger_id, transaction_ref = %req.transaction_info.transaction_id, seq_no = req.seq_no, "repeated TransactionEvent answered without changes");
-        return Ok(answer);
+        return Ok(None);
     };
     if seq.gaps.len() > transaction.seq_gaps.len() {
         tracing::warn!(charger_id = %ctx.charger_id, transaction_ref = %req.transaction_info.transaction_id, gaps = ?seq.gaps, "TransactionEvent seqNo gap");
@@ -119,29 +171,15 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
     let offline = req.offline.unwrap_or(false);
     let started = (req.event_type == TransactionEventEnumType::Started && !created)
         .then_some((req.timestamp, start_wh));
-    transaction_events::record_event(&mut tx, transaction.record.id, &seq, offline, started)
-        .await
-        .map_err(unanswered)?;
+    transaction_events::record_event(tx, transaction.record.id, &seq, offline, started).await?;
     let event = Event {
-        req: &req,
-        token: token.as_ref(),
-        reading: &reading,
+        req,
+        token,
+        reading,
         start_wh,
-        samples: &samples,
+        samples,
     };
-    let session = apply(ctx, &mut tx, &event, &transaction)
-        .await
-        .map_err(unanswered)?;
-    tx.commit().await.map_err(|e| unanswered(e.into()))?;
-    tracing::info!(
-        charger_id = %ctx.charger_id,
-        transaction_ref = %req.transaction_info.transaction_id,
-        event = %enum_name(&req.event_type),
-        seq_no = req.seq_no,
-        offline,
-        "TransactionEvent stored"
-    );
-    Ok(answer.with_session(session))
+    apply(ctx, tx, &event, &transaction).await.map(Some)
 }
 
 /// A decoded event with what was derived from it.

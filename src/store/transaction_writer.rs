@@ -1,0 +1,429 @@
+//! The durable path of transaction messages (1.6 StartTransaction, MeterValues and
+//! StopTransaction, 2.0.1 TransactionEvent and MeterValues): every write a charger's
+//! transaction message makes goes through batching writers that share one commit per batch
+//! (group commit). A message is answered only after the batch holding it committed, so
+//! store-before-ack holds while PostgreSQL pays one commit for many messages.
+//!
+//! Two kinds of item share a batch:
+//! - `MeterWrite` (most of the traffic) runs set-based: the 1.6 transaction look-ups, every
+//!   sample of every message, the sessions' new readings and their SESSION_UPDATED events are
+//!   one statement each, whatever the batch size.
+//! - A job (Start/Stop/TransactionEvent, whose logic branches on what is stored) runs its own
+//!   statements inside the batch's transaction, behind a savepoint.
+//!
+//! Order: items are sharded by charger (one shard's batches run one at a time), and a charger
+//! sends its next call only after this one was answered, so a charger's messages are applied in
+//! the order it sent them. A session appearing twice in one batch is updated in two rounds.
+//!
+//! Failure: a job that fails is rolled back to its savepoint and fails alone. A set-based
+//! statement that fails is rolled back and its messages are retried one by one behind
+//! savepoints, so only the culprit fails. A failed commit fails the whole batch: nothing was
+//! answered, so the chargers send their messages again.
+//!
+//! SESSION_UPDATED events from readings are coalesced: at most one per session per
+//! `UPDATE_EVENT_INTERVAL` (live updates are throttled to the same second). The session row is
+//! updated on every reading, and status changes always emit their own events.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::batch::{BatchFuture, BatchObserver, Batcher};
+use super::sessions::{self, SessionRecord};
+use super::transactions::{self, SampleOwner};
+use super::{StoreError, Tx};
+use crate::events::{outbox, Event};
+use crate::ocpp::meter::{Reading, Sample};
+
+/// The most items one batch takes (bounds statement size and transaction length).
+const MAX_BATCH: usize = 2_000;
+/// At most one SESSION_UPDATED per session this often (status changes are not coalesced).
+pub const UPDATE_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whose transaction a meter message belongs to.
+#[derive(Debug, Clone)]
+pub enum MeterOwner {
+    /// 1.6: our integer transactionId as the charger sent it; looked up in the batch.
+    V16TransactionId(i32),
+    /// Already known (2.0.1: the transaction running on the EVSE).
+    Known {
+        transaction_pk: i64,
+        session_id: Option<Uuid>,
+    },
+    /// No transaction: the samples are stored on the charger alone.
+    None,
+}
+
+/// A MeterValues message: its samples and the reading they give.
+#[derive(Debug, Clone)]
+pub struct MeterWrite {
+    pub charger_id: String,
+    pub connector_id: i32,
+    pub owner: MeterOwner,
+    pub samples: Vec<Sample>,
+    pub reading: Reading,
+}
+
+type JobOutput = Box<dyn Any + Send>;
+type JobFn = Box<
+    dyn for<'a> FnOnce(&'a mut Tx<'static>) -> BoxFuture<'a, Result<JobOutput, StoreError>> + Send,
+>;
+
+enum Item {
+    Meter(MeterWrite),
+    Job(JobFn),
+}
+
+enum Outcome {
+    /// The session snapshot when the reading changed it.
+    Meter(Option<Box<SessionRecord>>),
+    Job(JobOutput),
+}
+
+type Shard = Batcher<Item, Result<Outcome, StoreError>>;
+
+/// The submitting side: cheap to clone.
+#[derive(Clone)]
+pub struct TransactionWriter {
+    shards: Arc<Vec<Shard>>,
+}
+
+impl TransactionWriter {
+    /// Starts `shards` writers (each one batch at a time) on `pool`; events name `source`.
+    pub fn start(
+        pool: PgPool,
+        shards: usize,
+        source: String,
+        observe: Option<BatchObserver>,
+    ) -> Self {
+        let throttle = Arc::new(Mutex::new(Throttle::default()));
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let (pool, source, throttle) = (pool.clone(), source.clone(), throttle.clone());
+                Batcher::start(MAX_BATCH, observe.clone(), move |items| {
+                    let (pool, source, throttle) = (pool.clone(), source.clone(), throttle.clone());
+                    Box::pin(async move { run_batch(&pool, &source, &throttle, items).await })
+                        as BatchFuture<_>
+                })
+            })
+            .collect();
+        Self {
+            shards: Arc::new(shards),
+        }
+    }
+
+    fn shard(&self, charger_id: &str) -> &Shard {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        charger_id.hash(&mut hasher);
+        let n = self.shards.len().max(1) as u64;
+        // `n` is at least 1 and the index is below it
+        &self.shards[usize::try_from(hasher.finish() % n).unwrap_or_default()]
+    }
+
+    /// Stores a meter message; resolves to the session as its reading left it, when it
+    /// changed. Queued at once, so messages keep the order of the calls.
+    pub fn meter(
+        &self,
+        write: MeterWrite,
+    ) -> impl std::future::Future<Output = Result<Option<SessionRecord>, StoreError>> + Send + 'static
+    {
+        let submitted = self.shard(&write.charger_id).submit(Item::Meter(write));
+        async move {
+            match submitted.await {
+                Some(Ok(Outcome::Meter(session))) => Ok(session.map(|s| *s)),
+                Some(Ok(Outcome::Job(_))) => {
+                    Err(StoreError::Unavailable("mismatched outcome".into()))
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(StoreError::Unavailable(
+                    "the transaction writer stopped".into(),
+                )),
+            }
+        }
+    }
+
+    /// Runs `job` in the next batch of `charger_id`'s shard, behind a savepoint; resolves to
+    /// its result once the batch committed. Queued at once.
+    pub fn run<T, F>(
+        &self,
+        charger_id: &str,
+        job: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Tx<'static>) -> BoxFuture<'a, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let boxed: JobFn = Box::new(move |tx| {
+            let fut = job(tx);
+            Box::pin(async move { fut.await.map(|t| Box::new(t) as JobOutput) })
+        });
+        let submitted = self.shard(charger_id).submit(Item::Job(boxed));
+        async move {
+            match submitted.await {
+                Some(Ok(Outcome::Job(output))) => output
+                    .downcast::<T>()
+                    .map(|t| *t)
+                    .map_err(|_| StoreError::Unavailable("mismatched job output".into())),
+                Some(Ok(Outcome::Meter(_))) => {
+                    Err(StoreError::Unavailable("mismatched outcome".into()))
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(StoreError::Unavailable(
+                    "the transaction writer stopped".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// When each session last had a SESSION_UPDATED event from a reading.
+#[derive(Default)]
+struct Throttle {
+    last: HashMap<Uuid, Instant>,
+}
+
+impl Throttle {
+    /// Whether `session_id` may have an event now (and records that it had one).
+    fn admit(&mut self, session_id: Uuid, now: Instant) -> bool {
+        if self.last.len() > 100_000 {
+            self.last
+                .retain(|_, at| now.duration_since(*at) < UPDATE_EVENT_INTERVAL);
+        }
+        match self.last.get(&session_id) {
+            Some(at) if now.duration_since(*at) < UPDATE_EVENT_INTERVAL => false,
+            _ => {
+                self.last.insert(session_id, now);
+                true
+            }
+        }
+    }
+}
+
+async fn run_batch(
+    pool: &PgPool,
+    source: &str,
+    throttle: &Mutex<Throttle>,
+    items: Vec<Item>,
+) -> Vec<Result<Outcome, StoreError>> {
+    let n = items.len();
+    let unavailable = |e: &dyn std::fmt::Display| -> Vec<Result<Outcome, StoreError>> {
+        (0..n)
+            .map(|_| Err(StoreError::Unavailable(e.to_string())))
+            .collect()
+    };
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return unavailable(&e),
+    };
+    let mut results: Vec<Option<Result<Outcome, StoreError>>> = (0..n).map(|_| None).collect();
+    let mut meters: Vec<(usize, MeterWrite)> = Vec::new();
+    let mut jobs: Vec<(usize, JobFn)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Item::Meter(m) => meters.push((i, m)),
+            Item::Job(j) => jobs.push((i, j)),
+        }
+    }
+    // jobs first, in submission order: a Start in this batch precedes the readings of its
+    // transaction, which can only be sent after the Start was answered (a later batch)
+    for (i, job) in jobs {
+        match run_job(&mut tx, job).await {
+            Ok(outcome) => results[i] = Some(outcome),
+            Err(e) => return unavailable(&e),
+        }
+    }
+    if !meters.is_empty() {
+        if let Err(e) = run_meters(&mut tx, source, throttle, &meters, &mut results).await {
+            return unavailable(&e);
+        }
+    }
+    if let Err(e) = tx.commit().await {
+        tracing::error!(error = %e, items = n, "transaction batch did not commit: none of it is answered");
+        return unavailable(&e);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("no result".into()))))
+        .collect()
+}
+
+/// Runs one job behind a savepoint. `Err` only when the transaction itself is broken (the
+/// savepoint statements failed); a failing job is `Ok(Err(..))`, rolled back alone.
+async fn run_job(
+    tx: &mut Tx<'static>,
+    job: JobFn,
+) -> Result<Result<Outcome, StoreError>, StoreError> {
+    savepoint(tx, "SAVEPOINT tw_item").await?;
+    match job(tx).await {
+        Ok(output) => {
+            savepoint(tx, "RELEASE SAVEPOINT tw_item").await?;
+            Ok(Ok(Outcome::Job(output)))
+        }
+        Err(e) => {
+            savepoint(tx, "ROLLBACK TO SAVEPOINT tw_item").await?;
+            Ok(Err(e))
+        }
+    }
+}
+
+/// The batch's meter messages, set-based; when that fails, one by one so only the culprit
+/// fails. `Err` only when the transaction itself is broken.
+async fn run_meters(
+    tx: &mut Tx<'static>,
+    source: &str,
+    throttle: &Mutex<Throttle>,
+    meters: &[(usize, MeterWrite)],
+    results: &mut [Option<Result<Outcome, StoreError>>],
+) -> Result<(), StoreError> {
+    savepoint(tx, "SAVEPOINT tw_item").await?;
+    let all = meters_set_based(tx, source, throttle, meters).await;
+    match all {
+        Ok(sessions) => {
+            savepoint(tx, "RELEASE SAVEPOINT tw_item").await?;
+            for ((i, _), session) in meters.iter().zip(sessions) {
+                results[*i] = Some(Ok(Outcome::Meter(session.map(Box::new))));
+            }
+            return Ok(());
+        }
+        Err(e) => {
+            savepoint(tx, "ROLLBACK TO SAVEPOINT tw_item").await?;
+            tracing::warn!(error = %e, messages = meters.len(), "set-based meter batch failed: retrying its messages one by one");
+        }
+    }
+    for (i, write) in meters {
+        let single = [(*i, write.clone())];
+        savepoint(tx, "SAVEPOINT tw_item").await?;
+        match meters_set_based(tx, source, throttle, &single).await {
+            Ok(mut sessions) => {
+                savepoint(tx, "RELEASE SAVEPOINT tw_item").await?;
+                results[*i] = Some(Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new))));
+            }
+            Err(e) => {
+                savepoint(tx, "ROLLBACK TO SAVEPOINT tw_item").await?;
+                results[*i] = Some(Err(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn savepoint(tx: &mut Tx<'static>, sql: &'static str) -> Result<(), StoreError> {
+    sqlx::query(sql).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Stores `meters` with a fixed number of statements: the 1.6 look-ups, every sample, the
+/// sessions' readings (one round per repeat of a session) and their events. Returns, per
+/// message, the session its reading changed.
+async fn meters_set_based(
+    tx: &mut Tx<'static>,
+    source: &str,
+    throttle: &Mutex<Throttle>,
+    meters: &[(usize, MeterWrite)],
+) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+    let lookups: Vec<(String, i32)> = meters
+        .iter()
+        .filter_map(|(_, m)| match m.owner {
+            MeterOwner::V16TransactionId(t) => Some((m.charger_id.clone(), t)),
+            _ => None,
+        })
+        .collect();
+    let found = transactions::find_v16_many(tx, &lookups).await?;
+    let owners: Vec<(Option<i64>, Option<Uuid>)> = meters
+        .iter()
+        .map(|(_, m)| match &m.owner {
+            MeterOwner::V16TransactionId(t) => found
+                .get(&(m.charger_id.clone(), *t))
+                .map(|(pk, session)| (Some(*pk), *session))
+                .unwrap_or((None, None)),
+            MeterOwner::Known {
+                transaction_pk,
+                session_id,
+            } => (Some(*transaction_pk), *session_id),
+            MeterOwner::None => (None, None),
+        })
+        .collect();
+    let rows: Vec<(SampleOwner<'_>, &Sample)> = meters
+        .iter()
+        .zip(&owners)
+        .flat_map(|((_, m), (pk, session))| {
+            let owner = SampleOwner {
+                charger_id: &m.charger_id,
+                connector_id: m.connector_id,
+                transaction_pk: *pk,
+                session_id: *session,
+            };
+            m.samples.iter().map(move |s| (owner, s))
+        })
+        .collect();
+    transactions::insert_samples_many(tx, &rows).await?;
+
+    // readings, in rounds in which each session appears once (in message order)
+    let mut out: Vec<Option<SessionRecord>> = vec![None; meters.len()];
+    let mut rounds: Vec<Vec<(usize, sessions::Reading)>> = Vec::new();
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    for (k, ((_, m), (_, session))) in meters.iter().zip(&owners).enumerate() {
+        let Some(session_id) = session else { continue };
+        if m.reading.energy_wh.is_none() && m.reading.power_w.is_none() {
+            continue;
+        }
+        let round = seen.entry(*session_id).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push((
+            k,
+            sessions::Reading {
+                session_id: *session_id,
+                meter_wh: m.reading.energy_wh,
+                power_w: m.reading.power_w,
+            },
+        ));
+        *round += 1;
+    }
+    let mut events = Vec::new();
+    let now = Instant::now();
+    for round in rounds {
+        let readings: Vec<sessions::Reading> = round.iter().map(|(_, r)| r.clone()).collect();
+        let updated = sessions::record_readings(tx, &readings).await?;
+        let by_id: HashMap<Uuid, SessionRecord> = updated.into_iter().map(|r| (r.id, r)).collect();
+        for (k, reading) in round {
+            let Some(record) = by_id.get(&reading.session_id) else {
+                continue;
+            };
+            let admitted = throttle
+                .lock()
+                .map(|mut t| t.admit(record.id, now))
+                .unwrap_or(true);
+            if admitted {
+                let sampled_at = latest(&meters[k].1.samples).unwrap_or_else(Utc::now);
+                events.push((
+                    Event::SessionUpdated {
+                        session_id: record.id,
+                        user_id: record.user_id,
+                        energy_kwh: record.energy_kwh_f64(),
+                        power_kw: record.power_kw,
+                        status: record.status.clone(),
+                    },
+                    sampled_at,
+                ));
+            }
+            out[k] = Some(record.clone());
+        }
+    }
+    outbox::enqueue_many(tx, events, source).await?;
+    Ok(out)
+}
+
+fn latest(samples: &[Sample]) -> Option<DateTime<Utc>> {
+    samples.iter().map(|s| s.sampled_at).max()
+}
