@@ -1,15 +1,18 @@
-//! Benchmark: transaction messages per second, OCPP 1.6 `MeterValues` next to OCPP 2.0.1
-//! `TransactionEvent(Updated)`, each one durably stored (its meter values, the session's new
-//! reading and its SESSION_UPDATED outbox row committed) before it is answered.
+//! Benchmark: the durable path of transaction messages, as the session-core issue defines it.
+//! N password-protected chargers per protocol run in closed loop (one call in flight each, as
+//! OCPP allows). Each transaction is a start for a funded driver's idTag, `--meter-values`
+//! readings and a stop: OCPP 1.6 StartTransaction, MeterValues and StopTransaction; OCPP 2.0.1
+//! TransactionEvent Started, Updated and Ended. Every message is answered only once it is
+//! durably stored. Billing and notifications run in the same process (as `chargegrid all`)
+//! and invoice every session; after the load the benchmark waits for the invoices and counts
+//! sessions left without one.
 //!
-//! It starts the application in-process against a fresh database, as the tests do, registers
-//! one station with N chargers per protocol and N drivers, and connects the chargers over real
-//! WebSockets. Each charger boots, starts a transaction for its driver, then sends its next
-//! message as soon as the previous one is answered (OCPP allows one call in flight). Messages
-//! sent during the warm-up are not counted. The load runs on its own thread and runtime.
+//! It starts the application in process against a fresh database, as the tests do. The load
+//! runs on its own thread and runtime; messages are counted once every charger is connected and
+//! the warm-up has passed.
 //!
 //! ```sh
-//! cargo run --release --example bench_transaction_events -- --chargers 20 --seconds 20
+//! cargo run --release --features bench --example bench_transaction_events -- --chargers 200 --seconds 20
 //! ```
 
 use std::time::{Duration, Instant};
@@ -32,9 +35,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser, Clone)]
 struct Args {
-    /// Chargers per protocol, each with one transaction and one message in flight.
-    #[arg(long, default_value_t = 20)]
+    /// Chargers per protocol, each with one message in flight.
+    #[arg(long, default_value_t = 200)]
     chargers: usize,
+    /// Meter readings per transaction (between its start and its stop).
+    #[arg(long, default_value_t = 20)]
+    meter_values: u64,
     /// Measured seconds per protocol.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
@@ -66,8 +72,8 @@ impl Protocol {
 
     fn label(self) -> &'static str {
         match self {
-            Protocol::V16 => "OCPP 1.6 MeterValues",
-            Protocol::V201 => "OCPP 2.0.1 TransactionEvent(Updated)",
+            Protocol::V16 => "OCPP 1.6 Start/MeterValues/Stop",
+            Protocol::V201 => "OCPP 2.0.1 TransactionEvent",
         }
     }
 }
@@ -77,6 +83,8 @@ struct Measured {
     latencies_us: Histogram<u64>,
     answered: u64,
     errors: u64,
+    /// Transactions stopped within the measured window.
+    transactions: u64,
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -93,10 +101,16 @@ struct Charger {
 
 impl Charger {
     async fn connect(port: u16, id: &str, protocol: Protocol) -> anyhow::Result<Self> {
+        use base64::Engine;
         let mut request = format!("ws://127.0.0.1:{port}/ocpp/{id}").into_client_request()?;
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(protocol.subprotocol()),
+        );
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{PASSWORD}"));
+        request.headers_mut().insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Basic {basic}"))?,
         );
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(Self { ws, next_id: 1 })
@@ -145,79 +159,129 @@ fn energy_and_power(at: DateTime<Utc>, wh: u64, v201: bool) -> Value {
     json!([{ "timestamp": at.to_rfc3339(), "sampledValue": [energy, power] }])
 }
 
-/// One charger: boot, start a transaction for `id_tag`, then report readings until `end`.
+/// The chargers' Basic password (every charger has one; the server verifies it with argon2).
+const PASSWORD: &str = "bench-charger-secret";
+
+/// Counts a message sent at `sent` if it falls in the measured window.
+fn count(
+    measured: &mut Measured,
+    sent: Instant,
+    count_from: Instant,
+    answer: &Result<Value, String>,
+) {
+    if sent < count_from {
+        return;
+    }
+    match answer {
+        Ok(_) => {
+            let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            measured.latencies_us.saturating_record(us);
+            measured.answered += 1;
+        }
+        Err(_) => measured.errors += 1,
+    }
+}
+
+/// One charger: connect and boot, wait for every other charger, then run transactions for
+/// `id_tag` (start, readings, stop) back to back until `end`.
 async fn run_charger(
     protocol: Protocol,
     port: u16,
     index: usize,
     id_tag: String,
-    count_from: Instant,
-    end: Instant,
+    ready: std::sync::Arc<tokio::sync::Barrier>,
+    window: (Duration, Duration),
+    meter_values: u64,
 ) -> anyhow::Result<Measured> {
     let mut cp = Charger::connect(port, &protocol.charger_id(index), protocol).await?;
-    let start_at = Utc::now();
-    let transaction = match protocol {
-        Protocol::V16 => {
-            let boot = json!({ "chargePointVendor": "Bench", "chargePointModel": "B-16" });
-            cp.call("BootNotification", boot)
-                .await?
-                .map_err(anyhow::Error::msg)?;
-            let start = json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": start_at.to_rfc3339() });
-            let started = cp
-                .call("StartTransaction", start)
-                .await?
-                .map_err(anyhow::Error::msg)?;
-            started["transactionId"].clone()
-        }
+    let boot = match protocol {
+        Protocol::V16 => json!({ "chargePointVendor": "Bench", "chargePointModel": "B-16" }),
         Protocol::V201 => {
-            let boot = json!({ "reason": "PowerUp", "chargingStation": { "vendorName": "Bench", "model": "B-201" } });
-            cp.call("BootNotification", boot)
-                .await?
-                .map_err(anyhow::Error::msg)?;
-            let reference = json!(format!("BENCH-TX-{index}"));
-            let start = json!({ "eventType": "Started", "timestamp": start_at.to_rfc3339(), "triggerReason": "Authorized",
-                "seqNo": 0, "transactionInfo": { "transactionId": reference }, "evse": { "id": 1, "connectorId": 1 },
-                "idToken": { "idToken": id_tag, "type": "ISO14443" }, "meterValue": energy_and_power(start_at, 0, true) });
-            cp.call("TransactionEvent", start)
-                .await?
-                .map_err(anyhow::Error::msg)?;
-            reference
+            json!({ "reason": "PowerUp", "chargingStation": { "vendorName": "Bench", "model": "B-201" } })
         }
     };
+    cp.call("BootNotification", boot)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    ready.wait().await;
+    let count_from = Instant::now() + window.0;
+    let end = count_from + window.1;
     let mut measured = Measured {
         latencies_us: histogram()?,
         answered: 0,
         errors: 0,
+        transactions: 0,
     };
-    let mut seq: u64 = 1;
+    // charger time moves one second per message, so readings are never in the past
+    let mut clock = Utc::now();
+    let mut tick = || {
+        clock += chrono::Duration::seconds(1);
+        clock
+    };
+    let mut number = 0u64;
     while Instant::now() < end {
-        let at = start_at + chrono::Duration::seconds(seq as i64);
-        let wh = seq * 10;
-        let (action, payload) = match protocol {
+        number += 1;
+        let reference = format!("BENCH-TX-{index}-{number}");
+        let at = tick();
+        let (action, start) = match protocol {
             Protocol::V16 => (
-                "MeterValues",
-                json!({ "connectorId": 1, "transactionId": transaction, "meterValue": energy_and_power(at, wh, false) }),
+                "StartTransaction",
+                json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": at.to_rfc3339() }),
             ),
             Protocol::V201 => (
                 "TransactionEvent",
-                json!({ "eventType": "Updated", "timestamp": at.to_rfc3339(),
-                "triggerReason": "MeterValuePeriodic", "seqNo": seq, "transactionInfo": { "transactionId": transaction },
-                "meterValue": energy_and_power(at, wh, true) }),
+                json!({ "eventType": "Started", "timestamp": at.to_rfc3339(), "triggerReason": "Authorized",
+                    "seqNo": 0, "transactionInfo": { "transactionId": reference }, "evse": { "id": 1, "connectorId": 1 },
+                    "idToken": { "idToken": id_tag, "type": "ISO14443" }, "meterValue": energy_and_power(at, 0, true) }),
             ),
         };
         let sent = Instant::now();
-        let answer = cp.call(action, payload).await?;
-        if sent >= count_from {
-            match answer {
-                Ok(_) => {
-                    let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    measured.latencies_us.saturating_record(us);
-                    measured.answered += 1;
-                }
-                Err(_) => measured.errors += 1,
-            }
+        let answer = cp.call(action, start).await?;
+        count(&mut measured, sent, count_from, &answer);
+        let transaction = match (protocol, &answer) {
+            (Protocol::V16, Ok(started)) => started["transactionId"].clone(),
+            (Protocol::V201, Ok(_)) => json!(reference),
+            (_, Err(code)) => bail!("the start was refused: {code}"),
+        };
+        for seq in 1..=meter_values {
+            let at = tick();
+            let wh = seq * 100;
+            let (action, payload) = match protocol {
+                Protocol::V16 => (
+                    "MeterValues",
+                    json!({ "connectorId": 1, "transactionId": transaction, "meterValue": energy_and_power(at, wh, false) }),
+                ),
+                Protocol::V201 => (
+                    "TransactionEvent",
+                    json!({ "eventType": "Updated", "timestamp": at.to_rfc3339(),
+                    "triggerReason": "MeterValuePeriodic", "seqNo": seq, "transactionInfo": { "transactionId": transaction },
+                    "meterValue": energy_and_power(at, wh, true) }),
+                ),
+            };
+            let sent = Instant::now();
+            let answer = cp.call(action, payload).await?;
+            count(&mut measured, sent, count_from, &answer);
         }
-        seq += 1;
+        let at = tick();
+        let wh = (meter_values + 1) * 100;
+        let (action, stop) = match protocol {
+            Protocol::V16 => (
+                "StopTransaction",
+                json!({ "transactionId": transaction, "meterStop": wh, "timestamp": at.to_rfc3339(), "reason": "EVDisconnected" }),
+            ),
+            Protocol::V201 => (
+                "TransactionEvent",
+                json!({ "eventType": "Ended", "timestamp": at.to_rfc3339(), "triggerReason": "EVDeparted",
+                    "seqNo": meter_values + 1, "transactionInfo": { "transactionId": transaction, "stoppedReason": "EVDisconnected" },
+                    "meterValue": energy_and_power(at, wh, true) }),
+            ),
+        };
+        let sent = Instant::now();
+        let answer = cp.call(action, stop).await?;
+        count(&mut measured, sent, count_from, &answer);
+        if sent >= count_from && answer.is_ok() {
+            measured.transactions += 1;
+        }
     }
     Ok(measured)
 }
@@ -228,22 +292,35 @@ fn load(protocol: Protocol, port: u16, tags: Vec<String>, args: Args) -> anyhow:
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let count_from = Instant::now() + Duration::from_secs(args.warmup);
-        let end = count_from + Duration::from_secs(args.seconds);
+        let window = (
+            Duration::from_secs(args.warmup),
+            Duration::from_secs(args.seconds),
+        );
+        let ready = std::sync::Arc::new(tokio::sync::Barrier::new(tags.len()));
         let mut chargers = tokio::task::JoinSet::new();
         for (index, tag) in tags.into_iter().enumerate() {
-            chargers.spawn(run_charger(protocol, port, index, tag, count_from, end));
+            chargers.spawn(run_charger(
+                protocol,
+                port,
+                index,
+                tag,
+                ready.clone(),
+                window,
+                args.meter_values,
+            ));
         }
         let mut total = Measured {
             latencies_us: histogram()?,
             answered: 0,
             errors: 0,
+            transactions: 0,
         };
         while let Some(result) = chargers.join_next().await {
             let one = result??;
             total.latencies_us.add(&one.latencies_us)?;
             total.answered += one.answered;
             total.errors += one.errors;
+            total.transactions += one.transactions;
         }
         Ok(total)
     })
@@ -289,8 +366,10 @@ async fn fresh_settings() -> anyhow::Result<(Settings, String, String)> {
     Ok((settings, admin_url, name))
 }
 
-/// One station, N drivers (their idTags returned) and N chargers per protocol.
+/// One station, N funded drivers (their idTags returned) and N password-protected chargers
+/// per protocol.
 async fn seed(db: &PgPool, chargers: usize) -> anyhow::Result<Vec<String>> {
+    let password_hash = chargegrid::auth::password::hash(PASSWORD.to_string()).await?;
     let station = uuid::Uuid::new_v4();
     sqlx::query(
         "INSERT INTO stations (id, name, latitude, longitude) VALUES ($1, 'Bench', 52.5, 13.4)",
@@ -315,11 +394,16 @@ async fn seed(db: &PgPool, chargers: usize) -> anyhow::Result<Vec<String>> {
         )
         .await?;
         tx.commit().await?;
+        sqlx::query("UPDATE users SET wallet_balance = 1000000 WHERE id = $1")
+            .bind(user.id)
+            .execute(db)
+            .await?;
         tags.push(users::app_id_tag(db, user.id).await?);
         for protocol in [Protocol::V16, Protocol::V201] {
-            sqlx::query("INSERT INTO chargers (id, station_id) VALUES ($1, $2)")
+            sqlx::query("INSERT INTO chargers (id, station_id, password_hash) VALUES ($1, $2, $3)")
                 .bind(protocol.charger_id(index))
                 .bind(station)
+                .bind(&password_hash)
                 .execute(db)
                 .await?;
         }
@@ -331,9 +415,22 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// (sessions completed, of them invoiced) in the benchmark database.
+async fn invoicing(db: &PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), count(i.id) FROM sessions s LEFT JOIN invoices i ON i.session_id = s.id \
+         WHERE s.status = 'COMPLETED'",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    use chargegrid::workers::WorkerKind;
     let (settings, admin_url, name) = fresh_settings().await?;
-    let app = Application::build(settings).await?;
+    // as `chargegrid all`: billing and notifications in the same process
+    let app = Application::build_with(settings, &[WorkerKind::Billing, WorkerKind::Notifications])
+        .await?;
     let (port, handle, db) = (app.port(), app.handle(), app.context().db.clone());
     actix_rt::spawn(app.run_until_stopped());
     let tags = seed(&db, args.chargers).await?;
@@ -347,6 +444,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || load(protocol, port, tags, args2)).await??;
         rows.push((protocol, measured));
     }
+    // billing catches up: every completed session must get exactly one invoice
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let caught_up = Instant::now();
+    let (completed, invoiced) = loop {
+        let (completed, invoiced) = invoicing(&db).await?;
+        if completed == invoiced || Instant::now() > deadline {
+            break (completed, invoiced);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let catch_up = caught_up.elapsed();
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT session_id FROM invoices GROUP BY session_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&db)
+    .await?;
     handle.stop(true).await;
     PgConnection::connect(&admin_url)
         .await?
@@ -356,23 +469,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    println!("{} CPUs, PostgreSQL synchronous_commit={durability}, {} chargers per protocol, {} s measured after {} s warm-up", cpus, args.chargers, args.seconds, args.warmup);
+    println!(
+        "{} CPUs, PostgreSQL synchronous_commit={durability}, {} password-protected chargers per protocol, \
+         transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up, billing and notifications in process",
+        cpus, args.chargers, args.meter_values, args.seconds, args.warmup
+    );
     println!();
-    println!("| messages | answered | errors | messages/s | p50 ms | p99 ms | max ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| messages | answered | errors | messages/s | transactions/s | p50 ms | p99 ms | max ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (protocol, m) in rows {
         let h = &m.latencies_us;
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
             protocol.label(),
             m.answered,
             m.errors,
             m.answered as f64 / args.seconds as f64,
+            m.transactions as f64 / args.seconds as f64,
             ms(h.value_at_quantile(0.50)),
             ms(h.value_at_quantile(0.99)),
             ms(h.max()),
         );
     }
+    println!();
+    println!(
+        "Sessions completed (whole run, warm-up included): {completed}; invoiced: {invoiced} \
+         ({} s after the load stopped); sessions with more than one invoice: {duplicates}.",
+        catch_up.as_secs()
+    );
     Ok(())
 }
 

@@ -144,6 +144,32 @@ impl TestCharger {
         self.await_answer(&id).await
     }
 
+    /// Like `call`, but `None` once the connection is gone instead of a panic (for tests that
+    /// kill the server mid-conversation).
+    pub async fn try_call(
+        &mut self,
+        action: &str,
+        payload: Value,
+    ) -> Option<Result<Value, (String, String)>> {
+        let id = format!("t{}", self.next_id);
+        self.next_id += 1;
+        let frame = json!([2, id, action, payload]).to_string();
+        self.ws.send(Message::Text(frame)).await.ok()?;
+        loop {
+            let frame = self.recv_within(WAIT).await?;
+            if frame[1] != id.as_str() {
+                continue;
+            }
+            return Some(match frame[0].as_u64() {
+                Some(3) => Ok(frame[2].clone()),
+                _ => Err((
+                    frame[2].as_str().unwrap_or_default().to_string(),
+                    frame[3].as_str().unwrap_or_default().to_string(),
+                )),
+            });
+        }
+    }
+
     pub async fn await_answer(&mut self, id: &str) -> Result<Value, (String, String)> {
         loop {
             let frame = self

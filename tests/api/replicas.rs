@@ -321,3 +321,98 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
     assert_eq!(ended, 2);
     drop(a);
 }
+
+#[actix_web::test]
+async fn every_transaction_message_acknowledged_before_a_kill_9_is_in_postgres() {
+    const CHARGERS: usize = 12;
+    let settings = isolated_settings().await;
+    let db = sqlx::PgPool::connect(settings.database.url.expose_secret())
+        .await
+        .unwrap();
+    let mut server = start_replica(&settings, "node-burst").await;
+    let station = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO stations (id, name, latitude, longitude) VALUES ($1, 'Burst', 52.5, 13.4)",
+    )
+    .bind(station)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO chargers (id, station_id) SELECT 'CP-BURST-' || i, $1 FROM generate_series(1, $2::int) AS i")
+        .bind(station)
+        .bind(CHARGERS as i32)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (driver, _) = register(server.port, "burst@example.com").await;
+    let id_tag = gql(server.port, "{ me { idTag } }", json!({}), Some(&driver)).await["data"]["me"]
+        ["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // every charger: a transaction, then readings back to back; what was acknowledged is kept
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
+    let mut chargers = Vec::new();
+    for i in 1..=CHARGERS {
+        let (port, id_tag, acknowledged) = (server.port, id_tag.clone(), acknowledged.clone());
+        chargers.push(tokio::spawn(async move {
+            let id = format!("CP-BURST-{i}");
+            let mut cp = connect16(port, &id, None).await;
+            cp.boot().await;
+            let tid = start_charging(&mut cp, &id_tag).await;
+            for wh in 1.. {
+                let reading = json!({ "connectorId": 1, "transactionId": tid, "meterValue": [{
+                    "timestamp": "2026-11-21T10:20:00Z", "sampledValue": [{ "value": wh.to_string(), "unit": "Wh" }] }] });
+                match cp.try_call("MeterValues", reading).await {
+                    Some(Ok(_)) => acknowledged.lock().unwrap().push((id.clone(), wh)),
+                    Some(Err(e)) => panic!("a reading was refused: {e:?}"),
+                    None => return, // the server is gone
+                }
+            }
+        }));
+    }
+    // kill -9 in the middle of the burst
+    until("a burst of acknowledged readings", || async {
+        acknowledged.lock().unwrap().len() >= 400
+    })
+    .await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    for charger in chargers {
+        charger.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 400);
+
+    // restarted on the same database, nothing acknowledged is missing
+    let restarted = start_replica(&settings, "node-burst").await;
+    let stored: std::collections::HashSet<(String, i64)> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT charger_id, value::int8 FROM meter_values WHERE transaction_pk IS NOT NULL",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let missing: Vec<&(String, i64)> = acknowledged
+        .iter()
+        .filter(|a| !stored.contains(*a))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged readings are not in Postgres, e.g. {:?}",
+        missing.len(),
+        acknowledged.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // and the sessions carry the readings they acknowledged
+    let behind: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sessions WHERE status = 'IN_PROGRESS' AND meter_last_wh IS NULL",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(behind, 0);
+    drop(restarted);
+}
