@@ -133,3 +133,75 @@ pub struct ChargerArrived {
 pub struct ChargerLeft {
     pub charger_id: String,
 }
+
+/// What the app asks of a session. Handled by the session supervisor of the replica holding the
+/// session's charger, which hands it to the session's actor: the actor is the session's one
+/// writer. Travels between replicas over the node queues (hence serde).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum SessionCommand {
+    /// Create the PENDING app session and ask the charger to start it.
+    Start(StartSession),
+    /// New limits for a PENDING or IN_PROGRESS session.
+    Update {
+        session_id: Uuid,
+        max_power_kw: Option<f64>,
+        max_energy_kwh: Option<rust_decimal::Decimal>,
+    },
+    /// Cancel a PENDING session or ask the charger to stop an IN_PROGRESS one.
+    End { session_id: Uuid },
+}
+
+impl SessionCommand {
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self {
+            SessionCommand::Start(_) => None,
+            SessionCommand::Update { session_id, .. } | SessionCommand::End { session_id } => {
+                Some(*session_id)
+            }
+        }
+    }
+}
+
+impl Message for SessionCommand {
+    type Result = Result<SessionRecord, SessionCommandError>;
+}
+
+/// An app session to start on a charger held by this replica.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StartSession {
+    pub user_id: Uuid,
+    pub station_id: Uuid,
+    pub charger_id: String,
+    pub connector_id: i32,
+    pub id_tag: String,
+    pub pending_secs: i64,
+}
+
+/// Why a session command failed; the API maps each to its error code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum SessionCommandError {
+    #[error("{0}")]
+    ConnectorBusy(String),
+    #[error("{0}")]
+    Charger(CommandError),
+    /// The charger answered, but not Accepted.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("session not found")]
+    NotFound,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<crate::store::StoreError> for SessionCommandError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Conflict(m) => SessionCommandError::ConnectorBusy(m),
+            crate::store::StoreError::NotFound => SessionCommandError::NotFound,
+            other => SessionCommandError::Unavailable(other.to_string()),
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod charger;
 pub mod messages;
 pub mod registry;
 pub mod session;
+pub mod session_commands;
 pub mod session_supervisor;
 
 pub use charger::ChargerActor;

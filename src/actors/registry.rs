@@ -365,6 +365,22 @@ impl RequestHandler for NodeRequests {
                     });
                     None
                 }
+                NodeRequest::Session { command } => {
+                    let answer = app
+                        .sessions
+                        .send(command)
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(crate::actors::messages::SessionCommandError::Unavailable(
+                                e.to_string(),
+                            ))
+                        })
+                        .map(|record| record.id);
+                    Some(
+                        serde_json::to_value(answer)
+                            .map_err(|e| CommandError::Invalid(e.to_string())),
+                    )
+                }
                 NodeRequest::SessionChanged { session_id } => {
                     match crate::store::sessions::find(&app.db, session_id).await {
                         Ok(Some(record)) => app.sessions.do_send(SessionChanged {

@@ -10,7 +10,10 @@ use actix::prelude::*;
 use chrono::Utc;
 use rust_decimal::prelude::ToPrimitive;
 
-use super::messages::{SessionChanged, SessionFinished, Shutdown};
+use super::messages::{
+    SessionChanged, SessionCommand, SessionCommandError, SessionFinished, Shutdown,
+};
+use super::session_commands::{self, Applied};
 use super::session_supervisor::SessionSupervisor;
 use crate::context::AppContext;
 use crate::live::LiveEvent;
@@ -235,18 +238,79 @@ impl Supervised for SessionActor {
     }
 }
 
+impl SessionActor {
+    /// Takes a committed snapshot of the session. The charger path and the commands may race:
+    /// an older snapshot never wins, and an open one (STOPPING from endSession) never replaces
+    /// a closed one or holds back the final one (COMPLETED from the charger's stop).
+    fn absorb(&mut self, record: SessionRecord, ctx: &mut Context<Self>) {
+        let (closed_now, closes) = (!self.record.is_open(), !record.is_open());
+        if closed_now || (!closes && record.updated_at < self.record.updated_at) {
+            return;
+        }
+        self.on_state(record, ctx);
+    }
+}
+
 impl Handler<SessionChanged> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: SessionChanged, ctx: &mut Self::Context) {
-        // the charger path and the API may race: never let an older snapshot win, and never let
-        // an open snapshot (STOPPING from endSession) replace a closed one or hold back the
-        // final one (COMPLETED from the charger's stop)
-        let (closed_now, closes) = (!self.record.is_open(), !msg.session.is_open());
-        if closed_now || (!closes && msg.session.updated_at < self.record.updated_at) {
-            return;
+        self.absorb(*msg.session, ctx);
+    }
+}
+
+/// Ask the charger to start this (PENDING, app-created) session; answered once it answered.
+pub struct Begin;
+
+impl Message for Begin {
+    type Result = Result<SessionRecord, SessionCommandError>;
+}
+
+impl Handler<Begin> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<SessionRecord, SessionCommandError>>;
+
+    fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
+        let (app, record) = (self.app.clone(), self.record.clone());
+        Box::pin(
+            async move { session_commands::begin(&app, record).await }
+                .into_actor(self)
+                .map(|applied, act, ctx| act.settle(applied, ctx)),
+        )
+    }
+}
+
+impl Handler<SessionCommand> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<SessionRecord, SessionCommandError>>;
+
+    /// Update and End: decided on the session as Postgres has it now (the charger's last
+    /// message may have changed it a moment ago).
+    fn handle(&mut self, msg: SessionCommand, _: &mut Self::Context) -> Self::Result {
+        let (app, id) = (self.app.clone(), self.record.id);
+        Box::pin(
+            async move {
+                let record = match sessions::find(&app.db, id).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Applied::failed_with(SessionCommandError::NotFound),
+                    Err(e) => return Applied::failed_with(e.into()),
+                };
+                session_commands::apply(&app, record, msg).await
+            }
+            .into_actor(self)
+            .map(|applied, act, ctx| act.settle(applied, ctx)),
+        )
+    }
+}
+
+impl SessionActor {
+    fn settle(
+        &mut self,
+        applied: Applied,
+        ctx: &mut Context<Self>,
+    ) -> Result<SessionRecord, SessionCommandError> {
+        if let Some(state) = applied.state {
+            self.absorb(state, ctx);
         }
-        self.on_state(*msg.session, ctx);
+        applied.answer
     }
 }
 

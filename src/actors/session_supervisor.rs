@@ -15,10 +15,14 @@ use super::messages::{
     ChargerArrived, ChargerLeft, CrashSession, InitSessions, SessionActorCount, SessionChanged,
     SessionFinished, Shutdown,
 };
-use super::session::{Fail, SessionActor};
+use super::messages::{SessionCommand, SessionCommandError};
+use super::session::{Begin, Fail, SessionActor};
+use super::session_commands;
 use crate::context::AppContext;
 use crate::live::LiveEvent;
+use crate::ocpp::command::CommandError;
 use crate::store::sessions;
+use crate::store::sessions::SessionRecord;
 
 /// How often PENDING sessions without a live actor (e.g. after a crash elsewhere) are expired.
 const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -39,19 +43,23 @@ pub struct SessionSupervisor {
 }
 
 impl SessionSupervisor {
-    /// Starts the session's actor, unless its charger is not held here.
-    fn spawn_actor(&mut self, record: sessions::SessionRecord, ctx: &mut Context<Self>) {
-        let Some(app) = self.app.clone() else {
-            return;
-        };
+    /// Starts the session's actor, unless its charger is not held here (or it runs already);
+    /// returns the actor it started.
+    fn spawn_actor(
+        &mut self,
+        record: sessions::SessionRecord,
+        ctx: &mut Context<Self>,
+    ) -> Option<Addr<SessionActor>> {
+        let app = self.app.clone()?;
         if !self.local.contains(&record.charger_id) || self.sessions.contains_key(&record.id) {
-            return;
+            return None;
         }
         let me = ctx.address();
         let id = record.id;
         self.chargers.insert(id, record.charger_id.clone());
         let addr = Supervisor::start(move |_| SessionActor::new(record, app, me));
-        self.sessions.insert(id, addr);
+        self.sessions.insert(id, addr.clone());
+        Some(addr)
     }
 }
 
@@ -103,7 +111,7 @@ impl Handler<SessionChanged> for SessionSupervisor {
             // a stale open snapshot of a session that already ended here
             _ if msg.session.is_open() && self.finished.contains_key(&id) => {}
             _ if msg.session.is_open() && self.local.contains(&msg.session.charger_id) => {
-                self.spawn_actor(*msg.session, ctx)
+                self.spawn_actor(*msg.session, ctx);
             }
             _ if msg.session.is_open() => {
                 // the charger is held elsewhere (or nowhere): its replica owns the actor
@@ -205,6 +213,89 @@ impl Handler<Shutdown> for SessionSupervisor {
             addr.do_send(Shutdown);
         }
         ctx.stop();
+    }
+}
+
+/// Start an actor for a session just created here (if its charger is still held here).
+struct Adopt(sessions::SessionRecord);
+
+impl Message for Adopt {
+    type Result = Option<Addr<SessionActor>>;
+}
+
+impl Handler<Adopt> for SessionSupervisor {
+    type Result = Option<Addr<SessionActor>>;
+
+    fn handle(&mut self, msg: Adopt, ctx: &mut Self::Context) -> Self::Result {
+        self.spawn_actor(msg.0, ctx)
+    }
+}
+
+impl Handler<SessionCommand> for SessionSupervisor {
+    type Result = ResponseFuture<Result<SessionRecord, SessionCommandError>>;
+
+    /// A start creates the session and its actor here, which asks the charger; an update or an
+    /// end goes to the session's actor. Without an actor here (its charger is connected
+    /// nowhere, or the session is over) the command is applied here: no actor can race it.
+    fn handle(&mut self, msg: SessionCommand, ctx: &mut Self::Context) -> Self::Result {
+        let Some(app) = self.app.clone() else {
+            return Box::pin(async {
+                Err(SessionCommandError::Unavailable(
+                    "the session supervisor is not ready".into(),
+                ))
+            });
+        };
+        match msg {
+            SessionCommand::Start(start) => {
+                if !self.local.contains(&start.charger_id) {
+                    return Box::pin(async {
+                        Err(SessionCommandError::Charger(CommandError::Offline))
+                    });
+                }
+                let me = ctx.address();
+                Box::pin(async move {
+                    let pending = session_commands::create(&app, &start).await?;
+                    app.live.publish(LiveEvent::session(pending.id));
+                    match me.send(Adopt(pending.clone())).await.ok().flatten() {
+                        Some(actor) => actor
+                            .send(Begin)
+                            .await
+                            .map_err(|e| SessionCommandError::Unavailable(e.to_string()))?,
+                        // the charger left meanwhile: the start fails here
+                        None => {
+                            let applied = session_commands::begin(&app, pending).await;
+                            publish(&app, &applied);
+                            applied.answer
+                        }
+                    }
+                })
+            }
+            command => {
+                let id = command.session_id().unwrap_or_default();
+                let actor = self.sessions.get(&id).filter(|a| a.connected()).cloned();
+                Box::pin(async move {
+                    if let Some(actor) = actor {
+                        return actor
+                            .send(command)
+                            .await
+                            .map_err(|e| SessionCommandError::Unavailable(e.to_string()))?;
+                    }
+                    let record = sessions::find(&app.db, id)
+                        .await?
+                        .ok_or(SessionCommandError::NotFound)?;
+                    let applied = session_commands::apply(&app, record, command).await;
+                    publish(&app, &applied);
+                    applied.answer
+                })
+            }
+        }
+    }
+}
+
+/// Subscribers hear of a change made without an actor.
+fn publish(app: &AppContext, applied: &session_commands::Applied) {
+    if let Some(state) = &applied.state {
+        app.live.publish(LiveEvent::session(state.id));
     }
 }
 

@@ -40,6 +40,10 @@ pub enum NodeRequest {
         charger_id: String,
         connection_id: Uuid,
     },
+    /// A session command for a charger this node holds (its session actors live here).
+    Session {
+        command: crate::actors::messages::SessionCommand,
+    },
     /// A session of a charger this node holds changed elsewhere (e.g. an app session created by
     /// another replica's API): its actor, here, reads it from Postgres.
     SessionChanged { session_id: Uuid },
@@ -137,14 +141,23 @@ impl NodeRpc {
         command: ChargerCommand,
         timeout: Duration,
     ) -> Result<Value, CommandError> {
-        let channel = self.channel().await?;
-        let correlation = Uuid::new_v4().to_string();
         let request = NodeRequest::Execute {
             charger_id: charger_id.to_string(),
             command,
         };
-        let body =
-            serde_json::to_vec(&request).map_err(|e| CommandError::Invalid(e.to_string()))?;
+        self.request(node, &request, timeout).await
+    }
+
+    /// Sends `request` to `node` and waits at most `timeout` for its answer.
+    pub async fn request(
+        &self,
+        node: &str,
+        request: &NodeRequest,
+        timeout: Duration,
+    ) -> Result<Value, CommandError> {
+        let channel = self.channel().await?;
+        let correlation = Uuid::new_v4().to_string();
+        let body = serde_json::to_vec(request).map_err(|e| CommandError::Invalid(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.inner.waiting.insert(correlation.clone(), tx);
         let properties = BasicProperties::default()

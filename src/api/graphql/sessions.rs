@@ -2,23 +2,22 @@
 //! Commands reach the charger through the registry; the session actor keeps the live state.
 
 use async_graphql::{Context, Enum, InputObject, Object, ID};
-use chrono::{DateTime, Duration, Utc};
-use rand::Rng;
+use chrono::{DateTime, Utc};
 use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::auth::require_user;
-use super::chargers::{command_error, run_command};
+use super::chargers::command_error;
 use super::error::{ApiError, ApiResult};
 use super::invoices::InvoiceView;
-use crate::actors::messages::SessionChanged;
-use crate::actors::session::{self, accepted};
+use crate::actors::messages::{SessionCommand, SessionCommandError, StartSession};
+use crate::actors::session;
+use crate::actors::session_commands;
 use crate::context::AppContext;
 use crate::domain::Role;
-use crate::ocpp::command::{ChargerCommand, CommandError};
-use crate::store::sessions::{self as store, status, NewSession, SessionRecord};
-use crate::store::{chargers, invoices, users, StoreError};
+use crate::store::sessions::{self as store, status, SessionRecord};
+use crate::store::{chargers, invoices, users};
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {
@@ -184,10 +183,16 @@ fn busy_reason(status: &str) -> Option<&'static str> {
     }
 }
 
-fn notify(app: &AppContext, record: &SessionRecord) {
-    app.sessions.do_send(SessionChanged {
-        session: Box::new(record.clone()),
-    });
+/// The API error of a failed session command.
+fn api_error(e: SessionCommandError) -> ApiError {
+    match e {
+        SessionCommandError::ConnectorBusy(m) => ApiError::ConnectorBusy(m),
+        SessionCommandError::Charger(e) => command_error(e),
+        SessionCommandError::Refused(m) => ApiError::ChargerRejected(m),
+        SessionCommandError::Conflict(m) => ApiError::Conflict(m),
+        SessionCommandError::NotFound => ApiError::NotFound("session not found".into()),
+        SessionCommandError::Unavailable(m) => ApiError::internal(m),
+    }
 }
 
 #[derive(Default)]
@@ -323,55 +328,21 @@ impl SessionMutation {
             }
         };
         let id_tag = users::app_id_tag(&app.db, user_id).await?;
-        let remote_start_id = rand::thread_rng().gen_range(1..i32::MAX);
-        let pending = store::create_pending(
-            &app.db,
-            &NewSession {
-                user_id,
-                station_id,
-                charger_id: &charger.id,
-                connector_id,
-                id_tag: &id_tag,
-                remote_start_id,
-                pending_for: Duration::seconds(app.settings.sessions.pending_timeout_secs as i64),
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(message) => ApiError::ConnectorBusy(message),
-            other => other.into(),
-        })?;
-        notify(app, &pending);
-        tracing::info!(session_id = %pending.id, charger_id = %charger.id, connector_id, "session requested");
-
-        let outcome = run_command(
-            app,
-            &charger.id,
-            ChargerCommand::RemoteStart {
-                connector_id: Some(connector_id),
-                id_tag,
-                remote_start_id,
-            },
-        )
-        .await
-        .and_then(|reply| accepted(&reply).map_err(command_error));
-        if let Err(error) = outcome {
-            let (new_status, reason) = match &error {
-                ApiError::ChargerRejected(_) => (status::REJECTED, "the charger refused to start"),
-                ApiError::ChargerTimeout => (status::FAILED, "the charger did not answer"),
-                ApiError::ChargerOffline => (status::FAILED, "the charger went offline"),
-                _ => (status::FAILED, "the start request failed"),
-            };
-            if let Some(ended) =
-                store::fail_pending(&app.db, pending.id, new_status, reason).await?
-            {
-                notify(app, &ended);
-            }
-            return Err(error);
-        }
-        // the charger may already have started it
-        let current = store::find(&app.db, pending.id).await?.unwrap_or(pending);
-        Ok(SessionView(current))
+        // the session's actor, on the replica holding the charger, creates it and asks the
+        // charger; the answer comes once the charger answered RemoteStart
+        let start = StartSession {
+            user_id,
+            station_id,
+            charger_id: charger.id.clone(),
+            connector_id,
+            id_tag,
+            pending_secs: i64::try_from(app.settings.sessions.pending_timeout_secs)
+                .unwrap_or(i64::MAX),
+        };
+        let record = session_commands::route(app, &charger.id, SessionCommand::Start(start))
+            .await
+            .map_err(api_error)?;
+        Ok(SessionView(record))
     }
 
     async fn update_session(
@@ -408,24 +379,14 @@ impl SessionMutation {
             None => None,
         };
         let record = load_visible(app, id, user_id, role).await?;
-        if !matches!(
-            record.status.as_str(),
-            status::PENDING | status::IN_PROGRESS
-        ) {
-            return Err(ApiError::Conflict(format!(
-                "a {} session cannot be changed",
-                record.status
-            )));
-        }
-        if let (Some(kw), status::IN_PROGRESS) = (input.max_power_kw, record.status.as_str()) {
-            session::apply_power_limit(app, &record, kw)
-                .await
-                .map_err(command_error)?;
-        }
-        let updated = store::set_limits(&app.db, id, input.max_power_kw, max_energy)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("session not found".into()))?;
-        notify(app, &updated);
+        let command = SessionCommand::Update {
+            session_id: id,
+            max_power_kw: input.max_power_kw,
+            max_energy_kwh: max_energy,
+        };
+        let updated = session_commands::route(app, &record.charger_id, command)
+            .await
+            .map_err(api_error)?;
         Ok(SessionView(updated))
     }
 
@@ -435,31 +396,13 @@ impl SessionMutation {
         let app = ctx.data_unchecked::<AppContext>();
         let id = parse_id(&session_id, "sessionId")?;
         let record = load_visible(app, id, user_id, role).await?;
-        let result = match record.status.as_str() {
-            status::PENDING => match store::fail_pending(
-                &app.db,
-                id,
-                status::FAILED,
-                "cancelled before the charger started",
-            )
-            .await?
-            {
-                Some(ended) => ended,
-                None => store::find(&app.db, id).await?.unwrap_or(record),
-            },
-            status::IN_PROGRESS => {
-                session::request_stop(app, &record)
-                    .await
-                    .map_err(|e| match e {
-                        CommandError::CallError { .. } => {
-                            ApiError::ChargerRejected("the charger refused to stop".into())
-                        }
-                        other => command_error(other),
-                    })?
-            }
-            _ => record,
-        };
-        notify(app, &result);
+        let result = session_commands::route(
+            app,
+            &record.charger_id,
+            SessionCommand::End { session_id: id },
+        )
+        .await
+        .map_err(api_error)?;
         Ok(SessionView(result))
     }
 }
