@@ -24,6 +24,7 @@ use crate::context::AppContext;
 use crate::events::node_rpc::{NodeRequest, RequestHandler};
 use crate::ocpp::command::{ChargerCommand, CommandError};
 use crate::store::batch::{BatchFuture, Batcher};
+use crate::store::charger_writer::ChargerWrite;
 use crate::store::ownership::{self, Owner};
 
 struct Entry {
@@ -60,6 +61,21 @@ impl Registry {
             .collect();
         for (charger_id, connection_id) in dead {
             tracing::warn!(charger_id = %charger_id, "charger actor died without unregistering: forgetting it");
+            // what its `stopping` would have recorded: the charger is offline (if this
+            // connection is still its current one)
+            if let Some(app) = &self.app {
+                let recorded = app.charger_store.write(ChargerWrite::Disconnected {
+                    charger_id: charger_id.clone(),
+                    connection_id,
+                    last_seen: chrono::Utc::now(),
+                });
+                let id = charger_id.clone();
+                actix_rt::spawn(async move {
+                    if let Err(e) = recorded.await {
+                        tracing::error!(charger_id = %id, error = %e, "could not record a dead actor's disconnection");
+                    }
+                });
+            }
             self.remove(&charger_id, connection_id, ctx);
         }
     }

@@ -355,9 +355,15 @@ async fn a_charger_actor_that_died_without_unregistering_is_pruned_and_its_lease
     // an address whose actor is gone (its mailbox dropped), as after a panic in the actor
     let (tx, rx) = actix::dev::channel::channel::<chargegrid::actors::ChargerActor>(16);
     drop(rx);
+    let connection = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO chargers (id, online, node_id, connection_id) VALUES ('CP-GHOST', TRUE, 'replica-prune', $1)")
+        .bind(connection)
+        .execute(&app.db)
+        .await
+        .unwrap();
     app.ctx.registry.do_send(RegisterCharger {
         charger_id: "CP-GHOST".into(),
-        connection_id: uuid::Uuid::new_v4(),
+        connection_id: connection,
         addr: actix::Addr::new(tx),
     });
     let claimed = app
@@ -380,4 +386,14 @@ async fn a_charger_actor_that_died_without_unregistering_is_pruned_and_its_lease
         .await
         .unwrap();
     assert!(connected.is_empty(), "{connected:?}");
+    // and the charger shows offline, as its actor's `stopping` would have recorded
+    let offline = app
+        .wait_until(Duration::from_secs(5), || async {
+            !sqlx::query_scalar::<_, bool>("SELECT online FROM chargers WHERE id = 'CP-GHOST'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap()
+        })
+        .await;
+    assert!(offline, "a dead actor's charger still shows online");
 }
