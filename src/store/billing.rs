@@ -115,8 +115,7 @@ async fn tariff_for(
     Ok((policy.fallback.clone(), None, "built-in tariff"))
 }
 
-/// Bills `session_id` for SESSION_ENDED `event_id`.
-#[tracing::instrument(skip_all, fields(session_id = %session_id))]
+/// Bills `session_id` for SESSION_ENDED `event_id`, in a transaction of its own.
 pub async fn bill_session(
     pool: &PgPool,
     event_id: Uuid,
@@ -124,26 +123,39 @@ pub async fn bill_session(
     policy: &BillingPolicy<'_>,
 ) -> Result<BillingOutcome, StoreError> {
     let mut tx = pool.begin().await?;
+    let outcome = bill_session_in(&mut tx, event_id, session_id, policy).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Bills `session_id` for SESSION_ENDED `event_id` within `tx` (the billing worker's group
+/// commit): exactly one invoice and one debit per session, whatever the deliveries.
+#[tracing::instrument(skip_all, fields(session_id = %session_id))]
+pub async fn bill_session_in(
+    tx: &mut Tx<'_>,
+    event_id: Uuid,
+    session_id: Uuid,
+    policy: &BillingPolicy<'_>,
+) -> Result<BillingOutcome, StoreError> {
     let first = sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ('billing', $1) ON CONFLICT DO NOTHING")
         .bind(event_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
         == 1;
     let already: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM invoices WHERE session_id = $1)")
             .bind(session_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
     if !first || already {
-        tx.commit().await?;
         return Ok(BillingOutcome::Duplicate);
     }
     let session = sqlx::query_as::<_, SessionToBill>(
         "SELECT user_id, station_id, status, energy_kwh, start_time, end_time FROM sessions WHERE id = $1 FOR UPDATE",
     )
     .bind(session_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(StoreError::NotFound)?;
     if session.status != "COMPLETED" {
@@ -156,12 +168,11 @@ pub async fn bill_session(
         (Some(start), Some(end)) => ((end - start).num_seconds().max(0) + 59) / 60,
         _ => 0,
     };
-    let (tariff, tariff_id, tariff_source) =
-        tariff_for(&mut tx, session.station_id, policy).await?;
+    let (tariff, tariff_id, tariff_source) = tariff_for(tx, session.station_id, policy).await?;
     let charge = tariff.charge(session.energy_kwh, duration_minutes);
     let (plan,): (String,) = sqlx::query_as("SELECT plan FROM users WHERE id = $1")
         .bind(session.user_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
     let covered = plan == "FLAT_RATE";
     let amount = if covered { Decimal::ZERO } else { charge.total };
@@ -174,7 +185,7 @@ pub async fn bill_session(
         true
     } else {
         match wallet::apply(
-            &mut tx,
+            tx,
             session.user_id,
             -amount,
             "INVOICE_PAYMENT",
@@ -217,13 +228,13 @@ pub async fn bill_session(
     .bind(status)
     .bind(due)
     .bind(paid.then_some(now))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("UPDATE sessions SET cost = $2, currency = $3, updated_at = now() WHERE id = $1")
         .bind(session_id)
         .bind(charge.total)
         .bind(&tariff.currency)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let event = if paid {
         Event::PaymentCompleted {
@@ -243,9 +254,8 @@ pub async fn bill_session(
             due_date: due,
         }
     };
-    outbox::enqueue(&mut tx, event, now, policy.source).await?;
-    tx.commit().await?;
-    tracing::info!(%invoice_id, status, covered, "session billed");
+    outbox::enqueue(tx, event, now, policy.source).await?;
+    tracing::debug!(%invoice_id, status, covered, "session billed (committed with its batch)");
     Ok(BillingOutcome::Invoiced {
         invoice_id,
         status: status.to_string(),

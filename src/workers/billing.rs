@@ -12,15 +12,33 @@ use crate::context::CoreContext;
 use crate::domain::tariff::Tariff;
 use crate::events::consumer::{EventHandler, HandleError, ReceivedEvent};
 use crate::store::billing::{self, BillingOutcome, BillingPolicy};
+use crate::store::transaction_writer::TransactionWriter;
 use crate::store::StoreError;
 
 pub struct BillingHandler {
     ctx: CoreContext,
+    /// Invoices commit in groups: the events in hand (up to `worker.concurrency`) share one
+    /// transaction, each behind its own savepoint (a failing one fails alone).
+    writer: TransactionWriter,
 }
 
 impl BillingHandler {
+    /// Starts the group-committing writer on the worker's pool (needs a runtime).
     pub fn new(ctx: CoreContext) -> Self {
-        Self { ctx }
+        let source = format!("chargegrid-billing/{}", ctx.settings.node_id);
+        let observed = ctx.metrics.clone();
+        let writer = TransactionWriter::start(
+            ctx.db.clone(),
+            1,
+            source,
+            Some(std::sync::Arc::new(move |n| {
+                observed
+                    .store_batch_size
+                    .with_label_values(&["billing"])
+                    .observe(n as f64)
+            })),
+        );
+        Self { ctx, writer }
     }
 }
 
@@ -35,7 +53,11 @@ pub fn fallback_tariff(currency: &str) -> Tariff {
     }
 }
 
-async fn bill(ctx: CoreContext, event: ReceivedEvent) -> Result<(), HandleError> {
+async fn bill(
+    ctx: CoreContext,
+    writer: TransactionWriter,
+    event: ReceivedEvent,
+) -> Result<(), HandleError> {
     if event.event_type != "SESSION_ENDED" {
         return Ok(()); // not ours: nothing to do
     }
@@ -46,20 +68,32 @@ async fn bill(ctx: CoreContext, event: ReceivedEvent) -> Result<(), HandleError>
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| HandleError::Permanent("SESSION_ENDED without a valid sessionId".into()))?;
     let currency = ctx.settings.billing.currency.clone();
-    let fallback = fallback_tariff(&currency);
     let source = format!("chargegrid-billing/{}", ctx.settings.node_id);
-    let policy = BillingPolicy {
-        currency: &currency,
-        payment_due_days: ctx.settings.billing.payment_due_days,
-        fallback: &fallback,
-        source: &source,
-    };
-    match billing::bill_session(&ctx.db, event.event_id, session_id, &policy).await {
+    let due_days = ctx.settings.billing.payment_due_days;
+    let event_id = event.event_id;
+    let billed = writer
+        .run(&session_id.to_string(), move |tx| {
+            Box::pin(async move {
+                let fallback = fallback_tariff(&currency);
+                let policy = BillingPolicy {
+                    currency: &currency,
+                    payment_due_days: due_days,
+                    fallback: &fallback,
+                    source: &source,
+                };
+                billing::bill_session_in(tx, event_id, session_id, &policy).await
+            })
+        })
+        .await;
+    match billed {
         Ok(BillingOutcome::Duplicate) => {
             tracing::info!(%session_id, event_id = %event.event_id, "duplicate SESSION_ENDED ignored");
             Ok(())
         }
-        Ok(BillingOutcome::Invoiced { .. }) => Ok(()),
+        Ok(BillingOutcome::Invoiced { invoice_id, status }) => {
+            tracing::info!(%session_id, %invoice_id, %status, "session billed");
+            Ok(())
+        }
         // not visible (yet): a lagging read replica, or a message ahead of its data; retried,
         // then dead-lettered for an operator to look at and replay
         Err(StoreError::NotFound) => Err(HandleError::Transient(format!(
@@ -72,7 +106,7 @@ async fn bill(ctx: CoreContext, event: ReceivedEvent) -> Result<(), HandleError>
 
 impl EventHandler for BillingHandler {
     fn handle(&self, event: ReceivedEvent) -> BoxFuture<'static, Result<(), HandleError>> {
-        Box::pin(bill(self.ctx.clone(), event))
+        Box::pin(bill(self.ctx.clone(), self.writer.clone(), event))
     }
 }
 

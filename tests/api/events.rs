@@ -893,3 +893,89 @@ async fn billing_in_the_same_process_keeps_working_while_charger_traffic_holds_t
     );
     drop(held);
 }
+
+#[actix_web::test]
+async fn sessions_ending_together_are_billed_in_shared_commits_once_each_whatever_the_deliveries() {
+    const SESSIONS: usize = 40;
+    let b = billing_fixture("500.00", "€0.30/kWh", |_| {}).await;
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS {
+        let id = uuid::Uuid::new_v4();
+        sqlx::query("INSERT INTO sessions (id, user_id, station_id, charger_id, id_tag, status, origin, start_time, end_time, energy_kwh) \
+                     VALUES ($1, $2::uuid, $3, 'CP-BILL', 'TAG', 'COMPLETED', 'CHARGER', now() - interval '30 minutes', now(), 10)")
+            .bind(id)
+            .bind(&b.user_id)
+            .bind(b.station)
+            .execute(&b.app.db)
+            .await
+            .unwrap();
+        sessions.push(id);
+    }
+    let connection = amqp(&b.app).await;
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = b.app.ctx.topology().events_exchange();
+    let ended = |session_id: uuid::Uuid, event_id: uuid::Uuid| {
+        json!({
+            "eventId": event_id, "eventType": "SESSION_ENDED", "version": 1,
+            "timestamp": "2026-11-21T11:00:00Z", "source": "test", "sessionId": session_id,
+            "userId": b.user_id, "stationId": b.station, "chargerId": "CP-BILL", "energyKwh": 10.0,
+            "durationMinutes": 30, "endedAt": "2026-11-21T11:00:00Z", "stopReason": "Local"
+        })
+    };
+    // every event delivered twice, and a second event for the first ten sessions
+    let mut messages = Vec::new();
+    for (i, session) in sessions.iter().enumerate() {
+        let event = ended(*session, uuid::Uuid::new_v4());
+        messages.push(event.clone());
+        messages.push(event);
+        if i < 10 {
+            messages.push(ended(*session, uuid::Uuid::new_v4()));
+        }
+    }
+    for message in &messages {
+        channel
+            .basic_publish(
+                &exchange,
+                "session.ended",
+                BasicPublishOptions::default(),
+                message.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let handled = b
+        .app
+        .wait_until(Duration::from_secs(20), || async {
+            consumed(&b.app, "billing", "ok").await >= messages.len() as u64
+        })
+        .await;
+    assert!(handled, "not every delivery was handled");
+    let invoices: Vec<(uuid::Uuid, i64)> =
+        sqlx::query_as("SELECT session_id, count(*) FROM invoices GROUP BY session_id")
+            .fetch_all(&b.app.db)
+            .await
+            .unwrap();
+    assert_eq!(invoices.len(), SESSIONS);
+    assert!(invoices.iter().all(|(_, n)| *n == 1), "{invoices:?}");
+    assert_eq!(debits(&b.app).await, SESSIONS as i64);
+    // 10 kWh at 0.30 each: 3.00 per session
+    assert_eq!(
+        balance(&b.app, &b.user_id).await,
+        Decimal::new(50000, 2) - Decimal::new(300 * SESSIONS as i64, 2)
+    );
+    let commits = b
+        .app
+        .ctx
+        .metrics
+        .store_batch_size
+        .with_label_values(&["billing"])
+        .get_sample_count();
+    assert!(
+        commits < messages.len() as u64,
+        "{} deliveries took {commits} commits",
+        messages.len()
+    );
+}
