@@ -44,6 +44,9 @@ struct Args {
     /// Measured seconds per protocol.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Transaction writer shards (`ocpp.transaction_writer_shards`); 0 keeps the default.
+    #[arg(long, default_value_t = 0)]
+    writer_shards: usize,
     /// Unmeasured seconds before that.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
@@ -427,7 +430,11 @@ async fn invoicing(db: &PgPool) -> anyhow::Result<(i64, i64)> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     use chargegrid::workers::WorkerKind;
-    let (settings, admin_url, name) = fresh_settings().await?;
+    let (mut settings, admin_url, name) = fresh_settings().await?;
+    if args.writer_shards > 0 {
+        settings.ocpp.transaction_writer_shards = args.writer_shards;
+    }
+    let shards = settings.ocpp.transaction_writer_shards;
     // as `chargegrid all`: billing and notifications in the same process
     let app = Application::build_with(settings, &[WorkerKind::Billing, WorkerKind::Notifications])
         .await?;
@@ -471,7 +478,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or(0);
     println!(
         "{} CPUs, PostgreSQL synchronous_commit={durability}, {} password-protected chargers per protocol, \
-         transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up, billing and notifications in process",
+         transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up, billing and notifications in process, \
+         {shards} transaction writer shards",
         cpus, args.chargers, args.meter_values, args.seconds, args.warmup
     );
     println!();

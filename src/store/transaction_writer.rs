@@ -9,16 +9,18 @@
 //!   sample of every message, the sessions' new readings and their SESSION_UPDATED events are
 //!   one statement each, whatever the batch size.
 //! - A job (Start/Stop/TransactionEvent, whose logic branches on what is stored) runs its own
-//!   statements inside the batch's transaction, behind a savepoint.
+//!   statements inside the batch's transaction.
 //!
 //! Order: items are sharded by charger (one shard's batches run one at a time), and a charger
 //! sends its next call only after this one was answered, so a charger's messages are applied in
 //! the order it sent them. A session appearing twice in one batch is updated in two rounds.
 //!
-//! Failure: a job that fails is rolled back to its savepoint and fails alone. A set-based
-//! statement that fails is rolled back and its messages are retried one by one behind
-//! savepoints, so only the culprit fails. A failed commit fails the whole batch: nothing was
-//! answered, so the chargers send their messages again.
+//! Failure: when anything in a batch fails (a job's error, a set-based statement), the batch is
+//! rolled back and every item runs again alone, in a transaction of its own, so only the
+//! culprit fails (jobs are re-runnable for that). No savepoints: they cost a round trip each,
+//! and more than 64 subtransactions in one transaction overflow PostgreSQL's per-backend cache.
+//! A failed commit fails the whole batch: nothing of it was answered, so the chargers send
+//! their messages again.
 //!
 //! SESSION_UPDATED events from readings are coalesced: at most one per session per
 //! `UPDATE_EVENT_INTERVAL` (live updates are throttled to the same second). The session row is
@@ -73,7 +75,9 @@ pub struct MeterWrite {
 
 type JobOutput = Box<dyn Any + Send>;
 type JobFn = Box<
-    dyn for<'a> FnOnce(&'a mut Tx<'static>) -> BoxFuture<'a, Result<JobOutput, StoreError>> + Send,
+    dyn for<'a> Fn(&'a mut Tx<'static>) -> BoxFuture<'a, Result<JobOutput, StoreError>>
+        + Send
+        + Sync,
 >;
 
 enum Item {
@@ -149,8 +153,9 @@ impl TransactionWriter {
         }
     }
 
-    /// Runs `job` in the next batch of `charger_id`'s shard, behind a savepoint; resolves to
-    /// its result once the batch committed. Queued at once.
+    /// Runs `job` in the next batch of `charger_id`'s shard; resolves to its result once the
+    /// batch committed. Queued at once. The job may run twice (again alone when something else
+    /// in its batch failed): it must derive everything from its captures and `tx`.
     pub fn run<T, F>(
         &self,
         charger_id: &str,
@@ -158,8 +163,9 @@ impl TransactionWriter {
     ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
     where
         T: Send + 'static,
-        F: for<'a> FnOnce(&'a mut Tx<'static>) -> BoxFuture<'a, Result<T, StoreError>>
+        F: for<'a> Fn(&'a mut Tx<'static>) -> BoxFuture<'a, Result<T, StoreError>>
             + Send
+            + Sync
             + 'static,
     {
         let boxed: JobFn = Box::new(move |tx| {
@@ -215,110 +221,97 @@ async fn run_batch(
     items: Vec<Item>,
 ) -> Vec<Result<Outcome, StoreError>> {
     let n = items.len();
-    let unavailable = |e: &dyn std::fmt::Display| -> Vec<Result<Outcome, StoreError>> {
-        (0..n)
-            .map(|_| Err(StoreError::Unavailable(e.to_string())))
-            .collect()
-    };
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return unavailable(&e),
-    };
-    let mut results: Vec<Option<Result<Outcome, StoreError>>> = (0..n).map(|_| None).collect();
-    let mut meters: Vec<(usize, MeterWrite)> = Vec::new();
-    let mut jobs: Vec<(usize, JobFn)> = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        match item {
-            Item::Meter(m) => meters.push((i, m)),
-            Item::Job(j) => jobs.push((i, j)),
+    match run_together(pool, source, throttle, &items).await {
+        Together::Committed(results) => results.into_iter().map(Ok).collect(),
+        Together::CommitFailed(e) => {
+            tracing::error!(error = %e, items = n, "transaction batch did not commit: none of it is answered");
+            (0..n)
+                .map(|_| Err(StoreError::Unavailable(e.clone())))
+                .collect()
+        }
+        Together::ItemFailed(e) => {
+            if n > 1 {
+                tracing::warn!(error = %e, items = n, "a transaction batch failed: running its items one by one");
+            }
+            let mut results = Vec::with_capacity(n);
+            for item in &items {
+                results.push(run_alone(pool, source, throttle, item).await);
+            }
+            results
         }
     }
-    // jobs first, in submission order: a Start in this batch precedes the readings of its
-    // transaction, which can only be sent after the Start was answered (a later batch)
-    for (i, job) in jobs {
-        match run_job(&mut tx, job).await {
-            Ok(outcome) => results[i] = Some(outcome),
-            Err(e) => return unavailable(&e),
+}
+
+enum Together {
+    Committed(Vec<Outcome>),
+    /// Something in the batch failed: nothing was written, each item runs again alone.
+    ItemFailed(StoreError),
+    /// The commit itself failed (or no transaction could start): the database is in trouble.
+    CommitFailed(String),
+}
+
+/// Every item in one transaction: jobs first, in submission order (a Start in this batch
+/// precedes the readings of its transaction, which can only be sent once it was answered, in a
+/// later batch), then the meter messages set-based.
+async fn run_together(
+    pool: &PgPool,
+    source: &str,
+    throttle: &Mutex<Throttle>,
+    items: &[Item],
+) -> Together {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return Together::CommitFailed(e.to_string()),
+    };
+    let mut results: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
+    let mut meters: Vec<(usize, &MeterWrite)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Item::Job(job) => match job(&mut tx).await {
+                Ok(output) => results[i] = Some(Outcome::Job(output)),
+                Err(e) => return Together::ItemFailed(e),
+            },
+            Item::Meter(m) => meters.push((i, m)),
         }
     }
     if !meters.is_empty() {
-        if let Err(e) = run_meters(&mut tx, source, throttle, &meters, &mut results).await {
-            return unavailable(&e);
+        match meters_set_based(&mut tx, source, throttle, &meters).await {
+            Ok(sessions) => {
+                for ((i, _), session) in meters.iter().zip(sessions) {
+                    results[*i] = Some(Outcome::Meter(session.map(Box::new)));
+                }
+            }
+            Err(e) => return Together::ItemFailed(e),
         }
     }
     if let Err(e) = tx.commit().await {
-        tracing::error!(error = %e, items = n, "transaction batch did not commit: none of it is answered");
-        return unavailable(&e);
+        return Together::CommitFailed(e.to_string());
     }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("no result".into()))))
-        .collect()
+    Together::Committed(
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Outcome::Meter(None)))
+            .collect(),
+    )
 }
 
-/// Runs one job behind a savepoint. `Err` only when the transaction itself is broken (the
-/// savepoint statements failed); a failing job is `Ok(Err(..))`, rolled back alone.
-async fn run_job(
-    tx: &mut Tx<'static>,
-    job: JobFn,
-) -> Result<Result<Outcome, StoreError>, StoreError> {
-    savepoint(tx, "SAVEPOINT tw_item").await?;
-    match job(tx).await {
-        Ok(output) => {
-            savepoint(tx, "RELEASE SAVEPOINT tw_item").await?;
-            Ok(Ok(Outcome::Job(output)))
-        }
-        Err(e) => {
-            savepoint(tx, "ROLLBACK TO SAVEPOINT tw_item").await?;
-            Ok(Err(e))
-        }
-    }
-}
-
-/// The batch's meter messages, set-based; when that fails, one by one so only the culprit
-/// fails. `Err` only when the transaction itself is broken.
-async fn run_meters(
-    tx: &mut Tx<'static>,
+/// One item in a transaction of its own (after its batch failed).
+async fn run_alone(
+    pool: &PgPool,
     source: &str,
     throttle: &Mutex<Throttle>,
-    meters: &[(usize, MeterWrite)],
-    results: &mut [Option<Result<Outcome, StoreError>>],
-) -> Result<(), StoreError> {
-    savepoint(tx, "SAVEPOINT tw_item").await?;
-    let all = meters_set_based(tx, source, throttle, meters).await;
-    match all {
-        Ok(sessions) => {
-            savepoint(tx, "RELEASE SAVEPOINT tw_item").await?;
-            for ((i, _), session) in meters.iter().zip(sessions) {
-                results[*i] = Some(Ok(Outcome::Meter(session.map(Box::new))));
-            }
-            return Ok(());
+    item: &Item,
+) -> Result<Outcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let outcome = match item {
+        Item::Job(job) => Outcome::Job(job(&mut tx).await?),
+        Item::Meter(m) => {
+            let mut sessions = meters_set_based(&mut tx, source, throttle, &[(0, m)]).await?;
+            Outcome::Meter(sessions.pop().flatten().map(Box::new))
         }
-        Err(e) => {
-            savepoint(tx, "ROLLBACK TO SAVEPOINT tw_item").await?;
-            tracing::warn!(error = %e, messages = meters.len(), "set-based meter batch failed: retrying its messages one by one");
-        }
-    }
-    for (i, write) in meters {
-        let single = [(*i, write.clone())];
-        savepoint(tx, "SAVEPOINT tw_item").await?;
-        match meters_set_based(tx, source, throttle, &single).await {
-            Ok(mut sessions) => {
-                savepoint(tx, "RELEASE SAVEPOINT tw_item").await?;
-                results[*i] = Some(Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new))));
-            }
-            Err(e) => {
-                savepoint(tx, "ROLLBACK TO SAVEPOINT tw_item").await?;
-                results[*i] = Some(Err(e));
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn savepoint(tx: &mut Tx<'static>, sql: &'static str) -> Result<(), StoreError> {
-    sqlx::query(sql).execute(&mut **tx).await?;
-    Ok(())
+    };
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 /// Stores `meters` with a fixed number of statements: the 1.6 look-ups, every sample, the
@@ -328,7 +321,7 @@ async fn meters_set_based(
     tx: &mut Tx<'static>,
     source: &str,
     throttle: &Mutex<Throttle>,
-    meters: &[(usize, MeterWrite)],
+    meters: &[(usize, &MeterWrite)],
 ) -> Result<Vec<Option<SessionRecord>>, StoreError> {
     let lookups: Vec<(String, i32)> = meters
         .iter()

@@ -73,6 +73,7 @@ async fn bill(
     let event_id = event.event_id;
     let billed = writer
         .run(&session_id.to_string(), move |tx| {
+            let (currency, source) = (currency.clone(), source.clone());
             Box::pin(async move {
                 let fallback = fallback_tariff(&currency);
                 let policy = BillingPolicy {

@@ -91,6 +91,7 @@ async fn a_failing_job_is_rolled_back_alone_and_the_rest_of_its_batch_commits() 
             format!("TJ-{i}")
         };
         app.ctx.transactions.run("TJ", move |tx| {
+            let id = id.clone();
             Box::pin(async move {
                 sqlx::query("INSERT INTO chargers (id) VALUES ($1)")
                     .bind(&id)

@@ -72,6 +72,9 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
         .app
         .transactions
         .run(&ctx.charger_id, move |tx| {
+            // a job may run twice (alone, after its batch failed): it owns copies
+            let (charger_id, id_tag) = (charger_id.clone(), id_tag.clone());
+            let (status_name, source) = (status_name.clone(), source.clone());
             Box::pin(async move {
                 let started = transactions::start_v16(
                     tx,
@@ -149,6 +152,8 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
         .app
         .transactions
         .run(&ctx.charger_id, move |tx| {
+            let (charger_id, source, reason) = (charger_id.clone(), source.clone(), reason.clone());
+            let (payload, samples) = (payload.clone(), samples.clone());
             Box::pin(async move {
                 let existing = transactions::lock_v16(tx, &charger_id, transaction_id).await?;
                 let record = match existing {

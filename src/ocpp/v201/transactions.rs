@@ -103,6 +103,9 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         .app
         .transactions
         .run(&ctx.charger_id, move |tx| {
+            // a job may run twice (alone, after its batch failed): it owns copies
+            let (job_ctx, req, token) = (job_ctx.clone(), req.clone(), token.clone());
+            let (samples, reading) = (samples.clone(), reading);
             Box::pin(async move {
                 store_event(
                     &job_ctx,
