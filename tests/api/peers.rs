@@ -171,7 +171,10 @@ async fn the_python_ocpp_package_runs_2_0_1_transactions_and_an_app_session() {
             Some(&driver),
         )
         .await;
-    assert_eq!(ended["data"]["endSession"]["status"], "STOPPING", "{ended}");
+    // the peer sends TransactionEvent(Ended) right after accepting the stop: the contract's
+    // answer is STOPPING, or COMPLETED when that event was stored first
+    let status = ended["data"]["endSession"]["status"].as_str();
+    assert!(matches!(status, Some("STOPPING" | "COMPLETED")), "{ended}");
 
     let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
         .await

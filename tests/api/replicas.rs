@@ -77,6 +77,20 @@ async fn start_replica(settings: &chargegrid::configuration::Settings, node: &st
     Replica { port, child }
 }
 
+/// `chargegrid_sessions_active` from the replica's `/metrics`.
+async fn sessions_active(port: u16) -> i64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("chargegrid_sessions_active "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
 async fn gql(port: u16, query: &str, variables: Value, token: Option<&str>) -> Value {
     let mut request = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/graphql"))
@@ -227,6 +241,16 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
             break;
         }
     }
+    // started through A, watched from B: its one actor runs on C, which holds the charger
+    assert_eq!(
+        (
+            sessions_active(a.port).await,
+            sessions_active(b.port).await,
+            sessions_active(c.port).await
+        ),
+        (0, 0, 1),
+        "session actors on (A, B, C)"
+    );
 
     // SIGTERM C: the charger is asked to reconnect, does so to A, and the session completes
     let status = Command::new("kill")
@@ -262,6 +286,11 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
             break;
         }
     }
+    // it moved to A with its charger and ended there: no actor is left anywhere
+    until("no session actor left", || async {
+        sessions_active(a.port).await == 0 && sessions_active(b.port).await == 0
+    })
+    .await;
 
     // CP-Y charging on B; B is killed outright
     let mut cp_y = connect16(b.port, "CP-Y", None).await;
