@@ -32,7 +32,8 @@ pub struct SessionActor {
     expiry: Option<SpawnHandle>,
     stop_requested: bool,
     finished: bool,
-    /// Set by `restarting`: the next `started` reloads the session before deciding anything.
+    /// Set at creation and by `restarting`: `started` reloads the session before deciding
+    /// anything.
     reload: bool,
 }
 
@@ -51,7 +52,10 @@ impl SessionActor {
             expiry: None,
             stop_requested: false,
             finished: false,
-            reload: false,
+            // the snapshot it was started with may be older than what Postgres has now (a
+            // charger's stop committed while the charger's open sessions were being read):
+            // every actor reads its session once before deciding anything
+            reload: true,
         }
     }
 
@@ -266,27 +270,30 @@ impl Message for Begin {
     type Result = Result<SessionRecord, SessionCommandError>;
 }
 
+/// Commands run one at a time (`AtomicResponse`: the mailbox waits), so an end cannot overtake
+/// a start whose RemoteStart is still in flight; snapshots that arrive meanwhile are applied
+/// after it.
 impl Handler<Begin> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<SessionRecord, SessionCommandError>>;
+    type Result = AtomicResponse<Self, Result<SessionRecord, SessionCommandError>>;
 
     fn handle(&mut self, _: Begin, _: &mut Self::Context) -> Self::Result {
         let (app, record) = (self.app.clone(), self.record.clone());
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             async move { session_commands::begin(&app, record).await }
                 .into_actor(self)
                 .map(|applied, act, ctx| act.settle(applied, ctx)),
-        )
+        ))
     }
 }
 
 impl Handler<SessionCommand> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<SessionRecord, SessionCommandError>>;
+    type Result = AtomicResponse<Self, Result<SessionRecord, SessionCommandError>>;
 
     /// Update and End: decided on the session as Postgres has it now (the charger's last
     /// message may have changed it a moment ago).
     fn handle(&mut self, msg: SessionCommand, _: &mut Self::Context) -> Self::Result {
         let (app, id) = (self.app.clone(), self.record.id);
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             async move {
                 let record = match sessions::find(&app.db, id).await {
                     Ok(Some(record)) => record,
@@ -297,7 +304,7 @@ impl Handler<SessionCommand> for SessionActor {
             }
             .into_actor(self)
             .map(|applied, act, ctx| act.settle(applied, ctx)),
-        )
+        ))
     }
 }
 

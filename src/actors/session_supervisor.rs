@@ -51,7 +51,10 @@ impl SessionSupervisor {
         ctx: &mut Context<Self>,
     ) -> Option<Addr<SessionActor>> {
         let app = self.app.clone()?;
-        if !self.local.contains(&record.charger_id) || self.sessions.contains_key(&record.id) {
+        if !self.local.contains(&record.charger_id)
+            || self.sessions.contains_key(&record.id)
+            || self.finished.contains_key(&record.id)
+        {
             return None;
         }
         let me = ctx.address();
@@ -124,7 +127,10 @@ impl Handler<SessionChanged> for SessionSupervisor {
                 }
             }
             _ => {
-                // finished before an actor existed here: subscribers still hear about it
+                // finished before an actor existed here: a late open snapshot (or the read of
+                // an arriving charger's open sessions) must not start one; subscribers still
+                // hear about it
+                self.finished.insert(id, Instant::now());
                 if let Some(app) = &self.app {
                     app.live.publish(LiveEvent::session(id));
                 }
@@ -227,7 +233,11 @@ impl Handler<Adopt> for SessionSupervisor {
     type Result = Option<Addr<SessionActor>>;
 
     fn handle(&mut self, msg: Adopt, ctx: &mut Self::Context) -> Self::Result {
-        self.spawn_actor(msg.0, ctx)
+        // the charger's snapshot may have started the actor already: that one asks the charger
+        match self.sessions.get(&msg.0.id) {
+            Some(actor) if actor.connected() => Some(actor.clone()),
+            _ => self.spawn_actor(msg.0, ctx),
+        }
     }
 }
 

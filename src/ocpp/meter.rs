@@ -124,6 +124,23 @@ fn kilo(value: Decimal) -> Option<Decimal> {
     value.checked_mul(Decimal::ONE_THOUSAND)
 }
 
+/// Normalises every sampled value, dropping (and logging) those out of range: for the
+/// messages that end a transaction, which must not be refused for one absurd sample (the
+/// charger would give up on them and the session would never end).
+pub fn normalise_lenient<'a>(
+    raws: impl IntoIterator<Item = (DateTime<Utc>, RawSample)> + 'a,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for (at, raw) in raws {
+        match normalise(at, &raw) {
+            Ok(Some(sample)) => samples.push(sample),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "sample dropped from a transaction's end"),
+        }
+    }
+    samples
+}
+
 /// Normalises every sampled value, refusing the whole message if one is out of range.
 pub fn normalise_all<'a>(
     raws: impl IntoIterator<Item = (DateTime<Utc>, RawSample)> + 'a,

@@ -7,9 +7,11 @@
 //! (a charger's connect before its disconnect) submits them in that order and gets it.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 /// What a batch executor returns: one result per item, in the items' order.
@@ -48,7 +50,15 @@ impl<I: Send + 'static, R: Send + 'static> Batcher<I, R> {
                 if let Some(observe) = &observe {
                     observe(items.len());
                 }
-                let results = execute(items).await;
+                // a panic in one batch must not end the batcher: its callers get `None` (their
+                // replies are dropped) and the next batch runs as usual
+                let results = match AssertUnwindSafe(execute(items)).catch_unwind().await {
+                    Ok(results) => results,
+                    Err(_) => {
+                        tracing::error!("a batch panicked: its items are answered as failed");
+                        continue;
+                    }
+                };
                 for (reply, result) in replies.into_iter().zip(results) {
                     // the caller may have given up waiting; its item was executed all the same
                     let _ = reply.send(result);
@@ -111,6 +121,20 @@ mod tests {
         assert_eq!(rest, vec![Some(10), Some(20), Some(30), Some(40), Some(50)]);
         let seen = batches.lock().map(|b| b.clone()).unwrap_or_default();
         assert_eq!(seen, vec![vec![0], vec![1, 2, 3, 4, 5]]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_its_items_and_the_batcher_goes_on() {
+        let batcher: Batcher<u32, u32> = Batcher::start(1, None, |items: Vec<u32>| {
+            Box::pin(async move {
+                if items == [13] {
+                    panic!("unlucky batch");
+                }
+                items
+            })
+        });
+        assert_eq!(batcher.submit(13).await, None);
+        assert_eq!(batcher.submit(14).await, Some(14));
     }
 
     #[tokio::test]

@@ -374,23 +374,19 @@ pub async fn record_readings(
     let ids: Vec<Uuid> = readings.iter().map(|r| r.session_id).collect();
     let meters: Vec<Option<Decimal>> = readings.iter().map(|r| r.meter_wh).collect();
     let powers: Vec<Option<Decimal>> = readings.iter().map(|r| r.power_w).collect();
+    // every value is computed from `s`, the row being updated: under READ COMMITTED a
+    // concurrent completion makes PostgreSQL re-check the WHERE and re-evaluate these on the
+    // row as committed, so a reading can never write over a session that just completed
+    let last = "CASE WHEN r.meter_wh IS NULL OR r.meter_wh < s.meter_last_wh THEN s.meter_last_wh ELSE r.meter_wh END";
+    let start = "COALESCE(s.meter_start_wh, r.meter_wh)";
+    let power = "COALESCE((r.power_w / 1000)::float8, s.power_kw)";
     Ok(sqlx::query_as::<_, SessionRecord>(&format!(
-        "UPDATE sessions s SET meter_start_wh = c.meter_start, meter_last_wh = c.meter_last, \
-             energy_kwh = c.energy, power_kw = c.power_kw, updated_at = clock_timestamp() \
-         FROM ( \
-             SELECT x.id, x.meter_start, x.meter_last, x.power_kw, \
-                 GREATEST(0, round((COALESCE(x.meter_last, 0) - COALESCE(x.meter_start, x.meter_last, 0)) / 1000, 3)) AS energy \
-             FROM ( \
-                 SELECT cur.id, COALESCE(cur.meter_start_wh, r.meter_wh) AS meter_start, \
-                     CASE WHEN r.meter_wh IS NULL OR r.meter_wh < cur.meter_last_wh THEN cur.meter_last_wh \
-                          ELSE r.meter_wh END AS meter_last, \
-                     COALESCE((r.power_w / 1000)::float8, cur.power_kw) AS power_kw \
-                 FROM unnest($1::uuid[], $2::numeric[], $3::numeric[]) AS r(id, meter_wh, power_w) \
-                 JOIN sessions cur ON cur.id = r.id AND cur.status IN ('IN_PROGRESS', 'STOPPING') \
-             ) x \
-         ) c \
-         WHERE s.id = c.id AND (s.meter_start_wh, s.meter_last_wh, s.energy_kwh, s.power_kw) \
-             IS DISTINCT FROM (c.meter_start, c.meter_last, c.energy, c.power_kw) \
+        "UPDATE sessions s SET meter_start_wh = {start}, meter_last_wh = {last}, \
+             energy_kwh = GREATEST(0, round((COALESCE({last}, 0) - COALESCE({start}, {last}, 0)) / 1000, 3)), \
+             power_kw = {power}, updated_at = clock_timestamp() \
+         FROM unnest($1::uuid[], $2::numeric[], $3::numeric[]) AS r(id, meter_wh, power_w) \
+         WHERE s.id = r.id AND s.status IN ('IN_PROGRESS', 'STOPPING') \
+             AND ({start}, {last}, {power}) IS DISTINCT FROM (s.meter_start_wh, s.meter_last_wh, s.power_kw) \
          RETURNING {}",
         COLUMNS
             .split(", ")

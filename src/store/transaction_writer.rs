@@ -198,20 +198,39 @@ struct Throttle {
 }
 
 impl Throttle {
-    /// Whether `session_id` may have an event now (and records that it had one).
-    fn admit(&mut self, session_id: Uuid, now: Instant) -> bool {
+    /// Whether `session_id` may have an event at `now` (nothing is recorded: a batch records
+    /// its events once it committed, so a rolled-back one does not hold back the next).
+    fn allows(&self, session_id: Uuid, now: Instant) -> bool {
+        !matches!(self.last.get(&session_id), Some(at) if now.duration_since(*at) < UPDATE_EVENT_INTERVAL)
+    }
+
+    /// Records the events of a committed batch.
+    fn record(&mut self, sessions: &[Uuid], now: Instant) {
         if self.last.len() > 100_000 {
             self.last
                 .retain(|_, at| now.duration_since(*at) < UPDATE_EVENT_INTERVAL);
         }
-        match self.last.get(&session_id) {
-            Some(at) if now.duration_since(*at) < UPDATE_EVENT_INTERVAL => false,
-            _ => {
-                self.last.insert(session_id, now);
-                true
-            }
+        for id in sessions {
+            self.last.insert(*id, now);
         }
     }
+}
+
+/// Errors that say the database cannot be reached (rather than that one item is wrong):
+/// running the batch's items one by one would only wait for the same timeout again and again.
+fn unreachable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Unavailable(_)
+            | StoreError::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+    )
 }
 
 async fn run_batch(
@@ -229,13 +248,33 @@ async fn run_batch(
                 .map(|_| Err(StoreError::Unavailable(e.clone())))
                 .collect()
         }
+        Together::ItemFailed(e) if unreachable(&e) => {
+            tracing::error!(error = %e, items = n, "the database is unreachable: none of the batch is answered");
+            let reason = e.to_string();
+            (0..n)
+                .map(|_| Err(StoreError::Unavailable(reason.clone())))
+                .collect()
+        }
         Together::ItemFailed(e) => {
             if n > 1 {
                 tracing::warn!(error = %e, items = n, "a transaction batch failed: running its items one by one");
             }
             let mut results = Vec::with_capacity(n);
+            let mut gone: Option<String> = None;
             for item in &items {
-                results.push(run_alone(pool, source, throttle, item).await);
+                // once the database is unreachable, the rest fail at once instead of each
+                // waiting for its own timeout
+                if let Some(reason) = &gone {
+                    results.push(Err(StoreError::Unavailable(reason.clone())));
+                    continue;
+                }
+                let result = run_alone(pool, source, throttle, item).await;
+                if let Err(e) = &result {
+                    if unreachable(e) {
+                        gone = Some(e.to_string());
+                    }
+                }
+                results.push(result);
             }
             results
         }
@@ -274,9 +313,11 @@ async fn run_together(
             Item::Meter(m) => meters.push((i, m)),
         }
     }
+    let mut evented = Vec::new();
     if !meters.is_empty() {
         match meters_set_based(&mut tx, source, throttle, &meters).await {
-            Ok(sessions) => {
+            Ok((sessions, events)) => {
+                evented = events;
                 for ((i, _), session) in meters.iter().zip(sessions) {
                     results[*i] = Some(Outcome::Meter(session.map(Box::new)));
                 }
@@ -286,6 +327,9 @@ async fn run_together(
     }
     if let Err(e) = tx.commit().await {
         return Together::CommitFailed(e.to_string());
+    }
+    if let Ok(mut t) = throttle.lock() {
+        t.record(&evented, Instant::now());
     }
     Together::Committed(
         results
@@ -306,8 +350,13 @@ async fn run_alone(
     let outcome = match item {
         Item::Job(job) => Outcome::Job(job(&mut tx).await?),
         Item::Meter(m) => {
-            let mut sessions = meters_set_based(&mut tx, source, throttle, &[(0, m)]).await?;
-            Outcome::Meter(sessions.pop().flatten().map(Box::new))
+            let (mut sessions, evented) =
+                meters_set_based(&mut tx, source, throttle, &[(0, m)]).await?;
+            tx.commit().await?;
+            if let Ok(mut t) = throttle.lock() {
+                t.record(&evented, Instant::now());
+            }
+            return Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new)));
         }
     };
     tx.commit().await?;
@@ -316,13 +365,14 @@ async fn run_alone(
 
 /// Stores `meters` with a fixed number of statements: the 1.6 look-ups, every sample, the
 /// sessions' readings (one round per repeat of a session) and their events. Returns, per
-/// message, the session its reading changed.
+/// message, the session its reading changed, and the sessions that got an event (for the
+/// throttle, once the batch committed).
 async fn meters_set_based(
     tx: &mut Tx<'static>,
     source: &str,
     throttle: &Mutex<Throttle>,
     meters: &[(usize, &MeterWrite)],
-) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+) -> Result<(Vec<Option<SessionRecord>>, Vec<Uuid>), StoreError> {
     let lookups: Vec<(String, i32)> = meters
         .iter()
         .filter_map(|(_, m)| match m.owner {
@@ -384,6 +434,7 @@ async fn meters_set_based(
         *round += 1;
     }
     let mut events = Vec::new();
+    let mut evented: Vec<Uuid> = Vec::new();
     let now = Instant::now();
     for round in rounds {
         let readings: Vec<sessions::Reading> = round.iter().map(|(_, r)| r.clone()).collect();
@@ -393,11 +444,13 @@ async fn meters_set_based(
             let Some(record) = by_id.get(&reading.session_id) else {
                 continue;
             };
-            let admitted = throttle
-                .lock()
-                .map(|mut t| t.admit(record.id, now))
-                .unwrap_or(true);
+            let admitted = !evented.contains(&record.id)
+                && throttle
+                    .lock()
+                    .map(|t| t.allows(record.id, now))
+                    .unwrap_or(true);
             if admitted {
+                evented.push(record.id);
                 let sampled_at = latest(&meters[k].1.samples).unwrap_or_else(Utc::now);
                 events.push((
                     Event::SessionUpdated {
@@ -414,7 +467,7 @@ async fn meters_set_based(
         }
     }
     outbox::enqueue_many(tx, events, source).await?;
-    Ok(out)
+    Ok((out, evented))
 }
 
 fn latest(samples: &[Sample]) -> Option<DateTime<Utc>> {

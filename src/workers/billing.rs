@@ -18,7 +18,7 @@ use crate::store::StoreError;
 pub struct BillingHandler {
     ctx: CoreContext,
     /// Invoices commit in groups: the events in hand (up to `worker.concurrency`) share one
-    /// transaction, each behind its own savepoint (a failing one fails alone).
+    /// transaction; when one fails, the batch runs again event by event (it fails alone).
     writer: TransactionWriter,
 }
 

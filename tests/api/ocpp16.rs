@@ -802,4 +802,32 @@ async fn absurd_meter_values_are_refused_with_a_call_error_and_the_connection_su
         .await
         .unwrap();
     assert_eq!(stored, 3, "only the in-range message is stored");
+
+    // the end of a transaction is never refused for an absurd sample: it is dropped
+    let start = cp
+        .call("StartTransaction", json!({ "connectorId": 1, "idTag": "SOMECARD", "meterStart": 0, "timestamp": "2026-11-21T10:00:00Z" }))
+        .await
+        .unwrap();
+    let stop = cp
+        .call(
+            "StopTransaction",
+            json!({ "transactionId": start["transactionId"], "meterStop": 1500, "timestamp": "2026-11-21T10:30:00Z",
+                "transactionData": [{ "timestamp": "2026-11-21T10:30:00Z", "sampledValue": [
+                    { "value": DECIMAL_MAX, "unit": "kWh" }, { "value": "1500", "unit": "Wh" }] }] }),
+        )
+        .await;
+    assert!(stop.is_ok(), "{stop:?}");
+    let stopped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM charger_transactions WHERE stopped_at IS NOT NULL AND meter_stop_wh = 1500",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stopped, 1);
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM meter_values WHERE transaction_pk IS NOT NULL")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(kept, 1, "the in-range sample of the stop is kept");
 }

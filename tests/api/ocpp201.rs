@@ -651,4 +651,18 @@ async fn absurd_meter_values_are_refused_with_a_call_error_and_the_connection_su
         .await
         .unwrap();
     assert_eq!(stored, 0);
+
+    // the end of a transaction is never refused for an absurd sample: it is dropped
+    let mut ended = event("Ended", 2, "TX-ABSURD", "2026-11-21T10:30:00Z");
+    ended["meterValue"] = json!([{ "timestamp": "2026-11-21T10:30:00Z", "sampledValue": [
+        { "value": 1e26, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "kWh" } }] }]);
+    let answer = cs.call("TransactionEvent", ended).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    let stopped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM charger_transactions WHERE transaction_ref = 'TX-ABSURD' AND stopped_at IS NOT NULL",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(stopped, 1);
 }

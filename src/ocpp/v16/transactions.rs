@@ -2,6 +2,7 @@
 //! they are answered; repeats are answered identically and change nothing. Charger timestamps
 //! are kept as sent (offline-queued messages carry old ones and are processed normally).
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_ocpp::v1_6::messages::meter_values::{MeterValuesRequest, MeterValuesResponse};
 use rust_ocpp::v1_6::messages::start_transaction::{
@@ -26,7 +27,11 @@ use crate::store::StoreError;
 
 /// Normalised samples of 1.6 meter values; a value no meter can show refuses them all.
 pub fn samples(values: &[MeterValue]) -> Result<Vec<Sample>, OutOfRange> {
-    meter::normalise_all(values.iter().flat_map(|mv| {
+    meter::normalise_all(raw_samples(values))
+}
+
+fn raw_samples(values: &[MeterValue]) -> impl Iterator<Item = (DateTime<Utc>, RawSample)> + '_ {
+    values.iter().flat_map(|mv| {
         mv.sampled_value.iter().map(move |sv| {
             (
                 mv.timestamp,
@@ -41,7 +46,7 @@ pub fn samples(values: &[MeterValue]) -> Result<Vec<Sample>, OutOfRange> {
                 },
             )
         })
-    }))
+    })
 }
 
 fn status_from_str(status: &str) -> AuthorizationStatus {
@@ -139,11 +144,11 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
         .as_ref()
         .map(enum_name)
         .unwrap_or_else(|| "Local".into());
+    // the end of a transaction is never refused for an absurd sample: those are dropped
     let samples = req
         .transaction_data
         .as_deref()
-        .map(samples)
-        .transpose()?
+        .map(|values| meter::normalise_lenient(raw_samples(values)))
         .unwrap_or_default();
     let (charger_id, source) = (ctx.charger_id.clone(), ctx.app.event_source());
     let (transaction_id, stopped_at) = (req.transaction_id, req.timestamp);

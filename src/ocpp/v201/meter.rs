@@ -15,7 +15,19 @@ use crate::store::transaction_writer::{MeterOwner, MeterWrite};
 
 /// Normalised samples of 2.0.1 meter values; a value no meter can show refuses them all.
 pub fn samples(values: &[MeterValueType]) -> Result<Vec<Sample>, OutOfRange> {
-    meter::normalise_all(values.iter().flat_map(|mv| {
+    meter::normalise_all(raw_samples(values))
+}
+
+/// Normalised samples, dropping (and logging) values no meter can show: for the event that
+/// ends a transaction.
+pub fn samples_lenient(values: &[MeterValueType]) -> Vec<Sample> {
+    meter::normalise_lenient(raw_samples(values))
+}
+
+fn raw_samples(
+    values: &[MeterValueType],
+) -> impl Iterator<Item = (chrono::DateTime<chrono::Utc>, RawSample)> + '_ {
+    values.iter().flat_map(|mv| {
         mv.sampled_value.iter().map(move |sv| {
             let unit = sv.unit_of_measure.as_ref();
             (
@@ -31,7 +43,7 @@ pub fn samples(values: &[MeterValueType]) -> Result<Vec<Sample>, OutOfRange> {
                 },
             )
         })
-    }))
+    })
 }
 
 pub async fn meter_values(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {

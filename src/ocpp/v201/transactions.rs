@@ -22,7 +22,7 @@ use rust_ocpp::v2_0_1::messages::transaction_event::{
 use serde_json::Value;
 
 use super::authorize::{check_token, resolve, token_info, Resolved};
-use super::meter::samples;
+use super::meter::{samples, samples_lenient};
 use crate::ocpp::handler::{enum_name, CallContext, Handled};
 use crate::ocpp::meter::{self, Reading};
 use crate::ocpp::payload::{check_len, decode_shape};
@@ -88,7 +88,13 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         Some(token) => Some(resolve(&ctx.app.db, token).await.map_err(unanswered)?),
         None => None,
     };
-    let samples = samples(req.meter_value.as_deref().unwrap_or_default())?;
+    let values = req.meter_value.as_deref().unwrap_or_default();
+    // the end of a transaction is never refused for an absurd sample: those are dropped
+    let samples = if req.event_type == TransactionEventEnumType::Ended {
+        samples_lenient(values)
+    } else {
+        samples(values)?
+    };
     let reading = meter::reading(&samples);
     let start_wh = start_register(&samples, &req.event_type, &reading);
     let answer = Handled::reply(&TransactionEventResponse {
