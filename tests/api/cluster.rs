@@ -50,21 +50,8 @@ async fn owner_node(app: &TestApp, charger: &str) -> Option<String> {
     .map(|o| o.node_id)
 }
 
-/// `chargegrid_sessions_active` as the replica's `/metrics` reports it.
 async fn sessions_active(app: &TestApp) -> i64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("chargegrid_sessions_active "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1)
+    crate::helpers::sessions_active(&app.address).await
 }
 
 #[actix_web::test]

@@ -228,6 +228,32 @@ async fn balance(app: &TestApp, user_id: &str) -> Decimal {
         .unwrap()
 }
 
+/// A SESSION_ENDED of `session_id` for the billing fixture's driver, as the relay publishes it.
+fn session_ended(b: &Billing, session_id: uuid::Uuid, event_id: uuid::Uuid) -> Value {
+    json!({
+        "eventId": event_id, "eventType": "SESSION_ENDED", "version": 1,
+        "timestamp": "2026-11-21T11:00:00Z", "source": "test", "sessionId": session_id,
+        "userId": b.user_id, "stationId": b.station, "chargerId": "CP-BILL", "energyKwh": 10.0,
+        "durationMinutes": 30, "endedAt": "2026-11-21T11:00:00Z", "stopReason": "Local"
+    })
+}
+
+/// Publishes `body` to the events exchange under `session.ended`, with a confirm.
+async fn publish_ended(channel: &lapin::Channel, exchange: &str, body: &[u8]) {
+    channel
+        .basic_publish(
+            exchange,
+            "session.ended",
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 #[actix_web::test]
 async fn a_finished_session_is_billed_once_paid_from_the_wallet_and_notified() {
     let b = billing_fixture("50.00", "€0.40/kWh", |_| {}).await;
@@ -482,38 +508,11 @@ async fn poison_messages_are_dead_lettered_after_retries_and_can_be_replayed() {
     let exchange = b.app.ctx.topology().events_exchange();
 
     // malformed: straight to the dead letters
-    channel
-        .basic_publish(
-            &exchange,
-            "session.ended",
-            BasicPublishOptions::default(),
-            b"{not json",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_ended(&channel, &exchange, b"{not json").await;
     // a SESSION_ENDED whose session does not exist (yet): retried, then dead-lettered
     let session_id = uuid::Uuid::new_v4();
-    let poison = json!({
-        "eventId": uuid::Uuid::new_v4(), "eventType": "SESSION_ENDED", "version": 1,
-        "timestamp": "2026-11-21T11:00:00Z", "source": "test", "sessionId": session_id,
-        "userId": b.user_id, "stationId": b.station, "chargerId": "CP-BILL", "energyKwh": 10.0,
-        "durationMinutes": 30, "endedAt": "2026-11-21T11:00:00Z", "stopReason": "Local"
-    });
-    channel
-        .basic_publish(
-            &exchange,
-            "session.ended",
-            BasicPublishOptions::default(),
-            poison.to_string().as_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let poison = session_ended(&b, session_id, uuid::Uuid::new_v4());
+    publish_ended(&channel, &exchange, poison.to_string().as_bytes()).await;
     let dead = b
         .app
         .wait_until(Duration::from_secs(20), || async {
@@ -914,14 +913,8 @@ async fn sessions_ending_together_are_billed_in_shared_commits_once_each_whateve
     let connection = amqp(&b.app).await;
     let channel = connection.create_channel().await.unwrap();
     let exchange = b.app.ctx.topology().events_exchange();
-    let ended = |session_id: uuid::Uuid, event_id: uuid::Uuid| {
-        json!({
-            "eventId": event_id, "eventType": "SESSION_ENDED", "version": 1,
-            "timestamp": "2026-11-21T11:00:00Z", "source": "test", "sessionId": session_id,
-            "userId": b.user_id, "stationId": b.station, "chargerId": "CP-BILL", "energyKwh": 10.0,
-            "durationMinutes": 30, "endedAt": "2026-11-21T11:00:00Z", "stopReason": "Local"
-        })
-    };
+    let ended =
+        |session_id: uuid::Uuid, event_id: uuid::Uuid| session_ended(&b, session_id, event_id);
     // every event delivered twice, and a second event for the first ten sessions
     let mut messages = Vec::new();
     for (i, session) in sessions.iter().enumerate() {
@@ -933,18 +926,7 @@ async fn sessions_ending_together_are_billed_in_shared_commits_once_each_whateve
         }
     }
     for message in &messages {
-        channel
-            .basic_publish(
-                &exchange,
-                "session.ended",
-                BasicPublishOptions::default(),
-                message.to_string().as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_ended(&channel, &exchange, message.to_string().as_bytes()).await;
     }
     let handled = b
         .app

@@ -319,3 +319,18 @@ impl TestApp {
         false
     }
 }
+
+/// `chargegrid_sessions_active` as the server at `base` (e.g. `http://127.0.0.1:8080`) reports
+/// it on `/metrics`; -1 when the line is missing.
+pub async fn sessions_active(base: &str) -> i64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("chargegrid_sessions_active "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}

@@ -77,18 +77,8 @@ async fn start_replica(settings: &chargegrid::configuration::Settings, node: &st
     Replica { port, child }
 }
 
-/// `chargegrid_sessions_active` from the replica's `/metrics`.
 async fn sessions_active(port: u16) -> i64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("chargegrid_sessions_active "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1)
+    crate::helpers::sessions_active(&format!("http://127.0.0.1:{port}")).await
 }
 
 async fn gql(port: u16, query: &str, variables: Value, token: Option<&str>) -> Value {
