@@ -83,6 +83,20 @@ type JobFn = Box<
 enum Item {
     Meter(MeterWrite),
     Job(JobFn),
+    /// A 2.0.1 TransactionEvent(Updated): set-based when it is the transaction's next seqNo,
+    /// else its job (the general path) runs.
+    Update(EventUpdate, JobFn),
+}
+
+/// A 2.0.1 TransactionEvent(Updated) without an idToken, flagged online: the common message
+/// of a running transaction.
+#[derive(Debug, Clone)]
+pub struct EventUpdate {
+    pub charger_id: String,
+    pub transaction_ref: String,
+    pub seq_no: i32,
+    pub samples: Vec<Sample>,
+    pub reading: Reading,
 }
 
 enum Outcome {
@@ -145,6 +159,48 @@ impl TransactionWriter {
                 Some(Ok(Outcome::Job(_))) => {
                     Err(StoreError::Unavailable("mismatched outcome".into()))
                 }
+                Some(Err(e)) => Err(e),
+                None => Err(StoreError::Unavailable(
+                    "the transaction writer stopped".into(),
+                )),
+            }
+        }
+    }
+
+    /// Stores a 2.0.1 TransactionEvent(Updated). When it carries the transaction's next seqNo
+    /// it is stored set-based with the batch's other readings (seqNo, samples, reading, event);
+    /// otherwise (a gap, a repeat, an unknown transaction) `general` runs, as for any event.
+    /// Resolves to what `general` resolves to: `None` for a repeat, else the session snapshot.
+    pub fn update<F>(
+        &self,
+        update: EventUpdate,
+        general: F,
+    ) -> impl std::future::Future<Output = Result<Option<Option<SessionRecord>>, StoreError>>
+           + Send
+           + 'static
+    where
+        F: for<'a> Fn(
+                &'a mut Tx<'static>,
+            )
+                -> BoxFuture<'a, Result<Option<Option<SessionRecord>>, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let boxed: JobFn = Box::new(move |tx| {
+            let fut = general(tx);
+            Box::pin(async move { fut.await.map(|t| Box::new(t) as JobOutput) })
+        });
+        let submitted = self
+            .shard(&update.charger_id)
+            .submit(Item::Update(update, boxed));
+        async move {
+            match submitted.await {
+                Some(Ok(Outcome::Job(output))) => output
+                    .downcast::<Option<Option<SessionRecord>>>()
+                    .map(|t| *t)
+                    .map_err(|_| StoreError::Unavailable("mismatched job output".into())),
+                Some(Ok(Outcome::Meter(session))) => Ok(Some(session.map(|s| *s))),
                 Some(Err(e)) => Err(e),
                 None => Err(StoreError::Unavailable(
                     "the transaction writer stopped".into(),
@@ -304,6 +360,7 @@ async fn run_together(
     };
     let mut results: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
     let mut meters: Vec<(usize, &MeterWrite)> = Vec::new();
+    let mut updates: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
             Item::Job(job) => match job(&mut tx).await {
@@ -311,8 +368,25 @@ async fn run_together(
                 Err(e) => return Together::ItemFailed(e),
             },
             Item::Meter(m) => meters.push((i, m)),
+            Item::Update(u, general) => updates.push((i, u, general)),
         }
     }
+    // in-sequence updates join the meter messages; the others take the general path
+    let as_meters = match in_sequence(&mut tx, &updates).await {
+        Ok(found) => found,
+        Err(e) => return Together::ItemFailed(e),
+    };
+    let mut owned: Vec<(usize, MeterWrite)> = Vec::new();
+    for (i, _, general) in &updates {
+        match as_meters.get(i) {
+            Some(write) => owned.push((*i, write.clone())),
+            None => match general(&mut tx).await {
+                Ok(output) => results[*i] = Some(Outcome::Job(output)),
+                Err(e) => return Together::ItemFailed(e),
+            },
+        }
+    }
+    meters.extend(owned.iter().map(|(i, m)| (*i, m)));
     let mut evented = Vec::new();
     if !meters.is_empty() {
         match meters_set_based(&mut tx, source, throttle, &meters).await {
@@ -349,6 +423,21 @@ async fn run_alone(
     let mut tx = pool.begin().await?;
     let outcome = match item {
         Item::Job(job) => Outcome::Job(job(&mut tx).await?),
+        Item::Update(update, general) => {
+            let found = in_sequence(&mut tx, &[(0, update, general)]).await?;
+            match found.get(&0) {
+                None => Outcome::Job(general(&mut tx).await?),
+                Some(write) => {
+                    let (mut sessions, evented) =
+                        meters_set_based(&mut tx, source, throttle, &[(0, write)]).await?;
+                    tx.commit().await?;
+                    if let Ok(mut t) = throttle.lock() {
+                        t.record(&evented, Instant::now());
+                    }
+                    return Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new)));
+                }
+            }
+        }
         Item::Meter(m) => {
             let (mut sessions, evented) =
                 meters_set_based(&mut tx, source, throttle, &[(0, m)]).await?;
@@ -361,6 +450,62 @@ async fn run_alone(
     };
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// Advances the seqNo of every update that is its transaction's next one, in one statement,
+/// and returns those as meter messages of their (known) transaction, by item index. The others
+/// are left untouched for their general path.
+async fn in_sequence(
+    tx: &mut Tx<'static>,
+    updates: &[(usize, &EventUpdate, &JobFn)],
+) -> Result<HashMap<usize, MeterWrite>, StoreError> {
+    if updates.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let chargers: Vec<&str> = updates
+        .iter()
+        .map(|(_, u, _)| u.charger_id.as_str())
+        .collect();
+    let refs: Vec<&str> = updates
+        .iter()
+        .map(|(_, u, _)| u.transaction_ref.as_str())
+        .collect();
+    let seqs: Vec<i32> = updates.iter().map(|(_, u, _)| u.seq_no).collect();
+    let items: Vec<i32> = (0..updates.len())
+        .map(|k| i32::try_from(k).unwrap_or(i32::MAX))
+        .collect();
+    let rows: Vec<(i32, i64, Option<Uuid>, i32)> = sqlx::query_as(
+        "UPDATE charger_transactions t SET last_seq_no = k.seq_no, updated_at = now() \
+         FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[]) AS k(charger_id, transaction_ref, seq_no, item) \
+         WHERE t.charger_id = k.charger_id AND t.transaction_ref = k.transaction_ref \
+             AND t.first_seq_no IS NOT NULL AND t.last_seq_no::int8 + 1 = k.seq_no::int8 \
+         RETURNING k.item, t.id, t.session_id, t.connector_id",
+    )
+    .bind(&chargers)
+    .bind(&refs)
+    .bind(&seqs)
+    .bind(&items)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(item, pk, session_id, connector_id)| {
+            let (i, update, _) = updates.get(usize::try_from(item).ok()?)?;
+            Some((
+                *i,
+                MeterWrite {
+                    charger_id: update.charger_id.clone(),
+                    connector_id,
+                    owner: MeterOwner::Known {
+                        transaction_pk: pk,
+                        session_id,
+                    },
+                    samples: update.samples.clone(),
+                    reading: update.reading,
+                },
+            ))
+        })
+        .collect())
 }
 
 /// Stores `meters` with a fixed number of statements: the 1.6 look-ups, every sample, the

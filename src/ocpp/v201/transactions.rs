@@ -29,8 +29,10 @@ use crate::ocpp::payload::{check_len, decode_shape};
 use crate::ocpp::{CallErrorCode, CallFailure};
 use crate::store::sessions::{self, SessionRecord, TransactionStart};
 use crate::store::transaction_events::{self, EventTransaction, FirstEvent};
+use crate::store::transaction_writer::EventUpdate;
 use crate::store::transactions::{self, SampleOwner};
 use crate::store::{StoreError, Tx};
+use futures_util::future::BoxFuture;
 
 /// Longest transactionId (OCPP 2.0.1 TransactionType.transactionId).
 const MAX_TRANSACTION_ID_CHARS: usize = 36;
@@ -101,39 +103,46 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         id_token_info: token.as_ref().map(|t| token_info(t.status.clone())),
         ..Default::default()
     })?;
-    let job_ctx = ctx.clone();
     let transaction_ref = req.transaction_info.transaction_id.clone();
-    let seq_no = req.seq_no;
-    // stored in the next group commit; answered only once it committed
-    let (stored, event, offline) = ctx
-        .app
-        .transactions
-        .run(&ctx.charger_id, move |tx| {
-            // a job may run twice (alone, after its batch failed): it owns copies
-            let (job_ctx, req, token) = (job_ctx.clone(), req.clone(), token.clone());
-            let (samples, reading) = (samples.clone(), reading);
-            Box::pin(async move {
-                store_event(
-                    &job_ctx,
-                    tx,
-                    &req,
-                    token.as_ref(),
-                    &samples,
-                    &reading,
-                    start_wh,
-                )
-                .await
-                .map(|session| {
-                    (
-                        session,
-                        enum_name(&req.event_type),
-                        req.offline.unwrap_or(false),
-                    )
-                })
-            })
+    let (seq_no, event, offline) = (
+        req.seq_no,
+        enum_name(&req.event_type),
+        req.offline.unwrap_or(false),
+    );
+    // the common message of a running transaction may take the set-based path
+    let update =
+        (req.event_type == TransactionEventEnumType::Updated && req.id_token.is_none() && !offline)
+            .then(|| EventUpdate {
+                charger_id: ctx.charger_id.clone(),
+                transaction_ref: transaction_ref.clone(),
+                seq_no,
+                samples: samples.clone(),
+                reading,
+            });
+    let job_ctx = ctx.clone();
+    let general = event_job(move |tx| {
+        // a job may run twice (alone, after its batch failed): it owns copies
+        let (job_ctx, req, token) = (job_ctx.clone(), req.clone(), token.clone());
+        let (samples, reading) = (samples.clone(), reading);
+        Box::pin(async move {
+            store_event(
+                &job_ctx,
+                tx,
+                &req,
+                token.as_ref(),
+                &samples,
+                &reading,
+                start_wh,
+            )
+            .await
         })
-        .await
-        .map_err(unanswered)?;
+    });
+    // stored in the next group commit; answered only once it committed
+    let stored = match update {
+        Some(update) => ctx.app.transactions.update(update, general).await,
+        None => ctx.app.transactions.run(&ctx.charger_id, general).await,
+    }
+    .map_err(unanswered)?;
     let Some(session) = stored else {
         tracing::info!(charger_id = %ctx.charger_id, %transaction_ref, seq_no, "repeated TransactionEvent answered without changes");
         return Ok(answer);
@@ -147,6 +156,17 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         "TransactionEvent stored"
     );
     Ok(answer.with_session(session))
+}
+
+/// Gives a closure the signature the transaction writer runs (a binding alone would not be
+/// inferred as working for every borrow of the transaction).
+fn event_job<F>(job: F) -> F
+where
+    F: for<'a> Fn(
+        &'a mut Tx<'static>,
+    ) -> BoxFuture<'a, Result<Option<Option<SessionRecord>>, StoreError>>,
+{
+    job
 }
 
 /// Stores one event within the batch's transaction: `None` for a repeated seqNo (nothing
