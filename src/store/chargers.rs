@@ -165,26 +165,6 @@ pub async fn by_station(pool: &PgPool, station_id: Uuid) -> Result<Vec<ChargerRe
     .await?)
 }
 
-/// The charger `charger_id` when it belongs to the station; without an id, at most two of
-/// the station's chargers (enough to tell "exactly one" from "several" without reading a
-/// station with thousands of chargers).
-pub async fn at_station(
-    pool: &PgPool,
-    station_id: Uuid,
-    charger_id: Option<&str>,
-) -> Result<Vec<ChargerRecord>, StoreError> {
-    // two statements, so each keeps its own plan (primary key / station index)
-    let sql = match charger_id {
-        Some(_) => format!("SELECT {COLUMNS} FROM chargers WHERE id = $2 AND station_id = $1"),
-        None => format!("SELECT {COLUMNS} FROM chargers WHERE station_id = $1 ORDER BY id LIMIT 2"),
-    };
-    let mut query = sqlx::query_as::<_, ChargerRecord>(&sql).bind(station_id);
-    if let Some(id) = charger_id {
-        query = query.bind(id);
-    }
-    Ok(query.fetch_all(pool).await?)
-}
-
 /// How many chargers belong to the station.
 pub async fn count_at_station(pool: &PgPool, station_id: Uuid) -> Result<i64, StoreError> {
     Ok(

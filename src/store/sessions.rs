@@ -569,3 +569,65 @@ mod tests {
         );
     }
 }
+
+/// What `startSession` reads, in one round trip: up to two chargers of the station (or the
+/// one named), the user's plan, balance and app idTag, and the connectors of the charger when
+/// exactly one matched.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    /// (charger id, online), at most two, by id.
+    pub chargers: Vec<(String, bool)>,
+    pub plan: String,
+    pub wallet_balance: Decimal,
+    pub id_tag: Option<String>,
+    /// (connector id, status) of the one matching charger; empty when none or several matched.
+    pub connectors: Vec<(i32, String)>,
+}
+
+type StartRow = (
+    String,
+    Decimal,
+    Option<String>,
+    Vec<String>,
+    Vec<bool>,
+    Vec<i32>,
+    Vec<String>,
+);
+
+/// `None` when the user does not exist.
+pub async fn start_context(
+    pool: &PgPool,
+    station_id: Uuid,
+    charger_id: Option<&str>,
+    user_id: Uuid,
+) -> Result<Option<StartContext>, StoreError> {
+    let row: Option<StartRow> = sqlx::query_as(
+        "WITH c AS ( \
+             SELECT id, online FROM chargers WHERE station_id = $1 AND ($2::text IS NULL OR id = $2) \
+             ORDER BY id LIMIT 2 \
+         ), one AS (SELECT id FROM c WHERE (SELECT count(*) FROM c) = 1) \
+         SELECT u.plan::text, u.wallet_balance, \
+             (SELECT t.id_tag FROM id_tags t WHERE t.user_id = u.id AND t.kind = 'APP' ORDER BY t.created_at LIMIT 1), \
+             COALESCE((SELECT array_agg(c.id ORDER BY c.id) FROM c), '{}'), \
+             COALESCE((SELECT array_agg(c.online ORDER BY c.id) FROM c), '{}'), \
+             COALESCE((SELECT array_agg(k.connector_id ORDER BY k.connector_id) FROM connector_status k \
+                 WHERE k.charger_id IN (SELECT id FROM one)), '{}'), \
+             COALESCE((SELECT array_agg(k.status ORDER BY k.connector_id) FROM connector_status k \
+                 WHERE k.charger_id IN (SELECT id FROM one)), '{}') \
+         FROM users u WHERE u.id = $3",
+    )
+    .bind(station_id)
+    .bind(charger_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(plan, wallet_balance, id_tag, ids, online, connector_ids, statuses)| StartContext {
+            chargers: ids.into_iter().zip(online).collect(),
+            plan,
+            wallet_balance,
+            id_tag,
+            connectors: connector_ids.into_iter().zip(statuses).collect(),
+        },
+    ))
+}

@@ -17,7 +17,7 @@ use crate::actors::session_commands;
 use crate::context::AppContext;
 use crate::domain::Role;
 use crate::store::sessions::{self as store, status, SessionRecord};
-use crate::store::{chargers, invoices, users};
+use crate::store::{chargers, invoices};
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {
@@ -251,44 +251,45 @@ impl SessionMutation {
         let (user_id, _) = require_user(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let station_id = parse_id(&input.station_id, "stationId")?;
-        // one indexed read on the hot path; the station itself is only looked at to explain a miss
-        let mut at_station = chargers::at_station(
+        // every read of the hot path in one round trip; the station itself is only looked at
+        // to explain a miss
+        let context = store::start_context(
             &app.db,
             station_id,
             input.charger_id.as_ref().map(|id| id.as_str()),
+            user_id,
         )
-        .await?;
-        if at_station.is_empty() && !store::station_exists(&app.db, station_id).await? {
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+        if context.chargers.is_empty() && !store::station_exists(&app.db, station_id).await? {
             return Err(ApiError::NotFound("station not found".into()));
         }
-        let charger = match (&input.charger_id, at_station.len()) {
-            (Some(_), 0) => {
+        let (charger_id, online) = match (&input.charger_id, context.chargers.as_slice()) {
+            (Some(_), []) => {
                 return Err(ApiError::NotFound("no such charger at this station".into()))
             }
-            (None, 0) => {
+            (None, []) => {
                 return Err(ApiError::NotFound(
                     "this station has no OCPP charger".into(),
                 ))
             }
-            (None, n) if n > 1 => {
+            (_, [only]) => only.clone(),
+            (_, _) => {
                 let n = chargers::count_at_station(&app.db, station_id).await?;
                 return Err(ApiError::BadUserInput(format!(
                     "this station has {n} chargers: say which one (chargerId)"
                 )));
             }
-            _ => at_station.swap_remove(0),
         };
-        if !charger.online {
+        if !online {
             return Err(ApiError::ChargerOffline);
         }
-        let user = users::find_by_id(&app.db, user_id)
-            .await?
-            .ok_or_else(ApiError::unauthenticated)?;
-        if user.plan != "FLAT_RATE" && user.wallet_balance < app.settings.billing.min_wallet_balance
+        if context.plan != "FLAT_RATE"
+            && context.wallet_balance < app.settings.billing.min_wallet_balance
         {
             return Err(ApiError::InsufficientFunds);
         }
-        let connectors = chargers::connectors(&app.db, &charger.id).await?;
+        let connectors = &context.connectors;
         let connector_id = match input.connector_id {
             Some(c) if c < 1 => {
                 return Err(ApiError::BadUserInput(
@@ -298,8 +299,8 @@ impl SessionMutation {
             Some(c) => {
                 if let Some(reason) = connectors
                     .iter()
-                    .find(|k| k.connector_id == c)
-                    .and_then(|k| busy_reason(&k.status))
+                    .find(|(id, _)| *id == c)
+                    .and_then(|(_, status)| busy_reason(status))
                 {
                     return Err(ApiError::ConnectorBusy(reason.into()));
                 }
@@ -308,17 +309,17 @@ impl SessionMutation {
             None => {
                 let usable: Vec<i32> = connectors
                     .iter()
-                    .filter(|k| k.connector_id > 0)
-                    .map(|k| k.connector_id)
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id > 0)
                     .collect();
                 if usable.is_empty() {
                     1
                 } else {
                     connectors
                         .iter()
-                        .filter(|k| k.connector_id > 0)
-                        .find(|k| busy_reason(&k.status).is_none())
-                        .map(|k| k.connector_id)
+                        .filter(|(id, _)| *id > 0)
+                        .find(|(_, status)| busy_reason(status).is_none())
+                        .map(|(id, _)| *id)
                         .ok_or_else(|| {
                             ApiError::ConnectorBusy(
                                 "no connector of this charger is available".into(),
@@ -327,19 +328,22 @@ impl SessionMutation {
                 }
             }
         };
-        let id_tag = users::app_id_tag(&app.db, user_id).await?;
+        let id_tag = context
+            .id_tag
+            .clone()
+            .ok_or(crate::store::StoreError::NotFound)?;
         // the session's actor, on the replica holding the charger, creates it and asks the
         // charger; the answer comes once the charger answered RemoteStart
         let start = StartSession {
             user_id,
             station_id,
-            charger_id: charger.id.clone(),
+            charger_id: charger_id.clone(),
             connector_id,
             id_tag,
             pending_secs: i64::try_from(app.settings.sessions.pending_timeout_secs)
                 .unwrap_or(i64::MAX),
         };
-        let record = session_commands::route(app, &charger.id, SessionCommand::Start(start))
+        let record = session_commands::route(app, &charger_id, SessionCommand::Start(start))
             .await
             .map_err(api_error)?;
         Ok(SessionView(record))
