@@ -59,6 +59,12 @@ impl SessionActor {
         }
     }
 
+    /// For a record this process has just written: no need to read it back before deciding.
+    pub fn fresh(mut self) -> Self {
+        self.reload = false;
+        self
+    }
+
     fn publish_now(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.trailing_publish.take() {
             ctx.cancel_future(handle);

@@ -44,10 +44,12 @@ pub struct SessionSupervisor {
 
 impl SessionSupervisor {
     /// Starts the session's actor, unless its charger is not held here (or it runs already);
-    /// returns the actor it started.
+    /// returns the actor it started. The actor reads its session first unless `record` was
+    /// just written here (`fresh`).
     fn spawn_actor(
         &mut self,
         record: sessions::SessionRecord,
+        fresh: bool,
         ctx: &mut Context<Self>,
     ) -> Option<Addr<SessionActor>> {
         let app = self.app.clone()?;
@@ -60,7 +62,14 @@ impl SessionSupervisor {
         let me = ctx.address();
         let id = record.id;
         self.chargers.insert(id, record.charger_id.clone());
-        let addr = Supervisor::start(move |_| SessionActor::new(record, app, me));
+        let addr = Supervisor::start(move |_| {
+            let actor = SessionActor::new(record, app, me);
+            if fresh {
+                actor.fresh()
+            } else {
+                actor
+            }
+        });
         self.sessions.insert(id, addr.clone());
         Some(addr)
     }
@@ -114,7 +123,7 @@ impl Handler<SessionChanged> for SessionSupervisor {
             // a stale open snapshot of a session that already ended here
             _ if msg.session.is_open() && self.finished.contains_key(&id) => {}
             _ if msg.session.is_open() && self.local.contains(&msg.session.charger_id) => {
-                self.spawn_actor(*msg.session, ctx);
+                self.spawn_actor(*msg.session, false, ctx);
             }
             _ if msg.session.is_open() => {
                 // the charger is held elsewhere (or nowhere): its replica owns the actor
@@ -152,7 +161,7 @@ impl Handler<ChargerArrived> for SessionSupervisor {
                     // spawns nothing if the charger left again meanwhile
                     Ok(open) => {
                         for record in open {
-                            act.spawn_actor(record, ctx);
+                            act.spawn_actor(record, false, ctx);
                         }
                     }
                     Err(e) => {
@@ -236,7 +245,8 @@ impl Handler<Adopt> for SessionSupervisor {
         // the charger's snapshot may have started the actor already: that one asks the charger
         match self.sessions.get(&msg.0.id) {
             Some(actor) if actor.connected() => Some(actor.clone()),
-            _ => self.spawn_actor(msg.0, ctx),
+            // the session was created by this request a moment ago: no need to read it again
+            _ => self.spawn_actor(msg.0, true, ctx),
         }
     }
 }

@@ -153,18 +153,7 @@ impl TransactionWriter {
     ) -> impl std::future::Future<Output = Result<Option<SessionRecord>, StoreError>> + Send + 'static
     {
         let submitted = self.shard(&write.charger_id).submit(Item::Meter(write));
-        async move {
-            match submitted.await {
-                Some(Ok(Outcome::Meter(session))) => Ok(session.map(|s| *s)),
-                Some(Ok(Outcome::Job(_))) => {
-                    Err(StoreError::Unavailable("mismatched outcome".into()))
-                }
-                Some(Err(e)) => Err(e),
-                None => Err(StoreError::Unavailable(
-                    "the transaction writer stopped".into(),
-                )),
-            }
-        }
+        async move { answer(submitted.await, |session| Some(session.map(|s| *s))) }
     }
 
     /// Stores a 2.0.1 TransactionEvent(Updated). When it carries the transaction's next seqNo
@@ -187,26 +176,10 @@ impl TransactionWriter {
             + Sync
             + 'static,
     {
-        let boxed: JobFn = Box::new(move |tx| {
-            let fut = general(tx);
-            Box::pin(async move { fut.await.map(|t| Box::new(t) as JobOutput) })
-        });
         let submitted = self
             .shard(&update.charger_id)
-            .submit(Item::Update(update, boxed));
-        async move {
-            match submitted.await {
-                Some(Ok(Outcome::Job(output))) => output
-                    .downcast::<Option<Option<SessionRecord>>>()
-                    .map(|t| *t)
-                    .map_err(|_| StoreError::Unavailable("mismatched job output".into())),
-                Some(Ok(Outcome::Meter(session))) => Ok(Some(session.map(|s| *s))),
-                Some(Err(e)) => Err(e),
-                None => Err(StoreError::Unavailable(
-                    "the transaction writer stopped".into(),
-                )),
-            }
-        }
+            .submit(Item::Update(update, boxed(general)));
+        async move { answer(submitted.await, |session| Some(Some(session.map(|s| *s)))) }
     }
 
     /// Runs `job` in the next batch of `charger_id`'s shard; resolves to its result once the
@@ -224,26 +197,44 @@ impl TransactionWriter {
             + Sync
             + 'static,
     {
-        let boxed: JobFn = Box::new(move |tx| {
-            let fut = job(tx);
-            Box::pin(async move { fut.await.map(|t| Box::new(t) as JobOutput) })
-        });
-        let submitted = self.shard(charger_id).submit(Item::Job(boxed));
-        async move {
-            match submitted.await {
-                Some(Ok(Outcome::Job(output))) => output
-                    .downcast::<T>()
-                    .map(|t| *t)
-                    .map_err(|_| StoreError::Unavailable("mismatched job output".into())),
-                Some(Ok(Outcome::Meter(_))) => {
-                    Err(StoreError::Unavailable("mismatched outcome".into()))
-                }
-                Some(Err(e)) => Err(e),
-                None => Err(StoreError::Unavailable(
-                    "the transaction writer stopped".into(),
-                )),
-            }
+        let submitted = self.shard(charger_id).submit(Item::Job(boxed(job)));
+        async move { answer(submitted.await, |_| None) }
+    }
+}
+
+/// A typed job as the batch runs it (its output boxed).
+fn boxed<T, F>(job: F) -> JobFn
+where
+    T: Send + 'static,
+    F: for<'a> Fn(&'a mut Tx<'static>) -> BoxFuture<'a, Result<T, StoreError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Box::new(move |tx| {
+        let fut = job(tx);
+        Box::pin(async move { fut.await.map(|t| Box::new(t) as JobOutput) })
+    })
+}
+
+/// The caller's answer from what its batch returned: a job's output as `T`, or the set-based
+/// meter outcome through `from_meter` (`None` where the caller expects no meter outcome).
+fn answer<T: 'static>(
+    returned: Option<Result<Outcome, StoreError>>,
+    from_meter: impl FnOnce(Option<Box<SessionRecord>>) -> Option<T>,
+) -> Result<T, StoreError> {
+    match returned {
+        Some(Ok(Outcome::Job(output))) => output
+            .downcast::<T>()
+            .map(|t| *t)
+            .map_err(|_| StoreError::Unavailable("mismatched job output".into())),
+        Some(Ok(Outcome::Meter(session))) => {
+            from_meter(session).ok_or_else(|| StoreError::Unavailable("mismatched outcome".into()))
         }
+        Some(Err(e)) => Err(e),
+        None => Err(StoreError::Unavailable(
+            "the transaction writer stopped".into(),
+        )),
     }
 }
 
@@ -372,14 +363,14 @@ async fn run_together(
         }
     }
     // in-sequence updates join the meter messages; the others take the general path
-    let as_meters = match in_sequence(&mut tx, &updates).await {
+    let mut as_meters = match in_sequence(&mut tx, &updates).await {
         Ok(found) => found,
         Err(e) => return Together::ItemFailed(e),
     };
     let mut owned: Vec<(usize, MeterWrite)> = Vec::new();
     for (i, _, general) in &updates {
-        match as_meters.get(i) {
-            Some(write) => owned.push((*i, write.clone())),
+        match as_meters.remove(i) {
+            Some(write) => owned.push((*i, write)),
             None => match general(&mut tx).await {
                 Ok(output) => results[*i] = Some(Outcome::Job(output)),
                 Err(e) => return Together::ItemFailed(e),
@@ -427,29 +418,29 @@ async fn run_alone(
             let found = in_sequence(&mut tx, &[(0, update, general)]).await?;
             match found.get(&0) {
                 None => Outcome::Job(general(&mut tx).await?),
-                Some(write) => {
-                    let (mut sessions, evented) =
-                        meters_set_based(&mut tx, source, throttle, &[(0, write)]).await?;
-                    tx.commit().await?;
-                    if let Ok(mut t) = throttle.lock() {
-                        t.record(&evented, Instant::now());
-                    }
-                    return Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new)));
-                }
+                Some(write) => return meter_alone(tx, source, throttle, write).await,
             }
         }
-        Item::Meter(m) => {
-            let (mut sessions, evented) =
-                meters_set_based(&mut tx, source, throttle, &[(0, m)]).await?;
-            tx.commit().await?;
-            if let Ok(mut t) = throttle.lock() {
-                t.record(&evented, Instant::now());
-            }
-            return Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new)));
-        }
+        Item::Meter(m) => return meter_alone(tx, source, throttle, m).await,
     };
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// One meter message in `tx`, committed; the throttle records its event once it committed.
+async fn meter_alone(
+    mut tx: Tx<'static>,
+    source: &str,
+    throttle: &Mutex<Throttle>,
+    write: &MeterWrite,
+) -> Result<Outcome, StoreError> {
+    let (mut sessions, evented) =
+        meters_set_based(&mut tx, source, throttle, &[(0, write)]).await?;
+    tx.commit().await?;
+    if let Ok(mut t) = throttle.lock() {
+        t.record(&evented, Instant::now());
+    }
+    Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new)))
 }
 
 /// Advances the seqNo of every update that is its transaction's next one, in one statement,
