@@ -203,13 +203,23 @@ pub struct GraphqlSettings {
     /// Largest accepted request body (query + variables), in bytes.
     pub max_body_bytes: usize,
     pub introspection: bool,
+    /// Requests per second a client (a signed-in user, else an address) may sustain.
+    pub requests_per_sec: u32,
+    /// Requests a client may send at once before `requests_per_sec` applies.
+    pub request_burst: u32,
+    /// A query running longer than this is cancelled (mutations are bounded by their own waits).
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct OcppSettings {
-    /// Accept unknown chargers and register them on first connect (development, load tests).
+    /// Register unknown chargers on first connect, quarantined (Boot answered Pending) until an
+    /// operator adopts them.
     pub auto_provision: bool,
+    /// Accept auto-provisioned chargers at once instead of quarantining them. Development and
+    /// load tests only: anyone who knows the URL gets a charger (logged loudly at start).
+    pub auto_accept_provisioned: bool,
     /// Interval handed to chargers in the BootNotification answer.
     pub heartbeat_interval_secs: u32,
     /// Largest accepted OCPP-J frame.
@@ -383,9 +393,12 @@ impl Default for GraphqlSettings {
     fn default() -> Self {
         Self {
             max_depth: 10,
-            max_complexity: 400,
+            max_complexity: 2000,
             max_body_bytes: 32 * 1024,
             introspection: true,
+            requests_per_sec: 20,
+            request_burst: 60,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -394,6 +407,7 @@ impl Default for OcppSettings {
     fn default() -> Self {
         Self {
             auto_provision: false,
+            auto_accept_provisioned: false,
             heartbeat_interval_secs: 300,
             max_frame_bytes: 64 * 1024,
             call_timeout_secs: 30,

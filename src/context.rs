@@ -46,7 +46,14 @@ impl CoreContext {
 #[derive(Clone)]
 pub struct AppContext {
     pub settings: Arc<Settings>,
+    /// The pool of chargers' reads and the session actors (GraphQL resolvers see `api_db` here).
     pub db: PgPool,
+    /// The GraphQL API's own pool: API load cannot take the connections chargers need.
+    pub api_db: PgPool,
+    /// Per-client GraphQL request limits.
+    pub api_requests: Arc<crate::api::graphql::limits::RequestLimiter>,
+    /// Whether signed-in users are still allowed (revocation, blocking, role changes).
+    pub access: Arc<crate::auth::access::AccessCheck>,
     pub redis: RedisPool,
     pub mongo: Database,
     pub amqp: Amqp,

@@ -270,9 +270,24 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         Some((redis.clone(), settings.redis.key_prefix.clone())),
         Some(metrics.charger_auth_checks_total.clone()),
     ));
+    if settings.ocpp.auto_provision && settings.ocpp.auto_accept_provisioned {
+        tracing::warn!(
+            "ocpp.auto_accept_provisioned is on: ANY client that knows the URL becomes an accepted \
+             charger without a credential. Development and load tests only"
+        );
+    }
+    // the API's queries on a pool of their own (the charger side keeps `db`)
+    let api_db = postgres::connect(&settings.database).await?;
+    let api_requests = Arc::new(crate::api::graphql::limits::RequestLimiter::new(
+        settings.graphql.requests_per_sec,
+        settings.graphql.request_burst,
+    ));
     let ctx = AppContext {
         settings: Arc::new(settings),
         db,
+        api_db,
+        api_requests,
+        access: Arc::default(),
         redis,
         mongo,
         amqp,

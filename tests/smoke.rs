@@ -69,6 +69,7 @@ fn chargegrid(name: &str, db_url: &str, mongo_url: &str) -> Command {
         .env("RUST_LOG", "warn")
         .env("CHARGEGRID__REDIS__KEY_PREFIX", name)
         .env("CHARGEGRID__OCPP__AUTO_PROVISION", "true")
+        .env("CHARGEGRID__OCPP__AUTO_ACCEPT_PROVISIONED", "true")
         // the scenario registers a handful of drivers from one address
         .env("CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT", "10000")
         .stdin(Stdio::null());
@@ -167,6 +168,9 @@ async fn the_smoke_scenario_runs_without_a_single_error_against_a_fresh_server()
     scenario.app.station_id = Some(station.to_string());
     scenario.app.operator_email = Some(OPERATOR_EMAIL.into());
     scenario.app.operator_password = Some(OPERATOR_PASSWORD.into());
+    // every charger has a credential: the ones the app registers get this password, and the
+    // others (auto-provisioned) present it too
+    scenario.password = Some("smoke-charger-password-01".into());
     // a tenth of the chargers speak 2.0.1: refused cleanly (and counted once each) until the
     // server offers ocpp2.0.1, connected like the others afterwards
     scenario.ocpp201_share = 0.1;

@@ -69,8 +69,9 @@ start_chargegrid() {
     export NODE_ID="bench"
     export RUST_LOG="${BENCH_RUST_LOG:-warn}"
     export CHARGEGRID__OCPP__AUTO_PROVISION=true
+    export CHARGEGRID__OCPP__AUTO_ACCEPT_PROVISIONED=true
     export CHARGEGRID__REDIS__KEY_PREFIX="$db"
-    record env RUST_LOG="$RUST_LOG" CHARGEGRID__OCPP__AUTO_PROVISION=true DATABASE_URL="$DATABASE_URL" "$CHARGEGRID" migrate
+    record env RUST_LOG="$RUST_LOG" CHARGEGRID__OCPP__AUTO_PROVISION=true CHARGEGRID__OCPP__AUTO_ACCEPT_PROVISIONED=true DATABASE_URL="$DATABASE_URL" "$CHARGEGRID" migrate
     "$CHARGEGRID" migrate >"$OUT/server-migrate.log" 2>&1 || die "chargegrid migrate failed (see $OUT/server-migrate.log)"
     record env HTTP_BIND="127.0.0.1:$port" "$CHARGEGRID" "$mode"
     HTTP_BIND="127.0.0.1:$port" "$CHARGEGRID" "$mode" >>"$OUT/server-$port.log" 2>&1 &

@@ -68,6 +68,9 @@ pub struct ChargerParams {
     pub registry: Addr<Registry>,
     /// Accepted by an earlier BootNotification (a reconnect does not boot again).
     pub previously_accepted: bool,
+    /// Quarantined: BootNotification is answered Pending, and nothing but Boot and Heartbeat
+    /// is handled, until an operator adopts the charger.
+    pub quarantined: bool,
     pub max_frame_bytes: usize,
 }
 
@@ -81,6 +84,7 @@ pub struct ChargerActor {
     max_frame_bytes: usize,
     /// CSMS-initiated calls wait until the charger is accepted.
     accepted: bool,
+    quarantined: bool,
     last_seen: Instant,
     last_seen_at: DateTime<Utc>,
     last_persisted: Instant,
@@ -111,6 +115,7 @@ impl ChargerActor {
                 out,
                 max_frame_bytes: params.max_frame_bytes,
                 accepted: params.previously_accepted,
+                quarantined: params.quarantined,
                 last_seen: Instant::now(),
                 last_seen_at: Utc::now(),
                 last_persisted: Instant::now(),
@@ -195,6 +200,17 @@ impl ChargerActor {
                     );
                     return;
                 }
+                if self.quarantined
+                    && !matches!(call.action.as_str(), "BootNotification" | "Heartbeat")
+                {
+                    self.count("in", self.known_action(&call.action), "quarantined");
+                    self.answer_error(
+                        &call.id,
+                        CallErrorCode::SecurityError,
+                        "the charger is pending: an operator must adopt it before it may do this",
+                    );
+                    return;
+                }
                 self.incoming.push_back(call);
                 self.process_next(ctx);
             }
@@ -243,6 +259,7 @@ impl ChargerActor {
         self.processing = true;
         let call_ctx = CallContext {
             app: self.app.clone(),
+            quarantined: self.quarantined,
             charger_id: self.charger_id.clone(),
             received_at: Utc::now(),
         };
@@ -528,6 +545,12 @@ impl Handler<Execute> for ChargerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) {
+        if let ChargerCommand::Disconnect { reason } = &msg.command {
+            tracing::info!(charger_id = %self.charger_id, %reason, "closing the connection");
+            self.close(ctx, CloseCode::Policy, reason);
+            let _ = msg.reply.send(Ok(serde_json::json!({ "closed": true })));
+            return;
+        }
         if self.outgoing.len() >= MAX_QUEUED_OUTGOING {
             let _ = msg.reply.send(Err(CommandError::Busy));
             return;

@@ -1,7 +1,8 @@
 //! `/ocpp/{chargePointId}`: the OCPP-J WebSocket handshake. Everything that can be refused is
 //! refused here, before the upgrade: a malformed id (400), no supported subprotocol (400), an
-//! unknown charger (404) or wrong Basic credentials (401). Accepted sockets become a
-//! `ChargerActor`.
+//! unknown charger (404), a charger without a credential outside `--dev` (401) or wrong Basic
+//! credentials (401). Accepted sockets become a `ChargerActor`; a quarantined charger's actor
+//! answers its BootNotification Pending and refuses everything else but Heartbeat.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -85,9 +86,10 @@ pub async fn handshake(
     let charger = match ctx.charger_store.find(id.as_str()).await {
         Ok(Some(charger)) => charger,
         Ok(None) if ctx.settings.ocpp.auto_provision => {
-            match chargers::auto_provision(&ctx.db, id.as_str()).await {
+            let accept = ctx.settings.ocpp.auto_accept_provisioned;
+            match chargers::auto_provision(&ctx.db, id.as_str(), accept).await {
                 Ok(charger) => {
-                    tracing::info!(charger_id = %id, "unknown charger auto-provisioned");
+                    tracing::info!(charger_id = %id, quarantined = charger.quarantined, "unknown charger auto-provisioned");
                     charger
                 }
                 Err(e) => {
@@ -119,6 +121,24 @@ pub async fn handshake(
             ));
         }
     };
+    let open_door = ctx.settings.ocpp.auto_provision && ctx.settings.ocpp.auto_accept_provisioned;
+    if charger.password_hash.is_none() && !charger.quarantined && !ctx.settings.dev && !open_door {
+        // outside --dev (and the load-test setting that accepts anyone) every charger needs a
+        // credential; one without can only be quarantined (Pending until an operator adopts it
+        // and sets its password)
+        tracing::warn!(charger_id = %id, "charger without a credential refused");
+        let mut response = refuse(
+            &ctx,
+            StatusCode::UNAUTHORIZED,
+            "no_credential",
+            "this charger has no credential; an operator must set its password",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"chargegrid\", charset=\"UTF-8\""),
+        );
+        return Ok(response);
+    }
     if let Some(phc) = &charger.password_hash {
         let authorization = req
             .headers()
@@ -165,7 +185,8 @@ pub async fn handshake(
             version,
             app: ctx.get_ref().clone(),
             registry: ctx.registry.clone(),
-            previously_accepted: charger.last_boot_at.is_some(),
+            previously_accepted: charger.last_boot_at.is_some() && !charger.quarantined,
+            quarantined: charger.quarantined,
             max_frame_bytes,
         },
         session,

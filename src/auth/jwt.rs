@@ -21,6 +21,10 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: Uuid,
+    /// The sign-in (refresh-token family) the token belongs to: logging it out revokes the
+    /// token too. Absent in tokens made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +33,8 @@ pub enum TokenError {
     Expired,
     #[error("the access token is invalid")]
     Invalid,
+    #[error("the access token was revoked (logged out, or the account is blocked)")]
+    Revoked,
 }
 
 /// Signing and verification keys, built once from `JWT_SECRET`.
@@ -55,8 +61,13 @@ impl JwtKeys {
         }
     }
 
-    /// A fresh access token for `user_id`.
-    pub fn issue(&self, user_id: Uuid, role: Role) -> Result<String, TokenError> {
+    /// A fresh access token for `user_id`, part of the sign-in `sid`.
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        sid: Option<Uuid>,
+    ) -> Result<String, TokenError> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
@@ -66,6 +77,7 @@ impl JwtKeys {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             jti: Uuid::new_v4(),
+            sid,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| TokenError::Invalid)
@@ -98,14 +110,14 @@ mod tests {
     fn round_trip() {
         let k = keys("0123456789abcdef0123456789abcdef");
         let id = Uuid::new_v4();
-        let token = k.issue(id, Role::Driver).unwrap_or_default();
+        let token = k.issue(id, Role::Driver, None).unwrap_or_default();
         assert_eq!(k.verify(&token).map(|c| c.sub).ok(), Some(id));
     }
 
     #[test]
     fn other_key_is_rejected() {
         let token = keys("0123456789abcdef0123456789abcdef")
-            .issue(Uuid::new_v4(), Role::Admin)
+            .issue(Uuid::new_v4(), Role::Admin, None)
             .unwrap_or_default();
         let other = keys("fedcba9876543210fedcba9876543210");
         assert_eq!(other.verify(&token).err(), Some(TokenError::Invalid));
@@ -114,7 +126,9 @@ mod tests {
     #[test]
     fn tampered_payload_is_rejected() {
         let k = keys("0123456789abcdef0123456789abcdef");
-        let token = k.issue(Uuid::new_v4(), Role::Driver).unwrap_or_default();
+        let token = k
+            .issue(Uuid::new_v4(), Role::Driver, None)
+            .unwrap_or_default();
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         parts[1] = parts[1].chars().rev().collect();
         assert_eq!(k.verify(&parts.join(".")).err(), Some(TokenError::Invalid));

@@ -39,6 +39,11 @@ pub enum ChargerCommand {
         action: String,
         payload: Value,
     },
+    /// Not an OCPP call: the charger's connection is closed (its credential or registration
+    /// changed), and it reconnects under the new rules. Answered `{"closed": true}`.
+    Disconnect {
+        reason: String,
+    },
 }
 
 /// Why a command did not get a result from the charger.

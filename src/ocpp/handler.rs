@@ -16,6 +16,8 @@ use crate::store::sessions::SessionRecord;
 #[derive(Clone)]
 pub struct CallContext {
     pub app: AppContext,
+    /// The charger is quarantined: its BootNotification is answered Pending.
+    pub quarantined: bool,
     pub charger_id: String,
     pub received_at: DateTime<Utc>,
 }

@@ -22,10 +22,12 @@ pub struct ChargerRecord {
     pub node_id: Option<String>,
     pub last_seen: Option<DateTime<Utc>>,
     pub last_boot_at: Option<DateTime<Utc>>,
+    /// Answered Pending at boot until an operator adopts it.
+    pub quarantined: bool,
 }
 
 const COLUMNS: &str = "id, station_id, password_hash, protocol, vendor, model, serial_number, \
-                       firmware_version, online, node_id, last_seen, last_boot_at";
+                       firmware_version, online, node_id, last_seen, last_boot_at, quarantined";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectorRecord {
@@ -61,7 +63,8 @@ pub async fn find_many(
     Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
 
-/// Registers a charger, or updates its station and password when it exists.
+/// Registers a charger, or updates (and adopts) it when it exists: a new password replaces the
+/// stored one, none keeps it (re-registering never clears a credential).
 #[tracing::instrument(skip_all, fields(charger_id = %id))]
 pub async fn register(
     pool: &PgPool,
@@ -72,7 +75,8 @@ pub async fn register(
     sqlx::query_as::<_, ChargerRecord>(&format!(
         "INSERT INTO chargers (id, station_id, password_hash) VALUES ($1, $2, $3) \
          ON CONFLICT (id) DO UPDATE SET station_id = EXCLUDED.station_id, \
-             password_hash = EXCLUDED.password_hash, auto_provisioned = FALSE, updated_at = now() \
+             password_hash = COALESCE(EXCLUDED.password_hash, chargers.password_hash), \
+             auto_provisioned = FALSE, quarantined = FALSE, updated_at = now() \
          RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -90,16 +94,39 @@ pub async fn register(
     })
 }
 
-/// Creates an unknown charger on first contact (auto-provisioning, development and load tests).
+/// Creates an unknown charger on first contact, quarantined unless `accept` (auto-provisioning;
+/// accepting at once is for development and load tests).
 #[tracing::instrument(skip_all, fields(charger_id = %id))]
-pub async fn auto_provision(pool: &PgPool, id: &str) -> Result<ChargerRecord, StoreError> {
+pub async fn auto_provision(
+    pool: &PgPool,
+    id: &str,
+    accept: bool,
+) -> Result<ChargerRecord, StoreError> {
     sqlx::query(
-        "INSERT INTO chargers (id, auto_provisioned) VALUES ($1, TRUE) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO chargers (id, auto_provisioned, quarantined) VALUES ($1, TRUE, $2) \
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
+    .bind(!accept)
     .execute(pool)
     .await?;
     find(pool, id).await?.ok_or(StoreError::NotFound)
+}
+
+/// Puts a charger in quarantine (Pending at its next boot) or takes it out; `None` when there is
+/// no such charger.
+pub async fn set_quarantined(
+    pool: &PgPool,
+    id: &str,
+    quarantined: bool,
+) -> Result<Option<ChargerRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, ChargerRecord>(&format!(
+        "UPDATE chargers SET quarantined = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(quarantined)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// What a BootNotification says about the charger.
@@ -163,6 +190,50 @@ pub async fn by_station(pool: &PgPool, station_id: Uuid) -> Result<Vec<ChargerRe
     .bind(station_id)
     .fetch_all(pool)
     .await?)
+}
+
+/// The chargers of each of `stations`, in id order (one statement for a whole GraphQL page).
+pub async fn by_stations(
+    pool: &PgPool,
+    stations: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<ChargerRecord>>, StoreError> {
+    let rows = sqlx::query_as::<_, ChargerRecord>(&format!(
+        "SELECT {COLUMNS} FROM chargers WHERE station_id = ANY($1) ORDER BY id"
+    ))
+    .bind(stations)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<ChargerRecord>> = HashMap::new();
+    for row in rows {
+        if let Some(station) = row.station_id {
+            out.entry(station).or_default().push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// The connectors of each of `chargers`, in connector order (one statement).
+pub async fn connectors_of(
+    pool: &PgPool,
+    chargers: &[String],
+) -> Result<HashMap<String, Vec<ConnectorRecord>>, StoreError> {
+    let rows = sqlx::query_as::<_, (String, i32, String, Option<String>, DateTime<Utc>)>(
+        "SELECT charger_id, connector_id, status, error_code, updated_at FROM connector_status \
+         WHERE charger_id = ANY($1) ORDER BY charger_id, connector_id",
+    )
+    .bind(chargers)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<String, Vec<ConnectorRecord>> = HashMap::new();
+    for (charger_id, connector_id, status, error_code, updated_at) in rows {
+        out.entry(charger_id).or_default().push(ConnectorRecord {
+            connector_id,
+            status,
+            error_code,
+            updated_at,
+        });
+    }
+    Ok(out)
 }
 
 /// How many chargers belong to the station.

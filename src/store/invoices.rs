@@ -51,6 +51,20 @@ pub async fn for_session(
     .await?)
 }
 
+/// The invoices of `sessions` that exist, by session (one statement).
+pub async fn for_sessions(
+    pool: &PgPool,
+    sessions: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, InvoiceRecord>, StoreError> {
+    let rows = sqlx::query_as::<_, InvoiceRecord>(&format!(
+        "SELECT {COLUMNS} FROM invoices WHERE session_id = ANY($1)"
+    ))
+    .bind(sessions)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.session_id, r)).collect())
+}
+
 pub async fn list_for_user(
     pool: &PgPool,
     user_id: Uuid,

@@ -53,13 +53,13 @@ pub enum Rejected {
     Reused,
 }
 
-/// Consumes `token` and issues its successor in the same family.
+/// Consumes `token` and issues its successor in the same family: (user, family, successor).
 #[tracing::instrument(skip_all)]
 pub async fn rotate(
     pool: &PgPool,
     token: &str,
     ttl_secs: u64,
-) -> Result<Result<(Uuid, String), Rejected>, StoreError> {
+) -> Result<Result<(Uuid, Uuid, String), Rejected>, StoreError> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query_as::<_, (Uuid, Uuid, Uuid, bool, bool, bool)>(
         "SELECT id, user_id, family_id, expires_at <= now(), used_at IS NOT NULL, revoked_at IS NOT NULL \
@@ -88,7 +88,7 @@ pub async fn rotate(
         .await?;
     let next = issue(&mut *tx, user_id, family_id, ttl_secs).await?;
     tx.commit().await?;
-    Ok(Ok((user_id, next)))
+    Ok(Ok((user_id, family_id, next)))
 }
 
 /// Revokes every token of the family `token` belongs to (logout). Unknown tokens are ignored.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::charger_client::connect16;
+use crate::helpers::CHARGER_PASSWORD;
 use crate::helpers::{spawn_app_with, spawn_with_settings, TestApp};
 
 /// Two replicas (A, B) of one deployment.
@@ -63,7 +64,7 @@ async fn a_session_started_on_one_replica_runs_on_the_charger_held_by_another() 
         .await;
     let (driver, _) = driver_with_funds(&a).await;
 
-    let mut cp = connect16(b.port, "CP-ROUTE", None).await;
+    let mut cp = connect16(b.port, "CP-ROUTE", Some(("CP-ROUTE", CHARGER_PASSWORD))).await;
     cp.boot().await;
     cp.call(
         "StatusNotification",
@@ -168,7 +169,7 @@ async fn the_newest_connection_wins_across_replicas() {
     let station = a.create_station("Twin station").await;
     a.register_charger(&operator, "CP-HOP", station, None).await;
 
-    let mut on_a = connect16(a.port, "CP-HOP", None).await;
+    let mut on_a = connect16(a.port, "CP-HOP", Some(("CP-HOP", CHARGER_PASSWORD))).await;
     on_a.boot().await;
     let held = a
         .wait_until(Duration::from_secs(5), || async {
@@ -176,7 +177,7 @@ async fn the_newest_connection_wins_across_replicas() {
         })
         .await;
     assert!(held);
-    let mut on_b = connect16(b.port, "CP-HOP", None).await;
+    let mut on_b = connect16(b.port, "CP-HOP", Some(("CP-HOP", CHARGER_PASSWORD))).await;
     on_b.boot().await;
     let (code, reason) = on_a
         .closed()
@@ -218,7 +219,7 @@ async fn a_draining_replica_hands_its_chargers_and_sessions_to_another() {
         .await;
     let (driver, id_tag) = driver_with_funds(&a).await;
 
-    let mut cp = connect16(b.port, "CP-DRAIN", None).await;
+    let mut cp = connect16(b.port, "CP-DRAIN", Some(("CP-DRAIN", CHARGER_PASSWORD))).await;
     cp.boot().await;
     let tx = cp
         .call("StartTransaction", json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 1_000, "timestamp": "2026-11-21T10:00:00Z" }))
@@ -237,7 +238,7 @@ async fn a_draining_replica_hands_its_chargers_and_sessions_to_another() {
         Some(1001),
         "a going-away close"
     );
-    let mut cp = connect16(a.port, "CP-DRAIN", None).await;
+    let mut cp = connect16(a.port, "CP-DRAIN", Some(("CP-DRAIN", CHARGER_PASSWORD))).await;
     let moved = a
         .wait_until(Duration::from_secs(5), || async {
             owner_node(&a, "CP-DRAIN").await.as_deref() == Some("replica-a")
@@ -269,6 +270,7 @@ async fn a_draining_replica_hands_its_chargers_and_sessions_to_another() {
 async fn boots_beyond_the_admission_rate_are_told_to_come_back_later() {
     let app = spawn_app_with(|s| {
         s.ocpp.auto_provision = true;
+        s.ocpp.auto_accept_provisioned = true;
         s.cluster.max_boots_per_sec = 1;
     })
     .await;

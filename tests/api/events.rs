@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::charger_client::{connect16, TestCharger};
 use crate::gql_ws::GqlSocket;
+use crate::helpers::CHARGER_PASSWORD;
 use crate::helpers::{error_code, spawn_app_with_workers, spawn_roles, TestApp};
 
 fn dec(s: &str) -> Decimal {
@@ -258,7 +259,7 @@ async fn publish_ended(channel: &lapin::Channel, exchange: &str, body: &[u8]) {
 async fn a_finished_session_is_billed_once_paid_from_the_wallet_and_notified() {
     let b = billing_fixture("50.00", "€0.40/kWh", |_| {}).await;
     let mut inbox = mqtt_inbox(&b.app, &b.user_id).await;
-    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
     cp.boot().await;
     charge(&mut cp, &b.id_tag, 10_000, 45).await;
 
@@ -333,7 +334,7 @@ async fn a_finished_session_is_billed_once_paid_from_the_wallet_and_notified() {
 async fn insufficient_funds_leave_the_invoice_pending_and_pay_invoice_pays_once() {
     let b = billing_fixture("10.00", "€0.50/kWh", |_| {}).await;
     let mut inbox = mqtt_inbox(&b.app, &b.user_id).await;
-    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
     cp.boot().await;
     charge(&mut cp, &b.id_tag, 40_000, 60).await;
     let invoice = wait_invoice(&b.app).await;
@@ -422,7 +423,7 @@ async fn flat_rate_users_are_covered_and_the_cost_is_recorded() {
         .execute(&b.app.db)
         .await
         .unwrap();
-    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
     cp.boot().await;
     charge(&mut cp, &b.id_tag, 10_000, 30).await;
     let invoice = wait_invoice(&b.app).await;
@@ -445,7 +446,7 @@ async fn the_default_tariff_charges_time_after_the_grace_period_and_a_fee() {
     .execute(&b.app.db)
     .await
     .unwrap();
-    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
     cp.boot().await;
     charge(&mut cp, &b.id_tag, 22_400, 90).await;
     let invoice = wait_invoice(&b.app).await;
@@ -456,7 +457,7 @@ async fn the_default_tariff_charges_time_after_the_grace_period_and_a_fee() {
 #[actix_web::test]
 async fn unpaid_invoices_past_due_become_overdue() {
     let b = billing_fixture("10.00", "€1.00/kWh", |_| {}).await;
-    let mut cp = connect16(b.app.port, "CP-BILL", None).await;
+    let mut cp = connect16(b.app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
     cp.boot().await;
     charge(&mut cp, &b.id_tag, 30_000, 30).await;
     assert_eq!(wait_invoice(&b.app).await["status"], "PENDING");
@@ -711,7 +712,7 @@ async fn a_subscriber_on_one_replica_sees_session_changes_made_on_another() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut cp = connect16(a.port, "CP-FAN", None).await;
+    let mut cp = connect16(a.port, "CP-FAN", Some(("CP-FAN", CHARGER_PASSWORD))).await;
     cp.boot().await;
     let start = cp
         .call("StartTransaction", json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": "2026-11-21T10:00:00Z" }))

@@ -98,4 +98,20 @@ impl GqlSocket {
             }
         }
     }
+
+    /// Waits for the server to close the socket and returns the close code (messages before
+    /// it are skipped); `None` if it is still open after `wait`.
+    pub async fn closed_within(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005))
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => return Some(1006),
+            }
+        }
+    }
 }

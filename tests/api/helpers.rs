@@ -25,6 +25,9 @@ pub struct TestApp {
     handle: actix_web::dev::ServerHandle,
 }
 
+/// The password `register_charger` gives a charger that is registered without one.
+pub const CHARGER_PASSWORD: &str = "test-charger-password-01";
+
 /// The base URLs, from the environment when set (CI), else the local defaults.
 pub fn base_settings() -> Settings {
     let mut settings = Settings::default();
@@ -49,6 +52,9 @@ pub fn base_settings() -> Settings {
     settings.http.shutdown_timeout_secs = 1;
     settings.auth.jwt_secret = Some(SecretString::from(TEST_JWT_SECRET));
     settings.node_id = "test-node".into();
+    // tests poll the API quickly; the limiter has tests of its own
+    settings.graphql.requests_per_sec = 100_000;
+    settings.graphql.request_burst = 100_000;
     settings
 }
 
@@ -281,7 +287,8 @@ impl TestApp {
         id
     }
 
-    /// Registers a charger through the API, as an operator would.
+    /// Registers a charger through the API, as an operator would; without a password of its
+    /// own it gets `CHARGER_PASSWORD` (every charger needs a credential).
     pub async fn register_charger(
         &self,
         token: &str,
@@ -289,6 +296,7 @@ impl TestApp {
         station: uuid::Uuid,
         password: Option<&str>,
     ) -> Value {
+        let password = password.unwrap_or(CHARGER_PASSWORD);
         let response = self
             .graphql(
                 "mutation($i: RegisterChargerInput!) { registerCharger(input: $i) { id stationId online } }",

@@ -9,6 +9,7 @@ mod events;
 mod gql_ws;
 mod health;
 mod helpers;
+mod hostile;
 mod ocm;
 mod ocpp16;
 mod ocpp201;

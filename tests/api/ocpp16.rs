@@ -276,8 +276,12 @@ async fn handshakes_are_refused_for_bad_ids_protocols_chargers_and_passwords() {
 }
 
 #[actix_web::test]
-async fn auto_provisioning_accepts_unknown_chargers_when_enabled() {
-    let app = spawn_app_with(|s| s.ocpp.auto_provision = true).await;
+async fn auto_provisioning_accepts_unknown_chargers_at_once_only_when_told_to() {
+    let app = spawn_app_with(|s| {
+        s.ocpp.auto_provision = true;
+        s.ocpp.auto_accept_provisioned = true;
+    })
+    .await;
     let mut cp = connect16(app.port, "CP-NEW-1", None).await;
     assert_eq!(cp.boot().await["status"], "Accepted");
     let provisioned: bool =

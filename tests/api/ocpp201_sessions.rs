@@ -6,13 +6,13 @@ use serde_json::{json, Value};
 
 use crate::charger_client::{connect201, TestCharger};
 use crate::gql_ws::GqlSocket;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, CHARGER_PASSWORD};
 use crate::ocpp201::{event, with_meter};
 use crate::sessions::{fixture, session_status, wait_status, Fixture, END, ON_SESSION, START};
 
 /// A booted 2.0.1 station with EVSE 1 (and 2) Available.
 async fn station(app: &TestApp, id: &str) -> TestCharger {
-    let mut cs = connect201(app.port, id, None).await;
+    let mut cs = connect201(app.port, id, Some((id, CHARGER_PASSWORD))).await;
     cs.boot201().await;
     for evse in [1, 2] {
         cs.call("StatusNotification", json!({ "timestamp": "2026-11-21T09:00:00Z", "connectorStatus": "Available", "evseId": evse, "connectorId": 1 }))

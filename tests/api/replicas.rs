@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::charger_client::{connect16, TestCharger};
 use crate::gql_ws::GqlSocket;
-use crate::helpers::{isolated_settings, TEST_JWT_SECRET};
+use crate::helpers::{isolated_settings, CHARGER_PASSWORD, TEST_JWT_SECRET};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chargegrid");
 
@@ -171,8 +171,8 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
     .await
     .unwrap();
     for id in ["CP-X", "CP-Y"] {
-        let r = gql(a.port, "mutation($c: ID!, $s: ID!) { registerCharger(input: {chargerId: $c, stationId: $s}) { id } }",
-            json!({ "c": id, "s": station }), Some(&operator)).await;
+        let r = gql(a.port, "mutation($c: ID!, $s: ID!, $p: String) { registerCharger(input: {chargerId: $c, stationId: $s, password: $p}) { id } }",
+            json!({ "c": id, "s": station, "p": CHARGER_PASSWORD }), Some(&operator)).await;
         assert!(r["errors"].is_null(), "{r}");
     }
     let (driver, driver_id) = register(a.port, "drive@example.com").await;
@@ -189,7 +189,7 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
     let _ = driver_id;
 
     // CP-X on C; the session is started through A
-    let mut cp_x = connect16(c.port, "CP-X", None).await;
+    let mut cp_x = connect16(c.port, "CP-X", Some(("CP-X", CHARGER_PASSWORD))).await;
     cp_x.boot().await;
     cp_x.call(
         "StatusNotification",
@@ -262,7 +262,7 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
         exited.1 < Duration::from_secs(20),
         "C exits within the grace period"
     );
-    let mut cp_x = connect16(a.port, "CP-X", None).await;
+    let mut cp_x = connect16(a.port, "CP-X", Some(("CP-X", CHARGER_PASSWORD))).await;
     cp_x.call(
         "StopTransaction",
         json!({ "transactionId": tid_x, "meterStop": 6_500, "timestamp": "2026-11-21T10:45:00Z" }),
@@ -283,7 +283,7 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
     .await;
 
     // CP-Y charging on B; B is killed outright
-    let mut cp_y = connect16(b.port, "CP-Y", None).await;
+    let mut cp_y = connect16(b.port, "CP-Y", Some(("CP-Y", CHARGER_PASSWORD))).await;
     cp_y.boot().await;
     let tid_y = start_charging(&mut cp_y, &id_tag).await;
     meter(&mut cp_y, tid_y, 2_000).await;
@@ -294,7 +294,7 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
         cp_y.recv_within(Duration::from_secs(10)).await.is_none(),
         "the socket dies with B"
     );
-    let mut cp_y = connect16(a.port, "CP-Y", None).await;
+    let mut cp_y = connect16(a.port, "CP-Y", Some(("CP-Y", CHARGER_PASSWORD))).await;
     cp_y.call(
         "StopTransaction",
         json!({ "transactionId": tid_y, "meterStop": 5_000, "timestamp": "2026-11-21T11:00:00Z" }),
@@ -357,9 +357,13 @@ async fn every_transaction_message_acknowledged_before_a_kill_9_is_in_postgres()
     .execute(&db)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO chargers (id, station_id) SELECT 'CP-BURST-' || i, $1 FROM generate_series(1, $2::int) AS i")
+    let hash = chargegrid::auth::password::hash(CHARGER_PASSWORD.to_string())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO chargers (id, station_id, password_hash) SELECT 'CP-BURST-' || i, $1, $3 FROM generate_series(1, $2::int) AS i")
         .bind(station)
         .bind(CHARGERS as i32)
+        .bind(hash)
         .execute(&db)
         .await
         .unwrap();
@@ -377,7 +381,7 @@ async fn every_transaction_message_acknowledged_before_a_kill_9_is_in_postgres()
         let (port, id_tag, acknowledged) = (server.port, id_tag.clone(), acknowledged.clone());
         chargers.push(tokio::spawn(async move {
             let id = format!("CP-BURST-{i}");
-            let mut cp = connect16(port, &id, None).await;
+            let mut cp = connect16(port, &id, Some((&id, CHARGER_PASSWORD))).await;
             cp.boot().await;
             let tid = start_charging(&mut cp, &id_tag).await;
             for wh in 1.. {

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::charger_client::{connect16, TestCharger};
 use crate::gql_ws::GqlSocket;
+use crate::helpers::CHARGER_PASSWORD;
 use crate::helpers::{error_code, spawn_app_with, spawn_with_settings, TestApp};
 use chargegrid::actors::messages::{CrashSession, SessionActorCount, SessionChanged};
 
@@ -58,7 +59,7 @@ pub async fn fixture() -> Fixture {
 
 /// A booted charger with connector 1 Available.
 async fn online_charger(app: &TestApp, id: &str) -> TestCharger {
-    let mut cp = connect16(app.port, id, None).await;
+    let mut cp = connect16(app.port, id, Some((id, CHARGER_PASSWORD))).await;
     cp.boot().await;
     cp.call(
         "StatusNotification",
@@ -416,7 +417,7 @@ async fn a_charger_disconnecting_mid_session_resumes_and_completes_after_reconne
     );
 
     // the charger comes back and delivers what it queued while offline
-    let mut cp = connect16(f.app.port, "CP-S1", None).await;
+    let mut cp = connect16(f.app.port, "CP-S1", Some(("CP-S1", CHARGER_PASSWORD))).await;
     cp.call(
         "MeterValues",
         meter(tid, 5_000, 7_000, "2026-11-21T10:30:00Z"),
@@ -576,7 +577,7 @@ async fn open_sessions_survive_a_server_restart() {
             .unwrap(),
         0
     );
-    let mut cp = connect16(restarted.port, "CP-S1", None).await;
+    let mut cp = connect16(restarted.port, "CP-S1", Some(("CP-S1", CHARGER_PASSWORD))).await;
     let rehydrated = restarted
         .wait_until(Duration::from_secs(5), || async {
             restarted

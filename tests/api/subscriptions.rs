@@ -5,6 +5,7 @@ use serde_json::json;
 use crate::charger_client::connect16;
 use crate::gql_ws::GqlSocket;
 use crate::helpers::spawn_app;
+use crate::helpers::CHARGER_PASSWORD;
 
 const ON_CHARGER: &str = "subscription($id: ID!) { onChargerStatusChanged(chargerId: $id) { id online connectors { connectorId status } } }";
 
@@ -22,7 +23,7 @@ async fn charger_status_flow(legacy: bool) {
     let first = sub.next().await.expect("current state");
     assert_eq!(first["onChargerStatusChanged"]["online"], false);
 
-    let mut cp = connect16(app.port, "CP-SUB", None).await;
+    let mut cp = connect16(app.port, "CP-SUB", Some(("CP-SUB", CHARGER_PASSWORD))).await;
     // wait until an update says online
     loop {
         let update = sub.next().await.expect("update");

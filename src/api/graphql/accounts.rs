@@ -4,7 +4,7 @@ use async_graphql::{Context, InputObject, Object};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::auth::{require_user, ClientAddr};
+use super::auth::{require_user, Caller, ClientAddr};
 use super::error::{ApiError, ApiResult};
 use super::types::{AuthPayload, UserView};
 use crate::auth::password;
@@ -141,7 +141,7 @@ impl AccountMutation {
     ) -> ApiResult<AuthPayload> {
         let app = ctx.data_unchecked::<AppContext>();
         let ttl = app.settings.auth.refresh_token_ttl_secs;
-        let (user_id, next) = refresh_tokens::rotate(&app.db, &refresh_token, ttl)
+        let (user_id, family, next) = refresh_tokens::rotate(&app.db, &refresh_token, ttl)
             .await?
             .map_err(|rejected| {
                 if rejected == refresh_tokens::Rejected::Reused {
@@ -157,7 +157,7 @@ impl AccountMutation {
             })?;
         let access_token = app
             .jwt
-            .issue(user.id, user.role())
+            .issue(user.id, user.role(), Some(family))
             .map_err(ApiError::internal)?;
         Ok(AuthPayload {
             access_token,
@@ -167,9 +167,15 @@ impl AccountMutation {
     }
 
     /// Revokes the refresh token and every token rotated from it (extension of the contract).
+    /// Revokes the sign-in the refresh token belongs to: its refresh tokens, and its access
+    /// tokens within seconds (open subscription sockets are closed with 4403).
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<bool> {
         let app = ctx.data_unchecked::<AppContext>();
-        Ok(refresh_tokens::revoke(&app.db, &refresh_token).await?)
+        let revoked = refresh_tokens::revoke(&app.db, &refresh_token).await?;
+        if let Some(Caller::User(claims)) = ctx.data_opt::<Caller>() {
+            app.access.forget(claims.sub);
+        }
+        Ok(revoked)
     }
 
     /// Credits the wallet once per idempotency key, whatever the number of retries.
@@ -272,16 +278,17 @@ pub async fn create_user(
 }
 
 async fn issue_tokens(app: &AppContext, user: users::UserRecord) -> ApiResult<AuthPayload> {
+    let family = Uuid::new_v4();
     let refresh_token = refresh_tokens::issue(
         &app.db,
         user.id,
-        Uuid::new_v4(),
+        family,
         app.settings.auth.refresh_token_ttl_secs,
     )
     .await?;
     let access_token = app
         .jwt
-        .issue(user.id, user.role())
+        .issue(user.id, user.role(), Some(family))
         .map_err(ApiError::internal)?;
     Ok(AuthPayload {
         access_token,

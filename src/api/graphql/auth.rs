@@ -4,7 +4,9 @@ use async_graphql::Context;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::auth::access::Access;
 use crate::auth::{Claims, JwtKeys, TokenError};
+use crate::context::AppContext;
 use crate::domain::Role;
 
 /// The caller of one GraphQL operation.
@@ -32,6 +34,26 @@ impl Caller {
             Err(e) => Caller::Rejected(e),
         }
     }
+
+    /// Like `from_authorization`, then checks that the sign-in is still allowed (not logged
+    /// out, not blocked) and takes the user's current role. If Postgres cannot say, the signed
+    /// token stands (it is short-lived) and a warning is logged.
+    pub async fn resolve(value: Option<&str>, app: &AppContext) -> Self {
+        let Caller::User(mut claims) = Self::from_authorization(value, &app.jwt) else {
+            return Self::from_authorization(value, &app.jwt);
+        };
+        match app.access.check(&app.api_db, &claims).await {
+            Ok(Access::Allowed(role)) => {
+                claims.role = role;
+                Caller::User(claims)
+            }
+            Ok(Access::Revoked) => Caller::Rejected(TokenError::Revoked),
+            Err(e) => {
+                tracing::warn!(error = %e, "access check unavailable; the token's claims stand");
+                Caller::User(claims)
+            }
+        }
+    }
 }
 
 /// The client address, for rate limiting.
@@ -48,6 +70,9 @@ pub fn require_user(ctx: &Context<'_>) -> Result<(Uuid, Role), ApiError> {
         Some(Caller::Rejected(TokenError::Invalid)) => Err(ApiError::Unauthenticated(
             "the access token is invalid".into(),
         )),
+        Some(Caller::Rejected(TokenError::Revoked)) => Err(ApiError::Unauthenticated(
+            "the sign-in was revoked; sign in again".into(),
+        )),
         _ => Err(ApiError::unauthenticated()),
     }
 }
@@ -62,4 +87,9 @@ pub fn require_staff(ctx: &Context<'_>) -> Result<(Uuid, Role), ApiError> {
             "this operation needs the OPERATOR or ADMIN role".into(),
         ))
     }
+}
+
+/// True for an authenticated OPERATOR or ADMIN (fields that others see as null).
+pub fn is_staff(ctx: &Context<'_>) -> bool {
+    matches!(ctx.data_opt::<Caller>(), Some(Caller::User(claims)) if claims.role.is_staff())
 }

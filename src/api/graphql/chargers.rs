@@ -1,19 +1,24 @@
 //! Chargers for operators: registration, status, and commands (OPERATOR or ADMIN only).
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::auth::require_staff;
+use super::auth::{is_staff, require_staff};
 use super::device_model::{device_model, DeviceVariable};
 use super::error::{ApiError, ApiResult};
+use super::loaders::{ApiLoader, ChargerConnectors};
 use crate::actors::registry;
 use crate::auth::password;
 use crate::context::AppContext;
 use crate::domain::ChargePointId;
 use crate::ocpp::command::{ChargerCommand, CommandError};
 use crate::store::chargers::{self, ChargerRecord};
+
+/// What a charger's connector list counts for in a query's complexity.
+pub const CONNECTORS_PER_CHARGER: usize = 4;
 
 /// OCPP security profile 1/2 passwords are 16 to 40 characters (OCPP 1.6 security whitepaper).
 const CHARGER_PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 16..=40;
@@ -61,6 +66,13 @@ impl ConnectorStatus {
     }
 }
 
+/// Whether a charger may operate (extension).
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationStatus {
+    Accepted,
+    Pending,
+}
+
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum ResetType {
     Soft,
@@ -91,7 +103,11 @@ impl ChargerView {
         self.0.online
     }
 
-    async fn protocol(&self) -> Option<OcppVersionGql> {
+    /// OPERATOR or ADMIN; null for others.
+    async fn protocol(&self, ctx: &Context<'_>) -> Option<OcppVersionGql> {
+        if !is_staff(ctx) {
+            return None;
+        }
         match self.0.protocol.as_deref() {
             Some("OCPP16") => Some(OcppVersionGql::Ocpp16),
             Some("OCPP201") => Some(OcppVersionGql::Ocpp201),
@@ -99,31 +115,52 @@ impl ChargerView {
         }
     }
 
-    async fn vendor(&self) -> Option<&str> {
-        self.0.vendor.as_deref()
+    /// OPERATOR or ADMIN: PENDING while quarantined (BootNotification answered Pending until
+    /// an operator adopts it with registerCharger), else ACCEPTED; null for others (extension).
+    async fn registration_status(&self, ctx: &Context<'_>) -> Option<RegistrationStatus> {
+        is_staff(ctx).then_some(if self.0.quarantined {
+            RegistrationStatus::Pending
+        } else {
+            RegistrationStatus::Accepted
+        })
     }
 
-    async fn model(&self) -> Option<&str> {
-        self.0.model.as_deref()
+    /// OPERATOR or ADMIN; null for others.
+    async fn vendor(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.0.vendor.as_deref().filter(|_| is_staff(ctx))
     }
 
-    async fn firmware_version(&self) -> Option<&str> {
-        self.0.firmware_version.as_deref()
+    /// OPERATOR or ADMIN; null for others.
+    async fn model(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.0.model.as_deref().filter(|_| is_staff(ctx))
     }
 
-    async fn last_seen(&self) -> Option<DateTime<Utc>> {
-        self.0.last_seen
+    /// OPERATOR or ADMIN; null for others.
+    async fn firmware_version(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.0.firmware_version.as_deref().filter(|_| is_staff(ctx))
     }
 
-    /// The replica holding the charger's socket (extension of the contract).
-    async fn node_id(&self) -> Option<&str> {
-        self.0.node_id.as_deref().filter(|_| self.0.online)
+    /// OPERATOR or ADMIN; null for others.
+    async fn last_seen(&self, ctx: &Context<'_>) -> Option<DateTime<Utc>> {
+        self.0.last_seen.filter(|_| is_staff(ctx))
     }
 
+    /// OPERATOR or ADMIN: the replica holding the charger's socket (extension of the contract).
+    async fn node_id(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.0
+            .node_id
+            .as_deref()
+            .filter(|_| self.0.online && is_staff(ctx))
+    }
+
+    /// Batched across every charger of the request (one statement).
+    #[graphql(complexity = "CONNECTORS_PER_CHARGER * child_complexity")]
     async fn connectors(&self, ctx: &Context<'_>) -> ApiResult<Vec<ChargerConnector>> {
-        let app = ctx.data_unchecked::<AppContext>();
-        Ok(chargers::connectors(&app.db, &self.0.id)
+        let loader = ctx.data_unchecked::<DataLoader<ApiLoader>>();
+        Ok(loader
+            .load_one(ChargerConnectors(self.0.id.clone()))
             .await?
+            .unwrap_or_default()
             .into_iter()
             .map(|c| ChargerConnector {
                 connector_id: c.connector_id,
@@ -149,7 +186,9 @@ pub struct RegisterChargerInput {
     /// the charge point identity the charger uses in its OCPP URL (max 48 chars, no ':')
     pub charger_id: ID,
     pub station_id: ID,
-    /// HTTP Basic password for OCPP security profile 1/2; stored only as a hash
+    /// HTTP Basic password for OCPP security profile 1/2 (16 to 40 characters); stored only as
+    /// a hash. Required for a new charger outside development mode; omitted, the stored one is
+    /// kept.
     pub password: Option<String>,
 }
 
@@ -180,6 +219,19 @@ pub fn command_error(err: CommandError) -> ApiError {
     }
 }
 
+/// Closes the charger's connection wherever it is held; an offline charger has none to close.
+async fn disconnect(app: &AppContext, charger_id: &str, reason: &str) {
+    let command = ChargerCommand::Disconnect {
+        reason: reason.into(),
+    };
+    match registry::execute(app, charger_id, command).await {
+        Ok(_) | Err(CommandError::Offline) => {}
+        Err(e) => {
+            tracing::warn!(%charger_id, error = %e, "could not close the charger's connection")
+        }
+    }
+}
+
 /// Runs a command on a charger wherever this replica can reach it.
 pub async fn run_command(
     app: &AppContext,
@@ -204,6 +256,7 @@ impl ChargerQuery {
     }
 
     /// OPERATOR or ADMIN
+    #[graphql(complexity = "super::list_complexity(first, child_complexity)")]
     async fn chargers(
         &self,
         ctx: &Context<'_>,
@@ -240,6 +293,15 @@ impl ChargerMutation {
         let app = ctx.data_unchecked::<AppContext>();
         let charger_id = parse_charger_id(&input.charger_id)?;
         let station_id = parse_uuid(&input.station_id, "stationId")?;
+        let existing = chargers::find(&app.db, charger_id.as_str()).await?;
+        let has_credential = existing.as_ref().is_some_and(|c| c.password_hash.is_some());
+        if input.password.is_none() && !has_credential && !app.settings.dev {
+            return Err(ApiError::BadUserInput(
+                "every charger needs a password (16 to 40 characters) outside development mode"
+                    .into(),
+            ));
+        }
+        let new_credential = input.password.is_some();
         let hash = match input.password {
             Some(password) => {
                 if !CHARGER_PASSWORD_CHARS.contains(&password.chars().count()) {
@@ -259,8 +321,38 @@ impl ChargerMutation {
                 }
                 other => other.into(),
             })?;
-        // no cache to clear: remembered password checks are bound to the stored hash
-        tracing::info!(charger_id = %charger_id, "charger registered");
+        // no cache to clear: remembered password checks are bound to the stored hash. A
+        // connection opened with the old password, or as a quarantined charger, is closed: the
+        // charger comes back under the new rules
+        let was_quarantined = existing.as_ref().is_some_and(|c| c.quarantined);
+        if existing.is_some() && (new_credential || was_quarantined) {
+            disconnect(
+                app,
+                charger_id.as_str(),
+                "the charger's registration changed",
+            )
+            .await;
+        }
+        tracing::info!(charger_id = %charger_id, adopted = was_quarantined, "charger registered");
+        Ok(ChargerView(record))
+    }
+
+    /// OPERATOR or ADMIN: puts a charger back to Pending (quarantine). Its connection is closed,
+    /// and at its next BootNotification it is answered Pending and may do nothing else until
+    /// `registerCharger` adopts it again (extension).
+    async fn quarantine_charger(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+    ) -> ApiResult<ChargerView> {
+        let (operator, _) = require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = parse_charger_id(&charger_id)?;
+        let record = chargers::set_quarantined(&app.db, id.as_str(), true)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("charger not found".into()))?;
+        disconnect(app, id.as_str(), "the charger was put back to Pending").await;
+        tracing::warn!(charger_id = %id, %operator, "charger quarantined");
         Ok(ChargerView(record))
     }
 

@@ -81,11 +81,16 @@ impl InvoiceView {
     }
 }
 
+/// What the invoice list counts for in a query's complexity (it is one statement).
+const INVOICES_COUNTED: usize = 20;
+
 #[derive(Default)]
 pub struct InvoiceQuery;
 
 #[Object]
 impl InvoiceQuery {
+    /// The caller's invoices, newest first (at most 500).
+    #[graphql(complexity = "INVOICES_COUNTED * child_complexity")]
     async fn my_invoices(
         &self,
         ctx: &Context<'_>,

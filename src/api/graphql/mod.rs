@@ -7,6 +7,8 @@ pub mod chargers;
 pub mod device_model;
 pub mod error;
 pub mod invoices;
+pub mod limits;
+pub mod loaders;
 pub mod sessions;
 pub mod stations;
 pub mod subscription;
@@ -42,14 +44,29 @@ pub struct MutationRoot(
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;
 
-/// Builds the schema once, outside `HttpServer::new`.
+/// What a list counts for in a query's complexity: its page size times what one item costs, so
+/// that a thousand aliases of a large page are refused before anything runs.
+pub fn list_complexity(first: i32, child_complexity: usize) -> usize {
+    usize::try_from(first.max(1))
+        .unwrap_or(1)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+}
+
+/// Builds the schema once, outside `HttpServer::new`. Resolvers run on the API's own Postgres
+/// pool (`AppContext::api_db`): however busy the API is, chargers' queries never wait for it.
 pub fn build_schema(ctx: AppContext) -> AppSchema {
     let settings = ctx.settings.graphql.clone();
+    let ctx = AppContext {
+        db: ctx.api_db.clone(),
+        ..ctx
+    };
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         subscription::SubscriptionRoot,
     )
+    .data(loaders::loader(ctx.api_db.clone(), ctx.metrics.clone()))
     .data(ctx)
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)
@@ -114,6 +131,20 @@ fn parse_request(body: &[u8]) -> Result<async_graphql::Request, serde_json::Erro
     serde_json::from_value(value)
 }
 
+/// True when the document holds queries only (what a time budget may cancel).
+fn is_query(document: &str) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(document) else {
+        return true; // refused by validation anyway
+    };
+    match &doc.operations {
+        DocumentOperations::Single(op) => op.node.ty == OperationType::Query,
+        DocumentOperations::Multiple(ops) => {
+            ops.values().all(|op| op.node.ty == OperationType::Query)
+        }
+    }
+}
+
 /// `POST /graphql`: one operation as `application/json`.
 pub async fn graphql_http(
     req: HttpRequest,
@@ -159,9 +190,44 @@ pub async fn graphql_http(
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = Caller::from_authorization(authorization, &ctx.jwt);
+    let caller = Caller::resolve(authorization, &ctx).await;
     let client = ClientAddr(client_addr(&req, ctx.settings.http.trust_forwarded_for));
-    let mut response = schema.execute(request.data(caller).data(client)).await;
+    if let Err(retry_after_secs) = ctx.api_requests.take(&limits::client_key(&caller, &client)) {
+        ctx.metrics
+            .graphql_errors_total
+            .with_label_values(&["RATE_LIMITED"])
+            .inc();
+        return HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", retry_after_secs.to_string()))
+            .json(json!({ "data": null, "errors": [{
+                "message": format!("too many requests; retry in {retry_after_secs} s"),
+                "extensions": { "code": "RATE_LIMITED", "retryAfterSeconds": retry_after_secs },
+            }] }));
+    }
+    // queries get a time budget; mutations are bounded by their own waits (a charger's answer)
+    // and are never cancelled half-way
+    let budget = if is_query(&request.query) {
+        std::time::Duration::from_millis(ctx.settings.graphql.request_timeout_ms.max(1))
+    } else {
+        std::time::Duration::MAX
+    };
+    let execution = schema.execute(request.data(caller).data(client));
+    let Ok(mut response) = tokio::time::timeout(budget, execution).await else {
+        // the operation's futures are dropped here: its queries are cancelled with it
+        ctx.metrics
+            .graphql_errors_total
+            .with_label_values(&["RATE_LIMITED"])
+            .inc();
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({ "data": null, "errors": [{
+                "message": format!(
+                    "the request took longer than {} ms and was cancelled; ask for less or retry later",
+                    budget.as_millis()
+                ),
+                "extensions": { "code": "RATE_LIMITED", "retryAfterSeconds": 1 },
+            }] }));
+    };
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {

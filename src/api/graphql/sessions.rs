@@ -11,13 +11,15 @@ use super::auth::require_user;
 use super::chargers::command_error;
 use super::error::{ApiError, ApiResult};
 use super::invoices::InvoiceView;
+use super::loaders::{ApiLoader, SessionInvoice};
 use crate::actors::messages::{SessionCommand, SessionCommandError, StartSession};
 use crate::actors::session;
 use crate::actors::session_commands;
 use crate::context::AppContext;
 use crate::domain::Role;
+use crate::store::chargers;
 use crate::store::sessions::{self as store, status, SessionRecord};
-use crate::store::{chargers, invoices};
+use async_graphql::dataloader::DataLoader;
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {
@@ -121,9 +123,11 @@ impl SessionView {
             .as_deref()
             .or(self.0.failure_reason.as_deref())
     }
+    /// Batched across every session of the request (one statement).
     async fn invoice(&self, ctx: &Context<'_>) -> ApiResult<Option<InvoiceView>> {
-        let app = ctx.data_unchecked::<AppContext>();
-        Ok(invoices::for_session(&app.db, self.0.id)
+        let loader = ctx.data_unchecked::<DataLoader<ApiLoader>>();
+        Ok(loader
+            .load_one(SessionInvoice(self.0.id))
             .await?
             .map(InvoiceView))
     }
@@ -211,6 +215,7 @@ impl SessionQuery {
         }
     }
 
+    #[graphql(complexity = "super::list_complexity(first, child_complexity)")]
     async fn my_sessions(
         &self,
         ctx: &Context<'_>,

@@ -7,11 +7,16 @@ use uuid::Uuid;
 
 use super::chargers::ChargerView;
 use super::error::{ApiError, ApiResult};
+use super::loaders::{ApiLoader, StationChargers};
 use crate::context::AppContext;
 use crate::ocm::search::SearchQuery;
-use crate::store::chargers;
 use crate::store::station_cache::StationCache;
 use crate::store::stations::StationDetails;
+use async_graphql::dataloader::DataLoader;
+
+/// What a station's charger list counts for in a query's complexity (a typical site; the list
+/// is loaded in one batch whatever its size).
+pub const CHARGERS_PER_STATION: usize = 5;
 
 /// A WGS84 position.
 #[derive(InputObject)]
@@ -107,11 +112,15 @@ impl StationView {
     }
 
     /// OCPP chargers installed at this station (with their live connector statuses, so the app
-    /// can offer a free connector).
+    /// can offer a free connector). Drivers and anonymous callers see id, online and
+    /// connectors; the rest is null for them. Batched across every station of the request.
+    #[graphql(complexity = "CHARGERS_PER_STATION * child_complexity")]
     async fn chargers(&self, ctx: &Context<'_>) -> ApiResult<Vec<ChargerView>> {
-        let app = ctx.data_unchecked::<AppContext>();
-        Ok(chargers::by_station(&app.db, self.details.id)
+        let loader = ctx.data_unchecked::<DataLoader<ApiLoader>>();
+        Ok(loader
+            .load_one(StationChargers(self.details.id))
             .await?
+            .unwrap_or_default()
             .into_iter()
             .map(ChargerView)
             .collect())
@@ -138,6 +147,7 @@ impl StationQuery {
     /// connection type titles ignoring case and punctuation ("CCS (Type 2)", "CHAdeMO") or an
     /// alias (CCS, CCS1, CCS2, TYPE1, TYPE2, CHADEMO, TESLA, NACS, SCHUKO, GBT); with
     /// `minPowerKw`, one connector must match both.
+    #[graphql(complexity = "super::list_complexity(first.unwrap_or(20), child_complexity)")]
     async fn stations(
         &self,
         ctx: &Context<'_>,

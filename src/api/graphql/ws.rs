@@ -1,5 +1,7 @@
 //! GraphQL over WebSocket on actix-ws: both `graphql-transport-ws` and the legacy `graphql-ws`
-//! subprotocols, authenticated by the `authorization` field of the `connection_init` payload.
+//! subprotocols, authenticated by the `authorization` field of the `connection_init` payload. The
+//! sign-in is checked again every few seconds: a socket whose token expired is closed with 4401,
+//! one whose sign-in was revoked, blocked or changed role with 4403 (graphql-transport-ws).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,13 +13,19 @@ use async_graphql::http::{WebSocket, WebSocketProtocols, WsMessage};
 use async_graphql::Data;
 use futures_util::StreamExt;
 
+use std::sync::{Arc, Mutex};
+
 use super::auth::Caller;
 use super::AppSchema;
+use crate::auth::access::Access;
+use crate::auth::Claims;
 use crate::context::AppContext;
 
 /// Largest client message accepted on a subscription socket.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How often an open socket's sign-in is checked again (expiry, logout, blocking, role).
+const RECHECK: Duration = Duration::from_secs(3);
 
 /// Upgrades `GET /graphql` to a subscription socket.
 pub async fn upgrade(
@@ -67,7 +75,9 @@ pub async fn upgrade(
                 }
             }
         });
-    let keys = ctx.jwt.clone();
+    // who signed in at connection_init, re-checked while the socket lives
+    let signed_in: Arc<Mutex<Option<Claims>>> = Arc::default();
+    let (app, init_claims) = (ctx.get_ref().clone(), signed_in.clone());
     let socket = WebSocket::new(schema.get_ref().clone(), input, protocol)
         .keepalive_timeout(KEEPALIVE)
         .on_connection_init(move |payload| async move {
@@ -76,36 +86,78 @@ pub async fn upgrade(
                 .or_else(|| payload.get("Authorization"))
                 .and_then(|v| v.as_str())
                 .map(String::from);
-            let caller = Caller::from_authorization(authorization.as_deref(), &keys);
-            if let Caller::Rejected(reason) = caller {
-                return Err(async_graphql::Error::new(reason.to_string()));
+            let caller = Caller::resolve(authorization.as_deref(), &app).await;
+            match &caller {
+                Caller::Rejected(reason) => {
+                    return Err(async_graphql::Error::new(reason.to_string()))
+                }
+                Caller::User(claims) => {
+                    *init_claims.lock().unwrap_or_else(|e| e.into_inner()) = Some(claims.clone())
+                }
+                Caller::Anonymous => {}
             }
             let mut data = Data::default();
             data.insert(caller);
             Ok(data)
         });
+    let app = ctx.get_ref().clone();
     actix_rt::spawn(async move {
         let mut session = session;
         let mut socket = std::pin::pin!(socket);
-        while let Some(message) = socket.next().await {
-            match message {
-                WsMessage::Text(text) => {
-                    if session.text(text).await.is_err() {
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = socket.next() => match message {
+                    Some(WsMessage::Text(text)) => {
+                        if session.text(text).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(WsMessage::Close(code, reason)) => {
+                        close(session, code, reason).await;
                         return;
                     }
-                }
-                WsMessage::Close(code, reason) => {
-                    let _ = session
-                        .close(Some(CloseReason {
-                            code: CloseCode::Other(code),
-                            description: Some(reason),
-                        }))
-                        .await;
-                    return;
+                    None => break,
+                },
+                _ = recheck.tick() => {
+                    let claims = signed_in.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(claims) = claims {
+                        if let Some((code, reason)) = still_allowed(&app, &claims).await {
+                            // the operations of this socket end with it (subscriptions are
+                            // dropped with the stream)
+                            close(session, code, reason.into()).await;
+                            return;
+                        }
+                    }
                 }
             }
         }
         let _ = session.close(None).await;
     });
     Ok(response)
+}
+
+/// `None` while the socket's sign-in may go on; else the close code (4401 expired, 4403 revoked,
+/// blocked or role changed) and reason.
+async fn still_allowed(app: &AppContext, claims: &Claims) -> Option<(u16, &'static str)> {
+    if claims.exp <= chrono::Utc::now().timestamp() {
+        return Some((4401, "the access token expired; reconnect with a fresh one"));
+    }
+    match app.access.check(&app.api_db, claims).await {
+        Ok(Access::Revoked) => Some((4403, "the sign-in was revoked")),
+        Ok(Access::Allowed(role)) if role != claims.role => {
+            Some((4403, "the account's role changed; reconnect"))
+        }
+        _ => None,
+    }
+}
+
+async fn close(session: actix_ws::Session, code: u16, reason: String) {
+    let _ = session
+        .close(Some(CloseReason {
+            code: CloseCode::Other(code),
+            description: Some(reason),
+        }))
+        .await;
 }

@@ -48,6 +48,14 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
         })
         .await
         .map_err(CallFailure::internal)?;
+    if ctx.quarantined {
+        tracing::info!(charger_id = %ctx.charger_id, vendor = %info.vendor, model = %info.model, "quarantined charger booted: Pending");
+        return Handled::reply(&BootNotificationResponse {
+            current_time: Utc::now(),
+            interval: ctx.app.settings.ocpp.heartbeat_interval_secs,
+            status: RegistrationStatus::Pending,
+        });
+    }
     tracing::info!(charger_id = %ctx.charger_id, vendor = %info.vendor, model = %info.model, "charger booted");
     Ok(Handled::reply(&BootNotificationResponse {
         current_time: Utc::now(),

@@ -103,6 +103,11 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             )
         }
         ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
+        ChargerCommand::Disconnect { .. } => {
+            return Err(CommandError::Invalid(
+                "closing the connection is not an OCPP call".into(),
+            ))
+        }
     };
     check_action(&action, &payload, false).map_err(CommandError::Invalid)?;
     Ok((action, payload))

@@ -57,6 +57,15 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
     tracing::info!(charger_id = %ctx.charger_id, vendor = %info.vendor, model = %info.model, reason = ?info.reason, "charging station booted");
     // the 2.0.1 type holds the interval in 16 bits; longer intervals are capped
     let interval = u16::try_from(ctx.app.settings.ocpp.heartbeat_interval_secs).unwrap_or(u16::MAX);
+    if ctx.quarantined {
+        tracing::info!(charger_id = %ctx.charger_id, "quarantined charging station booted: Pending");
+        return Handled::reply(&BootNotificationResponse {
+            current_time: Utc::now(),
+            interval,
+            status: RegistrationStatusEnumType::Pending,
+            status_info: None,
+        });
+    }
     Ok(Handled::reply(&BootNotificationResponse {
         current_time: Utc::now(),
         interval,

@@ -1,0 +1,116 @@
+//! Per-client request rate limits for the GraphQL API: a token bucket per client, in this
+//! replica's memory (a request must not wait for Redis to be refused). A signed-in caller is
+//! counted by user (many drivers share one carrier address), anyone else by client address.
+
+use std::time::Instant;
+
+use dashmap::DashMap;
+
+use super::auth::{Caller, ClientAddr};
+
+/// Buckets kept before idle ones are swept.
+const SWEEP_ABOVE: usize = 50_000;
+
+/// The bucket key of a request.
+pub fn client_key(caller: &Caller, client: &ClientAddr) -> String {
+    match caller {
+        Caller::User(claims) => format!("user:{}", claims.sub),
+        _ => format!("addr:{}", client.0),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets: `burst` requests at once, refilled at `per_sec`.
+pub struct RequestLimiter {
+    per_sec: f64,
+    burst: f64,
+    buckets: DashMap<String, Bucket>,
+}
+
+impl RequestLimiter {
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        Self {
+            per_sec: f64::from(per_sec.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// Takes one request from `key`'s bucket, or says in how many seconds one is available.
+    pub fn take(&self, key: &str) -> Result<(), u64> {
+        self.take_at(key, Instant::now())
+    }
+
+    fn take_at(&self, key: &str, now: Instant) -> Result<(), u64> {
+        if self.buckets.len() > SWEEP_ABOVE {
+            self.sweep(now);
+        }
+        let mut bucket = self.buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        let tokens = (bucket.tokens + elapsed * self.per_sec).min(self.burst);
+        bucket.at = now;
+        if tokens >= 1.0 {
+            bucket.tokens = tokens - 1.0;
+            Ok(())
+        } else {
+            bucket.tokens = tokens;
+            // at least one second, as Retry-After counts whole seconds
+            Err(((1.0 - tokens) / self.per_sec).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Forgets buckets that have refilled completely (they are indistinguishable from new ones).
+    fn sweep(&self, now: Instant) {
+        let full_after = self.burst / self.per_sec;
+        self.buckets
+            .retain(|_, b| now.saturating_duration_since(b.at).as_secs_f64() < full_after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_is_allowed_then_requests_are_refused_until_the_bucket_refills() {
+        let limiter = RequestLimiter::new(2, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.take_at("a", t0), Ok(()));
+        }
+        assert_eq!(limiter.take_at("a", t0), Err(1));
+        // another client has its own bucket
+        assert_eq!(limiter.take_at("b", t0), Ok(()));
+        // half a second at 2/s is one request
+        assert_eq!(
+            limiter.take_at("a", t0 + Duration::from_millis(500)),
+            Ok(())
+        );
+        assert_eq!(
+            limiter.take_at("a", t0 + Duration::from_millis(500)),
+            Err(1)
+        );
+    }
+
+    #[test]
+    fn idle_buckets_are_swept_and_busy_ones_kept() {
+        let limiter = RequestLimiter::new(10, 10);
+        let t0 = Instant::now();
+        for i in 0..=SWEEP_ABOVE {
+            let _ = limiter.take_at(&format!("k{i}"), t0);
+        }
+        let _ = limiter.take_at("busy", t0 + Duration::from_millis(900));
+        limiter.sweep(t0 + Duration::from_millis(1500));
+        assert_eq!(limiter.buckets.len(), 1);
+        assert!(limiter.buckets.contains_key("busy"));
+    }
+}

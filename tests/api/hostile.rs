@@ -1,0 +1,557 @@
+//! A hostile world: anonymous floods, over-eager clients and what the public may see. Each test
+//! reproduces a hole that was found in the code and fails without its fix.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+use crate::charger_client::connect16;
+use crate::gql_ws::GqlSocket;
+use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
+
+const PASSWORD: &str = "charger-secret-0001";
+
+/// `chargegrid_store_batch_size{batch=…}` as (count, sum) from the server's `/metrics`.
+async fn batches(app: &TestApp, batch: &str) -> (u64, u64) {
+    let text = reqwest::get(format!("{}/metrics", app.address))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let read = |suffix: &str| {
+        let prefix = format!("chargegrid_store_batch_size_{suffix}{{batch=\"{batch}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    (read("count"), read("sum"))
+}
+
+/// The issue's request: 133 aliases of a 100-station page with its chargers, ~8 KB, anonymous.
+#[actix_web::test]
+async fn an_aliased_flood_of_station_pages_is_refused_before_it_runs() {
+    let app = spawn_app().await;
+    let aliases: String = (0..133)
+        .map(|i| {
+            format!("a{i}: stations(near: {{latitude: 52.5, longitude: 13.4}}, first: 100) {{ chargers {{ id }} }} ")
+        })
+        .collect();
+    let response = app
+        .graphql(&format!("{{ {aliases} }}"), json!({}), None)
+        .await;
+    assert_eq!(
+        error_code(&response).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{response}"
+    );
+    let message = response["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("complex"), "{message}");
+    assert!(response["data"].is_null());
+
+    // one honest page of the map still works
+    let page = app
+        .graphql(
+            "{ stations(near: {latitude: 52.5, longitude: 13.4}, first: 20) { id name chargers { id online connectors { connectorId status } } } }",
+            json!({}),
+            None,
+        )
+        .await;
+    assert!(page["errors"].is_null(), "{page}");
+}
+
+#[actix_web::test]
+async fn nested_lists_load_in_one_batch_per_level() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let mut stations = Vec::new();
+    for i in 0..30 {
+        let station = app.create_station(&format!("Batch station {i}")).await;
+        app.register_charger(&token, &format!("CP-BATCH-{i}"), station, Some(PASSWORD))
+            .await;
+        stations.push(station);
+    }
+    let before = (
+        batches(&app, "graphql_station_chargers").await,
+        batches(&app, "graphql_charger_connectors").await,
+    );
+    let aliases: String = stations
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!("s{i}: station(id: \"{s}\") {{ chargers {{ id connectors {{ status }} }} }} ")
+        })
+        .collect();
+    let response = app
+        .graphql(&format!("{{ {aliases} }}"), json!({}), None)
+        .await;
+    assert!(response["errors"].is_null(), "{response}");
+    for i in 0..30 {
+        assert_eq!(
+            response["data"][format!("s{i}")]["chargers"][0]["id"],
+            format!("CP-BATCH-{i}")
+        );
+    }
+    let (chargers, connectors) = (
+        batches(&app, "graphql_station_chargers").await,
+        batches(&app, "graphql_charger_connectors").await,
+    );
+    // 30 stations' chargers and 30 chargers' connectors, each level in a few statements (a
+    // batch collects what arrives within its window), never one per parent
+    assert_eq!(chargers.1 - before.0 .1, 30);
+    assert!(chargers.0 - before.0 .0 <= 10, "{chargers:?}");
+    assert_eq!(connectors.1 - before.1 .1, 30);
+    assert!(connectors.0 - before.1 .0 <= 10, "{connectors:?}");
+}
+
+#[actix_web::test]
+async fn a_client_over_its_request_rate_is_refused_and_others_are_not() {
+    let app = spawn_app_with(|s| {
+        s.graphql.requests_per_sec = 1;
+        s.graphql.request_burst = 3;
+    })
+    .await;
+    // registering counts as one request of this address
+    let (driver, _, _) = app
+        .register("rate@example.com", "correct horse battery")
+        .await;
+    let query = json!({ "query": "{ __typename }" });
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = app
+            .http
+            .post(format!("{}/graphql", app.address))
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(response.headers().get("retry-after").is_some());
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(error_code(&body).as_deref(), Some("RATE_LIMITED"));
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 429]);
+    // a signed-in driver is counted on their own, not with the address
+    let me = app
+        .graphql("{ me { email } }", json!({}), Some(&driver))
+        .await;
+    assert_eq!(me["data"]["me"]["email"], "rate@example.com", "{me}");
+}
+
+#[actix_web::test]
+async fn a_query_over_its_time_budget_is_cancelled() {
+    let app = spawn_app_with(|s| s.graphql.request_timeout_ms = 300).await;
+    let station = app.create_station("Slow station").await;
+    // hold the chargers table so the query cannot finish
+    let mut blocker = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    let mut tx = blocker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE chargers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": format!("{{ station(id: \"{station}\") {{ chargers {{ id }} }} }}") }))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("answered within the budget, not when the lock goes");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body).as_deref(), Some("RATE_LIMITED"), "{body}");
+    tx.rollback().await.unwrap();
+    let after = app
+        .graphql(
+            &format!("{{ station(id: \"{station}\") {{ chargers {{ id }} }} }}"),
+            json!({}),
+            None,
+        )
+        .await;
+    assert!(after["errors"].is_null(), "{after}");
+}
+
+/// API queries stuck on the database take every connection of the API's pool; a charger's
+/// Authorize is still answered at once from the chargers' pool.
+#[actix_web::test]
+async fn api_load_cannot_take_the_connections_chargers_need() {
+    let app = spawn_app_with(|s| s.database.max_connections = 3).await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Pool station").await;
+    app.register_charger(&token, "CP-POOL", station, Some(PASSWORD))
+        .await;
+    let (driver, _, _) = app
+        .register("pool@example.com", "correct horse battery")
+        .await;
+    let id_tag = app
+        .graphql("{ me { idTag } }", json!({}), Some(&driver))
+        .await["data"]["me"]["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cp = connect16(app.port, "CP-POOL", Some(("CP-POOL", PASSWORD))).await;
+    cp.boot().await;
+
+    let mut blocker = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    let mut tx = blocker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE chargers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let mut stuck = Vec::new();
+    for _ in 0..6 {
+        let (http, address) = (app.http.clone(), app.address.clone());
+        let query = format!("{{ station(id: \"{station}\") {{ chargers {{ id }} }} }}");
+        stuck.push(tokio::spawn(async move {
+            http.post(format!("{address}/graphql"))
+                .json(&json!({ "query": query }))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+        // separate batches, each holding a connection of its own
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // wait until the API's queries are stuck behind the lock (all three of its connections;
+    // on a pool shared with the chargers, whatever the other users left of it)
+    let mut admin = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'chargers'::regclass",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if waiting >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API's queries wait on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        cp.call("Authorize", json!({ "idTag": id_tag })),
+    )
+    .await
+    .expect("Authorize answered while the API's pool is exhausted")
+    .expect("a CALLRESULT");
+    assert_eq!(answer["idTagInfo"]["status"], "Accepted");
+    tx.rollback().await.unwrap();
+    for request in stuck {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
+}
+
+#[actix_web::test]
+async fn anonymous_callers_and_drivers_see_only_the_public_charger_fields() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Public station").await;
+    app.register_charger(&token, "CP-PUBLIC", station, Some(PASSWORD))
+        .await;
+    let mut cp = connect16(app.port, "CP-PUBLIC", Some(("CP-PUBLIC", PASSWORD))).await;
+    cp.boot().await;
+    cp.call(
+        "StatusNotification",
+        json!({ "connectorId": 1, "errorCode": "NoError", "status": "Available" }),
+    )
+    .await
+    .unwrap();
+    let (driver, _, _) = app
+        .register("public@example.com", "correct horse battery")
+        .await;
+    let query = format!(
+        "{{ station(id: \"{station}\") {{ chargers {{ id online protocol vendor model firmwareVersion lastSeen nodeId connectors {{ connectorId status }} }} }} }}"
+    );
+    for caller in [None, Some(driver.as_str())] {
+        let response = app.graphql(&query, json!({}), caller).await;
+        assert!(response["errors"].is_null(), "{response}");
+        let charger = &response["data"]["station"]["chargers"][0];
+        assert_eq!(charger["id"], "CP-PUBLIC");
+        assert_eq!(charger["online"], true);
+        assert_eq!(charger["connectors"][0]["status"], "AVAILABLE");
+        for private in [
+            "protocol",
+            "vendor",
+            "model",
+            "firmwareVersion",
+            "lastSeen",
+            "nodeId",
+        ] {
+            assert!(charger[private].is_null(), "{private} is public: {charger}");
+        }
+    }
+    let staff = app.graphql(&query, json!({}), Some(&token)).await;
+    let charger = &staff["data"]["station"]["chargers"][0];
+    assert_eq!(charger["vendor"], "TestVendor", "{staff}");
+    assert_eq!(charger["firmwareVersion"], "1.2.3");
+    assert_eq!(charger["protocol"], "OCPP16");
+    assert!(charger["nodeId"].is_string());
+}
+
+const REGISTER: &str = "mutation($c: ID!, $s: ID!, $p: String) { registerCharger(input: {chargerId: $c, stationId: $s, password: $p}) { id registrationStatus } }";
+
+#[actix_web::test]
+async fn auto_provisioned_chargers_are_pending_until_an_operator_adopts_them() {
+    let app = spawn_app_with(|s| s.ocpp.auto_provision = true).await;
+    let token = app.staff_token("OPERATOR").await;
+    let mut cp = connect16(app.port, "CP-STRAY", None).await;
+    assert_eq!(cp.boot().await["status"], "Pending");
+    // a Pending charger may boot and beat, nothing else
+    cp.call("Heartbeat", json!({})).await.unwrap();
+    let refused = cp
+        .call(
+            "StartTransaction",
+            json!({ "connectorId": 1, "idTag": "ANYONE", "meterStart": 0, "timestamp": "2026-12-03T10:00:00Z" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.0, "SecurityError");
+    assert_eq!(cp.boot().await["status"], "Pending");
+    let view = app
+        .graphql(
+            "{ charger(id: \"CP-STRAY\") { registrationStatus } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        view["data"]["charger"]["registrationStatus"], "PENDING",
+        "{view}"
+    );
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(refused, 0);
+
+    // adoption gives it a station and a password; its Pending connection is closed
+    let station = app.create_station("Adopting station").await;
+    let adopted = app
+        .graphql(
+            REGISTER,
+            json!({ "c": "CP-STRAY", "s": station.to_string(), "p": PASSWORD }),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        adopted["data"]["registerCharger"]["registrationStatus"], "ACCEPTED",
+        "{adopted}"
+    );
+    assert!(
+        cp.closed().await.is_some(),
+        "the quarantined connection is closed"
+    );
+    // without the password it is now refused; with it, accepted
+    assert!(matches!(
+        crate::charger_client::connect(app.port, "CP-STRAY", "ocpp1.6", None).await,
+        Err(crate::charger_client::ConnectError::Status(401))
+    ));
+    let mut cp = connect16(app.port, "CP-STRAY", Some(("CP-STRAY", PASSWORD))).await;
+    assert_eq!(cp.boot().await["status"], "Accepted");
+}
+
+#[actix_web::test]
+async fn every_charger_needs_a_credential_and_keeps_it() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Credential station").await;
+    // a new charger without a password is refused
+    let response = app
+        .graphql(
+            REGISTER,
+            json!({ "c": "CP-BARE", "s": station.to_string(), "p": null }),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        error_code(&response).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{response}"
+    );
+    // one that slipped in without (an older release, a hand-made row) cannot connect
+    sqlx::query("INSERT INTO chargers (id, station_id) VALUES ('CP-OLD', $1)")
+        .bind(station)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert!(matches!(
+        crate::charger_client::connect(app.port, "CP-OLD", "ocpp1.6", None).await,
+        Err(crate::charger_client::ConnectError::Status(401))
+    ));
+    // re-registering without a password keeps the stored one
+    app.register_charger(&token, "CP-KEEP", station, Some(PASSWORD))
+        .await;
+    let again = app
+        .graphql(
+            REGISTER,
+            json!({ "c": "CP-KEEP", "s": station.to_string(), "p": null }),
+            Some(&token),
+        )
+        .await;
+    assert!(again["errors"].is_null(), "{again}");
+    assert!(matches!(
+        crate::charger_client::connect(app.port, "CP-KEEP", "ocpp1.6", None).await,
+        Err(crate::charger_client::ConnectError::Status(401))
+    ));
+    let mut cp = connect16(app.port, "CP-KEEP", Some(("CP-KEEP", PASSWORD))).await;
+    cp.boot().await;
+    // a new password closes the connection opened with the old one
+    app.register_charger(&token, "CP-KEEP", station, Some("a-brand-new-password-02"))
+        .await;
+    assert!(cp.closed().await.is_some(), "the old connection is closed");
+    assert!(matches!(
+        crate::charger_client::connect(app.port, "CP-KEEP", "ocpp1.6", Some(("CP-KEEP", PASSWORD)))
+            .await,
+        Err(crate::charger_client::ConnectError::Status(401))
+    ));
+}
+
+#[actix_web::test]
+async fn an_operator_can_put_a_charger_back_to_pending() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Quarantine station").await;
+    app.register_charger(&token, "CP-QUAR", station, Some(PASSWORD))
+        .await;
+    let mut cp = connect16(app.port, "CP-QUAR", Some(("CP-QUAR", PASSWORD))).await;
+    assert_eq!(cp.boot().await["status"], "Accepted");
+    let (driver, _, _) = app
+        .register("quar@example.com", "correct horse battery")
+        .await;
+    let denied = app
+        .graphql(
+            "mutation { quarantineCharger(chargerId: \"CP-QUAR\") { id } }",
+            json!({}),
+            Some(&driver),
+        )
+        .await;
+    assert_eq!(error_code(&denied).as_deref(), Some("FORBIDDEN"));
+    let done = app
+        .graphql(
+            "mutation { quarantineCharger(chargerId: \"CP-QUAR\") { registrationStatus } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        done["data"]["quarantineCharger"]["registrationStatus"], "PENDING",
+        "{done}"
+    );
+    assert!(cp.closed().await.is_some());
+    let mut cp = connect16(app.port, "CP-QUAR", Some(("CP-QUAR", PASSWORD))).await;
+    assert_eq!(cp.boot().await["status"], "Pending");
+    let refused = cp
+        .call("Authorize", json!({ "idTag": "ANYONE" }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.0, "SecurityError");
+}
+
+const ME: &str = "{ me { email role } }";
+
+/// Logout revokes the access token too: HTTP requests are refused at once and an open
+/// subscription socket is closed with 4403.
+#[actix_web::test]
+async fn logging_out_revokes_the_access_token_and_closes_its_sockets() {
+    let app = spawn_app().await;
+    let (access, refresh, _) = app
+        .register("bye@example.com", "correct horse battery")
+        .await;
+    let mut socket = GqlSocket::connect(app.port, Some(&access), false)
+        .await
+        .expect("signed in");
+    assert_eq!(
+        socket.closed_within(Duration::from_millis(3500)).await,
+        None
+    );
+    let out = app
+        .graphql(
+            "mutation($r: String!) { logout(refreshToken: $r) }",
+            json!({ "r": refresh }),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    let me = app.graphql(ME, json!({}), Some(&access)).await;
+    assert_eq!(error_code(&me).as_deref(), Some("UNAUTHENTICATED"), "{me}");
+    assert_eq!(
+        socket.closed_within(Duration::from_secs(10)).await,
+        Some(4403)
+    );
+    // a new socket with the revoked token is refused
+    assert!(GqlSocket::connect(app.port, Some(&access), false)
+        .await
+        .is_err());
+}
+
+#[actix_web::test]
+async fn an_expired_token_closes_its_socket_with_4401() {
+    let app = spawn_app_with(|s| s.auth.access_token_ttl_secs = 2).await;
+    let (access, _, _) = app
+        .register("short@example.com", "correct horse battery")
+        .await;
+    let mut socket = GqlSocket::connect(app.port, Some(&access), false)
+        .await
+        .expect("signed in");
+    assert_eq!(
+        socket.closed_within(Duration::from_secs(12)).await,
+        Some(4401)
+    );
+}
+
+/// Blocking a user and changing a role take effect within seconds on tokens already issued,
+/// on every replica (the check reads Postgres, not this process's memory of the change).
+#[actix_web::test]
+async fn blocking_and_role_changes_apply_to_tokens_already_issued() {
+    let app = spawn_app().await;
+    let operator = app.staff_token("OPERATOR").await;
+    let staff_query = "{ chargers { id } }";
+    assert!(app.graphql(staff_query, json!({}), Some(&operator)).await["errors"].is_null());
+    let mut socket = GqlSocket::connect(app.port, Some(&operator), false)
+        .await
+        .expect("signed in");
+    sqlx::query("UPDATE users SET role = 'DRIVER' WHERE role = 'OPERATOR'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        app.wait_until(Duration::from_secs(5), || async {
+            error_code(&app.graphql(staff_query, json!({}), Some(&operator)).await).as_deref()
+                == Some("FORBIDDEN")
+        })
+        .await,
+        "a demoted operator's token still has the role"
+    );
+    assert_eq!(
+        socket.closed_within(Duration::from_secs(10)).await,
+        Some(4403)
+    );
+
+    let (driver, _, _) = app
+        .register("blocked@example.com", "correct horse battery")
+        .await;
+    assert!(app.graphql(ME, json!({}), Some(&driver)).await["errors"].is_null());
+    sqlx::query("UPDATE users SET blocked = TRUE WHERE email = 'blocked@example.com'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        app.wait_until(Duration::from_secs(5), || async {
+            error_code(&app.graphql(ME, json!({}), Some(&driver)).await).as_deref()
+                == Some("UNAUTHENTICATED")
+        })
+        .await,
+        "a blocked user's token still works"
+    );
+}
