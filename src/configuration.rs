@@ -26,6 +26,7 @@ pub struct Settings {
     pub ocpp: OcppSettings,
     pub ocm: OcmSettings,
     pub billing: BillingSettings,
+    pub payments: PaymentSettings,
     pub sessions: SessionSettings,
     pub events: EventSettings,
     pub worker: WorkerSettings,
@@ -311,6 +312,7 @@ impl Default for Settings {
             ocpp: OcppSettings::default(),
             ocm: OcmSettings::default(),
             billing: BillingSettings::default(),
+            payments: PaymentSettings::default(),
             sessions: SessionSettings::default(),
             events: EventSettings::default(),
             worker: WorkerSettings::default(),
@@ -459,6 +461,40 @@ impl Default for BillingSettings {
     }
 }
 
+/// Which payment provider credits wallets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProviderKind {
+    /// Top-ups succeed at once; only with `--dev`.
+    Dev,
+    /// Stripe (or a server speaking its API at `stripe_api_base`).
+    Stripe,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PaymentSettings {
+    /// `PAYMENT_PROVIDER`; unset: `dev` with `--dev`, else `stripe`.
+    pub provider: Option<PaymentProviderKind>,
+    /// `STRIPE_API_KEY` (secret key, `sk_…`).
+    pub stripe_api_key: Option<SecretString>,
+    /// `STRIPE_WEBHOOK_SECRET` (the endpoint's signing secret, `whsec_…`).
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// `STRIPE_API_BASE`: the API's address (a local fake in tests).
+    pub stripe_api_base: String,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self {
+            provider: None,
+            stripe_api_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+        }
+    }
+}
+
 /// The fixed environment variables of the runtime contract and the setting each one sets.
 const CONTRACT_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
@@ -472,6 +508,10 @@ const CONTRACT_ENV: &[(&str, &str)] = &[
     ("JWT_SECRET", "auth.jwt_secret"),
     ("OCM_BASE_URL", "ocm.base_url"),
     ("OCM_API_KEY", "ocm.api_key"),
+    ("PAYMENT_PROVIDER", "payments.provider"),
+    ("STRIPE_API_KEY", "payments.stripe_api_key"),
+    ("STRIPE_WEBHOOK_SECRET", "payments.stripe_webhook_secret"),
+    ("STRIPE_API_BASE", "payments.stripe_api_base"),
 ];
 
 /// Why the configuration could not be used.
@@ -535,6 +575,11 @@ impl Settings {
             ));
         }
         self.ocm.validate()?;
+        if self.payments.provider == Some(PaymentProviderKind::Dev) && !self.dev {
+            return Err(SettingsError::Invalid(
+                "PAYMENT_PROVIDER=dev credits wallets without payment: only with --dev".into(),
+            ));
+        }
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 3600 {
             return Err(SettingsError::Invalid(
                 "auth.access_token_ttl_secs must be between 1 and 3600 (access tokens are short-lived)"
@@ -542,6 +587,16 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The payment provider in use: the configured one, else `dev` in `--dev` and `stripe`
+    /// otherwise.
+    pub fn payment_provider(&self) -> PaymentProviderKind {
+        self.payments.provider.unwrap_or(if self.dev {
+            PaymentProviderKind::Dev
+        } else {
+            PaymentProviderKind::Stripe
+        })
     }
 
     /// The access-token key: `JWT_SECRET`, or in `--dev` a fixed development key.

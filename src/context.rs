@@ -54,6 +54,8 @@ pub struct AppContext {
     pub api_requests: Arc<crate::api::graphql::limits::RequestLimiter>,
     /// Whether signed-in users are still allowed (revocation, blocking, role changes).
     pub access: Arc<crate::auth::access::AccessCheck>,
+    /// The payment provider that credits wallets.
+    pub payments: Arc<crate::payments::Payments>,
     pub redis: RedisPool,
     pub mongo: Database,
     pub amqp: Amqp,

@@ -15,6 +15,7 @@ pub mod live;
 pub mod metrics;
 pub mod ocm;
 pub mod ocpp;
+pub mod payments;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub notifications_published_total: prometheus::IntCounter,
     pub store_batch_size: HistogramVec,
     pub charger_auth_checks_total: IntCounterVec,
+    pub payment_webhooks_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -126,6 +127,14 @@ impl Metrics {
             &["decided_by"],
         )?;
         registry.register(Box::new(charger_auth_checks_total.clone()))?;
+        let payment_webhooks_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_payment_webhooks_total",
+                "Payment provider webhooks by result (applied, duplicate, ignored, mismatch, bad_signature, unreadable)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(payment_webhooks_total.clone()))?;
         registry.register(Box::new(events_consumed_total.clone()))?;
         registry.register(Box::new(notifications_published_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
@@ -156,6 +165,7 @@ impl Metrics {
             notifications_published_total,
             store_batch_size,
             charger_auth_checks_total,
+            payment_webhooks_total,
         })
     }
 

@@ -282,12 +282,14 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         settings.graphql.requests_per_sec,
         settings.graphql.request_burst,
     ));
+    let payments = Arc::new(crate::payments::Payments::from_settings(&settings));
     let ctx = AppContext {
         settings: Arc::new(settings),
         db,
         api_db,
         api_requests,
         access: Arc::default(),
+        payments,
         redis,
         mongo,
         amqp,

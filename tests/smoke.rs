@@ -91,7 +91,8 @@ async fn start_server(name: &str, db_url: &str, mongo_url: &str) -> Server {
             "--name",
             "Smoke Operator",
             "--role",
-            "OPERATOR",
+            // an ADMIN: registers chargers, and funds the simulated drivers (creditWallet)
+            "ADMIN",
         ])
         .env("CHARGEGRID_USER_PASSWORD", OPERATOR_PASSWORD)
         .output()

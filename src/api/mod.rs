@@ -4,6 +4,7 @@ pub mod graphql;
 pub mod health;
 pub mod metrics;
 pub mod ocpp;
+pub mod payments;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -18,6 +19,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/ocpp/{chargePointId}", web::get().to(ocpp::handshake))
+        .service(
+            web::resource("/webhooks/payments")
+                .app_data(web::PayloadConfig::new(256 * 1024))
+                .route(web::post().to(payments::webhook)),
+        )
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql::graphql_http))

@@ -17,6 +17,7 @@ pub mod refresh_tokens;
 pub mod sessions;
 pub mod station_cache;
 pub mod stations;
+pub mod top_ups;
 pub mod transaction_events;
 pub mod transaction_writer;
 pub mod transactions;

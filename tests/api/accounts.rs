@@ -212,7 +212,8 @@ async fn logout_revokes_the_refresh_token() {
 
 #[actix_web::test]
 async fn top_up_with_one_key_credits_once_even_when_concurrent() {
-    let app = spawn_app().await;
+    // topUpWallet is the development provider's (payments have tests of their own)
+    let app = spawn_app_with(|s| s.dev = true).await;
     let (access, _, user_id) = app
         .register("hal@example.com", "correct horse battery")
         .await;
@@ -246,7 +247,7 @@ async fn top_up_with_one_key_credits_once_even_when_concurrent() {
 
 #[actix_web::test]
 async fn top_up_rejects_bad_amounts() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.dev = true).await;
     let (access, _, _) = app
         .register("ida@example.com", "correct horse battery")
         .await;

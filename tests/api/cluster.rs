@@ -24,20 +24,8 @@ async fn driver_with_funds(app: &TestApp) -> (String, String) {
     let (token, _, _) = app
         .register("roamer@example.com", "correct horse battery")
         .await;
-    let me = app
-        .graphql(
-            "mutation { topUpWallet(amount: \"30\", idempotencyKey: \"k\") { idTag } }",
-            json!({}),
-            Some(&token),
-        )
-        .await;
-    (
-        token,
-        me["data"]["topUpWallet"]["idTag"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    )
+    let me = app.fund(&token, "30").await;
+    (token, me["idTag"].as_str().unwrap().to_string())
 }
 
 async fn owner_node(app: &TestApp, charger: &str) -> Option<String> {

@@ -160,17 +160,8 @@ async fn billing_fixture(
     let (driver, _, user_id) = app
         .register("payer@example.com", "correct horse battery")
         .await;
-    let me = app
-        .graphql(
-            "mutation($a: Decimal!) { topUpWallet(amount: $a, idempotencyKey: \"fund\") { idTag } }",
-            json!({ "a": top_up }),
-            Some(&driver),
-        )
-        .await;
-    let id_tag = me["data"]["topUpWallet"]["idTag"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let me = app.fund(&driver, top_up).await;
+    let id_tag = me["idTag"].as_str().unwrap().to_string();
     Billing {
         app,
         driver,
@@ -369,13 +360,7 @@ async fn insufficient_funds_leave_the_invoice_pending_and_pay_invoice_pays_once(
         "Payment failed"
     );
 
-    b.app
-        .graphql(
-            "mutation { topUpWallet(amount: \"15\", idempotencyKey: \"more\") { id } }",
-            json!({}),
-            Some(&b.driver),
-        )
-        .await;
+    b.app.fund(&b.driver, "15").await;
     let retries = (0..5).map(|_| {
         b.app.graphql(
             PAY,
@@ -702,13 +687,7 @@ async fn a_subscriber_on_one_replica_sees_session_changes_made_on_another() {
     let station = a.create_station("Fan-out station").await;
     a.register_charger(&operator, "CP-FAN", station, None).await;
     let (driver, _, _) = a.register("fan@example.com", "correct horse battery").await;
-    let id_tag = a
-        .graphql(
-            "mutation { topUpWallet(amount: \"20\", idempotencyKey: \"k\") { idTag } }",
-            json!({}),
-            Some(&driver),
-        )
-        .await["data"]["topUpWallet"]["idTag"]
+    let id_tag = a.fund(&driver, "20").await["idTag"]
         .as_str()
         .unwrap()
         .to_string();

@@ -273,6 +273,32 @@ impl TestApp {
             .to_string()
     }
 
+    /// Credits the signed-in driver's wallet as an administrator does (`creditWallet`: money
+    /// never enters a wallet on the client's word); returns the user (id, idTag,
+    /// walletBalance).
+    pub async fn fund(&self, driver_token: &str, amount: &str) -> Value {
+        let me = self
+            .graphql("{ me { id } }", json!({}), Some(driver_token))
+            .await;
+        let user_id = me["data"]["me"]["id"]
+            .as_str()
+            .expect("the driver is signed in")
+            .to_string();
+        let admin = self.staff_token("ADMIN").await;
+        let response = self
+            .graphql(
+                "mutation($u: ID!, $a: Decimal!, $k: String!) { creditWallet(userId: $u, amount: $a, reason: \"test funds\", idempotencyKey: $k) { id idTag walletBalance } }",
+                json!({ "u": user_id, "a": amount, "k": uuid::Uuid::new_v4().to_string() }),
+                Some(&admin),
+            )
+            .await;
+        assert!(
+            response["errors"].is_null(),
+            "creditWallet failed: {response}"
+        );
+        response["data"]["creditWallet"].clone()
+    }
+
     /// Inserts a station (as the OCM sync would) and returns its id.
     pub async fn create_station(&self, name: &str) -> uuid::Uuid {
         let id = uuid::Uuid::new_v4();

@@ -15,6 +15,7 @@ mod ocpp16;
 mod ocpp201;
 mod ocpp201_sessions;
 mod ocpp201_transactions;
+mod payments;
 mod peers;
 mod replicas;
 mod sessions;

@@ -88,17 +88,8 @@ async fn the_python_ocpp_package_runs_2_0_1_transactions_and_an_app_session() {
     let (driver, _, _) = app
         .register("py201@example.com", "correct horse battery")
         .await;
-    let funded = app
-        .graphql(
-            "mutation { topUpWallet(amount: \"50.00\", idempotencyKey: \"py\") { idTag } }",
-            json!({}),
-            Some(&driver),
-        )
-        .await;
-    let id_tag = funded["data"]["topUpWallet"]["idTag"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let funded = app.fund(&driver, "50.00").await;
+    let id_tag = funded["idTag"].as_str().unwrap().to_string();
 
     let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
     let peer = tokio::process::Command::new(python())

@@ -152,7 +152,8 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
     let mut c = start_replica(&settings, "node-c").await;
 
     let (operator, operator_id) = register(a.port, "ops@example.com").await;
-    sqlx::query("UPDATE users SET role = 'OPERATOR' WHERE id = $1::uuid")
+    // an ADMIN: operator commands, and the wallet credit drivers get in tests
+    sqlx::query("UPDATE users SET role = 'ADMIN' WHERE id = $1::uuid")
         .bind(&operator_id)
         .execute(&db)
         .await
@@ -178,11 +179,11 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
     let (driver, driver_id) = register(a.port, "drive@example.com").await;
     let id_tag = gql(
         a.port,
-        "mutation { topUpWallet(amount: \"40\", idempotencyKey: \"t\") { idTag } }",
-        json!({}),
-        Some(&driver),
+        "mutation($u: ID!) { creditWallet(userId: $u, amount: \"40\", reason: \"test\", idempotencyKey: \"t\") { idTag } }",
+        json!({ "u": driver_id }),
+        Some(&operator),
     )
-    .await["data"]["topUpWallet"]["idTag"]
+    .await["data"]["creditWallet"]["idTag"]
         .as_str()
         .unwrap()
         .to_string();

@@ -33,17 +33,8 @@ async fn fixture_with(customize: impl FnOnce(&mut chargegrid::configuration::Set
     let (driver, _, _) = app
         .register("driver@example.com", "correct horse battery")
         .await;
-    let me = app
-        .graphql(
-            "mutation { topUpWallet(amount: \"50.00\", idempotencyKey: \"fund\") { idTag } }",
-            json!({}),
-            Some(&driver),
-        )
-        .await;
-    let id_tag = me["data"]["topUpWallet"]["idTag"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let me = app.fund(&driver, "50.00").await;
+    let id_tag = me["idTag"].as_str().unwrap().to_string();
     Fixture {
         app,
         operator,
@@ -350,13 +341,7 @@ async fn concurrent_starts_on_one_connector_let_exactly_one_win() {
         .app
         .register("other@example.com", "correct horse battery")
         .await;
-    f.app
-        .graphql(
-            "mutation { topUpWallet(amount: \"50\", idempotencyKey: \"x\") { id } }",
-            json!({}),
-            Some(&other),
-        )
-        .await;
+    f.app.fund(&other, "50").await;
     let input = json!({ "i": { "stationId": f.station.to_string(), "connectorId": 1 } });
     let a = f.app.graphql(START, input.clone(), Some(&f.driver));
     let b = f.app.graphql(START, input, Some(&other));

@@ -108,7 +108,13 @@ pub async fn prepare(scenario: &Scenario, plans: &[Plan]) -> Setup {
         setup.id_tags = scenario.sessions.id_tags.clone();
         return setup;
     };
-    let gql = Gql::new(&url);
+    let mut gql = Gql::new(&url);
+    if let (Some(email), Some(password)) = (
+        &scenario.app.operator_email,
+        &scenario.app.operator_password,
+    ) {
+        gql = gql.with_funder(email, password);
+    }
     if scenario.app.users > 0 {
         let run = uuid::Uuid::new_v4().simple().to_string();
         let (tags, failures) = register_users(&gql, scenario, &run[..8]).await;

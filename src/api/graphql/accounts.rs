@@ -12,6 +12,7 @@ use crate::auth::rate_limit::{self, Verdict};
 use crate::context::{AppContext, CoreContext};
 use crate::domain::{Email, Money, Password, PersonName, Role, VehicleSpec};
 use crate::events::{outbox, Event};
+use crate::payments::Payments;
 use crate::store::{refresh_tokens, users, vehicles, wallet};
 
 #[derive(InputObject)]
@@ -178,7 +179,8 @@ impl AccountMutation {
         Ok(revoked)
     }
 
-    /// Credits the wallet once per idempotency key, whatever the number of retries.
+    /// Development only (the `dev` payment provider under `--dev`): credits the wallet at once,
+    /// once per idempotency key. Elsewhere FORBIDDEN: drivers pay with `createTopUp`.
     async fn top_up_wallet(
         &self,
         ctx: &Context<'_>,
@@ -187,6 +189,12 @@ impl AccountMutation {
     ) -> ApiResult<UserView> {
         let (user_id, _) = require_user(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
+        if !(app.settings.dev && matches!(*app.payments, Payments::Dev)) {
+            return Err(ApiError::Forbidden(
+                "topUpWallet credits without payment and exists only in development; use createTopUp"
+                    .into(),
+            ));
+        }
         let amount = Money::parse_positive(amount, app.settings.billing.max_top_up)?;
         let key = idempotency_key.trim();
         if key.is_empty() || key.len() > 200 {
@@ -206,7 +214,7 @@ impl AccountMutation {
     }
 }
 
-async fn load_user(app: &AppContext, user_id: Uuid) -> ApiResult<UserView> {
+pub(super) async fn load_user(app: &AppContext, user_id: Uuid) -> ApiResult<UserView> {
     users::find_by_id(&app.db, user_id)
         .await?
         .map(UserView)

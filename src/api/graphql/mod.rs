@@ -9,6 +9,7 @@ pub mod error;
 pub mod invoices;
 pub mod limits;
 pub mod loaders;
+pub mod payments;
 pub mod sessions;
 pub mod stations;
 pub mod subscription;
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     sessions::SessionQuery,
     invoices::InvoiceQuery,
     stations::StationQuery,
+    payments::PaymentQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -40,6 +42,7 @@ pub struct MutationRoot(
     chargers::ChargerMutation,
     sessions::SessionMutation,
     invoices::InvoiceMutation,
+    payments::PaymentMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;
