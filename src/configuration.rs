@@ -221,6 +221,13 @@ pub struct OcppSettings {
     /// Accept auto-provisioned chargers at once instead of quarantining them. Development and
     /// load tests only: anyone who knows the URL gets a charger (logged loudly at start).
     pub auto_accept_provisioned: bool,
+    /// Failed logins (wrong Basic password) allowed per charger id within
+    /// `auth_failure_window_secs`; then the handshake is refused with 429 without a check.
+    pub auth_failures_per_charger: u32,
+    /// Failed charger logins allowed per client address within the window.
+    pub auth_failures_per_address: u32,
+    /// The failure window; it doubles (up to an hour) each time a limit is reached again.
+    pub auth_failure_window_secs: u64,
     /// Interval handed to chargers in the BootNotification answer.
     pub heartbeat_interval_secs: u32,
     /// Largest accepted OCPP-J frame.
@@ -410,6 +417,9 @@ impl Default for OcppSettings {
         Self {
             auto_provision: false,
             auto_accept_provisioned: false,
+            auth_failures_per_charger: 10,
+            auth_failures_per_address: 50,
+            auth_failure_window_secs: 300,
             heartbeat_interval_secs: 300,
             max_frame_bytes: 64 * 1024,
             call_timeout_secs: 30,

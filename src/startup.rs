@@ -265,11 +265,18 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
             })),
         )
     };
-    let charger_auth = Arc::new(ChargerAuthCache::new(
-        jwt_secret.expose_secret().as_bytes(),
-        Some((redis.clone(), settings.redis.key_prefix.clone())),
-        Some(metrics.charger_auth_checks_total.clone()),
-    ));
+    let charger_auth = Arc::new(
+        ChargerAuthCache::new(
+            jwt_secret.expose_secret().as_bytes(),
+            Some((redis.clone(), settings.redis.key_prefix.clone())),
+            Some(metrics.charger_auth_checks_total.clone()),
+        )
+        .with_limits(crate::auth::charger_auth::FailureLimits {
+            per_charger: settings.ocpp.auth_failures_per_charger,
+            per_address: settings.ocpp.auth_failures_per_address,
+            window_secs: settings.ocpp.auth_failure_window_secs,
+        }),
+    );
     if settings.ocpp.auto_provision && settings.ocpp.auto_accept_provisioned {
         tracing::warn!(
             "ocpp.auto_accept_provisioned is on: ANY client that knows the URL becomes an accepted \

@@ -42,7 +42,7 @@ pub async fn handshake(
     use actix_web::http::StatusCode;
     // admission control: a bounded number of handshakes in progress; a storm queues for a
     // while, then is told when to come back
-    let Ok(Ok(_permit)) = tokio::time::timeout(
+    let Ok(Ok(permit)) = tokio::time::timeout(
         std::time::Duration::from_millis(ctx.settings.cluster.handshake_wait_ms),
         ctx.handshakes.clone().acquire_owned(),
     )
@@ -139,15 +139,45 @@ pub async fn handshake(
         );
         return Ok(response);
     }
+    // the password check runs outside the admission slot: handshakes waiting for argon2 (a
+    // flood of wrong passwords) never keep honest chargers from being admitted
+    drop(permit);
     if let Some(phc) = &charger.password_hash {
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let client = crate::api::graphql::client_addr(&req, ctx.settings.http.trust_forwarded_for);
         let verdict = ctx
             .charger_auth
-            .check(id.as_str(), authorization, phc)
+            .check_from(id.as_str(), authorization, phc, &client)
             .await;
+        if let BasicAuth::Limited { retry_after_secs } = verdict {
+            tracing::warn!(charger_id = %id, retry_after_secs, "charger login refused: too many failed attempts");
+            let mut response = refuse(
+                &ctx,
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth_limited",
+                "too many failed logins for this charger or from this address; retry later",
+            );
+            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return Ok(response);
+        }
+        if verdict == BasicAuth::Busy {
+            let mut response = refuse(
+                &ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many logins at once; retry shortly",
+            );
+            let retry = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=10u32);
+            if let Ok(value) = HeaderValue::from_str(&retry.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return Ok(response);
+        }
         if verdict != BasicAuth::Ok {
             tracing::warn!(charger_id = %id, ?verdict, "charger authentication failed");
             let mut response = refuse(

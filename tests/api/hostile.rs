@@ -555,3 +555,135 @@ async fn blocking_and_role_changes_apply_to_tokens_already_issued() {
         "a blocked user's token still works"
     );
 }
+
+fn status_of(
+    result: Result<crate::charger_client::TestCharger, crate::charger_client::ConnectError>,
+) -> u16 {
+    match result {
+        Ok(_) => 101,
+        Err(crate::charger_client::ConnectError::Status(code)) => code,
+        Err(crate::charger_client::ConnectError::Other(e)) => panic!("{e}"),
+    }
+}
+
+/// Wrong Basic passwords are counted per charger and per address (in Redis): past the limit the
+/// handshake is refused with 429 before any password check, the right password included.
+#[actix_web::test]
+async fn failed_charger_logins_are_limited_per_charger_and_per_address() {
+    let app = spawn_app_with(|s| {
+        s.ocpp.auth_failures_per_charger = 3;
+        s.ocpp.auth_failures_per_address = 5;
+    })
+    .await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Guess station").await;
+    for id in ["CP-GUESS", "CP-OTHER", "CP-THIRD"] {
+        app.register_charger(&token, id, station, Some(PASSWORD))
+            .await;
+    }
+    let connect = |id: &'static str, password: &'static str| {
+        crate::charger_client::connect(app.port, id, "ocpp1.6", Some((id, password)))
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            status_of(connect("CP-GUESS", "not-the-password-000").await),
+            401
+        );
+    }
+    let locked = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/ocpp/CP-GUESS", app.port))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Protocol", "ocpp1.6")
+        .basic_auth("CP-GUESS", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        locked.status().as_u16(),
+        429,
+        "the right password is not checked while locked"
+    );
+    let retry: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry), "{retry}");
+    // another charger is not locked by CP-GUESS's failures, until the address is
+    assert_eq!(status_of(connect("CP-OTHER", PASSWORD).await), 101);
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(connect("CP-OTHER", "not-the-password-000").await),
+            401
+        );
+    }
+    assert_eq!(status_of(connect("CP-THIRD", PASSWORD).await), 429);
+    // a credential verified before is recognised without a check, and never locked out
+    assert_eq!(status_of(connect("CP-OTHER", PASSWORD).await), 101);
+}
+
+/// Handshakes waiting for a password check do not hold the admission slots: an honest charger
+/// is admitted while wrong-password handshakes queue for argon2.
+#[actix_web::test]
+async fn password_checks_wait_outside_the_admission_slots() {
+    let app = spawn_app_with(|s| {
+        s.cluster.max_concurrent_handshakes = 2;
+        s.cluster.handshake_wait_ms = 100;
+        s.ocpp.auth_failures_per_charger = 1000;
+        s.ocpp.auth_failures_per_address = 1000;
+    })
+    .await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Flood station").await;
+    app.register_charger(&token, "CP-HONEST", station, Some(PASSWORD))
+        .await;
+    app.register_charger(&token, "CP-TARGET", station, Some(PASSWORD))
+        .await;
+    // the honest charger connected before: its credential is remembered
+    drop(connect16(app.port, "CP-HONEST", Some(("CP-HONEST", PASSWORD))).await);
+    let port = app.port;
+    let flood: Vec<_> = (0..16)
+        .map(|i| {
+            tokio::spawn(async move {
+                let password = format!("wrong-password-{i:05}");
+                crate::charger_client::connect(
+                    port,
+                    "CP-TARGET",
+                    "ocpp1.6",
+                    Some(("CP-TARGET", &password)),
+                )
+                .await
+                .err()
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.ctx.charger_auth.queued() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wrong passwords queue for argon2"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        status_of(
+            crate::charger_client::connect(
+                port,
+                "CP-HONEST",
+                "ocpp1.6",
+                Some(("CP-HONEST", PASSWORD))
+            )
+            .await
+        ),
+        101
+    );
+    for attempt in flood {
+        assert!(matches!(
+            attempt.await.unwrap(),
+            Some(crate::charger_client::ConnectError::Status(401))
+        ));
+    }
+}
