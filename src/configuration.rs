@@ -301,6 +301,10 @@ pub struct BillingSettings {
     pub payment_due_days: i64,
     /// Wallet balance a pay-as-you-go user needs to start a session.
     pub min_wallet_balance: rust_decimal::Decimal,
+    /// Unpaid invoices (PENDING or OVERDUE) a driver may owe and still start charging, app or
+    /// RFID; above it, startSession is INSUFFICIENT_FUNDS and the charger is told Blocked (1.6)
+    /// or NoCredit (2.0.1).
+    pub max_unpaid: rust_decimal::Decimal,
 }
 
 impl Default for Settings {
@@ -467,6 +471,7 @@ impl Default for BillingSettings {
             max_top_up: rust_decimal::Decimal::new(1000, 0),
             payment_due_days: 14,
             min_wallet_balance: rust_decimal::Decimal::new(500, 2),
+            max_unpaid: rust_decimal::Decimal::ZERO,
         }
     }
 }

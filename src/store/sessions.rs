@@ -579,6 +579,8 @@ pub struct StartContext {
     pub chargers: Vec<(String, bool)>,
     pub plan: String,
     pub wallet_balance: Decimal,
+    /// What the user owes: PENDING and OVERDUE invoices.
+    pub unpaid: Decimal,
     pub id_tag: Option<String>,
     /// (connector id, status) of the one matching charger; empty when none or several matched.
     pub connectors: Vec<(i32, String)>,
@@ -586,6 +588,7 @@ pub struct StartContext {
 
 type StartRow = (
     String,
+    Decimal,
     Decimal,
     Option<String>,
     Vec<String>,
@@ -607,6 +610,8 @@ pub async fn start_context(
              ORDER BY id LIMIT 2 \
          ), one AS (SELECT id FROM c WHERE (SELECT count(*) FROM c) = 1) \
          SELECT u.plan::text, u.wallet_balance, \
+             (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
+                 WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')), \
              (SELECT t.id_tag FROM id_tags t WHERE t.user_id = u.id AND t.kind = 'APP' ORDER BY t.created_at LIMIT 1), \
              COALESCE((SELECT array_agg(c.id ORDER BY c.id) FROM c), '{}'), \
              COALESCE((SELECT array_agg(c.online ORDER BY c.id) FROM c), '{}'), \
@@ -622,12 +627,15 @@ pub async fn start_context(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(
-        |(plan, wallet_balance, id_tag, ids, online, connector_ids, statuses)| StartContext {
-            chargers: ids.into_iter().zip(online).collect(),
-            plan,
-            wallet_balance,
-            id_tag,
-            connectors: connector_ids.into_iter().zip(statuses).collect(),
+        |(plan, wallet_balance, unpaid, id_tag, ids, online, connector_ids, statuses)| {
+            StartContext {
+                chargers: ids.into_iter().zip(online).collect(),
+                plan,
+                wallet_balance,
+                unpaid,
+                id_tag,
+                connectors: connector_ids.into_iter().zip(statuses).collect(),
+            }
         },
     ))
 }

@@ -117,30 +117,54 @@ pub async fn app_id_tag(pool: &PgPool, user_id: Uuid) -> Result<String, StoreErr
 /// What a charger's idTag stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagStatus {
-    Accepted { user_id: Uuid },
-    Blocked { user_id: Uuid },
-    Expired { user_id: Uuid },
+    Accepted {
+        user_id: Uuid,
+    },
+    /// The user's unpaid invoices exceed what is allowed: no new charging until they are paid.
+    NoCredit {
+        user_id: Uuid,
+    },
+    Blocked {
+        user_id: Uuid,
+    },
+    Expired {
+        user_id: Uuid,
+    },
     Invalid,
 }
 
-/// Resolves an idTag presented by a charger: the tag's own status and its user's `blocked` flag.
+/// Resolves an idTag presented by a charger: the tag's own status, its user's `blocked` flag
+/// and, with `max_unpaid` (starting to charge), whether the user's unpaid invoices (PENDING or
+/// OVERDUE) exceed it.
 #[tracing::instrument(skip_all)]
-pub async fn resolve_id_tag(pool: &PgPool, id_tag: &str) -> Result<TagStatus, StoreError> {
-    let row = sqlx::query_as::<_, (Uuid, String, Option<DateTime<Utc>>, bool)>(
-        "SELECT t.user_id, t.status, t.expires_at, u.blocked \
+pub async fn resolve_id_tag(
+    pool: &PgPool,
+    id_tag: &str,
+    max_unpaid: Option<Decimal>,
+) -> Result<TagStatus, StoreError> {
+    let row = sqlx::query_as::<_, (Uuid, String, Option<DateTime<Utc>>, bool, Decimal)>(
+        "SELECT t.user_id, t.status, t.expires_at, u.blocked, \
+             CASE WHEN $2 THEN (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
+                 WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')) ELSE 0 END \
          FROM id_tags t JOIN users u ON u.id = t.user_id WHERE t.id_tag = $1",
     )
     .bind(id_tag)
+    .bind(max_unpaid.is_some())
     .fetch_optional(pool)
     .await?;
+    let row = row.map(|(user_id, status, expires, blocked, unpaid)| {
+        let over = max_unpaid.is_some_and(|max| unpaid > max);
+        (user_id, status, expires, blocked, over)
+    });
     Ok(match row {
         None => TagStatus::Invalid,
-        Some((user_id, _, _, true)) => TagStatus::Blocked { user_id },
-        Some((user_id, status, _, _)) if status == "BLOCKED" => TagStatus::Blocked { user_id },
-        Some((user_id, status, _, _)) if status == "EXPIRED" => TagStatus::Expired { user_id },
-        Some((user_id, _, Some(expires), _)) if expires <= Utc::now() => {
+        Some((user_id, _, _, true, _)) => TagStatus::Blocked { user_id },
+        Some((user_id, status, _, _, _)) if status == "BLOCKED" => TagStatus::Blocked { user_id },
+        Some((user_id, status, _, _, _)) if status == "EXPIRED" => TagStatus::Expired { user_id },
+        Some((user_id, _, Some(expires), _, _)) if expires <= Utc::now() => {
             TagStatus::Expired { user_id }
         }
-        Some((user_id, _, _, _)) => TagStatus::Accepted { user_id },
+        Some((user_id, _, _, _, true)) => TagStatus::NoCredit { user_id },
+        Some((user_id, _, _, _, _)) => TagStatus::Accepted { user_id },
     })
 }

@@ -337,6 +337,54 @@ async fn insufficient_funds_leave_the_invoice_pending_and_pay_invoice_pays_once(
     );
     assert_eq!(balance(&b.app, &b.user_id).await, dec("10.00"));
 
+    // an unpaid invoice stops new charging, by RFID and from the app, until it is paid
+    let authorize = cp
+        .call("Authorize", json!({ "idTag": b.id_tag }))
+        .await
+        .unwrap();
+    assert_eq!(authorize["idTagInfo"]["status"], "Blocked");
+    let start = cp
+        .call("StartTransaction", json!({ "connectorId": 1, "idTag": b.id_tag, "meterStart": 0, "timestamp": "2026-11-21T12:00:00Z" }))
+        .await
+        .unwrap();
+    assert_eq!(start["idTagInfo"]["status"], "Blocked");
+    let operator = b.app.staff_token("OPERATOR").await;
+    b.app
+        .register_charger(&operator, "CP-BILL-201", b.station, None)
+        .await;
+    let mut cs = crate::charger_client::connect201(
+        b.app.port,
+        "CP-BILL-201",
+        Some(("CP-BILL-201", CHARGER_PASSWORD)),
+    )
+    .await;
+    cs.boot201().await;
+    let no_credit = cs
+        .call(
+            "Authorize",
+            json!({ "idToken": { "idToken": b.id_tag, "type": "Central" } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(no_credit["idTokenInfo"]["status"], "NoCredit");
+    let app_start = b
+        .app
+        .graphql(
+            "mutation($s: ID!) { startSession(input: { stationId: $s, chargerId: \"CP-BILL\" }) { id } }",
+            json!({ "s": b.station.to_string() }),
+            Some(&b.driver),
+        )
+        .await;
+    assert_eq!(
+        error_code(&app_start).as_deref(),
+        Some("INSUFFICIENT_FUNDS"),
+        "{app_start}"
+    );
+    assert!(app_start["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unpaid invoices"));
+
     let invoice_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM invoices")
         .fetch_one(&b.app.db)
         .await
@@ -376,6 +424,12 @@ async fn insufficient_funds_leave_the_invoice_pending_and_pay_invoice_pays_once(
     }
     assert_eq!(debits(&b.app).await, 1);
     assert_eq!(balance(&b.app, &b.user_id).await, dec("5.00"));
+    // paid: charging may start again
+    let authorize = cp
+        .call("Authorize", json!({ "idTag": b.id_tag }))
+        .await
+        .unwrap();
+    assert_eq!(authorize["idTagInfo"]["status"], "Accepted");
     let mine = b
         .app
         .graphql(

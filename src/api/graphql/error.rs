@@ -20,7 +20,14 @@ pub enum ApiError {
     ChargerTimeout,
     ConnectorBusy(String),
     InsufficientFunds,
-    RateLimited { retry_after_secs: u64 },
+    /// Unpaid invoices above what is allowed (`INSUFFICIENT_FUNDS`).
+    UnpaidInvoices {
+        unpaid: rust_decimal::Decimal,
+        allowed: rust_decimal::Decimal,
+    },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 
@@ -36,7 +43,7 @@ impl ApiError {
             ApiError::ChargerRejected(_) => "CHARGER_REJECTED",
             ApiError::ChargerTimeout => "CHARGER_TIMEOUT",
             ApiError::ConnectorBusy(_) => "CONNECTOR_BUSY",
-            ApiError::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            ApiError::InsufficientFunds | ApiError::UnpaidInvoices { .. } => "INSUFFICIENT_FUNDS",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -55,6 +62,9 @@ impl ApiError {
             ApiError::ChargerRejected(reason) => format!("the charger refused: {reason}"),
             ApiError::ChargerTimeout => "the charger did not answer in time".into(),
             ApiError::InsufficientFunds => "insufficient funds".into(),
+            ApiError::UnpaidInvoices { unpaid, allowed } => format!(
+                "unpaid invoices of {unpaid} exceed the {allowed} allowed: pay them first (payInvoice)"
+            ),
             ApiError::RateLimited { retry_after_secs } => {
                 format!("too many attempts; retry in {retry_after_secs} s")
             }

@@ -289,6 +289,12 @@ impl SessionMutation {
         if !online {
             return Err(ApiError::ChargerOffline);
         }
+        if context.unpaid > app.settings.billing.max_unpaid {
+            return Err(ApiError::UnpaidInvoices {
+                unpaid: context.unpaid,
+                allowed: app.settings.billing.max_unpaid,
+            });
+        }
         if context.plan != "FLAT_RATE"
             && context.wallet_balance < app.settings.billing.min_wallet_balance
         {

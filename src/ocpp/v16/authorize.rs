@@ -12,16 +12,22 @@ use crate::store::users::{self, TagStatus};
 use crate::store::StoreError;
 
 /// Resolves an idTag into the 1.6 status and, when known, its user.
+/// With `max_unpaid` (to start charging), a user whose unpaid invoices exceed it is `Blocked`
+/// (1.6 has no NoCredit).
 pub async fn resolve(
     pool: &PgPool,
     id_tag: &str,
+    max_unpaid: Option<rust_decimal::Decimal>,
 ) -> Result<(AuthorizationStatus, Option<uuid::Uuid>), StoreError> {
-    Ok(match users::resolve_id_tag(pool, id_tag).await? {
-        TagStatus::Accepted { user_id } => (AuthorizationStatus::Accepted, Some(user_id)),
-        TagStatus::Blocked { user_id } => (AuthorizationStatus::Blocked, Some(user_id)),
-        TagStatus::Expired { user_id } => (AuthorizationStatus::Expired, Some(user_id)),
-        TagStatus::Invalid => (AuthorizationStatus::Invalid, None),
-    })
+    Ok(
+        match users::resolve_id_tag(pool, id_tag, max_unpaid).await? {
+            TagStatus::Accepted { user_id } => (AuthorizationStatus::Accepted, Some(user_id)),
+            TagStatus::NoCredit { user_id } => (AuthorizationStatus::Blocked, Some(user_id)),
+            TagStatus::Blocked { user_id } => (AuthorizationStatus::Blocked, Some(user_id)),
+            TagStatus::Expired { user_id } => (AuthorizationStatus::Expired, Some(user_id)),
+            TagStatus::Invalid => (AuthorizationStatus::Invalid, None),
+        },
+    )
 }
 
 pub fn tag_info(status: AuthorizationStatus) -> IdTagInfo {
@@ -34,9 +40,13 @@ pub fn tag_info(status: AuthorizationStatus) -> IdTagInfo {
 
 pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: AuthorizeRequest = decode("Authorize", payload)?;
-    let (status, _) = resolve(&ctx.app.db, &req.id_tag)
-        .await
-        .map_err(CallFailure::internal)?;
+    let (status, _) = resolve(
+        &ctx.app.db,
+        &req.id_tag,
+        Some(ctx.app.settings.billing.max_unpaid),
+    )
+    .await
+    .map_err(CallFailure::internal)?;
     Handled::reply(&AuthorizeResponse {
         id_tag_info: tag_info(status),
     })

@@ -64,9 +64,13 @@ fn unanswered(err: StoreError) -> CallFailure {
 pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: StartTransactionRequest = decode("StartTransaction", payload)?;
     let connector_id = i32::try_from(req.connector_id).map_err(CallFailure::internal)?;
-    let (status, user) = resolve(&ctx.app.db, &req.id_tag)
-        .await
-        .map_err(unanswered)?;
+    let (status, user) = resolve(
+        &ctx.app.db,
+        &req.id_tag,
+        Some(ctx.app.settings.billing.max_unpaid),
+    )
+    .await
+    .map_err(unanswered)?;
     let status_name = enum_name(&status);
     let accepted = status == AuthorizationStatus::Accepted;
     let (charger_id, source) = (ctx.charger_id.clone(), ctx.app.event_source());
@@ -135,7 +139,7 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
     let req: StopTransactionRequest = decode("StopTransaction", payload.clone())?;
     let id_tag_info = match &req.id_tag {
         Some(tag) => Some(tag_info(
-            resolve(&ctx.app.db, tag).await.map_err(unanswered)?.0,
+            resolve(&ctx.app.db, tag, None).await.map_err(unanswered)?.0,
         )),
         None => None,
     };

@@ -30,7 +30,12 @@ pub struct Resolved {
 
 /// Resolves an idToken into the 2.0.1 status and, when known, its user. `NoAuthorization`
 /// (free charging configured on the station) is accepted without a user.
-pub async fn resolve(pool: &PgPool, token: &IdTokenType) -> Result<Resolved, StoreError> {
+/// With `max_unpaid` (to start charging), a user whose unpaid invoices exceed it is `NoCredit`.
+pub async fn resolve(
+    pool: &PgPool,
+    token: &IdTokenType,
+    max_unpaid: Option<rust_decimal::Decimal>,
+) -> Result<Resolved, StoreError> {
     use AuthorizationStatusEnumType as S;
     if token.kind == IdTokenEnumType::NoAuthorization {
         return Ok(Resolved {
@@ -38,8 +43,9 @@ pub async fn resolve(pool: &PgPool, token: &IdTokenType) -> Result<Resolved, Sto
             user_id: None,
         });
     }
-    let (status, user_id) = match users::resolve_id_tag(pool, &token.id_token).await? {
+    let (status, user_id) = match users::resolve_id_tag(pool, &token.id_token, max_unpaid).await? {
         TagStatus::Accepted { user_id } => (S::Accepted, Some(user_id)),
+        TagStatus::NoCredit { user_id } => (S::NoCredit, Some(user_id)),
         TagStatus::Blocked { user_id } => (S::Blocked, Some(user_id)),
         TagStatus::Expired { user_id } => (S::Expired, Some(user_id)),
         TagStatus::Invalid => (S::Invalid, None),
@@ -63,9 +69,13 @@ pub fn check_token(action: &str, token: &IdTokenType) -> Result<(), CallFailure>
 pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: AuthorizeRequest = decode("Authorize", payload)?;
     check_token("Authorize", &req.id_token)?;
-    let resolved = resolve(&ctx.app.db, &req.id_token)
-        .await
-        .map_err(CallFailure::internal)?;
+    let resolved = resolve(
+        &ctx.app.db,
+        &req.id_token,
+        Some(ctx.app.settings.billing.max_unpaid),
+    )
+    .await
+    .map_err(CallFailure::internal)?;
     Handled::reply(&AuthorizeResponse {
         certificate_status: None,
         id_token_info: token_info(resolved.status),

@@ -86,8 +86,15 @@ fn start_register(
 pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: TransactionEventRequest = decode_shape("TransactionEvent", payload)?;
     validate(&req)?;
+    // credit counts when charging starts; later events only report who it was
+    let starting = req.event_type == TransactionEventEnumType::Started;
+    let max_unpaid = starting.then_some(ctx.app.settings.billing.max_unpaid);
     let token = match &req.id_token {
-        Some(token) => Some(resolve(&ctx.app.db, token).await.map_err(unanswered)?),
+        Some(token) => Some(
+            resolve(&ctx.app.db, token, max_unpaid)
+                .await
+                .map_err(unanswered)?,
+        ),
         None => None,
     };
     let values = req.meter_value.as_deref().unwrap_or_default();
