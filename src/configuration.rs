@@ -210,6 +210,12 @@ pub struct GraphqlSettings {
     pub request_burst: u32,
     /// A query running longer than this is cancelled (mutations are bounded by their own waits).
     pub request_timeout_ms: u64,
+    /// Open subscription sockets per client address (many drivers may share a carrier's).
+    pub max_sockets_per_address: usize,
+    /// Open subscription sockets per signed-in user.
+    pub max_sockets_per_user: usize,
+    /// Active subscriptions on one socket.
+    pub max_subscriptions_per_socket: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -412,6 +418,9 @@ impl Default for GraphqlSettings {
             requests_per_sec: 20,
             request_burst: 60,
             request_timeout_ms: 10_000,
+            max_sockets_per_address: 200,
+            max_sockets_per_user: 10,
+            max_subscriptions_per_socket: 20,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct AppContext {
     pub api_db: PgPool,
     /// Per-client GraphQL request limits.
     pub api_requests: Arc<crate::api::graphql::limits::RequestLimiter>,
+    /// Open subscription sockets per address and per user.
+    pub sockets: Arc<crate::api::graphql::limits::SocketCounts>,
     /// Whether signed-in users are still allowed (revocation, blocking, role changes).
     pub access: Arc<crate::auth::access::AccessCheck>,
     /// The payment provider that credits wallets.

@@ -296,6 +296,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         api_db,
         api_requests,
         access: Arc::default(),
+        sockets: Arc::default(),
         payments,
         redis,
         mongo,

@@ -184,10 +184,11 @@ pub async fn bill_session_in(
     let paid = if amount.is_zero() {
         true
     } else {
-        match wallet::apply(
+        match wallet::apply_in(
             tx,
             session.user_id,
             -amount,
+            Some(&tariff.currency),
             "INVOICE_PAYMENT",
             &format!("invoice:{invoice_id}"),
             Some(invoice_id),
@@ -196,6 +197,11 @@ pub async fn bill_session_in(
         {
             Ok(_) => true,
             Err(StoreError::InsufficientFunds) => false,
+            // never 1:1 across currencies: the invoice stays PENDING for another way to pay
+            Err(StoreError::CurrencyMismatch { amount, wallet }) => {
+                tracing::warn!(%invoice_id, %amount, %wallet, "invoice and wallet currencies differ: not debited");
+                false
+            }
             Err(e) => return Err(e),
         }
     };
@@ -269,6 +275,11 @@ pub enum PayError {
     NotYours,
     Void,
     InsufficientFunds,
+    /// The invoice is in another currency than the wallet.
+    Currency {
+        invoice: String,
+        wallet: String,
+    },
 }
 
 /// Pays a PENDING (or OVERDUE) invoice from the wallet, once per invoice whatever the retries.
@@ -299,10 +310,11 @@ pub async fn pay_invoice(
     }
     // one debit per invoice, whichever path pays it (the automatic debit uses the same key)
     tracing::debug!(%invoice_id, key_len = idempotency_key.len(), "paying invoice");
-    match wallet::apply(
+    match wallet::apply_in(
         &mut tx,
         user_id,
         -amount,
+        Some(&currency),
         "INVOICE_PAYMENT",
         &format!("invoice:{invoice_id}"),
         Some(invoice_id),
@@ -310,6 +322,12 @@ pub async fn pay_invoice(
     .await
     {
         Ok(_) => {}
+        Err(StoreError::CurrencyMismatch { wallet, .. }) => {
+            return Ok(Err(PayError::Currency {
+                invoice: currency,
+                wallet,
+            }))
+        }
         Err(StoreError::InsufficientFunds) => {
             drop(tx);
             let mut failed = pool.begin().await?;

@@ -34,6 +34,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("insufficient funds")]
     InsufficientFunds,
+    /// Money in one currency against a wallet in another.
+    #[error("the amount is in {amount}, the wallet in {wallet}")]
+    CurrencyMismatch { amount: String, wallet: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// A batched statement failed for every item in it (the database is unreachable).

@@ -58,6 +58,29 @@ pub async fn apply(
     idempotency_key: &str,
     reference_id: Option<Uuid>,
 ) -> Result<Applied, StoreError> {
+    apply_in(
+        tx,
+        user_id,
+        delta,
+        None,
+        kind,
+        idempotency_key,
+        reference_id,
+    )
+    .await
+}
+
+/// Like `apply`, for an amount in `currency`: money in another currency than the wallet's is
+/// never moved 1:1 (`CurrencyMismatch`; there is no exchange rate here).
+pub async fn apply_in(
+    tx: &mut Tx<'_>,
+    user_id: Uuid,
+    delta: Decimal,
+    in_currency: Option<&str>,
+    kind: &str,
+    idempotency_key: &str,
+    reference_id: Option<Uuid>,
+) -> Result<Applied, StoreError> {
     let (balance, currency) = sqlx::query_as::<_, (Decimal, String)>(
         "SELECT wallet_balance, wallet_currency::text FROM users WHERE id = $1 FOR UPDATE",
     )
@@ -65,6 +88,14 @@ pub async fn apply(
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(StoreError::NotFound)?;
+    if let Some(moved) = in_currency {
+        if !moved.trim().eq_ignore_ascii_case(currency.trim()) {
+            return Err(StoreError::CurrencyMismatch {
+                amount: moved.trim().to_string(),
+                wallet: currency.trim().to_string(),
+            });
+        }
+    }
 
     let previous = sqlx::query_as::<_, (Decimal, String)>(
         "SELECT amount, kind FROM wallet_ledger WHERE user_id = $1 AND idempotency_key = $2",

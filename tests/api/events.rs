@@ -321,6 +321,39 @@ async fn a_finished_session_is_billed_once_paid_from_the_wallet_and_notified() {
     assert_eq!(balance(&b.app, &b.user_id).await, dec("46.00"));
 }
 
+/// An invoice in euros is never debited 1:1 from a wallet in dollars: it stays PENDING, and
+/// paying it from the wallet is refused with a clear error.
+#[actix_web::test]
+async fn an_invoice_in_another_currency_is_not_debited_from_the_wallet() {
+    let b = billing_fixture("50.00", "€0.40/kWh", |_| {}).await;
+    sqlx::query("UPDATE users SET wallet_currency = 'USD' WHERE id = $1::uuid")
+        .bind(&b.user_id)
+        .execute(&b.app.db)
+        .await
+        .unwrap();
+    let mut cp = connect16(b.app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
+    cp.boot().await;
+    charge(&mut cp, &b.id_tag, 10_000, 45).await;
+    let invoice = wait_invoice(&b.app).await;
+    assert_eq!(invoice["status"], "PENDING");
+    assert_eq!(balance(&b.app, &b.user_id).await, dec("50.00"));
+    assert_eq!(debits(&b.app).await, 0);
+    let invoice_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM invoices")
+        .fetch_one(&b.app.db)
+        .await
+        .unwrap();
+    let pay = b
+        .app
+        .graphql(
+            "mutation($id: ID!) { payInvoice(invoiceId: $id, idempotencyKey: \"p\") { status } }",
+            json!({ "id": invoice_id }),
+            Some(&b.driver),
+        )
+        .await;
+    assert_eq!(error_code(&pay).as_deref(), Some("BAD_USER_INPUT"), "{pay}");
+    assert_eq!(balance(&b.app, &b.user_id).await, dec("50.00"));
+}
+
 #[actix_web::test]
 async fn insufficient_funds_leave_the_invoice_pending_and_pay_invoice_pays_once() {
     let b = billing_fixture("10.00", "€0.50/kWh", |_| {}).await;

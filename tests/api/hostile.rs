@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::Connection;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::charger_client::connect16;
 use crate::gql_ws::GqlSocket;
@@ -685,5 +686,91 @@ async fn password_checks_wait_outside_the_admission_slots() {
             attempt.await.unwrap(),
             Some(crate::charger_client::ConnectError::Status(401))
         ));
+    }
+}
+
+/// Subscription sockets need a sign-in and are capped per address, per user and per socket.
+#[actix_web::test]
+async fn subscription_sockets_are_signed_in_and_capped() {
+    let app = spawn_app_with(|s| {
+        s.graphql.max_sockets_per_address = 4;
+        s.graphql.max_sockets_per_user = 2;
+        s.graphql.max_subscriptions_per_socket = 2;
+    })
+    .await;
+    assert!(
+        GqlSocket::connect(app.port, None, false).await.is_err(),
+        "anonymous socket"
+    );
+    let token = app.staff_token("OPERATOR").await;
+    let mut first = GqlSocket::connect(app.port, Some(&token), false)
+        .await
+        .expect("first");
+    let second = GqlSocket::connect(app.port, Some(&token), false)
+        .await
+        .expect("second");
+    assert!(
+        GqlSocket::connect(app.port, Some(&token), false)
+            .await
+            .is_err(),
+        "a third socket for the same user"
+    );
+    drop(second);
+    let mut third = None;
+    for _ in 0..100 {
+        if let Ok(socket) = GqlSocket::connect(app.port, Some(&token), false).await {
+            third = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(third.is_some(), "a closed socket frees its place");
+
+    // two operations at once per socket; the third is refused, the socket stays
+    let watch = "subscription($c: ID!) { onChargerStatusChanged(chargerId: $c) { id online } }";
+    let station = app.create_station("Sub station").await;
+    app.register_charger(&token, "CP-SUBCAP", station, Some(PASSWORD))
+        .await;
+    for id in ["1", "2", "3"] {
+        first
+            .subscribe(id, watch, json!({ "c": "CP-SUBCAP" }))
+            .await;
+    }
+    let mut refused = 0;
+    let mut delivered = 0;
+    while refused + delivered < 3 {
+        match first.next().await {
+            Ok(_) => delivered += 1,
+            Err(payload) => {
+                assert!(payload.to_string().contains("RATE_LIMITED"), "{payload}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((delivered, refused), (2, 1));
+
+    // the address cap counts every socket from it, whoever signs in on it (first, third and
+    // these two make four)
+    let (other, _, _) = app
+        .register("subs@example.com", "correct horse battery")
+        .await;
+    let _fourth = GqlSocket::connect(app.port, Some(&other), false)
+        .await
+        .expect("fourth");
+    let _fifth = GqlSocket::connect(app.port, Some(&other), false)
+        .await
+        .expect("fifth");
+    let mut request = format!("ws://127.0.0.1:{}/graphql", app.port)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static("graphql-transport-ws"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429)
+        }
+        other => panic!("a fifth socket from the address: {:?}", other.map(|_| ())),
     }
 }

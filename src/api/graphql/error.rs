@@ -115,6 +115,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("not found".into()),
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::InsufficientFunds => ApiError::InsufficientFunds,
+            StoreError::CurrencyMismatch { amount, wallet } => ApiError::BadUserInput(format!(
+                "the amount is in {amount} and the wallet in {wallet}"
+            )),
             StoreError::Database(e) => ApiError::internal(e),
             StoreError::Unavailable(e) => ApiError::internal(e),
         }

@@ -140,6 +140,11 @@ impl InvoiceMutation {
             }
             Err(PayError::Void) => return Err(ApiError::Conflict("the invoice was voided".into())),
             Err(PayError::InsufficientFunds) => return Err(ApiError::InsufficientFunds),
+            Err(PayError::Currency { invoice, wallet }) => {
+                return Err(ApiError::BadUserInput(format!(
+                    "the invoice is in {invoice} and the wallet in {wallet}: it cannot be paid from the wallet"
+                )))
+            }
         }
         invoices::find(&app.db, id)
             .await?

@@ -75,6 +75,52 @@ impl RequestLimiter {
     }
 }
 
+/// Open subscription sockets per key (`addr:<ip>`, `user:<id>`), in this replica.
+#[derive(Default)]
+pub struct SocketCounts {
+    counts: DashMap<String, usize>,
+}
+
+/// One counted socket; dropping it uncounts it.
+pub struct SocketGuard {
+    counts: std::sync::Arc<SocketCounts>,
+    key: String,
+}
+
+impl SocketCounts {
+    /// Counts one more socket for `key`, or `None` when it already has `max`.
+    pub fn acquire(self: &std::sync::Arc<Self>, key: String, max: usize) -> Option<SocketGuard> {
+        let mut count = self.counts.entry(key.clone()).or_insert(0);
+        if *count >= max {
+            let empty = *count == 0;
+            drop(count);
+            if empty {
+                self.counts.remove_if(&key, |_, n| *n == 0);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(SocketGuard {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    /// Sockets counted for `key`.
+    pub fn count(&self, key: &str) -> usize {
+        self.counts.get(key).map_or(0, |n| *n)
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Some(mut count) = self.counts.counts.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+        }
+        self.counts.counts.remove_if(&self.key, |_, n| *n == 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +145,22 @@ mod tests {
             limiter.take_at("a", t0 + Duration::from_millis(500)),
             Err(1)
         );
+    }
+
+    #[test]
+    fn sockets_are_counted_per_key_up_to_the_cap_and_uncounted_when_they_close() {
+        let counts = std::sync::Arc::new(SocketCounts::default());
+        let a = counts.acquire("addr:1".into(), 2);
+        let b = counts.acquire("addr:1".into(), 2);
+        assert!(a.is_some() && b.is_some());
+        assert!(counts.acquire("addr:1".into(), 2).is_none());
+        assert!(counts.acquire("addr:2".into(), 2).is_some());
+        drop(a);
+        assert_eq!(counts.count("addr:1"), 1);
+        assert!(counts.acquire("addr:1".into(), 2).is_some());
+        drop(b);
+        assert_eq!(counts.count("addr:2"), 0);
+        assert!(counts.counts.is_empty());
     }
 
     #[test]

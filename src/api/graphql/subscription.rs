@@ -10,7 +10,7 @@ use super::chargers::ChargerView;
 use super::error::ApiError;
 use super::sessions::{load_visible, SessionView};
 use crate::context::AppContext;
-use crate::live::LiveEvent;
+use crate::live::{LiveEvent, Topic};
 use crate::store::{chargers, sessions};
 use uuid::Uuid;
 
@@ -28,20 +28,12 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = ChargerView>, ApiError> {
         require_staff(ctx)?;
         let app = ctx.data_unchecked::<AppContext>().clone();
-        let id = charger_id.to_string();
-        let rx = app.live.subscribe();
-        let changes = stream::unfold(rx, move |mut rx| {
-            let id = id.clone();
-            async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(LiveEvent::Charger(changed)) if changed == id => return Some(((), rx)),
-                        Ok(_) => continue,
-                        // fell behind: re-read once, whatever changed
-                        Err(RecvError::Lagged(_)) => return Some(((), rx)),
-                        Err(RecvError::Closed) => return None,
-                    }
-                }
+        let rx = app.live.subscribe(Topic::Charger(charger_id.to_string()));
+        // woken only by this charger's changes; falling behind re-reads once
+        let changes = stream::unfold(rx, move |mut rx| async move {
+            match rx.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => Some(((), rx)),
+                Err(RecvError::Closed) => None,
             }
         });
         let id = charger_id.to_string();
@@ -66,7 +58,7 @@ impl SubscriptionRoot {
         let id = Uuid::parse_str(session_id.as_str())
             .map_err(|_| ApiError::BadUserInput("sessionId is not a valid id".into()))?;
         // subscribe before reading, so no change between the read and the subscription is lost
-        let rx = app.live.subscribe();
+        let rx = app.live.subscribe(Topic::Session(id));
         let current = load_visible(&app, id, user_id, role).await?;
         let changes = stream::unfold((rx, app), move |(mut rx, app)| async move {
             loop {

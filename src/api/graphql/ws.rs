@@ -13,9 +13,11 @@ use async_graphql::http::{WebSocket, WebSocketProtocols, WsMessage};
 use async_graphql::Data;
 use futures_util::StreamExt;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use super::auth::Caller;
+use super::limits::SocketGuard;
 use super::AppSchema;
 use crate::auth::access::Access;
 use crate::auth::Claims;
@@ -48,12 +50,28 @@ pub async fn upgrade(
             "error": "offer the graphql-transport-ws or graphql-ws subprotocol"
         })));
     };
+    let limits = &ctx.settings.graphql;
+    let client = super::client_addr(&req, ctx.settings.http.trust_forwarded_for);
+    let Some(address_slot) = ctx
+        .sockets
+        .acquire(format!("addr:{client}"), limits.max_sockets_per_address)
+    else {
+        return Ok(HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, "30"))
+            .json(serde_json::json!({
+                "error": "too many subscription sockets from this address"
+            })));
+    };
     let (mut response, session, stream) = actix_ws::handle(&req, body)?;
     response.headers_mut().insert(
         header::SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(protocol.sec_websocket_protocol()),
     );
     let pong_session = session.clone();
+    // the operations running on this socket, capped
+    let active: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let max_subscriptions = limits.max_subscriptions_per_socket;
+    let (refuse_session, input_active) = (session.clone(), active.clone());
     let input = stream
         .max_frame_size(MAX_MESSAGE_BYTES)
         .aggregate_continuations()
@@ -63,21 +81,33 @@ pub async fn upgrade(
         })
         .filter_map(move |m| {
             let mut pong_session = pong_session.clone();
+            let mut refuse_session = refuse_session.clone();
+            let active = input_active.clone();
             async move {
-                match m {
-                    Ok(AggregatedMessage::Text(text)) => Some(text.as_bytes().to_vec()),
-                    Ok(AggregatedMessage::Binary(bytes)) => Some(bytes.to_vec()),
+                let bytes = match m {
+                    Ok(AggregatedMessage::Text(text)) => text.as_bytes().to_vec(),
+                    Ok(AggregatedMessage::Binary(bytes)) => bytes.to_vec(),
                     Ok(AggregatedMessage::Ping(bytes)) => {
                         let _ = pong_session.pong(&bytes).await;
+                        return None;
+                    }
+                    _ => return None,
+                };
+                match admit(&bytes, &active, max_subscriptions, protocol) {
+                    Ok(()) => Some(bytes),
+                    Err(refusal) => {
+                        let _ = refuse_session.text(refusal).await;
                         None
                     }
-                    _ => None,
                 }
             }
         });
     // who signed in at connection_init, re-checked while the socket lives
     let signed_in: Arc<Mutex<Option<Claims>>> = Arc::default();
-    let (app, init_claims) = (ctx.get_ref().clone(), signed_in.clone());
+    // the user's socket count is held as long as the socket
+    let user_slot: Arc<Mutex<Option<SocketGuard>>> = Arc::default();
+    let (app, init_claims, init_slot) =
+        (ctx.get_ref().clone(), signed_in.clone(), user_slot.clone());
     let socket = WebSocket::new(schema.get_ref().clone(), input, protocol)
         .keepalive_timeout(KEEPALIVE)
         .on_connection_init(move |payload| async move {
@@ -92,9 +122,23 @@ pub async fn upgrade(
                     return Err(async_graphql::Error::new(reason.to_string()))
                 }
                 Caller::User(claims) => {
+                    let Some(slot) = app.sockets.acquire(
+                        format!("user:{}", claims.sub),
+                        app.settings.graphql.max_sockets_per_user,
+                    ) else {
+                        return Err(async_graphql::Error::new(
+                            "too many subscription sockets for this user",
+                        ));
+                    };
+                    *init_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
                     *init_claims.lock().unwrap_or_else(|e| e.into_inner()) = Some(claims.clone())
                 }
-                Caller::Anonymous => {}
+                // every subscription is a user's: no socket without a sign-in
+                Caller::Anonymous => {
+                    return Err(async_graphql::Error::new(
+                        "authentication required: send {\"authorization\": \"Bearer <accessToken>\"} in connection_init",
+                    ))
+                }
             }
             let mut data = Data::default();
             data.insert(caller);
@@ -102,6 +146,8 @@ pub async fn upgrade(
         });
     let app = ctx.get_ref().clone();
     actix_rt::spawn(async move {
+        // uncounted when the socket ends
+        let _slots = (address_slot, user_slot);
         let mut session = session;
         let mut socket = std::pin::pin!(socket);
         let mut recheck = tokio::time::interval(RECHECK);
@@ -110,6 +156,7 @@ pub async fn upgrade(
             tokio::select! {
                 message = socket.next() => match message {
                     Some(WsMessage::Text(text)) => {
+                        finished(&text, &active);
                         if session.text(text).await.is_err() {
                             return;
                         }
@@ -136,6 +183,59 @@ pub async fn upgrade(
         let _ = session.close(None).await;
     });
     Ok(response)
+}
+
+/// Lets a client message through, or answers the refusal to send instead: a new operation
+/// beyond the socket's cap gets an error for its id (the socket stays).
+fn admit(
+    bytes: &[u8],
+    active: &Mutex<HashSet<String>>,
+    max: usize,
+    protocol: WebSocketProtocols,
+) -> Result<(), String> {
+    let Ok(message) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(()); // the protocol layer answers malformed messages
+    };
+    let id = message["id"].as_str().map(String::from);
+    let mut active = active.lock().unwrap_or_else(|e| e.into_inner());
+    match (message["type"].as_str(), id) {
+        (Some("subscribe" | "start"), Some(id)) => {
+            if active.len() >= max && !active.contains(&id) {
+                let error = serde_json::json!({
+                    "message": format!("at most {max} operations at once on one socket"),
+                    "extensions": { "code": "RATE_LIMITED" },
+                });
+                let payload = match protocol {
+                    WebSocketProtocols::GraphQLWS => serde_json::json!([error]),
+                    _ => error,
+                };
+                return Err(
+                    serde_json::json!({ "type": "error", "id": id, "payload": payload })
+                        .to_string(),
+                );
+            }
+            active.insert(id);
+        }
+        (Some("complete" | "stop"), Some(id)) => {
+            active.remove(&id);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Forgets an operation the server finished (its `complete`, or an `error` that ends it).
+fn finished(text: &str, active: &Mutex<HashSet<String>>) {
+    if !(text.contains("complete") || text.contains("error")) {
+        return;
+    }
+    if let Ok(message) = serde_json::from_str::<serde_json::Value>(text) {
+        if matches!(message["type"].as_str(), Some("complete" | "error")) {
+            if let Some(id) = message["id"].as_str() {
+                active.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+            }
+        }
+    }
 }
 
 /// `None` while the socket's sign-in may go on; else the close code (4401 expired, 4403 revoked,
