@@ -120,12 +120,15 @@ impl Default for WorkerSettings {
 pub struct SessionSettings {
     /// A PENDING session its charger has not started by then becomes FAILED.
     pub pending_timeout_secs: u64,
+    /// startSession calls a driver may make per minute (each asks a charger to start).
+    pub max_starts_per_minute: u32,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
             pending_timeout_secs: 120,
+            max_starts_per_minute: 10,
         }
     }
 }
@@ -141,6 +144,12 @@ pub struct HttpSettings {
     pub shutdown_timeout_secs: u64,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Proxies (IP or CIDR) whose `X-Forwarded-For` is believed: the client is the right-most
+    /// address that is not one of them. Without any, the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// A listener for `/metrics` and `/ready` only (e.g. `0.0.0.0:9091`); when set, the public
+    /// listener does not serve them.
+    pub internal_bind: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,6 +354,8 @@ impl Default for HttpSettings {
             workers: 0,
             shutdown_timeout_secs: 25,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            internal_bind: None,
         }
     }
 }
@@ -599,6 +610,33 @@ impl Settings {
             ));
         }
         self.ocm.validate()?;
+        if let Some(bad) = self
+            .http
+            .trusted_proxies
+            .iter()
+            .find(|p| parse_net(p).is_none())
+        {
+            return Err(SettingsError::Invalid(format!(
+                "http.trusted_proxies: {bad} is not an IP address or CIDR network"
+            )));
+        }
+        // the example secrets' placeholders must never reach a server that is not --dev
+        let secrets = [
+            ("JWT_SECRET", self.auth.jwt_secret.as_ref()),
+            ("STRIPE_API_KEY", self.payments.stripe_api_key.as_ref()),
+            (
+                "STRIPE_WEBHOOK_SECRET",
+                self.payments.stripe_webhook_secret.as_ref(),
+            ),
+            ("OCM_API_KEY", self.ocm.api_key.as_ref()),
+        ];
+        for (name, secret) in secrets {
+            if secret.is_some_and(|s| is_placeholder(s.expose_secret())) && !self.dev {
+                return Err(SettingsError::Invalid(format!(
+                    "{name} is still the example's placeholder: set a real secret"
+                )));
+            }
+        }
         if self.payments.provider == Some(PaymentProviderKind::Dev) && !self.dev {
             return Err(SettingsError::Invalid(
                 "PAYMENT_PROVIDER=dev credits wallets without payment: only with --dev".into(),
@@ -689,9 +727,52 @@ pub fn mask_url(raw: &str) -> String {
     }
 }
 
+/// An IP network from `a.b.c.d/n`, `x::/n` or a single address.
+pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
+}
+
+/// Values from examples and templates that must never be used as secrets.
+fn is_placeholder(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    [
+        "change_me",
+        "changeme",
+        "change-me",
+        "replace_me",
+        "your-secret",
+        "example",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_examples_placeholder_secrets_are_refused_outside_dev() {
+        let mut settings = Settings::default();
+        settings.auth.jwt_secret =
+            Some(SecretString::from("CHANGE_ME_to_at_least_32_random_bytes"));
+        assert!(settings.validate().is_err());
+        settings.dev = true;
+        assert!(settings.validate().is_ok());
+        let mut settings = Settings::default();
+        settings.payments.stripe_webhook_secret = Some(SecretString::from("CHANGE_ME"));
+        assert!(settings.validate().is_err());
+        let mut settings = Settings::default();
+        settings.auth.jwt_secret = Some(SecretString::from(
+            "k3Qx9v0S1u2Lr7p8a5ZcYbWdEf6GhJiKlMnOpQrStUvW",
+        ));
+        assert!(settings.validate().is_ok());
+    }
 
     #[test]
     fn defaults_load_and_validate() {

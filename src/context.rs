@@ -52,6 +52,9 @@ pub struct AppContext {
     pub api_db: PgPool,
     /// Per-client GraphQL request limits.
     pub api_requests: Arc<crate::api::graphql::limits::RequestLimiter>,
+    /// The port of the internal listener (`http.internal_bind`), once bound: `/metrics` and
+    /// `/ready` are served there only.
+    pub internal_port: Arc<std::sync::OnceLock<u16>>,
     /// Open subscription sockets per address and per user.
     pub sockets: Arc<crate::api::graphql::limits::SocketCounts>,
     /// Whether signed-in users are still allowed (revocation, blocking, role changes).
@@ -108,6 +111,15 @@ impl AppContext {
     /// The RabbitMQ names of this deployment.
     pub fn topology(&self) -> Topology {
         topology_of(&self.settings)
+    }
+
+    /// Whether `req` may see internal endpoints (`/metrics`, `/ready`): always without an
+    /// internal listener, else only on it.
+    pub fn serves_internal(&self, req: &actix_web::HttpRequest) -> bool {
+        match self.internal_port.get() {
+            None => true,
+            Some(port) => req.app_config().local_addr().port() == *port,
+        }
     }
 
     /// A Redis key under this deployment's prefix.

@@ -94,8 +94,21 @@ impl Application {
                 reason: e.to_string(),
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        // /metrics and /ready on a listener of their own, when configured
+        let internal = match &ctx.settings.http.internal_bind {
+            Some(bind) => {
+                let internal = TcpListener::bind(bind).map_err(|e| StartupError::Bind {
+                    addr: bind.clone(),
+                    reason: e.to_string(),
+                })?;
+                let internal_port = internal.local_addr().map(|a| a.port()).unwrap_or_default();
+                let _ = ctx.internal_port.set(internal_port);
+                Some(internal)
+            }
+            None => None,
+        };
         ctx.sessions.do_send(InitSessions { app: ctx.clone() });
-        let server = serve(ctx.clone(), listener)?;
+        let server = serve(ctx.clone(), listener, internal)?;
         let shutdown = ctx.shutdown.clone();
         let mut tasks = vec![
             tokio::spawn(crate::events::node_rpc::serve(
@@ -149,6 +162,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The internal listener's port (`/metrics`, `/ready`), when one is configured.
+    pub fn internal_port(&self) -> Option<u16> {
+        self.ctx.internal_port.get().copied()
     }
 
     pub fn context(&self) -> &AppContext {
@@ -296,6 +314,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         api_db,
         api_requests,
         access: Arc::default(),
+        internal_port: Arc::default(),
         sockets: Arc::default(),
         payments,
         redis,
@@ -319,7 +338,11 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
     Ok(ctx)
 }
 
-fn serve(ctx: AppContext, listener: TcpListener) -> Result<Server, StartupError> {
+fn serve(
+    ctx: AppContext,
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+) -> Result<Server, StartupError> {
     let schema = web::Data::new(api::graphql::build_schema(ctx.clone()));
     let data = web::Data::new(ctx.clone());
     let http = &ctx.settings.http;
@@ -337,12 +360,16 @@ fn serve(ctx: AppContext, listener: TcpListener) -> Result<Server, StartupError>
     if http.workers > 0 {
         server = server.workers(http.workers);
     }
-    let server = server
-        .listen(listener)
-        .map_err(|e| StartupError::Bind {
-            addr: http.bind.clone(),
+    let mut server = server.listen(listener).map_err(|e| StartupError::Bind {
+        addr: http.bind.clone(),
+        reason: e.to_string(),
+    })?;
+    if let Some(internal) = internal {
+        server = server.listen(internal).map_err(|e| StartupError::Bind {
+            addr: http.internal_bind.clone().unwrap_or_default(),
             reason: e.to_string(),
-        })?
-        .run();
+        })?;
+    }
+    let server = server.run();
     Ok(server)
 }

@@ -70,6 +70,10 @@ fn chargegrid(name: &str, db_url: &str, mongo_url: &str) -> Command {
         .env("CHARGEGRID__REDIS__KEY_PREFIX", name)
         .env("CHARGEGRID__OCPP__AUTO_PROVISION", "true")
         .env("CHARGEGRID__OCPP__AUTO_ACCEPT_PROVISIONED", "true")
+        // one address, many simulated drivers starting sessions back to back
+        .env("CHARGEGRID__GRAPHQL__REQUESTS_PER_SEC", "100000")
+        .env("CHARGEGRID__GRAPHQL__REQUEST_BURST", "100000")
+        .env("CHARGEGRID__SESSIONS__MAX_STARTS_PER_MINUTE", "100000")
         // the scenario registers a handful of drivers from one address
         .env("CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT", "10000")
         .stdin(Stdio::null());

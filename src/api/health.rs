@@ -79,19 +79,26 @@ pub async fn service_checks(ctx: &AppContext) -> Vec<(&'static str, Result<(), S
 }
 
 /// 200 when Postgres, Redis, RabbitMQ and MongoDB are all reachable; 503 naming the others.
-pub async fn ready(ctx: web::Data<AppContext>) -> HttpResponse {
+pub async fn ready(req: actix_web::HttpRequest, ctx: web::Data<AppContext>) -> HttpResponse {
+    if !ctx.serves_internal(&req) {
+        return HttpResponse::NotFound().finish();
+    }
     let checks = service_checks(&ctx).await;
     let down: Vec<&str> = checks
         .iter()
         .filter(|(_, r)| r.is_err())
         .map(|(name, _)| *name)
         .collect();
+    // the reasons go to the log, never to the caller (they can carry addresses and versions)
     let detail: serde_json::Map<String, serde_json::Value> = checks
         .iter()
         .map(|(name, r)| {
             let v = match r {
                 Ok(()) => json!("ok"),
-                Err(reason) => json!(reason),
+                Err(reason) => {
+                    tracing::warn!(service = %name, %reason, "not ready");
+                    json!("down")
+                }
             };
             (name.to_string(), v)
         })

@@ -6,7 +6,10 @@ use crate::context::AppContext;
 use crate::metrics::Metrics;
 
 /// The connection server's metrics.
-pub async fn metrics(ctx: web::Data<AppContext>) -> HttpResponse {
+pub async fn metrics(req: actix_web::HttpRequest, ctx: web::Data<AppContext>) -> HttpResponse {
+    if !ctx.serves_internal(&req) {
+        return HttpResponse::NotFound().finish();
+    }
     render(&ctx.metrics)
 }
 

@@ -60,7 +60,11 @@ pub async fn handshake(
         }
         return Ok(response);
     };
-    let raw_id = percent_encoding::percent_decode_str(&path)
+    // decoded exactly once, from the raw request path (`CP%252D1` is `CP%2D1`, an invalid id,
+    // never `CP-1`)
+    let raw_path = req.uri().path();
+    let encoded = raw_path.strip_prefix("/ocpp/").unwrap_or(path.as_str());
+    let raw_id = percent_encoding::percent_decode_str(encoded)
         .decode_utf8_lossy()
         .to_string();
     let id = match ChargePointId::parse(&raw_id) {
@@ -147,7 +151,7 @@ pub async fn handshake(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let client = crate::api::graphql::client_addr(&req, ctx.settings.http.trust_forwarded_for);
+        let client = crate::api::graphql::client_addr(&req, &ctx.settings.http);
         let verdict = ctx
             .charger_auth
             .check_from(id.as_str(), authorization, phc, &client)

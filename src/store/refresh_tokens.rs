@@ -21,13 +21,29 @@ fn new_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Issues a token in `family_id` (a new login starts a new family).
+/// Issues a token in `family_id` (a new login starts a new family), valid `ttl_secs`.
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
 pub async fn issue<'e>(
     executor: impl PgExecutor<'e>,
     user_id: Uuid,
     family_id: Uuid,
     ttl_secs: u64,
+) -> Result<String, StoreError> {
+    issue_until(
+        executor,
+        user_id,
+        family_id,
+        Utc::now() + Duration::seconds(ttl_secs as i64),
+    )
+    .await
+}
+
+/// Issues a token in `family_id` that expires at `expires_at`.
+async fn issue_until<'e>(
+    executor: impl PgExecutor<'e>,
+    user_id: Uuid,
+    family_id: Uuid,
+    expires_at: chrono::DateTime<Utc>,
 ) -> Result<String, StoreError> {
     let token = new_token();
     sqlx::query(
@@ -37,7 +53,7 @@ pub async fn issue<'e>(
     .bind(user_id)
     .bind(family_id)
     .bind(digest(&token))
-    .bind(Utc::now() + Duration::seconds(ttl_secs as i64))
+    .bind(expires_at)
     .execute(executor)
     .await?;
     Ok(token)
@@ -54,21 +70,23 @@ pub enum Rejected {
 }
 
 /// Consumes `token` and issues its successor in the same family: (user, family, successor).
+/// The successor expires when the sign-in does (the family's first token's lifetime): using a
+/// refresh token never extends a sign-in.
 #[tracing::instrument(skip_all)]
 pub async fn rotate(
     pool: &PgPool,
     token: &str,
-    ttl_secs: u64,
 ) -> Result<Result<(Uuid, Uuid, String), Rejected>, StoreError> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query_as::<_, (Uuid, Uuid, Uuid, bool, bool, bool)>(
-        "SELECT id, user_id, family_id, expires_at <= now(), used_at IS NOT NULL, revoked_at IS NOT NULL \
+    let row = sqlx::query_as::<_, (Uuid, Uuid, Uuid, bool, bool, bool, chrono::DateTime<Utc>)>(
+        "SELECT id, user_id, family_id, expires_at <= now(), used_at IS NOT NULL, revoked_at IS NOT NULL, \
+             expires_at \
          FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
     )
     .bind(digest(token))
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, user_id, family_id, expired, used, revoked)) = row else {
+    let Some((id, user_id, family_id, expired, used, revoked, expires_at)) = row else {
         return Ok(Err(Rejected::Unknown));
     };
     if revoked {
@@ -86,7 +104,7 @@ pub async fn rotate(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let next = issue(&mut *tx, user_id, family_id, ttl_secs).await?;
+    let next = issue_until(&mut *tx, user_id, family_id, expires_at).await?;
     tx.commit().await?;
     Ok(Ok((user_id, family_id, next)))
 }

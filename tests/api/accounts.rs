@@ -369,3 +369,40 @@ async fn logins_are_rate_limited_per_client_address() {
         ["UNAUTHENTICATED", "UNAUTHENTICATED", "RATE_LIMITED"]
     );
 }
+
+/// A refresh token's successor expires when the sign-in does: using it never extends the
+/// sign-in.
+#[actix_web::test]
+async fn refreshing_never_extends_a_sign_in() {
+    let app = spawn_app().await;
+    let (_, first, user_id) = app
+        .register("slide@example.com", "correct horse battery")
+        .await;
+    let expiry = || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "SELECT max(expires_at) FROM refresh_tokens WHERE user_id = $1::uuid",
+        )
+        .bind(&user_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    let signed_in_until = expiry().await;
+    let mut token = first;
+    for _ in 0..3 {
+        let rotated = app.graphql(REFRESH, json!({ "t": token }), None).await;
+        token = rotated["data"]["refreshToken"]["refreshToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{rotated}"))
+            .to_string();
+        assert_eq!(expiry().await, signed_in_until);
+    }
+    // past the sign-in's end, the newest token is refused like any other
+    sqlx::query("UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE user_id = $1::uuid")
+        .bind(&user_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let late = app.graphql(REFRESH, json!({ "t": token }), None).await;
+    assert_eq!(error_code(&late).as_deref(), Some("UNAUTHENTICATED"));
+}

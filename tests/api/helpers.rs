@@ -55,6 +55,7 @@ pub fn base_settings() -> Settings {
     // tests poll the API quickly; the limiter has tests of its own
     settings.graphql.requests_per_sec = 100_000;
     settings.graphql.request_burst = 100_000;
+    settings.sessions.max_starts_per_minute = 100_000;
     settings
 }
 

@@ -632,7 +632,7 @@ async fn failed_charger_logins_are_limited_per_charger_and_per_address() {
 async fn password_checks_wait_outside_the_admission_slots() {
     let app = spawn_app_with(|s| {
         s.cluster.max_concurrent_handshakes = 2;
-        s.cluster.handshake_wait_ms = 100;
+        s.cluster.handshake_wait_ms = 1000;
         s.ocpp.auth_failures_per_charger = 1000;
         s.ocpp.auth_failures_per_address = 1000;
     })
@@ -646,7 +646,7 @@ async fn password_checks_wait_outside_the_admission_slots() {
     // the honest charger connected before: its credential is remembered
     drop(connect16(app.port, "CP-HONEST", Some(("CP-HONEST", PASSWORD))).await);
     let port = app.port;
-    let flood: Vec<_> = (0..16)
+    let flood: Vec<_> = (0..24)
         .map(|i| {
             tokio::spawn(async move {
                 let password = format!("wrong-password-{i:05}");
@@ -662,10 +662,11 @@ async fn password_checks_wait_outside_the_admission_slots() {
         })
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app.ctx.charger_auth.queued() < 1 {
+    // more password checks wait than there are admission slots: they wait outside them
+    while app.ctx.charger_auth.queued() < 6 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the wrong passwords queue for argon2"
+            "wrong passwords queue for argon2 beyond the two admission slots"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -773,4 +774,232 @@ async fn subscription_sockets_are_signed_in_and_capped() {
         }
         other => panic!("a fifth socket from the address: {:?}", other.map(|_| ())),
     }
+}
+
+/// The charge point id is percent-decoded once: `CP%252D1` is the (invalid) id `CP%2D1`, never
+/// the charger `CP-1`.
+#[actix_web::test]
+async fn a_doubly_encoded_charger_id_is_not_another_charger() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Encoded station").await;
+    app.register_charger(&token, "CP-1", station, Some(PASSWORD))
+        .await;
+    let doubly =
+        crate::charger_client::connect(app.port, "CP%252D1", "ocpp1.6", Some(("CP-1", PASSWORD)))
+            .await;
+    assert_eq!(status_of(doubly), 400);
+    let once =
+        crate::charger_client::connect(app.port, "CP%2D1", "ocpp1.6", Some(("CP-1", PASSWORD)))
+            .await;
+    assert_eq!(status_of(once), 101);
+}
+
+/// Operators run chargers; changing their credentials, software, network or authorization data
+/// is for administrators. Every command is in the audit log with who sent it and how it went.
+#[actix_web::test]
+async fn operator_commands_are_audited_and_sensitive_ones_need_an_admin() {
+    let app = spawn_app().await;
+    let operator = app.staff_token("OPERATOR").await;
+    let admin = app.staff_token("ADMIN").await;
+    let station = app.create_station("Audit station").await;
+    app.register_charger(&operator, "CP-AUDIT", station, Some(PASSWORD))
+        .await;
+    let mut cp = connect16(app.port, "CP-AUDIT", Some(("CP-AUDIT", PASSWORD))).await;
+    cp.boot().await;
+    let change = "mutation($a: String!, $p: JSON!) { sendChargerCommand(chargerId: \"CP-AUDIT\", action: $a, payload: $p) }";
+    let key = json!({ "key": "AuthorizationKey", "value": "0123456789abcdef0123" });
+    let refused = app
+        .graphql(
+            change,
+            json!({ "a": "ChangeConfiguration", "p": key }),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{refused}"
+    );
+    // the operator may still reset it
+    let reset = app.graphql(
+        "mutation { resetCharger(chargerId: \"CP-AUDIT\") }",
+        json!({}),
+        Some(&operator),
+    );
+    let charger = async {
+        let (id, action, _) = cp.next_server_call().await;
+        assert_eq!(action, "Reset");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+        let (id, action, payload) = cp.next_server_call().await;
+        assert_eq!(action, "ChangeConfiguration");
+        assert_eq!(payload["key"], "AuthorizationKey");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    let admin_change = async {
+        let reset = reset.await;
+        assert_eq!(reset["data"]["resetCharger"], true, "{reset}");
+        app.graphql(
+            change,
+            json!({ "a": "ChangeConfiguration", "p": key }),
+            Some(&admin),
+        )
+        .await
+    };
+    let (changed, ()) = tokio::join!(admin_change, charger);
+    assert_eq!(
+        changed["data"]["sendChargerCommand"]["status"], "Accepted",
+        "{changed}"
+    );
+
+    let audit: Vec<(String, Option<String>, Value)> = sqlx::query_as(
+        "SELECT action, target, details FROM audit_log WHERE target = 'CP-AUDIT' ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let seen: Vec<(String, String)> = audit
+        .iter()
+        .map(|(action, _, details)| {
+            (
+                format!("{action}:{}", details["action"].as_str().unwrap_or("")),
+                details["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("registerCharger:".to_string(), String::new()),
+            (
+                "sendChargerCommand:ChangeConfiguration".to_string(),
+                "FORBIDDEN".to_string()
+            ),
+            ("resetCharger:".to_string(), "ok".to_string()),
+            (
+                "sendChargerCommand:ChangeConfiguration".to_string(),
+                "ok".to_string()
+            ),
+        ]
+    );
+    // no payload, so no credential, in the log
+    assert!(!audit
+        .iter()
+        .any(|(_, _, d)| d.to_string().contains("0123456789abcdef0123")));
+}
+
+/// With an internal listener, `/metrics` and `/ready` are served only there; `/ready` names
+/// what is down without the error text.
+#[actix_web::test]
+async fn internal_endpoints_live_on_their_own_listener() {
+    let app = spawn_app_with(|s| s.http.internal_bind = Some("127.0.0.1:0".into())).await;
+    let internal = *app.ctx.internal_port.get().expect("an internal listener");
+    for path in ["/metrics", "/ready"] {
+        let public = reqwest::get(format!("{}{path}", app.address))
+            .await
+            .unwrap();
+        assert_eq!(
+            public.status().as_u16(),
+            404,
+            "{path} on the public listener"
+        );
+        let inside = reqwest::get(format!("http://127.0.0.1:{internal}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            inside.status().as_u16(),
+            200,
+            "{path} on the internal listener"
+        );
+    }
+    // liveness stays on the public listener (it tells nothing)
+    let live = reqwest::get(format!("{}/healthz", app.address))
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+
+    let broken = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:1".into()).await;
+    let ready: Value = reqwest::get(format!("{}/ready", broken.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["redis"], "down", "{ready}");
+    assert!(
+        !ready.to_string().contains("127.0.0.1"),
+        "raw error text: {ready}"
+    );
+}
+
+/// Behind a trusted proxy the client is the right-most X-Forwarded-For address the proxies did
+/// not add; addresses a client writes itself are never believed, and without trusted proxies
+/// the header is ignored.
+#[actix_web::test]
+async fn the_client_address_comes_from_trusted_proxies_only() {
+    let send = |app: &TestApp, forwarded: &'static str| {
+        app.http
+            .post(format!("{}/graphql", app.address))
+            .header("X-Forwarded-For", forwarded)
+            .json(&json!({ "query": "{ __typename }" }))
+            .send()
+    };
+    let behind = spawn_app_with(|s| {
+        s.graphql.requests_per_sec = 1;
+        s.graphql.request_burst = 2;
+        s.http.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&behind, "203.0.113.7")
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    assert_eq!(
+        send(&behind, "203.0.113.7")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        429
+    );
+    // another client behind the same proxy has its own budget
+    assert_eq!(
+        send(&behind, "198.51.100.9")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // a spoofed left-most entry changes nothing: the proxy appended the real address
+    assert_eq!(
+        send(&behind, "192.0.2.1, 203.0.113.7")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        429
+    );
+
+    let direct = spawn_app_with(|s| {
+        s.graphql.requests_per_sec = 1;
+        s.graphql.request_burst = 2;
+    })
+    .await;
+    let statuses = [
+        send(&direct, "192.0.2.1").await.unwrap().status().as_u16(),
+        send(&direct, "192.0.2.2").await.unwrap().status().as_u16(),
+        send(&direct, "192.0.2.3").await.unwrap().status().as_u16(),
+    ];
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "a header from a direct client is ignored"
+    );
 }

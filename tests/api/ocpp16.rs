@@ -11,7 +11,8 @@ use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
 const PASSWORD: &str = "charger-secret-0001";
 const CHARGER_QUERY: &str = "query($id: ID!) { charger(id: $id) { id online protocol vendor model firmwareVersion lastSeen connectors { connectorId status } } }";
 
-/// An app with one registered, password-protected charger; returns (app, operator token).
+/// An app with one registered, password-protected charger; returns (app, an ADMIN token: the
+/// tests send every CSMS-initiated action, some of which need ADMIN).
 async fn app_with_charger(id: &str) -> (TestApp, String) {
     app_with_charger_and(id, |_| {}).await
 }
@@ -21,7 +22,7 @@ async fn app_with_charger_and(
     customize: impl FnOnce(&mut chargegrid::configuration::Settings),
 ) -> (TestApp, String) {
     let app = spawn_app_with(customize).await;
-    let token = app.staff_token("OPERATOR").await;
+    let token = app.staff_token("ADMIN").await;
     let station = app.create_station("Test station").await;
     app.register_charger(&token, id, station, Some(PASSWORD))
         .await;

@@ -12,10 +12,11 @@ use crate::helpers::{error_code, spawn_app, TestApp};
 pub const PASSWORD: &str = "station-secret-0001";
 const CHARGER_QUERY: &str = "query($id: ID!) { charger(id: $id) { id online protocol vendor model firmwareVersion connectors { connectorId status } } }";
 
-/// An app with one registered, password-protected station; returns (app, operator token).
+/// An app with one registered, password-protected station; returns (app, an ADMIN token: the
+/// tests send every CSMS-initiated action, some of which need ADMIN).
 pub async fn app_with_station(id: &str) -> (TestApp, String) {
     let app = spawn_app().await;
-    let token = app.staff_token("OPERATOR").await;
+    let token = app.staff_token("ADMIN").await;
     let station = app.create_station("2.0.1 station").await;
     app.register_charger(&token, id, station, Some(PASSWORD))
         .await;

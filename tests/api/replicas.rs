@@ -53,6 +53,9 @@ async fn start_replica(settings: &chargegrid::configuration::Settings, node: &st
         .env("CHARGEGRID__CLUSTER__LEASE_MS", "3000")
         .env("CHARGEGRID__HTTP__SHUTDOWN_TIMEOUT_SECS", "5")
         .env("CHARGEGRID__HTTP__WORKERS", "2")
+        // the test polls the API from one address
+        .env("CHARGEGRID__GRAPHQL__REQUESTS_PER_SEC", "100000")
+        .env("CHARGEGRID__GRAPHQL__REQUEST_BURST", "100000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

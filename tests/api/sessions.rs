@@ -748,3 +748,39 @@ async fn start_session_names_the_charger_problem_of_a_station() {
     let r = start(json!({ "stationId": f.station.to_string(), "chargerId": "CP-S3" })).await;
     assert_eq!(error_code(&r).as_deref(), Some("CHARGER_OFFLINE"), "{r}");
 }
+
+#[actix_web::test]
+async fn start_session_checks_the_connector_and_limits_starts_per_driver() {
+    let f = fixture_with(|s| s.sessions.max_starts_per_minute = 3).await;
+    let _cp = online_charger(&f.app, "CP-S1").await;
+    let input = json!({ "i": { "stationId": f.station.to_string(), "connectorId": 7 } });
+    for _ in 0..3 {
+        let response = f.app.graphql(START, input.clone(), Some(&f.driver)).await;
+        assert_eq!(
+            error_code(&response).as_deref(),
+            Some("BAD_USER_INPUT"),
+            "{response}"
+        );
+        assert!(response["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no connector 7"));
+    }
+    let limited = f.app.graphql(START, input, Some(&f.driver)).await;
+    assert_eq!(
+        error_code(&limited).as_deref(),
+        Some("RATE_LIMITED"),
+        "{limited}"
+    );
+    assert!(
+        limited["errors"][0]["extensions"]["retryAfterSeconds"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&f.app.db)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 0);
+}

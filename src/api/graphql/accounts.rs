@@ -141,8 +141,7 @@ impl AccountMutation {
         refresh_token: String,
     ) -> ApiResult<AuthPayload> {
         let app = ctx.data_unchecked::<AppContext>();
-        let ttl = app.settings.auth.refresh_token_ttl_secs;
-        let (user_id, family, next) = refresh_tokens::rotate(&app.db, &refresh_token, ttl)
+        let (user_id, family, next) = refresh_tokens::rotate(&app.db, &refresh_token)
             .await?
             .map_err(|rejected| {
                 if rejected == refresh_tokens::Rejected::Reused {

@@ -13,9 +13,10 @@ use super::loaders::{ApiLoader, ChargerConnectors};
 use crate::actors::registry;
 use crate::auth::password;
 use crate::context::AppContext;
-use crate::domain::ChargePointId;
+use crate::domain::{ChargePointId, Role};
 use crate::ocpp::command::{ChargerCommand, CommandError};
 use crate::store::chargers::{self, ChargerRecord};
+use crate::store::top_ups;
 
 /// What a charger's connector list counts for in a query's complexity.
 pub const CONNECTORS_PER_CHARGER: usize = 4;
@@ -219,6 +220,40 @@ pub fn command_error(err: CommandError) -> ApiError {
     }
 }
 
+/// CSMS-initiated actions that change a charger's credentials, security, software, network or
+/// authorization data, or read personal data off it: ADMIN only (operators run the others).
+const ADMIN_ACTIONS: &[&str] = &[
+    "ChangeConfiguration",
+    "SetVariables",
+    "SetNetworkProfile",
+    "UpdateFirmware",
+    "SignedUpdateFirmware",
+    "PublishFirmware",
+    "UnpublishFirmware",
+    "InstallCertificate",
+    "DeleteCertificate",
+    "CertificateSigned",
+    "SendLocalList",
+    "DataTransfer",
+    "GetDiagnostics",
+    "GetLog",
+    "CustomerInformation",
+];
+
+/// Records who did what to which charger (never the payload: it may carry credentials).
+async fn audit(app: &AppContext, actor: Uuid, action: &str, charger_id: &str, details: Value) {
+    if let Err(e) = top_ups::audit(&app.db, Some(actor), action, Some(charger_id), details).await {
+        tracing::error!(error = %e, %action, %charger_id, "could not write the audit log");
+    }
+}
+
+fn outcome<T>(result: &ApiResult<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
 /// Closes the charger's connection wherever it is held; an offline charger has none to close.
 async fn disconnect(app: &AppContext, charger_id: &str, reason: &str) {
     let command = ChargerCommand::Disconnect {
@@ -289,7 +324,7 @@ impl ChargerMutation {
         ctx: &Context<'_>,
         input: RegisterChargerInput,
     ) -> ApiResult<ChargerView> {
-        require_staff(ctx)?;
+        let (staff, _) = require_staff(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let charger_id = parse_charger_id(&input.charger_id)?;
         let station_id = parse_uuid(&input.station_id, "stationId")?;
@@ -333,6 +368,7 @@ impl ChargerMutation {
             )
             .await;
         }
+        audit(app, staff, "registerCharger", charger_id.as_str(), serde_json::json!({ "stationId": station_id, "newPassword": new_credential, "adopted": was_quarantined })).await;
         tracing::info!(charger_id = %charger_id, adopted = was_quarantined, "charger registered");
         Ok(ChargerView(record))
     }
@@ -352,6 +388,14 @@ impl ChargerMutation {
             .await?
             .ok_or_else(|| ApiError::NotFound("charger not found".into()))?;
         disconnect(app, id.as_str(), "the charger was put back to Pending").await;
+        audit(
+            app,
+            operator,
+            "quarantineCharger",
+            id.as_str(),
+            serde_json::json!({}),
+        )
+        .await;
         tracing::warn!(charger_id = %id, %operator, "charger quarantined");
         Ok(ChargerView(record))
     }
@@ -363,22 +407,27 @@ impl ChargerMutation {
         charger_id: ID,
         #[graphql(name = "type", default_with = "ResetType::Soft")] reset_type: ResetType,
     ) -> ApiResult<bool> {
-        require_staff(ctx)?;
+        let (staff, _) = require_staff(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let id = parse_charger_id(&charger_id)?;
-        let reply = run_command(
+        let hard = reset_type == ResetType::Hard;
+        let reply = run_command(app, id.as_str(), ChargerCommand::Reset { hard }).await;
+        let result = outcome(&reply);
+        audit(
             app,
+            staff,
+            "resetCharger",
             id.as_str(),
-            ChargerCommand::Reset {
-                hard: reset_type == ResetType::Hard,
-            },
+            serde_json::json!({ "hard": hard, "outcome": result }),
         )
-        .await?;
-        Ok(reply.get("status").and_then(Value::as_str) == Some("Accepted"))
+        .await;
+        Ok(reply?.get("status").and_then(Value::as_str) == Some("Accepted"))
     }
 
     /// OPERATOR or ADMIN: sends any CSMS-initiated OCPP action of the charger's protocol
     /// (validated against the protocol's schema) and returns the charger's answer (extension).
+    /// Actions that change credentials, software, network or authorization data, or read
+    /// personal data off the charger, need ADMIN. Every call is in the audit log.
     async fn send_charger_command(
         &self,
         ctx: &Context<'_>,
@@ -386,18 +435,40 @@ impl ChargerMutation {
         action: String,
         payload: Json<Value>,
     ) -> ApiResult<Json<Value>> {
-        require_staff(ctx)?;
+        let (staff, role) = require_staff(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let id = parse_charger_id(&charger_id)?;
+        if ADMIN_ACTIONS.contains(&action.as_str()) && role != Role::Admin {
+            audit(
+                app,
+                staff,
+                "sendChargerCommand",
+                id.as_str(),
+                serde_json::json!({ "action": action, "outcome": "FORBIDDEN" }),
+            )
+            .await;
+            return Err(ApiError::Forbidden(format!(
+                "{action} changes a charger's credentials, software, network or authorization data: it needs the ADMIN role"
+            )));
+        }
         let reply = run_command(
             app,
             id.as_str(),
             ChargerCommand::Raw {
-                action,
+                action: action.clone(),
                 payload: payload.0,
             },
         )
-        .await?;
-        Ok(Json(reply))
+        .await;
+        let result = outcome(&reply);
+        audit(
+            app,
+            staff,
+            "sendChargerCommand",
+            id.as_str(),
+            serde_json::json!({ "action": action, "outcome": result }),
+        )
+        .await;
+        Ok(Json(reply?))
     }
 }

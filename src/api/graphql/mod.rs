@@ -96,21 +96,40 @@ fn error_body(message: &str, code: &str) -> serde_json::Value {
     json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": code } }] })
 }
 
-/// Who the request comes from, for rate limits.
-pub fn client_addr(req: &HttpRequest, trust_forwarded_for: bool) -> String {
-    let info = req.connection_info();
-    let addr = if trust_forwarded_for {
-        info.realip_remote_addr()
-    } else {
-        info.peer_addr()
+/// Who the request comes from, for rate limits: the TCP peer, unless the peer is a trusted proxy
+/// (`http.trusted_proxies`, or with `http.trust_forwarded_for` the peer itself); then the
+/// right-most `X-Forwarded-For` address that is not a trusted proxy. Addresses a client writes
+/// into the header itself sit left of what its proxies add, so they are never believed.
+pub fn client_addr(req: &HttpRequest, http: &crate::configuration::HttpSettings) -> String {
+    use std::net::IpAddr;
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return "unknown".into();
     };
-    addr.map(|a| {
-        // peer_addr is "ip:port"; keep the ip only
-        a.parse::<std::net::SocketAddr>()
-            .map(|s| s.ip().to_string())
-            .unwrap_or_else(|_| a.to_string())
-    })
-    .unwrap_or_else(|| "unknown".into())
+    let proxies: Vec<ipnet::IpNet> = http
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| crate::configuration::parse_net(p))
+        .collect();
+    let trusted = |ip: &IpAddr| {
+        proxies.iter().any(|net| net.contains(ip)) || (http.trust_forwarded_for && *ip == peer)
+    };
+    if !trusted(&peer) {
+        return peer.to_string();
+    }
+    let forwarded: Vec<IpAddr> = req
+        .headers()
+        .get_all("X-Forwarded-For")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .or_else(|| forwarded.first())
+        .unwrap_or(&peer)
+        .to_string()
 }
 
 /// Parses a GraphQL request body. serde_json is built with `arbitrary_precision` (rust-ocpp
@@ -194,7 +213,7 @@ pub async fn graphql_http(
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let caller = Caller::resolve(authorization, &ctx).await;
-    let client = ClientAddr(client_addr(&req, ctx.settings.http.trust_forwarded_for));
+    let client = ClientAddr(client_addr(&req, &ctx.settings.http));
     if let Err(retry_after_secs) = ctx.api_requests.take(&limits::client_key(&caller, &client)) {
         ctx.metrics
             .graphql_errors_total

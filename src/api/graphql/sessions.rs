@@ -256,6 +256,18 @@ impl SessionMutation {
         let (user_id, _) = require_user(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let station_id = parse_id(&input.station_id, "stationId")?;
+        // each start asks a charger to do something: a driver gets a few per minute
+        if let crate::auth::rate_limit::Verdict::Limited { retry_after_secs } =
+            crate::auth::rate_limit::hit(
+                &app.redis,
+                &app.redis_key(&format!("rl:start:user:{user_id}")),
+                app.settings.sessions.max_starts_per_minute,
+                60,
+            )
+            .await
+        {
+            return Err(ApiError::RateLimited { retry_after_secs });
+        }
         // every read of the hot path in one round trip; the station itself is only looked at
         // to explain a miss
         let context = store::start_context(
@@ -308,6 +320,12 @@ impl SessionMutation {
                 ))
             }
             Some(c) => {
+                // a charger that reported its connectors has only those
+                if !connectors.is_empty() && !connectors.iter().any(|(id, _)| *id == c) {
+                    return Err(ApiError::BadUserInput(format!(
+                        "this charger has no connector {c}"
+                    )));
+                }
                 if let Some(reason) = connectors
                     .iter()
                     .find(|(id, _)| *id == c)

@@ -51,7 +51,7 @@ pub async fn upgrade(
         })));
     };
     let limits = &ctx.settings.graphql;
-    let client = super::client_addr(&req, ctx.settings.http.trust_forwarded_for);
+    let client = super::client_addr(&req, &ctx.settings.http);
     let Some(address_slot) = ctx
         .sockets
         .acquire(format!("addr:{client}"), limits.max_sockets_per_address)
