@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod command;
 pub mod error;
 pub mod frame;
+pub mod fuzz;
 pub mod handler;
 pub mod meter;
 pub mod payload;

@@ -6,6 +6,7 @@ mod charger_client;
 mod charger_writer;
 mod cluster;
 mod events;
+mod fuzz;
 mod gql_ws;
 mod health;
 mod helpers;

@@ -52,3 +52,55 @@ pub async fn handle(
         )),
     }
 }
+
+/// The side-effect-free part of handling a 1.6 CALL: its payload decoded and validated against
+/// the action's type, meter values normalised with checked arithmetic, exactly as the handlers
+/// do before they store anything. What the fuzzer drives millions of frames through.
+pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
+    use crate::ocpp::payload::{decode, decode_shape};
+    use rust_ocpp::v1_6::messages as m;
+    let out_of_range = |e: crate::ocpp::meter::OutOfRange| {
+        CallFailure::new(CallErrorCode::PropertyConstraintViolation, e.to_string())
+    };
+    match action {
+        "BootNotification" => {
+            decode::<m::boot_notification::BootNotificationRequest>(action, payload).map(drop)
+        }
+        "Heartbeat" => decode::<m::heart_beat::HeartbeatRequest>(action, payload).map(drop),
+        "StatusNotification" => {
+            decode::<m::status_notification::StatusNotificationRequest>(action, payload).map(drop)
+        }
+        "Authorize" => decode::<m::authorize::AuthorizeRequest>(action, payload).map(drop),
+        "StartTransaction" => {
+            decode::<m::start_transaction::StartTransactionRequest>(action, payload).map(drop)
+        }
+        "StopTransaction" => {
+            let req: m::stop_transaction::StopTransactionRequest = decode(action, payload)?;
+            if let Some(values) = &req.transaction_data {
+                let _ = crate::ocpp::meter::normalise_lenient(transactions::raw_samples(values));
+            }
+            Ok(())
+        }
+        "MeterValues" => {
+            let req: m::meter_values::MeterValuesRequest = decode_shape(action, payload)?;
+            i32::try_from(req.connector_id).map_err(CallFailure::internal)?;
+            transactions::samples(&req.meter_value).map_err(out_of_range)?;
+            Ok(())
+        }
+        "DataTransfer" => {
+            decode::<m::data_transfer::DataTransferRequest>(action, payload).map(drop)
+        }
+        "DiagnosticsStatusNotification" => decode_shape::<
+            m::diagnostics_status_notification::DiagnosticsStatusNotificationRequest,
+        >(action, payload)
+        .map(drop),
+        "FirmwareStatusNotification" => decode_shape::<
+            m::firmware_status_notification::FirmwareStatusNotificationRequest,
+        >(action, payload)
+        .map(drop),
+        other => Err(CallFailure::new(
+            CallErrorCode::NotImplemented,
+            format!("unknown action {other:?}"),
+        )),
+    }
+}

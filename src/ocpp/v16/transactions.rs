@@ -30,7 +30,9 @@ pub fn samples(values: &[MeterValue]) -> Result<Vec<Sample>, OutOfRange> {
     meter::normalise_all(raw_samples(values))
 }
 
-fn raw_samples(values: &[MeterValue]) -> impl Iterator<Item = (DateTime<Utc>, RawSample)> + '_ {
+pub(crate) fn raw_samples(
+    values: &[MeterValue],
+) -> impl Iterator<Item = (DateTime<Utc>, RawSample)> + '_ {
     values.iter().flat_map(|mv| {
         mv.sampled_value.iter().map(move |sv| {
             (

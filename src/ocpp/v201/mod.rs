@@ -106,3 +106,77 @@ pub async fn handle(
         )),
     }
 }
+
+/// The side-effect-free part of handling a 2.0.1 CALL: its payload decoded and validated against
+/// the action's type, meter values normalised with checked arithmetic, exactly as the handlers
+/// do before they store anything. What the fuzzer drives millions of frames through.
+pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
+    use crate::ocpp::payload::{check, decode, decode_shape};
+    let out_of_range = |e: crate::ocpp::meter::OutOfRange| {
+        CallFailure::new(CallErrorCode::PropertyConstraintViolation, e.to_string())
+    };
+    match action {
+        "BootNotification" => {
+            let req: m::boot_notification::BootNotificationRequest = decode_shape(action, payload)?;
+            check(action, &req.charging_station)
+        }
+        "Heartbeat" => decode_shape::<m::heartbeat::HeartbeatRequest>(action, payload).map(drop),
+        "StatusNotification" => {
+            decode_shape::<m::status_notification::StatusNotificationRequest>(action, payload)
+                .map(drop)
+        }
+        "Authorize" => {
+            let req: m::authorize::AuthorizeRequest = decode(action, payload)?;
+            authorize::check_token(action, &req.id_token)
+        }
+        "TransactionEvent" => {
+            use rust_ocpp::v2_0_1::enumerations::transaction_event_enum_type::TransactionEventEnumType;
+            let req: m::transaction_event::TransactionEventRequest = decode_shape(action, payload)?;
+            transactions::validate(&req)?;
+            let values = req.meter_value.as_deref().unwrap_or_default();
+            if req.event_type == TransactionEventEnumType::Ended {
+                let _ = meter::samples_lenient(values);
+            } else {
+                meter::samples(values).map_err(out_of_range)?;
+            }
+            Ok(())
+        }
+        "MeterValues" => {
+            let req: m::meter_values::MeterValuesRequest = decode_shape(action, payload)?;
+            meter::samples(&req.meter_value).map_err(out_of_range)?;
+            Ok(())
+        }
+        "NotifyReport" => {
+            let req: m::notify_report::NotifyReportRequest = decode_shape(action, payload)?;
+            for data in req.report_data.iter().flatten() {
+                check(action, &data.component)?;
+                check(action, &data.variable)?;
+            }
+            Ok(())
+        }
+        "DataTransfer" => decode::<m::datatransfer::DataTransferRequest>(action, payload).map(drop),
+        "NotifyEvent" => {
+            decode_shape::<m::notify_event::NotifyEventRequest>(action, payload).map(drop)
+        }
+        "SecurityEventNotification" => decode_shape::<
+            m::security_event_notification::SecurityEventNotificationRequest,
+        >(action, payload)
+        .map(drop),
+        "FirmwareStatusNotification" => decode_shape::<
+            m::firmware_status_notification::FirmwareStatusNotificationRequest,
+        >(action, payload)
+        .map(drop),
+        "LogStatusNotification" => decode_shape::<
+            m::log_status_notification::LogStatusNotificationRequest,
+        >(action, payload)
+        .map(drop),
+        other if NOT_SUPPORTED.contains(&other) => Err(CallFailure::new(
+            CallErrorCode::NotSupported,
+            format!("{other} is not supported"),
+        )),
+        other => Err(CallFailure::new(
+            CallErrorCode::NotImplemented,
+            format!("unknown action {other:?}"),
+        )),
+    }
+}

@@ -44,7 +44,7 @@ fn unanswered(err: StoreError) -> CallFailure {
     CallFailure::unanswered()
 }
 
-fn validate(req: &TransactionEventRequest) -> Result<(), CallFailure> {
+pub(crate) fn validate(req: &TransactionEventRequest) -> Result<(), CallFailure> {
     let id = &req.transaction_info.transaction_id;
     check_len(
         "TransactionEvent",
