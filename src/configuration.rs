@@ -243,6 +243,11 @@ pub struct OcppSettings {
     pub auth_failures_per_address: u32,
     /// The failure window; it doubles (up to an hour) each time a limit is reached again.
     pub auth_failure_window_secs: u64,
+    /// Charger reports (DataTransfer, firmware/diagnostics status, unknown transactions) are
+    /// deleted after this many days...
+    pub report_retention_days: u64,
+    /// ...and beyond the newest this many per charger.
+    pub reports_kept_per_charger: i64,
     /// Interval handed to chargers in the BootNotification answer.
     pub heartbeat_interval_secs: u32,
     /// Largest accepted OCPP-J frame.
@@ -444,6 +449,8 @@ impl Default for OcppSettings {
             auth_failures_per_charger: 10,
             auth_failures_per_address: 50,
             auth_failure_window_secs: 300,
+            report_retention_days: 90,
+            reports_kept_per_charger: 10_000,
             heartbeat_interval_secs: 300,
             max_frame_bytes: 64 * 1024,
             call_timeout_secs: 30,

@@ -119,6 +119,7 @@ impl Application {
                 shutdown.clone(),
             )),
             crate::workers::spawn_relay(&ctx.core(), shutdown.clone()),
+            tokio::spawn(prune_reports(ctx.clone(), shutdown.clone())),
             tokio::spawn(crate::events::fanout::run(
                 ctx.amqp.clone(),
                 ctx.topology(),
@@ -205,6 +206,29 @@ impl Application {
         self.ctx.db.close().await;
         tracing::info!("chargegrid stopped");
         result
+    }
+}
+
+/// Every hour, deletes charger reports past their retention and beyond each charger's cap
+/// (every replica runs it; the deletes are idempotent).
+async fn prune_reports(ctx: AppContext, shutdown: CancellationToken) {
+    let ocpp = &ctx.settings.ocpp;
+    let max_age = Duration::from_secs(ocpp.report_retention_days.saturating_mul(86_400));
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match crate::store::chargers::prune_reports(&ctx.db, max_age, ocpp.reports_kept_per_charger)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "old charger reports deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "charger report retention failed; retried in an hour")
+            }
+        }
     }
 }
 

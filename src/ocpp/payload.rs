@@ -59,6 +59,21 @@ fn classify(action: &str, err: &serde_json::Error) -> CallFailure {
     CallFailure::new(code, format!("{action}: {message}"))
 }
 
+/// The largest connector (1.6) or EVSE (2.0.1) id a charger may report: each id is a stored
+/// row, so a charger must not be able to create them without bound.
+pub const MAX_CONNECTOR_ID: i64 = 256;
+
+/// A connector or EVSE id within `0..=MAX_CONNECTOR_ID`, or PropertyConstraintViolation.
+pub fn connector_id(action: &str, id: i64) -> Result<i32, CallFailure> {
+    if !(0..=MAX_CONNECTOR_ID).contains(&id) {
+        return Err(CallFailure::new(
+            super::CallErrorCode::PropertyConstraintViolation,
+            format!("{action}: connector/EVSE id {id} is outside 0..={MAX_CONNECTOR_ID}"),
+        ));
+    }
+    i32::try_from(id).map_err(CallFailure::internal)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,6 +246,34 @@ pub async fn count_at_station(pool: &PgPool, station_id: Uuid) -> Result<i64, St
     )
 }
 
+/// Deletes charger reports older than `max_age`, and beyond the newest `keep_per_charger` of
+/// each charger (a charger cannot fill the table); returns how many went.
+pub async fn prune_reports(
+    pool: &PgPool,
+    max_age: std::time::Duration,
+    keep_per_charger: i64,
+) -> Result<u64, StoreError> {
+    let old = sqlx::query(
+        "DELETE FROM charger_reports WHERE received_at < now() - make_interval(secs => $1)",
+    )
+    .bind(max_age.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let beyond = sqlx::query(
+        "DELETE FROM charger_reports WHERE id IN ( \
+             SELECT id FROM ( \
+                 SELECT id, row_number() OVER (PARTITION BY charger_id ORDER BY received_at DESC, id DESC) AS n \
+                 FROM charger_reports) ranked \
+             WHERE n > $1)",
+    )
+    .bind(keep_per_charger)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(old + beyond)
+}
+
 /// Keeps a charger report that has no table of its own (DataTransfer, firmware and diagnostics
 /// status, unknown StopTransactions).
 pub async fn record_report(

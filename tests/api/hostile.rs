@@ -1003,3 +1003,56 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
         "a header from a direct client is ignored"
     );
 }
+
+/// What a charger stores is bounded: connector ids are capped, and old or excess reports are
+/// deleted.
+#[actix_web::test]
+async fn charger_supplied_storage_is_bounded() {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Bounded station").await;
+    app.register_charger(&token, "CP-BOUND", station, Some(PASSWORD))
+        .await;
+    let mut cp = connect16(app.port, "CP-BOUND", Some(("CP-BOUND", PASSWORD))).await;
+    cp.boot().await;
+    let refused = cp
+        .call(
+            "StatusNotification",
+            json!({ "connectorId": 4_000_000_000u64, "errorCode": "NoError", "status": "Available" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.0, "PropertyConstraintViolation");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM connector_status WHERE charger_id = 'CP-BOUND'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(rows, 0);
+
+    // 15 reports of which 3 are past retention; keep at most 10 per charger
+    sqlx::query(
+        "INSERT INTO charger_reports (charger_id, kind, payload, received_at) \
+         SELECT 'CP-BOUND', 'DataTransfer', '{}'::jsonb, now() - make_interval(days => CASE WHEN i <= 3 THEN 100 ELSE 0 END) - make_interval(secs => i) \
+         FROM generate_series(1, 15) AS i",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let deleted =
+        chargegrid::store::chargers::prune_reports(&app.db, Duration::from_secs(90 * 86_400), 10)
+            .await
+            .unwrap();
+    assert_eq!(deleted, 5);
+    let left: Vec<i64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - received_at)::bigint FROM charger_reports ORDER BY received_at DESC",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(left.len(), 10);
+    assert!(
+        left.iter().all(|age| *age < 86_400),
+        "only recent reports stay: {left:?}"
+    );
+}

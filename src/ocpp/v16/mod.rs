@@ -68,7 +68,8 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
         }
         "Heartbeat" => decode::<m::heart_beat::HeartbeatRequest>(action, payload).map(drop),
         "StatusNotification" => {
-            decode::<m::status_notification::StatusNotificationRequest>(action, payload).map(drop)
+            let req: m::status_notification::StatusNotificationRequest = decode(action, payload)?;
+            crate::ocpp::payload::connector_id(action, i64::from(req.connector_id)).map(drop)
         }
         "Authorize" => decode::<m::authorize::AuthorizeRequest>(action, payload).map(drop),
         "StartTransaction" => {

@@ -31,7 +31,8 @@ pub async fn status_notification(
     payload: Value,
 ) -> Result<Handled, CallFailure> {
     let req: StatusNotificationRequest = decode("StatusNotification", payload)?;
-    let connector_id = i32::try_from(req.connector_id).map_err(CallFailure::internal)?;
+    let connector_id =
+        crate::ocpp::payload::connector_id("StatusNotification", i64::from(req.connector_id))?;
     let status = api_status(&req.status).to_string();
     let error_code = enum_name(&req.error_code);
     let report = StatusReport {

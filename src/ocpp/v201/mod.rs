@@ -122,8 +122,10 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
         }
         "Heartbeat" => decode_shape::<m::heartbeat::HeartbeatRequest>(action, payload).map(drop),
         "StatusNotification" => {
-            decode_shape::<m::status_notification::StatusNotificationRequest>(action, payload)
-                .map(drop)
+            let req: m::status_notification::StatusNotificationRequest =
+                decode_shape(action, payload)?;
+            crate::ocpp::payload::connector_id(action, i64::from(req.evse_id))?;
+            crate::ocpp::payload::connector_id(action, i64::from(req.connector_id)).map(drop)
         }
         "Authorize" => {
             let req: m::authorize::AuthorizeRequest = decode(action, payload)?;

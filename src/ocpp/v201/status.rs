@@ -36,6 +36,8 @@ pub async fn status_notification(
             "StatusNotification: evseId and connectorId must not be negative",
         ));
     }
+    crate::ocpp::payload::connector_id("StatusNotification", i64::from(req.evse_id))?;
+    crate::ocpp::payload::connector_id("StatusNotification", i64::from(req.connector_id))?;
     let status = api_status(&req.connector_status).to_string();
     let report = StatusReport {
         connector_id: req.evse_id,
