@@ -25,7 +25,11 @@ pub enum Verdict {
 pub fn check_frame(version: OcppVersion, text: &str, max_frame_bytes: usize) -> Verdict {
     if text.len() > max_frame_bytes {
         return match frame::peek_id(text) {
-            Some(_) => Verdict::Answered("FormationViolation".into()),
+            Some(_) => Verdict::Answered(
+                super::CallErrorCode::FormationViolation
+                    .as_str(version)
+                    .into(),
+            ),
             None => Verdict::Dropped("oversized".into()),
         };
     }
