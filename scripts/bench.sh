@@ -374,10 +374,11 @@ bench_transaction_events() {
 }
 
 # ---------------------------------------------------------------- shared by the session benchmarks
-# create_operator EMAIL PASSWORD: an OPERATOR account (chargegrid user create), after start_chargegrid.
+# create_operator EMAIL PASSWORD [ROLE]: an OPERATOR (or ROLE) account (chargegrid user create),
+# after start_chargegrid.
 create_operator() {
-    record env CHARGEGRID_USER_PASSWORD=... "$CHARGEGRID" user create --email "$1" --name "Bench Operator" --role OPERATOR
-    CHARGEGRID_USER_PASSWORD="$2" "$CHARGEGRID" user create --email "$1" --name "Bench Operator" --role OPERATOR \
+    record env CHARGEGRID_USER_PASSWORD=... "$CHARGEGRID" user create --email "$1" --name "Bench Operator" --role "${3:-OPERATOR}"
+    CHARGEGRID_USER_PASSWORD="$2" "$CHARGEGRID" user create --email "$1" --name "Bench Operator" --role "${3:-OPERATOR}" \
         >>"$OUT/user-create.log" 2>&1 || die "chargegrid user create failed (see $OUT/user-create.log)"
 }
 
@@ -447,7 +448,8 @@ bench_start_session() {
     local port=18085 station
     load_env
     start_chargegrid "$port"
-    create_operator bench-operator@example.com "bench operator password"
+    # ADMIN: it registers the app chargers and funds the simulated drivers (creditWallet)
+    create_operator bench-operator@example.com "bench operator password" ADMIN
     station="$(create_station)"
     start_session_scenario "$OUT/start-session-1k.toml" 1000 220 "$station" 3 "$port"
     # 10k chargers connect at 1,000/s: their sessions start once the ramp has settled
@@ -495,6 +497,9 @@ invoice_run() {
     local name="$1" port="$2" chargers="$3" share="$4" secs="$5" station
     start_chargegrid "$port" all
     station="$(create_station)"
+    # money enters wallets only through the payment provider or an administrator: the
+    # simulator funds its drivers as this ADMIN (creditWallet)
+    create_operator bench-admin@example.com "bench admin password" ADMIN
     # provisioned chargers that belong to the station, so their RFID sessions become sessions with invoices
     record psql "$DATABASE_URL" -c "INSERT INTO chargers (id, station_id) SELECT '$name-' || lpad(i::text, 6, '0'), '<station>' FROM generate_series(0, $((chargers - 1))) i"
     psql_bench "INSERT INTO chargers (id, station_id) SELECT '$name-' || lpad(i::text, 6, '0'), '$station' FROM generate_series(0, $((chargers - 1))) i" >/dev/null
@@ -527,6 +532,8 @@ gap_secs = 0.5
 [app]
 users = 100
 top_up = "500.00"
+operator_email = "bench-admin@example.com"
+operator_password = "bench admin password"
 EOF
     sim "$name" --scenario "$OUT/$name.toml"
     # billing gets up to 30 s to catch up with the last sessions (stops as soon as it has)
