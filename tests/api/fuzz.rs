@@ -96,141 +96,21 @@ async fn mutated_frames_over_a_socket_are_answered_and_the_socket_survives() {
     assert_eq!(health.status().as_u16(), 200);
 }
 
-/// Generated GraphQL documents (fields, aliases, arguments, fragments, garbage), anonymous and
-/// signed in: every answer is a GraphQL response whose errors carry one of the contract's codes,
-/// nothing leaks an internal error, and the server stays healthy.
+/// Generated GraphQL documents (`api::graphql::fuzz`), anonymous and signed in: every answer is
+/// a GraphQL response whose errors carry one of the contract's codes, nothing leaks an internal
+/// error, and the server stays healthy. `examples/fuzz_graphql.rs` sends many more.
 #[actix_web::test]
 async fn generated_graphql_queries_get_coded_answers() {
-    use rand::Rng;
-    const CODES: &[&str] = &[
-        "UNAUTHENTICATED",
-        "FORBIDDEN",
-        "NOT_FOUND",
-        "BAD_USER_INPUT",
-        "CONFLICT",
-        "CHARGER_OFFLINE",
-        "CHARGER_REJECTED",
-        "CHARGER_TIMEOUT",
-        "CONNECTOR_BUSY",
-        "INSUFFICIENT_FUNDS",
-        "RATE_LIMITED",
-        "INTERNAL",
-    ];
-    const ROOTS: &[&str] = &[
-        "me",
-        "stations(near: {latitude: 52.5, longitude: 13.4}, first: FIRST)",
-        "station(id: ID)",
-        "charger(id: ID)",
-        "chargers(first: FIRST)",
-        "session(id: ID)",
-        "mySessions(first: FIRST)",
-        "myInvoices",
-        "myTopUps(first: FIRST)",
-        "__schema",
-        "__typename",
-    ];
-    const FIELDS: &[&str] = &[
-        "id",
-        "name",
-        "email",
-        "role",
-        "walletBalance",
-        "idTag",
-        "chargers",
-        "connectors",
-        "status",
-        "online",
-        "vendor",
-        "invoice",
-        "amount",
-        "energyKWh",
-        "types",
-        "fields",
-        "nonexistent",
-        "__typename",
-        "latitude",
-        "distanceKm",
-    ];
-    const MUTATIONS: &[&str] = &[
-        "startSession(input: {stationId: ID})",
-        "endSession(sessionId: ID)",
-        "topUpWallet(amount: \"AMOUNT\", idempotencyKey: \"k\")",
-        "createTopUp(amount: \"AMOUNT\", idempotencyKey: \"k\")",
-        "payInvoice(invoiceId: ID, idempotencyKey: \"k\")",
-        "registerCharger(input: {chargerId: ID, stationId: ID})",
-        "logout(refreshToken: \"x\")",
-        "addVehicle(input: {brand: \"\", model: \"x\"})",
-    ];
-    fn pick<'a>(rng: &mut rand::rngs::StdRng, items: &[&'a str]) -> &'a str {
-        items[rng.gen_range(0..items.len())]
-    }
-    fn fill(rng: &mut rand::rngs::StdRng, text: &str) -> String {
-        let first = ["0", "-1", "20", "100000", "2147483648", "\"x\"", "null"][rng.gen_range(0..7)];
-        let id = [
-            "\"\"",
-            "\"00000000-0000-0000-0000-000000000000\"",
-            "\"CP-1\"",
-            "1e309",
-            "null",
-            "\"' OR 1=1 --\"",
-        ][rng.gen_range(0..6)];
-        let amount =
-            ["1", "-5", "0.001", "1e400", "NaN", "99999999999999999999"][rng.gen_range(0..6)];
-        text.replace("FIRST", first)
-            .replace("ID", id)
-            .replace("AMOUNT", amount)
-    }
-    fn selection(rng: &mut rand::rngs::StdRng, depth: usize) -> String {
-        let mut out = String::from("{ ");
-        for _ in 0..rng.gen_range(1..4) {
-            if rng.gen_bool(0.2) {
-                out.push_str(&format!("a{}: ", rng.gen::<u16>()));
-            }
-            out.push_str(pick(rng, FIELDS));
-            if depth < 6 && rng.gen_bool(0.35) {
-                out.push(' ');
-                out.push_str(&selection(rng, depth + 1));
-            }
-            out.push(' ');
-        }
-        out.push('}');
-        out
-    }
+    use chargegrid::api::graphql::fuzz::{document, CODES};
     let app = spawn_app().await;
     let (driver, _, _) = app
         .register("fuzz@example.com", "correct horse battery")
         .await;
     let operator = app.staff_token("OPERATOR").await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let mut rng = StdRng::seed_from_u64(2026);
     let mut coded = 0;
     for i in 0..1500 {
-        let mut doc = if rng.gen_bool(0.7) {
-            format!(
-                "{{ {} {} }}",
-                {
-                    let root = pick(&mut rng, ROOTS);
-                    fill(&mut rng, root)
-                },
-                selection(&mut rng, 0)
-            )
-        } else {
-            format!(
-                "mutation {{ {} {} }}",
-                {
-                    let mutation = pick(&mut rng, MUTATIONS);
-                    fill(&mut rng, mutation)
-                },
-                selection(&mut rng, 0)
-            )
-        };
-        if rng.gen_bool(0.1) {
-            // damage it
-            let cut = rng.gen_range(0..doc.len());
-            doc.truncate(cut);
-        }
-        if rng.gen_bool(0.05) {
-            doc = format!("fragment F on Query {{ ...F }} {doc}");
-        }
+        let doc = document(&mut rng);
         let token = [
             None,
             Some(driver.as_str()),

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chargers;
 pub mod device_model;
 pub mod error;
+pub mod fuzz;
 pub mod invoices;
 pub mod limits;
 pub mod loaders;
