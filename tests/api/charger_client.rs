@@ -77,6 +77,15 @@ pub async fn connect(
     }
 }
 
+/// The handshake's HTTP status: 101 when the socket opened, else the refusal's status.
+pub fn handshake_status(result: Result<TestCharger, ConnectError>) -> u16 {
+    match result {
+        Ok(_) => 101,
+        Err(ConnectError::Status(code)) => code,
+        Err(ConnectError::Other(e)) => panic!("{e}"),
+    }
+}
+
 /// Connects a 1.6 charger (panics on refusal).
 pub async fn connect16(port: u16, id: &str, basic: Option<(&str, &str)>) -> TestCharger {
     match connect(port, id, "ocpp1.6", basic).await {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::charger_client::connect16;
+use crate::charger_client::{connect16, handshake_status};
 use crate::gql_ws::GqlSocket;
 use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
 
@@ -354,10 +354,12 @@ async fn auto_provisioned_chargers_are_pending_until_an_operator_adopts_them() {
         "the quarantined connection is closed"
     );
     // without the password it is now refused; with it, accepted
-    assert!(matches!(
-        crate::charger_client::connect(app.port, "CP-STRAY", "ocpp1.6", None).await,
-        Err(crate::charger_client::ConnectError::Status(401))
-    ));
+    assert_eq!(
+        handshake_status(
+            crate::charger_client::connect(app.port, "CP-STRAY", "ocpp1.6", None).await
+        ),
+        401
+    );
     let mut cp = connect16(app.port, "CP-STRAY", Some(("CP-STRAY", PASSWORD))).await;
     assert_eq!(cp.boot().await["status"], "Accepted");
 }
@@ -386,10 +388,10 @@ async fn every_charger_needs_a_credential_and_keeps_it() {
         .execute(&app.db)
         .await
         .unwrap();
-    assert!(matches!(
-        crate::charger_client::connect(app.port, "CP-OLD", "ocpp1.6", None).await,
-        Err(crate::charger_client::ConnectError::Status(401))
-    ));
+    assert_eq!(
+        handshake_status(crate::charger_client::connect(app.port, "CP-OLD", "ocpp1.6", None).await),
+        401
+    );
     // re-registering without a password keeps the stored one
     app.register_charger(&token, "CP-KEEP", station, Some(PASSWORD))
         .await;
@@ -401,21 +403,30 @@ async fn every_charger_needs_a_credential_and_keeps_it() {
         )
         .await;
     assert!(again["errors"].is_null(), "{again}");
-    assert!(matches!(
-        crate::charger_client::connect(app.port, "CP-KEEP", "ocpp1.6", None).await,
-        Err(crate::charger_client::ConnectError::Status(401))
-    ));
+    assert_eq!(
+        handshake_status(
+            crate::charger_client::connect(app.port, "CP-KEEP", "ocpp1.6", None).await
+        ),
+        401
+    );
     let mut cp = connect16(app.port, "CP-KEEP", Some(("CP-KEEP", PASSWORD))).await;
     cp.boot().await;
     // a new password closes the connection opened with the old one
     app.register_charger(&token, "CP-KEEP", station, Some("a-brand-new-password-02"))
         .await;
     assert!(cp.closed().await.is_some(), "the old connection is closed");
-    assert!(matches!(
-        crate::charger_client::connect(app.port, "CP-KEEP", "ocpp1.6", Some(("CP-KEEP", PASSWORD)))
-            .await,
-        Err(crate::charger_client::ConnectError::Status(401))
-    ));
+    assert_eq!(
+        handshake_status(
+            crate::charger_client::connect(
+                app.port,
+                "CP-KEEP",
+                "ocpp1.6",
+                Some(("CP-KEEP", PASSWORD))
+            )
+            .await
+        ),
+        401
+    );
 }
 
 #[actix_web::test]
@@ -557,16 +568,6 @@ async fn blocking_and_role_changes_apply_to_tokens_already_issued() {
     );
 }
 
-fn status_of(
-    result: Result<crate::charger_client::TestCharger, crate::charger_client::ConnectError>,
-) -> u16 {
-    match result {
-        Ok(_) => 101,
-        Err(crate::charger_client::ConnectError::Status(code)) => code,
-        Err(crate::charger_client::ConnectError::Other(e)) => panic!("{e}"),
-    }
-}
-
 /// Wrong Basic passwords are counted per charger and per address (in Redis): past the limit the
 /// handshake is refused with 429 before any password check, the right password included.
 #[actix_web::test]
@@ -587,7 +588,7 @@ async fn failed_charger_logins_are_limited_per_charger_and_per_address() {
     };
     for _ in 0..3 {
         assert_eq!(
-            status_of(connect("CP-GUESS", "not-the-password-000").await),
+            handshake_status(connect("CP-GUESS", "not-the-password-000").await),
             401
         );
     }
@@ -614,16 +615,16 @@ async fn failed_charger_logins_are_limited_per_charger_and_per_address() {
         .unwrap();
     assert!((1..=600).contains(&retry), "{retry}");
     // another charger is not locked by CP-GUESS's failures, until the address is
-    assert_eq!(status_of(connect("CP-OTHER", PASSWORD).await), 101);
+    assert_eq!(handshake_status(connect("CP-OTHER", PASSWORD).await), 101);
     for _ in 0..2 {
         assert_eq!(
-            status_of(connect("CP-OTHER", "not-the-password-000").await),
+            handshake_status(connect("CP-OTHER", "not-the-password-000").await),
             401
         );
     }
-    assert_eq!(status_of(connect("CP-THIRD", PASSWORD).await), 429);
+    assert_eq!(handshake_status(connect("CP-THIRD", PASSWORD).await), 429);
     // a credential verified before is recognised without a check, and never locked out
-    assert_eq!(status_of(connect("CP-OTHER", PASSWORD).await), 101);
+    assert_eq!(handshake_status(connect("CP-OTHER", PASSWORD).await), 101);
 }
 
 /// Handshakes waiting for a password check do not hold the admission slots: an honest charger
@@ -671,7 +672,7 @@ async fn password_checks_wait_outside_the_admission_slots() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(
-        status_of(
+        handshake_status(
             crate::charger_client::connect(
                 port,
                 "CP-HONEST",
@@ -788,11 +789,11 @@ async fn a_doubly_encoded_charger_id_is_not_another_charger() {
     let doubly =
         crate::charger_client::connect(app.port, "CP%252D1", "ocpp1.6", Some(("CP-1", PASSWORD)))
             .await;
-    assert_eq!(status_of(doubly), 400);
+    assert_eq!(handshake_status(doubly), 400);
     let once =
         crate::charger_client::connect(app.port, "CP%2D1", "ocpp1.6", Some(("CP-1", PASSWORD)))
             .await;
-    assert_eq!(status_of(once), 101);
+    assert_eq!(handshake_status(once), 101);
 }
 
 /// Operators run chargers; changing their credentials, software, network or authorization data

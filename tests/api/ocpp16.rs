@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::charger_client::{connect, connect16, ConnectError, TestCharger};
+use crate::charger_client::{connect, connect16};
 use crate::helpers::{error_code, spawn_app, spawn_app_with, TestApp};
 
 const PASSWORD: &str = "charger-secret-0001";
@@ -209,11 +209,7 @@ async fn blocked_users_tags_are_blocked() {
 #[actix_web::test]
 async fn handshakes_are_refused_for_bad_ids_protocols_chargers_and_passwords() {
     let (app, _) = app_with_charger("CP-GATE").await;
-    let status = |r: Result<TestCharger, ConnectError>| match r {
-        Ok(_) => 101,
-        Err(ConnectError::Status(code)) => code,
-        Err(ConnectError::Other(e)) => panic!("{e}"),
-    };
+    let status = crate::charger_client::handshake_status;
     let auth = Some(("CP-GATE", PASSWORD));
     assert_eq!(
         status(connect(app.port, "CP-GATE", "ocpp1.5", auth).await),

@@ -39,8 +39,9 @@ impl Caller {
     /// out, not blocked) and takes the user's current role. If Postgres cannot say, the signed
     /// token stands (it is short-lived) and a warning is logged.
     pub async fn resolve(value: Option<&str>, app: &AppContext) -> Self {
-        let Caller::User(mut claims) = Self::from_authorization(value, &app.jwt) else {
-            return Self::from_authorization(value, &app.jwt);
+        let mut claims = match Self::from_authorization(value, &app.jwt) {
+            Caller::User(claims) => claims,
+            other => return other,
         };
         match app.access.check(&app.api_db, &claims).await {
             Ok(Access::Allowed(role)) => {

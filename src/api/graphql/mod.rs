@@ -154,10 +154,11 @@ fn parse_request(body: &[u8]) -> Result<async_graphql::Request, serde_json::Erro
     serde_json::from_value(value)
 }
 
-/// True when the document holds queries only (what a time budget may cancel).
-fn is_query(document: &str) -> bool {
+/// True when the document holds queries only (what a time budget may cancel). The parse is
+/// kept in the request, so execution does not parse it again.
+fn is_query(request: &mut async_graphql::Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(document) else {
+    let Ok(doc) = request.parsed_query() else {
         return true; // refused by validation anyway
     };
     match &doc.operations {
@@ -196,7 +197,7 @@ pub async fn graphql_http(
         }
         body.extend_from_slice(&chunk);
     }
-    let request = match parse_request(&body) {
+    let mut request = match parse_request(&body) {
         Ok(request) => request,
         Err(e) => {
             ctx.metrics
@@ -229,7 +230,7 @@ pub async fn graphql_http(
     }
     // queries get a time budget; mutations are bounded by their own waits (a charger's answer)
     // and are never cancelled half-way
-    let budget = if is_query(&request.query) {
+    let budget = if is_query(&mut request) {
         std::time::Duration::from_millis(ctx.settings.graphql.request_timeout_ms.max(1))
     } else {
         std::time::Duration::MAX

@@ -226,7 +226,10 @@ fn admit(
 
 /// Forgets an operation the server finished (its `complete`, or an `error` that ends it).
 fn finished(text: &str, active: &Mutex<HashSet<String>>) {
-    if !(text.contains("complete") || text.contains("error")) {
+    // the message type leads the serialized message; payloads (which may say "error" anywhere)
+    // are not parsed again
+    let head = text.get(..24).unwrap_or(text);
+    if !(head.contains("complete") || head.contains("error")) {
         return;
     }
     if let Ok(message) = serde_json::from_str::<serde_json::Value>(text) {
