@@ -261,6 +261,27 @@ pub struct OcppSettings {
     /// Writers that group-commit transaction messages, each one batch at a time on its own
     /// connection; a charger always uses the same one (its messages stay in order).
     pub transaction_writer_shards: usize,
+    /// The chargers' TLS listener (`OCPP_TLS_BIND`, e.g. `0.0.0.0:8443`): security profiles 2
+    /// and 3, beside the plain listener. Needs `tls_cert` and `tls_key`.
+    pub tls_bind: Option<String>,
+    /// PEM certificate chain of the TLS listener (`OCPP_TLS_CERT`), reloaded when it changes.
+    pub tls_cert: Option<String>,
+    /// PEM private key of the TLS listener (`OCPP_TLS_KEY`).
+    pub tls_key: Option<String>,
+    /// PEM CA certificates that issue chargers' client certificates (`OCPP_CLIENT_CA`):
+    /// enables security profile 3. Certificates the CSMS CA signs are trusted as well.
+    pub client_ca: Option<String>,
+    /// The CSMS CA that signs chargers' certificates (SignCertificate): PEM certificate and
+    /// key (`OCPP_CA_CERT`, `OCPP_CA_KEY`). Unset, `--dev` generates one on first start (kept
+    /// in Postgres, shared by every replica); outside `--dev` CSRs are then rejected.
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    /// How often the TLS files are checked for changes (SIGHUP reloads at once).
+    pub tls_reload_check_secs: u64,
+    /// Validity of the certificates the CSMS CA signs for chargers.
+    pub certificate_validity_days: u32,
+    /// The server asks a charger to renew its certificate this long before it expires.
+    pub certificate_renew_before_days: u32,
 }
 
 /// The OpenChargeMap mirror sync and the station search built on it.
@@ -457,6 +478,15 @@ impl Default for OcppSettings {
             offline_grace_secs: 600,
             ping_interval_secs: 60,
             transaction_writer_shards: 2,
+            tls_bind: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            ca_cert: None,
+            ca_key: None,
+            tls_reload_check_secs: 10,
+            certificate_validity_days: 365,
+            certificate_renew_before_days: 30,
         }
     }
 }
@@ -554,6 +584,12 @@ const CONTRACT_ENV: &[(&str, &str)] = &[
     ("STRIPE_API_KEY", "payments.stripe_api_key"),
     ("STRIPE_WEBHOOK_SECRET", "payments.stripe_webhook_secret"),
     ("STRIPE_API_BASE", "payments.stripe_api_base"),
+    ("OCPP_TLS_BIND", "ocpp.tls_bind"),
+    ("OCPP_TLS_CERT", "ocpp.tls_cert"),
+    ("OCPP_TLS_KEY", "ocpp.tls_key"),
+    ("OCPP_CLIENT_CA", "ocpp.client_ca"),
+    ("OCPP_CA_CERT", "ocpp.ca_cert"),
+    ("OCPP_CA_KEY", "ocpp.ca_key"),
 ];
 
 /// Why the configuration could not be used.
@@ -617,6 +653,26 @@ impl Settings {
             ));
         }
         self.ocm.validate()?;
+        if self.ocpp.tls_bind.is_some()
+            && (self.ocpp.tls_cert.is_none() || self.ocpp.tls_key.is_none())
+        {
+            return Err(SettingsError::Invalid(
+                "OCPP_TLS_BIND needs OCPP_TLS_CERT and OCPP_TLS_KEY".into(),
+            ));
+        }
+        if self.ocpp.ca_cert.is_some() != self.ocpp.ca_key.is_some() {
+            return Err(SettingsError::Invalid(
+                "OCPP_CA_CERT and OCPP_CA_KEY go together".into(),
+            ));
+        }
+        if self.ocpp.certificate_validity_days == 0
+            || self.ocpp.certificate_renew_before_days >= self.ocpp.certificate_validity_days
+        {
+            return Err(SettingsError::Invalid(
+                "ocpp.certificate_validity_days must be above ocpp.certificate_renew_before_days"
+                    .into(),
+            ));
+        }
         if let Some(bad) = self
             .http
             .trusted_proxies

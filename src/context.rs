@@ -55,6 +55,8 @@ pub struct AppContext {
     /// The port of the internal listener (`http.internal_bind`), once bound: `/metrics` and
     /// `/ready` are served there only.
     pub internal_port: Arc<std::sync::OnceLock<u16>>,
+    /// The port of the chargers' TLS listener (`OCPP_TLS_BIND`), once bound.
+    pub tls_port: Arc<std::sync::OnceLock<u16>>,
     /// Open subscription sockets per address and per user.
     pub sockets: Arc<crate::api::graphql::limits::SocketCounts>,
     /// Whether signed-in users are still allowed (revocation, blocking, role changes).
@@ -90,6 +92,8 @@ pub struct AppContext {
     /// The in-memory station search index (loaded by `Application::build`, refreshed when
     /// stations change).
     pub stations: StationIndexHandle,
+    /// The chargers' TLS listener material and the CSMS CA.
+    pub security: Arc<crate::security::Security>,
 }
 
 impl AppContext {

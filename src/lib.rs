@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ocm;
 pub mod ocpp;
 pub mod payments;
+pub mod security;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

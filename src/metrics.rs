@@ -15,6 +15,7 @@ pub struct Metrics {
     pub ocpp_messages_total: IntCounterVec,
     pub ocpp_call_duration_seconds: HistogramVec,
     pub ocpp_handshakes_total: IntCounterVec,
+    pub tls_client_certificates_refused_total: IntCounterVec,
     pub outbox_lag_seconds: IntGauge,
     pub outbox_published_total: IntCounterVec,
     pub sessions_active: IntGauge,
@@ -84,6 +85,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let tls_client_certificates_refused_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_tls_client_certificates_refused_total",
+                "Client certificates refused at the TLS handshake, by reason",
+            ),
+            &["reason"],
+        )?;
         let outbox_lag_seconds = IntGauge::new(
             "chargegrid_outbox_lag_seconds",
             "Age of the oldest unpublished outbox event",
@@ -145,6 +153,7 @@ impl Metrics {
         registry.register(Box::new(ocpp_messages_total.clone()))?;
         registry.register(Box::new(ocpp_call_duration_seconds.clone()))?;
         registry.register(Box::new(ocpp_handshakes_total.clone()))?;
+        registry.register(Box::new(tls_client_certificates_refused_total.clone()))?;
         registry.register(Box::new(outbox_lag_seconds.clone()))?;
         registry.register(Box::new(outbox_published_total.clone()))?;
         registry.register(Box::new(sessions_active.clone()))?;
@@ -158,6 +167,7 @@ impl Metrics {
             ocpp_messages_total,
             ocpp_call_duration_seconds,
             ocpp_handshakes_total,
+            tls_client_certificates_refused_total,
             outbox_lag_seconds,
             outbox_published_total,
             sessions_active,

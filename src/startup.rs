@@ -53,6 +53,8 @@ pub enum StartupError {
     Worker(String),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     #[error("loading the station search index: {0}")]
     StationIndex(#[from] crate::store::StoreError),
 }
@@ -107,8 +109,24 @@ impl Application {
             }
             None => None,
         };
+        // the chargers' TLS listener (security profiles 2 and 3), when configured
+        let tls = match (&ctx.settings.ocpp.tls_bind, &ctx.security.tls) {
+            (Some(bind), Some(tls)) => {
+                let listener = TcpListener::bind(bind).map_err(|e| StartupError::Bind {
+                    addr: bind.clone(),
+                    reason: e.to_string(),
+                })?;
+                let tls_port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+                let _ = ctx.tls_port.set(tls_port);
+                let config = tls
+                    .server_config()
+                    .map_err(crate::security::SecurityError::from)?;
+                Some((listener, config))
+            }
+            _ => None,
+        };
         ctx.sessions.do_send(InitSessions { app: ctx.clone() });
-        let server = serve(ctx.clone(), listener, internal)?;
+        let server = serve(ctx.clone(), listener, internal, tls)?;
         let shutdown = ctx.shutdown.clone();
         let mut tasks = vec![
             tokio::spawn(crate::events::node_rpc::serve(
@@ -120,6 +138,10 @@ impl Application {
             )),
             crate::workers::spawn_relay(&ctx.core(), shutdown.clone()),
             tokio::spawn(prune_reports(ctx.clone(), shutdown.clone())),
+            tokio::spawn(crate::security::renewals::run(
+                ctx.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(crate::events::fanout::run(
                 ctx.amqp.clone(),
                 ctx.topology(),
@@ -150,7 +172,12 @@ impl Application {
                     .map_err(|e| StartupError::Worker(e.to_string()))?,
             );
         }
-        tracing::info!(port, node_id = %ctx.settings.node_id, "chargegrid listening");
+        tasks.extend(ctx.security.spawn_tasks(
+            ctx.db.clone(),
+            Duration::from_secs(ctx.settings.ocpp.tls_reload_check_secs.max(1)),
+            shutdown.clone(),
+        ));
+        tracing::info!(port, tls_port = ?ctx.tls_port.get(), node_id = %ctx.settings.node_id, "chargegrid listening");
         Ok(Self {
             port,
             server,
@@ -163,6 +190,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The chargers' TLS listener's port, when one is configured.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.ctx.tls_port.get().copied()
     }
 
     /// The internal listener's port (`/metrics`, `/ready`), when one is configured.
@@ -332,6 +364,14 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         settings.graphql.request_burst,
     ));
     let payments = Arc::new(crate::payments::Payments::from_settings(&settings));
+    let security = Arc::new(
+        crate::security::Security::load(
+            &settings,
+            &db,
+            Some(metrics.tls_client_certificates_refused_total.clone()),
+        )
+        .await?,
+    );
     let ctx = AppContext {
         settings: Arc::new(settings),
         db,
@@ -339,6 +379,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         api_requests,
         access: Arc::default(),
         internal_port: Arc::default(),
+        tls_port: Arc::default(),
         sockets: Arc::default(),
         payments,
         redis,
@@ -357,6 +398,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         boots,
         shutdown,
         stations: StationIndexHandle::default(),
+        security,
     };
     ctx.registry.do_send(InitRegistry { app: ctx.clone() });
     Ok(ctx)
@@ -366,6 +408,7 @@ fn serve(
     ctx: AppContext,
     listener: TcpListener,
     internal: Option<TcpListener>,
+    tls: Option<(TcpListener, rustls::ServerConfig)>,
 ) -> Result<Server, StartupError> {
     let schema = web::Data::new(api::graphql::build_schema(ctx.clone()));
     let data = web::Data::new(ctx.clone());
@@ -380,7 +423,14 @@ fn serve(
     .shutdown_timeout(http.shutdown_timeout_secs)
     // signals are ours: SIGTERM drains chargers before the server stops
     .disable_signals()
-    .client_request_timeout(Duration::from_secs(10));
+    .client_request_timeout(Duration::from_secs(10))
+    // a connection of the TLS listener carries its peer (and verified client certificate) to
+    // the OCPP handshake; must be set before the TLS listener is added
+    .on_connect(|conn, extensions| {
+        if let Some(peer) = crate::security::tls::peer_of(conn) {
+            extensions.insert(peer);
+        }
+    });
     if http.workers > 0 {
         server = server.workers(http.workers);
     }
@@ -393,6 +443,18 @@ fn serve(
             addr: http.internal_bind.clone().unwrap_or_default(),
             reason: e.to_string(),
         })?;
+    }
+    if let Some((listener, config)) = tls {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        server = server
+            .listen_rustls_0_23(listener, config)
+            .map_err(|e| StartupError::Bind {
+                addr,
+                reason: e.to_string(),
+            })?;
     }
     let server = server.run();
     Ok(server)

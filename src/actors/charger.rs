@@ -340,6 +340,24 @@ impl ChargerActor {
                     .publish(LiveEvent::Charger(self.charger_id.clone()));
             }
             Effect::Session(session) => self.app.sessions.do_send(SessionChanged { session }),
+            Effect::Send { command, what } => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                <Self as Handler<Execute>>::handle(self, Execute { command, reply }, ctx);
+                let charger_id = self.charger_id.clone();
+                actix::spawn(async move {
+                    match answer.await {
+                        Ok(Ok(answer)) => {
+                            tracing::info!(%charger_id, what, %answer, "the charger answered")
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%charger_id, what, error = %e, "not delivered")
+                        }
+                        Err(_) => {
+                            tracing::warn!(%charger_id, what, "not delivered: connection gone")
+                        }
+                    }
+                });
+            }
         }
     }
 

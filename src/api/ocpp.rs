@@ -14,6 +14,7 @@ use crate::auth::charger_auth::BasicAuth;
 use crate::context::AppContext;
 use crate::domain::ChargePointId;
 use crate::ocpp::version::{negotiate, OcppVersion};
+use crate::security::tls::TlsPeer;
 use crate::store::chargers;
 
 /// Protocol versions this build speaks. The order does not matter: negotiation follows the
@@ -125,11 +126,78 @@ pub async fn handshake(
             ));
         }
     };
+    // the security profile this connection achieves: 3 with a verified client certificate in
+    // the charger's own name (TLS listener), 2 over TLS (ours, or a trusted proxy's), else 1
+    let peer = req.conn_data::<TlsPeer>().cloned();
+    let achieved: i16 = match &peer {
+        Some(TlsPeer {
+            certificate: Some(cert),
+        }) => {
+            if cert.common_name.as_deref() != Some(id.as_str()) {
+                tracing::warn!(charger_id = %id, certificate_cn = ?cert.common_name, "a certificate of another charger was presented");
+                crate::security::record_server_event(
+                    &ctx.db,
+                    Some(id.as_str()),
+                    "CertificateOfAnotherCharger",
+                    format!(
+                        "client certificate CN {:?} serial {}",
+                        cert.common_name.as_deref().unwrap_or(""),
+                        cert.serial
+                    ),
+                    true,
+                )
+                .await;
+                return Ok(refuse(
+                    &ctx,
+                    StatusCode::FORBIDDEN,
+                    "certificate_mismatch",
+                    "the client certificate does not belong to this charger",
+                ));
+            }
+            3
+        }
+        Some(_) => 2,
+        None if forwarded_tls(&req, &ctx.settings.http) => 2,
+        None => 1,
+    };
+    if achieved < charger.security_profile {
+        tracing::warn!(charger_id = %id, achieved, required = charger.security_profile, "charger connected below its security profile");
+        crate::security::record_server_event(
+            &ctx.db,
+            Some(id.as_str()),
+            "SecurityProfileViolation",
+            format!(
+                "connected with security profile {achieved}, needs {}",
+                charger.security_profile
+            ),
+            false,
+        )
+        .await;
+        return Ok(refuse(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            "security_profile",
+            &format!(
+                "this charger must connect with security profile {} ({})",
+                charger.security_profile,
+                match charger.security_profile {
+                    3 => "TLS with its client certificate",
+                    2 => "TLS and its password",
+                    _ => "its password",
+                }
+            ),
+        ));
+    }
     let open_door = ctx.settings.ocpp.auto_provision && ctx.settings.ocpp.auto_accept_provisioned;
-    if charger.password_hash.is_none() && !charger.quarantined && !ctx.settings.dev && !open_door {
+    if achieved < 3
+        && charger.password_hash.is_none()
+        && !charger.quarantined
+        && !ctx.settings.dev
+        && !open_door
+    {
         // outside --dev (and the load-test setting that accepts anyone) every charger needs a
         // credential; one without can only be quarantined (Pending until an operator adopts it
-        // and sets its password)
+        // and sets its password) or prove itself with a certificate (profile 3)
         tracing::warn!(charger_id = %id, "charger without a credential refused");
         let mut response = refuse(
             &ctx,
@@ -146,15 +214,20 @@ pub async fn handshake(
     // the password check runs outside the admission slot: handshakes waiting for argon2 (a
     // flood of wrong passwords) never keep honest chargers from being admitted
     drop(permit);
-    if let Some(phc) = &charger.password_hash {
+    // profile 3 proves the charger with its certificate; below it, its Basic password (the
+    // current one, or one the server has just set on the charger)
+    let password = charger.password_hash.as_deref().filter(|_| achieved < 3);
+    if let Some(phc) = password {
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let client = crate::api::graphql::client_addr(&req, &ctx.settings.http);
-        let verdict = ctx
+        let mut candidates = vec![phc];
+        candidates.extend(charger.pending_password_hash.as_deref());
+        let (verdict, matched) = ctx
             .charger_auth
-            .check_from(id.as_str(), authorization, phc, &client)
+            .check_against(id.as_str(), authorization, &candidates, &client)
             .await;
         if let BasicAuth::Limited { retry_after_secs } = verdict {
             tracing::warn!(charger_id = %id, retry_after_secs, "charger login refused: too many failed attempts");
@@ -196,6 +269,33 @@ pub async fn handshake(
             );
             return Ok(response);
         }
+        if matched == 1 {
+            // the charger uses the password the server set: from now on it is the only one
+            if let Some(pending) = &charger.pending_password_hash {
+                match crate::store::security::promote_password(&ctx.db, id.as_str(), pending).await
+                {
+                    Ok(_) => {
+                        tracing::info!(charger_id = %id, "the charger uses its new password; the old one no longer works")
+                    }
+                    Err(e) => {
+                        tracing::warn!(charger_id = %id, error = %e, "could not retire the old password")
+                    }
+                }
+            }
+        }
+    }
+    if charger
+        .pending_security_profile
+        .is_some_and(|pending| pending <= achieved)
+    {
+        match crate::store::security::promote_profile(&ctx.db, id.as_str(), achieved).await {
+            Ok(_) => {
+                tracing::info!(charger_id = %id, profile = achieved, "the charger moved to its new security profile")
+            }
+            Err(e) => {
+                tracing::warn!(charger_id = %id, error = %e, "could not record the new security profile")
+            }
+        }
     }
 
     let (mut response, session, stream) = actix_ws::handle(&req, body)?;
@@ -227,4 +327,24 @@ pub async fn handshake(
         stream,
     );
     Ok(response)
+}
+
+/// A plain connection from a trusted proxy (`http.trusted_proxies`) that terminated TLS and
+/// says so with `X-Forwarded-Proto: https`: security profile 2 without our TLS listener.
+fn forwarded_tls(req: &HttpRequest, http: &crate::configuration::HttpSettings) -> bool {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return false;
+    };
+    let trusted = http
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| crate::configuration::parse_net(p))
+        .any(|net| net.contains(&peer));
+    trusted
+        && req
+            .headers()
+            .get("X-Forwarded-Proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }

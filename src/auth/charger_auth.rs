@@ -294,58 +294,73 @@ impl ChargerAuthCache {
         phc: &str,
         client: &str,
     ) -> BasicAuth {
+        self.check_against(charger_id, header, &[phc], client)
+            .await
+            .0
+    }
+
+    /// `check_from` against several stored hashes (the current password and one the server
+    /// has just set on the charger): the verdict, and which hash matched when it is `Ok`. A
+    /// failure is counted once, when none matches.
+    pub async fn check_against(
+        &self,
+        charger_id: &str,
+        header: Option<&str>,
+        phcs: &[&str],
+        client: &str,
+    ) -> (BasicAuth, usize) {
         let Some((user, pass)) = header.and_then(decode_basic) else {
             self.count("missing");
-            return BasicAuth::Missing;
+            return (BasicAuth::Missing, 0);
         };
         if user != charger_id {
             self.count("wrong");
             self.record_failure(charger_id, client).await;
-            return BasicAuth::Wrong;
+            return (BasicAuth::Wrong, 0);
         }
-        let digest = self.digest(phc, &pass);
-        if self.remembers(&digest) {
-            self.count("memory");
-            return BasicAuth::Ok;
-        }
-        if self.shared_has(&digest).await {
-            self.count("shared");
-            self.remember(digest);
-            return BasicAuth::Ok;
+        let digests: Vec<[u8; 32]> = phcs.iter().map(|phc| self.digest(phc, &pass)).collect();
+        for (i, digest) in digests.iter().enumerate() {
+            if self.remembers(digest) {
+                self.count("memory");
+                return (BasicAuth::Ok, i);
+            }
+            if self.shared_has(digest).await {
+                self.count("shared");
+                self.remember(*digest);
+                return (BasicAuth::Ok, i);
+            }
         }
         if let Some(retry_after_secs) = self.limited(charger_id, client).await {
             self.count("limited");
-            return BasicAuth::Limited { retry_after_secs };
+            return (BasicAuth::Limited { retry_after_secs }, 0);
         }
         use std::sync::atomic::Ordering;
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_CHECKS {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             self.count("busy");
-            return BasicAuth::Busy;
+            return (BasicAuth::Busy, 0);
         }
         let slot = self.verifying.acquire().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         let Ok(_slot) = slot else {
-            return BasicAuth::Busy;
+            return (BasicAuth::Busy, 0);
         };
-        if self.remembers(&digest) {
-            self.count("memory");
-            return BasicAuth::Ok;
-        }
-        match password::verify(pass, Some(phc.to_string())).await {
-            Ok(true) => {
+        for (i, (digest, phc)) in digests.iter().zip(phcs).enumerate() {
+            if self.remembers(digest) {
+                self.count("memory");
+                return (BasicAuth::Ok, i);
+            }
+            if let Ok(true) = password::verify(pass.clone(), Some(phc.to_string())).await {
                 self.count("argon2");
-                self.remember(digest);
-                self.share(&digest).await;
+                self.remember(*digest);
+                self.share(digest).await;
                 self.forget_failures(charger_id).await;
-                BasicAuth::Ok
-            }
-            _ => {
-                self.count("wrong");
-                self.record_failure(charger_id, client).await;
-                BasicAuth::Wrong
+                return (BasicAuth::Ok, i);
             }
         }
+        self.count("wrong");
+        self.record_failure(charger_id, client).await;
+        (BasicAuth::Wrong, 0)
     }
 }
 

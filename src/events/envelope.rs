@@ -23,6 +23,7 @@ pub enum EventType {
     PaymentCompleted,
     PaymentFailed,
     OcmSyncCompleted,
+    SecurityEvent,
 }
 
 impl EventType {
@@ -39,6 +40,7 @@ impl EventType {
             EventType::PaymentCompleted => "PAYMENT_COMPLETED",
             EventType::PaymentFailed => "PAYMENT_FAILED",
             EventType::OcmSyncCompleted => "OCM_SYNC_COMPLETED",
+            EventType::SecurityEvent => "SECURITY_EVENT",
         }
     }
 
@@ -174,6 +176,17 @@ pub enum Event {
         updated: u64,
         failed: u64,
     },
+    /// A critical security event, reported by a charger or observed by the server (extension).
+    SecurityEvent {
+        #[serde(rename = "chargerId")]
+        charger_id: Option<String>,
+        #[serde(rename = "securityEventType")]
+        security_event_type: String,
+        #[serde(rename = "techInfo")]
+        tech_info: Option<String>,
+        /// `charger` or `server`
+        origin: String,
+    },
 }
 
 impl Event {
@@ -190,6 +203,7 @@ impl Event {
             Event::PaymentCompleted { .. } => EventType::PaymentCompleted,
             Event::PaymentFailed { .. } => EventType::PaymentFailed,
             Event::OcmSyncCompleted { .. } => EventType::OcmSyncCompleted,
+            Event::SecurityEvent { .. } => EventType::SecurityEvent,
         }
     }
 
@@ -207,6 +221,9 @@ impl Event {
             | Event::PaymentCompleted { invoice_id, .. }
             | Event::PaymentFailed { invoice_id, .. } => invoice_id.to_string(),
             Event::OcmSyncCompleted { .. } => "ocm-sync".into(),
+            Event::SecurityEvent { charger_id, .. } => {
+                format!("security:{}", charger_id.as_deref().unwrap_or("server"))
+            }
         }
     }
 }

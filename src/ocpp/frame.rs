@@ -96,6 +96,10 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
             ))
         }
     };
+    // JSON allows U+0000 in strings, PostgreSQL stores it in neither text nor jsonb: a
+    // payload carrying one could never be stored, so a transaction message would never be
+    // answered. No OCPP string means anything by it; it becomes U+FFFD.
+    let has_nul = text.contains("\\u0000");
     let message_type = items.first().and_then(Value::as_u64);
     match message_type {
         Some(2) => {
@@ -120,10 +124,14 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
                     "the payload must be a JSON object",
                 ));
             }
+            let mut payload = items[3].clone();
+            if has_nul {
+                without_nul(&mut payload);
+            }
             Ok(Frame::Call(Call {
                 id,
                 action: action.to_string(),
-                payload: items[3].clone(),
+                payload,
             }))
         }
         Some(3) => match items.get(2) {
@@ -158,6 +166,27 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
     }
 }
 
+/// Replaces U+0000 in every string and key of `value` with U+FFFD.
+fn without_nul(value: &mut Value) {
+    const NUL: char = '\u{0}';
+    match value {
+        Value::String(s) if s.contains(NUL) => *s = s.replace(NUL, "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(without_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains(NUL)) {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    without_nul(&mut v);
+                    map.insert(k.replace(NUL, "\u{FFFD}"), v);
+                }
+            } else {
+                map.values_mut().for_each(without_nul);
+            }
+        }
+        _ => {}
+    }
+}
+
 pub fn call(id: &str, action: &str, payload: &Value) -> String {
     json!([2, id, action, payload]).to_string()
 }
@@ -175,6 +204,20 @@ pub fn call_error(id: &str, code: &str, description: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_in_a_payload_become_replacement_characters() {
+        let Ok(Frame::Call(call)) =
+            parse(r#"[2,"a\u0000","Authorize",{"idTag":"T\u0000G","x\u0000":["\u0000"]}]"#)
+        else {
+            panic!("not a call");
+        };
+        assert_eq!(call.id, "a\u{0}", "the id is answered as sent");
+        assert_eq!(
+            call.payload,
+            json!({ "idTag": "T\u{FFFD}G", "x\u{FFFD}": ["\u{FFFD}"] })
+        );
+    }
 
     #[test]
     fn parses_the_three_message_types() {

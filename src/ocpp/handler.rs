@@ -51,6 +51,12 @@ pub enum Effect {
     ConnectorStatus { connector_id: i32, status: String },
     /// A session changed (started, metered, completed): its state as committed.
     Session(Box<SessionRecord>),
+    /// A call to send the charger once the answer is on its way (CertificateSigned after an
+    /// accepted SignCertificate); `what` names it in the log with the charger's answer.
+    Send {
+        command: crate::ocpp::command::ChargerCommand,
+        what: &'static str,
+    },
 }
 
 /// A handler's answer: the CALLRESULT payload and the effects on the actor.

@@ -24,10 +24,17 @@ pub struct ChargerRecord {
     pub last_boot_at: Option<DateTime<Utc>>,
     /// Answered Pending at boot until an operator adopts it.
     pub quarantined: bool,
+    /// The lowest OCPP security profile the charger may connect with (1 to 3).
+    pub security_profile: i16,
+    /// An upgrade the operator asked for, in force once the charger first connects with it.
+    pub pending_security_profile: Option<i16>,
+    /// A password the server set on the charger, accepted until the charger first uses it.
+    pub pending_password_hash: Option<String>,
 }
 
 const COLUMNS: &str = "id, station_id, password_hash, protocol, vendor, model, serial_number, \
-                       firmware_version, online, node_id, last_seen, last_boot_at, quarantined";
+                       firmware_version, online, node_id, last_seen, last_boot_at, quarantined, \
+                       security_profile, pending_security_profile, pending_password_hash";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectorRecord {
@@ -71,17 +78,23 @@ pub async fn register(
     id: &str,
     station_id: Uuid,
     password_hash: Option<&str>,
+    security_profile: i16,
 ) -> Result<ChargerRecord, StoreError> {
     sqlx::query_as::<_, ChargerRecord>(&format!(
-        "INSERT INTO chargers (id, station_id, password_hash) VALUES ($1, $2, $3) \
+        "INSERT INTO chargers (id, station_id, password_hash, security_profile) \
+         VALUES ($1, $2, $3, $4) \
          ON CONFLICT (id) DO UPDATE SET station_id = EXCLUDED.station_id, \
              password_hash = COALESCE(EXCLUDED.password_hash, chargers.password_hash), \
+             pending_password_hash = CASE WHEN EXCLUDED.password_hash IS NULL \
+                 THEN chargers.pending_password_hash END, \
+             security_profile = EXCLUDED.security_profile, pending_security_profile = NULL, \
              auto_provisioned = FALSE, quarantined = FALSE, updated_at = now() \
          RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(station_id)
     .bind(password_hash)
+    .bind(security_profile)
     .fetch_one(pool)
     .await
     .map_err(|e| {

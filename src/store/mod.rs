@@ -14,6 +14,7 @@ pub mod ownership;
 pub mod postgres;
 pub mod redis;
 pub mod refresh_tokens;
+pub mod security;
 pub mod sessions;
 pub mod station_cache;
 pub mod stations;

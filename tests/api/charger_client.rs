@@ -42,6 +42,34 @@ pub async fn connect(
     basic: Option<(&str, &str)>,
 ) -> Result<TestCharger, ConnectError> {
     let url = format!("ws://127.0.0.1:{port}/ocpp/{path_id}");
+    connect_url(&url, protocols, basic, None).await
+}
+
+/// Connects over TLS (`wss://`) with `tls` (its trusted roots and, for profile 3, its client
+/// certificate).
+pub async fn connect_tls(
+    port: u16,
+    path_id: &str,
+    protocols: &str,
+    basic: Option<(&str, &str)>,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<TestCharger, ConnectError> {
+    let url = format!("wss://127.0.0.1:{port}/ocpp/{path_id}");
+    connect_url(
+        &url,
+        protocols,
+        basic,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await
+}
+
+async fn connect_url(
+    url: &str,
+    protocols: &str,
+    basic: Option<(&str, &str)>,
+    connector: Option<tokio_tungstenite::Connector>,
+) -> Result<TestCharger, ConnectError> {
     let mut request = url
         .into_client_request()
         .map_err(|e| ConnectError::Other(e.to_string()))?;
@@ -59,7 +87,7 @@ pub async fn connect(
                 .map_err(|e| ConnectError::Other(e.to_string()))?,
         );
     }
-    match tokio_tungstenite::connect_async(request).await {
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((ws, response)) => Ok(TestCharger {
             ws,
             protocol: response

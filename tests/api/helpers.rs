@@ -327,7 +327,7 @@ impl TestApp {
         let response = self
             .graphql(
                 "mutation($i: RegisterChargerInput!) { registerCharger(input: $i) { id stationId online } }",
-                json!({ "i": { "chargerId": charger_id, "stationId": station.to_string(), "password": password } }),
+                json!({ "i": { "chargerId": charger_id, "stationId": station.to_string(), "password": password, "securityProfile": 1 } }),
                 Some(token),
             )
             .await;

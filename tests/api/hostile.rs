@@ -300,7 +300,7 @@ async fn anonymous_callers_and_drivers_see_only_the_public_charger_fields() {
     assert!(charger["nodeId"].is_string());
 }
 
-const REGISTER: &str = "mutation($c: ID!, $s: ID!, $p: String) { registerCharger(input: {chargerId: $c, stationId: $s, password: $p}) { id registrationStatus } }";
+const REGISTER: &str = "mutation($c: ID!, $s: ID!, $p: String) { registerCharger(input: {chargerId: $c, stationId: $s, password: $p, securityProfile: 1}) { id registrationStatus } }";
 
 #[actix_web::test]
 async fn auto_provisioned_chargers_are_pending_until_an_operator_adopts_them() {

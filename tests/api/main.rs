@@ -22,4 +22,5 @@ mod replicas;
 mod sessions;
 mod startup;
 mod subscriptions;
+mod tls;
 mod transaction_writer;

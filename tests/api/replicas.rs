@@ -175,7 +175,7 @@ async fn replicas_route_drain_and_survive_a_crash_without_losing_sessions_or_eve
     .await
     .unwrap();
     for id in ["CP-X", "CP-Y"] {
-        let r = gql(a.port, "mutation($c: ID!, $s: ID!, $p: String) { registerCharger(input: {chargerId: $c, stationId: $s, password: $p}) { id } }",
+        let r = gql(a.port, "mutation($c: ID!, $s: ID!, $p: String) { registerCharger(input: {chargerId: $c, stationId: $s, password: $p, securityProfile: 1}) { id } }",
             json!({ "c": id, "s": station, "p": CHARGER_PASSWORD }), Some(&operator)).await;
         assert!(r["errors"].is_null(), "{r}");
     }

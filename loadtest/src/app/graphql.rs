@@ -210,7 +210,7 @@ impl Gql {
     ) -> Result<(), GqlError> {
         self.request(
             "mutation($input: RegisterChargerInput!) { registerCharger(input: $input) { id } }",
-            json!({ "input": { "chargerId": charger_id, "stationId": station_id, "password": password } }),
+            json!({ "input": { "chargerId": charger_id, "stationId": station_id, "password": password, "securityProfile": 1 } }),
             Some(token),
         )
         .await

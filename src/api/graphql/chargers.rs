@@ -126,6 +126,43 @@ impl ChargerView {
         })
     }
 
+    /// OPERATOR or ADMIN: the lowest OCPP security profile the charger may connect with (1:
+    /// Basic over plain WebSocket, 2: TLS + Basic, 3: TLS with a client certificate); null for
+    /// others (extension).
+    async fn security_profile(&self, ctx: &Context<'_>) -> Option<i32> {
+        is_staff(ctx).then_some(i32::from(self.0.security_profile))
+    }
+
+    /// OPERATOR or ADMIN: a raised profile the charger was asked to use and has not yet
+    /// connected with (extension).
+    async fn pending_security_profile(&self, ctx: &Context<'_>) -> Option<i32> {
+        self.0
+            .pending_security_profile
+            .filter(|_| is_staff(ctx))
+            .map(i32::from)
+    }
+
+    /// OPERATOR or ADMIN: certificates the CSMS CA signed for this charger, newest first
+    /// (extension).
+    #[graphql(complexity = "super::list_complexity(first, child_complexity)")]
+    async fn certificates(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10)] first: i32,
+    ) -> ApiResult<Vec<super::security::ChargerCertificate>> {
+        super::security::certificates(ctx, &self.0.id, first).await
+    }
+
+    /// OPERATOR or ADMIN: the charger's security events, newest first (extension).
+    #[graphql(complexity = "super::list_complexity(first, child_complexity)")]
+    async fn security_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> ApiResult<Vec<super::security::SecurityEvent>> {
+        super::security::events(ctx, Some(&self.0.id), first).await
+    }
+
     /// OPERATOR or ADMIN; null for others.
     async fn vendor(&self, ctx: &Context<'_>) -> Option<&str> {
         self.0.vendor.as_deref().filter(|_| is_staff(ctx))
@@ -188,9 +225,13 @@ pub struct RegisterChargerInput {
     pub charger_id: ID,
     pub station_id: ID,
     /// HTTP Basic password for OCPP security profile 1/2 (16 to 40 characters); stored only as
-    /// a hash. Required for a new charger outside development mode; omitted, the stored one is
-    /// kept.
+    /// a hash. Required for a new charger outside development mode (unless it uses security
+    /// profile 3); omitted, the stored one is kept.
     pub password: Option<String>,
+    /// The lowest OCPP security profile the charger may connect with: 1 (Basic over plain
+    /// WebSocket), 2 (TLS + Basic) or 3 (TLS with a client certificate whose subject CN is the
+    /// charger id). Default 2, or 1 in development mode.
+    pub security_profile: Option<i32>,
 }
 
 fn parse_uuid(id: &ID, what: &str) -> ApiResult<Uuid> {
@@ -241,7 +282,13 @@ const ADMIN_ACTIONS: &[&str] = &[
 ];
 
 /// Records who did what to which charger (never the payload: it may carry credentials).
-async fn audit(app: &AppContext, actor: Uuid, action: &str, charger_id: &str, details: Value) {
+pub(super) async fn audit(
+    app: &AppContext,
+    actor: Uuid,
+    action: &str,
+    charger_id: &str,
+    details: Value,
+) {
     if let Err(e) = top_ups::audit(&app.db, Some(actor), action, Some(charger_id), details).await {
         tracing::error!(error = %e, %action, %charger_id, "could not write the audit log");
     }
@@ -255,7 +302,7 @@ fn outcome<T>(result: &ApiResult<T>) -> &'static str {
 }
 
 /// Closes the charger's connection wherever it is held; an offline charger has none to close.
-async fn disconnect(app: &AppContext, charger_id: &str, reason: &str) {
+pub(super) async fn disconnect(app: &AppContext, charger_id: &str, reason: &str) {
     let command = ChargerCommand::Disconnect {
         reason: reason.into(),
     };
@@ -330,7 +377,19 @@ impl ChargerMutation {
         let station_id = parse_uuid(&input.station_id, "stationId")?;
         let existing = chargers::find(&app.db, charger_id.as_str()).await?;
         let has_credential = existing.as_ref().is_some_and(|c| c.password_hash.is_some());
-        if input.password.is_none() && !has_credential && !app.settings.dev {
+        let profile = match input.security_profile {
+            None => existing
+                .as_ref()
+                .map(|c| c.security_profile)
+                .unwrap_or(if app.settings.dev { 1 } else { 2 }),
+            Some(p) => i16::try_from(p)
+                .ok()
+                .filter(|p| (1..=3).contains(p))
+                .ok_or_else(|| {
+                    ApiError::BadUserInput("securityProfile must be 1, 2 or 3".into())
+                })?,
+        };
+        if input.password.is_none() && !has_credential && !app.settings.dev && profile < 3 {
             return Err(ApiError::BadUserInput(
                 "every charger needs a password (16 to 40 characters) outside development mode"
                     .into(),
@@ -348,19 +407,26 @@ impl ChargerMutation {
             }
             None => None,
         };
-        let record = chargers::register(&app.db, charger_id.as_str(), station_id, hash.as_deref())
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound => {
-                    ApiError::NotFound("station not found".into())
-                }
-                other => other.into(),
-            })?;
+        let record = chargers::register(
+            &app.db,
+            charger_id.as_str(),
+            station_id,
+            hash.as_deref(),
+            profile,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::NotFound("station not found".into()),
+            other => other.into(),
+        })?;
         // no cache to clear: remembered password checks are bound to the stored hash. A
         // connection opened with the old password, or as a quarantined charger, is closed: the
         // charger comes back under the new rules
         let was_quarantined = existing.as_ref().is_some_and(|c| c.quarantined);
-        if existing.is_some() && (new_credential || was_quarantined) {
+        let profile_changed = existing
+            .as_ref()
+            .is_some_and(|c| c.security_profile != profile);
+        if existing.is_some() && (new_credential || was_quarantined || profile_changed) {
             disconnect(
                 app,
                 charger_id.as_str(),
@@ -368,7 +434,7 @@ impl ChargerMutation {
             )
             .await;
         }
-        audit(app, staff, "registerCharger", charger_id.as_str(), serde_json::json!({ "stationId": station_id, "newPassword": new_credential, "adopted": was_quarantined })).await;
+        audit(app, staff, "registerCharger", charger_id.as_str(), serde_json::json!({ "stationId": station_id, "newPassword": new_credential, "adopted": was_quarantined, "securityProfile": profile })).await;
         tracing::info!(charger_id = %charger_id, adopted = was_quarantined, "charger registered");
         Ok(ChargerView(record))
     }

@@ -11,6 +11,7 @@ pub mod invoices;
 pub mod limits;
 pub mod loaders;
 pub mod payments;
+pub mod security;
 pub mod sessions;
 pub mod stations;
 pub mod subscription;
@@ -34,6 +35,7 @@ pub struct QueryRoot(
     invoices::InvoiceQuery,
     stations::StationQuery,
     payments::PaymentQuery,
+    security::SecurityQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -44,6 +46,7 @@ pub struct MutationRoot(
     sessions::SessionMutation,
     invoices::InvoiceMutation,
     payments::PaymentMutation,
+    security::SecurityMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -5,6 +5,7 @@ use rust_ocpp::v1_6::messages as m;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::security as sec;
 use crate::ocpp::command::{ChargerCommand, CommandError};
 
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
@@ -46,6 +47,14 @@ fn check_action(action: &str, payload: &Value, reply: bool) -> Result<(), String
         "TriggerMessage" => m::trigger_message::TriggerMessageRequest, m::trigger_message::TriggerMessageResponse;
         "UnlockConnector" => m::unlock_connector::UnlockConnectorRequest, m::unlock_connector::UnlockConnectorResponse;
         "UpdateFirmware" => m::update_firmware::UpdateFirmwareRequest, m::update_firmware::UpdateFirmwareResponse;
+        // the security extension
+        "CertificateSigned" => sec::CertificateSignedRequest, sec::CertificateSignedResponse;
+        "DeleteCertificate" => sec::DeleteCertificateRequest, sec::DeleteCertificateResponse;
+        "ExtendedTriggerMessage" => sec::ExtendedTriggerMessageRequest, sec::ExtendedTriggerMessageResponse;
+        "GetInstalledCertificateIds" => sec::GetInstalledCertificateIdsRequest, sec::GetInstalledCertificateIdsResponse;
+        "GetLog" => sec::GetLogRequest, sec::GetLogResponse;
+        "InstallCertificate" => sec::InstallCertificateRequest, sec::InstallCertificateResponse;
+        "SignedUpdateFirmware" => sec::SignedUpdateFirmwareRequest, sec::SignedUpdateFirmwareResponse;
     }
 }
 

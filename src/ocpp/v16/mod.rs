@@ -5,6 +5,7 @@ mod authorize;
 mod boot;
 pub mod commands;
 mod reports;
+pub mod security;
 mod status;
 mod transactions;
 
@@ -27,6 +28,11 @@ pub const ACTIONS: &[&str] = &[
     "StartTransaction",
     "StatusNotification",
     "StopTransaction",
+    // the security extension (1.6 Security Whitepaper, edition 3)
+    "LogStatusNotification",
+    "SecurityEventNotification",
+    "SignCertificate",
+    "SignedFirmwareStatusNotification",
 ];
 
 /// Handles one CALL from a 1.6 charger.
@@ -46,6 +52,18 @@ pub async fn handle(
         "DataTransfer" => reports::data_transfer(&ctx, payload).await,
         "DiagnosticsStatusNotification" => reports::diagnostics_status(&ctx, payload).await,
         "FirmwareStatusNotification" => reports::firmware_status(&ctx, payload).await,
+        "SignCertificate" => reports::sign_certificate(&ctx, payload).await,
+        "SecurityEventNotification" => reports::security_event(&ctx, payload).await,
+        "SignedFirmwareStatusNotification" => {
+            reports::keep_typed::<security::SignedFirmwareStatusNotificationRequest>(
+                &ctx, action, payload,
+            )
+            .await
+        }
+        "LogStatusNotification" => {
+            reports::keep_typed::<security::LogStatusNotificationRequest>(&ctx, action, payload)
+                .await
+        }
         other => Err(CallFailure::new(
             CallErrorCode::NotImplemented,
             format!("unknown action {other:?}"),
@@ -99,6 +117,19 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
             m::firmware_status_notification::FirmwareStatusNotificationRequest,
         >(action, payload)
         .map(drop),
+        "SignCertificate" => {
+            decode_shape::<security::SignCertificateRequest>(action, payload).map(drop)
+        }
+        "SecurityEventNotification" => {
+            decode_shape::<security::SecurityEventNotificationRequest>(action, payload).map(drop)
+        }
+        "SignedFirmwareStatusNotification" => {
+            decode_shape::<security::SignedFirmwareStatusNotificationRequest>(action, payload)
+                .map(drop)
+        }
+        "LogStatusNotification" => {
+            decode_shape::<security::LogStatusNotificationRequest>(action, payload).map(drop)
+        }
         other => Err(CallFailure::new(
             CallErrorCode::NotImplemented,
             format!("unknown action {other:?}"),

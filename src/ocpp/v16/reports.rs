@@ -48,3 +48,60 @@ pub async fn firmware_status(ctx: &CallContext, payload: Value) -> Result<Handle
     record(ctx, "FirmwareStatusNotification", &payload).await?;
     Handled::reply(&FirmwareStatusNotificationResponse {})
 }
+
+/// A security-extension notification (SignedFirmwareStatusNotification,
+/// LogStatusNotification): checked against its type and kept as a report.
+pub async fn keep_typed<Req: serde::de::DeserializeOwned>(
+    ctx: &CallContext,
+    action: &str,
+    payload: Value,
+) -> Result<Handled, CallFailure> {
+    let _: Req = decode_shape(action, payload.clone())?;
+    record(ctx, action, &payload).await?;
+    Handled::reply(&super::security::Empty {})
+}
+
+/// SignCertificate (security extension): the CSR is signed by the CSMS CA and the certificate
+/// sent back with CertificateSigned once the answer is out.
+pub async fn sign_certificate(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
+    use super::security::{GenericStatus, SignCertificateRequest, SignCertificateResponse};
+    let req: SignCertificateRequest = decode_shape("SignCertificate", payload)?;
+    match crate::security::certificates::sign_request(
+        &ctx.app,
+        &ctx.charger_id,
+        &req.csr,
+        "ChargingStationCertificate",
+    )
+    .await
+    {
+        Ok(chain) => Ok(Handled::reply(&SignCertificateResponse {
+            status: GenericStatus::Accepted,
+        })?
+        .with(super::Effect::Send {
+            command: crate::ocpp::command::ChargerCommand::Raw {
+                action: "CertificateSigned".into(),
+                payload: serde_json::json!({ "certificateChain": chain }),
+            },
+            what: "CertificateSigned",
+        })),
+        Err(_) => Handled::reply(&SignCertificateResponse {
+            status: GenericStatus::Rejected,
+        }),
+    }
+}
+
+/// SecurityEventNotification (security extension): stored, the critical ones published.
+pub async fn security_event(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
+    let req: super::security::SecurityEventNotificationRequest =
+        decode_shape("SecurityEventNotification", payload)?;
+    crate::security::record_charger_event(
+        &ctx.app,
+        &ctx.charger_id,
+        &req.kind,
+        req.timestamp,
+        req.tech_info,
+    )
+    .await
+    .map_err(CallFailure::internal)?;
+    Handled::reply(&super::security::Empty {})
+}

@@ -9,6 +9,7 @@ pub mod commands;
 mod device_model;
 mod meter;
 mod reports;
+mod security;
 mod status;
 mod transactions;
 
@@ -30,6 +31,7 @@ pub const ACTIONS: &[&str] = &[
     "NotifyEvent",
     "NotifyReport",
     "SecurityEventNotification",
+    "SignCertificate",
     "StatusNotification",
     "TransactionEvent",
 ];
@@ -50,7 +52,6 @@ pub const NOT_SUPPORTED: &[&str] = &[
     "PublishFirmwareStatusNotification",
     "ReportChargingProfiles",
     "ReservationStatusUpdate",
-    "SignCertificate",
 ];
 
 /// Handles one CALL from a 2.0.1 charger.
@@ -75,13 +76,8 @@ pub async fn handle(
             )
             .await
         }
-        "SecurityEventNotification" => {
-            use m::security_event_notification as s;
-            keep::<s::SecurityEventNotificationRequest, s::SecurityEventNotificationResponse>(
-                &ctx, action, payload,
-            )
-            .await
-        }
+        "SecurityEventNotification" => security::security_event(&ctx, payload).await,
+        "SignCertificate" => security::sign_certificate(&ctx, payload).await,
         "FirmwareStatusNotification" => {
             use m::firmware_status_notification as f;
             keep::<f::FirmwareStatusNotificationRequest, f::FirmwareStatusNotificationResponse>(
@@ -164,6 +160,9 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
             m::security_event_notification::SecurityEventNotificationRequest,
         >(action, payload)
         .map(drop),
+        "SignCertificate" => {
+            decode_shape::<m::sign_certificate::SignCertificateRequest>(action, payload).map(drop)
+        }
         "FirmwareStatusNotification" => decode_shape::<
             m::firmware_status_notification::FirmwareStatusNotificationRequest,
         >(action, payload)

@@ -1,0 +1,400 @@
+//! Charger security for operators (extension of the contract): security profiles, the
+//! certificates the CSMS CA signed, revocation, Basic password rotation and security events.
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::auth::require_staff;
+use super::chargers::{audit, run_command, ChargerView};
+use super::error::{ApiError, ApiResult};
+use crate::auth::password;
+use crate::context::AppContext;
+use crate::domain::{ChargePointId, Role};
+use crate::ocpp::command::ChargerCommand;
+use crate::store::chargers;
+use crate::store::security::{self as store, CertificateRecord, SecurityEventRecord};
+
+/// A certificate the CSMS CA signed for a charger.
+#[derive(SimpleObject)]
+pub struct ChargerCertificate {
+    pub serial: String,
+    pub certificate_type: String,
+    pub subject: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+    /// PEM
+    pub certificate: String,
+}
+
+impl From<CertificateRecord> for ChargerCertificate {
+    fn from(c: CertificateRecord) -> Self {
+        Self {
+            serial: c.serial,
+            certificate_type: c.certificate_type,
+            subject: c.subject,
+            not_before: c.not_before,
+            not_after: c.not_after,
+            issued_at: c.issued_at,
+            revoked_at: c.revoked_at,
+            revoked_reason: c.revoked_reason,
+            certificate: c.certificate_pem,
+        }
+    }
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityEventSource {
+    Charger,
+    Server,
+}
+
+/// A security event a charger reported (SecurityEventNotification) or the server observed.
+#[derive(SimpleObject)]
+pub struct SecurityEvent {
+    pub id: ID,
+    pub charger_id: Option<ID>,
+    pub source: SecurityEventSource,
+    /// e.g. `FirmwareUpdated`, `TamperDetectionActivated`, `SecurityProfileViolation`
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub tech_info: Option<String>,
+    pub critical: bool,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl From<SecurityEventRecord> for SecurityEvent {
+    fn from(e: SecurityEventRecord) -> Self {
+        Self {
+            id: ID(e.id.to_string()),
+            charger_id: e.charger_id.map(ID),
+            source: if e.source == "charger" {
+                SecurityEventSource::Charger
+            } else {
+                SecurityEventSource::Server
+            },
+            event_type: e.event_type,
+            tech_info: e.tech_info,
+            critical: e.critical,
+            occurred_at: e.occurred_at,
+        }
+    }
+}
+
+/// A charger's certificates, newest first (OPERATOR or ADMIN).
+pub async fn certificates(
+    ctx: &Context<'_>,
+    charger_id: &str,
+    first: i32,
+) -> ApiResult<Vec<ChargerCertificate>> {
+    require_staff(ctx)?;
+    let app = ctx.data_unchecked::<AppContext>();
+    Ok(
+        store::certificates(&app.db, charger_id, i64::from(first.clamp(1, 100)))
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    )
+}
+
+/// Security events, newest first, of one charger or all (OPERATOR or ADMIN).
+pub async fn events(
+    ctx: &Context<'_>,
+    charger_id: Option<&str>,
+    first: i32,
+) -> ApiResult<Vec<SecurityEvent>> {
+    require_staff(ctx)?;
+    if !(1..=500).contains(&first) {
+        return Err(ApiError::BadUserInput(
+            "first must be between 1 and 500".into(),
+        ));
+    }
+    let app = ctx.data_unchecked::<AppContext>();
+    Ok(store::events(&app.db, charger_id, i64::from(first))
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+fn require_admin(ctx: &Context<'_>) -> ApiResult<uuid::Uuid> {
+    let (id, role) = require_staff(ctx)?;
+    if role != Role::Admin {
+        return Err(ApiError::Forbidden(
+            "this operation changes a charger's security: ADMIN only".into(),
+        ));
+    }
+    Ok(id)
+}
+
+/// A new Basic password, as the server generates them: 20 random bytes as 40 hex digits (the
+/// 1.6 whitepaper's AuthorizationKey form, which 2.0.1's BasicAuthPassword accepts as well).
+fn generate_password() -> String {
+    hex::encode(rand::random::<[u8; 20]>())
+}
+
+/// What `rotateChargerPassword` returns: the new password, shown this once.
+#[derive(SimpleObject)]
+pub struct RotatedPassword {
+    pub charger_id: ID,
+    /// Shown once and never again; the charger already has it.
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct SecurityProfileInput {
+    pub charger_id: ID,
+    /// 2 or 3: security profiles are only ever raised
+    pub profile: i32,
+    /// 2.0.1: the CSMS URL the station connects to with the new profile (e.g.
+    /// `wss://csms.example.com:8443/ocpp`), and the network configuration slot to use (1 by
+    /// default); ignored for 1.6, which keeps its URL
+    pub csms_url: Option<String>,
+    pub configuration_slot: Option<i32>,
+}
+
+#[derive(Default)]
+pub struct SecurityQuery;
+
+#[Object]
+impl SecurityQuery {
+    /// OPERATOR or ADMIN: security events, newest first, of one charger or of all (extension).
+    async fn security_events(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: Option<ID>,
+        #[graphql(default = 50)] first: i32,
+    ) -> ApiResult<Vec<SecurityEvent>> {
+        events(ctx, charger_id.as_ref().map(|id| id.as_str()), first).await
+    }
+}
+
+#[derive(Default)]
+pub struct SecurityMutation;
+
+#[Object]
+impl SecurityMutation {
+    /// ADMIN: revokes a certificate the CSMS CA signed for the charger. The charger's next TLS
+    /// handshake with it fails (on every replica within seconds); a connection open with it is
+    /// closed now (extension).
+    async fn revoke_charger_certificate(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+        serial: String,
+        reason: Option<String>,
+    ) -> ApiResult<ChargerCertificate> {
+        let admin = require_admin(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = ChargePointId::parse(charger_id.as_str())?;
+        let reason = reason.unwrap_or_else(|| "revoked by an operator".into());
+        if reason.chars().count() > 200 {
+            return Err(ApiError::BadUserInput(
+                "reason: at most 200 characters".into(),
+            ));
+        }
+        let serial = serial.trim().to_ascii_lowercase();
+        let revoked = store::revoke(&app.db, id.as_str(), &serial, &reason)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such certificate of this charger".into()))?;
+        if let Err(e) = app.security.refresh_revoked(&app.db).await {
+            tracing::warn!(error = %e, "could not refresh the revoked certificates at once");
+        }
+        // a connection opened with the certificate ends now; the charger reconnects and is
+        // refused at the TLS handshake
+        super::chargers::disconnect(app, id.as_str(), "its certificate was revoked").await;
+        crate::security::record_server_event(
+            &app.db,
+            Some(id.as_str()),
+            "CertificateRevoked",
+            format!("serial {serial}: {reason}"),
+            false,
+        )
+        .await;
+        audit(
+            app,
+            admin,
+            "revokeChargerCertificate",
+            id.as_str(),
+            json!({ "serial": serial }),
+        )
+        .await;
+        Ok(revoked.into())
+    }
+
+    /// ADMIN: the server generates a new Basic password and sets it on the charger (1.6
+    /// ChangeConfiguration AuthorizationKey, 2.0.1 SetVariables SecurityCtrlr
+    /// BasicAuthPassword). Once the charger accepts it, both passwords work until the charger
+    /// first connects with the new one; then only the new one does. The password is returned
+    /// this once (extension).
+    async fn rotate_charger_password(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+    ) -> ApiResult<RotatedPassword> {
+        let admin = require_admin(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = ChargePointId::parse(charger_id.as_str())?;
+        let charger = chargers::find(&app.db, id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("charger not found".into()))?;
+        let new_password = generate_password();
+        let phc = password::hash(new_password.clone())
+            .await
+            .map_err(ApiError::internal)?;
+        // kept before the charger is told, so a charger that switches at once is let in
+        store::set_pending_password(&app.db, id.as_str(), &phc).await?;
+        let command = if charger.protocol.as_deref() == Some("OCPP16") {
+            ChargerCommand::Raw {
+                action: "ChangeConfiguration".into(),
+                // hex digits: the whitepaper's AuthorizationKey form
+                payload: json!({ "key": "AuthorizationKey", "value": new_password }),
+            }
+        } else {
+            ChargerCommand::Raw {
+                action: "SetVariables".into(),
+                payload: json!({ "setVariableData": [{
+                    "attributeValue": new_password,
+                    "component": { "name": "SecurityCtrlr" },
+                    "variable": { "name": "BasicAuthPassword" }
+                }]}),
+            }
+        };
+        let answer = run_command(app, id.as_str(), command).await;
+        let accepted = match &answer {
+            Ok(reply) => {
+                let status = reply["status"]
+                    .as_str()
+                    .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str());
+                status == Some("Accepted")
+            }
+            Err(_) => false,
+        };
+        audit(
+            app,
+            admin,
+            "rotateChargerPassword",
+            id.as_str(),
+            json!({ "accepted": accepted }),
+        )
+        .await;
+        if !accepted {
+            // the charger keeps its current password; the new one is forgotten
+            store::clear_pending_password(&app.db, id.as_str(), &phc).await?;
+            return Err(match answer {
+                Err(e) => e,
+                Ok(reply) => ApiError::ChargerRejected(format!(
+                    "the charger did not accept the new password: {reply}"
+                )),
+            });
+        }
+        tracing::info!(charger_id = %id, "charger password rotated; the old one works until the charger uses the new one");
+        Ok(RotatedPassword {
+            charger_id: ID(id.to_string()),
+            password: new_password,
+        })
+    }
+
+    /// ADMIN: raises a charger's security profile. The charger is told (1.6 ChangeConfiguration
+    /// SecurityProfile; 2.0.1 SetNetworkProfile, NetworkConfigurationPriority and a Reset) and
+    /// may still connect at its old profile until it first connects at the new one (the spec's
+    /// fallback); from then on only the new one (extension).
+    async fn raise_charger_security_profile(
+        &self,
+        ctx: &Context<'_>,
+        input: SecurityProfileInput,
+    ) -> ApiResult<ChargerView> {
+        let admin = require_admin(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = ChargePointId::parse(input.charger_id.as_str())?;
+        let charger = chargers::find(&app.db, id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("charger not found".into()))?;
+        let profile = i16::try_from(input.profile)
+            .ok()
+            .filter(|p| (2..=3).contains(p))
+            .ok_or_else(|| ApiError::BadUserInput("profile must be 2 or 3".into()))?;
+        if profile <= charger.security_profile {
+            return Err(ApiError::BadUserInput(format!(
+                "the charger already uses security profile {}; profiles are only raised",
+                charger.security_profile
+            )));
+        }
+        if profile == 3
+            && app
+                .security
+                .tls
+                .as_ref()
+                .is_none_or(|t| !t.client_certificates_enabled())
+        {
+            return Err(ApiError::BadUserInput(
+                "security profile 3 needs the TLS listener with client certificates (OCPP_CLIENT_CA or a CSMS CA)".into(),
+            ));
+        }
+        let commands: Vec<ChargerCommand> = if charger.protocol.as_deref() == Some("OCPP16") {
+            vec![ChargerCommand::Raw {
+                action: "ChangeConfiguration".into(),
+                payload: json!({ "key": "SecurityProfile", "value": profile.to_string() }),
+            }]
+        } else {
+            let url = input.csms_url.ok_or_else(|| {
+                ApiError::BadUserInput("csmsUrl is needed for an OCPP 2.0.1 station".into())
+            })?;
+            let slot = input.configuration_slot.unwrap_or(1);
+            vec![
+                ChargerCommand::Raw {
+                    action: "SetNetworkProfile".into(),
+                    payload: json!({
+                        "configurationSlot": slot,
+                        "connectionData": {
+                            "ocppVersion": "OCPP20",
+                            "ocppTransport": "JSON",
+                            "ocppCsmsUrl": url,
+                            "messageTimeout": 30,
+                            "securityProfile": profile,
+                            "ocppInterface": "Wired0"
+                        }
+                    }),
+                },
+                ChargerCommand::Raw {
+                    action: "SetVariables".into(),
+                    payload: json!({ "setVariableData": [{
+                        "attributeValue": slot.to_string(),
+                        "component": { "name": "OCPPCommCtrlr" },
+                        "variable": { "name": "NetworkConfigurationPriority" }
+                    }]}),
+                },
+                ChargerCommand::Reset { hard: false },
+            ]
+        };
+        store::request_profile(&app.db, id.as_str(), profile).await?;
+        for command in commands {
+            let reply = run_command(app, id.as_str(), command).await?;
+            let status = reply["status"]
+                .as_str()
+                .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str());
+            if !matches!(status, Some("Accepted" | "Scheduled")) {
+                store::request_profile_cancel(&app.db, id.as_str()).await?;
+                return Err(ApiError::ChargerRejected(format!(
+                    "the charger refused the new security profile: {reply}"
+                )));
+            }
+        }
+        audit(
+            app,
+            admin,
+            "raiseChargerSecurityProfile",
+            id.as_str(),
+            json!({ "profile": profile }),
+        )
+        .await;
+        let record = chargers::find(&app.db, id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::NotFound("charger not found".into()))?;
+        Ok(ChargerView(record))
+    }
+}

@@ -1,0 +1,735 @@
+//! Chargers over TLS (OCPP security profiles 2 and 3) against real TLS sockets: the profile
+//! each charger must use, certificates signed through SignCertificate/CertificateSigned from a
+//! real CSR, refused certificates (another charger's, expired, foreign CA, revoked), a server
+//! certificate reload, Basic password rotation and security events.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{json, Value};
+
+use crate::charger_client::{connect, connect_tls, handshake_status, ConnectError, TestCharger};
+use crate::helpers::{spawn_app_with, TestApp, CHARGER_PASSWORD};
+
+/// A certificate authority made for a test (the server's, or a foreign one).
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    /// A server certificate for 127.0.0.1 and its key (PEM).
+    fn server_cert(&self) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "csms.test");
+        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate for `cn`, valid from `not_before` to `not_after` (days from now).
+    fn client_cert(&self, cn: &str, not_before: i64, not_after: i64) -> (String, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(not_before);
+        params.not_after = now + time::Duration::days(not_after);
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key)
+    }
+}
+
+/// The files a TLS test server reads, in a directory of their own.
+struct TlsFiles {
+    dir: PathBuf,
+    server_ca: TestCa,
+    /// The CSMS CA (signs chargers' certificates), as the server loads it.
+    csms_ca_pem: String,
+    csms_ca_key_pem: String,
+}
+
+impl TlsFiles {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("chargegrid-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server_ca = TestCa::new("Test server CA");
+        let (cert, key) = server_ca.server_cert();
+        std::fs::write(dir.join("server.pem"), cert).unwrap();
+        std::fs::write(dir.join("server.key"), key).unwrap();
+        let (csms_ca_pem, csms_ca_key_pem) =
+            chargegrid::security::ca::CsmsCa::generate("Test CPO").unwrap();
+        std::fs::write(dir.join("csms-ca.pem"), &csms_ca_pem).unwrap();
+        std::fs::write(dir.join("csms-ca.key"), &csms_ca_key_pem).unwrap();
+        Self {
+            dir,
+            server_ca,
+            csms_ca_pem,
+            csms_ca_key_pem,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The CSMS CA as a signer (to make certificates the server would have signed).
+    fn csms_ca(&self) -> TestCa {
+        let key = KeyPair::from_pem(&self.csms_ca_key_pem).unwrap();
+        let params = CertificateParams::from_ca_cert_pem(&self.csms_ca_pem).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn spawn_tls(files: &TlsFiles) -> TestApp {
+    spawn_app_with(|s| {
+        s.ocpp.tls_bind = Some("127.0.0.1:0".into());
+        s.ocpp.tls_cert = Some(files.path("server.pem"));
+        s.ocpp.tls_key = Some(files.path("server.key"));
+        s.ocpp.ca_cert = Some(files.path("csms-ca.pem"));
+        s.ocpp.ca_key = Some(files.path("csms-ca.key"));
+        s.ocpp.tls_reload_check_secs = 1;
+    })
+    .await
+}
+
+fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// A client configuration trusting `server_ca`, with a client certificate if given.
+fn client_tls(
+    server_ca: &rcgen::Certificate,
+    client: Option<(&str, &KeyPair)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((chain_pem, key)) => builder
+            .with_client_auth_cert(
+                pem_certs(chain_pem),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+async fn operator_setup(app: &TestApp, charger_id: &str, profile: i32) -> (String, String) {
+    let admin = app.staff_token("ADMIN").await;
+    let station = app.create_station("TLS station").await;
+    let r = app
+        .graphql(
+            "mutation($i: RegisterChargerInput!) { registerCharger(input: $i) { id securityProfile } }",
+            json!({ "i": { "chargerId": charger_id, "stationId": station.to_string(), "password": CHARGER_PASSWORD, "securityProfile": profile } }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["registerCharger"]["securityProfile"], profile,
+        "{r}"
+    );
+    (admin, station.to_string())
+}
+
+/// The TLS handshake (or the WebSocket upgrade behind it) failed without an HTTP answer.
+fn refused_at_tls(result: Result<TestCharger, ConnectError>) -> String {
+    match result {
+        Ok(_) => panic!("the connection was accepted"),
+        Err(ConnectError::Status(code)) => {
+            panic!("refused with HTTP {code}, not at the TLS handshake")
+        }
+        Err(ConnectError::Other(e)) => e,
+    }
+}
+
+/// A CSR for `cn` made with a fresh P-256 key, as a charger makes one.
+fn csr(cn: &str) -> (String, KeyPair) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Test CPO");
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    (pem, key)
+}
+
+/// Sends SignCertificate and answers the CertificateSigned that follows; returns the chain.
+async fn obtain_certificate(charger: &mut TestCharger, csr_pem: &str, v201: bool) -> String {
+    let payload = if v201 {
+        json!({ "csr": csr_pem, "certificateType": "ChargingStationCertificate" })
+    } else {
+        json!({ "csr": csr_pem })
+    };
+    let answer = charger.call("SignCertificate", payload).await.unwrap();
+    assert_eq!(answer["status"], "Accepted", "{answer}");
+    let (id, action, payload) = charger.next_server_call().await;
+    assert_eq!(action, "CertificateSigned");
+    charger.reply(&id, json!({ "status": "Accepted" })).await;
+    payload["certificateChain"].as_str().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn a_profile_2_charger_connects_over_tls_with_its_password_and_is_refused_on_plain() {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let tls_port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    operator_setup(&app, "TLS-P2", 2).await;
+    let tls = client_tls(&files.server_ca.cert, None);
+
+    // plain WebSocket: below its profile, refused before any password check
+    let plain = connect(
+        app.port,
+        "TLS-P2",
+        "ocpp1.6",
+        Some(("TLS-P2", CHARGER_PASSWORD)),
+    )
+    .await;
+    assert_eq!(handshake_status(plain), 403);
+    // TLS with the wrong password, then with none
+    let wrong = connect_tls(
+        tls_port,
+        "TLS-P2",
+        "ocpp1.6",
+        Some(("TLS-P2", "not-the-password-00")),
+        tls.clone(),
+    )
+    .await;
+    assert_eq!(handshake_status(wrong), 401);
+    let none = connect_tls(tls_port, "TLS-P2", "ocpp1.6", None, tls.clone()).await;
+    assert_eq!(handshake_status(none), 401);
+    // TLS with its password: connected, and it works
+    let mut charger = connect_tls(
+        tls_port,
+        "TLS-P2",
+        "ocpp1.6",
+        Some(("TLS-P2", CHARGER_PASSWORD)),
+        tls.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(charger.boot().await["status"], "Accepted");
+    // the refusal on the plain listener was recorded as a security event
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM security_events WHERE charger_id = 'TLS-P2' AND source = 'server'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        events.contains(&"SecurityProfileViolation".to_string()),
+        "{events:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_profile_3_charger_gets_its_certificate_through_sign_certificate_then_connects_with_it() {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let tls_port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    let (admin, _) = operator_setup(&app, "TLS-P3", 2).await;
+    let tls = client_tls(&files.server_ca.cert, None);
+    let mut charger = connect_tls(
+        tls_port,
+        "TLS-P3",
+        "ocpp1.6",
+        Some(("TLS-P3", CHARGER_PASSWORD)),
+        tls,
+    )
+    .await
+    .unwrap();
+    charger.boot().await;
+
+    // a CSR in another charger's name is rejected, and nothing is sent back
+    let (foreign_csr, _) = csr("TLS-OTHER");
+    let rejected = charger
+        .call("SignCertificate", json!({ "csr": foreign_csr }))
+        .await
+        .unwrap();
+    assert_eq!(rejected["status"], "Rejected");
+    // its own CSR is signed, and the certificate arrives with CertificateSigned
+    let (own_csr, key) = csr("TLS-P3");
+    let chain = obtain_certificate(&mut charger, &own_csr, false).await;
+    assert_eq!(pem_certs(&chain).len(), 2, "certificate and CSMS CA");
+
+    // the operator raises the charger to profile 3: ChangeConfiguration SecurityProfile
+    let raise = app.graphql(
+        "mutation($c: ID!) { raiseChargerSecurityProfile(input: {chargerId: $c, profile: 3}) { securityProfile pendingSecurityProfile certificates { serial notAfter } } }",
+        json!({ "c": "TLS-P3" }),
+        Some(&admin),
+    );
+    let answer = async {
+        let (id, action, payload) = charger.next_server_call().await;
+        assert_eq!(action, "ChangeConfiguration");
+        assert_eq!(payload, json!({ "key": "SecurityProfile", "value": "3" }));
+        charger.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    let (raised, ()) = tokio::join!(raise, answer);
+    let view = &raised["data"]["raiseChargerSecurityProfile"];
+    assert_eq!(view["securityProfile"], 2, "{raised}");
+    assert_eq!(view["pendingSecurityProfile"], 3);
+    assert_eq!(view["certificates"].as_array().map(Vec::len), Some(1));
+
+    // it reconnects with its certificate, without a password: profile 3, now its minimum
+    drop(charger);
+    let with_cert = client_tls(&files.server_ca.cert, Some((&chain, &key)));
+    let mut charger = connect_tls(tls_port, "TLS-P3", "ocpp1.6", None, with_cert)
+        .await
+        .unwrap();
+    assert_eq!(charger.boot().await["status"], "Accepted");
+    let profile: i16 =
+        sqlx::query_scalar("SELECT security_profile FROM chargers WHERE id = 'TLS-P3'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(profile, 3);
+    // and TLS with only the password is now below its profile
+    let tls = client_tls(&files.server_ca.cert, None);
+    let below = connect_tls(
+        tls_port,
+        "TLS-P3",
+        "ocpp1.6",
+        Some(("TLS-P3", CHARGER_PASSWORD)),
+        tls,
+    )
+    .await;
+    assert_eq!(handshake_status(below), 403);
+}
+
+#[actix_web::test]
+async fn a_2_0_1_station_gets_its_certificate_signed() {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let tls_port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    operator_setup(&app, "TLS-201", 2).await;
+    let tls = client_tls(&files.server_ca.cert, None);
+    let mut station = connect_tls(
+        tls_port,
+        "TLS-201",
+        "ocpp2.0.1",
+        Some(("TLS-201", CHARGER_PASSWORD)),
+        tls,
+    )
+    .await
+    .unwrap();
+    station.boot201().await;
+    let (own_csr, key) = csr("TLS-201");
+    let chain = obtain_certificate(&mut station, &own_csr, true).await;
+    // the certificate works for a profile 3 connection at once
+    let with_cert = client_tls(&files.server_ca.cert, Some((&chain, &key)));
+    let mut again = connect_tls(tls_port, "TLS-201", "ocpp2.0.1", None, with_cert)
+        .await
+        .unwrap();
+    assert_eq!(again.boot201().await["status"], "Accepted");
+    // a weak or garbled CSR is rejected with a reason
+    let rejected = again
+        .call("SignCertificate", json!({ "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----" }))
+        .await
+        .unwrap();
+    assert_eq!(rejected["status"], "Rejected");
+    assert_eq!(rejected["statusInfo"]["reasonCode"], "InvalidCSR");
+}
+
+#[actix_web::test]
+async fn certificates_of_another_charger_expired_foreign_or_revoked_are_refused() {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let tls_port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    let (admin, _) = operator_setup(&app, "TLS-A", 3).await;
+    let csms = files.csms_ca();
+    let csms_pem = files.csms_ca_pem.clone();
+    let server_ca = &files.server_ca.cert;
+    let try_with = |chain: String, key: KeyPair| {
+        let config = client_tls(server_ca, Some((&chain, &key)));
+        async move { connect_tls(tls_port, "TLS-A", "ocpp1.6", None, config).await }
+    };
+
+    // a valid certificate of its own: accepted (the control)
+    let (own, own_key) = csms.client_cert("TLS-A", -1, 30);
+    let ok = try_with(format!("{own}{csms_pem}"), own_key).await;
+    assert_eq!(handshake_status(ok), 101);
+    // another charger's certificate, from the same CA: refused at the WebSocket handshake
+    let (other, other_key) = csms.client_cert("TLS-B", -1, 30);
+    let result = try_with(format!("{other}{csms_pem}"), other_key).await;
+    assert_eq!(handshake_status(result), 403);
+    // expired
+    let (expired, expired_key) = csms.client_cert("TLS-A", -30, -1);
+    let e = refused_at_tls(try_with(format!("{expired}{csms_pem}"), expired_key).await);
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // from a foreign CA
+    let foreign = TestCa::new("Foreign CA");
+    let (alien, alien_key) = foreign.client_cert("TLS-A", -1, 30);
+    refused_at_tls(try_with(alien, alien_key).await);
+    // no certificate at all: a profile 3 charger gets 403 (below its profile)
+    let bare = connect_tls(
+        tls_port,
+        "TLS-A",
+        "ocpp1.6",
+        Some(("TLS-A", CHARGER_PASSWORD)),
+        client_tls(server_ca, None),
+    )
+    .await;
+    assert_eq!(handshake_status(bare), 403);
+
+    // revoked: a certificate the CSMS signed, then revoked by an ADMIN
+    let (signed_csr, signed_key) = csr("TLS-A");
+    let (fresh, fresh_key) = csms.client_cert("TLS-A", -1, 30);
+    let mut charger = try_with(format!("{fresh}{csms_pem}"), fresh_key)
+        .await
+        .unwrap();
+    charger.boot().await;
+    let chain = obtain_certificate(&mut charger, &signed_csr, false).await;
+    let serial: String = sqlx::query_scalar(
+        "SELECT serial FROM charger_certificates WHERE charger_id = 'TLS-A' ORDER BY issued_at DESC LIMIT 1",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let before = try_with(
+        chain.clone(),
+        KeyPair::from_pem(&signed_key.serialize_pem()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        handshake_status(before),
+        101,
+        "the signed certificate works before revocation"
+    );
+    let revoked = app
+        .graphql(
+            "mutation($c: ID!, $s: String!) { revokeChargerCertificate(chargerId: $c, serial: $s, reason: \"key compromised\") { serial revokedAt revokedReason } }",
+            json!({ "c": "TLS-A", "s": serial }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        revoked["data"]["revokeChargerCertificate"]["revokedReason"], "key compromised",
+        "{revoked}"
+    );
+    let e = refused_at_tls(try_with(chain, signed_key).await);
+    assert!(e.to_lowercase().contains("revoked"), "{e}");
+    let refused = app
+        .ctx
+        .metrics
+        .tls_client_certificates_refused_total
+        .with_label_values(&["revoked"])
+        .get();
+    assert!(refused >= 1);
+    // an OPERATOR cannot revoke (ADMIN only)
+    let operator = app.staff_token("OPERATOR").await;
+    let denied = app
+        .graphql(
+            "mutation($c: ID!, $s: String!) { revokeChargerCertificate(chargerId: $c, serial: $s) { serial } }",
+            json!({ "c": "TLS-A", "s": serial }),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&denied).as_deref(),
+        Some("FORBIDDEN")
+    );
+    // the mismatch was recorded as a critical server event, and published
+    let critical: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM security_events WHERE charger_id = 'TLS-A' AND event_type = 'CertificateOfAnotherCharger' AND critical",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(critical, 1);
+    let published: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'SECURITY_EVENT'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(published >= 1);
+}
+
+fn write_atomically(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[actix_web::test]
+async fn a_server_certificate_reload_keeps_existing_connections_and_serves_the_new_one() {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let tls_port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    operator_setup(&app, "TLS-R", 2).await;
+    let old_tls = client_tls(&files.server_ca.cert, None);
+    let mut old = connect_tls(
+        tls_port,
+        "TLS-R",
+        "ocpp1.6",
+        Some(("TLS-R", CHARGER_PASSWORD)),
+        old_tls.clone(),
+    )
+    .await
+    .unwrap();
+    old.boot().await;
+
+    // the operator rotates the server certificate to one from a new CA
+    let new_ca = TestCa::new("Rotated server CA");
+    let (cert, key) = new_ca.server_cert();
+    write_atomically(&files.dir.join("server.key"), &key);
+    write_atomically(&files.dir.join("server.pem"), &cert);
+    let new_tls = client_tls(&new_ca.cert, None);
+    let served = app
+        .wait_until(Duration::from_secs(15), || {
+            let tls = new_tls.clone();
+            async move {
+                // a client trusting only the new CA gets through once the reload happened
+                connect_tls(tls_port, "TLS-R2", "ocpp1.6", None, tls)
+                    .await
+                    .err()
+                    .is_some_and(|e| matches!(e, ConnectError::Status(404)))
+            }
+        })
+        .await;
+    assert!(served, "the new certificate was never served");
+    // clients trusting only the old CA no longer get through (a fresh client: a remembered
+    // TLS session would resume without looking at the certificate)
+    let stale_tls = client_tls(&files.server_ca.cert, None);
+    let stale = connect_tls(
+        tls_port,
+        "TLS-R",
+        "ocpp1.6",
+        Some(("TLS-R", CHARGER_PASSWORD)),
+        stale_tls,
+    )
+    .await;
+    refused_at_tls(stale);
+    // the connection opened before the reload still works
+    let beat = old.call("Heartbeat", json!({})).await.unwrap();
+    assert!(beat["currentTime"].is_string());
+}
+
+#[actix_web::test]
+async fn a_rotated_password_is_accepted_once_the_charger_uses_it_and_then_only_it() {
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, _) = operator_setup(&app, "ROT-1", 1).await;
+    let mut charger =
+        crate::charger_client::connect16(app.port, "ROT-1", Some(("ROT-1", CHARGER_PASSWORD)))
+            .await;
+    charger.boot().await;
+    let rotate = app.graphql(
+        "mutation($c: ID!) { rotateChargerPassword(chargerId: $c) { chargerId password } }",
+        json!({ "c": "ROT-1" }),
+        Some(&admin),
+    );
+    let answer = async {
+        let (id, action, payload) = charger.next_server_call().await;
+        assert_eq!(action, "ChangeConfiguration");
+        assert_eq!(payload["key"], "AuthorizationKey");
+        charger.reply(&id, json!({ "status": "Accepted" })).await;
+        payload["value"].as_str().unwrap().to_string()
+    };
+    let (rotated, sent): (Value, String) = tokio::join!(rotate, answer);
+    let password = rotated["data"]["rotateChargerPassword"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        password, sent,
+        "the charger got the password the operator saw"
+    );
+    assert_eq!(password.len(), 40);
+    // until the charger uses the new password, the old one still works (it may not have
+    // switched yet)...
+    let old = connect(
+        app.port,
+        "ROT-1",
+        "ocpp1.6",
+        Some(("ROT-1", CHARGER_PASSWORD)),
+    )
+    .await;
+    assert_eq!(handshake_status(old), 101);
+    // ...the new one works (TC_073: the charger reconnects with it)...
+    let new = connect(app.port, "ROT-1", "ocpp1.6", Some(("ROT-1", &password))).await;
+    assert_eq!(handshake_status(new), 101);
+    // ...and from then on only the new one
+    let old = connect(
+        app.port,
+        "ROT-1",
+        "ocpp1.6",
+        Some(("ROT-1", CHARGER_PASSWORD)),
+    )
+    .await;
+    assert_eq!(handshake_status(old), 401);
+    let new = connect(app.port, "ROT-1", "ocpp1.6", Some(("ROT-1", &password))).await;
+    assert_eq!(handshake_status(new), 101);
+    // the password is never stored in the clear, nor in the audit log
+    let audit: Vec<String> = sqlx::query_scalar(
+        "SELECT details::text FROM audit_log WHERE action = 'rotateChargerPassword'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert!(!audit[0].contains(&password));
+}
+
+#[actix_web::test]
+async fn a_refused_password_change_keeps_the_old_password_alone() {
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, _) = operator_setup(&app, "ROT-2", 1).await;
+    let mut charger =
+        crate::charger_client::connect201(app.port, "ROT-2", Some(("ROT-2", CHARGER_PASSWORD)))
+            .await;
+    charger.boot201().await;
+    let rotate = app.graphql(
+        "mutation($c: ID!) { rotateChargerPassword(chargerId: $c) { password } }",
+        json!({ "c": "ROT-2" }),
+        Some(&admin),
+    );
+    let answer = async {
+        let (id, action, payload) = charger.next_server_call().await;
+        assert_eq!(action, "SetVariables");
+        assert_eq!(
+            payload["setVariableData"][0]["variable"]["name"],
+            "BasicAuthPassword"
+        );
+        charger
+            .reply(&id, json!({ "setVariableResult": [{ "attributeStatus": "Rejected", "component": { "name": "SecurityCtrlr" }, "variable": { "name": "BasicAuthPassword" } }] }))
+            .await;
+        payload["setVariableData"][0]["attributeValue"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (rotated, sent): (Value, String) = tokio::join!(rotate, answer);
+    assert_eq!(
+        crate::helpers::error_code(&rotated).as_deref(),
+        Some("CHARGER_REJECTED"),
+        "{rotated}"
+    );
+    let refused = connect(app.port, "ROT-2", "ocpp2.0.1", Some(("ROT-2", &sent))).await;
+    assert_eq!(handshake_status(refused), 401);
+    let old = connect(
+        app.port,
+        "ROT-2",
+        "ocpp2.0.1",
+        Some(("ROT-2", CHARGER_PASSWORD)),
+    )
+    .await;
+    assert_eq!(handshake_status(old), 101);
+}
+
+#[actix_web::test]
+async fn security_events_are_stored_and_the_critical_ones_published() {
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, _) = operator_setup(&app, "SEC-201", 1).await;
+    let mut station =
+        crate::charger_client::connect201(app.port, "SEC-201", Some(("SEC-201", CHARGER_PASSWORD)))
+            .await;
+    station.boot201().await;
+    station
+        .call("SecurityEventNotification", json!({ "type": "TamperDetectionActivated", "timestamp": "2026-12-03T10:00:00Z", "techInfo": "lid opened" }))
+        .await
+        .unwrap();
+    station
+        .call(
+            "SecurityEventNotification",
+            json!({ "type": "InvalidMessages", "timestamp": "2026-12-03T10:01:00Z" }),
+        )
+        .await
+        .unwrap();
+    operator_setup(&app, "SEC-16", 1).await;
+    let mut charger =
+        crate::charger_client::connect16(app.port, "SEC-16", Some(("SEC-16", CHARGER_PASSWORD)))
+            .await;
+    charger.boot().await;
+    charger
+        .call(
+            "SecurityEventNotification",
+            json!({ "type": "FirmwareUpdated", "timestamp": "2026-12-03T10:02:00Z" }),
+        )
+        .await
+        .unwrap();
+    // a malformed one is refused with a CallError and the connection stays
+    let bad = charger
+        .call(
+            "SecurityEventNotification",
+            json!({ "type": "FirmwareUpdated" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.0, "OccurenceConstraintViolation", "{bad:?}");
+    let events = app
+        .graphql(
+            "{ charger(id: \"SEC-201\") { securityEvents { type source critical techInfo occurredAt } } }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
+    let list = events["data"]["charger"]["securityEvents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(list.len(), 2, "{events}");
+    assert_eq!(list[0]["type"], "InvalidMessages");
+    assert_eq!(list[0]["critical"], false);
+    assert_eq!(list[1]["type"], "TamperDetectionActivated");
+    assert_eq!(list[1]["critical"], true);
+    assert_eq!(list[1]["source"], "CHARGER");
+    assert_eq!(list[1]["techInfo"], "lid opened");
+    let published: Vec<String> = sqlx::query_scalar(
+        "SELECT body FROM outbox WHERE event_type = 'SECURITY_EVENT' ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(published.len(), 2, "{published:?}");
+    assert!(published[0].contains("TamperDetectionActivated"));
+    assert!(published[1].contains("FirmwareUpdated"));
+    // drivers see nothing
+    let (driver, _, _) = app
+        .register("sec-driver@example.com", "driver password")
+        .await;
+    let denied = app
+        .graphql("{ securityEvents { type } }", json!({}), Some(&driver))
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&denied).as_deref(),
+        Some("FORBIDDEN")
+    );
+}
