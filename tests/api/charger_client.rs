@@ -42,7 +42,19 @@ pub async fn connect(
     basic: Option<(&str, &str)>,
 ) -> Result<TestCharger, ConnectError> {
     let url = format!("ws://127.0.0.1:{port}/ocpp/{path_id}");
-    connect_url(&url, protocols, basic, None).await
+    connect_url(&url, protocols, basic, None, &[]).await
+}
+
+/// `connect` with extra request headers (e.g. what a proxy adds).
+pub async fn connect_with_headers(
+    port: u16,
+    path_id: &str,
+    protocols: &str,
+    basic: Option<(&str, &str)>,
+    headers: &[(&'static str, &str)],
+) -> Result<TestCharger, ConnectError> {
+    let url = format!("ws://127.0.0.1:{port}/ocpp/{path_id}");
+    connect_url(&url, protocols, basic, None, headers).await
 }
 
 /// Connects over TLS (`wss://`) with `tls` (its trusted roots and, for profile 3, its client
@@ -60,6 +72,7 @@ pub async fn connect_tls(
         protocols,
         basic,
         Some(tokio_tungstenite::Connector::Rustls(tls)),
+        &[],
     )
     .await
 }
@@ -69,10 +82,17 @@ async fn connect_url(
     protocols: &str,
     basic: Option<(&str, &str)>,
     connector: Option<tokio_tungstenite::Connector>,
+    headers: &[(&'static str, &str)],
 ) -> Result<TestCharger, ConnectError> {
     let mut request = url
         .into_client_request()
         .map_err(|e| ConnectError::Other(e.to_string()))?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            *name,
+            HeaderValue::from_str(value).map_err(|e| ConnectError::Other(e.to_string()))?,
+        );
+    }
     if !protocols.is_empty() {
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",

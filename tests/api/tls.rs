@@ -262,6 +262,43 @@ async fn a_profile_2_charger_connects_over_tls_with_its_password_and_is_refused_
 }
 
 #[actix_web::test]
+async fn a_trusted_proxy_that_terminated_tls_gives_profile_2_and_no_one_else_does() {
+    use crate::charger_client::connect_with_headers;
+    let https = [("X-Forwarded-Proto", "https")];
+    // the proxy is trusted: its word that TLS was used counts
+    let app = spawn_app_with(|s| s.http.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    operator_setup(&app, "PROXY-P2", 2).await;
+    let basic = Some(("PROXY-P2", CHARGER_PASSWORD));
+    let plain = connect(app.port, "PROXY-P2", "ocpp1.6", basic).await;
+    assert_eq!(handshake_status(plain), 403);
+    let proxied = connect_with_headers(app.port, "PROXY-P2", "ocpp1.6", basic, &https).await;
+    assert_eq!(handshake_status(proxied), 101);
+    // profile 3 needs the certificate itself, which no proxy header can stand for
+    operator_setup(&app, "PROXY-P3", 3).await;
+    let p3 = connect_with_headers(
+        app.port,
+        "PROXY-P3",
+        "ocpp1.6",
+        Some(("PROXY-P3", CHARGER_PASSWORD)),
+        &https,
+    )
+    .await;
+    assert_eq!(handshake_status(p3), 403);
+    // anyone else writing the header is not believed
+    let app = spawn_app_with(|_| {}).await;
+    operator_setup(&app, "PROXY-X", 2).await;
+    let spoofed = connect_with_headers(
+        app.port,
+        "PROXY-X",
+        "ocpp1.6",
+        Some(("PROXY-X", CHARGER_PASSWORD)),
+        &https,
+    )
+    .await;
+    assert_eq!(handshake_status(spoofed), 403);
+}
+
+#[actix_web::test]
 async fn a_profile_3_charger_gets_its_certificate_through_sign_certificate_then_connects_with_it() {
     let files = TlsFiles::new();
     let app = spawn_tls(&files).await;
