@@ -770,3 +770,238 @@ async fn security_events_are_stored_and_the_critical_ones_published() {
         Some("FORBIDDEN")
     );
 }
+
+/// Runs `query` as `token` while the charger answers the one call it causes with `reply`;
+/// returns the GraphQL answer and the call the charger received (action, payload).
+async fn operate(
+    app: &TestApp,
+    charger: &mut TestCharger,
+    query: &str,
+    variables: Value,
+    token: &str,
+    reply: Value,
+) -> (Value, String, Value) {
+    let request = app.graphql(query, variables, Some(token));
+    let answer = async {
+        let frame = charger.recv_within(Duration::from_secs(10)).await?;
+        let (id, action, payload) = (
+            frame[1].as_str()?.to_string(),
+            frame[2].as_str()?.to_string(),
+            frame[3].clone(),
+        );
+        charger.reply(&id, reply).await;
+        Some((action, payload))
+    };
+    let (response, answered) = tokio::join!(request, answer);
+    let Some((action, payload)) = answered else {
+        panic!("no call reached the charger; the API answered {response}");
+    };
+    (response, action, payload)
+}
+
+#[actix_web::test]
+async fn operators_manage_a_2_0_1_stations_trust_store() {
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, _) = operator_setup(&app, "TRUST-201", 1).await;
+    let mut station = crate::charger_client::connect201(
+        app.port,
+        "TRUST-201",
+        Some(("TRUST-201", CHARGER_PASSWORD)),
+    )
+    .await;
+    station.boot201().await;
+    let root = TestCa::new("Some root").cert.pem();
+
+    // M_01-M_04: install each kind of root; M_05: the station fails to
+    for (kind, ocpp, status) in [
+        ("CSMS_ROOT_CERTIFICATE", "CSMSRootCertificate", "Accepted"),
+        (
+            "MANUFACTURER_ROOT_CERTIFICATE",
+            "ManufacturerRootCertificate",
+            "Accepted",
+        ),
+        ("V2G_ROOT_CERTIFICATE", "V2GRootCertificate", "Accepted"),
+        ("MO_ROOT_CERTIFICATE", "MORootCertificate", "Failed"),
+    ] {
+        let (response, action, payload) = operate(
+            &app,
+            &mut station,
+            "mutation($c: ID!, $t: InstallCertificateUse!, $p: String!) { installChargerCertificate(chargerId: $c, certificateType: $t, certificate: $p) }",
+            json!({ "c": "TRUST-201", "t": kind, "p": root }),
+            &admin,
+            json!({ "status": status }),
+        )
+        .await;
+        assert_eq!(action, "InstallCertificate");
+        assert_eq!(payload["certificateType"], ocpp);
+        assert_eq!(payload["certificate"], root.as_str());
+        assert_eq!(
+            response["data"]["installChargerCertificate"], status,
+            "{response}"
+        );
+    }
+    // garbage is refused before anything is sent
+    let garbage = app
+        .graphql(
+            "mutation { installChargerCertificate(chargerId: \"TRUST-201\", certificateType: CSMS_ROOT_CERTIFICATE, certificate: \"not a certificate\") }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&garbage).as_deref(),
+        Some("BAD_USER_INPUT")
+    );
+
+    // M_12-M_19: list them (a chain with a child, and nothing found)
+    let hash = json!({ "hashAlgorithm": "SHA256", "issuerNameHash": "aa", "issuerKeyHash": "bb", "serialNumber": "01" });
+    let (response, action, payload) = operate(
+        &app,
+        &mut station,
+        "query($c: ID!) { chargerInstalledCertificates(chargerId: $c, certificateTypes: [CSMS_ROOT_CERTIFICATE, V2G_CERTIFICATE_CHAIN]) { status certificates { certificateType hashData { serialNumber } children { serialNumber } } } }",
+        json!({ "c": "TRUST-201" }),
+        &admin,
+        json!({ "status": "Accepted", "certificateHashDataChain": [
+            { "certificateType": "CSMSRootCertificate", "certificateHashData": hash },
+            { "certificateType": "V2GCertificateChain", "certificateHashData": hash, "childCertificateHashData": [hash] }
+        ]}),
+    )
+    .await;
+    assert_eq!(action, "GetInstalledCertificateIds");
+    assert_eq!(
+        payload,
+        json!({ "certificateType": ["CSMSRootCertificate", "V2GCertificateChain"] })
+    );
+    let listed = &response["data"]["chargerInstalledCertificates"];
+    assert_eq!(listed["status"], "Accepted", "{response}");
+    assert_eq!(
+        listed["certificates"][1]["certificateType"],
+        "V2GCertificateChain"
+    );
+    assert_eq!(
+        listed["certificates"][1]["children"][0]["serialNumber"],
+        "01"
+    );
+    let (response, _, payload) = operate(
+        &app,
+        &mut station,
+        "query { chargerInstalledCertificates(chargerId: \"TRUST-201\") { status certificates { certificateType } } }",
+        json!({}),
+        &admin,
+        json!({ "status": "NotFound" }),
+    )
+    .await;
+    assert_eq!(payload, json!({}), "all types when none are given");
+    assert_eq!(
+        response["data"]["chargerInstalledCertificates"]["status"],
+        "NotFound"
+    );
+
+    // M_20, M_21: delete one, and one that fails
+    for status in ["Accepted", "Failed"] {
+        let (response, action, payload) = operate(
+            &app,
+            &mut station,
+            "mutation($c: ID!, $h: CertificateHashDataInput!) { deleteChargerCertificate(chargerId: $c, hashData: $h) }",
+            json!({ "c": "TRUST-201", "h": hash }),
+            &admin,
+            json!({ "status": status }),
+        )
+        .await;
+        assert_eq!(action, "DeleteCertificate");
+        assert_eq!(payload["certificateHashData"], hash);
+        assert_eq!(
+            response["data"]["deleteChargerCertificate"], status,
+            "{response}"
+        );
+    }
+    // installing and deleting are ADMIN only; listing is for operators too
+    let operator = app.staff_token("OPERATOR").await;
+    let denied = app
+        .graphql(
+            "mutation($c: ID!, $h: CertificateHashDataInput!) { deleteChargerCertificate(chargerId: $c, hashData: $h) }",
+            json!({ "c": "TRUST-201", "h": hash }),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&denied).as_deref(),
+        Some("FORBIDDEN")
+    );
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action IN ('installChargerCertificate', 'deleteChargerCertificate')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(audited, 6);
+}
+
+#[actix_web::test]
+async fn a_1_6_chargers_trust_store_uses_the_security_extensions_names() {
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, _) = operator_setup(&app, "TRUST-16", 1).await;
+    let mut charger = crate::charger_client::connect16(
+        app.port,
+        "TRUST-16",
+        Some(("TRUST-16", CHARGER_PASSWORD)),
+    )
+    .await;
+    charger.boot().await;
+    let root = TestCa::new("Central root").cert.pem();
+    let (response, action, payload) = operate(
+        &app,
+        &mut charger,
+        "mutation($p: String!) { installChargerCertificate(chargerId: \"TRUST-16\", certificateType: CSMS_ROOT_CERTIFICATE, certificate: $p) }",
+        json!({ "p": root }),
+        &admin,
+        json!({ "status": "Accepted" }),
+    )
+    .await;
+    assert_eq!(action, "InstallCertificate");
+    assert_eq!(payload["certificateType"], "CentralSystemRootCertificate");
+    assert_eq!(response["data"]["installChargerCertificate"], "Accepted");
+    let hash = json!({ "hashAlgorithm": "SHA256", "issuerNameHash": "aa", "issuerKeyHash": "bb", "serialNumber": "02" });
+    let (response, _, payload) = operate(
+        &app,
+        &mut charger,
+        "query { chargerInstalledCertificates(chargerId: \"TRUST-16\", certificateTypes: [MANUFACTURER_ROOT_CERTIFICATE]) { status certificates { certificateType hashData { serialNumber } } } }",
+        json!({}),
+        &admin,
+        json!({ "status": "Accepted", "certificateHashData": [hash] }),
+    )
+    .await;
+    assert_eq!(
+        payload,
+        json!({ "certificateType": "ManufacturerRootCertificate" })
+    );
+    let listed = &response["data"]["chargerInstalledCertificates"];
+    assert_eq!(
+        listed["certificates"][0]["hashData"]["serialNumber"], "02",
+        "{response}"
+    );
+    assert!(listed["certificates"][0]["certificateType"].is_null());
+    // what 1.6 cannot hold is refused before anything is sent
+    for query in [
+        "query { chargerInstalledCertificates(chargerId: \"TRUST-16\", certificateTypes: [V2G_CERTIFICATE_CHAIN]) { status } }",
+        "query { chargerInstalledCertificates(chargerId: \"TRUST-16\") { status } }",
+    ] {
+        let refused = app.graphql(query, json!({}), Some(&admin)).await;
+        assert_eq!(crate::helpers::error_code(&refused).as_deref(), Some("BAD_USER_INPUT"), "{refused}");
+    }
+    // an answer that does not match the security extension's schema is refused
+    let (response, _, _) = operate(
+        &app,
+        &mut charger,
+        "mutation($h: CertificateHashDataInput!) { deleteChargerCertificate(chargerId: \"TRUST-16\", hashData: $h) }",
+        json!({ "h": hash }),
+        &admin,
+        json!({ "status": "Maybe" }),
+    )
+    .await;
+    assert_eq!(
+        crate::helpers::error_code(&response).as_deref(),
+        Some("CHARGER_REJECTED"),
+        "{response}"
+    );
+}

@@ -36,6 +36,7 @@ pub struct QueryRoot(
     stations::StationQuery,
     payments::PaymentQuery,
     security::SecurityQuery,
+    security::CertificateQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -47,6 +48,7 @@ pub struct MutationRoot(
     invoices::InvoiceMutation,
     payments::PaymentMutation,
     security::SecurityMutation,
+    security::CertificateMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

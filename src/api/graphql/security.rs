@@ -398,3 +398,282 @@ impl SecurityMutation {
         Ok(ChargerView(record))
     }
 }
+
+/// Root certificates an operator installs in a charger's trust store (InstallCertificate).
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum InstallCertificateUse {
+    /// the CSMS's root (1.6: CentralSystemRootCertificate)
+    CsmsRootCertificate,
+    ManufacturerRootCertificate,
+    /// 2.0.1 only
+    #[graphql(name = "V2G_ROOT_CERTIFICATE")]
+    V2gRootCertificate,
+    /// 2.0.1 only
+    #[graphql(name = "MO_ROOT_CERTIFICATE")]
+    MoRootCertificate,
+}
+
+impl InstallCertificateUse {
+    fn ocpp(self, v16: bool) -> ApiResult<&'static str> {
+        Ok(match (self, v16) {
+            (Self::CsmsRootCertificate, true) => "CentralSystemRootCertificate",
+            (Self::CsmsRootCertificate, false) => "CSMSRootCertificate",
+            (Self::ManufacturerRootCertificate, _) => "ManufacturerRootCertificate",
+            (Self::V2gRootCertificate, false) => "V2GRootCertificate",
+            (Self::MoRootCertificate, false) => "MORootCertificate",
+            (_, true) => {
+                return Err(ApiError::BadUserInput(
+                    "OCPP 1.6 chargers hold only CSMS and manufacturer root certificates".into(),
+                ))
+            }
+        })
+    }
+}
+
+/// Certificates a charger can list (GetInstalledCertificateIds).
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum InstalledCertificateUse {
+    CsmsRootCertificate,
+    ManufacturerRootCertificate,
+    #[graphql(name = "V2G_ROOT_CERTIFICATE")]
+    V2gRootCertificate,
+    #[graphql(name = "MO_ROOT_CERTIFICATE")]
+    MoRootCertificate,
+    /// 2.0.1 only: the station's V2G certificate chain
+    #[graphql(name = "V2G_CERTIFICATE_CHAIN")]
+    V2gCertificateChain,
+}
+
+impl InstalledCertificateUse {
+    fn ocpp(self, v16: bool) -> ApiResult<&'static str> {
+        match self {
+            Self::V2gCertificateChain if !v16 => Ok("V2GCertificateChain"),
+            Self::V2gCertificateChain => Err(ApiError::BadUserInput(
+                "OCPP 1.6 chargers have no V2G certificate chain".into(),
+            )),
+            Self::CsmsRootCertificate => InstallCertificateUse::CsmsRootCertificate.ocpp(v16),
+            Self::ManufacturerRootCertificate => {
+                InstallCertificateUse::ManufacturerRootCertificate.ocpp(v16)
+            }
+            Self::V2gRootCertificate => InstallCertificateUse::V2gRootCertificate.ocpp(v16),
+            Self::MoRootCertificate => InstallCertificateUse::MoRootCertificate.ocpp(v16),
+        }
+    }
+}
+
+/// How a charger identifies one of its certificates (OCPP CertificateHashData).
+#[derive(SimpleObject, InputObject, Clone, serde::Serialize, serde::Deserialize)]
+#[graphql(input_name = "CertificateHashDataInput")]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateHashData {
+    /// SHA256, SHA384 or SHA512
+    pub hash_algorithm: String,
+    pub issuer_name_hash: String,
+    pub issuer_key_hash: String,
+    pub serial_number: String,
+}
+
+/// A certificate a charger reported, with its type (2.0.1) and the certificates below it.
+#[derive(SimpleObject)]
+pub struct InstalledCertificate {
+    /// the OCPP name of its use, e.g. `CSMSRootCertificate`; null from 1.6 chargers, which
+    /// list one type at a time
+    pub certificate_type: Option<String>,
+    pub hash_data: CertificateHashData,
+    pub children: Vec<CertificateHashData>,
+}
+
+/// The answer to `chargerInstalledCertificates`.
+#[derive(SimpleObject)]
+pub struct InstalledCertificates {
+    /// `Accepted` or `NotFound`, as the charger answered
+    pub status: String,
+    pub certificates: Vec<InstalledCertificate>,
+}
+
+/// The charger's protocol: true for 1.6.
+async fn speaks_16(app: &AppContext, id: &str) -> ApiResult<bool> {
+    let charger = chargers::find(&app.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("charger not found".into()))?;
+    Ok(charger.protocol.as_deref() == Some("OCPP16"))
+}
+
+fn status_of(reply: &serde_json::Value) -> String {
+    reply["status"].as_str().unwrap_or("Unknown").to_string()
+}
+
+#[derive(Default)]
+pub struct CertificateQuery;
+
+#[Object]
+impl CertificateQuery {
+    /// OPERATOR or ADMIN: the certificates in a charger's trust store, asked of the charger
+    /// (GetInstalledCertificateIds); all types when none are given (2.0.1), exactly one type
+    /// for 1.6 chargers (extension).
+    async fn charger_installed_certificates(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+        certificate_types: Option<Vec<InstalledCertificateUse>>,
+    ) -> ApiResult<InstalledCertificates> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = ChargePointId::parse(charger_id.as_str())?;
+        let v16 = speaks_16(app, id.as_str()).await?;
+        let types = certificate_types
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.ocpp(v16))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let payload = if v16 {
+            let [only] = types.as_slice() else {
+                return Err(ApiError::BadUserInput(
+                    "OCPP 1.6 chargers list one certificate type at a time".into(),
+                ));
+            };
+            json!({ "certificateType": only })
+        } else if types.is_empty() {
+            json!({})
+        } else {
+            json!({ "certificateType": types })
+        };
+        let reply = run_command(
+            app,
+            id.as_str(),
+            ChargerCommand::Raw {
+                action: "GetInstalledCertificateIds".into(),
+                payload,
+            },
+        )
+        .await?;
+        let parse =
+            |v: &serde_json::Value| serde_json::from_value::<CertificateHashData>(v.clone()).ok();
+        let certificates = if v16 {
+            reply["certificateHashData"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(parse)
+                .map(|hash_data| InstalledCertificate {
+                    certificate_type: None,
+                    hash_data,
+                    children: Vec::new(),
+                })
+                .collect()
+        } else {
+            reply["certificateHashDataChain"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|chain| {
+                    Some(InstalledCertificate {
+                        certificate_type: chain["certificateType"].as_str().map(str::to_string),
+                        hash_data: parse(&chain["certificateHashData"])?,
+                        children: chain["childCertificateHashData"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(parse)
+                            .collect(),
+                    })
+                })
+                .collect()
+        };
+        Ok(InstalledCertificates {
+            status: status_of(&reply),
+            certificates,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct CertificateMutation;
+
+#[Object]
+impl CertificateMutation {
+    /// ADMIN: installs a root certificate (PEM) in the charger's trust store
+    /// (InstallCertificate); the charger's status (`Accepted`, `Rejected`, `Failed`) is
+    /// returned (extension).
+    async fn install_charger_certificate(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+        certificate_type: InstallCertificateUse,
+        certificate: String,
+    ) -> ApiResult<String> {
+        let admin = require_admin(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = ChargePointId::parse(charger_id.as_str())?;
+        if certificate.len() > 5500 {
+            return Err(ApiError::BadUserInput(
+                "certificate: at most 5500 characters (OCPP)".into(),
+            ));
+        }
+        let parses = rustls_pemfile::certs(&mut certificate.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|certs| certs.len() == 1)
+            .is_some_and(|certs| x509_parser::parse_x509_certificate(&certs[0]).is_ok());
+        if !parses {
+            return Err(ApiError::BadUserInput(
+                "certificate must be one PEM X.509 certificate".into(),
+            ));
+        }
+        let v16 = speaks_16(app, id.as_str()).await?;
+        let kind = certificate_type.ocpp(v16)?;
+        let reply = run_command(
+            app,
+            id.as_str(),
+            ChargerCommand::Raw {
+                action: "InstallCertificate".into(),
+                payload: json!({ "certificateType": kind, "certificate": certificate }),
+            },
+        )
+        .await;
+        let status = reply.as_ref().map(status_of).unwrap_or_default();
+        audit(
+            app,
+            admin,
+            "installChargerCertificate",
+            id.as_str(),
+            json!({ "certificateType": kind, "status": status }),
+        )
+        .await;
+        reply?;
+        Ok(status)
+    }
+
+    /// ADMIN: deletes a certificate from the charger's trust store (DeleteCertificate); the
+    /// charger's status (`Accepted`, `Failed`, `NotFound`) is returned (extension).
+    async fn delete_charger_certificate(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+        hash_data: CertificateHashData,
+    ) -> ApiResult<String> {
+        let admin = require_admin(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = ChargePointId::parse(charger_id.as_str())?;
+        let reply = run_command(
+            app,
+            id.as_str(),
+            ChargerCommand::Raw {
+                action: "DeleteCertificate".into(),
+                payload: json!({ "certificateHashData": hash_data }),
+            },
+        )
+        .await;
+        let status = reply.as_ref().map(status_of).unwrap_or_default();
+        audit(
+            app,
+            admin,
+            "deleteChargerCertificate",
+            id.as_str(),
+            json!({ "serialNumber": hash_data.serial_number, "status": status }),
+        )
+        .await;
+        reply?;
+        Ok(status)
+    }
+}
