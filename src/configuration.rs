@@ -276,6 +276,11 @@ pub struct OcppSettings {
     /// in Postgres, shared by every replica); outside `--dev` CSRs are then rejected.
     pub ca_cert: Option<String>,
     pub ca_key: Option<String>,
+    /// The V2G CA that signs stations' ISO 15118 certificates (SignCertificate with
+    /// `V2GCertificate`): PEM certificate and key (`OCPP_V2G_CA_CERT`, `OCPP_V2G_CA_KEY`).
+    /// Unset, such requests are rejected.
+    pub v2g_ca_cert: Option<String>,
+    pub v2g_ca_key: Option<String>,
     /// How often the TLS files are checked for changes (SIGHUP reloads at once).
     pub tls_reload_check_secs: u64,
     /// Validity of the certificates the CSMS CA signs for chargers.
@@ -484,6 +489,8 @@ impl Default for OcppSettings {
             client_ca: None,
             ca_cert: None,
             ca_key: None,
+            v2g_ca_cert: None,
+            v2g_ca_key: None,
             tls_reload_check_secs: 10,
             certificate_validity_days: 365,
             certificate_renew_before_days: 30,
@@ -590,6 +597,8 @@ const CONTRACT_ENV: &[(&str, &str)] = &[
     ("OCPP_CLIENT_CA", "ocpp.client_ca"),
     ("OCPP_CA_CERT", "ocpp.ca_cert"),
     ("OCPP_CA_KEY", "ocpp.ca_key"),
+    ("OCPP_V2G_CA_CERT", "ocpp.v2g_ca_cert"),
+    ("OCPP_V2G_CA_KEY", "ocpp.v2g_ca_key"),
 ];
 
 /// Why the configuration could not be used.
@@ -658,6 +667,11 @@ impl Settings {
         {
             return Err(SettingsError::Invalid(
                 "OCPP_TLS_BIND needs OCPP_TLS_CERT and OCPP_TLS_KEY".into(),
+            ));
+        }
+        if self.ocpp.v2g_ca_cert.is_some() != self.ocpp.v2g_ca_key.is_some() {
+            return Err(SettingsError::Invalid(
+                "OCPP_V2G_CA_CERT and OCPP_V2G_CA_KEY go together".into(),
             ));
         }
         if self.ocpp.ca_cert.is_some() != self.ocpp.ca_key.is_some() {

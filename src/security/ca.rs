@@ -38,6 +38,17 @@ pub enum CaError {
     Invalid(String),
 }
 
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The charger's own TLS client certificate: CN must be the charger's id.
+    ChargingStation,
+    /// An ISO 15118 SECC certificate (the station is the TLS server towards the car): its CN
+    /// is the SECC/EVSE id, which the CSMS cannot check against anything, so it is signed by a
+    /// V2G CA that the chargers' TLS listener never trusts.
+    V2g,
+}
+
 /// A certificate this CA issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -137,8 +148,19 @@ impl CsmsCa {
         charger_id: &str,
         validity_days: u32,
     ) -> Result<Issued, CsrError> {
+        self.sign_for(csr, charger_id, validity_days, Purpose::ChargingStation)
+    }
+
+    /// `sign_csr` for a certificate of `purpose`.
+    pub fn sign_for(
+        &self,
+        csr: &str,
+        charger_id: &str,
+        validity_days: u32,
+        purpose: Purpose,
+    ) -> Result<Issued, CsrError> {
         let der = csr_der(csr)?;
-        check_csr(&der, charger_id)?;
+        let common_name = check_csr(&der, charger_id, purpose)?;
         let mut request = CertificateSigningRequestParams::from_der(&der.as_slice().into())
             .map_err(|e| match e {
                 rcgen::Error::RingUnspecified => CsrError::BadSignature,
@@ -153,13 +175,16 @@ impl CsmsCa {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyAgreement,
         ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![match purpose {
+            Purpose::ChargingStation => ExtendedKeyUsagePurpose::ClientAuth,
+            Purpose::V2g => ExtendedKeyUsagePurpose::ServerAuth,
+        }];
         params.subject_alt_names.clear();
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
         params.not_before = to_offset(not_before);
         params.not_after = to_offset(not_after);
-        let subject = format!("CN={charger_id}");
+        let subject = format!("CN={common_name}");
         let cert = request
             .signed_by(&self.issuer, &self.key)
             .map_err(|e| CsrError::Unsupported(e.to_string()))?;
@@ -217,8 +242,8 @@ const P384: &str = "1.3.132.0.34";
 const ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
 const ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
 
-/// Signature, key and subject of a CSR, as OCPP requires them.
-fn check_csr(der: &[u8], charger_id: &str) -> Result<(), CsrError> {
+/// Signature, key and subject of a CSR, as OCPP requires them; the subject's CN.
+fn check_csr(der: &[u8], charger_id: &str, purpose: Purpose) -> Result<String, CsrError> {
     use x509_parser::certification_request::X509CertificationRequest;
     use x509_parser::public_key::PublicKey;
     let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|_| CsrError::Unparsable)?;
@@ -274,10 +299,14 @@ fn check_csr(der: &[u8], charger_id: &str) -> Result<(), CsrError> {
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_string);
     let common_names = info.subject.iter_common_name().count();
-    if found.as_deref() != Some(charger_id) || common_names != 1 {
-        return Err(CsrError::SubjectMismatch { found });
+    let matches = match purpose {
+        Purpose::ChargingStation => found.as_deref() == Some(charger_id),
+        Purpose::V2g => found.as_ref().is_some_and(|cn| !cn.is_empty()),
+    };
+    match found {
+        Some(cn) if matches && common_names == 1 => Ok(cn),
+        found => Err(CsrError::SubjectMismatch { found }),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -363,6 +392,33 @@ mod tests {
             .err(),
             Some(CsrError::Unparsable)
         );
+    }
+
+    #[test]
+    fn a_v2g_csr_keeps_its_own_common_name_and_is_a_server_certificate() {
+        let ca = ca();
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap_or_else(|e| panic!("{e}"));
+        let issued = ca
+            .sign_for(&csr_for("DE*CGR*E0001", &key), "CP-1", 365, Purpose::V2g)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(issued.subject, "CN=DE*CGR*E0001");
+        let der = rustls_pemfile::certs(&mut issued.pem.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("no certificate"));
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap_or_else(|e| panic!("{e}"));
+        let eku = cert
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .map(|e| (e.value.server_auth, e.value.client_auth));
+        assert_eq!(eku, Some((true, false)));
+        // a charging-station certificate in that name is still refused
+        assert!(matches!(
+            ca.sign_csr(&csr_for("DE*CGR*E0001", &key), "CP-1", 365),
+            Err(CsrError::SubjectMismatch { .. })
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the CSMS CA, the certificate recorded, and the chain to send back in CertificateSigned
 //! returned. Every decision is recorded as a security event.
 
+use super::ca::Purpose;
 use crate::context::AppContext;
 use crate::store::security::{self as store, NewCertificate};
 
@@ -58,18 +59,27 @@ async fn sign(
     if csr.len() > 5500 {
         return Err("the CSR is longer than OCPP's 5500 characters".into());
     }
-    if certificate_type != "ChargingStationCertificate" {
-        return Err(format!(
-            "{certificate_type} requests are not signed here: no V2G certificate authority is configured"
-        ));
-    }
-    let Some(ca) = app.security.ca.clone() else {
-        return Err("no CSMS certificate authority is configured".into());
+    let (ca, purpose) = match certificate_type {
+        "ChargingStationCertificate" => (
+            app.security
+                .ca
+                .clone()
+                .ok_or("no CSMS certificate authority is configured")?,
+            Purpose::ChargingStation,
+        ),
+        "V2GCertificate" => (
+            app.security
+                .v2g_ca
+                .clone()
+                .ok_or("no V2G certificate authority is configured (OCPP_V2G_CA_CERT)")?,
+            Purpose::V2g,
+        ),
+        other => return Err(format!("{other} requests are not signed here")),
     };
     let validity = app.settings.ocpp.certificate_validity_days;
     let (csr, id) = (csr.to_string(), charger_id.to_string());
     let signer = ca.clone();
-    let issued = tokio::task::spawn_blocking(move || signer.sign_csr(&csr, &id, validity))
+    let issued = tokio::task::spawn_blocking(move || signer.sign_for(&csr, &id, validity, purpose))
         .await
         .map_err(|e| format!("signing failed: {e}"))?
         .map_err(|e| e.to_string())?;

@@ -43,6 +43,9 @@ pub struct Security {
     pub tls: Option<ChargerTls>,
     /// The CA that signs chargers' certificates: configured, or generated in `--dev`.
     pub ca: Option<Arc<CsmsCa>>,
+    /// The CA that signs stations' ISO 15118 (V2G) certificates, when configured; never
+    /// trusted for chargers' TLS client certificates.
+    pub v2g_ca: Option<Arc<CsmsCa>>,
 }
 
 impl std::fmt::Debug for Security {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for Security {
         f.debug_struct("Security")
             .field("tls", &self.tls.is_some())
             .field("ca", &self.ca.is_some())
+            .field("v2g_ca", &self.v2g_ca.is_some())
             .finish()
     }
 }
@@ -114,7 +118,14 @@ impl Security {
             }
             _ => None,
         };
-        let security = Self { tls, ca };
+        let v2g_ca = match (&ocpp.v2g_ca_cert, &ocpp.v2g_ca_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(CsmsCa::from_pem(
+                &read_file(cert)?,
+                &read_file(key)?,
+            )?)),
+            _ => None,
+        };
+        let security = Self { tls, ca, v2g_ca };
         security.refresh_revoked(db).await?;
         Ok(security)
     }

@@ -82,6 +82,9 @@ impl TlsFiles {
             chargegrid::security::ca::CsmsCa::generate("Test CPO").unwrap();
         std::fs::write(dir.join("csms-ca.pem"), &csms_ca_pem).unwrap();
         std::fs::write(dir.join("csms-ca.key"), &csms_ca_key_pem).unwrap();
+        let (v2g_pem, v2g_key) = chargegrid::security::ca::CsmsCa::generate("Test V2G").unwrap();
+        std::fs::write(dir.join("v2g-ca.pem"), v2g_pem).unwrap();
+        std::fs::write(dir.join("v2g-ca.key"), v2g_key).unwrap();
         Self {
             dir,
             server_ca,
@@ -117,6 +120,8 @@ async fn spawn_tls(files: &TlsFiles) -> TestApp {
         s.ocpp.ca_cert = Some(files.path("csms-ca.pem"));
         s.ocpp.ca_key = Some(files.path("csms-ca.key"));
         s.ocpp.tls_reload_check_secs = 1;
+        s.ocpp.v2g_ca_cert = Some(files.path("v2g-ca.pem"));
+        s.ocpp.v2g_ca_key = Some(files.path("v2g-ca.key"));
     })
     .await
 }
@@ -1003,5 +1008,166 @@ async fn a_1_6_chargers_trust_store_uses_the_security_extensions_names() {
         crate::helpers::error_code(&response).as_deref(),
         Some("CHARGER_REJECTED"),
         "{response}"
+    );
+}
+
+#[actix_web::test]
+async fn a_2_0_1_station_renews_both_certificates_on_request_and_a_v2g_one_is_no_tls_credential() {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let tls_port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    let (admin, _) = operator_setup(&app, "RENEW-201", 2).await;
+    let tls = client_tls(&files.server_ca.cert, None);
+    let mut station = connect_tls(
+        tls_port,
+        "RENEW-201",
+        "ocpp2.0.1",
+        Some(("RENEW-201", CHARGER_PASSWORD)),
+        tls,
+    )
+    .await
+    .unwrap();
+    station.boot201().await;
+    // A_11/A_13: the operator asks for both certificates
+    let (response, action, payload) = operate(
+        &app,
+        &mut station,
+        "mutation { renewChargerCertificate(chargerId: \"RENEW-201\", certificateType: COMBINED) }",
+        json!({}),
+        &admin,
+        json!({ "status": "Accepted" }),
+    )
+    .await;
+    assert_eq!(action, "TriggerMessage");
+    assert_eq!(payload["requestedMessage"], "SignCombinedCertificate");
+    assert_eq!(
+        response["data"]["renewChargerCertificate"], "Accepted",
+        "{response}"
+    );
+    // the station sends its two CSRs; the V2G one names its SECC, not the station
+    let (own_csr, own_key) = csr("RENEW-201");
+    let chain = obtain_certificate(&mut station, &own_csr, true).await;
+    let (v2g_csr, v2g_key) = csr("DE*CGR*E0001");
+    let answer = station
+        .call(
+            "SignCertificate",
+            json!({ "csr": v2g_csr, "certificateType": "V2GCertificate" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "Accepted", "{answer}");
+    let (id, action, payload) = station.next_server_call().await;
+    assert_eq!(action, "CertificateSigned");
+    assert_eq!(payload["certificateType"], "V2GCertificate");
+    station.reply(&id, json!({ "status": "Accepted" })).await;
+    let v2g_chain = payload["certificateChain"].as_str().unwrap().to_string();
+    // the station certificate is a TLS credential, the V2G one is not (another CA)
+    let ok = connect_tls(
+        tls_port,
+        "RENEW-201",
+        "ocpp2.0.1",
+        None,
+        client_tls(&files.server_ca.cert, Some((&chain, &own_key))),
+    )
+    .await;
+    assert_eq!(handshake_status(ok), 101);
+    refused_at_tls(
+        connect_tls(
+            tls_port,
+            "RENEW-201",
+            "ocpp2.0.1",
+            None,
+            client_tls(&files.server_ca.cert, Some((&v2g_chain, &v2g_key))),
+        )
+        .await,
+    );
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT certificate_type FROM charger_certificates WHERE charger_id = 'RENEW-201' ORDER BY issued_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(types, ["ChargingStationCertificate", "V2GCertificate"]);
+}
+
+#[actix_web::test]
+async fn v2g_requests_are_rejected_without_a_v2g_ca() {
+    let files = TlsFiles::new();
+    let app = spawn_app_with(|s| {
+        s.ocpp.ca_cert = Some(files.path("csms-ca.pem"));
+        s.ocpp.ca_key = Some(files.path("csms-ca.key"));
+    })
+    .await;
+    operator_setup(&app, "NOV2G", 1).await;
+    let mut station =
+        crate::charger_client::connect201(app.port, "NOV2G", Some(("NOV2G", CHARGER_PASSWORD)))
+            .await;
+    station.boot201().await;
+    let (v2g_csr, _) = csr("DE*CGR*E0002");
+    let answer = station
+        .call(
+            "SignCertificate",
+            json!({ "csr": v2g_csr, "certificateType": "V2GCertificate" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "Rejected");
+    assert!(answer["statusInfo"]["additionalInfo"]
+        .as_str()
+        .unwrap()
+        .contains("V2G"));
+    assert!(
+        station
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing is sent"
+    );
+}
+
+/// `openssl s_client` with `args` against the TLS port; true when the TLS handshake succeeded.
+fn openssl_handshake(port: u16, args: &[&str]) -> bool {
+    let output = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-brief",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.contains("CONNECTION ESTABLISHED")
+}
+
+#[actix_web::test]
+async fn tls_versions_below_1_2_are_refused() {
+    // A_06: the client offers TLS 1.0 or 1.1 only (its own security level lowered so that the
+    // refusal can only come from the server); TLS 1.2 and 1.3 are the controls
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    let run = |args: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || openssl_handshake(port, args))
+    };
+    assert!(run(&["-tls1_2"]).await.unwrap(), "TLS 1.2 works");
+    assert!(run(&["-tls1_3"]).await.unwrap(), "TLS 1.3 works");
+    assert!(
+        !run(&["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"])
+            .await
+            .unwrap(),
+        "TLS 1.1 refused"
+    );
+    assert!(
+        !run(&["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"])
+            .await
+            .unwrap(),
+        "TLS 1.0 refused"
     );
 }

@@ -587,11 +587,72 @@ impl CertificateQuery {
     }
 }
 
+/// Which certificate a charger is asked to renew.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateSigningUse {
+    /// its TLS client certificate (security profile 3)
+    ChargingStationCertificate,
+    /// 2.0.1 only: its ISO 15118 certificate
+    #[graphql(name = "V2G_CERTIFICATE")]
+    V2gCertificate,
+    /// 2.0.1 only: both
+    Combined,
+}
+
 #[derive(Default)]
 pub struct CertificateMutation;
 
 #[Object]
 impl CertificateMutation {
+    /// ADMIN: asks the charger to send a new certificate signing request now (2.0.1
+    /// TriggerMessage SignChargingStationCertificate / SignV2GCertificate /
+    /// SignCombinedCertificate; 1.6 ExtendedTriggerMessage SignChargePointCertificate). The
+    /// charger's status is returned; its SignCertificate follows and is signed as usual
+    /// (extension).
+    async fn renew_charger_certificate(
+        &self,
+        ctx: &Context<'_>,
+        charger_id: ID,
+        #[graphql(default_with = "CertificateSigningUse::ChargingStationCertificate")]
+        certificate_type: CertificateSigningUse,
+    ) -> ApiResult<String> {
+        let admin = require_admin(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        let id = ChargePointId::parse(charger_id.as_str())?;
+        let v16 = speaks_16(app, id.as_str()).await?;
+        let command = match (v16, certificate_type) {
+            (true, CertificateSigningUse::ChargingStationCertificate) => ChargerCommand::Raw {
+                action: "ExtendedTriggerMessage".into(),
+                payload: json!({ "requestedMessage": "SignChargePointCertificate" }),
+            },
+            (true, _) => {
+                return Err(ApiError::BadUserInput(
+                    "OCPP 1.6 chargers have no ISO 15118 certificate".into(),
+                ))
+            }
+            (false, kind) => ChargerCommand::Raw {
+                action: "TriggerMessage".into(),
+                payload: json!({ "requestedMessage": match kind {
+                    CertificateSigningUse::ChargingStationCertificate => "SignChargingStationCertificate",
+                    CertificateSigningUse::V2gCertificate => "SignV2GCertificate",
+                    CertificateSigningUse::Combined => "SignCombinedCertificate",
+                }}),
+            },
+        };
+        let reply = run_command(app, id.as_str(), command).await;
+        let status = reply.as_ref().map(status_of).unwrap_or_default();
+        audit(
+            app,
+            admin,
+            "renewChargerCertificate",
+            id.as_str(),
+            json!({ "status": status }),
+        )
+        .await;
+        reply?;
+        Ok(status)
+    }
+
     /// ADMIN: installs a root certificate (PEM) in the charger's trust store
     /// (InstallCertificate); the charger's status (`Accepted`, `Rejected`, `Failed`) is
     /// returned (extension).
