@@ -27,6 +27,7 @@ pub struct Settings {
     pub ocm: OcmSettings,
     pub billing: BillingSettings,
     pub payments: PaymentSettings,
+    pub pnc: PncSettings,
     pub sessions: SessionSettings,
     pub events: EventSettings,
     pub worker: WorkerSettings,
@@ -370,6 +371,7 @@ impl Default for Settings {
             ocm: OcmSettings::default(),
             billing: BillingSettings::default(),
             payments: PaymentSettings::default(),
+            pnc: PncSettings::default(),
             sessions: SessionSettings::default(),
             events: EventSettings::default(),
             worker: WorkerSettings::default(),
@@ -550,6 +552,34 @@ pub enum PaymentProviderKind {
     Stripe,
 }
 
+/// Plug & Charge certificate services (ISO 15118 through OCPP 2.0.1): see
+/// `security::pnc`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PncSettings {
+    /// The contract-certificate provider (`PNC_CONTRACT_PROVIDER_URL`); unset,
+    /// Get15118EVCertificate is answered Failed.
+    pub contract_provider_url: Option<String>,
+    /// Its bearer token (`PNC_CONTRACT_PROVIDER_TOKEN`).
+    pub contract_provider_token: Option<SecretString>,
+    /// URL prefixes of the OCSP responders the CSMS may call for a station
+    /// (GetCertificateStatus); a station's responder URL outside them is not called.
+    pub ocsp_responders: Vec<String>,
+    /// Timeout of one call to either provider [5].
+    pub timeout_secs: u64,
+}
+
+impl Default for PncSettings {
+    fn default() -> Self {
+        Self {
+            contract_provider_url: None,
+            contract_provider_token: None,
+            ocsp_responders: Vec::new(),
+            timeout_secs: 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct PaymentSettings {
@@ -599,6 +629,8 @@ const CONTRACT_ENV: &[(&str, &str)] = &[
     ("OCPP_CA_KEY", "ocpp.ca_key"),
     ("OCPP_V2G_CA_CERT", "ocpp.v2g_ca_cert"),
     ("OCPP_V2G_CA_KEY", "ocpp.v2g_ca_key"),
+    ("PNC_CONTRACT_PROVIDER_URL", "pnc.contract_provider_url"),
+    ("PNC_CONTRACT_PROVIDER_TOKEN", "pnc.contract_provider_token"),
 ];
 
 /// Why the configuration could not be used.

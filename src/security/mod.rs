@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod certificates;
+pub mod pnc;
 pub mod renewals;
 pub mod tls;
 
@@ -37,7 +38,6 @@ pub enum SecurityError {
 
 /// The TLS listener's material and the CSMS CA, shared by the handshake, the OCPP handlers and
 /// the API.
-#[derive(Default)]
 pub struct Security {
     /// Present when `OCPP_TLS_BIND` is set.
     pub tls: Option<ChargerTls>,
@@ -46,6 +46,8 @@ pub struct Security {
     /// The CA that signs stations' ISO 15118 (V2G) certificates, when configured; never
     /// trusted for chargers' TLS client certificates.
     pub v2g_ca: Option<Arc<CsmsCa>>,
+    /// Plug & Charge: the contract-certificate provider and OCSP responders.
+    pub pnc: pnc::PlugAndCharge,
 }
 
 impl std::fmt::Debug for Security {
@@ -125,7 +127,12 @@ impl Security {
             )?)),
             _ => None,
         };
-        let security = Self { tls, ca, v2g_ca };
+        let security = Self {
+            tls,
+            ca,
+            v2g_ca,
+            pnc: pnc::PlugAndCharge::from_settings(settings),
+        };
         security.refresh_revoked(db).await?;
         Ok(security)
     }

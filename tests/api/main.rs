@@ -18,6 +18,7 @@ mod ocpp201_sessions;
 mod ocpp201_transactions;
 mod payments;
 mod peers;
+mod pnc;
 mod replicas;
 mod sessions;
 mod startup;

@@ -25,6 +25,8 @@ pub const ACTIONS: &[&str] = &[
     "BootNotification",
     "DataTransfer",
     "FirmwareStatusNotification",
+    "Get15118EVCertificate",
+    "GetCertificateStatus",
     "Heartbeat",
     "LogStatusNotification",
     "MeterValues",
@@ -41,8 +43,6 @@ pub const ACTIONS: &[&str] = &[
 /// get `NotSupported`, unknown names get `NotImplemented`.
 pub const NOT_SUPPORTED: &[&str] = &[
     "ClearedChargingLimit",
-    "Get15118EVCertificate",
-    "GetCertificateStatus",
     "NotifyChargingLimit",
     "NotifyCustomerInformation",
     "NotifyDisplayMessages",
@@ -78,6 +78,8 @@ pub async fn handle(
         }
         "SecurityEventNotification" => security::security_event(&ctx, payload).await,
         "SignCertificate" => security::sign_certificate(&ctx, payload).await,
+        "Get15118EVCertificate" => security::ev_certificate(&ctx, payload).await,
+        "GetCertificateStatus" => security::certificate_status(&ctx, payload).await,
         "FirmwareStatusNotification" => {
             use m::firmware_status_notification as f;
             keep::<f::FirmwareStatusNotificationRequest, f::FirmwareStatusNotificationResponse>(
@@ -162,6 +164,14 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
         .map(drop),
         "SignCertificate" => {
             decode_shape::<m::sign_certificate::SignCertificateRequest>(action, payload).map(drop)
+        }
+        "Get15118EVCertificate" => decode_shape::<
+            m::get_15118ev_certificate::Get15118EVCertificateRequest,
+        >(action, payload)
+        .map(drop),
+        "GetCertificateStatus" => {
+            decode_shape::<m::get_certificate_status::GetCertificateStatusRequest>(action, payload)
+                .map(drop)
         }
         "FirmwareStatusNotification" => decode_shape::<
             m::firmware_status_notification::FirmwareStatusNotificationRequest,
