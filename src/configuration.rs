@@ -565,6 +565,9 @@ pub struct PncSettings {
     /// URL prefixes of the OCSP responders the CSMS may call for a station
     /// (GetCertificateStatus); a station's responder URL outside them is not called.
     pub ocsp_responders: Vec<String>,
+    /// PEM file of the V2G and MO root certificates that contract certificates chain to
+    /// (`PNC_CONTRACT_ROOTS`): Authorize with a contract certificate is checked against them.
+    pub contract_roots: Option<String>,
     /// Timeout of one call to either provider [5].
     pub timeout_secs: u64,
 }
@@ -575,6 +578,7 @@ impl Default for PncSettings {
             contract_provider_url: None,
             contract_provider_token: None,
             ocsp_responders: Vec::new(),
+            contract_roots: None,
             timeout_secs: 5,
         }
     }
@@ -631,6 +635,7 @@ const CONTRACT_ENV: &[(&str, &str)] = &[
     ("OCPP_V2G_CA_KEY", "ocpp.v2g_ca_key"),
     ("PNC_CONTRACT_PROVIDER_URL", "pnc.contract_provider_url"),
     ("PNC_CONTRACT_PROVIDER_TOKEN", "pnc.contract_provider_token"),
+    ("PNC_CONTRACT_ROOTS", "pnc.contract_roots"),
 ];
 
 /// Why the configuration could not be used.

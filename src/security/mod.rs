@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod certificates;
+pub mod contract;
 pub mod pnc;
 pub mod renewals;
 pub mod tls;
@@ -131,7 +132,7 @@ impl Security {
             tls,
             ca,
             v2g_ca,
-            pnc: pnc::PlugAndCharge::from_settings(settings),
+            pnc: pnc::PlugAndCharge::from_settings(settings)?,
         };
         security.refresh_revoked(db).await?;
         Ok(security)

@@ -31,6 +31,8 @@ pub struct PlugAndCharge {
     provider: Option<String>,
     token: Option<secrecy::SecretString>,
     responders: Vec<String>,
+    /// V2G and MO root certificates contract certificates chain to (`pnc.contract_roots`).
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for PlugAndCharge {
@@ -53,9 +55,14 @@ pub struct OcspQuery {
 }
 
 impl PlugAndCharge {
-    pub fn from_settings(settings: &Settings) -> Self {
+    /// The clients; fails when `pnc.contract_roots` cannot be read.
+    pub fn from_settings(settings: &Settings) -> Result<Self, super::tls::TlsError> {
         let timeout = Duration::from_secs(settings.pnc.timeout_secs.max(1));
-        Self {
+        let roots = match &settings.pnc.contract_roots {
+            Some(path) => super::tls::pem_certificates(std::path::Path::new(path))?,
+            None => Vec::new(),
+        };
+        Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(timeout)
@@ -69,7 +76,13 @@ impl PlugAndCharge {
                 .map(|u| u.trim_end_matches('/').to_string()),
             token: settings.pnc.contract_provider_token.clone(),
             responders: settings.pnc.ocsp_responders.clone(),
-        }
+            roots,
+        })
+    }
+
+    /// The configured contract roots.
+    pub fn contract_roots(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
+        &self.roots
     }
 
     /// Get15118EVCertificate: the provider's (status, exiResponse), or why there is none.
@@ -125,6 +138,17 @@ impl PlugAndCharge {
     /// GetCertificateStatus: the responder's DER OCSPResponse (status `successful`), or why
     /// there is none.
     pub async fn certificate_status(&self, query: &OcspQuery) -> Result<Vec<u8>, String> {
+        let der = self.fetch_ocsp(query).await?;
+        match ocsp_response_status(&der)? {
+            0 => Ok(der),
+            other => Err(format!(
+                "the OCSP responder answered status {other} (not successful)"
+            )),
+        }
+    }
+
+    /// The responder's DER answer to an OCSP request for `query`, if it may be asked.
+    pub(super) async fn fetch_ocsp(&self, query: &OcspQuery) -> Result<Vec<u8>, String> {
         let allowed = self
             .responders
             .iter()

@@ -76,8 +76,53 @@ pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, Cal
     )
     .await
     .map_err(CallFailure::internal)?;
-    Handled::reply(&AuthorizeResponse {
+    // ISO 15118 Plug & Charge: the contract certificate is checked before the eMAID counts
+    let hashes = req
+        .iso_15118_certificate_hash_data
+        .as_deref()
+        .unwrap_or_default();
+    if req.certificate.is_none() && hashes.is_empty() {
+        return Handled::reply(&AuthorizeResponse {
+            certificate_status: None,
+            id_token_info: token_info(resolved.status),
+        });
+    }
+    if hashes.len() > 4 {
+        return Err(CallFailure::new(
+            crate::ocpp::CallErrorCode::OccurrenceConstraintViolation,
+            "iso15118CertificateHashData: at most 4 entries",
+        ));
+    }
+    let queries: Vec<crate::security::pnc::OcspQuery> = hashes
+        .iter()
+        .map(|h| crate::security::pnc::OcspQuery {
+            hash_algorithm: crate::ocpp::handler::enum_name(&h.hash_algorithm),
+            issuer_name_hash: h.issuer_name_hash.clone(),
+            issuer_key_hash: h.issuer_key_hash.clone(),
+            serial_number: h.serial_number.clone(),
+            responder_url: h.responder_url.clone(),
+        })
+        .collect();
+    let verdict = ctx
+        .app
+        .security
+        .pnc
+        .check_contract(req.certificate.as_deref(), &queries)
+        .await;
+    let status = if verdict == crate::security::contract::Verdict::Accepted {
+        resolved.status
+    } else {
+        tracing::warn!(charger_id = %ctx.charger_id, verdict = verdict.as_str(), "contract certificate not accepted");
+        AuthorizationStatusEnumType::Invalid
+    };
+    let mut response = serde_json::to_value(AuthorizeResponse {
         certificate_status: None,
-        id_token_info: token_info(resolved.status),
+        id_token_info: token_info(status),
+    })
+    .map_err(CallFailure::internal)?;
+    response["certificateStatus"] = Value::String(verdict.as_str().into());
+    Ok(Handled {
+        response,
+        effects: Vec::new(),
     })
 }
