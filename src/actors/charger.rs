@@ -344,8 +344,21 @@ impl ChargerActor {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 <Self as Handler<Execute>>::handle(self, Execute { command, reply }, ctx);
                 let charger_id = self.charger_id.clone();
+                let db = self.app.db.clone();
                 actix::spawn(async move {
                     match answer.await {
+                        Ok(Ok(answer)) if answer["status"] != "Accepted" => {
+                            // e.g. a signed certificate the charger refused to install (A_14)
+                            tracing::warn!(%charger_id, what, %answer, "the charger did not accept");
+                            crate::security::record_server_event(
+                                &db,
+                                Some(&charger_id),
+                                &format!("{what}NotAccepted"),
+                                answer.to_string(),
+                                false,
+                            )
+                            .await;
+                        }
                         Ok(Ok(answer)) => {
                             tracing::info!(%charger_id, what, %answer, "the charger answered")
                         }

@@ -39,6 +39,12 @@ pub enum ChargerCommand {
         action: String,
         payload: Value,
     },
+    /// A new HTTP Basic password for the charger (1.6 ChangeConfiguration AuthorizationKey,
+    /// hex-encoded as the security whitepaper says; 2.0.1 SetVariables
+    /// SecurityCtrlr.BasicAuthPassword).
+    SetBasicPassword {
+        password: String,
+    },
     /// Not an OCPP call: the charger's connection is closed (its credential or registration
     /// changed), and it reconnects under the new rules. Answered `{"closed": true}`.
     Disconnect {

@@ -610,11 +610,14 @@ async fn a_rotated_password_is_accepted_once_the_charger_uses_it_and_then_only_i
         .as_str()
         .unwrap()
         .to_string();
+    // TC_073: AuthorizationKey is the password hex-encoded (16 to 20 bytes)
     assert_eq!(
-        password, sent,
+        sent,
+        hex::encode(&password),
         "the charger got the password the operator saw"
     );
-    assert_eq!(password.len(), 40);
+    assert_eq!(password.len(), 20);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
     // until the charger uses the new password, the old one still works (it may not have
     // switched yet)...
     let old = connect(
@@ -1088,6 +1091,106 @@ async fn a_2_0_1_station_renews_both_certificates_on_request_and_a_v2g_one_is_no
     .await
     .unwrap();
     assert_eq!(types, ["ChargingStationCertificate", "V2GCertificate"]);
+}
+
+#[actix_web::test]
+async fn a_signed_certificate_the_station_refuses_is_recorded_and_its_profile_upgrade_follows_the_spec(
+) {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let tls_port = app.ctx.tls_port.get().copied().expect("TLS listener");
+    let (admin, _) = operator_setup(&app, "UP-201", 2).await;
+    let tls = client_tls(&files.server_ca.cert, None);
+    let mut station = connect_tls(
+        tls_port,
+        "UP-201",
+        "ocpp2.0.1",
+        Some(("UP-201", CHARGER_PASSWORD)),
+        tls,
+    )
+    .await
+    .unwrap();
+    station.boot201().await;
+    // A_14: the station refuses the certificate it is sent
+    let (own_csr, _) = csr("UP-201");
+    let answer = station
+        .call("SignCertificate", json!({ "csr": own_csr }))
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "Accepted");
+    let (id, action, _) = station.next_server_call().await;
+    assert_eq!(action, "CertificateSigned");
+    station.reply(&id, json!({ "status": "Rejected" })).await;
+    let recorded = app
+        .wait_until(Duration::from_secs(5), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM security_events WHERE charger_id = 'UP-201' AND event_type = 'CertificateSignedNotAccepted'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+                == 1
+        })
+        .await;
+    assert!(recorded);
+    // A_19: raising a 2.0.1 station's profile: SetNetworkProfile, NetworkConfigurationPriority,
+    // Reset, in that order
+    let raise = app.graphql(
+        "mutation { raiseChargerSecurityProfile(input: {chargerId: \"UP-201\", profile: 3, csmsUrl: \"wss://csms.test:8443/ocpp\", configurationSlot: 2}) { securityProfile pendingSecurityProfile } }",
+        json!({}),
+        Some(&admin),
+    );
+    let answers = async {
+        let mut seen = Vec::new();
+        for reply in [
+            json!({ "status": "Accepted" }),
+            json!({ "setVariableResult": [{ "attributeStatus": "Accepted", "component": { "name": "OCPPCommCtrlr" }, "variable": { "name": "NetworkConfigurationPriority" } }] }),
+            json!({ "status": "Scheduled" }),
+        ] {
+            let (id, action, payload) = station.next_server_call().await;
+            station.reply(&id, reply).await;
+            seen.push((action, payload));
+        }
+        seen
+    };
+    let (raised, seen) = tokio::join!(raise, answers);
+    assert_eq!(
+        raised["data"]["raiseChargerSecurityProfile"]["pendingSecurityProfile"], 3,
+        "{raised}"
+    );
+    assert_eq!(seen[0].0, "SetNetworkProfile");
+    assert_eq!(seen[0].1["configurationSlot"], 2);
+    assert_eq!(seen[0].1["connectionData"]["securityProfile"], 3);
+    assert_eq!(
+        seen[0].1["connectionData"]["ocppCsmsUrl"],
+        "wss://csms.test:8443/ocpp"
+    );
+    assert_eq!(seen[1].0, "SetVariables");
+    assert_eq!(seen[1].1["setVariableData"][0]["attributeValue"], "2");
+    assert_eq!(seen[2].0, "Reset");
+    // until it connects with profile 3, its old profile still works (the fallback)
+    let tls = client_tls(&files.server_ca.cert, None);
+    let fallback = connect_tls(
+        tls_port,
+        "UP-201",
+        "ocpp2.0.1",
+        Some(("UP-201", CHARGER_PASSWORD)),
+        tls,
+    )
+    .await;
+    assert_eq!(handshake_status(fallback), 101);
+    // lowering is refused
+    let lower = app
+        .graphql(
+            "mutation { raiseChargerSecurityProfile(input: {chargerId: \"UP-201\", profile: 2, csmsUrl: \"wss://x\"}) { securityProfile } }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&lower).as_deref(),
+        Some("BAD_USER_INPUT")
+    );
 }
 
 #[actix_web::test]

@@ -131,10 +131,11 @@ fn require_admin(ctx: &Context<'_>) -> ApiResult<uuid::Uuid> {
     Ok(id)
 }
 
-/// A new Basic password, as the server generates them: 20 random bytes as 40 hex digits (the
-/// 1.6 whitepaper's AuthorizationKey form, which 2.0.1's BasicAuthPassword accepts as well).
+/// A new Basic password, as the server generates them: 20 random letters and digits (about
+/// 119 bits; the 1.6 whitepaper allows 16 to 20 bytes, 2.0.1 16 to 40 characters).
 fn generate_password() -> String {
-    hex::encode(rand::random::<[u8; 20]>())
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
 }
 
 /// What `rotateChargerPassword` returns: the new password, shown this once.
@@ -227,8 +228,8 @@ impl SecurityMutation {
     }
 
     /// ADMIN: the server generates a new Basic password and sets it on the charger (1.6
-    /// ChangeConfiguration AuthorizationKey, 2.0.1 SetVariables SecurityCtrlr
-    /// BasicAuthPassword). Once the charger accepts it, both passwords work until the charger
+    /// ChangeConfiguration AuthorizationKey with its hex encoding, 2.0.1 SetVariables
+    /// SecurityCtrlr BasicAuthPassword). Once the charger accepts it, both passwords work until the charger
     /// first connects with the new one; then only the new one does. The password is returned
     /// this once (extension).
     async fn rotate_charger_password(
@@ -239,7 +240,7 @@ impl SecurityMutation {
         let admin = require_admin(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let id = ChargePointId::parse(charger_id.as_str())?;
-        let charger = chargers::find(&app.db, id.as_str())
+        chargers::find(&app.db, id.as_str())
             .await?
             .ok_or_else(|| ApiError::NotFound("charger not found".into()))?;
         let new_password = generate_password();
@@ -248,21 +249,9 @@ impl SecurityMutation {
             .map_err(ApiError::internal)?;
         // kept before the charger is told, so a charger that switches at once is let in
         store::set_pending_password(&app.db, id.as_str(), &phc).await?;
-        let command = if charger.protocol.as_deref() == Some("OCPP16") {
-            ChargerCommand::Raw {
-                action: "ChangeConfiguration".into(),
-                // hex digits: the whitepaper's AuthorizationKey form
-                payload: json!({ "key": "AuthorizationKey", "value": new_password }),
-            }
-        } else {
-            ChargerCommand::Raw {
-                action: "SetVariables".into(),
-                payload: json!({ "setVariableData": [{
-                    "attributeValue": new_password,
-                    "component": { "name": "SecurityCtrlr" },
-                    "variable": { "name": "BasicAuthPassword" }
-                }]}),
-            }
+        // the charger's actor maps it onto its protocol version
+        let command = ChargerCommand::SetBasicPassword {
+            password: new_password.clone(),
         };
         let answer = run_command(app, id.as_str(), command).await;
         let accepted = match &answer {

@@ -112,6 +112,10 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             )
         }
         ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
+        ChargerCommand::SetBasicPassword { password } => (
+            "ChangeConfiguration".to_string(),
+            json!({ "key": "AuthorizationKey", "value": hex::encode(password) }),
+        ),
         ChargerCommand::Disconnect { .. } => {
             return Err(CommandError::Invalid(
                 "closing the connection is not an OCPP call".into(),

@@ -146,6 +146,14 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             )
         }
         ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
+        ChargerCommand::SetBasicPassword { password } => (
+            "SetVariables".to_string(),
+            json!({ "setVariableData": [{
+                "attributeValue": password,
+                "component": { "name": "SecurityCtrlr" },
+                "variable": { "name": "BasicAuthPassword" }
+            }]}),
+        ),
         ChargerCommand::Disconnect { .. } => {
             return Err(CommandError::Invalid(
                 "closing the connection is not an OCPP call".into(),
