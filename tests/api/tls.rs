@@ -344,6 +344,12 @@ async fn a_profile_3_charger_gets_its_certificate_through_sign_certificate_then_
         assert_eq!(action, "ChangeConfiguration");
         assert_eq!(payload, json!({ "key": "SecurityProfile", "value": "3" }));
         charger.reply(&id, json!({ "status": "Accepted" })).await;
+        let (id, action, payload) = charger.next_server_call().await;
+        assert_eq!(
+            (action.as_str(), payload),
+            ("Reset", json!({ "type": "Hard" }))
+        );
+        charger.reply(&id, json!({ "status": "Accepted" })).await;
     };
     let (raised, ()) = tokio::join!(raise, answer);
     let view = &raised["data"]["raiseChargerSecurityProfile"];
@@ -1272,5 +1278,48 @@ async fn tls_versions_below_1_2_are_refused() {
             .await
             .unwrap(),
         "TLS 1.0 refused"
+    );
+}
+
+#[actix_web::test]
+async fn a_refused_profile_upgrade_changes_nothing() {
+    // TC_084-like: the charger refuses the new SecurityProfile; the stored profile stays and no
+    // upgrade is pending
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let (admin, _) = operator_setup(&app, "UP-16", 1).await;
+    let mut charger =
+        crate::charger_client::connect16(app.port, "UP-16", Some(("UP-16", CHARGER_PASSWORD)))
+            .await;
+    charger.boot().await;
+    let (response, action, payload) = operate(
+        &app,
+        &mut charger,
+        "mutation { raiseChargerSecurityProfile(input: {chargerId: \"UP-16\", profile: 2}) { securityProfile } }",
+        json!({}),
+        &admin,
+        json!({ "status": "Rejected" }),
+    )
+    .await;
+    assert_eq!(action, "ChangeConfiguration");
+    assert_eq!(payload["value"], "2");
+    assert_eq!(
+        crate::helpers::error_code(&response).as_deref(),
+        Some("CHARGER_REJECTED"),
+        "{response}"
+    );
+    let (profile, pending): (i16, Option<i16>) = sqlx::query_as(
+        "SELECT security_profile, pending_security_profile FROM chargers WHERE id = 'UP-16'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((profile, pending), (1, None));
+    assert!(
+        charger
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no Reset follows"
     );
 }

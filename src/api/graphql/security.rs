@@ -289,7 +289,8 @@ impl SecurityMutation {
     }
 
     /// ADMIN: raises a charger's security profile. The charger is told (1.6 ChangeConfiguration
-    /// SecurityProfile; 2.0.1 SetNetworkProfile, NetworkConfigurationPriority and a Reset) and
+    /// SecurityProfile and a hard Reset; 2.0.1 SetNetworkProfile, NetworkConfigurationPriority
+    /// and a Reset) and
     /// may still connect at its old profile until it first connects at the new one (the spec's
     /// fallback); from then on only the new one (extension).
     async fn raise_charger_security_profile(
@@ -325,10 +326,14 @@ impl SecurityMutation {
             ));
         }
         let commands: Vec<ChargerCommand> = if charger.protocol.as_deref() == Some("OCPP16") {
-            vec![ChargerCommand::Raw {
-                action: "ChangeConfiguration".into(),
-                payload: json!({ "key": "SecurityProfile", "value": profile.to_string() }),
-            }]
+            // the charger reconnects with the new profile after a hard reset (OCA TC_083)
+            vec![
+                ChargerCommand::Raw {
+                    action: "ChangeConfiguration".into(),
+                    payload: json!({ "key": "SecurityProfile", "value": profile.to_string() }),
+                },
+                ChargerCommand::Reset { hard: true },
+            ]
         } else {
             let url = input.csms_url.ok_or_else(|| {
                 ApiError::BadUserInput("csmsUrl is needed for an OCPP 2.0.1 station".into())
