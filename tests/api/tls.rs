@@ -1323,3 +1323,167 @@ async fn a_refused_profile_upgrade_changes_nothing() {
         "no Reset follows"
     );
 }
+
+#[actix_web::test]
+async fn the_1_6_security_extension_runs_end_to_end() {
+    // TC_074 (renewal on request), TC_079 (GetLog), TC_080/081 (SignedUpdateFirmware and its
+    // notifications), and TC_078 (a security event about the CSMS certificate)
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    let (admin, _) = operator_setup(&app, "EXT-16", 1).await;
+    let mut charger =
+        crate::charger_client::connect16(app.port, "EXT-16", Some(("EXT-16", CHARGER_PASSWORD)))
+            .await;
+    charger.boot().await;
+    // TC_074: ExtendedTriggerMessage, then the charger's CSR is signed
+    let (response, action, payload) = operate(
+        &app,
+        &mut charger,
+        "mutation { renewChargerCertificate(chargerId: \"EXT-16\") }",
+        json!({}),
+        &admin,
+        json!({ "status": "Accepted" }),
+    )
+    .await;
+    assert_eq!(action, "ExtendedTriggerMessage");
+    assert_eq!(
+        payload,
+        json!({ "requestedMessage": "SignChargePointCertificate" })
+    );
+    assert_eq!(
+        response["data"]["renewChargerCertificate"], "Accepted",
+        "{response}"
+    );
+    let (own_csr, _) = csr("EXT-16");
+    let chain = obtain_certificate(&mut charger, &own_csr, false).await;
+    assert_eq!(pem_certs(&chain).len(), 2);
+    // V2G certificates do not exist in 1.6
+    let v2g = app
+        .graphql("mutation { renewChargerCertificate(chargerId: \"EXT-16\", certificateType: V2G_CERTIFICATE) }", json!({}), Some(&admin))
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&v2g).as_deref(),
+        Some("BAD_USER_INPUT")
+    );
+    // TC_079 and TC_080: the operator's raw commands are checked against the whitepaper's
+    // schemas and reach the charger; its notifications are answered and kept
+    for (command_action, command_payload, reply) in [
+        (
+            "GetLog",
+            json!({ "log": { "remoteLocation": "ftp://logs.test/" }, "logType": "SecurityLog", "requestId": 7 }),
+            json!({ "status": "Accepted", "filename": "security.log" }),
+        ),
+        (
+            "SignedUpdateFirmware",
+            json!({ "requestId": 8, "firmware": { "location": "https://fw.test/1.2.bin", "retrieveDateTime": "2026-12-03T10:00:00Z", "signingCertificate": "-----BEGIN CERTIFICATE-----", "signature": "c2ln" } }),
+            json!({ "status": "Accepted" }),
+        ),
+    ] {
+        let (response, action, payload) = operate(
+            &app,
+            &mut charger,
+            "mutation($a: String!, $p: JSON!) { sendChargerCommand(chargerId: \"EXT-16\", action: $a, payload: $p) }",
+            json!({ "a": command_action, "p": command_payload }),
+            &admin,
+            reply.clone(),
+        )
+        .await;
+        assert_eq!(action, command_action);
+        assert_eq!(payload, command_payload);
+        assert_eq!(response["data"]["sendChargerCommand"], reply, "{response}");
+    }
+    // a malformed one is refused before it is sent
+    let bad = app
+        .graphql(
+            "mutation { sendChargerCommand(chargerId: \"EXT-16\", action: \"GetLog\", payload: {logType: \"EverythingLog\"}) }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&bad).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{bad}"
+    );
+    for (notification, payload) in [
+        (
+            "LogStatusNotification",
+            json!({ "status": "Uploading", "requestId": 7 }),
+        ),
+        (
+            "LogStatusNotification",
+            json!({ "status": "Uploaded", "requestId": 7 }),
+        ),
+        (
+            "SignedFirmwareStatusNotification",
+            json!({ "status": "Downloading", "requestId": 8 }),
+        ),
+        (
+            "SignedFirmwareStatusNotification",
+            json!({ "status": "InvalidSignature", "requestId": 8 }),
+        ),
+        (
+            "SecurityEventNotification",
+            json!({ "type": "InvalidCentralSystemCertificate", "timestamp": "2026-12-03T10:05:00Z" }),
+        ),
+    ] {
+        assert_eq!(
+            charger.call(notification, payload).await.unwrap(),
+            json!({}),
+            "{notification}"
+        );
+    }
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM charger_reports WHERE charger_id = 'EXT-16' AND kind IN ('LogStatusNotification', 'SignedFirmwareStatusNotification')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(kept, 4);
+    let critical: bool = sqlx::query_scalar(
+        "SELECT critical FROM security_events WHERE charger_id = 'EXT-16' AND event_type = 'InvalidCentralSystemCertificate'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(critical);
+}
+
+#[actix_web::test]
+async fn a_2_0_1_station_switches_to_its_rotated_password() {
+    // A_09: SetVariables BasicAuthPassword accepted, then only the new password
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, _) = operator_setup(&app, "ROT-3", 1).await;
+    let mut station =
+        crate::charger_client::connect201(app.port, "ROT-3", Some(("ROT-3", CHARGER_PASSWORD)))
+            .await;
+    station.boot201().await;
+    let (response, action, payload) = operate(
+        &app,
+        &mut station,
+        "mutation { rotateChargerPassword(chargerId: \"ROT-3\") { password } }",
+        json!({}),
+        &admin,
+        json!({ "setVariableResult": [{ "attributeStatus": "Accepted", "component": { "name": "SecurityCtrlr" }, "variable": { "name": "BasicAuthPassword" } }] }),
+    )
+    .await;
+    assert_eq!(action, "SetVariables");
+    let password = response["data"]["rotateChargerPassword"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        payload["setVariableData"][0]["attributeValue"],
+        password.as_str()
+    );
+    let new = connect(app.port, "ROT-3", "ocpp2.0.1", Some(("ROT-3", &password))).await;
+    assert_eq!(handshake_status(new), 101);
+    let old = connect(
+        app.port,
+        "ROT-3",
+        "ocpp2.0.1",
+        Some(("ROT-3", CHARGER_PASSWORD)),
+    )
+    .await;
+    assert_eq!(handshake_status(old), 401);
+}
