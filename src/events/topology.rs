@@ -41,6 +41,7 @@ pub const NOTIFICATIONS: ConsumerQueue = ConsumerQueue {
         "invoice.generated",
         "payment.completed",
         "payment.failed",
+        "security.event",
     ],
 };
 

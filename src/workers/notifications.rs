@@ -1,5 +1,6 @@
 //! The notification worker: lifecycle events become user notifications published over MQTT
-//! (QoS 1) on `chargegrid/users/{userId}/notifications`, de-duplicated by eventId.
+//! (QoS 1) on `chargegrid/users/{userId}/notifications`, de-duplicated by eventId. Critical
+//! security events (`SECURITY_EVENT`) go to the operators, on `chargegrid/operators/security`.
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
@@ -27,9 +28,29 @@ fn text(body: &Value, field: &str) -> String {
     }
 }
 
-/// The notification for an event, or `None` for events users are not told about.
+/// Where operators are told about critical security events.
+pub const OPERATOR_SECURITY_TOPIC: &str = "chargegrid/operators/security";
+
+/// The notification for an event, or `None` for events nobody is told about.
 pub fn notification(event: &ReceivedEvent) -> Option<(String, Value)> {
     let b = &event.body;
+    if event.event_type == "SECURITY_EVENT" {
+        let charger = text(b, "chargerId");
+        let tech_info = text(b, "techInfo");
+        let message = json!({
+            "eventId": event.event_id,
+            "eventType": event.event_type,
+            "title": format!("Security event: {}", text(b, "securityEventType")),
+            "body": if tech_info.is_empty() {
+                format!("Charger {charger} ({}).", text(b, "origin"))
+            } else {
+                format!("Charger {charger} ({}): {tech_info}", text(b, "origin"))
+            },
+            "chargerId": charger,
+            "timestamp": event.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        return Some((OPERATOR_SECURITY_TOPIC.to_string(), message));
+    }
     let (title, body) = match event.event_type.as_str() {
         "SESSION_STARTED" => (
             "Charging started".to_string(),

@@ -75,6 +75,11 @@ async fn observe(app: &TestApp, name: &str, binding: &str) -> (Connection, lapin
 
 /// Subscribes to a user's notification topic; messages arrive on the returned channel.
 async fn mqtt_inbox(app: &TestApp, user_id: &str) -> mpsc::UnboundedReceiver<Value> {
+    mqtt_topic_inbox(app, &format!("chargegrid/users/{user_id}/notifications")).await
+}
+
+/// Subscribes to `topic`; messages arrive on the returned channel.
+pub async fn mqtt_topic_inbox(app: &TestApp, topic: &str) -> mpsc::UnboundedReceiver<Value> {
     let url = url::Url::parse(app.ctx.settings.mqtt.url.expose_secret()).unwrap();
     let mut options = rumqttc::MqttOptions::new(
         format!("test-{}", uuid::Uuid::new_v4().simple()),
@@ -83,9 +88,8 @@ async fn mqtt_inbox(app: &TestApp, user_id: &str) -> mpsc::UnboundedReceiver<Val
     );
     options.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
-    let topic = format!("chargegrid/users/{user_id}/notifications");
     client
-        .subscribe(&topic, rumqttc::QoS::AtLeastOnce)
+        .subscribe(topic, rumqttc::QoS::AtLeastOnce)
         .await
         .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -113,7 +117,7 @@ async fn mqtt_inbox(app: &TestApp, user_id: &str) -> mpsc::UnboundedReceiver<Val
 }
 
 /// The next notification of `event_type` (others are skipped).
-async fn notification(inbox: &mut mpsc::UnboundedReceiver<Value>, event_type: &str) -> Value {
+pub async fn notification(inbox: &mut mpsc::UnboundedReceiver<Value>, event_type: &str) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(15), inbox.recv())
             .await
@@ -1027,4 +1031,31 @@ async fn sessions_ending_together_are_billed_in_shared_commits_once_each_whateve
         "{} deliveries took {commits} commits",
         messages.len()
     );
+}
+
+#[actix_web::test]
+async fn critical_security_events_reach_the_operators_over_mqtt() {
+    let app = spawn_app_with_workers(|_| {}).await;
+    let mut inbox = mqtt_topic_inbox(&app, "chargegrid/operators/security").await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Security").await;
+    app.register_charger(&token, "SEC-MQTT", station, None)
+        .await;
+    let mut cs = crate::charger_client::connect201(
+        app.port,
+        "SEC-MQTT",
+        Some(("SEC-MQTT", crate::helpers::CHARGER_PASSWORD)),
+    )
+    .await;
+    cs.boot201().await;
+    cs.call(
+        "SecurityEventNotification",
+        json!({ "type": "TamperDetectionActivated", "timestamp": "2026-12-03T10:00:00Z", "techInfo": "cabinet opened" }),
+    )
+    .await
+    .unwrap();
+    let message = notification(&mut inbox, "SECURITY_EVENT").await;
+    assert_eq!(message["chargerId"], "SEC-MQTT");
+    assert_eq!(message["title"], "Security event: TamperDetectionActivated");
+    assert!(message["body"].as_str().unwrap().contains("cabinet opened"));
 }
