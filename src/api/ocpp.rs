@@ -257,6 +257,21 @@ pub async fn handshake(
         }
         if verdict != BasicAuth::Ok {
             tracing::warn!(charger_id = %id, ?verdict, "charger authentication failed");
+            crate::security::record_server_event(
+                &ctx.db,
+                Some(id.as_str()),
+                "InvalidCredentials",
+                format!(
+                    "{} Basic credentials from {client}",
+                    if verdict == BasicAuth::Missing {
+                        "no"
+                    } else {
+                        "wrong"
+                    }
+                ),
+                false,
+            )
+            .await;
             let mut response = refuse(
                 &ctx,
                 StatusCode::UNAUTHORIZED,

@@ -158,6 +158,35 @@ impl Security {
             return Vec::new();
         };
         let reloader = tls.spawn_reloader(reload_every, stop.clone());
+        // refused client certificates become security events
+        let (sender, mut refusals) = tokio::sync::mpsc::channel::<tls::Refusal>(1024);
+        tls.report_refusals(sender);
+        let events_db = db.clone();
+        let events_stop = stop.clone();
+        let recorder = tokio::spawn(async move {
+            loop {
+                let refusal = tokio::select! {
+                    _ = events_stop.cancelled() => return,
+                    next = refusals.recv() => match next {
+                        Some(refusal) => refusal,
+                        None => return,
+                    },
+                };
+                record_server_event(
+                    &events_db,
+                    refusal.common_name.as_deref(),
+                    "InvalidChargingStationCertificate",
+                    format!(
+                        "client certificate refused at the TLS handshake ({}): {}; serial {}",
+                        refusal.reason,
+                        refusal.detail,
+                        refusal.serial.as_deref().unwrap_or("unknown")
+                    ),
+                    false,
+                )
+                .await;
+            }
+        });
         let security = self.clone();
         let revocations = tokio::spawn(async move {
             let mut tick = tokio::time::interval(REVOCATION_REFRESH);
@@ -171,7 +200,7 @@ impl Security {
                 }
             }
         });
-        vec![reloader, revocations]
+        vec![reloader, revocations, recorder]
     }
 }
 

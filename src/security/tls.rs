@@ -174,6 +174,20 @@ struct Shared {
     revoked: ArcSwap<HashSet<String>>,
     /// Refused client certificates by reason (`chain`, `revoked`).
     refused: Option<IntCounterVec>,
+    /// Where refusals are reported to be recorded as security events (bounded; a flood of
+    /// bad certificates drops reports rather than block handshakes).
+    reports: Mutex<Option<tokio::sync::mpsc::Sender<Refusal>>>,
+}
+
+/// A client certificate refused during a TLS handshake.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// `chain` (untrusted, expired, malformed), `revoked` or `not_accepted`
+    pub reason: &'static str,
+    /// The certificate's subject CN (the charger it claims to be), when readable.
+    pub common_name: Option<String>,
+    pub serial: Option<String>,
+    pub detail: String,
 }
 
 impl fmt::Debug for Shared {
@@ -205,6 +219,7 @@ impl ChargerTls {
                 clients: ArcSwapOption::empty(),
                 revoked: ArcSwap::default(),
                 refused,
+                reports: Mutex::new(None),
             }),
             stamps: Arc::new(Mutex::new(Self::stamps_of(&paths))),
             paths,
@@ -267,6 +282,13 @@ impl ChargerTls {
     /// Replaces the set of revoked certificate serials (lower-case hex).
     pub fn set_revoked(&self, serials: HashSet<String>) {
         self.shared.revoked.store(Arc::new(serials));
+    }
+
+    /// Reports refused client certificates to `sender` from now on.
+    pub fn report_refusals(&self, sender: tokio::sync::mpsc::Sender<Refusal>) {
+        if let Ok(mut reports) = self.shared.reports.lock() {
+            *reports = Some(sender);
+        }
     }
 
     /// Whether client certificates (profile 3) are accepted at all.
@@ -370,9 +392,19 @@ impl ResolvesServerCert for Resolver {
 struct Verifier(Arc<Shared>);
 
 impl Verifier {
-    fn refused(&self, reason: &str) {
+    fn refused(&self, reason: &'static str, end_entity: &[u8], detail: String) {
         if let Some(counter) = &self.0.refused {
             counter.with_label_values(&[reason]).inc();
+        }
+        let sender = self.0.reports.lock().ok().and_then(|r| r.clone());
+        if let Some(sender) = sender {
+            let parsed = PeerCertificate::parse(end_entity);
+            let _ = sender.try_send(Refusal {
+                reason,
+                common_name: parsed.as_ref().and_then(|p| p.common_name.clone()),
+                serial: parsed.map(|p| p.serial),
+                detail,
+            });
         }
     }
 }
@@ -399,13 +431,17 @@ impl ClientCertVerifier for Verifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let Some(inner) = self.0.clients.load_full() else {
-            self.refused("not_accepted");
+            self.refused(
+                "not_accepted",
+                end_entity,
+                "client certificates are not accepted".into(),
+            );
             return Err(rustls::Error::General(
                 "client certificates are not accepted here".into(),
             ));
         };
         if let Err(e) = inner.verify_client_cert(end_entity, intermediates, now) {
-            self.refused("chain");
+            self.refused("chain", end_entity, e.to_string());
             tracing::warn!(error = %e, "a charger's client certificate was refused");
             return Err(e);
         }
@@ -415,7 +451,7 @@ impl ClientCertVerifier for Verifier {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
             })?;
         if self.0.revoked.load().contains(&serial) {
-            self.refused("revoked");
+            self.refused("revoked", end_entity, "the certificate is revoked".into());
             tracing::warn!(%serial, "a revoked charger certificate was refused");
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Revoked,

@@ -253,6 +253,14 @@ async fn a_profile_2_charger_connects_over_tls_with_its_password_and_is_refused_
     .await
     .unwrap();
     assert_eq!(charger.boot().await["status"], "Accepted");
+    // the wrong password was recorded too
+    let wrong_password: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM security_events WHERE charger_id = 'TLS-P2' AND event_type = 'InvalidCredentials'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(wrong_password, 2, "the wrong and the missing password");
     // the refusal on the plain listener was recorded as a security event
     let events: Vec<String> = sqlx::query_scalar(
         "SELECT event_type FROM security_events WHERE charger_id = 'TLS-P2' AND source = 'server'",
@@ -515,6 +523,20 @@ async fn certificates_of_another_charger_expired_foreign_or_revoked_are_refused(
         crate::helpers::error_code(&denied).as_deref(),
         Some("FORBIDDEN")
     );
+    // each certificate refused at the TLS handshake (expired, foreign, revoked) became a
+    // security event of the charger it claimed to be
+    let recorded = app
+        .wait_until(Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM security_events WHERE charger_id = 'TLS-A' AND event_type = 'InvalidChargingStationCertificate' AND critical",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+                >= 3
+        })
+        .await;
+    assert!(recorded, "refused client certificates are security events");
     // the mismatch was recorded as a critical server event, and published
     let critical: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM security_events WHERE charger_id = 'TLS-A' AND event_type = 'CertificateOfAnotherCharger' AND critical",
@@ -1486,4 +1508,70 @@ async fn a_2_0_1_station_switches_to_its_rotated_password() {
     )
     .await;
     assert_eq!(handshake_status(old), 401);
+}
+
+#[actix_web::test]
+async fn certificates_close_to_expiry_are_renewed_by_the_replica_holding_the_charger() {
+    let files = TlsFiles::new();
+    let app = spawn_tls(&files).await;
+    operator_setup(&app, "RENEW-SOON", 1).await;
+    operator_setup(&app, "RENEW-LATER", 1).await;
+    let mut soon = crate::charger_client::connect16(
+        app.port,
+        "RENEW-SOON",
+        Some(("RENEW-SOON", CHARGER_PASSWORD)),
+    )
+    .await;
+    soon.boot().await;
+    let mut later = crate::charger_client::connect201(
+        app.port,
+        "RENEW-LATER",
+        Some(("RENEW-LATER", CHARGER_PASSWORD)),
+    )
+    .await;
+    later.boot201().await;
+    for (charger, days, serial) in [("RENEW-SOON", 10, "aa01"), ("RENEW-LATER", 300, "aa02")] {
+        sqlx::query(
+            "INSERT INTO charger_certificates (serial, charger_id, certificate_type, subject, certificate_pem, not_before, not_after) \
+             VALUES ($1, $2, 'ChargingStationCertificate', 'CN=' || $2, 'pem', now() - interval '1 day', now() + make_interval(days => $3))",
+        )
+        .bind(serial)
+        .bind(charger)
+        .bind(days)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    // both are online here (the renewal asks the chargers this replica holds)
+    let online = app
+        .wait_until(Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM chargers WHERE id LIKE 'RENEW-%' AND online AND node_id IS NOT NULL")
+                .fetch_one(&app.db)
+                .await
+                .unwrap()
+                == 2
+        })
+        .await;
+    assert!(online);
+    let renew = chargegrid::security::renewals::renew_due(&app.ctx);
+    let answer = async {
+        let (id, action, payload) = soon.next_server_call().await;
+        soon.reply(&id, json!({ "status": "Accepted" })).await;
+        (action, payload)
+    };
+    let (asked, (action, payload)) = tokio::join!(renew, answer);
+    assert_eq!(
+        asked.unwrap(),
+        1,
+        "only the certificate within 30 days of expiry"
+    );
+    assert_eq!(action, "ExtendedTriggerMessage");
+    assert_eq!(payload["requestedMessage"], "SignChargePointCertificate");
+    assert!(
+        later
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the other is left alone"
+    );
 }
