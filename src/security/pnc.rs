@@ -149,11 +149,7 @@ impl PlugAndCharge {
 
     /// The responder's DER answer to an OCSP request for `query`, if it may be asked.
     pub(super) async fn fetch_ocsp(&self, query: &OcspQuery) -> Result<Vec<u8>, String> {
-        let allowed = self
-            .responders
-            .iter()
-            .any(|prefix| !prefix.is_empty() && query.responder_url.starts_with(prefix.as_str()));
-        if !allowed {
+        if !responder_allowed(&self.responders, &query.responder_url) {
             return Err(format!(
                 "the OCSP responder {} is not one this CSMS may call (pnc.ocsp_responders)",
                 query.responder_url
@@ -188,6 +184,30 @@ impl PlugAndCharge {
             )),
         }
     }
+}
+
+/// Whether `url` is one of the allowed responders: same scheme, host and port as an entry of
+/// `allowed`, no credentials, and a path under the entry's path (both normalised, so `..` and
+/// `host.evil` or `host@evil` tricks do not pass).
+pub fn responder_allowed(allowed: &[String], url: &str) -> bool {
+    let Ok(target) = url::Url::parse(url) else {
+        return false;
+    };
+    if !matches!(target.scheme(), "http" | "https")
+        || !target.username().is_empty()
+        || target.password().is_some()
+    {
+        return false;
+    }
+    allowed.iter().any(|entry| {
+        url::Url::parse(entry).is_ok_and(|entry| {
+            entry.scheme() == target.scheme()
+                && entry.host_str().is_some()
+                && entry.host_str() == target.host_str()
+                && entry.port_or_known_default() == target.port_or_known_default()
+                && target.path().starts_with(entry.path())
+        })
+    })
 }
 
 fn hex_field(name: &str, value: &str) -> Result<Vec<u8>, String> {
@@ -287,6 +307,29 @@ mod tests {
             responder_url: String::new(),
         };
         assert!(ocsp_request_der(&bad).is_err());
+    }
+
+    #[test]
+    fn only_listed_responders_are_called() {
+        let allowed = vec!["http://ocsp.example.com/v1/".to_string()];
+        assert!(responder_allowed(
+            &allowed,
+            "http://ocsp.example.com/v1/check"
+        ));
+        for bad in [
+            "http://ocsp.example.com.evil.test/v1/",
+            "http://ocsp.example.com@evil.test/v1/",
+            "http://user:pw@ocsp.example.com/v1/",
+            "http://ocsp.example.com/v1/../admin",
+            "http://ocsp.example.com:8080/v1/",
+            "https://ocsp.example.com/v1/",
+            "http://ocsp.example.com/v2/",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(!responder_allowed(&allowed, bad), "{bad}");
+        }
+        assert!(!responder_allowed(&[], "http://ocsp.example.com/v1/"));
     }
 
     #[test]
