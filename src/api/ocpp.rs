@@ -133,6 +133,21 @@ pub async fn handshake(
         Some(TlsPeer {
             certificate: Some(cert),
         }) => {
+            // checked here too, whatever the TLS layer did: a certificate revoked or expired
+            // since the TLS session began never counts
+            let revoked = ctx
+                .security
+                .tls
+                .as_ref()
+                .is_none_or(|tls| tls.is_revoked(&cert.serial));
+            if revoked || cert.not_after <= chrono::Utc::now() {
+                return Ok(refuse(
+                    &ctx,
+                    StatusCode::FORBIDDEN,
+                    "certificate_invalid",
+                    "the client certificate is revoked or expired",
+                ));
+            }
             if cert.common_name.as_deref() != Some(id.as_str()) {
                 tracing::warn!(charger_id = %id, certificate_cn = ?cert.common_name, "a certificate of another charger was presented");
                 crate::security::record_server_event(
@@ -355,11 +370,14 @@ fn forwarded_tls(req: &HttpRequest, http: &crate::configuration::HttpSettings) -
         .iter()
         .filter_map(|p| crate::configuration::parse_net(p))
         .any(|net| net.contains(&peer));
+    // the last value is the one the nearest (trusted) proxy wrote; earlier ones may come
+    // from the client itself
     trusted
         && req
             .headers()
-            .get("X-Forwarded-Proto")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .get_all("X-Forwarded-Proto")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
             .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }

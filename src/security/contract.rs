@@ -44,6 +44,20 @@ impl Verdict {
     }
 }
 
+/// How old an OCSP answer without `nextUpdate` may be (seconds).
+const MAX_AGE_WITHOUT_NEXT_UPDATE: i64 = 24 * 3600;
+
+/// `data` hashed with an OCPP hash algorithm name.
+fn digest(algorithm: &str, data: &[u8]) -> Option<Vec<u8>> {
+    use sha2::{Sha384, Sha512};
+    Some(match algorithm {
+        "SHA256" => Sha256::digest(data).to_vec(),
+        "SHA384" => Sha384::digest(data).to_vec(),
+        "SHA512" => Sha512::digest(data).to_vec(),
+        _ => return None,
+    })
+}
+
 /// id-kp-OCSPSigning (1.3.6.1.5.5.7.3.9), DER value bytes.
 const OCSP_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x09];
 
@@ -294,6 +308,7 @@ pub fn read_response(
             )
             .is_ok()
         }) && verified_by(signer)
+            && issued_by_the_certificates_issuer(signer, &responder_certs[1..], roots, expected)
     });
     let signed_by_issuer = issuer.is_some_and(verified_by);
     if !(trusted_responder || signed_by_issuer) {
@@ -320,12 +335,16 @@ pub fn read_response(
             continue;
         }
         let this_update = generalized_time(*this_update).ok_or(Malformed)?;
-        let next_update = fields
-            .get(3)
-            .filter(|t| t.tag == 0xa0)
-            .and_then(|t| tlv(t.content))
-            .and_then(|(t, _)| generalized_time(t));
-        if this_update > now + 300 || next_update.is_some_and(|next| next < now) {
+        let next_update = match fields.get(3).filter(|t| t.tag == 0xa0) {
+            Some(t) => Some(
+                tlv(t.content)
+                    .and_then(|(t, _)| generalized_time(t))
+                    .ok_or(Malformed)?,
+            ),
+            None => None,
+        };
+        let too_old = next_update.is_none() && now - this_update > MAX_AGE_WITHOUT_NEXT_UPDATE;
+        if this_update > now + 300 || next_update.is_some_and(|next| next < now) || too_old {
             return Err(OcspError::Stale);
         }
         return Ok(match status.tag {
@@ -335,6 +354,47 @@ pub fn read_response(
         });
     }
     Err(OcspError::OtherCertificate)
+}
+
+/// RFC 6960 4.2.2.2: a delegated responder must be issued by the CA that issued the
+/// certificate asked about, i.e. its issuer's name and key hash to the CertID's.
+fn issued_by_the_certificates_issuer(
+    responder: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    roots: &[CertificateDer<'static>],
+    expected: &OcspQuery,
+) -> bool {
+    let Ok((_, responder)) = x509_parser::parse_x509_certificate(responder) else {
+        return false;
+    };
+    let issuer_name = responder.issuer().as_raw();
+    let (Some(name_hash), Ok(want_name), Ok(want_key)) = (
+        digest(&expected.hash_algorithm, issuer_name),
+        hex::decode(expected.issuer_name_hash.trim()),
+        hex::decode(expected.issuer_key_hash.trim()),
+    ) else {
+        return false;
+    };
+    if name_hash != want_name {
+        return false;
+    }
+    intermediates
+        .iter()
+        .map(|c| c.as_ref())
+        .chain(roots.iter().map(|c| c.as_ref()))
+        .filter_map(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, c)| c)
+        })
+        .any(|ca| {
+            ca.subject().as_raw() == issuer_name
+                && digest(
+                    &expected.hash_algorithm,
+                    &ca.public_key().subject_public_key.data,
+                )
+                .is_some_and(|key| key == want_key)
+        })
 }
 
 /// The OCSP query for `leaf` issued by `issuer`: SHA-256 CertID and the leaf's OCSP URL.
@@ -391,7 +451,12 @@ impl PlugAndCharge {
 
     /// The verdict on a contract certificate: from its chain (`certificate`, central
     /// validation) or from the station's hash data (local validation).
-    pub async fn check_contract(&self, certificate: Option<&str>, hashes: &[OcspQuery]) -> Verdict {
+    pub async fn check_contract(
+        &self,
+        emaid: &str,
+        certificate: Option<&str>,
+        hashes: &[OcspQuery],
+    ) -> Verdict {
         if let Some(pem) = certificate {
             let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_bytes())
                 .filter_map(Result::ok)
@@ -416,31 +481,41 @@ impl PlugAndCharge {
                 None,
                 None,
             );
-            match path {
-                Ok(_) => {}
+            let issuer: CertificateDer<'static> = match &path {
+                Ok(path) => match path.intermediate_certificates().next() {
+                    Some(cert) => CertificateDer::from(cert.der().to_vec()),
+                    None => {
+                        let anchor = path.anchor();
+                        match self.contract_roots().iter().find(|root| {
+                            webpki::anchor_from_trusted_cert(root)
+                                .is_ok_and(|a| a.subject.as_ref() == anchor.subject.as_ref())
+                        }) {
+                            Some(root) => root.clone(),
+                            None => return Verdict::CertChainError,
+                        }
+                    }
+                },
                 Err(webpki::Error::CertExpired { .. }) => return Verdict::CertificateExpired,
                 Err(e) => {
                     tracing::warn!(error = %e, "contract certificate chain refused");
                     return Verdict::CertChainError;
                 }
-            }
-            // the leaf's issuer: the next certificate of the chain, or the root it names
-            let issuer = match chain.get(1) {
-                Some(sub_ca) => sub_ca.clone(),
-                None => {
-                    let named = x509_parser::parse_x509_certificate(leaf)
-                        .map(|(_, c)| c.issuer().as_raw().to_vec())
-                        .unwrap_or_default();
-                    let root = self.contract_roots().iter().find(|root| {
-                        x509_parser::parse_x509_certificate(root)
-                            .is_ok_and(|(_, c)| c.subject().as_raw() == named.as_slice())
-                    });
-                    match root {
-                        Some(root) => root.clone(),
-                        None => return Verdict::CertChainError,
-                    }
-                }
             };
+            // the contract is the eMAID's own (its subject CN, dashes ignored)
+            let normalise = |s: &str| s.replace('-', "").to_ascii_uppercase();
+            let holder = x509_parser::parse_x509_certificate(leaf)
+                .ok()
+                .and_then(|(_, c)| {
+                    c.subject()
+                        .iter_common_name()
+                        .next()
+                        .and_then(|cn| cn.as_str().ok())
+                        .map(normalise)
+                });
+            if holder.as_deref() != Some(normalise(emaid).as_str()) {
+                tracing::warn!("contract certificate of another eMAID");
+                return Verdict::CertChainError;
+            }
             let Some(query) = query_for(leaf, &issuer) else {
                 return Verdict::CertChainError;
             };

@@ -172,9 +172,14 @@ impl Security {
                         None => return,
                     },
                 };
+                // attributed only to a well-formed charger id (the CN is the client's word)
+                let claimed = refusal
+                    .common_name
+                    .as_deref()
+                    .and_then(|cn| crate::domain::ChargePointId::parse(cn).ok());
                 record_server_event(
                     &events_db,
-                    refusal.common_name.as_deref(),
+                    claimed.as_ref().map(|id| id.as_str()),
                     "InvalidChargingStationCertificate",
                     format!(
                         "client certificate refused at the TLS handshake ({}): {}; serial {}",

@@ -205,9 +205,18 @@ pub fn responder_allowed(allowed: &[String], url: &str) -> bool {
                 && entry.host_str().is_some()
                 && entry.host_str() == target.host_str()
                 && entry.port_or_known_default() == target.port_or_known_default()
-                && target.path().starts_with(entry.path())
+                && under(target.path(), entry.path())
         })
     })
+}
+
+/// `path` is `base` or below it, at a segment boundary (`/v1` admits `/v1/x`, not `/v10`).
+fn under(path: &str, base: &str) -> bool {
+    path == base
+        || base.ends_with('/') && path.starts_with(base)
+        || path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn hex_field(name: &str, value: &str) -> Result<Vec<u8>, String> {
@@ -330,6 +339,13 @@ mod tests {
             assert!(!responder_allowed(&allowed, bad), "{bad}");
         }
         assert!(!responder_allowed(&[], "http://ocsp.example.com/v1/"));
+        let bare = vec!["http://ocsp.example.com/v1".to_string()];
+        assert!(responder_allowed(&bare, "http://ocsp.example.com/v1/check"));
+        assert!(!responder_allowed(&bare, "http://ocsp.example.com/v10"));
+        assert!(!responder_allowed(
+            &bare,
+            "http://ocsp.example.com/v1-internal"
+        ));
     }
 
     #[test]

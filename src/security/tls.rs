@@ -244,6 +244,11 @@ impl ChargerTls {
             .with_client_cert_verifier(Arc::new(Verifier(self.shared.clone())))
             .with_cert_resolver(Arc::new(Resolver(self.shared.clone())));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // no session resumption: a resumed session would skip the client-certificate checks
+        // (revocation, expiry, a CA removed by a reload); chargers reconnect rarely, so the
+        // full handshake costs little
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(config)
     }
 
@@ -282,6 +287,12 @@ impl ChargerTls {
     /// Replaces the set of revoked certificate serials (lower-case hex).
     pub fn set_revoked(&self, serials: HashSet<String>) {
         self.shared.revoked.store(Arc::new(serials));
+    }
+
+    /// Whether the certificate with this serial is revoked (checked again at the WebSocket
+    /// handshake, whatever the TLS layer did).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.shared.revoked.load().contains(serial)
     }
 
     /// Reports refused client certificates to `sender` from now on.

@@ -47,17 +47,20 @@ pub async fn promote_password(pool: &PgPool, id: &str, phc: &str) -> Result<bool
     Ok(done.rows_affected() == 1)
 }
 
-/// Keeps a password the charger accepted (rotation), beside its current one.
-pub async fn set_pending_password(pool: &PgPool, id: &str, phc: &str) -> Result<(), StoreError> {
-    sqlx::query(
+/// Keeps a new password beside the charger's current one (rotation). False when another
+/// rotation is still pending (less than a day old): one at a time.
+pub async fn set_pending_password(pool: &PgPool, id: &str, phc: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
         "UPDATE chargers SET pending_password_hash = $2, pending_password_at = now(), \
-             updated_at = now() WHERE id = $1",
+             updated_at = now() \
+         WHERE id = $1 AND (pending_password_hash IS NULL \
+                            OR pending_password_at < now() - interval '1 day')",
     )
     .bind(id)
     .bind(phc)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// The development CSMS CA: the stored one, or `generated` stored now (the first replica to
@@ -252,7 +255,7 @@ pub async fn events(
     Ok(sqlx::query_as(
         "SELECT id, charger_id, source, event_type, tech_info, critical, occurred_at, received_at \
          FROM security_events WHERE ($1::text IS NULL OR charger_id = $1) \
-         ORDER BY occurred_at DESC, id DESC LIMIT $2",
+         ORDER BY received_at DESC, id DESC LIMIT $2",
     )
     .bind(charger_id)
     .bind(limit)

@@ -486,11 +486,14 @@ async fn contract_certificates_are_checked_before_an_emaid_is_accepted() {
     let dir = std::env::temp_dir().join(format!("chargegrid-pnc-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let roots = dir.join("contract-roots.pem");
-    std::fs::write(&roots, pki.root.pem()).unwrap();
+    // two contract PKIs are trusted; the second one's responder must not vouch for the first's
+    let other = Arc::new(ContractPki::new("Other MO root"));
+    std::fs::write(&roots, format!("{}{}", pki.root.pem(), other.root.pem())).unwrap();
+    let (other_url, _) = start_responder(other.clone()).await;
     let responders = url.clone();
     let app = spawn_app_with(|s| {
         s.pnc.contract_roots = Some(roots.display().to_string());
-        s.pnc.ocsp_responders = vec![responders];
+        s.pnc.ocsp_responders = vec![responders, other_url.clone()];
     })
     .await;
     let (_, _, user_id) = app
@@ -589,6 +592,24 @@ async fn contract_certificates_are_checked_before_an_emaid_is_accepted() {
         .await
         .unwrap();
     assert_eq!(answer["certificateStatus"], "SignatureError", "{answer}");
+    assert_eq!(answer["idTokenInfo"]["status"], "Invalid");
+    // a responder certified by another trusted PKI answering about this PKI's certificate:
+    // not its issuer's responder (RFC 6960 4.2.2.2)
+    let answer = cs
+        .call("Authorize", json!({ "idToken": token, "iso15118CertificateHashData": [hash_data(&good, &pki.root, &other_url)] }))
+        .await
+        .unwrap();
+    assert_eq!(answer["certificateStatus"], "SignatureError", "{answer}");
+    // a valid contract of another eMAID does not authorise this one
+    let someone_else = pki.contract("DE8ACC000000042", &url);
+    let answer = cs
+        .call(
+            "Authorize",
+            json!({ "idToken": token, "certificate": someone_else.pem() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["certificateStatus"], "CertChainError", "{answer}");
     assert_eq!(answer["idTokenInfo"]["status"], "Invalid");
     // without a certificate nothing changes for ordinary tokens
     let plain = cs

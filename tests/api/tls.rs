@@ -480,11 +480,10 @@ async fn certificates_of_another_charger_expired_foreign_or_revoked_are_refused(
     .fetch_one(&app.db)
     .await
     .unwrap();
-    let before = try_with(
-        chain.clone(),
-        KeyPair::from_pem(&signed_key.serialize_pem()).unwrap(),
-    )
-    .await;
+    // one client configuration for before and after: a client that could resume its TLS
+    // session would skip the certificate checks, so the server offers no resumption
+    let same_client = client_tls(server_ca, Some((&chain, &signed_key)));
+    let before = connect_tls(tls_port, "TLS-A", "ocpp1.6", None, same_client.clone()).await;
     assert_eq!(
         handshake_status(before),
         101,
@@ -503,6 +502,11 @@ async fn certificates_of_another_charger_expired_foreign_or_revoked_are_refused(
     );
     let e = refused_at_tls(try_with(chain, signed_key).await);
     assert!(e.to_lowercase().contains("revoked"), "{e}");
+    let resumed = connect_tls(tls_port, "TLS-A", "ocpp1.6", None, same_client).await;
+    assert!(
+        !resumed.is_ok(),
+        "the client that connected before the revocation is refused too"
+    );
     let refused = app
         .ctx
         .metrics
@@ -1573,5 +1577,28 @@ async fn certificates_close_to_expiry_are_renewed_by_the_replica_holding_the_cha
             .await
             .is_none(),
         "the other is left alone"
+    );
+}
+
+#[actix_web::test]
+async fn only_an_admin_lowers_a_chargers_security_profile() {
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, station) = operator_setup(&app, "LOW-1", 3).await;
+    let operator = app.staff_token("OPERATOR").await;
+    let lower = "mutation($s: ID!, $p: Int!) { registerCharger(input: {chargerId: \"LOW-1\", stationId: $s, securityProfile: $p}) { securityProfile } }";
+    let denied = app
+        .graphql(lower, json!({ "s": station, "p": 1 }), Some(&operator))
+        .await;
+    assert_eq!(
+        crate::helpers::error_code(&denied).as_deref(),
+        Some("FORBIDDEN"),
+        "{denied}"
+    );
+    let allowed = app
+        .graphql(lower, json!({ "s": station, "p": 1 }), Some(&admin))
+        .await;
+    assert_eq!(
+        allowed["data"]["registerCharger"]["securityProfile"], 1,
+        "{allowed}"
     );
 }

@@ -371,17 +371,20 @@ impl ChargerMutation {
         ctx: &Context<'_>,
         input: RegisterChargerInput,
     ) -> ApiResult<ChargerView> {
-        let (staff, _) = require_staff(ctx)?;
+        let (staff, role) = require_staff(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let charger_id = parse_charger_id(&input.charger_id)?;
         let station_id = parse_uuid(&input.station_id, "stationId")?;
         let existing = chargers::find(&app.db, charger_id.as_str()).await?;
         let has_credential = existing.as_ref().is_some_and(|c| c.password_hash.is_some());
+        let default_profile = if app.settings.dev { 1 } else { 2 };
         let profile = match input.security_profile {
+            // an adopted (auto-provisioned) charger gets the default, not the column's 1
             None => existing
                 .as_ref()
+                .filter(|c| !c.quarantined)
                 .map(|c| c.security_profile)
-                .unwrap_or(if app.settings.dev { 1 } else { 2 }),
+                .unwrap_or(default_profile),
             Some(p) => i16::try_from(p)
                 .ok()
                 .filter(|p| (1..=3).contains(p))
@@ -389,6 +392,15 @@ impl ChargerMutation {
                     ApiError::BadUserInput("securityProfile must be 1, 2 or 3".into())
                 })?,
         };
+        // lowering a charger's security profile is an ADMIN's decision
+        if let Some(current) = existing.as_ref().filter(|c| profile < c.security_profile) {
+            if role != Role::Admin {
+                return Err(ApiError::Forbidden(format!(
+                    "lowering a charger's security profile (from {}) needs the ADMIN role",
+                    current.security_profile
+                )));
+            }
+        }
         if input.password.is_none() && !has_credential && !app.settings.dev && profile < 3 {
             return Err(ApiError::BadUserInput(
                 "every charger needs a password (16 to 40 characters) outside development mode"

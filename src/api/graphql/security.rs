@@ -248,21 +248,28 @@ impl SecurityMutation {
             .await
             .map_err(ApiError::internal)?;
         // kept before the charger is told, so a charger that switches at once is let in
-        store::set_pending_password(&app.db, id.as_str(), &phc).await?;
+        if !store::set_pending_password(&app.db, id.as_str(), &phc).await? {
+            return Err(ApiError::BadUserInput(
+                "a password rotation of this charger is still pending: the charger has not yet \
+                 connected with the new password"
+                    .into(),
+            ));
+        }
         // the charger's actor maps it onto its protocol version
         let command = ChargerCommand::SetBasicPassword {
             password: new_password.clone(),
         };
         let answer = run_command(app, id.as_str(), command).await;
-        let accepted = match &answer {
-            Ok(reply) => {
-                let status = reply["status"]
-                    .as_str()
-                    .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str());
-                status == Some("Accepted")
-            }
-            Err(_) => false,
-        };
+        // RebootRequired: the charger uses it after its reboot. No answer at all (a timeout,
+        // the connection gone): it may have applied it, so the new one stays accepted too
+        let status = answer.as_ref().ok().and_then(|reply| {
+            reply["status"]
+                .as_str()
+                .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str())
+                .map(str::to_string)
+        });
+        let accepted = matches!(status.as_deref(), Some("Accepted" | "RebootRequired"));
+        let unknown = answer.is_err();
         audit(
             app,
             admin,
@@ -272,8 +279,11 @@ impl SecurityMutation {
         )
         .await;
         if !accepted {
-            // the charger keeps its current password; the new one is forgotten
-            store::clear_pending_password(&app.db, id.as_str(), &phc).await?;
+            // refused: the charger keeps its current password and the new one is forgotten;
+            // unanswered: both stay accepted (the charger may have switched)
+            if !unknown {
+                store::clear_pending_password(&app.db, id.as_str(), &phc).await?;
+            }
             return Err(match answer {
                 Err(e) => e,
                 Ok(reply) => ApiError::ChargerRejected(format!(
@@ -367,11 +377,17 @@ impl SecurityMutation {
         };
         store::request_profile(&app.db, id.as_str(), profile).await?;
         for command in commands {
-            let reply = run_command(app, id.as_str(), command).await?;
+            let reply = match run_command(app, id.as_str(), command).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    store::request_profile_cancel(&app.db, id.as_str()).await?;
+                    return Err(e);
+                }
+            };
             let status = reply["status"]
                 .as_str()
                 .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str());
-            if !matches!(status, Some("Accepted" | "Scheduled")) {
+            if !matches!(status, Some("Accepted" | "Scheduled" | "RebootRequired")) {
                 store::request_profile_cancel(&app.db, id.as_str()).await?;
                 return Err(ApiError::ChargerRejected(format!(
                     "the charger refused the new security profile: {reply}"

@@ -107,7 +107,7 @@ pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, Cal
         .app
         .security
         .pnc
-        .check_contract(req.certificate.as_deref(), &queries)
+        .check_contract(&req.id_token.id_token, req.certificate.as_deref(), &queries)
         .await;
     let status = if verdict == crate::security::contract::Verdict::Accepted {
         resolved.status

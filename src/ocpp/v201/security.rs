@@ -55,6 +55,10 @@ pub async fn sign_certificate(ctx: &CallContext, payload: Value) -> Result<Handl
 
 pub async fn security_event(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: SecurityEventNotificationRequest = decode_shape("SecurityEventNotification", payload)?;
+    crate::ocpp::payload::check_len("SecurityEventNotification", "type", &req.kind, 50)?;
+    if let Some(tech_info) = &req.tech_info {
+        crate::ocpp::payload::check_len("SecurityEventNotification", "techInfo", tech_info, 255)?;
+    }
     crate::security::record_charger_event(
         &ctx.app,
         &ctx.charger_id,
