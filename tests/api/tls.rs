@@ -504,7 +504,7 @@ async fn certificates_of_another_charger_expired_foreign_or_revoked_are_refused(
     assert!(e.to_lowercase().contains("revoked"), "{e}");
     let resumed = connect_tls(tls_port, "TLS-A", "ocpp1.6", None, same_client).await;
     assert!(
-        !resumed.is_ok(),
+        resumed.is_err(),
         "the client that connected before the revocation is refused too"
     );
     let refused = app
