@@ -72,14 +72,14 @@ fn now() -> UnixTime {
 // ---- a minimal DER reader (OCSP responses are small and their shape fixed) -----------------
 
 #[derive(Clone, Copy)]
-struct Tlv<'a> {
-    tag: u8,
+pub(super) struct Tlv<'a> {
+    pub(super) tag: u8,
     /// the whole element, header included (what a signature covers)
-    raw: &'a [u8],
-    content: &'a [u8],
+    pub(super) raw: &'a [u8],
+    pub(super) content: &'a [u8],
 }
 
-fn tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+pub(super) fn tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -119,7 +119,7 @@ fn children(content: &[u8]) -> Option<Vec<Tlv<'_>>> {
     Some(out)
 }
 
-fn sequence(t: Tlv<'_>) -> Option<Vec<Tlv<'_>>> {
+pub(super) fn sequence(t: Tlv<'_>) -> Option<Vec<Tlv<'_>>> {
     (t.tag == 0x30).then(|| children(t.content)).flatten()
 }
 

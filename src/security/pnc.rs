@@ -266,17 +266,17 @@ pub fn ocsp_request_der(query: &OcspQuery) -> Result<Vec<u8>, String> {
 
 /// The `responseStatus` of a DER OCSPResponse (0 = successful).
 pub fn ocsp_response_status(der: &[u8]) -> Result<u64, String> {
-    use der_parser::ber::BerObjectContent;
-    let (rest, response) =
-        der_parser::parse_der(der).map_err(|_| "the OCSP response is not DER".to_string())?;
+    use super::contract::{sequence, tlv};
+    let (response, rest) = tlv(der).ok_or("the OCSP response is not DER")?;
     if !rest.is_empty() {
         return Err("the OCSP response has trailing bytes".into());
     }
-    let items = response
-        .as_sequence()
-        .map_err(|_| "the OCSP response is not a SEQUENCE".to_string())?;
-    match items.first().map(|i| &i.content) {
-        Some(BerObjectContent::Enum(status)) => Ok(*status),
+    let items = sequence(response).ok_or("the OCSP response is not a SEQUENCE")?;
+    match items.first() {
+        // ENUMERATED, one byte (the statuses are 0 to 6)
+        Some(status) if status.tag == 0x0a && status.content.len() == 1 => {
+            Ok(u64::from(status.content[0]))
+        }
         _ => Err("the OCSP response has no responseStatus".into()),
     }
 }

@@ -262,13 +262,10 @@ impl SecurityMutation {
         let answer = run_command(app, id.as_str(), command).await;
         // RebootRequired: the charger uses it after its reboot. No answer at all (a timeout,
         // the connection gone): it may have applied it, so the new one stays accepted too
-        let status = answer.as_ref().ok().and_then(|reply| {
-            reply["status"]
-                .as_str()
-                .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str())
-                .map(str::to_string)
-        });
-        let accepted = matches!(status.as_deref(), Some("Accepted" | "RebootRequired"));
+        let accepted = matches!(
+            answer.as_ref().ok().and_then(answer_status),
+            Some("Accepted" | "RebootRequired")
+        );
         let unknown = answer.is_err();
         audit(
             app,
@@ -384,10 +381,10 @@ impl SecurityMutation {
                     return Err(e);
                 }
             };
-            let status = reply["status"]
-                .as_str()
-                .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str());
-            if !matches!(status, Some("Accepted" | "Scheduled" | "RebootRequired")) {
+            if !matches!(
+                answer_status(&reply),
+                Some("Accepted" | "Scheduled" | "RebootRequired")
+            ) {
                 store::request_profile_cancel(&app.db, id.as_str()).await?;
                 return Err(ApiError::ChargerRejected(format!(
                     "the charger refused the new security profile: {reply}"
@@ -511,6 +508,31 @@ async fn speaks_16(app: &AppContext, id: &str) -> ApiResult<bool> {
 
 fn status_of(reply: &serde_json::Value) -> String {
     reply["status"].as_str().unwrap_or("Unknown").to_string()
+}
+
+/// The status of an answer: `status`, or a SetVariables answer's first attribute status.
+fn answer_status(reply: &serde_json::Value) -> Option<&str> {
+    reply["status"]
+        .as_str()
+        .or_else(|| reply["setVariableResult"][0]["attributeStatus"].as_str())
+}
+
+/// Runs `command` on the charger, audits it with the charger's status added to `details`,
+/// and returns that status.
+async fn run_audited(
+    app: &AppContext,
+    admin: uuid::Uuid,
+    action: &str,
+    charger_id: &str,
+    command: ChargerCommand,
+    mut details: serde_json::Value,
+) -> ApiResult<String> {
+    let reply = run_command(app, charger_id, command).await;
+    let status = reply.as_ref().map(status_of).unwrap_or_default();
+    details["status"] = json!(status);
+    audit(app, admin, action, charger_id, details).await;
+    reply?;
+    Ok(status)
 }
 
 #[derive(Default)]
@@ -649,18 +671,15 @@ impl CertificateMutation {
                 }}),
             },
         };
-        let reply = run_command(app, id.as_str(), command).await;
-        let status = reply.as_ref().map(status_of).unwrap_or_default();
-        audit(
+        run_audited(
             app,
             admin,
             "renewChargerCertificate",
             id.as_str(),
-            json!({ "status": status }),
+            command,
+            json!({}),
         )
-        .await;
-        reply?;
-        Ok(status)
+        .await
     }
 
     /// ADMIN: installs a root certificate (PEM) in the charger's trust store
@@ -693,26 +712,20 @@ impl CertificateMutation {
         }
         let v16 = speaks_16(app, id.as_str()).await?;
         let kind = certificate_type.ocpp(v16)?;
-        let reply = run_command(
-            app,
-            id.as_str(),
-            ChargerCommand::Raw {
-                action: "InstallCertificate".into(),
-                payload: json!({ "certificateType": kind, "certificate": certificate }),
-            },
-        )
-        .await;
-        let status = reply.as_ref().map(status_of).unwrap_or_default();
-        audit(
+        let command = ChargerCommand::Raw {
+            action: "InstallCertificate".into(),
+            payload: json!({ "certificateType": kind, "certificate": certificate }),
+        };
+        let details = json!({ "certificateType": kind });
+        run_audited(
             app,
             admin,
             "installChargerCertificate",
             id.as_str(),
-            json!({ "certificateType": kind, "status": status }),
+            command,
+            details,
         )
-        .await;
-        reply?;
-        Ok(status)
+        .await
     }
 
     /// ADMIN: deletes a certificate from the charger's trust store (DeleteCertificate); the
@@ -726,25 +739,19 @@ impl CertificateMutation {
         let admin = require_admin(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let id = ChargePointId::parse(charger_id.as_str())?;
-        let reply = run_command(
-            app,
-            id.as_str(),
-            ChargerCommand::Raw {
-                action: "DeleteCertificate".into(),
-                payload: json!({ "certificateHashData": hash_data }),
-            },
-        )
-        .await;
-        let status = reply.as_ref().map(status_of).unwrap_or_default();
-        audit(
+        let details = json!({ "serialNumber": hash_data.serial_number });
+        let command = ChargerCommand::Raw {
+            action: "DeleteCertificate".into(),
+            payload: json!({ "certificateHashData": hash_data }),
+        };
+        run_audited(
             app,
             admin,
             "deleteChargerCertificate",
             id.as_str(),
-            json!({ "serialNumber": hash_data.serial_number, "status": status }),
+            command,
+            details,
         )
-        .await;
-        reply?;
-        Ok(status)
+        .await
     }
 }
