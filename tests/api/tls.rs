@@ -1602,3 +1602,89 @@ async fn only_an_admin_lowers_a_chargers_security_profile() {
         "{allowed}"
     );
 }
+
+#[actix_web::test]
+async fn a_rotation_the_charger_applies_after_a_reboot_counts_and_one_runs_at_a_time() {
+    let app = spawn_app_with(|_| {}).await;
+    let (admin, _) = operator_setup(&app, "ROT-4", 1).await;
+    let mut charger =
+        crate::charger_client::connect16(app.port, "ROT-4", Some(("ROT-4", CHARGER_PASSWORD)))
+            .await;
+    charger.boot().await;
+    let rotate = "mutation { rotateChargerPassword(chargerId: \"ROT-4\") { password } }";
+    let (response, _, _) = operate(
+        &app,
+        &mut charger,
+        rotate,
+        json!({}),
+        &admin,
+        json!({ "status": "RebootRequired" }),
+    )
+    .await;
+    let password = response["data"]["rotateChargerPassword"]["password"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{response}"))
+        .to_string();
+    // a second rotation while the first is pending is refused before anything is sent
+    let again = app.graphql(rotate, json!({}), Some(&admin)).await;
+    assert_eq!(
+        crate::helpers::error_code(&again).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{again}"
+    );
+    assert!(charger
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    // after its reboot the charger uses the new password
+    let new = connect(app.port, "ROT-4", "ocpp1.6", Some(("ROT-4", &password))).await;
+    assert_eq!(handshake_status(new), 101);
+}
+
+#[actix_web::test]
+async fn an_adopted_charger_gets_the_default_profile_and_oversized_events_are_refused() {
+    let app = spawn_app_with(|s| s.ocpp.auto_provision = true).await;
+    let admin = app.staff_token("ADMIN").await;
+    let station = app.create_station("Adoption").await;
+    // auto-provisioned (quarantined, profile 1 in the table), then adopted without a profile
+    let first = connect(app.port, "ADOPT-1", "ocpp2.0.1", None).await;
+    assert_eq!(handshake_status(first), 101);
+    let adopted = app
+        .graphql(
+            "mutation($s: ID!) { registerCharger(input: {chargerId: \"ADOPT-1\", stationId: $s, password: \"adopted-password-0001\"}) { securityProfile registrationStatus } }",
+            json!({ "s": station.to_string() }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        adopted["data"]["registerCharger"]["securityProfile"], 2,
+        "{adopted}"
+    );
+    assert_eq!(
+        adopted["data"]["registerCharger"]["registrationStatus"],
+        "ACCEPTED"
+    );
+    // security events longer than OCPP allows: a CallError, and the connection stays
+    operator_setup(&app, "LONG-EV", 1).await;
+    let mut station_cs =
+        crate::charger_client::connect201(app.port, "LONG-EV", Some(("LONG-EV", CHARGER_PASSWORD)))
+            .await;
+    station_cs.boot201().await;
+    let (code, _) = station_cs
+        .call(
+            "SecurityEventNotification",
+            json!({ "type": "T".repeat(51), "timestamp": "2026-12-03T10:00:00Z" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code, "PropertyConstraintViolation");
+    let (code, _) = station_cs
+        .call(
+            "SecurityEventNotification",
+            json!({ "type": "MemoryExhaustion", "timestamp": "2026-12-03T10:00:00Z", "techInfo": "x".repeat(256) }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code, "PropertyConstraintViolation");
+    assert!(station_cs.call("Heartbeat", json!({})).await.is_ok());
+}
