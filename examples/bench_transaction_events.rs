@@ -206,7 +206,11 @@ async fn run_charger(
     cp.call("BootNotification", boot)
         .await?
         .map_err(anyhow::Error::msg)?;
-    ready.wait().await;
+    if ready.wait().await.is_leader() {
+        // the tables grow from empty: statistics of the warm-up's data (as a database in
+        // service has, from autovacuum) before the measured window, see `analyze_after`
+        tokio::spawn(analyze_after(window.0 / 2));
+    }
     let count_from = Instant::now() + window.0;
     let end = count_from + window.1;
     let mut measured = Measured {
@@ -288,6 +292,28 @@ async fn run_charger(
     }
     Ok(measured)
 }
+
+/// Runs ANALYZE on the benchmark database after `delay`. The benchmark starts from empty
+/// tables: without it, the statements prepared in the first second keep plans made for tables
+/// of a few rows (sequential scans of `sessions`, `processed_events`) while the tables grow to
+/// thousands of rows, which a database in service (analyzed by autovacuum) never sees.
+async fn analyze_after(delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let Ok(url) = std::env::var(BENCH_DB_URL) else {
+        return;
+    };
+    match PgConnection::connect(&url).await {
+        Ok(mut db) => {
+            if let Err(e) = db.execute("ANALYZE").await {
+                eprintln!("ANALYZE failed: {e}");
+            }
+        }
+        Err(e) => eprintln!("ANALYZE skipped, no connection: {e}"),
+    }
+}
+
+/// Where `analyze_after` finds the benchmark database (set by `run`).
+const BENCH_DB_URL: &str = "CHARGEGRID_BENCH_DB_URL";
 
 /// Drives every charger of `protocol` on a runtime of its own, off the server's threads.
 fn load(protocol: Protocol, port: u16, tags: Vec<String>, args: Args) -> anyhow::Result<Measured> {
@@ -435,6 +461,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.ocpp.transaction_writer_shards = args.writer_shards;
     }
     let shards = settings.ocpp.transaction_writer_shards;
+    std::env::set_var(BENCH_DB_URL, settings.database.url.expose_secret());
     // as `chargegrid all`: billing and notifications in the same process
     let app = Application::build_with(settings, &[WorkerKind::Billing, WorkerKind::Notifications])
         .await?;
@@ -478,7 +505,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or(0);
     println!(
         "{} CPUs, PostgreSQL synchronous_commit={durability}, {} password-protected chargers per protocol, \
-         transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up, billing and notifications in process, \
+         transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up (ANALYZE half-way through it), billing and notifications in process, \
          {shards} transaction writer shards",
         cpus, args.chargers, args.meter_values, args.seconds, args.warmup
     );

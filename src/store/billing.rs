@@ -152,7 +152,7 @@ pub async fn bill_session_in(
         return Ok(BillingOutcome::Duplicate);
     }
     let session = sqlx::query_as::<_, SessionToBill>(
-        "SELECT user_id, station_id, status, energy_kwh, start_time, end_time FROM sessions WHERE id = $1 FOR UPDATE",
+        "SELECT user_id, station_id, status, energy_kwh, start_time, end_time FROM sessions WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(session_id)
     .fetch_optional(&mut **tx)
@@ -268,6 +268,415 @@ pub async fn bill_session_in(
     })
 }
 
+/// One SESSION_ENDED event to bill, for `bill_sessions_in`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToBill {
+    pub event_id: Uuid,
+    pub session_id: Uuid,
+}
+
+/// A session with everything billing reads about it, locked (one statement for a batch).
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    session_id: Uuid,
+    user_id: Uuid,
+    status: String,
+    energy_kwh: Decimal,
+    start_time: Option<DateTime<Utc>>,
+    end_time: Option<DateTime<Utc>>,
+    usage_cost: Option<String>,
+    tariff_id: Option<Uuid>,
+    tariff_currency: Option<String>,
+    price_per_kwh: Option<Decimal>,
+    price_per_minute: Option<Decimal>,
+    grace_minutes: Option<i32>,
+    session_fee: Option<Decimal>,
+    plan: String,
+    wallet_balance: Decimal,
+    wallet_currency: String,
+    invoiced: bool,
+}
+
+impl BatchRow {
+    fn station_tariff(&self) -> Option<TariffRow> {
+        Some(TariffRow {
+            id: self.tariff_id?,
+            currency: self.tariff_currency.clone()?,
+            price_per_kwh: self.price_per_kwh?,
+            price_per_minute: self.price_per_minute?,
+            grace_minutes: self.grace_minutes?,
+            session_fee: self.session_fee?,
+        })
+    }
+}
+
+/// The tariff rule of `tariff_for`, on what a batch read: the station's own tariff, a clear
+/// per-kWh price in its OCM `UsageCost`, the default tariff, the built-in one.
+fn pick_tariff(
+    station: Option<&TariffRow>,
+    usage_cost: Option<&str>,
+    default: Option<&TariffRow>,
+    policy: &BillingPolicy<'_>,
+) -> (Tariff, Option<Uuid>, &'static str) {
+    if let Some(row) = station {
+        return (row.into(), Some(row.id), "station tariff");
+    }
+    if let Some((price, currency)) = usage_cost.and_then(parse_usage_cost) {
+        if currency.is_empty() || currency == policy.currency {
+            return (
+                Tariff {
+                    currency: policy.currency.to_string(),
+                    price_per_kwh: price,
+                    price_per_minute: Decimal::ZERO,
+                    grace_minutes: 0,
+                    session_fee: Decimal::ZERO,
+                },
+                None,
+                "OCM usage cost",
+            );
+        }
+    }
+    if let Some(row) = default {
+        return (row.into(), Some(row.id), "default tariff");
+    }
+    (policy.fallback.clone(), None, "built-in tariff")
+}
+
+/// Bills a batch of SESSION_ENDED events in `tx` with a fixed number of statements, whatever
+/// the batch size: the same rules and guarantees as `bill_session_in` for each (one invoice
+/// and at most one debit per session, per-event de-duplication, a user's sessions paid in the
+/// batch's order from the balance the earlier ones left). Any item that cannot be billed (its
+/// session missing or not COMPLETED) fails the whole call with that item's error, so that the
+/// caller runs the items again one by one and only that one fails.
+pub async fn bill_sessions_in(
+    tx: &mut Tx<'_>,
+    items: &[ToBill],
+    policy: &BillingPolicy<'_>,
+) -> Result<Vec<BillingOutcome>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let event_ids: Vec<Uuid> = items.iter().map(|i| i.event_id).collect();
+    let first: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO processed_events (consumer, event_id) SELECT 'billing', e FROM unnest($1::uuid[]) AS e \
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(&event_ids)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    // the sessions this batch may bill: first delivery of the event, first event of the session
+    let mut wanted: Vec<Uuid> = Vec::new();
+    for item in items {
+        if first.contains(&item.event_id) && !wanted.contains(&item.session_id) {
+            wanted.push(item.session_id);
+        }
+    }
+    let rows: Vec<BatchRow> = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        // users and sessions locked in key order: concurrent billing batches cannot deadlock
+        sqlx::query_as(
+            "SELECT s.id AS session_id, s.user_id, s.status, s.energy_kwh, s.start_time, s.end_time, \
+                 st.usage_cost, t.id AS tariff_id, t.currency::text AS tariff_currency, t.price_per_kwh, \
+                 t.price_per_minute, t.grace_minutes, t.session_fee, u.plan, u.wallet_balance, \
+                 u.wallet_currency::text AS wallet_currency, \
+                 EXISTS (SELECT 1 FROM invoices i WHERE i.session_id = s.id) AS invoiced \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+                 LEFT JOIN stations st ON st.id = s.station_id \
+                 LEFT JOIN tariffs t ON t.id = st.tariff_id \
+             WHERE s.id = ANY($1) ORDER BY u.id, s.id FOR NO KEY UPDATE OF s, u",
+        )
+        .bind(&wanted)
+        .fetch_all(&mut **tx)
+        .await?
+    };
+    let by_session: std::collections::HashMap<Uuid, &BatchRow> =
+        rows.iter().map(|r| (r.session_id, r)).collect();
+    let default = if rows.iter().any(|r| r.station_tariff().is_none()) {
+        sqlx::query_as::<_, TariffRow>(&format!(
+            "SELECT {TARIFF_COLUMNS} FROM tariffs WHERE is_default"
+        ))
+        .fetch_optional(&mut **tx)
+        .await?
+    } else {
+        None
+    };
+
+    let now = Utc::now();
+    let due = now + Duration::days(policy.payment_due_days);
+    let mut balances: std::collections::HashMap<Uuid, Decimal> = std::collections::HashMap::new();
+    let mut billed: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut invoices = InvoiceColumns::default();
+    let mut ledger = LedgerColumns::default();
+    let mut events = Vec::new();
+    for item in items {
+        if !first.contains(&item.event_id) || billed.contains(&item.session_id) {
+            outcomes.push(BillingOutcome::Duplicate);
+            continue;
+        }
+        let row = by_session
+            .get(&item.session_id)
+            .ok_or(StoreError::NotFound)?;
+        if row.invoiced {
+            outcomes.push(BillingOutcome::Duplicate);
+            continue;
+        }
+        if row.status != "COMPLETED" {
+            return Err(StoreError::Conflict(format!(
+                "session is {}, not COMPLETED",
+                row.status
+            )));
+        }
+        billed.insert(item.session_id);
+        let duration_minutes = match (row.start_time, row.end_time) {
+            (Some(start), Some(end)) => ((end - start).num_seconds().max(0) + 59) / 60,
+            _ => 0,
+        };
+        let station = row.station_tariff();
+        let (tariff, tariff_id, tariff_source) = pick_tariff(
+            station.as_ref(),
+            row.usage_cost.as_deref(),
+            default.as_ref(),
+            policy,
+        );
+        let charge = tariff.charge(row.energy_kwh, duration_minutes);
+        let covered = row.plan == "FLAT_RATE";
+        let amount = if covered { Decimal::ZERO } else { charge.total };
+        let invoice_id = Uuid::now_v7();
+        // pay from the wallet when it covers the amount (never 1:1 across currencies)
+        let balance = *balances.entry(row.user_id).or_insert(row.wallet_balance);
+        let same_currency = tariff
+            .currency
+            .trim()
+            .eq_ignore_ascii_case(row.wallet_currency.trim());
+        let paid = if amount.is_zero() {
+            true
+        } else if !same_currency {
+            tracing::warn!(%invoice_id, amount = %tariff.currency.trim(), wallet = %row.wallet_currency.trim(), "invoice and wallet currencies differ: not debited");
+            false
+        } else {
+            match balance.checked_sub(amount) {
+                Some(after) if after >= Decimal::ZERO => {
+                    balances.insert(row.user_id, after);
+                    ledger.push(
+                        row.user_id,
+                        -amount,
+                        &row.wallet_currency,
+                        invoice_id,
+                        after,
+                    );
+                    true
+                }
+                _ => false,
+            }
+        };
+        let status = if paid { "PAID" } else { "PENDING" };
+        invoices.push(InvoiceRow {
+            id: invoice_id,
+            session_id: item.session_id,
+            user_id: row.user_id,
+            amount,
+            cost: charge.total,
+            currency: tariff.currency.clone(),
+            energy_kwh: row.energy_kwh,
+            duration_minutes: i32::try_from(duration_minutes).unwrap_or(i32::MAX),
+            tariff_id,
+            breakdown: json!({
+                "tariffSource": tariff_source,
+                "pricePerKwh": tariff.price_per_kwh.to_string(),
+                "pricePerMinute": tariff.price_per_minute.to_string(),
+                "graceMinutes": tariff.grace_minutes,
+                "energy": charge.energy.to_string(),
+                "time": charge.time.to_string(),
+                "sessionFee": charge.fee.to_string(),
+            }),
+            covered,
+            status,
+            due,
+            paid_at: paid.then_some(now),
+        });
+        events.push((
+            if paid {
+                Event::PaymentCompleted {
+                    invoice_id,
+                    user_id: row.user_id,
+                    amount,
+                    currency: tariff.currency.clone(),
+                    paid_at: Some(now),
+                }
+            } else {
+                Event::InvoiceGenerated {
+                    invoice_id,
+                    session_id: item.session_id,
+                    user_id: row.user_id,
+                    amount,
+                    currency: tariff.currency.clone(),
+                    due_date: due,
+                }
+            },
+            now,
+        ));
+        outcomes.push(BillingOutcome::Invoiced {
+            invoice_id,
+            status: status.to_string(),
+        });
+    }
+    ledger.write(tx, &balances).await?;
+    invoices.write(tx).await?;
+    outbox::enqueue_many(tx, events, policy.source).await?;
+    Ok(outcomes)
+}
+
+struct InvoiceRow {
+    id: Uuid,
+    session_id: Uuid,
+    user_id: Uuid,
+    amount: Decimal,
+    cost: Decimal,
+    currency: String,
+    energy_kwh: Decimal,
+    duration_minutes: i32,
+    tariff_id: Option<Uuid>,
+    breakdown: serde_json::Value,
+    covered: bool,
+    status: &'static str,
+    due: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct InvoiceColumns {
+    rows: Vec<InvoiceRow>,
+}
+
+impl InvoiceColumns {
+    fn push(&mut self, row: InvoiceRow) {
+        self.rows.push(row);
+    }
+
+    /// The invoices and their sessions' cost, two statements.
+    async fn write(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let r = &self.rows;
+        let ids: Vec<Uuid> = r.iter().map(|i| i.id).collect();
+        let sessions: Vec<Uuid> = r.iter().map(|i| i.session_id).collect();
+        let users: Vec<Uuid> = r.iter().map(|i| i.user_id).collect();
+        let amounts: Vec<Decimal> = r.iter().map(|i| i.amount).collect();
+        let costs: Vec<Decimal> = r.iter().map(|i| i.cost).collect();
+        let currencies: Vec<&str> = r.iter().map(|i| i.currency.as_str()).collect();
+        let energies: Vec<Decimal> = r.iter().map(|i| i.energy_kwh).collect();
+        let minutes: Vec<i32> = r.iter().map(|i| i.duration_minutes).collect();
+        let tariffs: Vec<Option<Uuid>> = r.iter().map(|i| i.tariff_id).collect();
+        let breakdowns: Vec<serde_json::Value> = r.iter().map(|i| i.breakdown.clone()).collect();
+        let covered: Vec<bool> = r.iter().map(|i| i.covered).collect();
+        let statuses: Vec<&str> = r.iter().map(|i| i.status).collect();
+        let dues: Vec<DateTime<Utc>> = r.iter().map(|i| i.due).collect();
+        let paid: Vec<Option<DateTime<Utc>>> = r.iter().map(|i| i.paid_at).collect();
+        sqlx::query(
+            "INSERT INTO invoices (id, session_id, user_id, amount, cost_amount, currency, energy_kwh, duration_minutes, \
+                 tariff_id, breakdown, covered_by_plan, status, due_date, paid_at) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::numeric[], $6::text[], \
+                 $7::numeric[], $8::int4[], $9::uuid[], $10::jsonb[], $11::bool[], $12::text[], $13::timestamptz[], \
+                 $14::timestamptz[])",
+        )
+        .bind(&ids)
+        .bind(&sessions)
+        .bind(&users)
+        .bind(&amounts)
+        .bind(&costs)
+        .bind(&currencies)
+        .bind(&energies)
+        .bind(&minutes)
+        .bind(&tariffs)
+        .bind(&breakdowns)
+        .bind(&covered)
+        .bind(&statuses)
+        .bind(&dues)
+        .bind(&paid)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE sessions s SET cost = c.cost, currency = c.currency, updated_at = now() \
+             FROM unnest($1::uuid[], $2::numeric[], $3::text[]) AS c(id, cost, currency) WHERE s.id = c.id",
+        )
+        .bind(&sessions)
+        .bind(&costs)
+        .bind(&currencies)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The wallet debits of a batch: ledger entries in order, each with the balance after it.
+#[derive(Default)]
+struct LedgerColumns {
+    users: Vec<Uuid>,
+    amounts: Vec<Decimal>,
+    currencies: Vec<String>,
+    keys: Vec<String>,
+    references: Vec<Uuid>,
+    balances_after: Vec<Decimal>,
+}
+
+impl LedgerColumns {
+    fn push(&mut self, user: Uuid, amount: Decimal, currency: &str, invoice: Uuid, after: Decimal) {
+        self.users.push(user);
+        self.amounts.push(amount);
+        self.currencies.push(currency.to_string());
+        // the key `pay_invoice` uses too: one debit per invoice, whichever path pays it
+        self.keys.push(format!("invoice:{invoice}"));
+        self.references.push(invoice);
+        self.balances_after.push(after);
+    }
+
+    /// The entries and the users' final balances, two statements.
+    async fn write(
+        self,
+        tx: &mut Tx<'_>,
+        balances: &std::collections::HashMap<Uuid, Decimal>,
+    ) -> Result<(), StoreError> {
+        if self.users.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO wallet_ledger (user_id, amount, currency, kind, idempotency_key, reference_id, balance_after) \
+             SELECT l.user_id, l.amount, l.currency, 'INVOICE_PAYMENT', l.key, l.reference_id, l.balance_after \
+             FROM unnest($1::uuid[], $2::numeric[], $3::text[], $4::text[], $5::uuid[], $6::numeric[]) \
+                 WITH ORDINALITY AS l(user_id, amount, currency, key, reference_id, balance_after, n) ORDER BY l.n",
+        )
+        .bind(&self.users)
+        .bind(&self.amounts)
+        .bind(&self.currencies)
+        .bind(&self.keys)
+        .bind(&self.references)
+        .bind(&self.balances_after)
+        .execute(&mut **tx)
+        .await?;
+        let mut debited: Vec<Uuid> = self.users.clone();
+        debited.sort();
+        debited.dedup();
+        let finals: Vec<Decimal> = debited
+            .iter()
+            .map(|u| balances.get(u).copied().unwrap_or_default())
+            .collect();
+        sqlx::query(
+            "UPDATE users u SET wallet_balance = b.balance, updated_at = now() \
+             FROM unnest($1::uuid[], $2::numeric[]) AS b(id, balance) WHERE u.id = b.id",
+        )
+        .bind(&debited)
+        .bind(&finals)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Why an invoice could not be paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PayError {
@@ -292,7 +701,7 @@ pub async fn pay_invoice(
 ) -> Result<Result<(), PayError>, StoreError> {
     let mut tx = pool.begin().await?;
     let row: Option<(Uuid, String, Decimal, String)> = sqlx::query_as(
-        "SELECT user_id, status, amount, currency::text FROM invoices WHERE id = $1 FOR UPDATE",
+        "SELECT user_id, status, amount, currency::text FROM invoices WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(invoice_id)
     .fetch_optional(&mut *tx)

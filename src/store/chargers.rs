@@ -444,7 +444,7 @@ pub async fn update_connector_statuses(
          FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS u(charger_id, connector_id, n) \
          CROSS JOIN LATERAL ( \
              SELECT charger_id, connector_id, status FROM connector_status \
-             WHERE charger_id = u.charger_id AND connector_id = u.connector_id FOR UPDATE) AS s \
+             WHERE charger_id = u.charger_id AND connector_id = u.connector_id FOR NO KEY UPDATE) AS s \
          ORDER BY u.n",
     )
     .bind(&lock_ids)

@@ -113,8 +113,10 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<SessionRecord>, Stor
 }
 
 async fn lock(tx: &mut Tx<'_>, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+    // row locks on the durable path are NO KEY UPDATE, so that foreign-key checks of inserts
+    // referencing the row do not wait (ADR 012)
     Ok(sqlx::query_as::<_, SessionRecord>(&format!(
-        "SELECT {COLUMNS} FROM sessions WHERE id = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM sessions WHERE id = $1 FOR NO KEY UPDATE"
     ))
     .bind(id)
     .fetch_optional(&mut **tx)
@@ -242,7 +244,7 @@ async fn pending_for(
     if let Some(remote_start_id) = start.remote_start_id {
         let by_remote_start: Option<Uuid> = sqlx::query_scalar(
             "SELECT id FROM sessions WHERE charger_id = $1 AND remote_start_id = $2 AND user_id = $3 \
-             AND status = 'PENDING' LIMIT 1 FOR UPDATE",
+             AND status = 'PENDING' LIMIT 1 FOR NO KEY UPDATE",
         )
         .bind(start.charger_id)
         .bind(remote_start_id)
@@ -255,7 +257,7 @@ async fn pending_for(
     }
     Ok(sqlx::query_scalar(
         "SELECT id FROM sessions WHERE charger_id = $1 AND id_tag = $2 AND status = 'PENDING' \
-         AND (connector_id = $3 OR connector_id IS NULL) ORDER BY created_at LIMIT 1 FOR UPDATE",
+         AND (connector_id = $3 OR connector_id IS NULL) ORDER BY created_at LIMIT 1 FOR NO KEY UPDATE",
     )
     .bind(start.charger_id)
     .bind(start.id_tag)

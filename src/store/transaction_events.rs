@@ -150,7 +150,7 @@ async fn lock(
     transaction_ref: &str,
 ) -> Result<Option<EventTransaction>, StoreError> {
     Ok(sqlx::query_as::<_, EventTransaction>(&format!(
-        "{} WHERE charger_id = $1 AND transaction_ref = $2 FOR UPDATE",
+        "{} WHERE charger_id = $1 AND transaction_ref = $2 FOR NO KEY UPDATE",
         select()
     ))
     .bind(charger_id)

@@ -122,7 +122,7 @@ pub async fn lock_v16(
     transaction_id: i32,
 ) -> Result<Option<TransactionRecord>, StoreError> {
     Ok(sqlx::query_as::<_, TransactionRecord>(&format!(
-        "SELECT {COLUMNS} FROM charger_transactions WHERE charger_id = $1 AND transaction_id = $2 FOR UPDATE"
+        "SELECT {COLUMNS} FROM charger_transactions WHERE charger_id = $1 AND transaction_id = $2 FOR NO KEY UPDATE"
     ))
     .bind(charger_id)
     .bind(transaction_id)

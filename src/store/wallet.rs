@@ -81,8 +81,10 @@ pub async fn apply_in(
     idempotency_key: &str,
     reference_id: Option<Uuid>,
 ) -> Result<Applied, StoreError> {
+    // NO KEY UPDATE: excludes other wallet writers, not the foreign-key checks of the user's
+    // new sessions (FOR UPDATE made them wait for billing's commit; ADR 012)
     let (balance, currency) = sqlx::query_as::<_, (Decimal, String)>(
-        "SELECT wallet_balance, wallet_currency::text FROM users WHERE id = $1 FOR UPDATE",
+        "SELECT wallet_balance, wallet_currency::text FROM users WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(user_id)
     .fetch_optional(&mut **tx)

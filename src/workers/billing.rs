@@ -11,34 +11,79 @@ use uuid::Uuid;
 use crate::context::CoreContext;
 use crate::domain::tariff::Tariff;
 use crate::events::consumer::{EventHandler, HandleError, ReceivedEvent};
-use crate::store::billing::{self, BillingOutcome, BillingPolicy};
-use crate::store::transaction_writer::TransactionWriter;
+use crate::store::batch::{BatchFuture, Batcher};
+use crate::store::billing::{self, BillingOutcome, BillingPolicy, ToBill};
 use crate::store::StoreError;
 
 pub struct BillingHandler {
-    ctx: CoreContext,
-    /// Invoices commit in groups: the events in hand (up to `worker.concurrency`) share one
-    /// transaction; when one fails, the batch runs again event by event (it fails alone).
-    writer: TransactionWriter,
+    /// Invoices commit in groups: the events in hand (up to `worker.concurrency`) are billed
+    /// set-based in one transaction; when one fails, the batch runs again event by event (it
+    /// fails alone).
+    batcher: BillingBatcher,
 }
 
+type BillingBatcher = Batcher<ToBill, Result<BillingOutcome, StoreError>>;
+
+/// The most SESSION_ENDED events one billing transaction takes.
+const MAX_BILLING_BATCH: usize = 500;
+
 impl BillingHandler {
-    /// Starts the group-committing writer on the worker's pool (needs a runtime).
+    /// Starts the group-committing batcher on the worker's pool (needs a runtime).
     pub fn new(ctx: CoreContext) -> Self {
-        let source = format!("chargegrid-billing/{}", ctx.settings.node_id);
         let observed = ctx.metrics.clone();
-        let writer = TransactionWriter::start(
-            ctx.db.clone(),
-            1,
-            source,
+        let batcher = Batcher::start(
+            MAX_BILLING_BATCH,
             Some(std::sync::Arc::new(move |n| {
                 observed
                     .store_batch_size
                     .with_label_values(&["billing"])
                     .observe(n as f64)
             })),
+            move |items: Vec<ToBill>| {
+                let ctx = ctx.clone();
+                Box::pin(async move { bill_batch(&ctx, items).await }) as BatchFuture<_>
+            },
         );
-        Self { ctx, writer }
+        Self { batcher }
+    }
+}
+
+/// Bills `items` in one transaction (set-based); when that fails, each alone in its own, so
+/// only the culprit fails. A failed commit fails them all: none was acknowledged, RabbitMQ
+/// delivers them again.
+async fn bill_batch(
+    ctx: &CoreContext,
+    items: Vec<ToBill>,
+) -> Vec<Result<BillingOutcome, StoreError>> {
+    let currency = ctx.settings.billing.currency.clone();
+    let source = format!("chargegrid-billing/{}", ctx.settings.node_id);
+    let fallback = fallback_tariff(&currency);
+    let policy = BillingPolicy {
+        currency: &currency,
+        payment_due_days: ctx.settings.billing.payment_due_days,
+        fallback: &fallback,
+        source: &source,
+    };
+    let together = async {
+        let mut tx = ctx.db.begin().await?;
+        let outcomes = billing::bill_sessions_in(&mut tx, &items, &policy).await?;
+        tx.commit().await?;
+        Ok::<_, StoreError>(outcomes)
+    }
+    .await;
+    match together {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(e) if items.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = %e, items = items.len(), "a billing batch failed: billing its events one by one");
+            let mut results = Vec::with_capacity(items.len());
+            for item in &items {
+                results.push(
+                    billing::bill_session(&ctx.db, item.event_id, item.session_id, &policy).await,
+                );
+            }
+            results
+        }
     }
 }
 
@@ -53,11 +98,7 @@ pub fn fallback_tariff(currency: &str) -> Tariff {
     }
 }
 
-async fn bill(
-    ctx: CoreContext,
-    writer: TransactionWriter,
-    event: ReceivedEvent,
-) -> Result<(), HandleError> {
+async fn bill(batcher: BillingBatcher, event: ReceivedEvent) -> Result<(), HandleError> {
     if event.event_type != "SESSION_ENDED" {
         return Ok(()); // not ours: nothing to do
     }
@@ -67,25 +108,17 @@ async fn bill(
         .and_then(|v| v.as_str())
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| HandleError::Permanent("SESSION_ENDED without a valid sessionId".into()))?;
-    let currency = ctx.settings.billing.currency.clone();
-    let source = format!("chargegrid-billing/{}", ctx.settings.node_id);
-    let due_days = ctx.settings.billing.payment_due_days;
-    let event_id = event.event_id;
-    let billed = writer
-        .run(&session_id.to_string(), move |tx| {
-            let (currency, source) = (currency.clone(), source.clone());
-            Box::pin(async move {
-                let fallback = fallback_tariff(&currency);
-                let policy = BillingPolicy {
-                    currency: &currency,
-                    payment_due_days: due_days,
-                    fallback: &fallback,
-                    source: &source,
-                };
-                billing::bill_session_in(tx, event_id, session_id, &policy).await
-            })
+    let billed = batcher
+        .submit(ToBill {
+            event_id: event.event_id,
+            session_id,
         })
-        .await;
+        .await
+        .unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                "the billing batcher stopped".into(),
+            ))
+        });
     match billed {
         Ok(BillingOutcome::Duplicate) => {
             tracing::info!(%session_id, event_id = %event.event_id, "duplicate SESSION_ENDED ignored");
@@ -107,7 +140,7 @@ async fn bill(
 
 impl EventHandler for BillingHandler {
     fn handle(&self, event: ReceivedEvent) -> BoxFuture<'static, Result<(), HandleError>> {
-        Box::pin(bill(self.ctx.clone(), self.writer.clone(), event))
+        Box::pin(bill(self.batcher.clone(), event))
     }
 }
 

@@ -2,21 +2,80 @@
 //! (QoS 1) on `chargegrid/users/{userId}/notifications`, de-duplicated by eventId. Critical
 //! security events (`SECURITY_EVENT`) go to the operators, on `chargegrid/operators/security`.
 
+use std::collections::HashSet;
+
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::mqtt::MqttPublisher;
 use crate::context::CoreContext;
 use crate::events::consumer::{EventHandler, HandleError, ReceivedEvent};
+use crate::store::batch::{BatchFuture, Batcher};
 
 pub struct NotificationHandler {
     ctx: CoreContext,
     mqtt: MqttPublisher,
+    seen: Batcher<Uuid, Result<bool, String>>,
+    done: Batcher<Uuid, Result<(), String>>,
 }
 
+/// The most events one de-duplication statement covers.
+const MAX_DEDUP_BATCH: usize = 1_000;
+
 impl NotificationHandler {
+    /// Starts the de-duplication batchers (needs a runtime): the events in hand share one
+    /// look-up and, once published, one insert (one commit).
     pub fn new(ctx: CoreContext, mqtt: MqttPublisher) -> Self {
-        Self { ctx, mqtt }
+        let pool = ctx.db.clone();
+        let seen = Batcher::start(MAX_DEDUP_BATCH, None, move |ids: Vec<Uuid>| {
+            let pool = pool.clone();
+            Box::pin(async move { already_notified(&pool, ids).await }) as BatchFuture<_>
+        });
+        let pool = ctx.db.clone();
+        let done = Batcher::start(MAX_DEDUP_BATCH, None, move |ids: Vec<Uuid>| {
+            let pool = pool.clone();
+            Box::pin(async move { record_notified(&pool, ids).await }) as BatchFuture<_>
+        });
+        Self {
+            ctx,
+            mqtt,
+            seen,
+            done,
+        }
+    }
+}
+
+/// Which of `ids` were notified already, in one statement.
+async fn already_notified(pool: &PgPool, ids: Vec<Uuid>) -> Vec<Result<bool, String>> {
+    let found: Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(
+        "SELECT event_id FROM processed_events WHERE consumer = 'notifications' AND event_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await;
+    match found {
+        Ok(found) => {
+            let found: HashSet<Uuid> = found.into_iter().collect();
+            ids.iter().map(|id| Ok(found.contains(id))).collect()
+        }
+        Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
+    }
+}
+
+/// Records `ids` as notified, in one statement (one commit).
+async fn record_notified(pool: &PgPool, ids: Vec<Uuid>) -> Vec<Result<(), String>> {
+    let written = sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id) \
+         SELECT 'notifications', e FROM unnest($1::uuid[]) AS e ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .execute(pool)
+    .await;
+    match written {
+        Ok(_) => ids.iter().map(|_| Ok(())).collect(),
+        Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
     }
 }
 
@@ -106,35 +165,41 @@ pub fn notification(event: &ReceivedEvent) -> Option<(String, Value)> {
 async fn notify(
     ctx: CoreContext,
     mqtt: MqttPublisher,
+    seen: Batcher<Uuid, Result<bool, String>>,
+    done: Batcher<Uuid, Result<(), String>>,
     event: ReceivedEvent,
 ) -> Result<(), HandleError> {
     let Some((topic, message)) = notification(&event) else {
         return Ok(());
     };
-    let seen: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM processed_events WHERE consumer = 'notifications' AND event_id = $1)",
-    )
-    .bind(event.event_id)
-    .fetch_one(&ctx.db)
-    .await
-    .map_err(|e| HandleError::Transient(e.to_string()))?;
-    if seen {
+    let gone = || HandleError::Transient("the notification de-duplication batcher stopped".into());
+    let notified = seen
+        .submit(event.event_id)
+        .await
+        .ok_or_else(gone)?
+        .map_err(HandleError::Transient)?;
+    if notified {
         return Ok(());
     }
     mqtt.publish(topic, message.to_string().into_bytes())
         .await
         .map_err(HandleError::Transient)?;
     ctx.metrics.notifications_published_total.inc();
-    sqlx::query("INSERT INTO processed_events (consumer, event_id) VALUES ('notifications', $1) ON CONFLICT DO NOTHING")
-        .bind(event.event_id)
-        .execute(&ctx.db)
+    done.submit(event.event_id)
         .await
-        .map_err(|e| HandleError::Transient(e.to_string()))?;
+        .ok_or_else(gone)?
+        .map_err(HandleError::Transient)?;
     Ok(())
 }
 
 impl EventHandler for NotificationHandler {
     fn handle(&self, event: ReceivedEvent) -> BoxFuture<'static, Result<(), HandleError>> {
-        Box::pin(notify(self.ctx.clone(), self.mqtt.clone(), event))
+        Box::pin(notify(
+            self.ctx.clone(),
+            self.mqtt.clone(),
+            self.seen.clone(),
+            self.done.clone(),
+            event,
+        ))
     }
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod billing;
 mod charger_client;
 mod charger_writer;
 mod cluster;
