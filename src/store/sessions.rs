@@ -289,22 +289,15 @@ pub async fn start_from_transaction(
         .fetch_one(&mut **tx)
         .await?,
         None => {
-            let station: Option<Uuid> = sqlx::query_scalar("SELECT station_id FROM chargers WHERE id = $1")
-                .bind(start.charger_id)
-                .fetch_optional(&mut **tx)
-                .await?
-                .flatten();
-            let Some(station_id) = station else {
-                return Ok(None);
-            };
+            // the charger's station in the same statement (a charger without one gets no session)
             let inserted = sqlx::query_as::<_, SessionRecord>(&format!(
                 "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'IN_PROGRESS', 'CHARGER', $7, $8, $8) \
+                 SELECT $1, $2, c.station_id, $3, $4, $5, 'IN_PROGRESS', 'CHARGER', $6, $7, $7 \
+                 FROM chargers c WHERE c.id = $3 AND c.station_id IS NOT NULL \
                  ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
             ))
             .bind(Uuid::now_v7())
             .bind(start.user_id)
-            .bind(station_id)
             .bind(start.charger_id)
             .bind(start.connector_id)
             .bind(start.id_tag)
@@ -315,7 +308,7 @@ pub async fn start_from_transaction(
             match inserted {
                 Some(session) => session,
                 None => {
-                    tracing::warn!(charger_id = %start.charger_id, connector_id = start.connector_id, "connector already has an open session; transaction not linked");
+                    tracing::warn!(charger_id = %start.charger_id, connector_id = start.connector_id, "connector already has an open session, or the charger no station; transaction not linked");
                     return Ok(None);
                 }
             }
@@ -499,25 +492,105 @@ pub async fn complete(
     .bind(stop_reason)
     .fetch_one(&mut **tx)
     .await?;
-    let started = done.start_time.unwrap_or(ended_at);
-    let duration_minutes = ((ended_at - started).num_seconds().max(0) + 59) / 60;
     outbox::enqueue(
         tx,
-        Event::SessionEnded {
-            session_id,
-            user_id: done.user_id,
-            station_id: done.station_id,
-            charger_id: done.charger_id.clone(),
-            energy_kwh: done.energy_kwh_f64(),
-            duration_minutes,
-            ended_at,
-            stop_reason: stop_reason.to_string(),
-        },
+        ended_event(&done, ended_at, stop_reason),
         ended_at,
         source,
     )
     .await?;
     Ok(Some(done))
+}
+
+/// SESSION_ENDED of a session that `done` completed at `ended_at`.
+fn ended_event(done: &SessionRecord, ended_at: DateTime<Utc>, stop_reason: &str) -> Event {
+    let started = done.start_time.unwrap_or(ended_at);
+    let duration_minutes = ((ended_at - started).num_seconds().max(0) + 59) / 60;
+    Event::SessionEnded {
+        session_id: done.id,
+        user_id: done.user_id,
+        station_id: done.station_id,
+        charger_id: done.charger_id.clone(),
+        energy_kwh: done.energy_kwh_f64(),
+        duration_minutes,
+        ended_at,
+        stop_reason: stop_reason.to_string(),
+    }
+}
+
+/// What `stop_v16` stopped: the transaction, and its session when that was open.
+#[derive(Debug, Clone)]
+pub struct StoppedV16 {
+    pub transaction_pk: i64,
+    pub connector_id: i32,
+    pub session_id: Option<Uuid>,
+    pub session: Option<SessionRecord>,
+}
+
+/// A 1.6 StopTransaction of a running transaction in one statement: the transaction is closed
+/// and its open session completed with the same rules as `complete` (the final register, else
+/// the last reading; energy never negative), then SESSION_ENDED is queued. `None` when the
+/// charger has no running transaction with that id (unknown, or stopped already): the caller
+/// tells those apart on the general path.
+pub async fn stop_v16(
+    tx: &mut Tx<'_>,
+    charger_id: &str,
+    transaction_id: i32,
+    stopped_at: DateTime<Utc>,
+    meter_stop_wh: Decimal,
+    stop_reason: &str,
+    source: &str,
+) -> Result<Option<StoppedV16>, StoreError> {
+    use sqlx::Row;
+    let stop = "COALESCE($4::numeric, s.meter_last_wh, s.meter_start_wh, 0)";
+    let row = sqlx::query(&format!(
+        "WITH t AS ( \
+             UPDATE charger_transactions SET stopped_at = $3, meter_stop_wh = $4, stop_reason = $5, updated_at = now() \
+             WHERE charger_id = $1 AND transaction_id = $2 AND stopped_at IS NULL \
+             RETURNING id, connector_id, session_id), \
+         done AS ( \
+             UPDATE sessions s SET status = 'COMPLETED', end_time = $3, meter_last_wh = {stop}, \
+                 energy_kwh = GREATEST(0, round(({stop} - COALESCE(s.meter_start_wh, {stop})) / 1000, 3)), \
+                 power_kw = 0, stop_reason = $5, updated_at = clock_timestamp() \
+             FROM t WHERE s.id = t.session_id AND s.status IN ('PENDING', 'IN_PROGRESS', 'STOPPING') \
+             RETURNING {}) \
+         SELECT t.id AS transaction_pk, t.connector_id AS transaction_connector, t.session_id AS transaction_session, done.* \
+         FROM t LEFT JOIN done ON true",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(charger_id)
+    .bind(transaction_id)
+    .bind(stopped_at)
+    .bind(meter_stop_wh)
+    .bind(stop_reason)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let session = match row.try_get::<Option<Uuid>, _>("id")? {
+        Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
+        None => None,
+    };
+    if let Some(done) = &session {
+        outbox::enqueue(
+            tx,
+            ended_event(done, stopped_at, stop_reason),
+            stopped_at,
+            source,
+        )
+        .await?;
+    }
+    Ok(Some(StoppedV16 {
+        transaction_pk: row.try_get("transaction_pk")?,
+        connector_id: row.try_get("transaction_connector")?,
+        session_id: row.try_get("transaction_session")?,
+        session,
+    }))
 }
 
 /// Whether a station exists (and is still listed by OCM).

@@ -35,32 +35,33 @@ pub struct Started {
 /// transaction of an identical earlier StartTransaction.
 #[tracing::instrument(skip_all, fields(charger_id = %req.charger_id))]
 pub async fn start_v16(tx: &mut Tx<'_>, req: &StartRequest<'_>) -> Result<Started, StoreError> {
-    if let Some(existing) = find_duplicate_start(tx, req).await? {
-        return Ok(existing);
-    }
-    let transaction_id: i32 =
-        sqlx::query_scalar("SELECT nextval('ocpp16_transaction_id_seq')::integer")
-            .fetch_one(&mut **tx)
-            .await?;
-    let pk: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, started_at, meter_start_wh) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+    // the repeat check, the transactionId and the insert in one statement
+    let row = sqlx::query_as::<_, (i64, i32, Option<String>, bool)>(
+        "WITH dup AS ( \
+             SELECT id, transaction_id, id_tag_status FROM charger_transactions \
+             WHERE charger_id = $1 AND connector_id = $2 AND id_tag = $3 AND started_at = $4 \
+               AND meter_start_wh = $5 AND transaction_id IS NOT NULL), \
+         ins AS ( \
+             INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, started_at, meter_start_wh) \
+             SELECT $1, $2, nextval('ocpp16_transaction_id_seq')::integer, $3, $6, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM dup) \
+             ON CONFLICT DO NOTHING RETURNING id, transaction_id, id_tag_status) \
+         SELECT id, transaction_id, id_tag_status, true FROM dup \
+         UNION ALL SELECT id, transaction_id, id_tag_status, false FROM ins",
     )
     .bind(req.charger_id)
     .bind(req.connector_id)
-    .bind(transaction_id)
     .bind(req.id_tag)
-    .bind(req.id_tag_status)
     .bind(req.started_at)
     .bind(req.meter_start_wh)
+    .bind(req.id_tag_status)
     .fetch_optional(&mut **tx)
     .await?;
-    match pk {
-        Some(pk) => Ok(Started {
+    match row {
+        Some((pk, transaction_id, status, duplicate)) => Ok(Started {
             pk,
             transaction_id,
-            id_tag_status: req.id_tag_status.to_string(),
-            duplicate: false,
+            id_tag_status: status.unwrap_or_else(|| "Accepted".into()),
+            duplicate,
         }),
         // a concurrent identical StartTransaction won the race
         None => find_duplicate_start(tx, req)

@@ -166,6 +166,31 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
             let (charger_id, source, reason) = (charger_id.clone(), source.clone(), reason.clone());
             let (payload, samples) = (payload.clone(), samples.clone());
             Box::pin(async move {
+                // the common case, a running transaction, in one statement
+                if let Some(stopped) = sessions::stop_v16(
+                    tx,
+                    &charger_id,
+                    transaction_id,
+                    stopped_at,
+                    meter_stop,
+                    &reason,
+                    &source,
+                )
+                .await?
+                {
+                    transactions::insert_samples(
+                        tx,
+                        SampleOwner {
+                            charger_id: &charger_id,
+                            connector_id: stopped.connector_id,
+                            transaction_pk: Some(stopped.transaction_pk),
+                            session_id: stopped.session_id,
+                        },
+                        &samples,
+                    )
+                    .await?;
+                    return Ok(stopped.session);
+                }
                 let existing = transactions::lock_v16(tx, &charger_id, transaction_id).await?;
                 let record = match existing {
                     None => {
