@@ -409,6 +409,9 @@ id_prefix = "SS$2-"
 ramp_up_per_sec = 1000.0
 duration_secs = $(($2 / 1000 + $5 + 30)).0
 drain_secs = 10.0
+# registration needs a password outside development mode: the app-driven chargers have one, the
+# idle ones are auto-provisioned (and auto-accepted) without
+app_password = "bench-app-charger-password"
 # measured from 2 s after the first sessions start, once every charger has connected and booted
 warmup_secs = $(($5 + 2)).0
 
@@ -477,7 +480,7 @@ bench_start_session() {
         start_session_row ss-1k "1k chargers"
         start_session_row ss-10k "10k chargers"
         echo
-        echo "Target p99 <= 5 ms at 10k chargers with 200 mutations/s: $(verdict "$p99" '<=' 5)."
+        echo "Target (the session-core issue): p99 <= 50 ms at 10k chargers with 200 starts/s offered, 0 failures: $(verdict "$p99" '<=' 50)."
         echo "Generated scenarios: \`.run/bench/<timestamp>/start-session-{1k,10k}.toml\` (see \`scripts/bench.sh\`)."
         echo
         commands_block
@@ -559,8 +562,8 @@ bench_invoice_latency() {
         echo "| target | verdict |"
         echo "|---|---|"
         echo "| 500 session ends/s | $(verdict "$high_rate" '>=' 500) ($high_rate/s) |"
-        echo "| end -> invoice p99 <= 25 ms at 500 ends/s | $(verdict "$high_p99" '<=' 25) (${high_p99} ms) |"
-        echo "| end -> invoice p99 <= 25 ms at 100 ends/s | $(verdict "$low_p99" '<=' 25) (${low_p99} ms) |"
+        echo "| end -> invoice p99 <= 100 ms at 500 ends/s | $(verdict "$high_p99" '<=' 100) (${high_p99} ms) |"
+        echo "| end -> invoice p99 <= 100 ms at 100 ends/s | $(verdict "$low_p99" '<=' 100) (${low_p99} ms) |"
         echo "| every ended session invoiced | $(verdict "$high_missing" '<=' 0) |"
         echo
         echo "Generated scenarios: \`.run/bench/<timestamp>/{INV,INL}.toml\` (see \`scripts/bench.sh\`)."

@@ -39,6 +39,10 @@ pub struct Scenario {
     pub warmup_secs: f64,
     /// HTTP Basic password (security profile 1); the user is the charger id.
     pub password: Option<String>,
+    /// The password of the app-driven chargers, instead of `password`: they are registered
+    /// with it (`registerCharger`, which outside development mode needs one), while the idle
+    /// chargers of a large run connect without the cost of a password check each.
+    pub app_password: Option<String>,
     /// Seed for every random choice, so runs are repeatable.
     pub seed: u64,
     /// Connect + WebSocket handshake timeout.
@@ -75,6 +79,7 @@ impl Default for Scenario {
             drain_secs: 5.0,
             warmup_secs: 0.0,
             password: None,
+            app_password: None,
             seed: 1,
             connect_timeout_secs: 10.0,
             call_timeout_secs: 30.0,

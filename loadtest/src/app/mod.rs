@@ -173,7 +173,10 @@ pub async fn prepare(scenario: &Scenario, plans: &[Plan]) -> Setup {
                 &operator,
                 &plan.id,
                 station_id,
-                scenario.password.as_deref(),
+                scenario
+                    .app_password
+                    .as_deref()
+                    .or(scenario.password.as_deref()),
             )
             .await
         {

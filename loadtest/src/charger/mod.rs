@@ -170,7 +170,14 @@ pub async fn run(plan: Plan, env: Env) {
             source_ip: plan.source_ip,
             charger_id: &plan.id,
             version: plan.version,
-            password: scenario.password.as_deref(),
+            password: if plan.app_sessions > 0 {
+                scenario
+                    .app_password
+                    .as_deref()
+                    .or(scenario.password.as_deref())
+            } else {
+                scenario.password.as_deref()
+            },
         };
         let dialled = Instant::now();
         let delay = match connect::connect(&target, connect_timeout).await {
