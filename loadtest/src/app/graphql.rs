@@ -323,7 +323,16 @@ impl Gql {
         .map_err(|e| GqlError::Transport(e.to_string()))?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            while let Some(Ok(message)) = ws.next().await {
+            // the socket closes when the session is over or the app stops listening: an app
+            // that left its sockets open would hit the server's per-user cap after a few sessions
+            loop {
+                let message = tokio::select! {
+                    message = ws.next() => message,
+                    _ = tx.closed() => break,
+                };
+                let Some(Ok(message)) = message else {
+                    break;
+                };
                 let Message::Text(text) = message else {
                     continue;
                 };
@@ -334,7 +343,8 @@ impl Gql {
                             .as_str()
                             .unwrap_or_default()
                             .to_string();
-                        if tx.send(status).await.is_err() {
+                        let over = matches!(status.as_str(), "COMPLETED" | "REJECTED" | "FAILED");
+                        if tx.send(status).await.is_err() || over {
                             break;
                         }
                     }

@@ -352,6 +352,34 @@ async fn one_session(
         }
     };
     counters.requested.fetch_add(1, Ordering::Relaxed);
+    let result = follow_session(
+        driver,
+        token,
+        &session_id,
+        requested,
+        window,
+        (stats, shard),
+        counters,
+    )
+    .await;
+    if result.is_err() {
+        // as an app would: a session it lost track of is ended, not left to hold the connector
+        let _ = driver.gql.end_session(token, &session_id).await;
+    }
+    result
+}
+
+/// A started session from IN_PROGRESS to COMPLETED: watches it, charges, ends it.
+async fn follow_session(
+    driver: &Driver,
+    token: &str,
+    session_id: &str,
+    requested: Instant,
+    window: &Window,
+    (stats, shard): (&Stats, usize),
+    counters: &AppCounters,
+) -> Result<(), String> {
+    let session_id = session_id.to_string();
     let mut statuses = driver
         .gql
         .watch_session(token, &session_id)
