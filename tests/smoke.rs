@@ -68,6 +68,11 @@ fn chargegrid(name: &str, db_url: &str, mongo_url: &str) -> Command {
         .env("NODE_ID", "smoke")
         .env("RUST_LOG", "warn")
         .env("CHARGEGRID__REDIS__KEY_PREFIX", name)
+        // exchanges and queues of its own: a durable `chargegrid.billing` that another run (a
+        // benchmark's `serve`, which has no billing worker) left full of other databases'
+        // SESSION_ENDED events would bury this run's own
+        .env("CHARGEGRID__EVENTS__NAMESPACE", name)
+        .env("CHARGEGRID__EVENTS__EPHEMERAL", "true")
         .env("CHARGEGRID__OCPP__AUTO_PROVISION", "true")
         .env("CHARGEGRID__OCPP__AUTO_ACCEPT_PROVISIONED", "true")
         // one address, many simulated drivers starting sessions back to back

@@ -77,6 +77,10 @@ start_chargegrid() {
     export CHARGEGRID__GRAPHQL__MAX_SOCKETS_PER_ADDRESS=1000000
     export CHARGEGRID__SESSIONS__MAX_STARTS_PER_MINUTE=1000000
     export CHARGEGRID__REDIS__KEY_PREFIX="$db"
+    # exchanges and queues of its own, deleted when unused: a `serve` has no billing worker, and
+    # its SESSION_ENDED events left in a shared durable queue would reach the next run's
+    export CHARGEGRID__EVENTS__NAMESPACE="$db"
+    export CHARGEGRID__EVENTS__EPHEMERAL=true
     record env RUST_LOG="$RUST_LOG" CHARGEGRID__OCPP__AUTO_PROVISION=true CHARGEGRID__OCPP__AUTO_ACCEPT_PROVISIONED=true DATABASE_URL="$DATABASE_URL" "$CHARGEGRID" migrate
     "$CHARGEGRID" migrate >"$OUT/server-migrate.log" 2>&1 || die "chargegrid migrate failed (see $OUT/server-migrate.log)"
     record env HTTP_BIND="127.0.0.1:$port" "$CHARGEGRID" "$mode"
