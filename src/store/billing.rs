@@ -356,7 +356,11 @@ pub async fn bill_sessions_in(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let event_ids: Vec<Uuid> = items.iter().map(|i| i.event_id).collect();
+    // in key order: two batches holding the same events (a redelivery while the first
+    // consumer still runs) wait for each other instead of deadlocking on the unique keys
+    let mut event_ids: Vec<Uuid> = items.iter().map(|i| i.event_id).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
     let first: std::collections::HashSet<Uuid> = sqlx::query_scalar(
         "INSERT INTO processed_events (consumer, event_id) SELECT 'billing', e FROM unnest($1::uuid[]) AS e \
          ON CONFLICT DO NOTHING RETURNING event_id",

@@ -344,7 +344,8 @@ fn energy_kwh(meter_start_wh: Option<Decimal>, meter_wh: Decimal) -> Decimal {
         .and_then(|delta| delta.checked_div(Decimal::ONE_THOUSAND))
         .unwrap_or_default()
         .max(Decimal::ZERO)
-        .round_dp(3)
+        // as PostgreSQL's round() in the set-based statements: half away from zero
+        .round_dp_with_strategy(3, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
 }
 
 /// One meter reading of a session, for `record_readings`.
@@ -641,6 +642,20 @@ mod tests {
         assert_eq!(
             energy_kwh(Some(Decimal::from(5000)), Decimal::from(4000)),
             Decimal::ZERO
+        );
+    }
+
+    #[test]
+    fn a_half_watt_hour_rounds_away_from_zero_as_postgresql_rounds() {
+        // 2.5 Wh and 3.5 Wh: PostgreSQL's round(numeric) (the set-based stop) gives 0.003 and
+        // 0.004; banker's rounding would give 0.002 for the first
+        assert_eq!(
+            energy_kwh(Some(Decimal::ZERO), Decimal::new(25, 1)),
+            Decimal::new(3, 3)
+        );
+        assert_eq!(
+            energy_kwh(Some(Decimal::ZERO), Decimal::new(35, 1)),
+            Decimal::new(4, 3)
         );
     }
 }
