@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod invoices;
 pub mod limits;
 pub mod loaders;
+pub mod operations;
 pub mod payments;
 pub mod security;
 pub mod sessions;
@@ -37,6 +38,7 @@ pub struct QueryRoot(
     payments::PaymentQuery,
     security::SecurityQuery,
     security::CertificateQuery,
+    operations::OperationsQuery,
 );
 
 #[derive(MergedObject, Default)]
