@@ -203,8 +203,9 @@ impl OperationsQuery {
     }
 
     /// OPERATOR or ADMIN: live stations and every station with a charger, as points for a map,
-    /// those with chargers first (extension).
-    #[graphql(complexity = "super::list_complexity(first, child_complexity)")]
+    /// those with chargers first (extension). Points are flat rows of one statement, with no
+    /// field that loads more: a hundred count as one item in a query's complexity.
+    #[graphql(complexity = "super::list_complexity((first.max(1) + 99) / 100, child_complexity)")]
     async fn station_points(
         &self,
         ctx: &Context<'_>,

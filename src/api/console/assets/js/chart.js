@@ -3,7 +3,7 @@
 
 import { h } from "./ui.js";
 
-const W = 640, H = 260, PAD = { l: 52, r: 52, t: 14, b: 30 };
+const W = 640, H = 260, PAD = { l: 52, r: 52, t: 24, b: 30 };
 
 function ticks(max, n) {
   const step = max / n;
@@ -43,7 +43,7 @@ export function meterChart(points) {
     svg.append(h("text", { x: x0 - 6, y: yE(v) + 4, "text-anchor": "end" }, v.toFixed(eMax < 2 ? 2 : 1)));
   }
   for (const v of ticks(pMax, 4)) svg.append(h("text", { x: x1 + 6, y: yP(v) + 4 }, v.toFixed(1)));
-  svg.append(h("text", { x: 4, y: y1 + 4 }, "kWh"), h("text", { x: W - 22, y: y1 + 4 }, "kW"));
+  svg.append(h("text", { x: x0 - 6, y: 12, "text-anchor": "end" }, "kWh"), h("text", { x: x1 + 6, y: 12 }, "kW"));
   svg.append(h("line", { class: "axis", x1: x0, x2: x1, y1: y0, y2: y0 }));
   const label = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   svg.append(h("text", { x: x0, y: H - 8 }, label(tMin)), h("text", { x: x1, y: H - 8, "text-anchor": "end" }, label(tMax)));

@@ -2,12 +2,12 @@
 // subscription), with the chargers that need attention and the sessions running.
 
 import { gql } from "../api.js";
-import { h, fill, every, errorBox, table, badge, onlineBadge, fmtKWh, fmtKW, fmtTime } from "../ui.js";
+import { h, fill, every, errorBox, table, onlineBadge, fmtKWh, fmtKW, fmtTime } from "../ui.js";
 
 const QUERY = `{
   overview { chargersOnline chargersOffline chargersFaulted sessionsRunning energyTodayKWh }
   sessions(status: IN_PROGRESS, first: 10) { id chargerId connectorId energyKWh powerKW startTime }
-  chargers(first: 1000) { id online lastSeen connectors { connectorId status } }
+  chargers(online: false, first: 20) { id online lastSeen }
 }`;
 
 function card(id, label, value) {
@@ -22,7 +22,8 @@ export function render(main) {
   fill(main,
     h("h1", {}, "Overview"), problem, cards,
     h("h2", {}, "Sessions running"), running,
-    h("h2", {}, "Chargers needing attention"), attention);
+    h("h2", {}, "Offline chargers"), attention,
+    h("p", {}, h("a", { href: "#/chargers" }, "All chargers"), " (filter by status to see the faulted ones)"));
   return every(2000, async () => {
     try {
       const data = await gql(QUERY);
@@ -42,12 +43,11 @@ export function render(main) {
         ["Power", (s) => fmtKW(s.powerKW)],
         ["Started", (s) => fmtTime(s.startTime)],
       ], data.sessions));
-      const troubled = data.chargers.filter((c) => !c.online || c.connectors.some((k) => k.status === "FAULTED"));
-      fill(attention, table("Chargers needing attention", [
+      fill(attention, table("Offline chargers", [
         ["Charger", (c) => h("a", { href: `#/chargers/${encodeURIComponent(c.id)}` }, c.id)],
-        ["State", (c) => [onlineBadge(c.online), ...c.connectors.filter((k) => k.status === "FAULTED").map((k) => badge(k.status, { title: `connector ${k.connectorId}` }))]],
+        ["State", (c) => onlineBadge(c.online)],
         ["Last seen", (c) => fmtTime(c.lastSeen)],
-      ], troubled.slice(0, 50)));
+      ], data.chargers));
     } catch (e) {
       fill(problem, errorBox(e));
     }
