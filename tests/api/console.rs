@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::charger_client::{connect16, TestCharger};
-use crate::helpers::{spawn_app, TestApp, CHARGER_PASSWORD};
+use crate::helpers::{spawn_app, spawn_app_with_workers, TestApp, CHARGER_PASSWORD};
 use crate::webdriver::Browser;
 
 const STAFF_PASSWORD: &str = "operator password";
@@ -367,4 +367,117 @@ async fn the_console_is_served_with_its_content_types_csp_and_revalidation() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// No page answers with an error box (a query over the API's cost limit, a field that does not
+/// exist): each shows the data of a finished, invoiced session.
+#[actix_web::test]
+async fn every_page_shows_its_data_without_an_error() {
+    let app = spawn_app_with_workers(|_| {}).await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Pages station").await;
+    app.register_charger(&token, "CP-PG", station, None).await;
+    let operator = user_with_role(&app, "OPERATOR").await;
+    let mut cp = online_charger(&app, "CP-PG").await;
+    let (driver, _, _) = app.register("pages@example.com", "driver password").await;
+    app.fund(&driver, "50.00").await;
+
+    // a session from start to invoice, through the API and the charger, all within today (UTC)
+    let now = chrono::Utc::now();
+    let midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let base = (now - chrono::Duration::seconds(30)).max(midnight);
+    let at = |seconds: i64| {
+        (base + chrono::Duration::seconds(seconds))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let start = app.graphql(
+        "mutation($i: StartSessionInput!) { startSession(input: $i) { id } }",
+        json!({ "i": { "stationId": station.to_string() } }),
+        Some(&driver),
+    );
+    let accept = async {
+        let (id, _, payload) = cp.next_server_call().await;
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+        payload["idTag"].as_str().unwrap().to_string()
+    };
+    let (started, id_tag) = tokio::join!(start, accept);
+    let session = started["data"]["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tid = cp
+        .call(
+            "StartTransaction",
+            json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": at(0) }),
+        )
+        .await
+        .unwrap()["transactionId"]
+        .as_i64()
+        .unwrap();
+    cp.call("MeterValues", meter(tid, 3000, 7000, &at(10)))
+        .await
+        .unwrap();
+    let end = app.graphql(
+        "mutation($id: ID!) { endSession(sessionId: $id) { status } }",
+        json!({ "id": session }),
+        Some(&driver),
+    );
+    let stop = async {
+        let (id, action, _) = cp.next_server_call().await;
+        assert_eq!(action, "RemoteStopTransaction");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    tokio::join!(end, stop);
+    cp.call(
+        "StopTransaction",
+        json!({ "transactionId": tid, "meterStop": 4000, "timestamp": at(20), "reason": "Remote" }),
+    )
+    .await
+    .unwrap();
+    let invoiced = app
+        .wait_until(std::time::Duration::from_secs(15), || async {
+            !app.graphql(
+                "query($id: ID!) { session(id: $id) { invoice { id } } }",
+                json!({ "id": session }),
+                Some(&driver),
+            )
+            .await["data"]["session"]["invoice"]
+                .is_null()
+        })
+        .await;
+    assert!(invoiced, "billing wrote the invoice");
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &operator).await;
+    browser
+        .wait_text("#overview-energy", |t| t == "4.000 kWh")
+        .await;
+    let pages = [
+        ("chargers", "#main tbody", "CP-PG"),
+        ("chargers/CP-PG", "#main", "completed"),
+        ("sessions", "#main tbody", "completed"),
+        (
+            &*format!("sessions/{session}"),
+            "[data-testid=invoice]",
+            "paid",
+        ),
+        ("map", "#main tbody", "Pages station"),
+        ("billing", "#main", "pages@example.com"),
+    ];
+    for (page, css, expected) in pages {
+        browser
+            .goto(&format!("{}/console#/{page}", app.address))
+            .await;
+        browser.wait_text(css, |t| t.contains(expected)).await;
+        assert_eq!(
+            browser.text("#main .error").await,
+            None,
+            "#/{page} shows an error"
+        );
+    }
+    browser
+        .goto(&format!("{}/console#/billing", app.address))
+        .await;
+    browser.wait_text("#main", |t| t.contains("paid")).await;
+    browser.screenshot("console-billing").await;
 }

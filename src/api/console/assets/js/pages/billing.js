@@ -4,8 +4,8 @@ import { gql } from "../api.js";
 import { h, fill, errorBox, table, badge, fmtTime, fmtMoney } from "../ui.js";
 
 const QUERY = `query($status: InvoiceStatus) {
-  invoices(status: $status, first: 200) { id sessionId userId amount currency status dueDate paidAt }
-  users(role: DRIVER, first: 200) { id name email walletBalance walletCurrency }
+  invoices(status: $status, first: 100) { id sessionId userId amount currency status dueDate paidAt }
+  users(role: DRIVER, first: 100) { id name email walletBalance walletCurrency }
 }`;
 
 export function render(main) {
