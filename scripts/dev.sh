@@ -8,7 +8,8 @@
 #   scripts/dev.sh serve        # any other subcommand (and its args) instead of `all`
 #
 # Environment (all optional):
-#   CHARGEGRID_PROFILE=release|debug   cargo profile (default release)
+#   CHARGEGRID_PROFILE=debug|release   cargo profile (default debug: the build scripts/test.sh
+#                                      then reuses; release for load runs, bench.sh builds its own)
 #   CHARGEGRID_CONFIG=PATH             passed as --config PATH
 #   CHARGEGRID_DEMO_CHARGERS=N         simulated demo chargers to connect (default 5, 0 = none)
 #   JWT_SECRET, RUST_LOG, HTTP_BIND, DATABASE_URL   dev defaults below apply only when unset
@@ -19,7 +20,7 @@ cd "$REPO_ROOT"
 
 bash "$REPO_ROOT/scripts/services.sh"
 
-PROFILE="${CHARGEGRID_PROFILE:-release}"
+PROFILE="${CHARGEGRID_PROFILE:-debug}"
 case "$PROFILE" in
     release) cargo_profile=(--release) ;;
     debug) cargo_profile=() ;;
