@@ -55,10 +55,11 @@ fi
 
 if [ "$#" -eq 0 ]; then set -- all; fi
 
-# The demo chargers: the simulator connects them once the server listens, and goes down with
-# this script (Ctrl-C reaches the whole process group).
+# The demo chargers: the simulator connects them once the server listens, and stops with the
+# server.
 DEMO_CHARGERS="${CHARGEGRID_DEMO_CHARGERS:-5}"
 case "$DEMO_CHARGERS" in '' | *[!0-9]*) die "CHARGEGRID_DEMO_CHARGERS must be a number, not '$DEMO_CHARGERS'" ;; esac
+simulator=
 if [ "$DEMO_CHARGERS" -gt 0 ] && { [ "$1" = all ] || [ "$1" = serve ]; }; then
     port="${HTTP_BIND##*:}"
     SIM="$(dirname "$BIN")/loadtest"
@@ -66,20 +67,26 @@ if [ "$DEMO_CHARGERS" -gt 0 ] && { [ "$1" = all ] || [ "$1" = serve ]; }; then
     (
         wait_for_port 127.0.0.1 "$port" 300 || exit 0
         log "simulator: $DEMO_CHARGERS demo chargers (DEMO-000001...) -> ws://127.0.0.1:$port/ocpp"
-        # development-only password printed by seed-demo; no sessions of their own: the
-        # README's walkthrough starts one as the demo driver
-        # (the simulator runs a week at most)
-        if ! "$SIM" --url "ws://127.0.0.1:$port/ocpp" --chargers "$DEMO_CHARGERS" \
+        # the development-only password seed-demo printed; no sessions of their own (the
+        # README's walkthrough starts one as the demo driver); a run lasts a week at most
+        "$SIM" --url "ws://127.0.0.1:$port/ocpp" --chargers "$DEMO_CHARGERS" \
             --id-prefix DEMO- --first-index 1 --password demo-charger-password-dev \
             --ocpp201-share 0.4 --session-share 0 --meter-interval 5 \
-            --duration 604800 --quiet >"$CACHE/dev-simulator.log" 2>&1; then
-            warn "the simulator stopped: $(tail -n 1 "$CACHE/dev-simulator.log")"
-        fi
+            --duration 604800 --quiet >"$CACHE/dev-simulator.log" 2>&1 &
+        sim=$!
+        trap 'kill -TERM "$sim" 2>/dev/null; exit 0' TERM
+        wait "$sim" || warn "the simulator stopped: $(tail -n 1 "$CACHE/dev-simulator.log")"
     ) &
+    simulator=$!
 fi
 
 log "chargegrid --dev $* (HTTP on $HTTP_BIND)"
 "$BIN" "${global[@]}" --dev "$@" &
 server=$!
-trap 'kill -TERM "$server" 2>/dev/null; wait "$server"' INT TERM
-wait "$server"
+trap 'kill -TERM "$server" 2>/dev/null' INT TERM
+status=0
+wait "$server" || status=$?
+# a signal interrupts the first wait; wait again for the drain to finish
+if kill -0 "$server" 2>/dev/null; then wait "$server" || status=$?; fi
+[ -n "$simulator" ] && kill -TERM "$simulator" 2>/dev/null
+exit "$status"
