@@ -481,3 +481,52 @@ async fn every_page_shows_its_data_without_an_error() {
     browser.wait_text("#main", |t| t.contains("paid")).await;
     browser.screenshot("console-billing").await;
 }
+
+#[actix_web::test]
+async fn an_admin_replays_a_dead_letter_from_the_page() {
+    let app = spawn_app_with_workers(|_| {}).await;
+    let admin = user_with_role(&app, "ADMIN").await;
+    let billing = app
+        .ctx
+        .topology()
+        .queue(&chargegrid::events::topology::BILLING);
+    crate::operations::dead_letter_one(&app).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &admin).await;
+    browser.wait_text("#overview-online", |t| t == "0").await;
+    browser
+        .goto(&format!("{}/console#/dead-letters", app.address))
+        .await;
+    let section = format!("[data-dlq='{billing}']");
+    // the letter arrives once billing has refused it: the page shows it after a reload of the view
+    let deadline = std::time::Instant::now() + crate::webdriver::PAGE_WAIT;
+    loop {
+        let depth = browser
+            .text(&format!("{section} [data-testid=dlq-depth]"))
+            .await;
+        if depth.as_deref() == Some("1 dead letter") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page never showed the dead letter: {depth:?}"
+        );
+        browser
+            .goto(&format!("{}/console#/overview", app.address))
+            .await;
+        browser
+            .goto(&format!("{}/console#/dead-letters", app.address))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    browser
+        .wait_text(&format!("{section} tbody"), |t| t.contains("SESSION_ENDED"))
+        .await;
+    browser.screenshot("console-dead-letters").await;
+    browser.click(&format!("{section} button")).await;
+    browser
+        .wait_text("[data-testid=replay-answer]", |t| {
+            t == format!("1 message moved back into {billing}.")
+        })
+        .await;
+}

@@ -147,3 +147,110 @@ async fn a_chargers_command_history_shows_each_command_and_how_it_ended() {
     );
     assert_eq!(commands[2]["action"], "registerCharger", "{history}");
 }
+
+/// Publishes a SESSION_ENDED envelope without its fields, which billing dead-letters at once.
+pub async fn dead_letter_one(app: &crate::helpers::TestApp) {
+    use lapin::options::BasicPublishOptions;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    use secrecy::ExposeSecret;
+    let connection = Connection::connect(
+        app.ctx.settings.amqp.url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("RabbitMQ");
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            &app.ctx.topology().events_exchange(),
+            "session.ended",
+            BasicPublishOptions::default(),
+            br#"{"eventId":"0192aaaa-0000-7000-8000-000000000001","eventType":"SESSION_ENDED"}"#,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let _ = connection.close(200, "").await;
+}
+
+pub const DEAD_LETTERS: &str =
+    "{ deadLetterQueues { queue depth first { eventType eventId reason bytes } } }";
+
+#[actix_web::test]
+async fn an_admin_sees_dead_letters_without_taking_them_and_replays_them() {
+    let app = crate::helpers::spawn_app_with_workers(|_| {}).await;
+    let admin = app.staff_token("ADMIN").await;
+    let operator = app.staff_token("OPERATOR").await;
+    let billing = app
+        .ctx
+        .topology()
+        .queue(&chargegrid::events::topology::BILLING);
+    let refused = app.graphql(DEAD_LETTERS, json!({}), Some(&operator)).await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{refused}"
+    );
+    // the worker declares its queues as it starts consuming
+    let declared = app
+        .wait_until(std::time::Duration::from_secs(10), || async {
+            app.graphql(DEAD_LETTERS, json!({}), Some(&admin)).await["data"]["deadLetterQueues"]
+                .as_array()
+                .is_some_and(|qs| qs.iter().any(|q| q["queue"] == billing.as_str()))
+        })
+        .await;
+    assert!(declared);
+
+    dead_letter_one(&app).await;
+    let depth = |response: &serde_json::Value| {
+        response["data"]["deadLetterQueues"]
+            .as_array()
+            .and_then(|qs| qs.iter().find(|q| q["queue"] == billing.as_str()).cloned())
+            .unwrap_or_default()
+    };
+    let dead = app
+        .wait_until(std::time::Duration::from_secs(15), || async {
+            depth(&app.graphql(DEAD_LETTERS, json!({}), Some(&admin)).await)["depth"] == 1
+        })
+        .await;
+    assert!(dead, "the malformed event reached the dead letters");
+    // reading twice shows the same letter: peeking takes nothing away
+    for _ in 0..2 {
+        let queue = depth(&app.graphql(DEAD_LETTERS, json!({}), Some(&admin)).await);
+        assert_eq!(queue["depth"], 1, "{queue}");
+        assert_eq!(queue["first"][0]["eventType"], "SESSION_ENDED", "{queue}");
+        assert_eq!(
+            queue["first"][0]["eventId"], "0192aaaa-0000-7000-8000-000000000001",
+            "{queue}"
+        );
+        assert_eq!(queue["first"][0]["bytes"], 78, "{queue}");
+        assert!(queue["first"][0]["reason"].is_string(), "{queue}");
+    }
+
+    let unknown = app
+        .graphql(
+            "mutation { replayDeadLetters(queue: \"nope\") }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(error_code(&unknown).as_deref(), Some("BAD_USER_INPUT"));
+    let replayed = app
+        .graphql(
+            "mutation($q: String!) { replayDeadLetters(queue: $q) }",
+            json!({ "q": billing }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(replayed["data"]["replayDeadLetters"], 1, "{replayed}");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'replayDeadLetters' AND target = $1",
+    )
+    .bind(&billing)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+}

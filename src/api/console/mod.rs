@@ -49,6 +49,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/session.js", JS),
     asset!("js/pages/map.js", JS),
     asset!("js/pages/billing.js", JS),
+    asset!("js/pages/deadletters.js", JS),
 ];
 
 /// Strong ETags of the assets, computed once (the content cannot change while running).

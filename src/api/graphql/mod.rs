@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod chargers;
+pub mod dead_letters;
 pub mod device_model;
 pub mod error;
 pub mod fuzz;
@@ -39,6 +40,7 @@ pub struct QueryRoot(
     security::SecurityQuery,
     security::CertificateQuery,
     operations::OperationsQuery,
+    dead_letters::DeadLetterQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -51,6 +53,7 @@ pub struct MutationRoot(
     payments::PaymentMutation,
     security::SecurityMutation,
     security::CertificateMutation,
+    dead_letters::DeadLetterMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

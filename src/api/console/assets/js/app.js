@@ -11,6 +11,7 @@ import * as sessions from "./pages/sessions.js";
 import * as sessionPage from "./pages/session.js";
 import * as map from "./pages/map.js";
 import * as billing from "./pages/billing.js";
+import * as deadLetters from "./pages/deadletters.js";
 
 const ROUTES = [
   [/^#\/overview$/, overview, "Overview"],
@@ -20,6 +21,7 @@ const ROUTES = [
   [/^#\/sessions\/(.+)$/, sessionPage, "Session"],
   [/^#\/map$/, map, "Stations map"],
   [/^#\/billing$/, billing, "Invoices & wallets"],
+  [/^#\/dead-letters$/, deadLetters, "Dead-letter queue"],
 ];
 
 export const STAFF = ["OPERATOR", "ADMIN"];
