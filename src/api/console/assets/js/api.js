@@ -155,13 +155,27 @@ function openSocket() {
         break;
     }
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
     socket = null;
     acked = false;
-    if (active.size && session()) {
-      // a restarted server or a dropped network: come back, and resubscribe everything
-      retry = Math.min(retry + 1, 5);
-      setTimeout(openSocket, 500 * retry);
+    if (!active.size || !session()) return;
+    const signedOut = (text) => {
+      clearSession();
+      window.dispatchEvent(new CustomEvent("cg:signed-out", { detail: text }));
+    };
+    if (event.code === 4403) {
+      signedOut("Your sign-in was revoked or your role changed; sign in again.");
+      return;
+    }
+    // a restarted server, a dropped network, or (4401) an expired access token: come back,
+    // with a fresh token if needed, and resubscribe everything
+    retry = Math.min(retry + 1, 5);
+    const again = () => setTimeout(openSocket, 500 * retry);
+    if (event.code === 4401) {
+      refreshing = refreshing || refresh().finally(() => { refreshing = null; });
+      refreshing.then(again, () => signedOut("Your sign-in has ended; sign in again."));
+    } else {
+      again();
     }
   };
 }
