@@ -1,7 +1,7 @@
 //! The operator console: hand-written HTML, CSS and JavaScript modules embedded in the binary
 //! and served under `/console` with a strict Content-Security-Policy. It talks to the server
 //! only through the public GraphQL API (POST /graphql and graphql-transport-ws), as any
-//! third-party client does; there is no build step (ADR 013).
+//! third-party client does; there is no build step (ADR 014).
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
