@@ -401,6 +401,13 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         security,
     };
     ctx.registry.do_send(InitRegistry { app: ctx.clone() });
+    // a reading the writer held back and flushed later reaches its session actor too (caps)
+    let supervisor = sessions.clone();
+    ctx.transactions.on_flush(Arc::new(move |record| {
+        supervisor.do_send(crate::actors::messages::SessionChanged {
+            session: Box::new(record),
+        })
+    }));
     Ok(ctx)
 }
 

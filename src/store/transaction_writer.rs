@@ -13,7 +13,7 @@
 //!
 //! Order: items are sharded by charger (one shard's batches run one at a time), and a charger
 //! sends its next call only after this one was answered, so a charger's messages are applied in
-//! the order it sent them. A session appearing twice in one batch is updated in two rounds.
+//! the order it sent them. A session appearing twice in one batch takes its merged reading once.
 //!
 //! Failure: when anything in a batch fails (a job's error, a set-based statement), the batch is
 //! rolled back and every item runs again alone, in a transaction of its own, so only the
@@ -22,9 +22,15 @@
 //! A failed commit fails the whole batch: nothing of it was answered, so the chargers send
 //! their messages again.
 //!
-//! SESSION_UPDATED events from readings are coalesced: at most one per session per
-//! `UPDATE_EVENT_INTERVAL` (live updates are throttled to the same second). The session row is
-//! updated on every reading, and status changes always emit their own events.
+//! The session row is a projection of the stored samples, refreshed at most once per session
+//! per `UPDATE_EVENT_INTERVAL` (ADR 013): every sample is stored before its message is
+//! answered, but a reading that arrives within a second of the row's last refresh is held in
+//! the shard's memory, merged with later ones, and written with the session's next due reading
+//! or by the shard's flush tick (so the row is never more than about a second behind). The
+//! SESSION_UPDATED event goes with each refresh; status changes always emit their own events.
+//! A held reading is not lost on a crash: its samples are in `meter_values`, the next reading
+//! refreshes the row, and an `Ended` without a final register takes the held reading
+//! (`pending_energy`).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -34,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
+use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -46,8 +53,11 @@ use crate::ocpp::meter::{Reading, Sample};
 
 /// The most items one batch takes (bounds statement size and transaction length).
 const MAX_BATCH: usize = 2_000;
-/// At most one SESSION_UPDATED per session this often (status changes are not coalesced).
+/// A session row takes a reading (and emits SESSION_UPDATED) at most this often; status
+/// changes are not held back.
 pub const UPDATE_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a shard looks for held readings that are due.
+const FLUSH_TICK: Duration = Duration::from_millis(250);
 
 /// Whose transaction a meter message belongs to.
 #[derive(Debug, Clone)]
@@ -86,6 +96,8 @@ enum Item {
     /// A 2.0.1 TransactionEvent(Updated): set-based when it is the transaction's next seqNo,
     /// else its job (the general path) runs.
     Update(EventUpdate, JobFn),
+    /// Writes the held readings that are due, of sessions no message of the batch names.
+    Flush,
 }
 
 /// A 2.0.1 TransactionEvent(Updated) without an idToken, flagged online: the common message
@@ -103,46 +115,78 @@ enum Outcome {
     /// The session snapshot when the reading changed it.
     Meter(Option<Box<SessionRecord>>),
     Job(JobOutput),
+    /// The sessions a flush refreshed.
+    Flushed(Vec<SessionRecord>),
 }
 
 type Shard = Batcher<Item, Result<Outcome, StoreError>>;
 
+/// Receives the sessions a flush tick refreshed (their session actors re-check caps).
+pub type FlushSink = Arc<dyn Fn(SessionRecord) + Send + Sync>;
+
 /// The submitting side: cheap to clone.
 #[derive(Clone)]
 pub struct TransactionWriter {
-    shards: Arc<Vec<Shard>>,
+    shards: Arc<Vec<(Shard, Arc<Mutex<Readings>>)>>,
+    sink: Arc<std::sync::OnceLock<FlushSink>>,
 }
 
 impl TransactionWriter {
     /// Starts `shards` writers (each one batch at a time) on `pool`; events name `source`.
+    /// Each shard flushes its held readings every `FLUSH_TICK`.
     pub fn start(
         pool: PgPool,
         shards: usize,
         source: String,
         observe: Option<BatchObserver>,
     ) -> Self {
-        let throttle = Arc::new(Mutex::new(Throttle::default()));
-        let shards = (0..shards.max(1))
+        let sink: Arc<std::sync::OnceLock<FlushSink>> = Arc::default();
+        let shards: Vec<(Shard, Arc<Mutex<Readings>>)> = (0..shards.max(1))
             .map(|_| {
-                let (pool, source, throttle) = (pool.clone(), source.clone(), throttle.clone());
-                Batcher::start(MAX_BATCH, observe.clone(), move |items| {
-                    let (pool, source, throttle) = (pool.clone(), source.clone(), throttle.clone());
-                    Box::pin(async move { run_batch(&pool, &source, &throttle, items).await })
+                let readings = Arc::new(Mutex::new(Readings::default()));
+                let (pool, source, state) = (pool.clone(), source.clone(), readings.clone());
+                let shard = Batcher::start(MAX_BATCH, observe.clone(), move |items| {
+                    let (pool, source, state) = (pool.clone(), source.clone(), state.clone());
+                    Box::pin(async move { run_batch(&pool, &source, &state, items).await })
                         as BatchFuture<_>
-                })
+                });
+                tokio::spawn(flush_ticks(shard.clone(), readings.clone(), sink.clone()));
+                (shard, readings)
             })
             .collect();
         Self {
             shards: Arc::new(shards),
+            sink,
         }
     }
 
+    /// Where the sessions refreshed by a flush tick go (set once, when the actors run).
+    pub fn on_flush(&self, sink: FlushSink) {
+        let _ = self.sink.set(sink);
+    }
+
     fn shard(&self, charger_id: &str) -> &Shard {
+        &self.shard_of(charger_id).0
+    }
+
+    fn shard_of(&self, charger_id: &str) -> &(Shard, Arc<Mutex<Readings>>) {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         charger_id.hash(&mut hasher);
         let n = self.shards.len().max(1) as u64;
         // `n` is at least 1 and the index is below it
         &self.shards[usize::try_from(hasher.finish() % n).unwrap_or_default()]
+    }
+
+    /// The energy register of a reading of `session_id` (on `charger_id`) that its row has not
+    /// taken yet: an `Ended` without a final register ends on it.
+    pub fn pending_energy(&self, charger_id: &str, session_id: Uuid) -> Option<Decimal> {
+        let (_, readings) = self.shard_of(charger_id);
+        readings
+            .lock()
+            .ok()?
+            .pending
+            .get(&session_id)
+            .and_then(|p| p.meter_wh)
     }
 
     /// Stores a meter message; resolves to the session as its reading left it, when it
@@ -231,6 +275,7 @@ fn answer<T: 'static>(
         Some(Ok(Outcome::Meter(session))) => {
             from_meter(session).ok_or_else(|| StoreError::Unavailable("mismatched outcome".into()))
         }
+        Some(Ok(Outcome::Flushed(_))) => Err(StoreError::Unavailable("mismatched outcome".into())),
         Some(Err(e)) => Err(e),
         None => Err(StoreError::Unavailable(
             "the transaction writer stopped".into(),
@@ -238,27 +283,87 @@ fn answer<T: 'static>(
     }
 }
 
-/// When each session last had a SESSION_UPDATED event from a reading.
-#[derive(Default)]
-struct Throttle {
-    last: HashMap<Uuid, Instant>,
+/// A reading held back from its session row, merged with the ones after it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Held {
+    meter_wh: Option<Decimal>,
+    power_w: Option<Decimal>,
+    sampled_at: DateTime<Utc>,
 }
 
-impl Throttle {
-    /// Whether `session_id` may have an event at `now` (nothing is recorded: a batch records
-    /// its events once it committed, so a rolled-back one does not hold back the next).
-    fn allows(&self, session_id: Uuid, now: Instant) -> bool {
-        !matches!(self.last.get(&session_id), Some(at) if now.duration_since(*at) < UPDATE_EVENT_INTERVAL)
+impl Held {
+    /// `self` followed by `later`: the register only moves forward, the newest power wins.
+    fn then(self, later: Held) -> Held {
+        Held {
+            meter_wh: match (self.meter_wh, later.meter_wh) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => b.or(a),
+            },
+            power_w: later.power_w.or(self.power_w),
+            sampled_at: self.sampled_at.max(later.sampled_at),
+        }
+    }
+}
+
+/// A shard's readings: when each session row last took one, and the ones held back.
+#[derive(Default)]
+struct Readings {
+    written: HashMap<Uuid, Instant>,
+    pending: HashMap<Uuid, Held>,
+}
+
+impl Readings {
+    /// Whether `session_id`'s row may take a reading at `now`.
+    fn due(&self, session_id: Uuid, now: Instant) -> bool {
+        !matches!(self.written.get(&session_id), Some(at) if now.duration_since(*at) < UPDATE_EVENT_INTERVAL)
     }
 
-    /// Records the events of a committed batch.
-    fn record(&mut self, sessions: &[Uuid], now: Instant) {
-        if self.last.len() > 100_000 {
-            self.last
+    /// Records what a committed batch did: rows refreshed, readings held.
+    fn committed(&mut self, written: &[Uuid], held: Vec<(Uuid, Held)>, now: Instant) {
+        if self.written.len() > 100_000 {
+            self.written
                 .retain(|_, at| now.duration_since(*at) < UPDATE_EVENT_INTERVAL);
         }
-        for id in sessions {
-            self.last.insert(*id, now);
+        for id in written {
+            self.written.insert(*id, now);
+            self.pending.remove(id);
+        }
+        self.pending.extend(held);
+    }
+
+    /// Whether a held reading is due.
+    fn anything_due(&self, now: Instant) -> bool {
+        self.pending.keys().any(|id| self.due(*id, now))
+    }
+}
+
+/// Submits a flush whenever a held reading of the shard is due, and hands the refreshed
+/// sessions to the sink. Ends with the shard.
+async fn flush_ticks(
+    shard: Shard,
+    readings: Arc<Mutex<Readings>>,
+    sink: Arc<std::sync::OnceLock<FlushSink>>,
+) {
+    let mut tick = tokio::time::interval(FLUSH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let due = readings
+            .lock()
+            .map(|r| r.anything_due(Instant::now()))
+            .unwrap_or(false);
+        if !due {
+            continue;
+        }
+        match shard.submit(Item::Flush).await {
+            Some(Ok(Outcome::Flushed(sessions))) => {
+                if let Some(sink) = sink.get() {
+                    sessions.into_iter().for_each(|s| sink(s));
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "held readings not written; retrying"),
+            None => return,
         }
     }
 }
@@ -283,11 +388,11 @@ fn unreachable(e: &StoreError) -> bool {
 async fn run_batch(
     pool: &PgPool,
     source: &str,
-    throttle: &Mutex<Throttle>,
+    state: &Mutex<Readings>,
     items: Vec<Item>,
 ) -> Vec<Result<Outcome, StoreError>> {
     let n = items.len();
-    match run_together(pool, source, throttle, &items).await {
+    match run_together(pool, source, state, &items).await {
         Together::Committed(results) => results.into_iter().map(Ok).collect(),
         Together::CommitFailed(e) => {
             tracing::error!(error = %e, items = n, "transaction batch did not commit: none of it is answered");
@@ -315,7 +420,7 @@ async fn run_batch(
                     results.push(Err(StoreError::Unavailable(reason.clone())));
                     continue;
                 }
-                let result = run_alone(pool, source, throttle, item).await;
+                let result = run_alone(pool, source, state, item).await;
                 if let Err(e) = &result {
                     if unreachable(e) {
                         gone = Some(e.to_string());
@@ -342,7 +447,7 @@ enum Together {
 async fn run_together(
     pool: &PgPool,
     source: &str,
-    throttle: &Mutex<Throttle>,
+    state: &Mutex<Readings>,
     items: &[Item],
 ) -> Together {
     let mut tx = match pool.begin().await {
@@ -352,6 +457,7 @@ async fn run_together(
     let mut results: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
     let mut meters: Vec<(usize, &MeterWrite)> = Vec::new();
     let mut updates: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
+    let mut flushes: Vec<usize> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
             Item::Job(job) => match job(&mut tx).await {
@@ -360,6 +466,7 @@ async fn run_together(
             },
             Item::Meter(m) => meters.push((i, m)),
             Item::Update(u, general) => updates.push((i, u, general)),
+            Item::Flush => flushes.push(i),
         }
     }
     // in-sequence updates join the meter messages; the others take the general path
@@ -378,14 +485,14 @@ async fn run_together(
         }
     }
     meters.extend(owned.iter().map(|(i, m)| (*i, m)));
-    let mut evented = Vec::new();
-    if !meters.is_empty() {
-        match meters_set_based(&mut tx, source, throttle, &meters).await {
-            Ok((sessions, events)) => {
-                evented = events;
-                for ((i, _), session) in meters.iter().zip(sessions) {
-                    results[*i] = Some(Outcome::Meter(session.map(Box::new)));
+    let mut done = None;
+    if !meters.is_empty() || !flushes.is_empty() {
+        match meters_set_based(&mut tx, source, state, &meters, !flushes.is_empty()).await {
+            Ok(stored) => {
+                for ((i, _), session) in meters.iter().zip(stored.per_message.iter()) {
+                    results[*i] = Some(Outcome::Meter(session.clone().map(Box::new)));
                 }
+                done = Some(stored);
             }
             Err(e) => return Together::ItemFailed(e),
         }
@@ -393,8 +500,12 @@ async fn run_together(
     if let Err(e) = tx.commit().await {
         return Together::CommitFailed(e.to_string());
     }
-    if let Ok(mut t) = throttle.lock() {
-        t.record(&evented, Instant::now());
+    if let Some(stored) = done {
+        // every flush of the batch shares the refreshed sessions; the first one reports them
+        if let Some(first) = flushes.first() {
+            results[*first] = Some(Outcome::Flushed(stored.flushed.clone()));
+        }
+        stored.commit_to(state);
     }
     Together::Committed(
         results
@@ -408,7 +519,7 @@ async fn run_together(
 async fn run_alone(
     pool: &PgPool,
     source: &str,
-    throttle: &Mutex<Throttle>,
+    state: &Mutex<Readings>,
     item: &Item,
 ) -> Result<Outcome, StoreError> {
     let mut tx = pool.begin().await?;
@@ -418,29 +529,33 @@ async fn run_alone(
             let found = in_sequence(&mut tx, &[(0, update, general)]).await?;
             match found.get(&0) {
                 None => Outcome::Job(general(&mut tx).await?),
-                Some(write) => return meter_alone(tx, source, throttle, write).await,
+                Some(write) => return meter_alone(tx, source, state, Some(write)).await,
             }
         }
-        Item::Meter(m) => return meter_alone(tx, source, throttle, m).await,
+        Item::Meter(m) => return meter_alone(tx, source, state, Some(m)).await,
+        Item::Flush => return meter_alone(tx, source, state, None).await,
     };
     tx.commit().await?;
     Ok(outcome)
 }
 
-/// One meter message in `tx`, committed; the throttle records its event once it committed.
+/// One meter message (or a flush) in `tx`, committed; the shard's readings record it once it
+/// committed.
 async fn meter_alone(
     mut tx: Tx<'static>,
     source: &str,
-    throttle: &Mutex<Throttle>,
-    write: &MeterWrite,
+    state: &Mutex<Readings>,
+    write: Option<&MeterWrite>,
 ) -> Result<Outcome, StoreError> {
-    let (mut sessions, evented) =
-        meters_set_based(&mut tx, source, throttle, &[(0, write)]).await?;
+    let meters: Vec<(usize, &MeterWrite)> = write.into_iter().map(|w| (0, w)).collect();
+    let mut stored = meters_set_based(&mut tx, source, state, &meters, write.is_none()).await?;
     tx.commit().await?;
-    if let Ok(mut t) = throttle.lock() {
-        t.record(&evented, Instant::now());
-    }
-    Ok(Outcome::Meter(sessions.pop().flatten().map(Box::new)))
+    let outcome = match write {
+        Some(_) => Outcome::Meter(stored.per_message.pop().flatten().map(Box::new)),
+        None => Outcome::Flushed(stored.flushed.clone()),
+    };
+    stored.commit_to(state);
+    Ok(outcome)
 }
 
 /// Advances the seqNo of every update that is its transaction's next one, in one statement,
@@ -499,16 +614,37 @@ async fn in_sequence(
         .collect())
 }
 
+/// What the meter messages of a batch did, applied to the shard's readings once committed.
+struct Stored {
+    /// Per message: the session as its reading left it, when its row took the reading.
+    per_message: Vec<Option<SessionRecord>>,
+    /// Sessions refreshed from held readings alone (by a flush).
+    flushed: Vec<SessionRecord>,
+    /// Session rows that took a reading.
+    written: Vec<Uuid>,
+    /// Readings held back, merged with what was held before.
+    held: Vec<(Uuid, Held)>,
+}
+
+impl Stored {
+    fn commit_to(self, state: &Mutex<Readings>) {
+        if let Ok(mut readings) = state.lock() {
+            readings.committed(&self.written, self.held, Instant::now());
+        }
+    }
+}
+
 /// Stores `meters` with a fixed number of statements: the 1.6 look-ups, every sample, the
-/// sessions' readings (one round per repeat of a session) and their events. Returns, per
-/// message, the session its reading changed, and the sessions that got an event (for the
-/// throttle, once the batch committed).
+/// session rows that are due a reading (each at most once) and their events. A session whose
+/// row took a reading less than `UPDATE_EVENT_INTERVAL` ago has its reading held; with
+/// `flush`, held readings that are due are written too.
 async fn meters_set_based(
     tx: &mut Tx<'static>,
     source: &str,
-    throttle: &Mutex<Throttle>,
+    state: &Mutex<Readings>,
     meters: &[(usize, &MeterWrite)],
-) -> Result<(Vec<Option<SessionRecord>>, Vec<Uuid>), StoreError> {
+    flush: bool,
+) -> Result<Stored, StoreError> {
     let lookups: Vec<(String, i32)> = meters
         .iter()
         .filter_map(|(_, m)| match m.owner {
@@ -546,64 +682,98 @@ async fn meters_set_based(
         .collect();
     transactions::insert_samples_many(tx, &rows).await?;
 
-    // readings, in rounds in which each session appears once (in message order)
-    let mut out: Vec<Option<SessionRecord>> = vec![None; meters.len()];
-    let mut rounds: Vec<Vec<(usize, sessions::Reading)>> = Vec::new();
-    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    // each session's readings of this batch, merged in message order, with its last message
+    let mut batch: Vec<(Uuid, Held, usize)> = Vec::new();
+    let mut position: HashMap<Uuid, usize> = HashMap::new();
     for (k, ((_, m), (_, session))) in meters.iter().zip(&owners).enumerate() {
         let Some(session_id) = session else { continue };
         if m.reading.energy_wh.is_none() && m.reading.power_w.is_none() {
             continue;
         }
-        let round = seen.entry(*session_id).or_insert(0);
-        if rounds.len() <= *round {
-            rounds.push(Vec::new());
-        }
-        rounds[*round].push((
-            k,
-            sessions::Reading {
-                session_id: *session_id,
-                meter_wh: m.reading.energy_wh,
-                power_w: m.reading.power_w,
-            },
-        ));
-        *round += 1;
-    }
-    let mut events = Vec::new();
-    let mut evented: Vec<Uuid> = Vec::new();
-    let now = Instant::now();
-    for round in rounds {
-        let readings: Vec<sessions::Reading> = round.iter().map(|(_, r)| r.clone()).collect();
-        let updated = sessions::record_readings(tx, &readings).await?;
-        let by_id: HashMap<Uuid, SessionRecord> = updated.into_iter().map(|r| (r.id, r)).collect();
-        for (k, reading) in round {
-            let Some(record) = by_id.get(&reading.session_id) else {
-                continue;
-            };
-            let admitted = !evented.contains(&record.id)
-                && throttle
-                    .lock()
-                    .map(|t| t.allows(record.id, now))
-                    .unwrap_or(true);
-            if admitted {
-                evented.push(record.id);
-                let sampled_at = latest(&meters[k].1.samples).unwrap_or_else(Utc::now);
-                events.push((
-                    Event::SessionUpdated {
-                        session_id: record.id,
-                        user_id: record.user_id,
-                        energy_kwh: record.energy_kwh_f64(),
-                        power_kw: record.power_kw,
-                        status: record.status.clone(),
-                    },
-                    sampled_at,
-                ));
+        let held = Held {
+            meter_wh: m.reading.energy_wh,
+            power_w: m.reading.power_w,
+            sampled_at: latest(&m.samples).unwrap_or_else(Utc::now),
+        };
+        match position.get(session_id) {
+            Some(&p) => {
+                let (_, merged, last) = &mut batch[p];
+                *merged = merged.then(held);
+                *last = k;
             }
-            out[k] = Some(record.clone());
+            None => {
+                position.insert(*session_id, batch.len());
+                batch.push((*session_id, held, k));
+            }
+        }
+    }
+    // which rows take a reading now (with what was held before), which readings are held
+    let now = Instant::now();
+    let mut due: Vec<(Uuid, Held, Option<usize>)> = Vec::new();
+    let mut held: Vec<(Uuid, Held)> = Vec::new();
+    {
+        let readings = state
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the shard's readings are poisoned".into()))?;
+        for (session_id, reading, last) in batch {
+            let merged = match readings.pending.get(&session_id) {
+                Some(before) => before.then(reading),
+                None => reading,
+            };
+            if readings.due(session_id, now) {
+                due.push((session_id, merged, Some(last)));
+            } else {
+                held.push((session_id, merged));
+            }
+        }
+        if flush {
+            for (session_id, reading) in &readings.pending {
+                if !position.contains_key(session_id) && readings.due(*session_id, now) {
+                    due.push((*session_id, *reading, None));
+                }
+            }
+        }
+    }
+    let written: Vec<Uuid> = due.iter().map(|(id, _, _)| *id).collect();
+    let readings: Vec<sessions::Reading> = due
+        .iter()
+        .map(|(id, r, _)| sessions::Reading {
+            session_id: *id,
+            meter_wh: r.meter_wh,
+            power_w: r.power_w,
+        })
+        .collect();
+    let updated = sessions::record_readings(tx, &readings).await?;
+    let mut by_id: HashMap<Uuid, SessionRecord> = updated.into_iter().map(|r| (r.id, r)).collect();
+    let mut per_message: Vec<Option<SessionRecord>> = vec![None; meters.len()];
+    let mut flushed = Vec::new();
+    let mut events = Vec::new();
+    for (session_id, reading, last) in &due {
+        let Some(record) = by_id.remove(session_id) else {
+            continue;
+        };
+        events.push((
+            Event::SessionUpdated {
+                session_id: record.id,
+                user_id: record.user_id,
+                energy_kwh: record.energy_kwh_f64(),
+                power_kw: record.power_kw,
+                status: record.status.clone(),
+            },
+            reading.sampled_at,
+        ));
+        match last {
+            Some(k) => per_message[*k] = Some(record),
+            None => flushed.push(record),
         }
     }
     outbox::enqueue_many(tx, events, source).await?;
-    Ok((out, evented))
+    Ok(Stored {
+        per_message,
+        flushed,
+        written,
+        held,
+    })
 }
 
 fn latest(samples: &[Sample]) -> Option<DateTime<Utc>> {

@@ -299,3 +299,44 @@ async fn a_transaction_without_a_known_token_is_stored_without_a_session() {
     assert!(stopped);
     assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 0);
 }
+
+#[actix_web::test]
+async fn an_ended_event_without_a_register_ends_on_the_newest_reading_even_one_not_yet_in_the_row()
+{
+    let (app, _) = app_with_station("CS-HELD").await;
+    let (_, id_tag) = driver(&app, "held@example.com").await;
+    let mut cs = booted(&app, "CS-HELD").await;
+    let started = with_meter(
+        with_token(
+            event("Started", 0, "TX-HELD", "2026-11-21T13:00:00Z"),
+            &id_tag,
+        ),
+        0,
+        None,
+        "Transaction.Begin",
+    );
+    send(&mut cs, started).await;
+    for (seq, wh) in [(1, 1_000), (2, 4_000)] {
+        send(
+            &mut cs,
+            with_meter(
+                event("Updated", seq, "TX-HELD", "2026-11-21T13:10:00Z"),
+                wh,
+                None,
+                "Sample.Periodic",
+            ),
+        )
+        .await;
+    }
+    // the two readings came within a second: the row may still show the first one
+    send(
+        &mut cs,
+        event("Ended", 3, "TX-HELD", "2026-11-21T13:20:00Z"),
+    )
+    .await;
+    let (status, energy, _, _) = the_session(&app).await;
+    assert_eq!(
+        (status.as_str(), energy),
+        ("COMPLETED", Decimal::new(4000, 3))
+    );
+}

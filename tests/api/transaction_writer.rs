@@ -182,8 +182,9 @@ async fn readings_of_one_session_in_one_batch_apply_in_order_and_their_events_ar
         .iter()
         .map(|r| r.as_ref().unwrap().as_ref().map(|s| s.energy_kwh_f64()))
         .collect();
-    // in order: 1 kWh, then 2 kWh; the older register (1.5 kWh) changes nothing
-    assert_eq!(energy, vec![Some(1.0), Some(2.0), None]);
+    // merged in order (the register only moves forward: 2 kWh, not the older 1.5): the row
+    // takes it once, answered to the batch's last message of the session
+    assert_eq!(energy, vec![None, None, Some(2.0)]);
     let (last, kwh): (Decimal, Decimal) =
         sqlx::query_as("SELECT meter_last_wh, energy_kwh FROM sessions WHERE id = $1")
             .bind(session)
@@ -195,7 +196,7 @@ async fn readings_of_one_session_in_one_batch_apply_in_order_and_their_events_ar
         count(&app, "SELECT count(*) FROM meter_values WHERE charger_id = 'TW-SESSION' AND transaction_pk IS NOT NULL").await,
         6
     );
-    // two changes within a second: one SESSION_UPDATED
+    // one SESSION_UPDATED for the batch
     assert_eq!(
         count(
             &app,
@@ -203,5 +204,70 @@ async fn readings_of_one_session_in_one_batch_apply_in_order_and_their_events_ar
         )
         .await,
         1
+    );
+}
+
+/// The row's meter reading and energy.
+async fn row(app: &TestApp, session: Uuid) -> (Decimal, Decimal) {
+    sqlx::query_as("SELECT meter_last_wh, energy_kwh FROM sessions WHERE id = $1")
+        .bind(session)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_reading_within_a_second_of_the_last_is_held_and_written_by_the_flush() {
+    let app = spawn_app().await;
+    let (session, pk) = open_session(&app, "TW-HOLD").await;
+    let owner = || MeterOwner::Known {
+        transaction_pk: pk,
+        session_id: Some(session),
+    };
+    let writer = &app.ctx.transactions;
+    let first = writer
+        .meter(meter("TW-HOLD", owner(), Decimal::from(1_000)))
+        .await
+        .unwrap();
+    assert_eq!(first.map(|s| s.energy_kwh), Some(Decimal::ONE));
+    // the next message, a moment later: its samples are stored, the row waits
+    let second = writer
+        .meter(meter("TW-HOLD", owner(), Decimal::from(3_000)))
+        .await
+        .unwrap();
+    assert!(second.is_none(), "the row took no reading: {second:?}");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM meter_values WHERE charger_id = 'TW-HOLD'"
+        )
+        .await,
+        4,
+        "every sample is stored before the answer"
+    );
+    assert_eq!(
+        row(&app, session).await,
+        (Decimal::from(1_000), Decimal::ONE)
+    );
+    assert_eq!(
+        writer.pending_energy("TW-HOLD", session),
+        Some(Decimal::from(3_000))
+    );
+    // no further message: the shard's flush writes the held reading once it is due
+    let flushed = app
+        .wait_until(std::time::Duration::from_secs(5), || async {
+            row(&app, session).await == (Decimal::from(3_000), Decimal::from(3))
+        })
+        .await;
+    assert!(flushed, "the held reading reached the row");
+    assert_eq!(writer.pending_energy("TW-HOLD", session), None);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM outbox WHERE event_type = 'SESSION_UPDATED'"
+        )
+        .await,
+        2,
+        "one event per refresh of the row"
     );
 }

@@ -299,15 +299,16 @@ async fn apply(
             transaction_events::stop(tx, record.id, req.timestamp, reading.energy_wh, &reason)
                 .await?;
             if let Some(session_id) = session_id {
-                let completed = sessions::complete(
-                    tx,
-                    session_id,
-                    req.timestamp,
-                    reading.energy_wh,
-                    &reason,
-                    &source,
-                )
-                .await?;
+                // without a final register, the session ends on its newest reading, which the
+                // writer may still hold back from the row
+                let meter_stop = reading.energy_wh.or_else(|| {
+                    ctx.app
+                        .transactions
+                        .pending_energy(&ctx.charger_id, session_id)
+                });
+                let completed =
+                    sessions::complete(tx, session_id, req.timestamp, meter_stop, &reason, &source)
+                        .await?;
                 session = completed.or(session);
             }
         }
