@@ -2,7 +2,8 @@
 # Shared helpers for chargegrid's scripts. Source it, don't run it:
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Defines: REPO_ROOT, CHARGEGRID_CACHE (exported), CACHE, VENV, VENV_PY, PY_REQUIREMENTS,
-# and the functions log, warn, die, need_cmd, port_open, wait_for_port, apt_install, ensure_venv.
+# and the functions log, warn, die, need_cmd, port_open, wait_for_port, apt_install, ensure_venv,
+# ensure_chromium.
 
 # Debian keeps the service binaries in /usr/sbin; a bare CI environment may not have it on PATH.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" ;; esac
@@ -111,4 +112,15 @@ ensure_venv() {
     PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV_PY" -m pip install -q --no-input "${PY_REQUIREMENTS[@]}" >&2 ||
         die "pip install into $VENV failed"
     printf '%s\n' "$want" >"$stamp"
+}
+
+# ensure_chromium: Debian's headless Chromium and its WebDriver (the console's browser tests),
+# installed only when missing. Exports CHROMEDRIVER for the tests.
+ensure_chromium() {
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        apt_install chromium chromium-driver
+    fi
+    CHROMEDRIVER="$(command -v chromedriver)"
+    export CHROMEDRIVER
+    log "chromium: $(chromium --version 2>/dev/null | head -1)"
 }

@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$REPO_ROOT"
 
 bash "$REPO_ROOT/scripts/services.sh"
+# the operator console's browser tests (tests/api/console.rs) drive Debian's headless Chromium
+ensure_chromium
 
 export CHARGEGRID_PYTHON="$VENV_PY"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/${CHARGEGRID_DB_NAME:-chargegrid}}"

@@ -17,7 +17,7 @@ use chargegrid::{commands, telemetry};
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    telemetry::init(cli.dev);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,4 +1,5 @@
-//! Tracing setup: `RUST_LOG` filter (default `info`), human-readable on a terminal, JSON otherwise.
+//! Tracing setup: `RUST_LOG` filter (default `info`), human-readable on a terminal or in
+//! development mode (`--dev`, e.g. `scripts/dev.sh` piped through `tee`), JSON otherwise.
 
 use std::io::IsTerminal;
 
@@ -7,12 +8,19 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global subscriber once; later calls are no-ops (tests build many apps).
-pub fn init() {
+/// `human` forces the readable format whatever stderr is.
+pub fn init(human: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
-    let result = if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let result = if human || terminal {
         registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_ansi(terminal),
+            )
             .try_init()
     } else {
         registry

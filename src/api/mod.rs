@@ -1,5 +1,7 @@
-//! The HTTP surface on the one listener: GraphQL, the OCPP WebSocket route, health and metrics.
+//! The HTTP surface on the one listener: GraphQL, the OCPP WebSocket route, the operator
+//! console, health and metrics.
 
+pub mod console;
 pub mod graphql;
 pub mod health;
 pub mod metrics;
@@ -19,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/ocpp/{chargePointId}", web::get().to(ocpp::handshake))
+        .configure(console::configure)
         .service(
             web::resource("/webhooks/payments")
                 .app_data(web::PayloadConfig::new(256 * 1024))

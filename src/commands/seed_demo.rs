@@ -1,6 +1,7 @@
 //! `chargegrid seed-demo`: loads the bundled real OCM POIs (302 stations in 8 countries) into the
-//! mirror and Postgres, and creates the default tariff if there is none. Idempotent: a second
-//! run changes nothing. Demo chargers are another concern and are not created here.
+//! mirror and Postgres, creates the default tariff if there is none, and the demo fleet
+//! (`demo_fleet.rs`): demo chargers with a password, a demo operator and a demo driver whose
+//! wallet is funded. Idempotent: a second run changes nothing.
 
 use std::str::FromStr;
 
@@ -29,6 +30,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
         false => println!("a default tariff exists already; left as it is"),
     }
+    let core = crate::startup::connect_core(deps.settings.as_ref().clone()).await?;
+    let fleet = super::demo_fleet::ensure(&core).await;
+    core.amqp.close().await;
+    super::demo_fleet::print(&fleet?);
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod device_model;
 pub mod invoices;
 pub mod mongo;
 pub mod ocm_sync_state;
+pub mod operations;
 pub mod ownership;
 pub mod postgres;
 pub mod redis;

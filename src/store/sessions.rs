@@ -53,7 +53,7 @@ pub struct SessionRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, remote_start_id, \
+pub(crate) const COLUMNS: &str = "id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, remote_start_id, \
     start_time, end_time, meter_start_wh, meter_last_wh, energy_kwh, power_kw, max_power_kw, max_energy_kwh, \
     stop_reason, failure_reason, cost, currency::text AS currency, pending_expires_at, created_at, updated_at";
 

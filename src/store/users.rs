@@ -37,7 +37,8 @@ pub struct NewUser<'a> {
     pub currency: &'a str,
 }
 
-const USER_COLUMNS: &str = "id, email, name, password_hash, role, plan, blocked, wallet_balance, \
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, name, password_hash, role, plan, blocked, wallet_balance, \
                             wallet_currency::text AS wallet_currency, created_at";
 
 /// Inserts the user and their app idTag. A taken email (any case) is a `Conflict`.

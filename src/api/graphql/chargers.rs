@@ -163,6 +163,22 @@ impl ChargerView {
         super::security::events(ctx, Some(&self.0.id), first).await
     }
 
+    /// OPERATOR or ADMIN: the operator commands sent to this charger and how each ended,
+    /// newest first, from the audit log (extension).
+    #[graphql(complexity = "super::list_complexity(first, child_complexity)")]
+    async fn commands(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> ApiResult<Vec<super::operations::ChargerCommandRecord>> {
+        super::operations::charger_commands(ctx, self, first).await
+    }
+
+    /// OPERATOR or ADMIN: the charger's last BootNotification; null for others (extension).
+    async fn last_boot_at(&self, ctx: &Context<'_>) -> Option<DateTime<Utc>> {
+        self.0.last_boot_at.filter(|_| is_staff(ctx))
+    }
+
     /// OPERATOR or ADMIN; null for others.
     async fn vendor(&self, ctx: &Context<'_>) -> Option<&str> {
         self.0.vendor.as_deref().filter(|_| is_staff(ctx))

@@ -4,12 +4,14 @@
 pub mod accounts;
 pub mod auth;
 pub mod chargers;
+pub mod dead_letters;
 pub mod device_model;
 pub mod error;
 pub mod fuzz;
 pub mod invoices;
 pub mod limits;
 pub mod loaders;
+pub mod operations;
 pub mod payments;
 pub mod security;
 pub mod sessions;
@@ -37,6 +39,8 @@ pub struct QueryRoot(
     payments::PaymentQuery,
     security::SecurityQuery,
     security::CertificateQuery,
+    operations::OperationsQuery,
+    dead_letters::DeadLetterQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -49,6 +53,7 @@ pub struct MutationRoot(
     payments::PaymentMutation,
     security::SecurityMutation,
     security::CertificateMutation,
+    dead_letters::DeadLetterMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -123,6 +123,16 @@ impl SessionView {
             .as_deref()
             .or(self.0.failure_reason.as_deref())
     }
+    /// The meter curve: the last `last` samples of energy and power, oldest first (extension).
+    #[graphql(complexity = "super::list_complexity(last, child_complexity)")]
+    async fn meter_values(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 500)] last: i32,
+    ) -> ApiResult<Vec<super::operations::MeterPoint>> {
+        super::operations::meter_curve(ctx, self, last).await
+    }
+
     /// Batched across every session of the request (one statement).
     async fn invoice(&self, ctx: &Context<'_>) -> ApiResult<Option<InvoiceView>> {
         let loader = ctx.data_unchecked::<DataLoader<ApiLoader>>();

@@ -1,0 +1,532 @@
+//! The operator console in a real headless Chromium (over WebDriver) against the real server
+//! and real OCPP chargers over sockets: what an operator sees and does in the browser.
+//! Screenshots go to `$CHARGEGRID_SCREENSHOTS` when it is set (the README's images).
+
+use serde_json::json;
+
+use crate::charger_client::{connect16, TestCharger};
+use crate::helpers::{spawn_app, spawn_app_with_workers, TestApp, CHARGER_PASSWORD};
+use crate::webdriver::Browser;
+
+const STAFF_PASSWORD: &str = "operator password";
+
+/// Registers a user with `role` and returns their email (password `STAFF_PASSWORD`).
+async fn user_with_role(app: &TestApp, role: &str) -> String {
+    let email = format!(
+        "{}-{}@example.com",
+        role.to_lowercase(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let (_, _, id) = app.register(&email, STAFF_PASSWORD).await;
+    sqlx::query("UPDATE users SET role = $2 WHERE id = $1::uuid")
+        .bind(&id)
+        .bind(role)
+        .execute(&app.db)
+        .await
+        .expect("set the role");
+    email
+}
+
+/// Opens the console and signs in through the form, as a person would.
+async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
+    browser.goto(&format!("{}/console", app.address)).await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", STAFF_PASSWORD).await;
+    browser.click("#signin-submit").await;
+}
+
+/// A booted 1.6 charger with connector 1 Available.
+async fn online_charger(app: &TestApp, id: &str) -> TestCharger {
+    let mut cp = connect16(app.port, id, Some((id, CHARGER_PASSWORD))).await;
+    cp.boot().await;
+    cp.call(
+        "StatusNotification",
+        json!({ "connectorId": 1, "errorCode": "NoError", "status": "Available" }),
+    )
+    .await
+    .expect("status accepted");
+    cp
+}
+
+struct Fleet {
+    app: TestApp,
+    operator: String,
+    station: uuid::Uuid,
+}
+
+/// A server with `registered` chargers at one station, and an operator who may sign in.
+async fn fleet(registered: &[&str]) -> Fleet {
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Console station").await;
+    for id in registered {
+        app.register_charger(&token, id, station, None).await;
+    }
+    let operator = user_with_role(&app, "OPERATOR").await;
+    Fleet {
+        app,
+        operator,
+        station,
+    }
+}
+
+#[actix_web::test]
+async fn the_overview_counts_the_chargers_that_are_connected() {
+    let f = fleet(&["CP-C1", "CP-C2", "CP-C3"]).await;
+    let _one = online_charger(&f.app, "CP-C1").await;
+    let _two = online_charger(&f.app, "CP-C2").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+
+    browser.wait_text("#overview-online", |t| t == "2").await;
+    browser.wait_text("#overview-offline", |t| t == "1").await;
+    browser.wait_text("#overview-faulted", |t| t == "0").await;
+    let who = browser.wait_text("#whoami", |t| !t.is_empty()).await;
+    assert!(who.contains("operator"), "{who}");
+    browser.screenshot("console-overview").await;
+
+    // a third charger connecting is counted without a reload
+    browser
+        .eval("window.__sameDocument = true; return null;", json!([]))
+        .await;
+    let _three = online_charger(&f.app, "CP-C3").await;
+    browser.wait_text("#overview-online", |t| t == "3").await;
+    browser.wait_text("#overview-offline", |t| t == "0").await;
+    assert_eq!(
+        browser
+            .eval("return window.__sameDocument === true;", json!([]))
+            .await,
+        true
+    );
+
+    browser
+        .goto(&format!("{}/console#/chargers", f.app.address))
+        .await;
+    browser
+        .wait_text("#main tbody", |t| t.contains("CP-C3"))
+        .await;
+    browser.screenshot("console-chargers").await;
+    browser
+        .goto(&format!("{}/console#/map", f.app.address))
+        .await;
+    browser
+        .wait_text("#main tbody", |t| t.contains("Console station"))
+        .await;
+    assert!(browser
+        .attribute("[data-testid=station-map]", "aria-label")
+        .await
+        .is_some_and(|l| l.contains("1 stations")));
+}
+
+#[actix_web::test]
+async fn a_charger_going_offline_turns_offline_in_the_page_without_reload() {
+    let f = fleet(&["CP-OFF"]).await;
+    let cp = online_charger(&f.app, "CP-OFF").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+    browser
+        .goto(&format!("{}/console#/chargers/CP-OFF", f.app.address))
+        .await;
+    browser
+        .wait_text("[data-testid=charger-state]", |t| t == "online")
+        .await;
+    browser
+        .eval("window.__sameDocument = true; return null;", json!([]))
+        .await;
+
+    drop(cp); // the charger's socket closes
+
+    browser
+        .wait_text("[data-testid=charger-state]", |t| t == "offline")
+        .await;
+    assert_eq!(
+        browser
+            .eval("return window.__sameDocument === true;", json!([]))
+            .await,
+        true,
+        "the page was not reloaded"
+    );
+}
+
+#[actix_web::test]
+async fn a_reset_sent_from_the_page_reaches_the_charger_and_its_answer_is_shown() {
+    let f = fleet(&["CP-RST"]).await;
+    let mut cp = online_charger(&f.app, "CP-RST").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+    browser
+        .goto(&format!("{}/console#/chargers/CP-RST", f.app.address))
+        .await;
+    browser
+        .wait_text("[data-testid=charger-state]", |t| t == "online")
+        .await;
+
+    browser.click("#reset-hard").await;
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "Reset");
+    assert_eq!(payload["type"], "Hard");
+    cp.reply(&id, json!({ "status": "Rejected" })).await;
+    browser
+        .wait_text("#command-answer", |t| {
+            t.contains("Reset (hard): Rejected by the charger")
+        })
+        .await;
+
+    browser.click("#reset-soft").await;
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "Reset");
+    assert_eq!(payload["type"], "Soft");
+    cp.reply(&id, json!({ "status": "Accepted" })).await;
+    browser
+        .wait_text("#command-answer", |t| {
+            t.contains("Reset (soft): Accepted by the charger")
+        })
+        .await;
+    // both commands are in the history, as the audit log recorded them
+    browser
+        .wait_text("#main", |t| t.matches("resetCharger").count() >= 2)
+        .await;
+    browser.screenshot("console-charger").await;
+}
+
+fn meter(tid: i64, wh: i64, w: i64, at: &str) -> serde_json::Value {
+    json!({ "connectorId": 1, "transactionId": tid, "meterValue": [{ "timestamp": at, "sampledValue": [
+        { "value": wh.to_string(), "unit": "Wh", "measurand": "Energy.Active.Import.Register" },
+        { "value": w.to_string(), "unit": "W", "measurand": "Power.Active.Import" }
+    ] }] })
+}
+
+#[actix_web::test]
+async fn a_session_started_through_the_api_appears_live_and_its_meter_chart_grows() {
+    let f = fleet(&["CP-SES"]).await;
+    let mut cp = online_charger(&f.app, "CP-SES").await;
+    let (driver, _, _) = f
+        .app
+        .register("driver@example.com", "driver password")
+        .await;
+    f.app.fund(&driver, "50.00").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+    browser
+        .goto(&format!("{}/console#/sessions", f.app.address))
+        .await;
+    browser
+        .wait_text("#main tbody", |t| t.contains("Nothing"))
+        .await;
+
+    // the driver starts a session through the API; the charger accepts and starts
+    let start = f.app.graphql(
+        "mutation($i: StartSessionInput!) { startSession(input: $i) { id status } }",
+        json!({ "i": { "stationId": f.station.to_string() } }),
+        Some(&driver),
+    );
+    let charger = async {
+        let (id, action, payload) = cp.next_server_call().await;
+        assert_eq!(action, "RemoteStartTransaction");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+        payload["idTag"].as_str().unwrap().to_string()
+    };
+    let (started, id_tag) = tokio::join!(start, charger);
+    let session = started["data"]["startSession"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("startSession: {started}"))
+        .to_string();
+    let tid = cp
+        .call("StartTransaction", json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 1000, "timestamp": "2026-11-21T10:00:00Z" }))
+        .await
+        .unwrap()["transactionId"]
+        .as_i64()
+        .unwrap();
+
+    // it appears in the list without a reload
+    let row = format!("[data-session='{session}']");
+    browser.wait_text(&row, |t| t.contains("in progress")).await;
+    browser.click(&format!("{row} a")).await;
+    browser
+        .wait_text("[data-testid=session-status]", |t| t == "in progress")
+        .await;
+
+    for (i, (wh, w)) in [(2500, 7400), (4200, 7300), (6100, 7200)]
+        .iter()
+        .enumerate()
+    {
+        let at = format!("2026-11-21T10:0{}:00Z", i + 1);
+        cp.call("MeterValues", meter(tid, *wh, *w, &at))
+            .await
+            .unwrap();
+        let want = (i + 1).to_string();
+        let deadline = std::time::Instant::now() + crate::webdriver::PAGE_WAIT;
+        while browser
+            .attribute("[data-testid=meter-chart]", "data-points")
+            .await
+            .as_deref()
+            != Some(want.as_str())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the chart never showed {want} samples"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    browser
+        .wait_text("[data-testid=session-energy]", |t| t == "5.100 kWh")
+        .await;
+    let label = browser
+        .attribute("[data-testid=meter-chart]", "aria-label")
+        .await
+        .unwrap_or_default();
+    assert!(label.contains("5.100 kWh delivered"), "{label}");
+    browser.screenshot("console-session").await;
+}
+
+#[actix_web::test]
+async fn a_drivers_sign_in_is_refused_by_the_console() {
+    let app = spawn_app().await;
+    let driver = user_with_role(&app, "DRIVER").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &driver).await;
+    let refused = browser
+        .wait_text("[data-testid=refused]", |t| !t.is_empty())
+        .await;
+    assert!(
+        refused.contains("for operators and administrators") && refused.contains("driver account"),
+        "{refused}"
+    );
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('nav').hidden;", json!([]))
+            .await,
+        true,
+        "a driver sees no navigation"
+    );
+    assert_eq!(
+        browser
+            .eval("return sessionStorage.getItem('cg.access');", json!([]))
+            .await,
+        serde_json::Value::Null,
+        "no token is kept"
+    );
+    browser.screenshot("console-driver-refused").await;
+}
+
+#[actix_web::test]
+async fn the_console_is_served_with_its_content_types_csp_and_revalidation() {
+    let app = spawn_app().await;
+    let page = app
+        .http
+        .get(format!("{}/console", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    let csp = header(&page, "content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(header(&page, "cache-control"), "no-cache");
+
+    let script = app
+        .http
+        .get(format!("{}/console/js/app.js", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&script, "content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    let etag = header(&script, "etag");
+    assert!(etag.starts_with('"'), "{etag}");
+    let again = app
+        .http
+        .get(format!("{}/console/js/app.js", app.address))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    let missing = app
+        .http
+        .get(format!("{}/console/js/nope.js", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+/// No page answers with an error box (a query over the API's cost limit, a field that does not
+/// exist): each shows the data of a finished, invoiced session.
+#[actix_web::test]
+async fn every_page_shows_its_data_without_an_error() {
+    let app = spawn_app_with_workers(|_| {}).await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Pages station").await;
+    app.register_charger(&token, "CP-PG", station, None).await;
+    let operator = user_with_role(&app, "OPERATOR").await;
+    let mut cp = online_charger(&app, "CP-PG").await;
+    let (driver, _, _) = app.register("pages@example.com", "driver password").await;
+    app.fund(&driver, "50.00").await;
+
+    // a session from start to invoice, through the API and the charger, all within today (UTC)
+    let now = chrono::Utc::now();
+    let midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let base = (now - chrono::Duration::seconds(30)).max(midnight);
+    let at = |seconds: i64| {
+        (base + chrono::Duration::seconds(seconds))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let start = app.graphql(
+        "mutation($i: StartSessionInput!) { startSession(input: $i) { id } }",
+        json!({ "i": { "stationId": station.to_string() } }),
+        Some(&driver),
+    );
+    let accept = async {
+        let (id, _, payload) = cp.next_server_call().await;
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+        payload["idTag"].as_str().unwrap().to_string()
+    };
+    let (started, id_tag) = tokio::join!(start, accept);
+    let session = started["data"]["startSession"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tid = cp
+        .call(
+            "StartTransaction",
+            json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": at(0) }),
+        )
+        .await
+        .unwrap()["transactionId"]
+        .as_i64()
+        .unwrap();
+    cp.call("MeterValues", meter(tid, 3000, 7000, &at(10)))
+        .await
+        .unwrap();
+    let end = app.graphql(
+        "mutation($id: ID!) { endSession(sessionId: $id) { status } }",
+        json!({ "id": session }),
+        Some(&driver),
+    );
+    let stop = async {
+        let (id, action, _) = cp.next_server_call().await;
+        assert_eq!(action, "RemoteStopTransaction");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    tokio::join!(end, stop);
+    cp.call(
+        "StopTransaction",
+        json!({ "transactionId": tid, "meterStop": 4000, "timestamp": at(20), "reason": "Remote" }),
+    )
+    .await
+    .unwrap();
+    let invoiced = app
+        .wait_until(std::time::Duration::from_secs(15), || async {
+            !app.graphql(
+                "query($id: ID!) { session(id: $id) { invoice { id } } }",
+                json!({ "id": session }),
+                Some(&driver),
+            )
+            .await["data"]["session"]["invoice"]
+                .is_null()
+        })
+        .await;
+    assert!(invoiced, "billing wrote the invoice");
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &operator).await;
+    browser
+        .wait_text("#overview-energy", |t| t == "4.000 kWh")
+        .await;
+    let pages = [
+        ("chargers", "#main tbody", "CP-PG"),
+        ("chargers/CP-PG", "#main", "completed"),
+        ("sessions", "#main tbody", "completed"),
+        (
+            &*format!("sessions/{session}"),
+            "[data-testid=invoice]",
+            "paid",
+        ),
+        ("map", "#main tbody", "Pages station"),
+        ("billing", "#main", "pages@example.com"),
+    ];
+    for (page, css, expected) in pages {
+        browser
+            .goto(&format!("{}/console#/{page}", app.address))
+            .await;
+        browser.wait_text(css, |t| t.contains(expected)).await;
+        assert_eq!(
+            browser.text("#main .error").await,
+            None,
+            "#/{page} shows an error"
+        );
+    }
+    browser
+        .goto(&format!("{}/console#/billing", app.address))
+        .await;
+    browser.wait_text("#main", |t| t.contains("paid")).await;
+    browser.screenshot("console-billing").await;
+}
+
+#[actix_web::test]
+async fn an_admin_replays_a_dead_letter_from_the_page() {
+    let app = spawn_app_with_workers(|_| {}).await;
+    let admin = user_with_role(&app, "ADMIN").await;
+    let billing = app
+        .ctx
+        .topology()
+        .queue(&chargegrid::events::topology::BILLING);
+    crate::operations::dead_letter_one(&app).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &admin).await;
+    browser.wait_text("#overview-online", |t| t == "0").await;
+    browser
+        .goto(&format!("{}/console#/dead-letters", app.address))
+        .await;
+    let section = format!("[data-dlq='{billing}']");
+    // the letter arrives once billing has refused it: the page shows it after a reload of the view
+    let deadline = std::time::Instant::now() + crate::webdriver::PAGE_WAIT;
+    loop {
+        let depth = browser
+            .text(&format!("{section} [data-testid=dlq-depth]"))
+            .await;
+        if depth.as_deref() == Some("1 dead letter") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page never showed the dead letter: {depth:?}"
+        );
+        browser
+            .goto(&format!("{}/console#/overview", app.address))
+            .await;
+        browser
+            .goto(&format!("{}/console#/dead-letters", app.address))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    browser
+        .wait_text(&format!("{section} tbody"), |t| t.contains("SESSION_ENDED"))
+        .await;
+    browser.screenshot("console-dead-letters").await;
+    browser.click(&format!("{section} button")).await;
+    browser
+        .wait_text("[data-testid=replay-answer]", |t| {
+            t == format!("1 message moved back into {billing}.")
+        })
+        .await;
+}
