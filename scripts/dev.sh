@@ -33,7 +33,7 @@ if [ -z "${JWT_SECRET:-}" ]; then
     log "JWT_SECRET not set: using the built-in development secret"
 fi
 export RUST_LOG="${RUST_LOG:-info}"
-export HTTP_BIND="${HTTP_BIND:-0.0.0.0:8080}"
+export HTTP_BIND="${HTTP_BIND:-127.0.0.1:8080}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/${CHARGEGRID_DB_NAME:-chargegrid}}"
 
 need_cmd cargo "install Rust with rustup"

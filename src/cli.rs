@@ -49,7 +49,8 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         from_file: Option<PathBuf>,
     },
-    /// Loads the bundled OCM sample stations and the default tariff (idempotent).
+    /// Loads the bundled OCM sample stations and the default tariff; with --dev also the demo
+    /// chargers, operator and driver, whose passwords are public (idempotent).
     SeedDemo,
     /// User administration.
     User {

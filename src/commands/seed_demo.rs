@@ -30,6 +30,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
         false => println!("a default tariff exists already; left as it is"),
     }
+    // the demo fleet has an ADMIN and chargers whose passwords are published in the README:
+    // never outside development
+    if !deps.settings.dev {
+        println!(
+            "demo chargers and accounts skipped: their passwords are public, so seed-demo creates them only with --dev"
+        );
+        return Ok(());
+    }
     let core = crate::startup::connect_core(deps.settings.as_ref().clone()).await?;
     let fleet = super::demo_fleet::ensure(&core).await;
     core.amqp.close().await;

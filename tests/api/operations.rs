@@ -41,6 +41,26 @@ async fn the_operator_views_are_refused_to_drivers_and_anonymous_callers() {
         .graphql("{ sessions(first: 0) { id } }", json!({}), Some(&operator))
         .await;
     assert_eq!(error_code(&response).as_deref(), Some("BAD_USER_INPUT"));
+    // a driver's idTag is a charging credential: an OPERATOR listing users does not read it,
+    // an ADMIN and the driver do
+    let list = "{ users(role: DRIVER) { email idTag } }";
+    let response = app.graphql(list, json!({}), Some(&operator)).await;
+    assert_eq!(
+        error_code(&response).as_deref(),
+        Some("FORBIDDEN"),
+        "{response}"
+    );
+    let admin = app.staff_token("ADMIN").await;
+    let response = app.graphql(list, json!({}), Some(&admin)).await;
+    assert!(response["errors"].is_null(), "{response}");
+    assert!(
+        response["data"]["users"][0]["idTag"].is_string(),
+        "{response}"
+    );
+    let mine = app
+        .graphql("{ me { idTag } }", json!({}), Some(&driver))
+        .await;
+    assert!(mine["data"]["me"]["idTag"].is_string(), "{mine}");
 }
 
 #[actix_web::test]

@@ -111,21 +111,27 @@ impl DeadLetterMutation {
                 "{queue:?} is not a consumer queue of this deployment"
             )));
         }
-        let moved = dlq::replay(&app.settings, &queue).await.map_err(|e| {
-            tracing::warn!(error = %e, "replaying dead letters failed");
-            ApiError::internal("RabbitMQ could not be reached")
-        })?;
+        // audited whatever happened: a replay that failed half-way may have moved letters
+        let replayed = dlq::replay(&app.settings, &queue).await;
+        let detail = match &replayed {
+            Ok(moved) => serde_json::json!({ "moved": moved }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
         if let Err(e) = crate::store::top_ups::audit(
             &app.db,
             Some(admin),
             "replayDeadLetters",
             Some(&queue),
-            serde_json::json!({ "moved": moved }),
+            detail,
         )
         .await
         {
             tracing::error!(error = %e, "could not write the audit log");
         }
+        let moved = replayed.map_err(|e| {
+            tracing::warn!(error = %e, "replaying dead letters failed");
+            ApiError::internal("RabbitMQ could not be reached")
+        })?;
         tracing::info!(%queue, moved, "dead letters replayed");
         Ok(clamp(moved))
     }
