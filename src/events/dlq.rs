@@ -31,17 +31,7 @@ pub async fn replay(settings: &Settings, queue: &str) -> anyhow::Result<u64> {
     topology.declare_consumer(&channel, &known).await?;
     let dlq = topology::dead_letter_queue(queue);
     // only what is there now: a replayed message that fails again must not loop back in
-    let waiting = channel
-        .queue_declare(
-            &dlq,
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?
-        .message_count();
+    let waiting = depth(&channel, &dlq).await?;
     let mut moved = 0;
     while moved < u64::from(waiting) {
         let Some(message) = channel
@@ -119,18 +109,8 @@ pub async fn peek(settings: &Settings, first: usize) -> anyhow::Result<Vec<DeadL
         let dlq = topology::dead_letter_queue(&queue);
         // a passive declare of a missing queue closes its channel: one channel per queue
         let channel = connection.create_channel().await?;
-        let depth = match channel
-            .queue_declare(
-                &dlq,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-        {
-            Ok(declared) => declared.message_count(),
+        let depth = match depth(&channel, &dlq).await {
+            Ok(count) => count,
             Err(_) => {
                 queues.push(DeadLetterQueue {
                     queue,
@@ -186,4 +166,20 @@ pub async fn peek(settings: &Settings, first: usize) -> anyhow::Result<Vec<DeadL
     }
     let _ = connection.close(200, "done").await;
     Ok(queues)
+}
+
+/// How many messages `queue` holds now (a passive declare: a missing queue is an error, and
+/// closes the channel).
+async fn depth(channel: &lapin::Channel, queue: &str) -> Result<u32, lapin::Error> {
+    Ok(channel
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?
+        .message_count())
 }

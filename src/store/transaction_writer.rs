@@ -129,6 +129,8 @@ pub type FlushSink = Arc<dyn Fn(SessionRecord) + Send + Sync>;
 pub struct TransactionWriter {
     shards: Arc<Vec<(Shard, Arc<Mutex<Readings>>)>>,
     sink: Arc<std::sync::OnceLock<FlushSink>>,
+    /// Ends the flush ticks (which hold their shard open) when the last clone is dropped.
+    _ticks: Arc<tokio_util::sync::DropGuard>,
 }
 
 impl TransactionWriter {
@@ -141,6 +143,7 @@ impl TransactionWriter {
         observe: Option<BatchObserver>,
     ) -> Self {
         let sink: Arc<std::sync::OnceLock<FlushSink>> = Arc::default();
+        let ticks = tokio_util::sync::CancellationToken::new();
         let shards: Vec<(Shard, Arc<Mutex<Readings>>)> = (0..shards.max(1))
             .map(|_| {
                 let readings = Arc::new(Mutex::new(Readings::default()));
@@ -150,13 +153,19 @@ impl TransactionWriter {
                     Box::pin(async move { run_batch(&pool, &source, &state, items).await })
                         as BatchFuture<_>
                 });
-                tokio::spawn(flush_ticks(shard.clone(), readings.clone(), sink.clone()));
+                tokio::spawn(flush_ticks(
+                    shard.clone(),
+                    readings.clone(),
+                    sink.clone(),
+                    ticks.clone(),
+                ));
                 (shard, readings)
             })
             .collect();
         Self {
             shards: Arc::new(shards),
             sink,
+            _ticks: Arc::new(ticks.drop_guard()),
         }
     }
 
@@ -338,16 +347,20 @@ impl Readings {
 }
 
 /// Submits a flush whenever a held reading of the shard is due, and hands the refreshed
-/// sessions to the sink. Ends with the shard.
+/// sessions to the sink. Ends with the writer.
 async fn flush_ticks(
     shard: Shard,
     readings: Arc<Mutex<Readings>>,
     sink: Arc<std::sync::OnceLock<FlushSink>>,
+    writer_gone: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(FLUSH_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = writer_gone.cancelled() => return,
+        }
         let due = readings
             .lock()
             .map(|r| r.anything_due(Instant::now()))
@@ -488,9 +501,10 @@ async fn run_together(
     let mut done = None;
     if !meters.is_empty() || !flushes.is_empty() {
         match meters_set_based(&mut tx, source, state, &meters, !flushes.is_empty()).await {
-            Ok(stored) => {
-                for ((i, _), session) in meters.iter().zip(stored.per_message.iter()) {
-                    results[*i] = Some(Outcome::Meter(session.clone().map(Box::new)));
+            Ok(mut stored) => {
+                let per_message = std::mem::take(&mut stored.per_message);
+                for ((i, _), session) in meters.iter().zip(per_message) {
+                    results[*i] = Some(Outcome::Meter(session.map(Box::new)));
                 }
                 done = Some(stored);
             }
@@ -500,10 +514,10 @@ async fn run_together(
     if let Err(e) = tx.commit().await {
         return Together::CommitFailed(e.to_string());
     }
-    if let Some(stored) = done {
+    if let Some(mut stored) = done {
         // every flush of the batch shares the refreshed sessions; the first one reports them
         if let Some(first) = flushes.first() {
-            results[*first] = Some(Outcome::Flushed(stored.flushed.clone()));
+            results[*first] = Some(Outcome::Flushed(std::mem::take(&mut stored.flushed)));
         }
         stored.commit_to(state);
     }
@@ -552,7 +566,7 @@ async fn meter_alone(
     tx.commit().await?;
     let outcome = match write {
         Some(_) => Outcome::Meter(stored.per_message.pop().flatten().map(Box::new)),
-        None => Outcome::Flushed(stored.flushed.clone()),
+        None => Outcome::Flushed(std::mem::take(&mut stored.flushed)),
     };
     stored.commit_to(state);
     Ok(outcome)
