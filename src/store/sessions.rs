@@ -321,19 +321,24 @@ pub async fn start_from_transaction(
         .await?;
     outbox::enqueue(
         tx,
-        Event::SessionStarted {
-            session_id: session.id,
-            user_id: session.user_id,
-            station_id: session.station_id,
-            charger_id: session.charger_id.clone(),
-            connector_id: session.connector_id,
-            started_at: start.started_at,
-        },
+        started_event(&session, start.started_at),
         start.started_at,
         start.source,
     )
     .await?;
     Ok(Some(session))
+}
+
+/// SESSION_STARTED of `session`, whose transaction started at `started_at`.
+pub(crate) fn started_event(session: &SessionRecord, started_at: DateTime<Utc>) -> Event {
+    Event::SessionStarted {
+        session_id: session.id,
+        user_id: session.user_id,
+        station_id: session.station_id,
+        charger_id: session.charger_id.clone(),
+        connector_id: session.connector_id,
+        started_at,
+    }
 }
 
 /// Energy between two register readings in kWh, never negative. The registers come from a
@@ -504,7 +509,11 @@ pub async fn complete(
 }
 
 /// SESSION_ENDED of a session that `done` completed at `ended_at`.
-fn ended_event(done: &SessionRecord, ended_at: DateTime<Utc>, stop_reason: &str) -> Event {
+pub(crate) fn ended_event(
+    done: &SessionRecord,
+    ended_at: DateTime<Utc>,
+    stop_reason: &str,
+) -> Event {
     let started = done.start_time.unwrap_or(ended_at);
     let duration_minutes = ((ended_at - started).num_seconds().max(0) + 59) / 60;
     Event::SessionEnded {

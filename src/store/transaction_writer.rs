@@ -46,6 +46,7 @@ use uuid::Uuid;
 
 use super::batch::{BatchFuture, BatchObserver, Batcher};
 use super::sessions::{self, SessionRecord};
+use super::starts_and_stops::{self, StartOutcome, StartV16, StopV16};
 use super::transactions::{self, SampleOwner};
 use super::{StoreError, Tx};
 use crate::events::{outbox, Event};
@@ -92,7 +93,13 @@ type JobFn = Box<
 
 enum Item {
     Meter(MeterWrite),
-    Job(JobFn),
+    /// A job of the named charger.
+    Job(String, JobFn),
+    /// A 1.6 StartTransaction: set-based with the batch's other starts, else (a charger with
+    /// several items in the batch, or a case the set-based statements leave) its job.
+    StartV16(Box<StartV16>, JobFn),
+    /// A 1.6 StopTransaction, as a start.
+    StopV16(Box<StopV16>, JobFn),
     /// A 2.0.1 TransactionEvent(Updated): set-based when it is the transaction's next seqNo,
     /// else its job (the general path) runs.
     Update(EventUpdate, JobFn),
@@ -250,7 +257,50 @@ impl TransactionWriter {
             + Sync
             + 'static,
     {
-        let submitted = self.shard(charger_id).submit(Item::Job(boxed(job)));
+        let submitted = self
+            .shard(charger_id)
+            .submit(Item::Job(charger_id.to_string(), boxed(job)));
+        async move { answer(submitted.await, |_| None) }
+    }
+
+    /// Stores a 1.6 StartTransaction in the next batch of its charger's shard, set-based with
+    /// the batch's other starts; `general` (the one-by-one path, run in the same transaction)
+    /// settles what the set-based statements leave. Resolves once the batch committed.
+    pub fn start_v16<F>(
+        &self,
+        start: StartV16,
+        general: F,
+    ) -> impl std::future::Future<Output = Result<StartOutcome, StoreError>> + Send + 'static
+    where
+        F: for<'a> Fn(&'a mut Tx<'static>) -> BoxFuture<'a, Result<StartOutcome, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let submitted = self
+            .shard(&start.charger_id)
+            .submit(Item::StartV16(Box::new(start), boxed(general)));
+        async move { answer(submitted.await, |_| None) }
+    }
+
+    /// Stores a 1.6 StopTransaction, as `start_v16` does a start; resolves to the session it
+    /// completed.
+    pub fn stop_v16<F>(
+        &self,
+        stop: StopV16,
+        general: F,
+    ) -> impl std::future::Future<Output = Result<Option<SessionRecord>, StoreError>> + Send + 'static
+    where
+        F: for<'a> Fn(
+                &'a mut Tx<'static>,
+            ) -> BoxFuture<'a, Result<Option<SessionRecord>, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let submitted = self
+            .shard(&stop.charger_id)
+            .submit(Item::StopV16(Box::new(stop), boxed(general)));
         async move { answer(submitted.await, |_| None) }
     }
 }
@@ -454,9 +504,24 @@ enum Together {
     CommitFailed(String),
 }
 
+/// The charger an item is of (a flush is of none).
+fn charger_of(item: &Item) -> Option<&str> {
+    match item {
+        Item::Meter(m) => Some(&m.charger_id),
+        Item::Job(charger_id, _) => Some(charger_id),
+        Item::StartV16(s, _) => Some(&s.charger_id),
+        Item::StopV16(s, _) => Some(&s.charger_id),
+        Item::Update(u, _) => Some(&u.charger_id),
+        Item::Flush => None,
+    }
+}
+
 /// Every item in one transaction: jobs first, in submission order (a Start in this batch
 /// precedes the readings of its transaction, which can only be sent once it was answered, in a
-/// later batch), then the meter messages set-based.
+/// later batch), then the 1.6 starts and stops set-based, then the meter messages set-based.
+/// A start or stop joins the set-based statements only when it is its charger's one item in the
+/// batch (OCPP allows one call in flight, so that is every well-behaved charger); a charger
+/// with several has them all run as jobs, in the order it sent them.
 async fn run_together(
     pool: &PgPool,
     source: &str,
@@ -467,20 +532,85 @@ async fn run_together(
         Ok(tx) => tx,
         Err(e) => return Together::CommitFailed(e.to_string()),
     };
+    let mut items_of: HashMap<&str, usize> = HashMap::new();
+    for charger_id in items.iter().filter_map(charger_of) {
+        *items_of.entry(charger_id).or_default() += 1;
+    }
+    let alone = |charger_id: &str| items_of.get(charger_id).copied() == Some(1);
     let mut results: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
     let mut meters: Vec<(usize, &MeterWrite)> = Vec::new();
     let mut updates: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
+    let mut starts: Vec<(usize, &StartV16, &JobFn)> = Vec::new();
+    let mut stops: Vec<(usize, &StopV16, &JobFn)> = Vec::new();
     let mut flushes: Vec<usize> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match item {
-            Item::Job(job) => match job(&mut tx).await {
-                Ok(output) => results[i] = Some(Outcome::Job(output)),
-                Err(e) => return Together::ItemFailed(e),
-            },
-            Item::Meter(m) => meters.push((i, m)),
-            Item::Update(u, general) => updates.push((i, u, general)),
-            Item::Flush => flushes.push(i),
+        let job = match item {
+            Item::Job(_, job) => job,
+            Item::StartV16(s, general) if !alone(&s.charger_id) => general,
+            Item::StopV16(s, general) if !alone(&s.charger_id) => general,
+            Item::StartV16(s, general) => {
+                starts.push((i, s, general));
+                continue;
+            }
+            Item::StopV16(s, general) => {
+                stops.push((i, s, general));
+                continue;
+            }
+            Item::Meter(m) => {
+                meters.push((i, m));
+                continue;
+            }
+            Item::Update(u, general) => {
+                updates.push((i, u, general));
+                continue;
+            }
+            Item::Flush => {
+                flushes.push(i);
+                continue;
+            }
+        };
+        match job(&mut tx).await {
+            Ok(output) => results[i] = Some(Outcome::Job(output)),
+            Err(e) => return Together::ItemFailed(e),
         }
+    }
+    let settled = {
+        let given: Vec<&StartV16> = starts.iter().map(|(_, s, _)| *s).collect();
+        starts_and_stops::start_v16_many(&mut tx, &given, source).await
+    };
+    match settled {
+        Ok(settled) => {
+            for ((i, _, general), outcome) in starts.iter().zip(settled) {
+                let output = match outcome {
+                    Some(outcome) => Box::new(outcome) as JobOutput,
+                    None => match general(&mut tx).await {
+                        Ok(output) => output,
+                        Err(e) => return Together::ItemFailed(e),
+                    },
+                };
+                results[*i] = Some(Outcome::Job(output));
+            }
+        }
+        Err(e) => return Together::ItemFailed(e),
+    }
+    let settled = {
+        let given: Vec<&StopV16> = stops.iter().map(|(_, s, _)| *s).collect();
+        starts_and_stops::stop_v16_many(&mut tx, &given, source).await
+    };
+    match settled {
+        Ok(settled) => {
+            for ((i, _, general), outcome) in stops.iter().zip(settled) {
+                let output = match outcome {
+                    Some(session) => Box::new(session) as JobOutput,
+                    None => match general(&mut tx).await {
+                        Ok(output) => output,
+                        Err(e) => return Together::ItemFailed(e),
+                    },
+                };
+                results[*i] = Some(Outcome::Job(output));
+            }
+        }
+        Err(e) => return Together::ItemFailed(e),
     }
     // in-sequence updates join the meter messages; the others take the general path
     let mut as_meters = match in_sequence(&mut tx, &updates).await {
@@ -538,7 +668,9 @@ async fn run_alone(
 ) -> Result<Outcome, StoreError> {
     let mut tx = pool.begin().await?;
     let outcome = match item {
-        Item::Job(job) => Outcome::Job(job(&mut tx).await?),
+        Item::Job(_, job) | Item::StartV16(_, job) | Item::StopV16(_, job) => {
+            Outcome::Job(job(&mut tx).await?)
+        }
         Item::Update(update, general) => {
             let found = in_sequence(&mut tx, &[(0, update, general)]).await?;
             match found.get(&0) {

@@ -8,9 +8,11 @@ use chargegrid::store::StoreError;
 use chrono::Utc;
 use futures_util::future::join_all;
 use rust_decimal::Decimal;
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::charger_client::connect16;
+use crate::helpers::{spawn_app, TestApp, CHARGER_PASSWORD};
 
 fn batches_run(app: &TestApp) -> u64 {
     app.ctx
@@ -269,5 +271,181 @@ async fn a_reading_within_a_second_of_the_last_is_held_and_written_by_the_flush(
         .await,
         2,
         "one event per refresh of the row"
+    );
+}
+
+/// `n` drivers (their idTags) and `n` chargers with `CHARGER_PASSWORD` at one station, inserted
+/// directly (registering each through the API would hash `n` passwords).
+async fn fleet(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
+    use chargegrid::domain::{Email, PersonName, Role};
+    use chargegrid::store::users;
+    let station = app.create_station("Batch station").await;
+    let hash = chargegrid::auth::password::hash(CHARGER_PASSWORD.to_string())
+        .await
+        .unwrap();
+    let name = PersonName::parse("Batch Driver").unwrap();
+    let mut tags = Vec::with_capacity(n);
+    for i in 0..n {
+        let email = Email::parse(&format!("{prefix}-{i}@example.com")).unwrap();
+        let mut tx = app.db.begin().await.unwrap();
+        let user = users::insert(
+            &mut tx,
+            users::NewUser {
+                email: &email,
+                name: &name,
+                password_hash: "not-a-login",
+                role: Role::Driver,
+                currency: "EUR",
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        tags.push(users::app_id_tag(&app.db, user.id).await.unwrap());
+        sqlx::query("INSERT INTO chargers (id, station_id, password_hash) VALUES ($1, $2, $3)")
+            .bind(format!("{prefix}-{i}"))
+            .bind(station)
+            .bind(&hash)
+            .execute(&app.db)
+            .await
+            .unwrap();
+    }
+    tags
+}
+
+#[actix_web::test]
+async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_session() {
+    let app = spawn_app().await;
+    let n = 24;
+    let tags = fleet(&app, "SET", n).await;
+    let mut cps = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("SET-{i}");
+        let mut cp = connect16(app.port, &id, Some((&id, CHARGER_PASSWORD))).await;
+        cp.boot().await;
+        cps.push(cp);
+    }
+    let start = |i: usize| json!({ "connectorId": 1, "idTag": tags[i], "meterStart": 1000 * i, "timestamp": "2026-12-04T08:00:00Z" });
+
+    // every charger starts at once: the starts share batches, each gets its own transaction
+    let before = batches_run(&app);
+    let answers = join_all(
+        cps.iter_mut()
+            .enumerate()
+            .map(|(i, cp)| cp.call("StartTransaction", start(i))),
+    )
+    .await;
+    assert!(
+        batches_run(&app) - before < n as u64,
+        "the starts did not share a batch"
+    );
+    let mut ids = Vec::with_capacity(n);
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer.unwrap();
+        assert_eq!(answer["idTagInfo"]["status"], "Accepted", "charger {i}");
+        let id = answer["transactionId"].as_i64().unwrap();
+        // the transaction answered is this charger's, and its session is this charger's and
+        // driver's, started with this charger's register
+        let (charger, session_charger, tag, meter_start): (String, String, String, Decimal) =
+            sqlx::query_as(
+                "SELECT t.charger_id, s.charger_id, s.id_tag, s.meter_start_wh FROM charger_transactions t \
+                 JOIN sessions s ON s.id = t.session_id WHERE t.transaction_id = $1",
+            )
+            .bind(id as i32)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(
+            (charger.as_str(), session_charger.as_str(), tag.as_str()),
+            (
+                format!("SET-{i}").as_str(),
+                format!("SET-{i}").as_str(),
+                tags[i].as_str()
+            )
+        );
+        assert_eq!(meter_start, Decimal::from(1000 * i));
+        ids.push(id);
+    }
+
+    // a repeated start (all at once again) is answered with its first transactionId
+    let again = join_all(
+        cps.iter_mut()
+            .enumerate()
+            .map(|(i, cp)| cp.call("StartTransaction", start(i))),
+    )
+    .await;
+    let repeated: Vec<i64> = again
+        .into_iter()
+        .map(|a| a.unwrap()["transactionId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(repeated, ids);
+
+    // every charger stops at once, charger i having delivered i + 1 kWh; and one stop of a
+    // transaction nobody knows, which goes the general way and is recorded
+    let mut answers = join_all(cps.iter_mut().enumerate().map(|(i, cp)| {
+        cp.call(
+            "StopTransaction",
+            json!({ "transactionId": ids[i], "meterStop": 1000 * i + 1000 * (i + 1), "timestamp": "2026-12-04T09:00:00Z",
+                    "transactionData": [{ "timestamp": "2026-12-04T09:00:00Z", "sampledValue": [{ "value": (1000 * i + 1000 * (i + 1)).to_string() }] }] }),
+        )
+    }))
+    .await;
+    assert!(answers.iter_mut().all(|a| a.is_ok()));
+    for (i, id) in ids.iter().enumerate() {
+        let (status, energy, samples): (String, Decimal, i64) = sqlx::query_as(
+            "SELECT s.status, s.energy_kwh, (SELECT count(*) FROM meter_values m WHERE m.transaction_pk = t.id AND m.session_id = s.id) \
+             FROM charger_transactions t JOIN sessions s ON s.id = t.session_id WHERE t.transaction_id = $1",
+        )
+        .bind(*id as i32)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        assert_eq!(
+            (status.as_str(), energy, samples),
+            ("COMPLETED", Decimal::from(i + 1), 1),
+            "charger {i}"
+        );
+    }
+    // one SESSION_STARTED and one SESSION_ENDED per session, none for the repeats
+    let events: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM outbox WHERE event_type IN ('SESSION_STARTED', 'SESSION_ENDED') \
+         GROUP BY event_type ORDER BY event_type",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            ("SESSION_ENDED".to_string(), n as i64),
+            ("SESSION_STARTED".to_string(), n as i64)
+        ]
+    );
+
+    // repeated stops change nothing; a stop nobody knows is recorded for reconciliation
+    let unknown = cps[0]
+        .call("StopTransaction", json!({ "transactionId": 999_999, "meterStop": 1, "timestamp": "2026-12-04T09:00:00Z" }))
+        .await;
+    assert!(unknown.is_ok());
+    let repeats = join_all(cps.iter_mut().enumerate().map(|(i, cp)| {
+        cp.call(
+            "StopTransaction",
+            json!({ "transactionId": ids[i], "meterStop": 99_999_999, "timestamp": "2026-12-04T10:00:00Z" }),
+        )
+    }))
+    .await;
+    assert!(repeats.iter().all(|a| a.is_ok()));
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM sessions WHERE charger_id LIKE 'SET-%' AND energy_kwh > 24"
+        )
+        .await,
+        0,
+        "a repeated stop moved a register"
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM charger_reports WHERE charger_id = 'SET-0' AND kind = 'UnknownStopTransaction'").await,
+        1
     );
 }

@@ -21,6 +21,7 @@ use crate::ocpp::payload::{decode, decode_shape};
 use crate::ocpp::CallFailure;
 use crate::store::chargers;
 use crate::store::sessions::{self, TransactionStart};
+use crate::store::starts_and_stops::{StartV16, StopV16};
 use crate::store::transaction_writer::{MeterOwner, MeterWrite};
 use crate::store::transactions::{self, SampleOwner, StartRequest};
 use crate::store::StoreError;
@@ -78,11 +79,21 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
     let (charger_id, source) = (ctx.charger_id.clone(), ctx.app.event_source());
     let (id_tag, started_at) = (req.id_tag.clone(), req.timestamp);
     let meter_start = Decimal::from(req.meter_start);
-    // stored in the next group commit; answered only once it committed
+    let start = StartV16 {
+        charger_id: charger_id.clone(),
+        connector_id,
+        id_tag: id_tag.clone(),
+        started_at,
+        meter_start_wh: meter_start,
+        id_tag_status: status_name.clone(),
+        user_id: user.filter(|_| accepted),
+    };
+    // stored in the next group commit (set-based with the batch's other starts, else by this
+    // job); answered only once it committed
     let (started, session) = ctx
         .app
         .transactions
-        .run(&ctx.charger_id, move |tx| {
+        .start_v16(start, move |tx| {
             // a job may run twice (alone, after its batch failed): it owns copies
             let (charger_id, id_tag) = (charger_id.clone(), id_tag.clone());
             let (status_name, source) = (status_name.clone(), source.clone());
@@ -159,10 +170,18 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
     let (charger_id, source) = (ctx.charger_id.clone(), ctx.app.event_source());
     let (transaction_id, stopped_at) = (req.transaction_id, req.timestamp);
     let meter_stop = Decimal::from(req.meter_stop);
+    let stop = StopV16 {
+        charger_id: charger_id.clone(),
+        transaction_id,
+        stopped_at,
+        meter_stop_wh: meter_stop,
+        reason: reason.clone(),
+        samples: samples.clone(),
+    };
     let session = ctx
         .app
         .transactions
-        .run(&ctx.charger_id, move |tx| {
+        .stop_v16(stop, move |tx| {
             let (charger_id, source, reason) = (charger_id.clone(), source.clone(), reason.clone());
             let (payload, samples) = (payload.clone(), samples.clone());
             Box::pin(async move {

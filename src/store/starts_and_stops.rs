@@ -1,0 +1,353 @@
+//! OCPP 1.6 StartTransaction and StopTransaction set-based, for the transaction writer's
+//! batches (ADR 015): every start of a batch is stored with the same three statements, and every
+//! stop with the same three, however many the batch holds. A start or stop is the lifecycle of a
+//! session; run one by one, each cost five round trips inside its batch's transaction, and a
+//! batch's round trips run one after another, so the chargers of a shard waited for each
+//! other's round trips rather than for the database's work.
+//!
+//! These statements take the common case only and report, per item, when they could not settle
+//! it; the writer then runs that item's general job (the one-by-one path with every rule) in the
+//! same transaction:
+//! - a start whose transaction row a concurrent writer created first (another replica);
+//! - a start that completes a PENDING app session (`startSession`): that path locks the
+//!   session and takes over its id;
+//! - a stop for an unknown or already stopped transaction.
+//!
+//! Each batch given here holds at most one item per charger (the writer guarantees it), so a
+//! charger's id names its item in the statements.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::sessions::{self, SessionRecord, COLUMNS};
+use super::transactions::{self, SampleOwner, Started};
+use super::{StoreError, Tx};
+use crate::events::{outbox, Event};
+use crate::ocpp::meter::Sample;
+
+/// A 1.6 StartTransaction as the batch stores it.
+#[derive(Debug, Clone)]
+pub struct StartV16 {
+    pub charger_id: String,
+    pub connector_id: i32,
+    pub id_tag: String,
+    pub started_at: DateTime<Utc>,
+    pub meter_start_wh: Decimal,
+    /// The idTag's status as answered (stored with the transaction).
+    pub id_tag_status: String,
+    /// The driver whose session the transaction starts: set only for an accepted idTag of a
+    /// user.
+    pub user_id: Option<Uuid>,
+}
+
+/// A 1.6 StopTransaction as the batch stores it.
+#[derive(Debug, Clone)]
+pub struct StopV16 {
+    pub charger_id: String,
+    pub transaction_id: i32,
+    pub stopped_at: DateTime<Utc>,
+    pub meter_stop_wh: Decimal,
+    pub reason: String,
+    /// Its `transactionData`, normalised.
+    pub samples: Vec<Sample>,
+}
+
+/// What a stored start answers: the transaction, and the session it started.
+pub type StartOutcome = (Started, Option<SessionRecord>);
+
+/// Stores `starts` (at most one per charger): the transaction rows (a repeated start finds its
+/// first row), then the sessions of accepted users' idTags with their SESSION_STARTED events.
+/// Per item: `None` when the general path must settle it.
+pub async fn start_v16_many(
+    tx: &mut Tx<'static>,
+    starts: &[&StartV16],
+    source: &str,
+) -> Result<Vec<Option<StartOutcome>>, StoreError> {
+    if starts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chargers: Vec<&str> = starts.iter().map(|s| s.charger_id.as_str()).collect();
+    let connectors: Vec<i32> = starts.iter().map(|s| s.connector_id).collect();
+    let tags: Vec<&str> = starts.iter().map(|s| s.id_tag.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = starts.iter().map(|s| s.started_at).collect();
+    let registers: Vec<Decimal> = starts.iter().map(|s| s.meter_start_wh).collect();
+    let statuses: Vec<&str> = starts.iter().map(|s| s.id_tag_status.as_str()).collect();
+    // the repeat check, the transactionIds and the inserts, as `transactions::start_v16` does
+    // for one
+    let rows: Vec<(String, i64, i32, Option<String>, bool)> = sqlx::query_as(
+        "WITH k AS ( \
+             SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::timestamptz[], $5::numeric[], $6::text[]) \
+                 AS k(charger_id, connector_id, id_tag, started_at, meter_start_wh, id_tag_status)), \
+         dup AS ( \
+             SELECT k.charger_id, t.id, t.transaction_id, t.id_tag_status FROM k JOIN charger_transactions t \
+                 ON t.charger_id = k.charger_id AND t.connector_id = k.connector_id AND t.id_tag = k.id_tag \
+                 AND t.started_at = k.started_at AND t.meter_start_wh = k.meter_start_wh AND t.transaction_id IS NOT NULL), \
+         ins AS ( \
+             INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, started_at, meter_start_wh) \
+             SELECT k.charger_id, k.connector_id, nextval('ocpp16_transaction_id_seq')::integer, k.id_tag, k.id_tag_status, \
+                 k.started_at, k.meter_start_wh \
+             FROM k WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.charger_id = k.charger_id) \
+             ON CONFLICT DO NOTHING RETURNING charger_id, id, transaction_id, id_tag_status) \
+         SELECT charger_id, id, transaction_id, id_tag_status, true FROM dup \
+         UNION ALL SELECT charger_id, id, transaction_id, id_tag_status, false FROM ins",
+    )
+    .bind(&chargers)
+    .bind(&connectors)
+    .bind(&tags)
+    .bind(&at)
+    .bind(&registers)
+    .bind(&statuses)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut stored: HashMap<String, Started> = rows
+        .into_iter()
+        .map(|(charger_id, pk, transaction_id, status, duplicate)| {
+            (
+                charger_id,
+                Started {
+                    pk,
+                    transaction_id,
+                    id_tag_status: status.unwrap_or_else(|| "Accepted".into()),
+                    duplicate,
+                },
+            )
+        })
+        .collect();
+
+    // the sessions of the new transactions of accepted users' idTags
+    let sessions_of: Vec<(&StartV16, Uuid, &Started)> = starts
+        .iter()
+        .filter_map(|s| {
+            let started = stored.get(&s.charger_id)?;
+            let user_id = s.user_id.filter(|_| !started.duplicate)?;
+            Some((*s, user_id, started))
+        })
+        .collect();
+    let (mut linked, pending) = insert_sessions(tx, &sessions_of).await?;
+    // a PENDING app session takes the one-by-one path, which locks it and takes it over
+    for (start, user_id, started) in &sessions_of {
+        if !pending.contains(&start.charger_id) {
+            continue;
+        }
+        let session = sessions::start_from_transaction(
+            tx,
+            &sessions::TransactionStart {
+                charger_id: &start.charger_id,
+                connector_id: start.connector_id,
+                id_tag: &start.id_tag,
+                user_id: *user_id,
+                started_at: start.started_at,
+                meter_start_wh: Some(start.meter_start_wh),
+                transaction_pk: started.pk,
+                remote_start_id: None,
+                source,
+            },
+        )
+        .await?;
+        if let Some(session) = session {
+            linked.insert(start.charger_id.clone(), session);
+        }
+    }
+    let events: Vec<(Event, DateTime<Utc>)> = sessions_of
+        .iter()
+        .filter(|(start, _, _)| !pending.contains(&start.charger_id))
+        .filter_map(|(start, _, _)| {
+            let session = linked.get(&start.charger_id)?;
+            Some((
+                sessions::started_event(session, start.started_at),
+                start.started_at,
+            ))
+        })
+        .collect();
+    outbox::enqueue_many(tx, events, source).await?;
+
+    Ok(starts
+        .iter()
+        .map(|s| {
+            let started = stored.remove(&s.charger_id)?;
+            let session = linked.remove(&s.charger_id);
+            if session.is_none() && s.user_id.is_some() && !started.duplicate {
+                tracing::warn!(charger_id = %s.charger_id, connector_id = s.connector_id, "connector already has an open session, or the charger no station; transaction not linked");
+            }
+            Some((started, session))
+        })
+        .collect())
+}
+
+/// Inserts the charger-started sessions of `starts` and links their transactions, in one
+/// statement; returns the sessions by charger, and the chargers whose start names a PENDING
+/// app session instead (left untouched).
+async fn insert_sessions(
+    tx: &mut Tx<'static>,
+    starts: &[(&StartV16, Uuid, &Started)],
+) -> Result<
+    (
+        HashMap<String, SessionRecord>,
+        std::collections::HashSet<String>,
+    ),
+    StoreError,
+> {
+    let mut linked = HashMap::new();
+    let mut pending = std::collections::HashSet::new();
+    if starts.is_empty() {
+        return Ok((linked, pending));
+    }
+    let ids: Vec<Uuid> = starts.iter().map(|_| Uuid::now_v7()).collect();
+    let users: Vec<Uuid> = starts.iter().map(|(_, user, _)| *user).collect();
+    let chargers: Vec<&str> = starts
+        .iter()
+        .map(|(s, _, _)| s.charger_id.as_str())
+        .collect();
+    let connectors: Vec<i32> = starts.iter().map(|(s, _, _)| s.connector_id).collect();
+    let tags: Vec<&str> = starts.iter().map(|(s, _, _)| s.id_tag.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = starts.iter().map(|(s, _, _)| s.started_at).collect();
+    let registers: Vec<Decimal> = starts.iter().map(|(s, _, _)| s.meter_start_wh).collect();
+    let pks: Vec<i64> = starts.iter().map(|(_, _, t)| t.pk).collect();
+    // as `sessions::start_from_transaction`: the charger's station in the same statement (a
+    // charger without one gets no session), nothing inserted on a connector with an open session
+    let rows = sqlx::query(&format!(
+        "WITH k AS ( \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[], $7::numeric[], $8::int8[]) \
+                 AS k(id, user_id, charger_id, connector_id, id_tag, started_at, meter_start_wh, transaction_pk)), \
+         p AS ( \
+             SELECT k.charger_id FROM k WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.charger_id = k.charger_id \
+                 AND s.id_tag = k.id_tag AND s.status = 'PENDING' AND (s.connector_id = k.connector_id OR s.connector_id IS NULL))), \
+         s AS ( \
+             INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
+             SELECT k.id, k.user_id, c.station_id, k.charger_id, k.connector_id, k.id_tag, 'IN_PROGRESS', 'CHARGER', k.started_at, \
+                 k.meter_start_wh, k.meter_start_wh \
+             FROM k JOIN chargers c ON c.id = k.charger_id AND c.station_id IS NOT NULL \
+             WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.charger_id = k.charger_id) \
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}), \
+         l AS ( \
+             UPDATE charger_transactions t SET session_id = s.id FROM s JOIN k ON k.id = s.id WHERE t.id = k.transaction_pk) \
+         SELECT k.charger_id AS item, p.charger_id IS NOT NULL AS pending, s.* \
+         FROM k LEFT JOIN p ON p.charger_id = k.charger_id LEFT JOIN s ON s.id = k.id"
+    ))
+    .bind(&ids)
+    .bind(&users)
+    .bind(&chargers)
+    .bind(&connectors)
+    .bind(&tags)
+    .bind(&at)
+    .bind(&registers)
+    .bind(&pks)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        let item: String = row.try_get("item")?;
+        if row.try_get::<bool, _>("pending")? {
+            pending.insert(item);
+        } else if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+            linked.insert(item, <SessionRecord as sqlx::FromRow<_>>::from_row(&row)?);
+        }
+    }
+    Ok((linked, pending))
+}
+
+/// Stores `stops` (at most one per charger) of running transactions: each transaction closed,
+/// its open session completed with the rules of `sessions::stop_v16`, its samples stored and its
+/// SESSION_ENDED event written. Per item: the session it completed (`Some(None)` when the
+/// transaction had no open session), or `None` when the general path must settle it (unknown or
+/// already stopped transaction).
+pub async fn stop_v16_many(
+    tx: &mut Tx<'static>,
+    stops: &[&StopV16],
+    source: &str,
+) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
+    if stops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chargers: Vec<&str> = stops.iter().map(|s| s.charger_id.as_str()).collect();
+    let transaction_ids: Vec<i32> = stops.iter().map(|s| s.transaction_id).collect();
+    let at: Vec<DateTime<Utc>> = stops.iter().map(|s| s.stopped_at).collect();
+    let registers: Vec<Decimal> = stops.iter().map(|s| s.meter_stop_wh).collect();
+    let reasons: Vec<&str> = stops.iter().map(|s| s.reason.as_str()).collect();
+    let stop = "COALESCE(t.meter_stop_wh, s.meter_last_wh, s.meter_start_wh, 0)";
+    let session_columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = sqlx::query(&format!(
+        "WITH k AS ( \
+             SELECT * FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::numeric[], $5::text[]) \
+                 AS k(charger_id, transaction_id, stopped_at, meter_stop_wh, reason)), \
+         t AS ( \
+             UPDATE charger_transactions ct SET stopped_at = k.stopped_at, meter_stop_wh = k.meter_stop_wh, \
+                 stop_reason = k.reason, updated_at = now() \
+             FROM k WHERE ct.charger_id = k.charger_id AND ct.transaction_id = k.transaction_id AND ct.stopped_at IS NULL \
+             RETURNING ct.id, ct.charger_id, ct.connector_id, ct.session_id, k.stopped_at, k.meter_stop_wh, k.reason), \
+         done AS ( \
+             UPDATE sessions s SET status = 'COMPLETED', end_time = t.stopped_at, meter_last_wh = {stop}, \
+                 energy_kwh = GREATEST(0, round(({stop} - COALESCE(s.meter_start_wh, {stop})) / 1000, 3)), \
+                 power_kw = 0, stop_reason = t.reason, updated_at = clock_timestamp() \
+             FROM t WHERE s.id = t.session_id AND s.status IN ('PENDING', 'IN_PROGRESS', 'STOPPING') \
+             RETURNING {session_columns}) \
+         SELECT t.charger_id AS item, t.id AS transaction_pk, t.connector_id AS transaction_connector, \
+             t.session_id AS transaction_session, done.* \
+         FROM t LEFT JOIN done ON done.id = t.session_id"
+    ))
+    .bind(&chargers)
+    .bind(&transaction_ids)
+    .bind(&at)
+    .bind(&registers)
+    .bind(&reasons)
+    .fetch_all(&mut **tx)
+    .await?;
+    struct Stopped {
+        transaction_pk: i64,
+        connector_id: i32,
+        session_id: Option<Uuid>,
+        session: Option<SessionRecord>,
+    }
+    let mut stopped: HashMap<String, Stopped> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let session = match row.try_get::<Option<Uuid>, _>("id")? {
+            Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
+            None => None,
+        };
+        stopped.insert(
+            row.try_get("item")?,
+            Stopped {
+                transaction_pk: row.try_get("transaction_pk")?,
+                connector_id: row.try_get("transaction_connector")?,
+                session_id: row.try_get("transaction_session")?,
+                session,
+            },
+        );
+    }
+    let samples: Vec<(SampleOwner<'_>, &Sample)> = stops
+        .iter()
+        .filter_map(|s| Some((s, stopped.get(&s.charger_id)?)))
+        .flat_map(|(s, done)| {
+            let owner = SampleOwner {
+                charger_id: &s.charger_id,
+                connector_id: done.connector_id,
+                transaction_pk: Some(done.transaction_pk),
+                session_id: done.session_id,
+            };
+            s.samples.iter().map(move |sample| (owner, sample))
+        })
+        .collect();
+    transactions::insert_samples_many(tx, &samples).await?;
+    let events: Vec<(Event, DateTime<Utc>)> = stops
+        .iter()
+        .filter_map(|s| {
+            let session = stopped.get(&s.charger_id)?.session.as_ref()?;
+            Some((
+                sessions::ended_event(session, s.stopped_at, &s.reason),
+                s.stopped_at,
+            ))
+        })
+        .collect();
+    outbox::enqueue_many(tx, events, source).await?;
+    Ok(stops
+        .iter()
+        .map(|s| stopped.remove(&s.charger_id).map(|done| done.session))
+        .collect())
+}
