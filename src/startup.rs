@@ -137,7 +137,7 @@ impl Application {
                 shutdown.clone(),
             )),
             crate::workers::spawn_relay(&ctx.core(), shutdown.clone()),
-            tokio::spawn(prune_reports(ctx.clone(), shutdown.clone())),
+            tokio::spawn(retention(ctx.clone(), shutdown.clone())),
             tokio::spawn(crate::security::renewals::run(
                 ctx.clone(),
                 shutdown.clone(),
@@ -241,24 +241,42 @@ impl Application {
     }
 }
 
-/// Every hour, deletes charger reports past their retention and beyond each charger's cap
-/// (every replica runs it; the deletes are idempotent).
-async fn prune_reports(ctx: AppContext, shutdown: CancellationToken) {
+/// Every hour (and once at start), deletes charger reports past their retention and beyond
+/// each charger's cap, and outbox events published longer ago than theirs (every replica runs
+/// it; the deletes are idempotent).
+async fn retention(ctx: AppContext, shutdown: CancellationToken) {
     let ocpp = &ctx.settings.ocpp;
-    let max_age = Duration::from_secs(ocpp.report_retention_days.saturating_mul(86_400));
+    let reports_age = Duration::from_secs(ocpp.report_retention_days.saturating_mul(86_400));
+    let outbox_age = Duration::from_secs(
+        ctx.settings
+            .events
+            .outbox_retention_hours
+            .saturating_mul(3_600),
+    );
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        match crate::store::chargers::prune_reports(&ctx.db, max_age, ocpp.reports_kept_per_charger)
-            .await
+        match crate::store::chargers::prune_reports(
+            &ctx.db,
+            reports_age,
+            ocpp.reports_kept_per_charger,
+        )
+        .await
         {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "old charger reports deleted"),
             Err(e) => {
                 tracing::warn!(error = %e, "charger report retention failed; retried in an hour")
+            }
+        }
+        match crate::events::outbox::prune_published(&ctx.db, outbox_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "published outbox events deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox retention failed; retried in an hour")
             }
         }
     }

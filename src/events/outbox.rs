@@ -30,6 +30,34 @@ pub async fn enqueue(
     Ok(envelope)
 }
 
+/// Rows one retention statement deletes (each is its own short transaction).
+const PRUNE_CHUNK: i64 = 10_000;
+
+/// Deletes events published more than `max_age` ago, oldest first, in chunks; returns how many
+/// went. Unpublished events are never deleted, however old: they are what the relay still owes.
+pub async fn prune_published(
+    pool: &sqlx::PgPool,
+    max_age: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    loop {
+        let chunk = sqlx::query(
+            "DELETE FROM outbox WHERE id IN ( \
+                 SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
+                 ORDER BY id LIMIT $2)",
+        )
+        .bind(max_age.as_secs_f64())
+        .bind(PRUNE_CHUNK)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += chunk;
+        if chunk < u64::try_from(PRUNE_CHUNK).unwrap_or(u64::MAX) {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Writes several events within `tx` in one statement; their outbox order (and so their
 /// publication order) is the order given.
 pub async fn enqueue_many(

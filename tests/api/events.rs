@@ -1059,3 +1059,46 @@ async fn critical_security_events_reach_the_operators_over_mqtt() {
     assert_eq!(message["title"], "Security event: TamperDetectionActivated");
     assert!(message["body"].as_str().unwrap().contains("cabinet opened"));
 }
+
+#[actix_web::test]
+async fn published_outbox_events_past_their_retention_are_deleted_and_unpublished_ones_never() {
+    let app = crate::helpers::spawn_app().await;
+    // a stopped relay's leftovers: three old published events, one recent, two old unpublished
+    // (what the relay still owes, however old)
+    for (aggregate, published, created) in [
+        ("old-1", Some("5 days"), "6 days"),
+        ("old-2", Some("4 days"), "6 days"),
+        ("old-3", Some("73 hours"), "74 hours"),
+        ("recent", Some("1 hour"), "2 hours"),
+        ("owed-1", None, "30 days"),
+        ("owed-2", None, "2 hours"),
+    ] {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body, created_at, published_at) \
+             VALUES ($1, 'RETENTION_TEST', $2, 'retention.test', '{}', now() - $3::interval, now() - $4::interval)",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(aggregate)
+        .bind(created)
+        .bind(published)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    let retention = Duration::from_secs(app.ctx.settings.events.outbox_retention_hours * 3600);
+    chargegrid::events::outbox::prune_published(&app.db, retention)
+        .await
+        .unwrap();
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT aggregate_id FROM outbox WHERE event_type = 'RETENTION_TEST' ORDER BY aggregate_id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(left, vec!["owed-1", "owed-2", "recent"]);
+    // nothing more is due
+    let again = chargegrid::events::outbox::prune_published(&app.db, retention)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+}
