@@ -79,6 +79,9 @@ pub struct EventSettings {
     pub namespace: String,
     /// Auto-deleting exchanges and self-expiring queues (isolated test runs).
     pub ephemeral: bool,
+    /// Published outbox events are deleted this many hours after publication (hourly); an
+    /// unpublished one is kept until it is published.
+    pub outbox_retention_hours: u64,
 }
 
 impl Default for EventSettings {
@@ -89,6 +92,7 @@ impl Default for EventSettings {
             retry_base_ms: 1000,
             namespace: "chargegrid".into(),
             ephemeral: false,
+            outbox_retention_hours: 72,
         }
     }
 }
@@ -101,6 +105,10 @@ pub struct WorkerSettings {
     /// Messages handled at once by one worker.
     pub concurrency: usize,
     pub prefetch: u16,
+    /// The most SESSION_ENDED events billed in one transaction. The billing consumer keeps this
+    /// many in hand (its handlers only wait for their batch, they hold no connection), so a
+    /// busy billing worker bills in batches of up to this size rather than of `concurrency`.
+    pub billing_batch: usize,
     /// How often the billing worker marks unpaid invoices past due OVERDUE.
     pub overdue_interval_secs: u64,
 }
@@ -111,6 +119,7 @@ impl Default for WorkerSettings {
             http_bind: "0.0.0.0:9090".into(),
             concurrency: 16,
             prefetch: 64,
+            billing_batch: 500,
             overdue_interval_secs: 60,
         }
     }

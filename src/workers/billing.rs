@@ -16,7 +16,7 @@ use crate::store::billing::{self, BillingOutcome, BillingPolicy, ToBill};
 use crate::store::StoreError;
 
 pub struct BillingHandler {
-    /// Invoices commit in groups: the events in hand (up to `worker.concurrency`) are billed
+    /// Invoices commit in groups: the events in hand (up to `worker.billing_batch`) are billed
     /// set-based in one transaction; when one fails, the batch runs again event by event (it
     /// fails alone).
     batcher: BillingBatcher,
@@ -24,15 +24,12 @@ pub struct BillingHandler {
 
 type BillingBatcher = Batcher<ToBill, Result<BillingOutcome, StoreError>>;
 
-/// The most SESSION_ENDED events one billing transaction takes.
-const MAX_BILLING_BATCH: usize = 500;
-
 impl BillingHandler {
     /// Starts the group-committing batcher on the worker's pool (needs a runtime).
     pub fn new(ctx: CoreContext) -> Self {
         let observed = ctx.metrics.clone();
         let batcher = Batcher::start(
-            MAX_BILLING_BATCH,
+            ctx.settings.worker.billing_batch.max(1),
             Some(std::sync::Arc::new(move |n| {
                 observed
                     .store_batch_size

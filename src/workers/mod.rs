@@ -38,18 +38,23 @@ pub fn spawn_relay(ctx: &CoreContext, shutdown: CancellationToken) -> JoinHandle
     tokio::spawn(relay.run(shutdown, Duration::from_secs(5)))
 }
 
+/// Starts `queue`'s consumer with up to `concurrency` messages in hand.
 fn spawn_consumer(
     ctx: &CoreContext,
     queue: ConsumerQueue,
     handler: Arc<dyn EventHandler>,
+    concurrency: usize,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let concurrency = concurrency.max(1);
+    // RabbitMQ must deliver at least what the handlers can take
+    let wanted = u16::try_from(concurrency).unwrap_or(u16::MAX);
     let options = ConsumerOptions {
         queue,
         metrics: ctx.metrics.clone(),
         topology: ctx.topology(),
-        prefetch: ctx.settings.worker.prefetch,
-        concurrency: ctx.settings.worker.concurrency,
+        prefetch: ctx.settings.worker.prefetch.max(wanted),
+        concurrency,
     };
     tokio::spawn(consumer::run(ctx.amqp.clone(), options, handler, shutdown))
 }
@@ -64,10 +69,12 @@ pub async fn spawn_worker(
         WorkerKind::Billing => {
             let handler = Arc::new(billing::BillingHandler::new(ctx.clone()));
             vec![
+                // billing's handlers only wait for their batch: a batch's worth in hand
                 spawn_consumer(
                     ctx,
                     crate::events::topology::BILLING,
                     handler,
+                    ctx.settings.worker.billing_batch,
                     shutdown.clone(),
                 ),
                 tokio::spawn(billing::overdue_pass(ctx.clone(), shutdown)),
@@ -83,6 +90,7 @@ pub async fn spawn_worker(
                 ctx,
                 crate::events::topology::NOTIFICATIONS,
                 handler,
+                ctx.settings.worker.concurrency,
                 shutdown,
             )]
         }
