@@ -9,8 +9,8 @@
 //! it; the writer then runs that item's general job (the one-by-one path with every rule) in the
 //! same transaction:
 //! - a start whose transaction row a concurrent writer created first (another replica);
-//! - a start that completes a PENDING app session (`startSession`): that path locks the
-//!   session and takes over its id;
+//! - a start whose PENDING app session (`startSession`) expired or failed between the
+//!   statement's look and its update;
 //! - a stop for an unknown or already stopped transaction.
 //!
 //! Each batch given here holds at most one item per charger (the writer guarantees it), so a
@@ -127,10 +127,11 @@ pub async fn start_v16_many(
             Some((*s, user_id, started))
         })
         .collect();
-    let (mut linked, pending) = insert_sessions(tx, &sessions_of).await?;
-    // a PENDING app session takes the one-by-one path, which locks it and takes it over
+    let (mut linked, raced) = link_sessions(tx, &sessions_of).await?;
+    // a PENDING app session that changed under the statement (it expired or failed meanwhile)
+    // takes the one-by-one path, which looks again and otherwise creates a session
     for (start, user_id, started) in &sessions_of {
-        if !pending.contains(&start.charger_id) {
+        if !raced.contains(&start.charger_id) {
             continue;
         }
         let session = sessions::start_from_transaction(
@@ -154,7 +155,7 @@ pub async fn start_v16_many(
     }
     let events: Vec<(Event, DateTime<Utc>)> = sessions_of
         .iter()
-        .filter(|(start, _, _)| !pending.contains(&start.charger_id))
+        .filter(|(start, _, _)| !raced.contains(&start.charger_id))
         .filter_map(|(start, _, _)| {
             let session = linked.get(&start.charger_id)?;
             Some((
@@ -178,10 +179,13 @@ pub async fn start_v16_many(
         .collect())
 }
 
-/// Inserts the charger-started sessions of `starts` and links their transactions, in one
-/// statement; returns the sessions by charger, and the chargers whose start names a PENDING
-/// app session instead (left untouched).
-async fn insert_sessions(
+/// Links each start of `starts` to its session in one statement: the app's PENDING session
+/// for the charger, idTag and connector (the oldest, as `sessions::start_from_transaction`
+/// picks it) becomes IN_PROGRESS, else a charger-started session is inserted (not for a
+/// charger without a station, nor on a connector with another open session). Returns the
+/// sessions by charger, and the chargers whose PENDING session changed state between the look
+/// and the update (left to the one-by-one path).
+async fn link_sessions(
     tx: &mut Tx<'static>,
     starts: &[(&StartV16, Uuid, &Started)],
 ) -> Result<
@@ -192,9 +196,9 @@ async fn insert_sessions(
     StoreError,
 > {
     let mut linked = HashMap::new();
-    let mut pending = std::collections::HashSet::new();
+    let mut raced = std::collections::HashSet::new();
     if starts.is_empty() {
-        return Ok((linked, pending));
+        return Ok((linked, raced));
     }
     let ids: Vec<Uuid> = starts.iter().map(|_| Uuid::now_v7()).collect();
     let users: Vec<Uuid> = starts.iter().map(|(_, user, _)| *user).collect();
@@ -207,26 +211,41 @@ async fn insert_sessions(
     let at: Vec<DateTime<Utc>> = starts.iter().map(|(s, _, _)| s.started_at).collect();
     let registers: Vec<Decimal> = starts.iter().map(|(s, _, _)| s.meter_start_wh).collect();
     let pks: Vec<i64> = starts.iter().map(|(_, _, t)| t.pk).collect();
-    // as `sessions::start_from_transaction`: the charger's station in the same statement (a
-    // charger without one gets no session), nothing inserted on a connector with an open session
+    let pending_columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // the UPDATE re-checks PENDING once it holds the row: a session that expired or failed
+    // meanwhile is not taken over (its charger is reported as raced)
     let rows = sqlx::query(&format!(
         "WITH k AS ( \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[], $7::numeric[], $8::int8[]) \
                  AS k(id, user_id, charger_id, connector_id, id_tag, started_at, meter_start_wh, transaction_pk)), \
          p AS ( \
-             SELECT k.charger_id FROM k WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.charger_id = k.charger_id \
-                 AND s.id_tag = k.id_tag AND s.status = 'PENDING' AND (s.connector_id = k.connector_id OR s.connector_id IS NULL))), \
-         s AS ( \
+             SELECT DISTINCT ON (k.charger_id) k.charger_id, s.id AS session_id FROM k JOIN sessions s \
+                 ON s.charger_id = k.charger_id AND s.id_tag = k.id_tag AND s.status = 'PENDING' \
+                 AND (s.connector_id = k.connector_id OR s.connector_id IS NULL) \
+             ORDER BY k.charger_id, s.created_at), \
+         u AS ( \
+             UPDATE sessions s SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF(k.connector_id, 0), s.connector_id), \
+                 start_time = k.started_at, meter_start_wh = k.meter_start_wh, meter_last_wh = k.meter_start_wh, \
+                 pending_expires_at = NULL, updated_at = clock_timestamp() \
+             FROM p JOIN k ON k.charger_id = p.charger_id WHERE s.id = p.session_id AND s.status = 'PENDING' \
+             RETURNING {pending_columns}), \
+         i AS ( \
              INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
              SELECT k.id, k.user_id, c.station_id, k.charger_id, k.connector_id, k.id_tag, 'IN_PROGRESS', 'CHARGER', k.started_at, \
                  k.meter_start_wh, k.meter_start_wh \
              FROM k JOIN chargers c ON c.id = k.charger_id AND c.station_id IS NOT NULL \
              WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.charger_id = k.charger_id) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}), \
+         x AS (SELECT * FROM u UNION ALL SELECT * FROM i), \
          l AS ( \
-             UPDATE charger_transactions t SET session_id = s.id FROM s JOIN k ON k.id = s.id WHERE t.id = k.transaction_pk) \
-         SELECT k.charger_id AS item, p.charger_id IS NOT NULL AS pending, s.* \
-         FROM k LEFT JOIN p ON p.charger_id = k.charger_id LEFT JOIN s ON s.id = k.id"
+             UPDATE charger_transactions t SET session_id = x.id FROM x JOIN k ON k.charger_id = x.charger_id \
+             WHERE t.id = k.transaction_pk) \
+         SELECT k.charger_id AS item, p.charger_id IS NOT NULL AS pending, x.* \
+         FROM k LEFT JOIN p ON p.charger_id = k.charger_id LEFT JOIN x ON x.charger_id = k.charger_id"
     ))
     .bind(&ids)
     .bind(&users)
@@ -240,13 +259,13 @@ async fn insert_sessions(
     .await?;
     for row in rows {
         let item: String = row.try_get("item")?;
-        if row.try_get::<bool, _>("pending")? {
-            pending.insert(item);
-        } else if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+        if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
             linked.insert(item, <SessionRecord as sqlx::FromRow<_>>::from_row(&row)?);
+        } else if row.try_get::<bool, _>("pending")? {
+            raced.insert(item);
         }
     }
-    Ok((linked, pending))
+    Ok((linked, raced))
 }
 
 /// Stores `stops` (at most one per charger) of running transactions: each transaction closed,

@@ -326,6 +326,24 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
         cps.push(cp);
     }
     let start = |i: usize| json!({ "connectorId": 1, "idTag": tags[i], "meterStart": 1000 * i, "timestamp": "2026-12-04T08:00:00Z" });
+    // every other driver started from the app (startSession): a PENDING session waits for the
+    // charger's start, on connector 1 or on whichever connector the charger picks
+    let mut pending = std::collections::HashMap::new();
+    for i in (0..n).step_by(2) {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, pending_expires_at) \
+             SELECT gen_random_uuid(), u.id, c.station_id, c.id, $3, $2, 'PENDING', 'APP', now() + interval '5 minutes' \
+             FROM chargers c, users u WHERE c.id = $1 AND lower(u.email) = lower($4) RETURNING id",
+        )
+        .bind(format!("SET-{i}"))
+        .bind(&tags[i])
+        .bind((i % 4 == 2).then_some(1))
+        .bind(format!("set-{i}@example.com"))
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        pending.insert(i, id);
+    }
 
     // every charger starts at once: the starts share batches, each gets its own transaction
     let before = batches_run(&app);
@@ -346,10 +364,17 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
         let id = answer["transactionId"].as_i64().unwrap();
         // the transaction answered is this charger's, and its session is this charger's and
         // driver's, started with this charger's register
-        let (charger, session_charger, tag, meter_start): (String, String, String, Decimal) =
-            sqlx::query_as(
-                "SELECT t.charger_id, s.charger_id, s.id_tag, s.meter_start_wh FROM charger_transactions t \
-                 JOIN sessions s ON s.id = t.session_id WHERE t.transaction_id = $1",
+        let (charger, session_charger, tag, meter_start, session, status, connector): (
+            String,
+            String,
+            String,
+            Decimal,
+            Uuid,
+            String,
+            Option<i32>,
+        ) = sqlx::query_as(
+                "SELECT t.charger_id, s.charger_id, s.id_tag, s.meter_start_wh, s.id, s.status, s.connector_id \
+                 FROM charger_transactions t JOIN sessions s ON s.id = t.session_id WHERE t.transaction_id = $1",
             )
             .bind(id as i32)
             .fetch_one(&app.db)
@@ -364,6 +389,13 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
             )
         );
         assert_eq!(meter_start, Decimal::from(1000 * i));
+        assert_eq!((status.as_str(), connector), ("IN_PROGRESS", Some(1)));
+        if let Some(app_session) = pending.get(&i) {
+            assert_eq!(
+                session, *app_session,
+                "charger {i}: the app's session was not taken over"
+            );
+        }
         ids.push(id);
     }
 
