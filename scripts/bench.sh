@@ -389,10 +389,14 @@ create_station() {
 }
 
 # load_env: the server settings of the session benchmarks (many drivers register from one address).
+# A server opens two pools of database.max_connections (the chargers' and the API's) plus its
+# writers' and relay's connections, and `all` the workers' pool: 30 keeps `chargegrid all` (~84)
+# inside PostgreSQL's max_connections of 100 (50 went past it and failed under load with
+# "too many clients already").
 load_env() {
     export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000
-    export CHARGEGRID__DATABASE__MAX_CONNECTIONS=50
-    record export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000 CHARGEGRID__DATABASE__MAX_CONNECTIONS=50
+    export CHARGEGRID__DATABASE__MAX_CONNECTIONS=30
+    record export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000 CHARGEGRID__DATABASE__MAX_CONNECTIONS=30
 }
 
 # ---------------------------------------------------------------- (f) startSession round trip
@@ -470,7 +474,7 @@ bench_start_session() {
         echo
         stamp
         echo
-        echo "One \`chargegrid serve\` (pool of 50 connections) and one simulator process. 220 app-driven chargers run short"
+        echo "One \`chargegrid serve\` (two pools of 30 connections: chargers and API) and one simulator process. 220 app-driven chargers run short"
         echo "sessions back to back for ~30 s (startSession, wait for IN_PROGRESS on the \`onSessionStatusChanged\` subscription,"
         echo "0.5 s of charging, endSession, wait for COMPLETED, 0.3 s pause); the other chargers are connected and idle."
         echo "A round trip is measured by the simulator (\`app:startSession\` in its report) from sending the mutation to"
@@ -548,7 +552,7 @@ bench_invoice_latency() {
         echo
         stamp
         echo
-        echo "Two runs, each on a fresh \`chargegrid all\` (server with the billing and notification workers; pool of 50"
+        echo "Two runs, each on a fresh \`chargegrid all\` (server with the billing and notification workers; two pools of 30"
         echo "connections for the server, its own for the workers) and one simulator process: provisioned OCPP 1.6 chargers"
         echo "belonging to one station run 1 s RFID sessions back to back with 0.5 s pauses for ~30 s (tags of 100 drivers"
         echo "registered over GraphQL), MeterValues every second during sessions. The first offers the target's 500 session"
