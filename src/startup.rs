@@ -84,6 +84,7 @@ impl Application {
         workers: &[WorkerKind],
     ) -> Result<Self, StartupError> {
         let ctx = connect(settings).await?;
+        warn_past_connection_limit(&ctx, !workers.is_empty()).await;
         // searches must not answer from an empty index while stations exist
         ctx.stations.reload(&ctx.db).await?;
         let index_refresher = ctx.stations.spawn_refresher(
@@ -278,6 +279,45 @@ async fn retention(ctx: AppContext, shutdown: CancellationToken) {
             Err(e) => {
                 tracing::warn!(error = %e, "outbox retention failed; retried in an hour")
             }
+        }
+    }
+}
+
+/// The most PostgreSQL connections this process opens: two pools of
+/// `database.max_connections` (the chargers' side and the API's), the transaction writers', the
+/// charger writers' three, the relay's LISTEN and, with in-process workers, their pool.
+pub fn connections_needed(settings: &Settings, with_workers: bool) -> u32 {
+    let pool = settings.database.max_connections;
+    let shards = u32::try_from(settings.ocpp.transaction_writer_shards.max(1)).unwrap_or(u32::MAX);
+    let workers = if with_workers {
+        u32::try_from(settings.worker.concurrency.saturating_add(2))
+            .unwrap_or(u32::MAX)
+            .min(pool.max(4))
+    } else {
+        0
+    };
+    pool.saturating_mul(2)
+        .saturating_add(shards)
+        .saturating_add(4)
+        .saturating_add(workers)
+}
+
+/// Warns when this process alone may open more connections than PostgreSQL accepts: under load
+/// the pools would then be refused ("too many clients already") and requests time out.
+async fn warn_past_connection_limit(ctx: &AppContext, with_workers: bool) {
+    let available: Result<i32, sqlx::Error> = sqlx::query_scalar(
+        "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int",
+    )
+    .fetch_one(&ctx.db)
+    .await;
+    let needed = connections_needed(&ctx.settings, with_workers);
+    if let Ok(available) = available {
+        if i64::from(needed) > i64::from(available) {
+            tracing::warn!(
+                needed,
+                available,
+                "this process may open more PostgreSQL connections than the server accepts: lower database.max_connections (two pools of it per process) or raise PostgreSQL's max_connections"
+            );
         }
     }
 }
@@ -483,4 +523,23 @@ fn serve(
     }
     let server = server.run();
     Ok(server)
+}
+
+#[cfg(test)]
+mod connection_budget {
+    use super::*;
+
+    #[test]
+    fn two_pools_of_fifty_are_past_a_default_postgres_and_thirty_are_not() {
+        // PostgreSQL's default: 100 connections, 3 reserved for superusers
+        let available = 97;
+        let mut settings = Settings::default();
+        settings.database.max_connections = 50;
+        assert!(connections_needed(&settings, false) > available);
+        settings.database.max_connections = 30;
+        assert!(connections_needed(&settings, true) <= available);
+        settings.database.max_connections = 20;
+        assert_eq!(connections_needed(&settings, false), 46);
+        assert_eq!(connections_needed(&settings, true), 64);
+    }
 }
