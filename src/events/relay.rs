@@ -1,9 +1,9 @@
-//! The outbox relay, run by every process that writes events. It takes batches of unpublished
-//! events with `FOR UPDATE SKIP LOCKED` (so several relays share the work), publishes them to
-//! `chargegrid.events` with publisher confirms and persistent delivery, and marks them published
-//! only once every message of the batch is confirmed. A relay only takes the oldest unpublished
-//! event of each aggregate, so events of one aggregate leave in order even with several relays.
-//! It survives RabbitMQ and Postgres outages: nothing is marked published that was not confirmed.
+//! The outbox relay, run by every process that writes events; one publishes at a time (a
+//! PostgreSQL advisory lock), the others stand by. It takes the oldest unpublished events in id
+//! order, publishes them to `chargegrid.events` with publisher confirms and persistent
+//! delivery, and marks them published only once every message of the batch is confirmed, so
+//! the events of one aggregate leave in order. It survives RabbitMQ and Postgres outages:
+//! nothing is marked published that was not confirmed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,11 +169,14 @@ impl Relay {
             tx.commit().await?;
             return Ok(0);
         }
+        // The oldest pending events in id order: a prefix of what is owed, so every older
+        // event of an aggregate is in the same batch, published before it on one channel, and
+        // marked with it. (Taking only each aggregate's oldest event, as when relays shared the
+        // work, put at most one event per aggregate in a batch, and its anti-join read the whole
+        // backlog per batch: a relay behind fell further behind.)
         let rows = sqlx::query_as::<_, Pending>(
-            "SELECT o.id, o.event_id, o.event_type, o.routing_key, o.body FROM outbox o \
-             WHERE o.published_at IS NULL AND NOT EXISTS ( \
-                 SELECT 1 FROM outbox p WHERE p.aggregate_id = o.aggregate_id AND p.published_at IS NULL AND p.id < o.id) \
-             ORDER BY o.id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT id, event_id, event_type, routing_key, body FROM outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
         )
         .bind(self.batch_size)
         .fetch_all(&mut *tx)
