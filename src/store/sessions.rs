@@ -57,6 +57,15 @@ pub(crate) const COLUMNS: &str = "id, user_id, station_id, charger_id, connector
     start_time, end_time, meter_start_wh, meter_last_wh, energy_kwh, power_kw, max_power_kw, max_energy_kwh, \
     stop_reason, failure_reason, cost, currency::text AS currency, pending_expires_at, created_at, updated_at";
 
+/// `COLUMNS` of a `sessions` aliased `s` (for statements that join it), built once.
+pub(crate) static S_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
 impl SessionRecord {
     pub fn energy_kwh_f64(&self) -> f64 {
         self.energy_kwh.to_f64().unwrap_or_default()
@@ -389,11 +398,7 @@ pub async fn record_readings(
          WHERE s.id = r.id AND s.status IN ('IN_PROGRESS', 'STOPPING') \
              AND ({start}, {last}, {power}) IS DISTINCT FROM (s.meter_start_wh, s.meter_last_wh, s.power_kw) \
          RETURNING {}",
-        COLUMNS
-            .split(", ")
-            .map(|c| format!("s.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        S_COLUMNS.as_str()
     ))
     .bind(&ids)
     .bind(&meters)
@@ -566,11 +571,7 @@ pub async fn stop_v16(
              RETURNING {}) \
          SELECT t.id AS transaction_pk, t.connector_id AS transaction_connector, t.session_id AS transaction_session, done.* \
          FROM t LEFT JOIN done ON true",
-        COLUMNS
-            .split(", ")
-            .map(|c| format!("s.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        S_COLUMNS.as_str()
     ))
     .bind(charger_id)
     .bind(transaction_id)

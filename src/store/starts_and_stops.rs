@@ -23,7 +23,7 @@ use rust_decimal::Decimal;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::sessions::{self, SessionRecord, COLUMNS};
+use super::sessions::{self, SessionRecord, COLUMNS, S_COLUMNS};
 use super::transactions::{self, SampleOwner, Started};
 use super::{StoreError, Tx};
 use crate::events::{outbox, Event};
@@ -211,11 +211,7 @@ async fn link_sessions(
     let at: Vec<DateTime<Utc>> = starts.iter().map(|(s, _, _)| s.started_at).collect();
     let registers: Vec<Decimal> = starts.iter().map(|(s, _, _)| s.meter_start_wh).collect();
     let pks: Vec<i64> = starts.iter().map(|(_, _, t)| t.pk).collect();
-    let pending_columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("s.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let pending_columns = S_COLUMNS.as_str();
     // the UPDATE re-checks PENDING once it holds the row: a session that expired or failed
     // meanwhile is not taken over (its charger is reported as raced)
     let rows = sqlx::query(&format!(
@@ -287,11 +283,7 @@ pub async fn stop_v16_many(
     let registers: Vec<Decimal> = stops.iter().map(|s| s.meter_stop_wh).collect();
     let reasons: Vec<&str> = stops.iter().map(|s| s.reason.as_str()).collect();
     let stop = "COALESCE(t.meter_stop_wh, s.meter_last_wh, s.meter_start_wh, 0)";
-    let session_columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("s.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let session_columns = S_COLUMNS.as_str();
     let rows = sqlx::query(&format!(
         "WITH k AS ( \
              SELECT * FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::numeric[], $5::text[]) \

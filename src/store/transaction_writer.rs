@@ -574,43 +574,15 @@ async fn run_together(
             Err(e) => return Together::ItemFailed(e),
         }
     }
-    let settled = {
-        let given: Vec<&StartV16> = starts.iter().map(|(_, s, _)| *s).collect();
-        starts_and_stops::start_v16_many(&mut tx, &given, source).await
-    };
-    match settled {
-        Ok(settled) => {
-            for ((i, _, general), outcome) in starts.iter().zip(settled) {
-                let output = match outcome {
-                    Some(outcome) => Box::new(outcome) as JobOutput,
-                    None => match general(&mut tx).await {
-                        Ok(output) => output,
-                        Err(e) => return Together::ItemFailed(e),
-                    },
-                };
-                results[*i] = Some(Outcome::Job(output));
-            }
-        }
-        Err(e) => return Together::ItemFailed(e),
+    let given: Vec<&StartV16> = starts.iter().map(|(_, s, _)| *s).collect();
+    let settled = starts_and_stops::start_v16_many(&mut tx, &given, source).await;
+    if let Err(e) = settle(&mut tx, &starts, settled, &mut results).await {
+        return Together::ItemFailed(e);
     }
-    let settled = {
-        let given: Vec<&StopV16> = stops.iter().map(|(_, s, _)| *s).collect();
-        starts_and_stops::stop_v16_many(&mut tx, &given, source).await
-    };
-    match settled {
-        Ok(settled) => {
-            for ((i, _, general), outcome) in stops.iter().zip(settled) {
-                let output = match outcome {
-                    Some(session) => Box::new(session) as JobOutput,
-                    None => match general(&mut tx).await {
-                        Ok(output) => output,
-                        Err(e) => return Together::ItemFailed(e),
-                    },
-                };
-                results[*i] = Some(Outcome::Job(output));
-            }
-        }
-        Err(e) => return Together::ItemFailed(e),
+    let given: Vec<&StopV16> = stops.iter().map(|(_, s, _)| *s).collect();
+    let settled = starts_and_stops::stop_v16_many(&mut tx, &given, source).await;
+    if let Err(e) = settle(&mut tx, &stops, settled, &mut results).await {
+        return Together::ItemFailed(e);
     }
     // in-sequence updates join the meter messages; the others take the general path
     let mut as_meters = match in_sequence(&mut tx, &updates).await {
@@ -657,6 +629,24 @@ async fn run_together(
             .map(|r| r.unwrap_or(Outcome::Meter(None)))
             .collect(),
     )
+}
+
+/// Answers set-based items from what their statements settled (one outcome per item, in
+/// order); an item they left (`None`) runs its general job in the same transaction.
+async fn settle<I, T: Send + 'static>(
+    tx: &mut Tx<'static>,
+    items: &[(usize, &I, &JobFn)],
+    settled: Result<Vec<Option<T>>, StoreError>,
+    results: &mut [Option<Outcome>],
+) -> Result<(), StoreError> {
+    for ((i, _, general), outcome) in items.iter().zip(settled?) {
+        let output = match outcome {
+            Some(outcome) => Box::new(outcome) as JobOutput,
+            None => general(tx).await?,
+        };
+        results[*i] = Some(Outcome::Job(output));
+    }
+    Ok(())
 }
 
 /// One item in a transaction of its own (after its batch failed).
