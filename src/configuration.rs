@@ -32,6 +32,52 @@ pub struct Settings {
     pub events: EventSettings,
     pub worker: WorkerSettings,
     pub cluster: ClusterSettings,
+    pub smart_charging: SmartChargingSettings,
+}
+
+/// Load management (docs/smart-charging.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SmartChargingSettings {
+    /// Changes that arrive within this window are allocated together.
+    pub debounce_ms: u64,
+    /// Every site is re-allocated at least this often (changes on other replicas, cars whose
+    /// draw changed, a lost trigger).
+    pub reconcile_secs: u64,
+    /// A site's controller runs on the replica holding its lease in Redis; renewed every
+    /// third of it, taken over by another replica after it lapses.
+    pub lease_ms: u64,
+    /// A share of the capacity between allocations is only pushed to a charger when it moved
+    /// by at least this much (ampere), so a site is not flooded with profiles for noise.
+    pub min_change_amps: f64,
+    /// A live non-charger load reported through the API counts for this long; after it, the
+    /// site's fixed `otherLoadAmps` counts again.
+    pub reported_load_ttl_secs: u64,
+    /// Share and priority by the driver's plan: FLAT_RATE subscribers first.
+    pub flat_rate_priority: i32,
+    pub flat_rate_weight: f64,
+    /// Verify a charger's composite schedule after pushing its profiles (GetCompositeSchedule).
+    pub verify_schedules: bool,
+    /// Keep each free connector's default (the minimum) unallocated, so a car that plugs in
+    /// and draws it before the next allocation reaches it never takes the site past its
+    /// limit. Off: the safety margin must cover those moments (docs/smart-charging.md).
+    pub reserve_for_new_sessions: bool,
+}
+
+impl Default for SmartChargingSettings {
+    fn default() -> Self {
+        Self {
+            debounce_ms: 100,
+            reconcile_secs: 5,
+            lease_ms: 15_000,
+            min_change_amps: 0.5,
+            reported_load_ttl_secs: 300,
+            flat_rate_priority: 1,
+            flat_rate_weight: 2.0,
+            verify_schedules: true,
+            reserve_for_new_sessions: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -385,6 +431,7 @@ impl Default for Settings {
             events: EventSettings::default(),
             worker: WorkerSettings::default(),
             cluster: ClusterSettings::default(),
+            smart_charging: SmartChargingSettings::default(),
         }
     }
 }

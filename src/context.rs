@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 use actix::Addr;
 
-use crate::actors::{Registry, SessionSupervisor};
+use crate::actors::{Registry, SessionSupervisor, SiteSupervisor};
 use crate::auth::charger_auth::ChargerAuthCache;
 use crate::auth::JwtKeys;
 use crate::configuration::Settings;
@@ -72,6 +72,10 @@ pub struct AppContext {
     pub registry: Addr<Registry>,
     /// Owns the session actors of this replica.
     pub sessions: Addr<SessionSupervisor>,
+    /// Runs the controllers of the load-managed sites whose lease this replica holds.
+    pub site_supervisor: Addr<SiteSupervisor>,
+    /// Which site each charger is attached to (every replica keeps it).
+    pub site_directory: Arc<crate::smart::SiteDirectory>,
     pub charger_auth: Arc<ChargerAuthCache>,
     /// Batched writes of connected chargers (presence, boot, status) and the batched look-ups
     /// of connecting ones, on a pool of their own.

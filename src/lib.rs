@@ -18,6 +18,7 @@ pub mod ocpp;
 pub mod payments;
 pub mod security;
 pub mod shutdown;
+pub mod smart;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

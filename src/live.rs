@@ -24,6 +24,8 @@ const CAPACITY: usize = 64;
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
     Charger(String),
+    /// A site's allocation changed (subscribers re-read its load).
+    Site(Uuid),
     Session {
         id: Uuid,
         snapshot: Option<Arc<SessionRecord>>,
@@ -39,6 +41,7 @@ impl LiveEvent {
     fn topic(&self) -> Topic {
         match self {
             LiveEvent::Charger(id) => Topic::Charger(id.clone()),
+            LiveEvent::Site(id) => Topic::Site(*id),
             LiveEvent::Session { id, .. } => Topic::Session(*id),
         }
     }
@@ -48,19 +51,39 @@ impl LiveEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
     Charger(String),
+    Site(Uuid),
     Session(Uuid),
 }
 
 type Topics = DashMap<Topic, broadcast::Sender<LiveEvent>>;
 
-#[derive(Clone, Default)]
+/// Events the observer of every change (load management) may fall behind by before it loses
+/// the oldest and re-reads everything it governs.
+const FIREHOSE_CAPACITY: usize = 4096;
+
+#[derive(Clone)]
 pub struct LiveBus {
     topics: Arc<Topics>,
+    /// Every change, for the one in-process observer that needs them all (load management
+    /// filters by charger); costs nothing while nobody listens.
+    all: broadcast::Sender<LiveEvent>,
+}
+
+impl Default for LiveBus {
+    fn default() -> Self {
+        Self {
+            topics: Arc::default(),
+            all: broadcast::channel(FIREHOSE_CAPACITY).0,
+        }
+    }
 }
 
 impl LiveBus {
     /// Delivers `event` to the subscribers of its topic, if any.
     pub fn publish(&self, event: LiveEvent) {
+        if self.all.receiver_count() > 0 {
+            let _ = self.all.send(event.clone());
+        }
         if let Some(tx) = self.topics.get(&event.topic()) {
             // no receiver left: the last one is being dropped and removes the topic
             let _ = tx.send(event);
@@ -79,6 +102,11 @@ impl LiveBus {
             topic,
             topics: self.topics.clone(),
         }
+    }
+
+    /// Listens to every change of every topic.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<LiveEvent> {
+        self.all.subscribe()
     }
 
     /// Topics with at least one subscriber.

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub store_batch_size: HistogramVec,
     pub charger_auth_checks_total: IntCounterVec,
     pub payment_webhooks_total: IntCounterVec,
+    pub site_allocated_amps: prometheus::GaugeVec,
+    pub site_measured_amps: prometheus::GaugeVec,
+    pub site_reallocation_seconds: HistogramVec,
+    pub smart_profiles_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -143,6 +147,42 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(payment_webhooks_total.clone()))?;
+        let site_allocated_amps = prometheus::GaugeVec::new(
+            Opts::new(
+                "chargegrid_site_allocated_amps",
+                "Current allocated at a site's grid connection, per phase (sessions plus offline chargers' reserve)",
+            ),
+            &["site", "phase"],
+        )?;
+        registry.register(Box::new(site_allocated_amps.clone()))?;
+        let site_measured_amps = prometheus::GaugeVec::new(
+            Opts::new(
+                "chargegrid_site_measured_amps",
+                "Current the site's sessions draw, per phase, from their meter values",
+            ),
+            &["site", "phase"],
+        )?;
+        registry.register(Box::new(site_measured_amps.clone()))?;
+        let site_reallocation_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "chargegrid_site_reallocation_seconds",
+                "Load management: the allocation itself (compute) and a whole round with its pushes (round)",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["stage"],
+        )?;
+        registry.register(Box::new(site_reallocation_seconds.clone()))?;
+        let smart_profiles_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_smart_profiles_total",
+                "Charging profiles load management pushed or verified, by kind and result",
+            ),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(smart_profiles_total.clone()))?;
         registry.register(Box::new(events_consumed_total.clone()))?;
         registry.register(Box::new(notifications_published_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
@@ -176,6 +216,10 @@ impl Metrics {
             store_batch_size,
             charger_auth_checks_total,
             payment_webhooks_total,
+            site_allocated_amps,
+            site_measured_amps,
+            site_reallocation_seconds,
+            smart_profiles_total,
         })
     }
 

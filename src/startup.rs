@@ -15,7 +15,7 @@ use actix::Actor;
 
 use crate::actors::messages::{InitRegistry, InitSessions};
 use crate::actors::registry::NodeRequests;
-use crate::actors::{Registry, SessionSupervisor};
+use crate::actors::{Registry, SessionSupervisor, SiteSupervisor};
 use crate::api;
 use crate::auth::charger_auth::ChargerAuthCache;
 use crate::auth::JwtKeys;
@@ -451,6 +451,8 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         transactions,
         live: LiveBus::default(),
         sessions: sessions.clone(),
+        site_supervisor: SiteSupervisor::default().start(),
+        site_directory: Arc::default(),
         rpc,
         handshakes,
         boots,
@@ -459,6 +461,8 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         security,
     };
     ctx.registry.do_send(InitRegistry { app: ctx.clone() });
+    ctx.site_supervisor
+        .do_send(crate::actors::site_supervisor::InitSites { app: ctx.clone() });
     // a reading the writer held back and flushed later reaches its session actor too (caps)
     let supervisor = sessions.clone();
     ctx.transactions.on_flush(Arc::new(move |record| {

@@ -205,3 +205,30 @@ impl From<crate::store::StoreError> for SessionCommandError {
         }
     }
 }
+
+/// Load management: something on a site changed; its controller re-allocates (debounced).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Reallocate {
+    pub site_id: Uuid,
+    /// Skip the debounce (a setting changed by an operator).
+    pub now: bool,
+}
+
+/// A charger's or session's change, for the site controller governing it to judge.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct SiteSignal {
+    pub event: crate::live::LiveEvent,
+}
+
+/// The chargers attached to sites changed (attach, detach, a new site): the site supervisor
+/// reloads its directory and leases now rather than at its next tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SitesChanged;
+
+/// Stops a site controller (its lease was lost or the site is gone).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopController;

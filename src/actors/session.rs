@@ -394,12 +394,21 @@ pub async fn request_stop(
     }
 }
 
-/// Installs a TxProfile capping the session's power at `max_kw`.
+/// Installs a TxProfile capping the session's power at `max_kw`. On a load-managed charger
+/// the site's controller owns the charger's profiles: the cap becomes part of the next
+/// allocation (which the stored cap and the session's change event trigger) instead.
 pub async fn apply_power_limit(
     app: &AppContext,
     record: &SessionRecord,
     max_kw: f64,
 ) -> Result<(), CommandError> {
+    if let Some(site_id) = app.site_directory.site_of(&record.charger_id) {
+        app.site_supervisor.do_send(super::messages::Reallocate {
+            site_id,
+            now: false,
+        });
+        return Ok(());
+    }
     let (transaction_id, transaction_ref) = transaction_keys(app, record).await?;
     let reply = execute(
         app,

@@ -1,6 +1,7 @@
 //! Domain newtypes and rules with no I/O. Values are parsed once at the boundary
 //! (`Email::parse`, `IdTag::parse`, ...) and trusted everywhere inside.
 
+pub mod allocation;
 mod charge_point_id;
 mod email;
 mod id_tag;

@@ -33,6 +33,18 @@ pub enum ChargerCommand {
         transaction_ref: Option<String>,
         max_power_w: f64,
     },
+    /// Load management: a current limit in ampere per phase (TxProfile for one transaction,
+    /// TxDefaultProfile for transactions that start before they get one, or the charger's
+    /// maximum: ChargePointMaxProfile / ChargingStationMaxProfile).
+    LimitCurrent {
+        scope: LimitScope,
+        /// 1.6 connectorId / 2.0.1 evseId; 0 for the whole charger.
+        connector_id: i32,
+        transaction_id: Option<i32>,
+        transaction_ref: Option<String>,
+        amps: f64,
+        phases: u8,
+    },
     /// Any action of the charger's protocol with a payload the adapter validates against the
     /// `rust-ocpp` type for that action (operators' escape hatch and protocol tests).
     Raw {
@@ -50,6 +62,25 @@ pub enum ChargerCommand {
     Disconnect {
         reason: String,
     },
+}
+
+/// What a `LimitCurrent` limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LimitScope {
+    Transaction,
+    NewTransactions,
+    Charger,
+}
+
+/// Charging profile ids this server installs; sending one again replaces it on the charger.
+pub mod profile_ids {
+    /// The TxProfile of a session (a cap from `updateSession` or the site's allocation).
+    pub const TX: i32 = 9001;
+    /// The TxDefaultProfile at the minimum for transactions not allocated yet.
+    pub const TX_DEFAULT: i32 = 9002;
+    /// The charger's maximum (ChargePointMaxProfile / ChargingStationMaxProfile).
+    pub const CHARGER_MAX: i32 = 9003;
 }
 
 /// Why a command did not get a result from the charger.

@@ -488,3 +488,19 @@ pub async fn update_connector_statuses(
         .map(|(id, connector, _)| (id, connector))
         .collect())
 }
+
+/// `record_report` in a statement of its own.
+pub async fn record_report_now(
+    pool: &sqlx::PgPool,
+    charger_id: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO charger_reports (charger_id, kind, payload) VALUES ($1, $2, $3)")
+        .bind(charger_id)
+        .bind(kind)
+        .bind(payload)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod redis;
 pub mod refresh_tokens;
 pub mod security;
 pub mod sessions;
+pub mod sites;
 pub mod starts_and_stops;
 pub mod station_cache;
 pub mod stations;

@@ -167,6 +167,81 @@ pub async fn heartbeat_node(
         .map_err(|e| e.to_string())
 }
 
+/// Takes or renews this node's lease on each of `names` (`<prefix>:lease:<name>`, e.g. a site's
+/// controller); `true` for each lease now held by `node_id`.
+pub async fn hold_leases(
+    pool: &Pool,
+    prefix: &str,
+    node_id: &str,
+    names: &[String],
+    lease_ms: u64,
+) -> Result<Vec<bool>, String> {
+    const HOLD: &str = r"
+        local held = {}
+        local node, ttl = ARGV[1], ARGV[2]
+        for i, key in ipairs(KEYS) do
+            local current = redis.call('GET', key)
+            if current == node then
+                redis.call('PEXPIRE', key, ttl)
+                held[i] = 1
+            elseif not current then
+                redis.call('SET', key, node, 'PX', ttl)
+                held[i] = 1
+            else
+                held[i] = 0
+            end
+        end
+        return held";
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(names.len());
+    for chunk in names.chunks(500) {
+        let script = Script::new(HOLD);
+        let mut invocation = script.prepare_invoke();
+        for name in chunk {
+            invocation.key(format!("{prefix}:lease:{name}"));
+        }
+        invocation.arg(node_id).arg(lease_ms);
+        let held: Vec<i64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        out.extend(held.into_iter().map(|h| h == 1));
+    }
+    Ok(out)
+}
+
+/// Gives up leases this node holds (shutdown: another replica takes over at once).
+pub async fn release_leases(
+    pool: &Pool,
+    prefix: &str,
+    node_id: &str,
+    names: &[String],
+) -> Result<(), String> {
+    const RELEASE: &str = r"
+        for i, key in ipairs(KEYS) do
+            if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+        end
+        return 0";
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+    let script = Script::new(RELEASE);
+    let mut invocation = script.prepare_invoke();
+    for name in names {
+        invocation.key(format!("{prefix}:lease:{name}"));
+    }
+    invocation.arg(node_id);
+    let _: i64 = invocation
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -300,3 +300,20 @@ mod tests {
         }
     }
 }
+
+/// Answers a CSMS-initiated call the way a simulated charger of `version` does (charging
+/// profiles, configuration, availability, ...), for tests that drive a charger's socket
+/// themselves but want the simulator's behaviour: `Ok(payload)` for a CALLRESULT,
+/// `Err((code, description))` for a CALLERROR. Follow-ups (status changes, stops) are left out.
+pub fn answer_call(
+    version: OcppVersion,
+    state: &mut ChargerState,
+    action: &str,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, (&'static str, String)> {
+    use protocol::Protocol;
+    match version {
+        OcppVersion::V16 => v16::V16.handle_call(state, action, payload).reply,
+        OcppVersion::V201 => v201::V201.handle_call(state, action, payload).reply,
+    }
+}

@@ -117,6 +117,8 @@ impl Charger {
         let Some(tx) = c.tx.take() else {
             return;
         };
+        // a TxProfile lives as long as its transaction
+        c.limit_w = None;
         match failure {
             Some(reason) => {
                 self.env.stats.incr(self.shard, Counter::SessionsFailed);

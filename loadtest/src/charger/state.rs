@@ -58,8 +58,12 @@ pub struct Connector {
     pub energy_wh: f64,
     /// When the register was last advanced.
     pub metered_at: Instant,
-    /// Power cap from a charging profile (W).
+    /// Power cap of the transaction's TxProfile (W); it ends with the transaction.
     pub limit_w: Option<f64>,
+    /// TxDefaultProfile (W): transactions without a TxProfile of their own.
+    pub default_limit_w: Option<f64>,
+    /// ChargePointMaxProfile / ChargingStationMaxProfile (W): never more than this.
+    pub max_limit_w: Option<f64>,
     /// Taken out of service.
     pub inoperative: bool,
 }
@@ -72,6 +76,8 @@ impl Connector {
             energy_wh: seed_wh,
             metered_at: now,
             limit_w: None,
+            default_limit_w: None,
+            max_limit_w: None,
             inoperative: false,
         }
     }
@@ -86,11 +92,67 @@ impl Connector {
         if self.tx.is_none() {
             return 0.0;
         }
-        self.limit_w
-            .map_or(nominal_w, |l| l.min(nominal_w))
-            .max(0.0)
+        self.cap_w(nominal_w).max(0.0)
     }
 
+    /// The composite limit (W): the transaction's profile or else the default, under the
+    /// charger's maximum and the nominal power (OCPP's composite schedule, first period only).
+    pub fn cap_w(&self, nominal_w: f64) -> f64 {
+        let mut cap = self.limit_w.or(self.default_limit_w).unwrap_or(nominal_w);
+        if let Some(max) = self.max_limit_w {
+            cap = cap.min(max);
+        }
+        cap.min(nominal_w)
+    }
+
+    /// Forgets every profile (ClearChargingProfile); whether there was one.
+    pub fn clear_profiles(&mut self) -> bool {
+        let had =
+            self.limit_w.is_some() || self.default_limit_w.is_some() || self.max_limit_w.is_some();
+        self.limit_w = None;
+        self.default_limit_w = None;
+        self.max_limit_w = None;
+        had
+    }
+}
+
+/// A profile's first limit in watts: ampere count 230 V per phase, three phases unless the
+/// period names fewer.
+pub fn limit_watts(limit: f64, unit: Option<&str>, phases: Option<f64>) -> f64 {
+    if unit == Some("A") {
+        limit * 230.0 * phases.unwrap_or(3.0).clamp(1.0, 3.0)
+    } else {
+        limit
+    }
+}
+
+/// Applies a SetChargingProfile's first period to `connectors` (connector 0 = all) by purpose;
+/// `false` when a connector does not exist.
+pub fn apply_profile(
+    connectors: &mut [Connector],
+    connector_id: i64,
+    purpose: &str,
+    limit_w: f64,
+) -> bool {
+    let targets: Vec<usize> = if connector_id == 0 {
+        (0..connectors.len()).collect()
+    } else if connector_id > 0 && (connector_id as usize) <= connectors.len() {
+        vec![connector_id as usize - 1]
+    } else {
+        return false;
+    };
+    for i in targets {
+        let c = &mut connectors[i];
+        match purpose {
+            "ChargePointMaxProfile" | "ChargingStationMaxProfile" => c.max_limit_w = Some(limit_w),
+            "TxDefaultProfile" => c.default_limit_w = Some(limit_w),
+            _ => c.limit_w = Some(limit_w),
+        }
+    }
+    true
+}
+
+impl Connector {
     /// Advances the energy register to `now` at the current power.
     pub fn advance(&mut self, now: Instant, nominal_w: f64) {
         let hours = now.saturating_duration_since(self.metered_at).as_secs_f64() / 3600.0;

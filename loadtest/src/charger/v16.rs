@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::protocol::{Answer, Followup, Protocol, StopReason, Trigger};
-use super::state::{ChargerState, Status};
+use super::state::{apply_profile, limit_watts, ChargerState, Status};
 use super::Plan;
 
 /// The 1.6 protocol.
@@ -286,52 +286,52 @@ impl V16 {
                 Answer::ok(json!({ "status": "UnknownVendorId" }))
             }
             "SetChargingProfile" => {
-                let req: m::set_charging_profile::SetChargingProfileRequest = decode(payload)?;
-                let schedule = &req.cs_charging_profiles.charging_schedule;
-                let unit =
-                    Some(serde_json::to_value(&schedule.charging_rate_unit).unwrap_or_default());
-                let limit = schedule
-                    .charging_schedule_period
-                    .first()
-                    .map(|p| watts(p.limit.to_string().parse().unwrap_or(0.0), &unit));
-                let targets: Vec<usize> = if req.connector_id == 0 {
-                    (1..=state.connectors.len()).collect()
-                } else {
-                    vec![req.connector_id as usize]
-                };
-                if targets
-                    .iter()
-                    .any(|c| *c == 0 || *c > state.connectors.len())
-                {
+                let _: m::set_charging_profile::SetChargingProfileRequest =
+                    decode(payload.clone())?;
+                let profile = &payload["csChargingProfiles"];
+                let schedule = &profile["chargingSchedule"];
+                let period = &schedule["chargingSchedulePeriod"][0];
+                let limit = limit_watts(
+                    period["limit"].as_f64().unwrap_or(0.0),
+                    schedule["chargingRateUnit"].as_str(),
+                    period["numberPhases"].as_f64(),
+                );
+                let purpose = profile["chargingProfilePurpose"]
+                    .as_str()
+                    .unwrap_or("TxProfile");
+                let connector = payload["connectorId"].as_i64().unwrap_or(-1);
+                // a ChargePointMaxProfile is for the whole charge point only
+                let fits = purpose != "ChargePointMaxProfile" || connector == 0;
+                if !fits || !apply_profile(&mut state.connectors, connector, purpose, limit) {
                     return Ok(Answer::ok(json!({ "status": "Rejected" })));
-                }
-                for connector in targets {
-                    state.connectors[connector - 1].limit_w = limit;
                 }
                 Answer::ok(json!({ "status": "Accepted" }))
             }
             "ClearChargingProfile" => {
                 let _: m::clear_charging_profile::ClearChargingProfileRequest = decode(payload)?;
-                let had = state.connectors.iter().any(|c| c.limit_w.is_some());
+                let mut had = false;
                 for c in &mut state.connectors {
-                    c.limit_w = None;
+                    had |= c.clear_profiles();
                 }
                 Answer::ok(json!({ "status": if had { "Accepted" } else { "Unknown" } }))
             }
             "GetCompositeSchedule" => {
-                let req: m::get_composite_schedule::GetCompositeScheduleRequest = decode(payload)?;
+                let req: m::get_composite_schedule::GetCompositeScheduleRequest =
+                    decode(payload.clone())?;
                 let nominal = state.nominal_w;
                 let Some(c) = state.connector(i64::from(req.connector_id)) else {
                     return Ok(Answer::ok(json!({ "status": "Rejected" })));
                 };
-                let limit = c.limit_w.unwrap_or(nominal);
+                let watts = c.cap_w(nominal);
+                let amps = payload["chargingRateUnit"] == "A";
+                let limit = if amps { watts / (230.0 * 3.0) } else { watts };
                 Answer::ok(json!({
                     "status": "Accepted",
                     "connectorId": req.connector_id,
                     "scheduleStart": Utc::now(),
                     "chargingSchedule": {
                         "duration": req.duration,
-                        "chargingRateUnit": "W",
+                        "chargingRateUnit": if amps { "A" } else { "W" },
                         "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": (limit * 10.0).round() / 10.0 }]
                     }
                 }))

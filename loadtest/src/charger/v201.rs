@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::protocol::{Answer, Followup, Protocol, StopReason, Trigger};
-use super::state::{ChargerState, Status};
+use super::state::{apply_profile, limit_watts, ChargerState, Status};
 use super::Plan;
 
 /// The 2.0.1 protocol.
@@ -295,29 +295,29 @@ impl V201 {
             }
             "SetChargingProfile" => {
                 let _: m::set_charging_profile::SetChargingProfileRequest = decode(&payload)?;
-                let Some(targets) = evse_targets(state, payload["evseId"].as_i64()) else {
+                let profile = &payload["chargingProfile"];
+                let schedule = &profile["chargingSchedule"][0];
+                let period = &schedule["chargingSchedulePeriod"][0];
+                let limit = limit_watts(
+                    period["limit"].as_f64().unwrap_or(0.0),
+                    schedule["chargingRateUnit"].as_str(),
+                    period["numberPhases"].as_f64(),
+                );
+                let purpose = profile["chargingProfilePurpose"]
+                    .as_str()
+                    .unwrap_or("TxProfile");
+                let evse = payload["evseId"].as_i64().unwrap_or(-1);
+                let fits = purpose != "ChargingStationMaxProfile" || evse == 0;
+                if !fits || !apply_profile(&mut state.connectors, evse, purpose, limit) {
                     return Ok(Answer::ok(json!({ "status": "Rejected" })));
-                };
-                let schedule = &payload["chargingProfile"]["chargingSchedule"][0];
-                let limit = schedule["chargingSchedulePeriod"][0]["limit"]
-                    .as_f64()
-                    .map(|l| {
-                        if schedule["chargingRateUnit"] == "A" {
-                            l * 230.0 * 3.0
-                        } else {
-                            l
-                        }
-                    });
-                for connector in targets {
-                    state.connectors[connector - 1].limit_w = limit;
                 }
                 Answer::ok(json!({ "status": "Accepted" }))
             }
             "ClearChargingProfile" => {
                 let _: m::clear_charging_profile::ClearChargingProfileRequest = decode(&payload)?;
-                let had = state.connectors.iter().any(|c| c.limit_w.is_some());
+                let mut had = false;
                 for c in &mut state.connectors {
-                    c.limit_w = None;
+                    had |= c.clear_profiles();
                 }
                 Answer::ok(json!({ "status": if had { "Accepted" } else { "Unknown" } }))
             }
@@ -327,14 +327,16 @@ impl V201 {
                 let Some(c) = state.connector(i64::from(req.evse_id)) else {
                     return Ok(Answer::ok(json!({ "status": "Rejected" })));
                 };
-                let limit = c.limit_w.unwrap_or(nominal);
+                let watts = c.cap_w(nominal);
+                let amps = payload["chargingRateUnit"] == "A";
+                let limit = if amps { watts / (230.0 * 3.0) } else { watts };
                 Answer::ok(json!({
                     "status": "Accepted",
                     "schedule": {
                         "evseId": req.evse_id,
                         "duration": req.duration,
                         "scheduleStart": Utc::now(),
-                        "chargingRateUnit": "W",
+                        "chargingRateUnit": if amps { "A" } else { "W" },
                         "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": (limit * 10.0).round() / 10.0 }]
                     }
                 }))

@@ -15,6 +15,7 @@ pub mod operations;
 pub mod payments;
 pub mod security;
 pub mod sessions;
+pub mod sites;
 pub mod stations;
 pub mod subscription;
 pub mod types;
@@ -41,6 +42,7 @@ pub struct QueryRoot(
     security::CertificateQuery,
     operations::OperationsQuery,
     dead_letters::DeadLetterQuery,
+    sites::SiteQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -54,6 +56,7 @@ pub struct MutationRoot(
     security::SecurityMutation,
     security::CertificateMutation,
     dead_letters::DeadLetterMutation,
+    sites::SiteMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

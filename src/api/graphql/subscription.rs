@@ -17,8 +17,56 @@ use uuid::Uuid;
 #[derive(Default)]
 pub struct SubscriptionRoot;
 
+/// How often a site subscriber on a replica that does not run the site's controller looks for
+/// a newer load.
+const SITE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
+    /// OPERATOR or ADMIN: the site's load after every re-allocation; first as it is now
+    async fn on_site_load_changed(
+        &self,
+        ctx: &Context<'_>,
+        site_id: ID,
+    ) -> Result<impl Stream<Item = super::sites::Site>, ApiError> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>().clone();
+        let id = Uuid::parse_str(site_id.as_str())
+            .map_err(|_| ApiError::BadUserInput("siteId is not a valid id".into()))?;
+        let rx = app.live.subscribe(Topic::Site(id));
+        let current = crate::store::sites::find(&app.db, id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound("site not found".into()))?;
+        let seen = crate::store::sites::load_of(&app.db, id)
+            .await
+            .ok()
+            .flatten()
+            .map(|(_, at)| at);
+        // this replica's controller wakes it at once; another replica's is seen by polling
+        let changes = stream::unfold((rx, app, seen), move |(mut rx, app, mut seen)| async move {
+            loop {
+                let woken = tokio::select! {
+                    event = rx.recv() => !matches!(event, Err(RecvError::Closed)),
+                    _ = tokio::time::sleep(SITE_POLL) => false,
+                };
+                let at = crate::store::sites::load_of(&app.db, id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|(_, at)| at);
+                if woken || at != seen {
+                    seen = at;
+                    if let Ok(Some(site)) = crate::store::sites::find(&app.db, id).await {
+                        return Some((super::sites::Site::from(site), (rx, app, seen)));
+                    }
+                    return None;
+                }
+            }
+        });
+        Ok(stream::once(async move { super::sites::Site::from(current) }).chain(changes))
+    }
+
     /// OPERATOR or ADMIN: a charger's online state and connector statuses, first as they are
     /// now, then on every change.
     async fn on_charger_status_changed(

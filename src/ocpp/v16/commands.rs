@@ -6,10 +6,48 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::security as sec;
-use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope};
 
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
-const TX_PROFILE_ID: i32 = 9001;
+const TX_PROFILE_ID: i32 = profile_ids::TX;
+
+/// SetChargingProfile for a load-management current limit.
+fn current_limit(
+    scope: LimitScope,
+    connector_id: i32,
+    transaction_id: Option<i32>,
+    amps: f64,
+    phases: u8,
+) -> Result<Value, CommandError> {
+    let period =
+        json!({ "startPeriod": 0, "limit": (amps * 10.0).floor() / 10.0, "numberPhases": phases });
+    let (id, purpose, stack_level, connector) = match scope {
+        LimitScope::Transaction => (TX_PROFILE_ID, "TxProfile", 1, connector_id),
+        LimitScope::NewTransactions => (profile_ids::TX_DEFAULT, "TxDefaultProfile", 0, 0),
+        LimitScope::Charger => (profile_ids::CHARGER_MAX, "ChargePointMaxProfile", 0, 0),
+    };
+    let mut profile = json!({
+        "chargingProfileId": id,
+        "stackLevel": stack_level,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": { "chargingRateUnit": "A", "chargingSchedulePeriod": [period] }
+    });
+    if scope == LimitScope::Charger {
+        // a ChargePointMaxProfile is not relative to a transaction: it holds from now on
+        profile["chargingProfileKind"] = json!("Absolute");
+        profile["chargingSchedule"]["startSchedule"] = json!(chrono::Utc::now());
+    }
+    if scope == LimitScope::Transaction {
+        let Some(transaction_id) = transaction_id else {
+            return Err(CommandError::Invalid(
+                "a 1.6 transaction limit needs the transactionId".into(),
+            ));
+        };
+        profile["transactionId"] = json!(transaction_id);
+    }
+    Ok(json!({ "connectorId": connector, "csChargingProfiles": profile }))
+}
 
 fn check<T: DeserializeOwned>(what: &str, payload: &Value) -> Result<(), String> {
     serde_json::from_value::<T>(payload.clone())
@@ -111,6 +149,17 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
                 json!({ "connectorId": connector_id, "csChargingProfiles": profile }),
             )
         }
+        ChargerCommand::LimitCurrent {
+            scope,
+            connector_id,
+            transaction_id,
+            amps,
+            phases,
+            ..
+        } => (
+            "SetChargingProfile".to_string(),
+            current_limit(*scope, *connector_id, *transaction_id, *amps, *phases)?,
+        ),
         ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
         ChargerCommand::SetBasicPassword { password } => (
             "ChangeConfiguration".to_string(),

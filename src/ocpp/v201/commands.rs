@@ -5,10 +5,51 @@ use rust_ocpp::v2_0_1::messages as m;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::ocpp::command::{ChargerCommand, CommandError};
+use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope};
 
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
-const TX_PROFILE_ID: i32 = 9001;
+const TX_PROFILE_ID: i32 = profile_ids::TX;
+
+/// SetChargingProfile for a load-management current limit.
+fn current_limit(
+    scope: LimitScope,
+    evse_id: i32,
+    transaction_ref: Option<&str>,
+    amps: f64,
+    phases: u8,
+) -> Result<Value, CommandError> {
+    let period =
+        json!({ "startPeriod": 0, "limit": (amps * 10.0).floor() / 10.0, "numberPhases": phases });
+    let (id, purpose, stack_level, evse) = match scope {
+        LimitScope::Transaction => (TX_PROFILE_ID, "TxProfile", 1, evse_id),
+        LimitScope::NewTransactions => (profile_ids::TX_DEFAULT, "TxDefaultProfile", 0, 0),
+        LimitScope::Charger => (profile_ids::CHARGER_MAX, "ChargingStationMaxProfile", 0, 0),
+    };
+    let mut schedule =
+        json!({ "id": id, "chargingRateUnit": "A", "chargingSchedulePeriod": [period] });
+    let mut profile = json!({
+        "id": id,
+        "stackLevel": stack_level,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Relative",
+    });
+    if scope == LimitScope::Charger {
+        // not relative to a transaction (K01.FR.38): it holds from now on
+        profile["chargingProfileKind"] = json!("Absolute");
+        schedule["startSchedule"] = json!(chrono::Utc::now());
+    }
+    if scope == LimitScope::Transaction {
+        // 2.0.1 only accepts a TxProfile for a named, running transaction (K01.FR.03)
+        let Some(transaction_ref) = transaction_ref else {
+            return Err(CommandError::Invalid(
+                "a 2.0.1 transaction limit needs the station's transactionId".into(),
+            ));
+        };
+        profile["transactionId"] = json!(transaction_ref);
+    }
+    profile["chargingSchedule"] = json!([schedule]);
+    Ok(json!({ "evseId": evse, "chargingProfile": profile }))
+}
 
 fn check<T: DeserializeOwned>(what: &str, payload: &Value) -> Result<(), String> {
     serde_json::from_value::<T>(payload.clone())
@@ -145,6 +186,23 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
                 tx_profile(*connector_id, transaction_ref, *max_power_w),
             )
         }
+        ChargerCommand::LimitCurrent {
+            scope,
+            connector_id,
+            transaction_ref,
+            amps,
+            phases,
+            ..
+        } => (
+            "SetChargingProfile".to_string(),
+            current_limit(
+                *scope,
+                *connector_id,
+                transaction_ref.as_deref(),
+                *amps,
+                *phases,
+            )?,
+        ),
         ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
         ChargerCommand::SetBasicPassword { password } => (
             "SetVariables".to_string(),

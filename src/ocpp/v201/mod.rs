@@ -10,6 +10,7 @@ mod device_model;
 mod meter;
 mod reports;
 mod security;
+mod smart_charging;
 mod status;
 mod transactions;
 
@@ -23,6 +24,7 @@ use super::handler::{CallContext, Handled};
 pub const ACTIONS: &[&str] = &[
     "Authorize",
     "BootNotification",
+    "ClearedChargingLimit",
     "DataTransfer",
     "FirmwareStatusNotification",
     "Get15118EVCertificate",
@@ -30,8 +32,12 @@ pub const ACTIONS: &[&str] = &[
     "Heartbeat",
     "LogStatusNotification",
     "MeterValues",
+    "NotifyChargingLimit",
+    "NotifyEVChargingNeeds",
+    "NotifyEVChargingSchedule",
     "NotifyEvent",
     "NotifyReport",
+    "ReportChargingProfiles",
     "SecurityEventNotification",
     "SignCertificate",
     "StatusNotification",
@@ -39,18 +45,13 @@ pub const ACTIONS: &[&str] = &[
 ];
 
 /// Charger-initiated 2.0.1 actions this server knows but does not implement (ISO 15118
-/// certificates, display messages, monitoring, reservations, external charging limits): they
+/// display messages, monitoring, reservations, customer information): they
 /// get `NotSupported`, unknown names get `NotImplemented`.
 pub const NOT_SUPPORTED: &[&str] = &[
-    "ClearedChargingLimit",
-    "NotifyChargingLimit",
     "NotifyCustomerInformation",
     "NotifyDisplayMessages",
-    "NotifyEVChargingNeeds",
-    "NotifyEVChargingSchedule",
     "NotifyMonitoringReport",
     "PublishFirmwareStatusNotification",
-    "ReportChargingProfiles",
     "ReservationStatusUpdate",
 ];
 
@@ -77,6 +78,13 @@ pub async fn handle(
             .await
         }
         "SecurityEventNotification" => security::security_event(&ctx, payload).await,
+        "NotifyChargingLimit" => smart_charging::notify_charging_limit(&ctx, payload).await,
+        "ClearedChargingLimit" => smart_charging::cleared_charging_limit(&ctx, payload).await,
+        "NotifyEVChargingNeeds" => smart_charging::notify_ev_charging_needs(&ctx, payload).await,
+        "NotifyEVChargingSchedule" => {
+            smart_charging::notify_ev_charging_schedule(&ctx, payload).await
+        }
+        "ReportChargingProfiles" => smart_charging::report_charging_profiles(&ctx, payload).await,
         "SignCertificate" => security::sign_certificate(&ctx, payload).await,
         "Get15118EVCertificate" => security::ev_certificate(&ctx, payload).await,
         "GetCertificateStatus" => security::certificate_status(&ctx, payload).await,
@@ -179,6 +187,26 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
         .map(drop),
         "LogStatusNotification" => decode_shape::<
             m::log_status_notification::LogStatusNotificationRequest,
+        >(action, payload)
+        .map(drop),
+        "NotifyChargingLimit" => {
+            decode_shape::<m::notify_charging_limit::NotifyChargingLimitRequest>(action, payload)
+                .map(drop)
+        }
+        "ClearedChargingLimit" => {
+            decode_shape::<m::cleared_charging_limit::ClearedChargingLimitRequest>(action, payload)
+                .map(drop)
+        }
+        "NotifyEVChargingNeeds" => decode_shape::<
+            m::notify_ev_charging_needs::NotifyEVChargingNeedsRequest,
+        >(action, payload)
+        .map(drop),
+        "NotifyEVChargingSchedule" => decode_shape::<
+            m::notify_ev_charging_schedule::NotifyEVChargingScheduleRequest,
+        >(action, payload)
+        .map(drop),
+        "ReportChargingProfiles" => decode_shape::<
+            m::report_charging_profiles::ReportChargingProfilesRequest,
         >(action, payload)
         .map(drop),
         other if NOT_SUPPORTED.contains(&other) => Err(CallFailure::new(

@@ -1,0 +1,214 @@
+//! The station's side of smart charging (K): external limits set by an EMS or the grid operator
+//! (NotifyChargingLimit, ClearedChargingLimit) are honoured by the site's allocation; the car's
+//! needs (NotifyEVChargingNeeds: energy, departure, maximum current) raise or bound its share;
+//! the station's profile reports (ReportChargingProfiles) and the car's own schedule
+//! (NotifyEVChargingSchedule) are kept. Each is stored before it is answered.
+
+use rust_ocpp::v2_0_1::messages as m;
+use serde_json::{json, Value};
+
+use super::reports::keep;
+use crate::actors::messages::Reallocate;
+use crate::ocpp::handler::{CallContext, Handled};
+use crate::ocpp::payload::decode_shape;
+use crate::ocpp::CallFailure;
+use crate::store::sites;
+
+/// Volts a limit in watts is converted to ampere with when the station does not say more.
+const NOMINAL_VOLTAGE: f64 = 230.0;
+
+/// The first period's limit of a schedule, in ampere per phase.
+fn schedule_amps(schedule: &Value) -> Option<f64> {
+    let period = schedule.get("chargingSchedulePeriod")?.get(0)?;
+    let limit = period.get("limit")?.as_f64()?;
+    let phases = period
+        .get("numberPhases")
+        .and_then(|p| p.as_f64())
+        .unwrap_or(3.0)
+        .max(1.0);
+    match schedule.get("chargingRateUnit")?.as_str()? {
+        "A" => Some(limit),
+        _ => Some(limit / (NOMINAL_VOLTAGE * phases)),
+    }
+}
+
+fn reallocate(ctx: &CallContext) {
+    if let Some(site_id) = ctx.app.site_directory.site_of(&ctx.charger_id) {
+        ctx.app.site_supervisor.do_send(Reallocate {
+            site_id,
+            now: false,
+        });
+    }
+}
+
+/// K12: a limit from outside (EMS, DSO) is in force; the allocation honours the lowest one.
+pub async fn notify_charging_limit(
+    ctx: &CallContext,
+    payload: Value,
+) -> Result<Handled, CallFailure> {
+    use m::notify_charging_limit as n;
+    let _: n::NotifyChargingLimitRequest = decode_shape("NotifyChargingLimit", payload.clone())?;
+    let source = payload["chargingLimit"]["chargingLimitSource"]
+        .as_str()
+        .unwrap_or("Other")
+        .to_string();
+    let amps = payload
+        .get("chargingSchedule")
+        .and_then(|s| s.as_array())
+        .and_then(|schedules| schedules.iter().filter_map(schedule_amps).reduce(f64::min));
+    crate::store::chargers::record_report_now(
+        &ctx.app.db,
+        &ctx.charger_id,
+        "NotifyChargingLimit",
+        &payload,
+    )
+    .await
+    .map_err(CallFailure::internal)?;
+    if let Some(amps) = amps {
+        sites::set_external_limit(
+            &ctx.app.db,
+            &ctx.charger_id,
+            Some(amps.max(0.0)),
+            Some(&source),
+        )
+        .await
+        .map_err(CallFailure::internal)?;
+        reallocate(ctx);
+    }
+    tracing::info!(charger_id = %ctx.charger_id, source = %source, limit_amps = ?amps, "external charging limit");
+    Handled::reply(&json!({}))
+}
+
+/// K13: the external limit is gone.
+pub async fn cleared_charging_limit(
+    ctx: &CallContext,
+    payload: Value,
+) -> Result<Handled, CallFailure> {
+    use m::cleared_charging_limit as c;
+    let _: c::ClearedChargingLimitRequest = decode_shape("ClearedChargingLimit", payload.clone())?;
+    crate::store::chargers::record_report_now(
+        &ctx.app.db,
+        &ctx.charger_id,
+        "ClearedChargingLimit",
+        &payload,
+    )
+    .await
+    .map_err(CallFailure::internal)?;
+    sites::set_external_limit(&ctx.app.db, &ctx.charger_id, None, None)
+        .await
+        .map_err(CallFailure::internal)?;
+    reallocate(ctx);
+    Handled::reply(&json!({}))
+}
+
+/// K15/K16: the car's needs. On a load-managed charger they feed the allocation and the
+/// session's profile is pushed again (Accepted: a schedule follows); elsewhere they are kept and
+/// Rejected (this CSMS computes no schedule for the car on its own).
+pub async fn notify_ev_charging_needs(
+    ctx: &CallContext,
+    payload: Value,
+) -> Result<Handled, CallFailure> {
+    use m::notify_ev_charging_needs as n;
+    let _: n::NotifyEVChargingNeedsRequest =
+        decode_shape("NotifyEVChargingNeeds", payload.clone())?;
+    crate::store::chargers::record_report_now(
+        &ctx.app.db,
+        &ctx.charger_id,
+        "NotifyEVChargingNeeds",
+        &payload,
+    )
+    .await
+    .map_err(CallFailure::internal)?;
+    let needs = &payload["chargingNeeds"];
+    let evse_id = payload["evseId"].as_i64().unwrap_or(1) as i32;
+    let departure = needs["departureTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    let ac = &needs["acChargingParameters"];
+    let dc = &needs["dcChargingParameters"];
+    let energy_kwh = ac["energyAmount"]
+        .as_f64()
+        .or_else(|| dc["energyAmount"].as_f64())
+        .map(|wh| wh / 1000.0)
+        .filter(|kwh| *kwh > 0.0);
+    let ev_max_amps = ac["evMaxCurrent"].as_f64().filter(|a| *a >= 0.0);
+    let managed = ctx.app.site_directory.site_of(&ctx.charger_id).is_some();
+    let session = sites::open_session_on(&ctx.app.db, &ctx.charger_id, evse_id)
+        .await
+        .map_err(CallFailure::internal)?;
+    let status = match session {
+        Some(session_id) => {
+            sites::set_needs(
+                &ctx.app.db,
+                session_id,
+                departure,
+                energy_kwh,
+                ev_max_amps,
+                None,
+                "EV",
+            )
+            .await
+            .map_err(CallFailure::internal)?;
+            if managed {
+                sites::invalidate_allocation(&ctx.app.db, session_id)
+                    .await
+                    .map_err(CallFailure::internal)?;
+                reallocate(ctx);
+                "Accepted"
+            } else {
+                "Rejected"
+            }
+        }
+        None => "Rejected",
+    };
+    Handled::reply(&json!({ "status": status }))
+}
+
+/// K09/K10 answers, and the car's own schedule (K17): kept as sent.
+pub async fn report_charging_profiles(
+    ctx: &CallContext,
+    payload: Value,
+) -> Result<Handled, CallFailure> {
+    use m::report_charging_profiles as r;
+    keep::<r::ReportChargingProfilesRequest, r::ReportChargingProfilesResponse>(
+        ctx,
+        "ReportChargingProfiles",
+        payload,
+    )
+    .await
+}
+
+pub async fn notify_ev_charging_schedule(
+    ctx: &CallContext,
+    payload: Value,
+) -> Result<Handled, CallFailure> {
+    use m::notify_ev_charging_schedule as n;
+    let _: n::NotifyEVChargingScheduleRequest =
+        decode_shape("NotifyEVChargingSchedule", payload.clone())?;
+    crate::store::chargers::record_report_now(
+        &ctx.app.db,
+        &ctx.charger_id,
+        "NotifyEVChargingSchedule",
+        &payload,
+    )
+    .await
+    .map_err(CallFailure::internal)?;
+    Handled::reply(&json!({ "status": "Accepted" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_in_watts_is_read_as_ampere_per_phase() {
+        let amps = json!({ "chargingRateUnit": "A", "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": 16.0 }] });
+        assert_eq!(schedule_amps(&amps), Some(16.0));
+        let watts = json!({ "chargingRateUnit": "W", "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": 11040.0, "numberPhases": 3 }] });
+        assert_eq!(schedule_amps(&watts), Some(16.0));
+        let one_phase = json!({ "chargingRateUnit": "W", "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": 2300.0, "numberPhases": 1 }] });
+        assert_eq!(schedule_amps(&one_phase), Some(10.0));
+        assert_eq!(schedule_amps(&json!({})), None);
+    }
+}
