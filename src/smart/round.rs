@@ -129,11 +129,12 @@ pub async fn run(app: &AppContext, site_id: Uuid, mut memory: Memory) -> Result<
             continue;
         };
         let changed = match (session.allocated_amps, session.applied) {
+            // every decrease is pushed (the others' shares count on it); an increase only when
+            // it is worth a profile
             (Some(before), Some(true)) => {
-                (allocation.amps - before).abs() >= settings.min_change_amps
-                    || (allocation.amps == 0.0) != (before == 0.0)
-                    || (allocation.amps < before
-                        && allocation.amps <= view.min_amps_of(&session.charger_id))
+                allocation.amps < before - 1e-9
+                    || allocation.amps - before >= settings.min_change_amps
+                    || (before == 0.0 && allocation.amps > 0.0)
             }
             _ => true,
         };

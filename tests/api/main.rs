@@ -25,6 +25,7 @@ mod peers;
 mod pnc;
 mod replicas;
 mod sessions;
+mod smart_charging;
 mod startup;
 mod subscriptions;
 mod tls;

@@ -23,7 +23,7 @@ use crate::connect::{self, OcppVersion, Target};
 use crate::scenario::{HeartbeatMode, Scenario};
 use crate::stats::{Counter, Family, Stats};
 pub use protocol::Outcome;
-pub use state::{ChargerState, Status};
+pub use state::{ChargerState, Connector, Status, Transaction};
 
 /// Longest pause between two connection attempts of one charger.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -1,0 +1,423 @@
+//! Load management end to end: a site with a 63 A three-phase connection and eight chargers
+//! that answer the server's calls with the bundled simulator's own logic (profiles by purpose,
+//! composite schedules) over real sockets. Sessions start one by one; at every moment the sum
+//! of the limits in force on the chargers that charge stays within 63 A, and so does what the
+//! cars draw (their meter values follow their limits); a charger that goes offline is counted
+//! at what it may still draw until it is back.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chargegrid_loadtest::charger::{answer_call, ChargerState};
+use chargegrid_loadtest::connect::OcppVersion;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::charger_client::{connect16, TestCharger};
+use crate::helpers::{spawn_app_with, TestApp, CHARGER_PASSWORD};
+
+/// 32 A on three 230 V phases.
+const NOMINAL_W: f64 = 32.0 * 230.0 * 3.0;
+const WATTS_PER_AMP: f64 = 230.0 * 3.0;
+const GRID_AMPS: f64 = 63.0;
+const CHARGERS: usize = 8;
+
+enum Command {
+    Start(String, oneshot::Sender<()>),
+    Meter(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+    Disconnect(oneshot::Sender<()>),
+    Connect(oneshot::Sender<()>),
+}
+
+/// A simulated charger: the simulator's state, answered by the simulator's protocol logic, on
+/// a socket this test drives.
+struct Sim {
+    state: Arc<Mutex<ChargerState>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Sim {
+    async fn send(&self, make: impl FnOnce(oneshot::Sender<()>) -> Command) {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).expect("charger task alive");
+        tokio::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .expect("charger command in time")
+            .expect("charger command done");
+    }
+
+    /// The limit in force (A per phase) while a transaction runs; `None` when idle.
+    fn limit_amps(&self) -> Option<f64> {
+        let state = self.state.lock().expect("state");
+        let c = &state.connectors[0];
+        c.tx.as_ref().map(|_| c.cap_w(NOMINAL_W) / WATTS_PER_AMP)
+    }
+
+    fn holds_fallback(&self) -> bool {
+        let state = self.state.lock().expect("state");
+        let c = &state.connectors[0];
+        c.max_limit_w.is_some() && c.default_limit_w.is_some()
+    }
+}
+
+/// Every charger's state, and the highest sum of the limits in force on the chargers that
+/// charge, taken after every change of any of them (a profile applied, a transaction started).
+#[derive(Default)]
+struct Fleet {
+    states: Vec<Arc<Mutex<ChargerState>>>,
+    worst: Mutex<f64>,
+}
+
+impl Fleet {
+    /// The limits in force on the chargers that charge, summed (A per phase).
+    fn total(&self) -> f64 {
+        self.states
+            .iter()
+            .filter_map(|state| {
+                let state = state.lock().expect("state");
+                let c = &state.connectors[0];
+                c.tx.as_ref().map(|_| c.cap_w(NOMINAL_W) / WATTS_PER_AMP)
+            })
+            .sum()
+    }
+
+    /// Applies one change to a charger and takes the sum right after it, one change at a time.
+    fn change(&self, state: &Arc<Mutex<ChargerState>>, apply: impl FnOnce(&mut ChargerState)) {
+        let mut worst = self.worst.lock().expect("worst");
+        apply(&mut state.lock().expect("state"));
+        *worst = worst.max(self.total());
+    }
+}
+
+async fn answer_queued(cp: &mut TestCharger, state: &Arc<Mutex<ChargerState>>, fleet: &Fleet) {
+    while let Some((id, action, payload)) = cp.server_calls.pop_front() {
+        answer(cp, state, fleet, &id, &action, payload).await;
+    }
+}
+
+async fn answer(
+    cp: &mut TestCharger,
+    state: &Arc<Mutex<ChargerState>>,
+    fleet: &Fleet,
+    id: &str,
+    action: &str,
+    payload: Value,
+) {
+    let mut reply = None;
+    fleet.change(state, |state| {
+        reply = Some(answer_call(OcppVersion::V16, state, action, payload));
+    });
+    let reply = reply.expect("answered");
+    match reply {
+        Ok(payload) => cp.reply(id, payload).await,
+        Err((code, description)) => {
+            cp.send_text(&json!([4, id, code, description, {}]).to_string())
+                .await
+        }
+    }
+}
+
+async fn run_charger(
+    port: u16,
+    id: String,
+    state: Arc<Mutex<ChargerState>>,
+    fleet: Arc<Fleet>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let connect =
+        |id: String| async move { connect16(port, &id, Some((&id, CHARGER_PASSWORD))).await };
+    let mut cp = Some(connect(id.clone()).await);
+    if let Some(cp) = cp.as_mut() {
+        cp.boot().await;
+        cp.call(
+            "StatusNotification",
+            json!({ "connectorId": 1, "errorCode": "NoError", "status": "Available" }),
+        )
+        .await
+        .expect("status");
+    }
+    let mut transaction: Option<i64> = None;
+    let mut energy_wh = 0.0;
+    loop {
+        if let Some(socket) = cp.as_mut() {
+            answer_queued(socket, &state, &fleet).await;
+        }
+        let command = match cp.as_mut() {
+            Some(socket) => tokio::select! {
+                command = commands.recv() => command,
+                frame = socket.recv_within(Duration::from_millis(25)) => {
+                    if let Some(frame) = frame {
+                        if frame[0] == 2 {
+                            let (mid, action) = (frame[1].as_str().unwrap_or_default().to_string(), frame[2].as_str().unwrap_or_default().to_string());
+                            answer(socket, &state, &fleet, &mid, &action, frame[3].clone()).await;
+                        }
+                    }
+                    continue;
+                }
+            },
+            None => commands.recv().await,
+        };
+        let Some(command) = command else { return };
+        match command {
+            Command::Start(id_tag, done) => {
+                let socket = cp.as_mut().expect("connected");
+                let start = socket
+                    .call(
+                        "StartTransaction",
+                        json!({ "connectorId": 1, "idTag": id_tag, "meterStart": energy_wh as i64, "timestamp": chrono::Utc::now() }),
+                    )
+                    .await
+                    .expect("start answered");
+                assert_eq!(start["idTagInfo"]["status"], "Accepted", "{start}");
+                let tid = start["transactionId"].as_i64().expect("transactionId");
+                transaction = Some(tid);
+                {
+                    let now = tokio::time::Instant::now();
+                    let tx = chargegrid_loadtest::charger::Transaction {
+                        id: Some(tid.to_string()),
+                        id_tag,
+                        remote: false,
+                        remote_start_id: None,
+                        meter_start_wh: energy_wh,
+                        started: now,
+                        stop_at: None,
+                        meter_due: now,
+                        stopping: false,
+                        seq_no: 0,
+                        refused: false,
+                    };
+                    fleet.change(&state, |state| state.connectors[0].tx = Some(tx));
+                }
+                socket
+                    .call(
+                        "StatusNotification",
+                        json!({ "connectorId": 1, "errorCode": "NoError", "status": "Charging" }),
+                    )
+                    .await
+                    .expect("status");
+                let _ = done.send(());
+            }
+            Command::Meter(done) => {
+                let socket = cp.as_mut().expect("connected");
+                let power = {
+                    let state = state.lock().expect("state");
+                    state.connectors[0].power_w(NOMINAL_W)
+                };
+                energy_wh += power / 60.0;
+                socket
+                    .call(
+                        "MeterValues",
+                        json!({ "connectorId": 1, "transactionId": transaction, "meterValue": [{ "timestamp": chrono::Utc::now(), "sampledValue": [
+                            { "value": format!("{energy_wh:.0}"), "measurand": "Energy.Active.Import.Register", "unit": "Wh" },
+                            { "value": format!("{power:.0}"), "measurand": "Power.Active.Import", "unit": "W" }
+                        ] }] }),
+                    )
+                    .await
+                    .expect("meter values");
+                let _ = done.send(());
+            }
+            Command::Stop(done) => {
+                let socket = cp.as_mut().expect("connected");
+                socket
+                    .call(
+                        "StopTransaction",
+                        json!({ "transactionId": transaction, "meterStop": energy_wh as i64, "timestamp": chrono::Utc::now(), "reason": "EVDisconnected" }),
+                    )
+                    .await
+                    .expect("stop answered");
+                fleet.change(&state, |state| {
+                    state.connectors[0].tx = None;
+                    // a TxProfile ends with its transaction
+                    state.connectors[0].limit_w = None;
+                });
+                transaction = None;
+                socket
+                    .call(
+                        "StatusNotification",
+                        json!({ "connectorId": 1, "errorCode": "NoError", "status": "Available" }),
+                    )
+                    .await
+                    .expect("status");
+                let _ = done.send(());
+            }
+            Command::Disconnect(done) => {
+                if let Some(mut socket) = cp.take() {
+                    let _ = socket.ws.close(None).await;
+                }
+                let _ = done.send(());
+            }
+            Command::Connect(done) => {
+                // the charger keeps its profiles and its transaction across the reconnect
+                cp = Some(connect(id.clone()).await);
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+async fn staff_graphql(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let response = app.graphql(query, variables, Some(token)).await;
+    assert!(response["errors"].is_null(), "{query}: {response}");
+    response["data"].clone()
+}
+
+/// Waits until every charging charger holds `amps` (within rounding), or panics with what they
+/// hold.
+async fn converge(app: &TestApp, sims: &[Sim], charging: &[usize], amps: f64) {
+    let ok = app
+        .wait_until(Duration::from_secs(15), || async {
+            charging.iter().all(|&i| {
+                sims[i]
+                    .limit_amps()
+                    .is_some_and(|held| (held - amps).abs() < 0.06)
+            })
+        })
+        .await;
+    let held: Vec<Option<f64>> = sims.iter().map(Sim::limit_amps).collect();
+    assert!(
+        ok,
+        "expected {amps} A on chargers {charging:?}, they hold {held:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_63_amp_site_shares_among_eight_chargers_and_never_passes_its_limit() {
+    let app = spawn_app_with(|s| {
+        s.smart_charging.debounce_ms = 20;
+        s.smart_charging.reconcile_secs = 1;
+        s.smart_charging.lease_ms = 3_000;
+    })
+    .await;
+    let operator = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Depot").await;
+    let site = staff_graphql(
+        &app,
+        &operator,
+        "mutation($i: CreateSiteInput!) { createSite(input: $i) { id gridLimitAmps phases voltage marginAmps } }",
+        json!({ "i": { "name": "Depot", "gridLimitAmps": GRID_AMPS } }),
+    )
+    .await["createSite"]
+        .clone();
+    assert_eq!(site["phases"], 3);
+    assert_eq!(site["voltage"], 230.0);
+    let site_id = site["id"].as_str().expect("site id").to_string();
+
+    let states: Vec<Arc<Mutex<ChargerState>>> = (0..CHARGERS)
+        .map(|_| Arc::new(Mutex::new(ChargerState::new(1, NOMINAL_W, 60.0, 0.0))))
+        .collect();
+    let fleet = Arc::new(Fleet {
+        states: states.clone(),
+        worst: Mutex::new(0.0),
+    });
+    let mut sims = Vec::new();
+    let mut tags = Vec::new();
+    for (i, state) in states.into_iter().enumerate() {
+        let id = format!("SITE-CP-{i}");
+        app.register_charger(&operator, &id, station, None).await;
+        staff_graphql(
+            &app,
+            &operator,
+            "mutation($i: AttachChargerInput!) { attachCharger(input: $i) { id } }",
+            json!({ "i": { "siteId": site_id, "chargerId": id, "maxAmps": 32.0, "minAmps": 6.0 } }),
+        )
+        .await;
+        let (driver, _, _) = app
+            .register(
+                &format!("site-driver-{i}@example.com"),
+                "correct horse battery",
+            )
+            .await;
+        let user = app.fund(&driver, "500").await;
+        tags.push(user["idTag"].as_str().expect("idTag").to_string());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_charger(app.port, id, state.clone(), fleet.clone(), rx));
+        sims.push(Sim {
+            state,
+            commands: tx,
+        });
+    }
+    let sims = Arc::new(sims);
+
+    // every charger gets its maximum and a default at the minimum once it is connected
+    let installed = app
+        .wait_until(Duration::from_secs(15), || async {
+            sims.iter().all(Sim::holds_fallback)
+        })
+        .await;
+    assert!(
+        installed,
+        "fallback profiles were not installed on every charger"
+    );
+    {
+        let state = sims[0].state.lock().expect("state");
+        assert_eq!(state.connectors[0].max_limit_w, Some(32.0 * WATTS_PER_AMP));
+        assert_eq!(
+            state.connectors[0].default_limit_w,
+            Some(6.0 * WATTS_PER_AMP)
+        );
+    }
+
+    // sessions one by one: 63 A less 6 A kept for each idle charger, shared by those charging
+    let expected = [21.0, 13.5, 11.0, 9.7, 9.0, 8.5, 8.1, 7.8];
+    for n in 0..CHARGERS {
+        let tag = tags[n].clone();
+        sims[n].send(|done| Command::Start(tag, done)).await;
+        let charging: Vec<usize> = (0..=n).collect();
+        converge(&app, &sims, &charging, expected[n]).await;
+        for &i in &charging {
+            sims[i].send(Command::Meter).await;
+        }
+    }
+
+    // what the cars draw, as the server measured it from their meter values, stays within it
+    let load_query = "query($id: ID!) { site(id: $id) { load { allocatedAmps measuredAmps sessions { sessionId chargerId amps } } chargers { chargerId online fallbackInstalled } } }";
+    let measured_ok = app
+        .wait_until(Duration::from_secs(10), || async {
+            let data = staff_graphql(&app, &operator, load_query, json!({ "id": site_id })).await;
+            let load = &data["site"]["load"];
+            let measured: Vec<f64> = load["measuredAmps"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            load["sessions"].as_array().map_or(0, Vec::len) == CHARGERS
+                && measured.len() == 3
+                && measured.iter().all(|m| *m > 60.0 && *m <= GRID_AMPS + 0.05)
+        })
+        .await;
+    let data = staff_graphql(&app, &operator, load_query, json!({ "id": site_id })).await;
+    assert!(measured_ok, "site load: {}", data["site"]["load"]);
+    for amps in data["site"]["load"]["allocatedAmps"]
+        .as_array()
+        .expect("allocated")
+    {
+        assert!(amps.as_f64().unwrap_or(99.0) <= GRID_AMPS + 1e-6, "{data}");
+    }
+    assert!(data["site"]["chargers"]
+        .as_array()
+        .expect("chargers")
+        .iter()
+        .all(|c| c["fallbackInstalled"] == true && c["online"] == true));
+
+    // charger 0 goes offline while charging: it may still draw its 7.8 A and a new
+    // transaction's 6 A, so the other seven share 63 - 13.8 = 49.2 A: 7.0 A each
+    sims[0].send(Command::Disconnect).await;
+    converge(&app, &sims, &[1, 2, 3, 4, 5, 6, 7], 7.0).await;
+    assert!((sims[0].limit_amps().unwrap_or_default() - 7.8).abs() < 0.06);
+    // back: everyone at 7.8 again
+    sims[0].send(Command::Connect).await;
+    converge(&app, &sims, &(0..CHARGERS).collect::<Vec<_>>(), 7.8).await;
+
+    // four leave: the four left and the idle reserve share it again (63 - 24 = 39 / 4 = 9.75)
+    for i in 4..CHARGERS {
+        sims[i].send(Command::Stop).await;
+    }
+    converge(&app, &sims, &[0, 1, 2, 3], 9.7).await;
+
+    let worst = *fleet.worst.lock().expect("worst");
+    assert!(
+        worst <= GRID_AMPS + 1e-6,
+        "the limits in force summed to {worst} A at one moment (limit {GRID_AMPS} A)"
+    );
+    assert!(worst > 60.0, "the monitor saw the site busy ({worst} A)");
+}
