@@ -444,22 +444,6 @@ pub async fn set_needs(
     Ok(())
 }
 
-/// The open session on a charger's connector/EVSE, if any (for the car's reports).
-pub async fn open_session_on(
-    pool: &PgPool,
-    charger_id: &str,
-    connector_id: i32,
-) -> Result<Option<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM sessions WHERE charger_id = $1 AND connector_id = $2 \
-         AND status IN ('PENDING', 'IN_PROGRESS', 'STOPPING') ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(charger_id)
-    .bind(connector_id)
-    .fetch_optional(pool)
-    .await?)
-}
-
 /// Stores the site's load snapshot after an allocation.
 pub async fn save_load(
     pool: &PgPool,
@@ -497,4 +481,34 @@ pub async fn invalidate_allocation(pool: &PgPool, session_id: Uuid) -> Result<()
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// The open session on a charger's EVSE with its transaction and limits (for the car's reports).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenTransaction {
+    pub session_id: Uuid,
+    pub transaction_ref: Option<String>,
+    pub max_power_kw: Option<f64>,
+    pub allocated_amps: Option<f64>,
+}
+
+pub async fn open_transaction_on(
+    pool: &PgPool,
+    charger_id: &str,
+    connector_id: i32,
+) -> Result<Option<OpenTransaction>, StoreError> {
+    Ok(sqlx::query_as::<_, OpenTransaction>(
+        "SELECT s.id AS session_id, t.transaction_ref, s.max_power_kw, a.amps AS allocated_amps \
+         FROM sessions s \
+         LEFT JOIN session_allocations a ON a.session_id = s.id \
+         LEFT JOIN LATERAL (SELECT transaction_ref FROM charger_transactions \
+                            WHERE session_id = s.id ORDER BY id DESC LIMIT 1) t ON TRUE \
+         WHERE s.charger_id = $1 AND s.connector_id = $2 \
+           AND s.status IN ('PENDING', 'IN_PROGRESS', 'STOPPING') \
+         ORDER BY s.created_at DESC LIMIT 1",
+    )
+    .bind(charger_id)
+    .bind(connector_id)
+    .fetch_optional(pool)
+    .await?)
 }

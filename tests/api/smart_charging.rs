@@ -421,3 +421,239 @@ async fn a_63_amp_site_shares_among_eight_chargers_and_never_passes_its_limit() 
     );
     assert!(worst > 60.0, "the monitor saw the site busy ({worst} A)");
 }
+
+/// Answers the server's calls until `done` says it has seen what it waits for: charging
+/// profiles are accepted and remembered, composite schedules report the TxProfile in force.
+/// Returns every call answered: (action, payload).
+async fn serve_until(
+    cs: &mut TestCharger,
+    mut done: impl FnMut(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    let mut tx_limit = 32.0;
+    while !done(&seen) {
+        let (id, action, payload) = cs.next_server_call().await;
+        let reply = match action.as_str() {
+            "SetChargingProfile" => {
+                if payload["chargingProfile"]["chargingProfilePurpose"] == "TxProfile" {
+                    tx_limit = payload["chargingProfile"]["chargingSchedule"][0]
+                        ["chargingSchedulePeriod"][0]["limit"]
+                        .as_f64()
+                        .unwrap_or(0.0);
+                }
+                json!({ "status": "Accepted" })
+            }
+            "GetCompositeSchedule" => json!({ "status": "Accepted", "schedule": {
+                "evseId": payload["evseId"], "duration": 60, "scheduleStart": chrono::Utc::now(),
+                "chargingRateUnit": "A", "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": tx_limit }]
+            } }),
+            _ => json!({ "status": "Accepted" }),
+        };
+        cs.reply(&id, reply).await;
+        seen.push((action, payload));
+    }
+    seen
+}
+
+/// The limit of the last TxProfile among `calls`.
+fn last_tx_limit(calls: &[(String, Value)]) -> Option<f64> {
+    calls
+        .iter()
+        .rev()
+        .find(|(action, p)| {
+            action == "SetChargingProfile"
+                && p["chargingProfile"]["chargingProfilePurpose"] == "TxProfile"
+        })
+        .and_then(|(_, p)| {
+            p["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
+                .as_f64()
+        })
+}
+
+fn tx_profile_at(limit: f64) -> impl FnMut(&[(String, Value)]) -> bool {
+    move |calls| last_tx_limit(calls).is_some_and(|l| (l - limit).abs() < 0.06)
+}
+
+#[actix_web::test]
+async fn a_2_0_1_station_s_external_limits_and_ev_needs_shape_its_allocation() {
+    use crate::ocpp201::{app_with_station, booted, event, with_token};
+    let (app, admin) = app_with_station("K-CS").await;
+    let site = staff_graphql(
+        &app,
+        &admin,
+        "mutation($i: CreateSiteInput!) { createSite(input: $i) { id } }",
+        json!({ "i": { "name": "Garage", "gridLimitAmps": 32.0 } }),
+    )
+    .await["createSite"]["id"]
+        .as_str()
+        .expect("site id")
+        .to_string();
+    staff_graphql(
+        &app,
+        &admin,
+        "mutation($i: AttachChargerInput!) { attachCharger(input: $i) { id } }",
+        json!({ "i": { "siteId": site, "chargerId": "K-CS", "maxAmps": 32.0, "minAmps": 6.0 } }),
+    )
+    .await;
+    let mut cs = booted(&app, "K-CS").await;
+
+    // TC_K_03, TC_K_10, TC_K_70: the station's maximum and the default for all EVSEs, both
+    // Absolute from now, with different ids
+    let fallback = serve_until(&mut cs, |calls| calls.len() >= 2).await;
+    let purposes: Vec<&Value> = fallback
+        .iter()
+        .map(|(_, p)| &p["chargingProfile"]["chargingProfilePurpose"])
+        .collect();
+    assert_eq!(
+        purposes,
+        vec!["ChargingStationMaxProfile", "TxDefaultProfile"]
+    );
+    for (action, p) in &fallback {
+        assert_eq!(action, "SetChargingProfile");
+        assert_eq!(p["evseId"], 0);
+        assert_eq!(p["chargingProfile"]["chargingProfileKind"], "Absolute");
+        assert!(p["chargingProfile"]["chargingSchedule"][0]["startSchedule"].is_string());
+        assert_eq!(
+            p["chargingProfile"]["chargingSchedule"][0]["chargingRateUnit"],
+            "A"
+        );
+    }
+    assert_ne!(
+        fallback[0].1["chargingProfile"]["id"],
+        fallback[1].1["chargingProfile"]["id"]
+    );
+    assert_eq!(
+        fallback[1].1["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+            ["limit"],
+        6.0
+    );
+
+    cs.call("StatusNotification", json!({ "timestamp": chrono::Utc::now(), "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1 }))
+        .await
+        .expect("status");
+    let (driver, _, _) = app
+        .register("k-driver@example.com", "correct horse battery")
+        .await;
+    let user = app.fund(&driver, "100").await;
+    let tag = user["idTag"].as_str().expect("idTag");
+    let started = cs
+        .call(
+            "TransactionEvent",
+            with_token(
+                event("Started", 0, "TX-K", &chrono::Utc::now().to_rfc3339()),
+                tag,
+            ),
+        )
+        .await
+        .expect("started");
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+
+    // TC_K_60: the session's TxProfile names its transaction on its EVSE: all 32 A are its own
+    let calls = serve_until(&mut cs, tx_profile_at(32.0)).await;
+    let (_, tx) = calls
+        .iter()
+        .rev()
+        .find(|(a, _)| a == "SetChargingProfile")
+        .expect("a TxProfile");
+    assert_eq!(tx["evseId"], 1);
+    assert_eq!(tx["chargingProfile"]["transactionId"], "TX-K");
+
+    // TC_K_48: an EMS limits the EVSE to 10 A; the allocation honours it
+    let limit = cs
+        .call(
+            "NotifyChargingLimit",
+            json!({ "evseId": 1, "chargingLimit": { "chargingLimitSource": "EMS", "isGridCritical": false },
+                    "chargingSchedule": [{ "id": 1, "chargingRateUnit": "A",
+                        "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": 10.0 }] }] }),
+        )
+        .await
+        .expect("NotifyChargingLimit answered");
+    assert_eq!(limit, json!({}));
+    serve_until(&mut cs, tx_profile_at(10.0)).await;
+    let data = staff_graphql(
+        &app,
+        &admin,
+        "query($id: ID!) { site(id: $id) { chargers { chargerId externalLimitAmps } } }",
+        json!({ "id": site }),
+    )
+    .await;
+    assert_eq!(data["site"]["chargers"][0]["externalLimitAmps"], 10.0);
+
+    // TC_K_50/51: released, the session gets the site back
+    let cleared = cs
+        .call(
+            "ClearedChargingLimit",
+            json!({ "chargingLimitSource": "EMS", "evseId": 1 }),
+        )
+        .await
+        .expect("ClearedChargingLimit answered");
+    assert_eq!(cleared, json!({}));
+    serve_until(&mut cs, tx_profile_at(32.0)).await;
+
+    // TC_K_57: the car can take 16 A at most: Accepted, and a TxProfile of 16 A follows
+    let needs = cs
+        .call(
+            "NotifyEVChargingNeeds",
+            json!({ "evseId": 1, "chargingNeeds": { "requestedEnergyTransfer": "AC_three_phase",
+                "departureTime": (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339(),
+                "acChargingParameters": { "energyAmount": 20000, "evMinCurrent": 6, "evMaxCurrent": 16, "evMaxVoltage": 400 } } }),
+        )
+        .await
+        .expect("NotifyEVChargingNeeds answered");
+    assert_eq!(needs["status"], "Accepted");
+    serve_until(&mut cs, tx_profile_at(16.0)).await;
+    let schedule = |limit: f64| {
+        json!({ "timeBase": chrono::Utc::now(), "evseId": 1, "chargingSchedule": { "id": 1, "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": limit }] } })
+    };
+    let within = cs
+        .call("NotifyEVChargingSchedule", schedule(16.0))
+        .await
+        .expect("answered");
+    assert_eq!(within["status"], "Accepted");
+    // TC_K_55: a schedule above what the car was given is refused
+    let beyond = cs
+        .call("NotifyEVChargingSchedule", schedule(20.0))
+        .await
+        .expect("answered");
+    assert_eq!(beyond["status"], "Rejected");
+
+    // TC_K_29: the operator asks for the station's profiles; its report is answered and kept
+    let ask = app.graphql(
+        "mutation($c: ID!, $a: String!, $p: JSON!) { sendChargerCommand(chargerId: $c, action: $a, payload: $p) }",
+        json!({ "c": "K-CS", "a": "GetChargingProfiles", "p": { "requestId": 7, "evseId": 0, "chargingProfile": { "chargingProfilePurpose": "TxDefaultProfile" } } }),
+        Some(&admin),
+    );
+    let station = async {
+        loop {
+            let (id, action, _) = cs.next_server_call().await;
+            let reply = match action.as_str() {
+                "GetCompositeSchedule" => json!({ "status": "Rejected" }),
+                _ => json!({ "status": "Accepted" }),
+            };
+            cs.reply(&id, reply).await;
+            if action == "GetChargingProfiles" {
+                break;
+            }
+        }
+    };
+    let (asked, ()) = tokio::join!(ask, station);
+    assert!(asked["errors"].is_null(), "{asked}");
+    let report = cs
+        .call(
+            "ReportChargingProfiles",
+            json!({ "requestId": 7, "chargingLimitSource": "CSO", "evseId": 0, "chargingProfile": [
+                fallback[1].1["chargingProfile"].clone()
+            ] }),
+        )
+        .await
+        .expect("ReportChargingProfiles answered");
+    assert_eq!(report, json!({}));
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM charger_reports WHERE charger_id = 'K-CS' AND kind = 'ReportChargingProfiles'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .expect("count");
+    assert_eq!(kept, 1);
+}

@@ -33,8 +33,9 @@ fn current_limit(
         "chargingProfileKind": "Relative",
         "chargingSchedule": { "chargingRateUnit": "A", "chargingSchedulePeriod": [period] }
     });
-    if scope == LimitScope::Charger {
-        // a ChargePointMaxProfile is not relative to a transaction: it holds from now on
+    if scope != LimitScope::Transaction {
+        // the charger's maximum and the default are not relative to a transaction: they hold
+        // from now on (OCTT TC_K_70 asks for Absolute with a startSchedule)
         profile["chargingProfileKind"] = json!("Absolute");
         profile["chargingSchedule"]["startSchedule"] = json!(chrono::Utc::now());
     }

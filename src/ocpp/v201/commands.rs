@@ -33,8 +33,9 @@ fn current_limit(
         "chargingProfilePurpose": purpose,
         "chargingProfileKind": "Relative",
     });
-    if scope == LimitScope::Charger {
-        // not relative to a transaction (K01.FR.38): it holds from now on
+    if scope != LimitScope::Transaction {
+        // not relative to a transaction (K01.FR.38; OCTT TC_K_70 asks the same of the
+        // default): they hold from now on
         profile["chargingProfileKind"] = json!("Absolute");
         schedule["startSchedule"] = json!(chrono::Utc::now());
     }

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::reports::keep;
 use crate::actors::messages::Reallocate;
-use crate::ocpp::handler::{CallContext, Handled};
+use crate::ocpp::command::{ChargerCommand, LimitScope};
+use crate::ocpp::handler::{CallContext, Effect, Handled};
 use crate::ocpp::payload::decode_shape;
 use crate::ocpp::CallFailure;
 use crate::store::sites;
@@ -101,9 +102,11 @@ pub async fn cleared_charging_limit(
     Handled::reply(&json!({}))
 }
 
-/// K15/K16: the car's needs. On a load-managed charger they feed the allocation and the
-/// session's profile is pushed again (Accepted: a schedule follows); elsewhere they are kept and
-/// Rejected (this CSMS computes no schedule for the car on its own).
+/// K15/K16: the car's needs, stored for its session. On a load-managed charger they feed the
+/// allocation and the session's profile is pushed again; elsewhere the session gets a TxProfile
+/// at the lower of the car's maximum current and the session's own cap. Either way the answer
+/// is Accepted (a schedule follows); Rejected when there is no session on that EVSE or nothing
+/// to compute a limit from.
 pub async fn notify_ev_charging_needs(
     ctx: &CallContext,
     payload: Value,
@@ -133,36 +136,54 @@ pub async fn notify_ev_charging_needs(
         .map(|wh| wh / 1000.0)
         .filter(|kwh| *kwh > 0.0);
     let ev_max_amps = ac["evMaxCurrent"].as_f64().filter(|a| *a >= 0.0);
-    let managed = ctx.app.site_directory.site_of(&ctx.charger_id).is_some();
-    let session = sites::open_session_on(&ctx.app.db, &ctx.charger_id, evse_id)
+    let Some(open) = sites::open_transaction_on(&ctx.app.db, &ctx.charger_id, evse_id)
         .await
-        .map_err(CallFailure::internal)?;
-    let status = match session {
-        Some(session_id) => {
-            sites::set_needs(
-                &ctx.app.db,
-                session_id,
-                departure,
-                energy_kwh,
-                ev_max_amps,
-                None,
-                "EV",
-            )
+        .map_err(CallFailure::internal)?
+    else {
+        return Handled::reply(&json!({ "status": "Rejected" }));
+    };
+    sites::set_needs(
+        &ctx.app.db,
+        open.session_id,
+        departure,
+        energy_kwh,
+        ev_max_amps,
+        None,
+        "EV",
+    )
+    .await
+    .map_err(CallFailure::internal)?;
+    if ctx.app.site_directory.site_of(&ctx.charger_id).is_some() {
+        sites::invalidate_allocation(&ctx.app.db, open.session_id)
             .await
             .map_err(CallFailure::internal)?;
-            if managed {
-                sites::invalidate_allocation(&ctx.app.db, session_id)
-                    .await
-                    .map_err(CallFailure::internal)?;
-                reallocate(ctx);
-                "Accepted"
-            } else {
-                "Rejected"
-            }
-        }
-        None => "Rejected",
+        reallocate(ctx);
+        return Handled::reply(&json!({ "status": "Accepted" }));
+    }
+    let cap = open
+        .max_power_kw
+        .map(|kw| kw * 1000.0 / (NOMINAL_VOLTAGE * 3.0));
+    let amps = match (ev_max_amps, cap) {
+        (Some(ev), Some(cap)) => Some(ev.min(cap)),
+        (one, other) => one.or(other),
     };
-    Handled::reply(&json!({ "status": status }))
+    match (amps, open.transaction_ref) {
+        (Some(amps), Some(transaction_ref)) => Ok(Handled::reply(
+            &json!({ "status": "Accepted" }),
+        )?
+        .with(Effect::Send {
+            command: ChargerCommand::LimitCurrent {
+                scope: LimitScope::Transaction,
+                connector_id: evse_id,
+                transaction_id: None,
+                transaction_ref: Some(transaction_ref),
+                amps,
+                phases: 3,
+            },
+            what: "TxProfile for the EV's charging needs",
+        })),
+        _ => Handled::reply(&json!({ "status": "Rejected" })),
+    }
 }
 
 /// K09/K10 answers, and the car's own schedule (K17): kept as sent.
@@ -179,6 +200,8 @@ pub async fn report_charging_profiles(
     .await
 }
 
+/// K17: the schedule the car computed from the limits it got. Accepted when it stays within
+/// the session's allocation (or, off a site, its cap); Rejected when it asks for more (TC_K_55).
 pub async fn notify_ev_charging_schedule(
     ctx: &CallContext,
     payload: Value,
@@ -194,7 +217,50 @@ pub async fn notify_ev_charging_schedule(
     )
     .await
     .map_err(CallFailure::internal)?;
-    Handled::reply(&json!({ "status": "Accepted" }))
+    let evse_id = payload["evseId"].as_i64().unwrap_or(1) as i32;
+    let open = sites::open_transaction_on(&ctx.app.db, &ctx.charger_id, evse_id)
+        .await
+        .map_err(CallFailure::internal)?;
+    let allowed = match &open {
+        Some(open) => match open.allocated_amps {
+            Some(amps) => Some(amps),
+            None => open
+                .max_power_kw
+                .map(|kw| kw * 1000.0 / (NOMINAL_VOLTAGE * 3.0)),
+        },
+        None => None,
+    };
+    let asked = schedule_peak_amps(&payload["chargingSchedule"]);
+    let within = match (allowed, asked) {
+        (Some(allowed), Some(asked)) => asked <= allowed + 0.05,
+        _ => true,
+    };
+    if !within {
+        tracing::info!(charger_id = %ctx.charger_id, asked = ?asked, allowed = ?allowed, "EV charging schedule exceeds its limit");
+    }
+    Handled::reply(&json!({ "status": if within { "Accepted" } else { "Rejected" } }))
+}
+
+/// The highest limit of a schedule, in ampere per phase.
+fn schedule_peak_amps(schedule: &Value) -> Option<f64> {
+    let periods = schedule.get("chargingSchedulePeriod")?.as_array()?;
+    let unit = schedule.get("chargingRateUnit")?.as_str()?;
+    periods
+        .iter()
+        .filter_map(|period| {
+            let limit = period.get("limit")?.as_f64()?;
+            let phases = period
+                .get("numberPhases")
+                .and_then(|p| p.as_f64())
+                .unwrap_or(3.0)
+                .max(1.0);
+            Some(if unit == "A" {
+                limit
+            } else {
+                limit / (NOMINAL_VOLTAGE * phases)
+            })
+        })
+        .reduce(f64::max)
 }
 
 #[cfg(test)]
@@ -210,5 +276,13 @@ mod tests {
         let one_phase = json!({ "chargingRateUnit": "W", "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": 2300.0, "numberPhases": 1 }] });
         assert_eq!(schedule_amps(&one_phase), Some(10.0));
         assert_eq!(schedule_amps(&json!({})), None);
+    }
+
+    #[test]
+    fn a_schedule_peaks_at_its_highest_period() {
+        let schedule = json!({ "chargingRateUnit": "A", "chargingSchedulePeriod": [
+            { "startPeriod": 0, "limit": 10.0 }, { "startPeriod": 600, "limit": 16.0 }, { "startPeriod": 1200, "limit": 8.0 }
+        ] });
+        assert_eq!(schedule_peak_amps(&schedule), Some(16.0));
     }
 }
