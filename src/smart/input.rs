@@ -45,6 +45,9 @@ pub struct SiteView<'a> {
     settings: &'a SmartChargingSettings,
     now: DateTime<Utc>,
     charger_index: HashMap<&'a str, usize>,
+    session_index: HashMap<Uuid, usize>,
+    /// Per charger: the limits its sessions hold (applied allocations) and how many it has.
+    per_charger: HashMap<&'a str, (f64, i64)>,
 }
 
 impl<'a> SiteView<'a> {
@@ -61,6 +64,19 @@ impl<'a> SiteView<'a> {
             .enumerate()
             .map(|(i, c)| (c.charger_id.as_str(), i))
             .collect();
+        let session_index = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id, i))
+            .collect();
+        let mut per_charger: HashMap<&str, (f64, i64)> = HashMap::new();
+        for session in sessions {
+            let entry = per_charger.entry(session.charger_id.as_str()).or_default();
+            if session.applied == Some(true) {
+                entry.0 += session.allocated_amps.unwrap_or_default();
+            }
+            entry.1 += 1;
+        }
         Self {
             site,
             circuits,
@@ -69,6 +85,8 @@ impl<'a> SiteView<'a> {
             settings,
             now,
             charger_index,
+            session_index,
+            per_charger,
         }
     }
 
@@ -99,7 +117,7 @@ impl<'a> SiteView<'a> {
 
     pub fn session(&self, key: &str) -> Option<&'a ActiveSession> {
         let id: Uuid = key.parse().ok()?;
-        self.sessions.iter().find(|s| s.id == id)
+        self.session_index.get(&id).map(|&i| &self.sessions[i])
     }
 
     /// Phases a session draws on: the car's when it reported them, else the charger's.
@@ -192,12 +210,11 @@ impl<'a> SiteView<'a> {
             .iter()
             .map(|c| {
                 let online = c.online && !memory.unreachable.contains(&c.charger_id);
-                let held: f64 = self
-                    .sessions
-                    .iter()
-                    .filter(|s| s.charger_id == c.charger_id && s.applied == Some(true))
-                    .filter_map(|s| s.allocated_amps)
-                    .sum();
+                let (held, busy) = self
+                    .per_charger
+                    .get(c.charger_id.as_str())
+                    .copied()
+                    .unwrap_or_default();
                 // offline: what its profiles let it draw (its sessions' limits and one more
                 // transaction at the default), or its maximum when it holds none we know of
                 let offline_amps = if c.fallback_installed_at.is_some() {
@@ -207,11 +224,6 @@ impl<'a> SiteView<'a> {
                 };
                 // free connectors may start a transaction at the default (the minimum) any
                 // moment, or at the maximum while the charger holds no default we know of
-                let busy = self
-                    .sessions
-                    .iter()
-                    .filter(|s| s.charger_id == c.charger_id)
-                    .count() as i64;
                 let free = (c.connectors - busy).max(0) as f64;
                 let per_connector = if c.fallback_installed_at.is_some() {
                     c.min_amps

@@ -399,17 +399,17 @@ pub async fn mark_applied(
     Ok(())
 }
 
-/// A session's allocation (for `Session.allocatedAmps`).
-pub async fn allocation_of<'e>(
-    executor: impl PgExecutor<'e>,
-    session_id: Uuid,
-) -> Result<Option<f64>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT amps FROM session_allocations WHERE session_id = $1")
-            .bind(session_id)
-            .fetch_optional(executor)
-            .await?,
+/// The allocations of `session_ids` that have one (for `Session.allocatedAmps`).
+pub async fn allocations_of(
+    pool: &PgPool,
+    session_ids: &[Uuid],
+) -> Result<Vec<(Uuid, f64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT session_id, amps FROM session_allocations WHERE session_id = ANY($1)",
     )
+    .bind(session_ids)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Charging needs from the app or the car; `None` keeps a value.

@@ -602,6 +602,24 @@ async fn a_2_0_1_station_s_external_limits_and_ev_needs_shape_its_allocation() {
         .expect("NotifyEVChargingNeeds answered");
     assert_eq!(needs["status"], "Accepted");
     serve_until(&mut cs, tx_profile_at(16.0)).await;
+    // the session's record shows its allocation, the site's load the same
+    let load = staff_graphql(
+        &app,
+        &admin,
+        "query($id: ID!) { site(id: $id) { load { sessions { sessionId amps } } } }",
+        json!({ "id": site }),
+    )
+    .await;
+    let session_id = load["site"]["load"]["sessions"][0]["sessionId"].clone();
+    assert_eq!(load["site"]["load"]["sessions"][0]["amps"], 16.0, "{load}");
+    let session = staff_graphql(
+        &app,
+        &admin,
+        "query($id: ID!) { session(id: $id) { allocatedAmps } }",
+        json!({ "id": session_id }),
+    )
+    .await;
+    assert_eq!(session["session"]["allocatedAmps"], 16.0);
     let schedule = |limit: f64| {
         json!({ "timeBase": chrono::Utc::now(), "evseId": 1, "chargingSchedule": { "id": 1, "chargingRateUnit": "A",
             "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": limit }] } })

@@ -26,6 +26,10 @@ pub struct ChargerConnectors(pub String);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionInvoice(pub Uuid);
 
+/// A session's load-management allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionAllocationOf(pub Uuid);
+
 /// Loads on the API's own pool; each batch's size is observed as
 /// `chargegrid_store_batch_size{batch="graphql_…"}`.
 pub struct ApiLoader {
@@ -98,6 +102,24 @@ impl Loader<SessionInvoice> for ApiLoader {
         Ok(found
             .into_iter()
             .map(|(session, invoice)| (SessionInvoice(session), invoice))
+            .collect())
+    }
+}
+
+impl Loader<SessionAllocationOf> for ApiLoader {
+    type Value = f64;
+    type Error = ApiError;
+
+    async fn load(
+        &self,
+        keys: &[SessionAllocationOf],
+    ) -> Result<HashMap<SessionAllocationOf, Self::Value>, Self::Error> {
+        self.observe("graphql_session_allocation", keys.len());
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let found = crate::store::sites::allocations_of(&self.db, &ids).await?;
+        Ok(found
+            .into_iter()
+            .map(|(session, amps)| (SessionAllocationOf(session), amps))
             .collect())
     }
 }

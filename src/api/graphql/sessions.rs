@@ -11,7 +11,7 @@ use super::auth::require_user;
 use super::chargers::command_error;
 use super::error::{ApiError, ApiResult};
 use super::invoices::InvoiceView;
-use super::loaders::{ApiLoader, SessionInvoice};
+use super::loaders::{ApiLoader, SessionAllocationOf, SessionInvoice};
 use crate::actors::messages::{SessionCommand, SessionCommandError, StartSession};
 use crate::actors::session;
 use crate::actors::session_commands;
@@ -131,6 +131,13 @@ impl SessionView {
         #[graphql(default = 500)] last: i32,
     ) -> ApiResult<Vec<super::operations::MeterPoint>> {
         super::operations::meter_curve(ctx, self, last).await
+    }
+
+    /// On a load-managed site: the current the site's allocation gives the session, in ampere
+    /// per phase (0 = paused); null elsewhere (extension). Batched like `invoice`.
+    async fn allocated_amps(&self, ctx: &Context<'_>) -> ApiResult<Option<f64>> {
+        let loader = ctx.data_unchecked::<DataLoader<ApiLoader>>();
+        Ok(loader.load_one(SessionAllocationOf(self.0.id)).await?)
     }
 
     /// Batched across every session of the request (one statement).

@@ -31,7 +31,6 @@ struct Event {
     /// 0 = a session reaches its bound, 1 = a constraint fills up (sessions first at a tie).
     kind: u8,
     index: usize,
-    version: u32,
 }
 
 impl PartialEq for Event {
@@ -51,7 +50,6 @@ impl Ord for Event {
             .total_cmp(&other.level)
             .then(self.kind.cmp(&other.kind))
             .then(self.index.cmp(&other.index))
-            .then(self.version.cmp(&other.version))
     }
 }
 
@@ -62,7 +60,6 @@ struct Constraint {
     rate: f64,
     /// The water level at which `remaining` was last brought up to date.
     since: f64,
-    version: u32,
     /// Sessions drawing on it (indices into the input's sessions).
     users: Vec<usize>,
 }
@@ -119,6 +116,9 @@ fn round_down(amps: f64, min: f64) -> f64 {
 /// Allocates the site's capacity among its sessions (see the module documentation).
 pub fn allocate(input: &SiteInput) -> SiteAllocation {
     let node_count = input.nodes.len();
+    // every node's way up to the root, once (a thousand sessions share a handful of nodes)
+    let paths: Vec<Vec<usize>> = (0..node_count).map(|n| ancestors(input, n)).collect();
+    let path_of = |node: usize| -> &[usize] { paths.get(node).map_or(&[], Vec::as_slice) };
     let charger_base = node_count * PHASES;
     let mut constraints: Vec<Constraint> =
         Vec::with_capacity(charger_base + input.chargers.len() * PHASES);
@@ -128,7 +128,6 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 remaining: finite_or(capacity, 0.0),
                 rate: 0.0,
                 since: 0.0,
-                version: 0,
                 users: Vec::new(),
             });
         }
@@ -139,7 +138,6 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 remaining: finite_or(charger.limit_amps(), 0.0),
                 rate: 0.0,
                 since: 0.0,
-                version: 0,
                 users: Vec::new(),
             });
         }
@@ -165,7 +163,7 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 let own = &mut constraints[charger_base + index * PHASES + phase];
                 own.remaining = (own.remaining - reserve).max(0.0);
             }
-            for node in ancestors(input, charger.node) {
+            for &node in path_of(charger.node) {
                 let c = &mut constraints[node_constraint(node, phase)];
                 c.remaining -= reserve;
                 node_amps[node][phase] += reserve;
@@ -188,7 +186,7 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 return None;
             }
             let grid_phases = charger.grid_phases(session.car_phases);
-            let path = ancestors(input, charger.node);
+            let path = path_of(charger.node);
             let mut used = Vec::with_capacity(grid_phases.len() * (path.len() + 1));
             for &phase in &grid_phases {
                 used.push(charger_base + session.charger * PHASES + phase);
@@ -252,7 +250,6 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
             level: (plan.upper - plan.min) / plan.weight,
             kind: 0,
             index: i,
-            version: 0,
         }));
     }
     for (index, c) in constraints.iter().enumerate() {
@@ -261,7 +258,6 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 level: c.remaining / c.rate,
                 kind: 1,
                 index,
-                version: 0,
             }));
         }
     }
@@ -270,7 +266,6 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                   active: &mut Vec<bool>,
                   amps: &mut Vec<f64>,
                   constraints: &mut Vec<Constraint>,
-                  heap: &mut BinaryHeap<Reverse<Event>>,
                   plans: &Vec<Option<Plan>>| {
         let Some(plan) = &plans[i] else { return };
         active[i] = false;
@@ -283,15 +278,9 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 (constraint.remaining - constraint.rate * (level - constraint.since)).max(0.0);
             constraint.since = level;
             constraint.rate -= plan.weight;
-            constraint.version += 1;
-            if constraint.rate > MIN_WEIGHT / 2.0 {
-                heap.push(Reverse(Event {
-                    level: level + constraint.remaining / constraint.rate,
-                    kind: 1,
-                    index: c,
-                    version: constraint.version,
-                }));
-            } else {
+            // a smaller rate only moves the constraint's filling later: its event already in
+            // the heap comes first and is moved then (lazily), instead of one push per freeze
+            if constraint.rate <= MIN_WEIGHT / 2.0 {
                 constraint.rate = 0.0;
             }
         }
@@ -306,14 +295,23 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                         &mut active,
                         &mut amps,
                         &mut constraints,
-                        &mut heap,
                         &plans,
                     );
                 }
             }
             _ => {
                 let c = &constraints[event.index];
-                if c.version != event.version || c.rate <= 0.0 {
+                if c.rate <= 0.0 {
+                    continue;
+                }
+                // when does it fill at its current rate? later than this event: move it there
+                let fills_at = c.since + c.remaining / c.rate;
+                if fills_at > event.level + EPS * (1.0 + event.level.abs()) {
+                    heap.push(Reverse(Event {
+                        level: fills_at,
+                        kind: 1,
+                        index: event.index,
+                    }));
                     continue;
                 }
                 let users: Vec<usize> = c.users.iter().copied().filter(|&i| active[i]).collect();
@@ -324,7 +322,6 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                         &mut active,
                         &mut amps,
                         &mut constraints,
-                        &mut heap,
                         &plans,
                     );
                 }
@@ -344,7 +341,7 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
         };
         if let Some(charger) = input.chargers.get(session.charger) {
             for &phase in &plan.grid_phases {
-                for node in ancestors(input, charger.node) {
+                for &node in path_of(charger.node) {
                     node_amps[node][phase] += value;
                 }
             }
