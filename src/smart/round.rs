@@ -171,24 +171,32 @@ pub async fn run(app: &AppContext, site_id: Uuid, mut memory: Memory) -> Result<
             .chain(&increases)
             .any(|(s, _, _)| memory.unreachable.contains(&s.charger_id));
 
-    if settings.verify_schedules {
-        verify(
-            app,
-            &decreases
-                .iter()
-                .chain(&increases)
-                .cloned()
-                .collect::<Vec<_>>(),
-            &view,
-        )
-        .await;
-    }
-
     // the site's load, for GraphQL and the metrics
     let load = view.load(&result, &memory);
     let _ = sites::save_load(&app.db, site_id, &load).await;
     publish_metrics(app, site_id, &load);
     app.live.publish(LiveEvent::Site(site_id));
+
+    // the read-back runs beside the next rounds: a charger slow to answer it must not hold
+    // the site's allocation back
+    if settings.verify_schedules {
+        let checks: Vec<Check> = decreases
+            .iter()
+            .chain(&increases)
+            .map(|(session, amps, _)| Check {
+                session_id: session.id,
+                charger_id: session.charger_id.clone(),
+                connector_id: session.connector_id.unwrap_or(1),
+                amps: *amps,
+                v201: view.is_v201(&session.charger_id),
+                amps_per_watt: view.watts_to_amps(&session.charger_id, 1.0),
+            })
+            .collect();
+        if !checks.is_empty() {
+            let app = app.clone();
+            tokio::spawn(async move { verify(&app, checks).await });
+        }
+    }
 
     let sessions = active
         .iter()
@@ -325,19 +333,30 @@ async fn install_fallback(
 
 /// Reads the composite schedule of each pushed connector back; a charger whose schedule does
 /// not show its allocation is marked not applied, so the next round pushes it again.
-async fn verify(app: &AppContext, pushed: &[(&ActiveSession, f64, u8)], view: &SiteView<'_>) {
-    stream::iter(pushed.iter().map(|(session, amps, _)| async move {
-        let connector = session.connector_id.unwrap_or(1);
-        let payload = if view.is_v201(&session.charger_id) {
-            json!({ "evseId": connector, "duration": 60, "chargingRateUnit": "A" })
+/// What to read back from a charger after a push.
+struct Check {
+    session_id: Uuid,
+    charger_id: String,
+    connector_id: i32,
+    amps: f64,
+    v201: bool,
+    amps_per_watt: f64,
+}
+
+/// Reads the composite schedule of each pushed connector back; a charger whose schedule does
+/// not show its allocation is marked not applied, so the next round pushes it again.
+async fn verify(app: &AppContext, checks: Vec<Check>) {
+    stream::iter(checks.into_iter().map(|check| async move {
+        let payload = if check.v201 {
+            json!({ "evseId": check.connector_id, "duration": 60, "chargingRateUnit": "A" })
         } else {
-            json!({ "connectorId": connector, "duration": 60, "chargingRateUnit": "A" })
+            json!({ "connectorId": check.connector_id, "duration": 60, "chargingRateUnit": "A" })
         };
         let command = ChargerCommand::Raw {
             action: "GetCompositeSchedule".into(),
             payload,
         };
-        let Ok(reply) = registry::execute(app, &session.charger_id, command).await else {
+        let Ok(reply) = registry::execute(app, &check.charger_id, command).await else {
             return;
         };
         let schedule = reply
@@ -353,18 +372,19 @@ async fn verify(app: &AppContext, pushed: &[(&ActiveSession, f64, u8)], view: &S
             .and_then(|u| u.as_str());
         let held = match (limit, unit) {
             (Some(limit), Some("A")) => Some(limit),
-            (Some(watts), Some("W")) => Some(view.watts_to_amps(&session.charger_id, watts)),
+            (Some(watts), Some("W")) => Some(watts * check.amps_per_watt),
             _ => None,
         };
         let Some(held) = held else { return };
-        let matches = (held - amps).abs() <= 0.2 || held < *amps;
+        // holding less than allocated is safe (another limit of its own); more is not
+        let matches = held <= check.amps + 0.2;
         app.metrics
             .smart_profiles_total
             .with_label_values(&["verified", if matches { "accepted" } else { "failed" }])
             .inc();
         if !matches {
-            tracing::warn!(charger_id = %session.charger_id, session_id = %session.id, allocated = amps, held, "composite schedule does not hold the allocation");
-            let _ = sites::mark_applied(&app.db, session.id, *amps, false).await;
+            tracing::warn!(charger_id = %check.charger_id, session_id = %check.session_id, allocated = check.amps, held, "composite schedule does not hold the allocation");
+            let _ = sites::mark_applied(&app.db, check.session_id, check.amps, false).await;
         }
     }))
     .buffer_unordered(PUSH_CONCURRENCY)

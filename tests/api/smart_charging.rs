@@ -558,6 +558,20 @@ async fn a_2_0_1_station_s_external_limits_and_ev_needs_shape_its_allocation() {
     assert_eq!(tx["evseId"], 1);
     assert_eq!(tx["chargingProfile"]["transactionId"], "TX-K");
 
+    // operators watch the site's load live
+    let mut watch = crate::gql_ws::GqlSocket::connect(app.port, Some(&admin), false)
+        .await
+        .expect("subscription socket");
+    watch
+        .subscribe(
+            "load",
+            "subscription($id: ID!) { onSiteLoadChanged(siteId: $id) { id load { allocatedAmps sessions { chargerId amps } } } }",
+            json!({ "id": site }),
+        )
+        .await;
+    let first = watch.next().await.expect("the site as it is");
+    assert_eq!(first["onSiteLoadChanged"]["id"], site.as_str());
+
     // TC_K_48: an EMS limits the EVSE to 10 A; the allocation honours it
     let limit = cs
         .call(
@@ -570,6 +584,18 @@ async fn a_2_0_1_station_s_external_limits_and_ev_needs_shape_its_allocation() {
         .expect("NotifyChargingLimit answered");
     assert_eq!(limit, json!({}));
     serve_until(&mut cs, tx_profile_at(10.0)).await;
+    let mut seen_live = false;
+    for _ in 0..20 {
+        let update = watch.next().await.expect("a load update");
+        if update["onSiteLoadChanged"]["load"]["sessions"][0]["amps"] == 10.0 {
+            seen_live = true;
+            break;
+        }
+    }
+    assert!(
+        seen_live,
+        "onSiteLoadChanged never showed the 10 A allocation"
+    );
     let data = staff_graphql(
         &app,
         &admin,
@@ -602,16 +628,18 @@ async fn a_2_0_1_station_s_external_limits_and_ev_needs_shape_its_allocation() {
         .expect("NotifyEVChargingNeeds answered");
     assert_eq!(needs["status"], "Accepted");
     serve_until(&mut cs, tx_profile_at(16.0)).await;
-    // the session's record shows its allocation, the site's load the same
-    let load = staff_graphql(
-        &app,
-        &admin,
-        "query($id: ID!) { site(id: $id) { load { sessions { sessionId amps } } } }",
-        json!({ "id": site }),
-    )
-    .await;
+    // the site's load shows the allocation once the round that pushed it has stored it, and
+    // so does the session's record
+    let load_query = "query($id: ID!) { site(id: $id) { load { sessions { sessionId amps } } } }";
+    let stored = app
+        .wait_until(Duration::from_secs(10), || async {
+            let load = staff_graphql(&app, &admin, load_query, json!({ "id": site })).await;
+            load["site"]["load"]["sessions"][0]["amps"] == 16.0
+        })
+        .await;
+    let load = staff_graphql(&app, &admin, load_query, json!({ "id": site })).await;
+    assert!(stored, "{load}");
     let session_id = load["site"]["load"]["sessions"][0]["sessionId"].clone();
-    assert_eq!(load["site"]["load"]["sessions"][0]["amps"], 16.0, "{load}");
     let session = staff_graphql(
         &app,
         &admin,

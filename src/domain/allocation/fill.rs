@@ -60,6 +60,8 @@ struct Constraint {
     rate: f64,
     /// The water level at which `remaining` was last brought up to date.
     since: f64,
+    /// What its unfrozen sessions would add if each reached its own bound.
+    wanted: f64,
     /// Sessions drawing on it (indices into the input's sessions).
     users: Vec<usize>,
 }
@@ -128,6 +130,7 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 remaining: finite_or(capacity, 0.0),
                 rate: 0.0,
                 since: 0.0,
+                wanted: 0.0,
                 users: Vec::new(),
             });
         }
@@ -138,6 +141,7 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
                 remaining: finite_or(charger.limit_amps(), 0.0),
                 rate: 0.0,
                 since: 0.0,
+                wanted: 0.0,
                 users: Vec::new(),
             });
         }
@@ -244,6 +248,7 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
         active[i] = true;
         for &c in &plan.constraints {
             constraints[c].rate += plan.weight;
+            constraints[c].wanted += plan.upper - plan.min;
             constraints[c].users.push(i);
         }
         heap.push(Reverse(Event {
@@ -253,7 +258,9 @@ pub fn allocate(input: &SiteInput) -> SiteAllocation {
         }));
     }
     for (index, c) in constraints.iter().enumerate() {
-        if c.rate > 0.0 {
+        // a constraint its sessions cannot fill even at their bounds never freezes anyone
+        // (most chargers' own limits): no event for it
+        if c.rate > 0.0 && c.wanted > c.remaining + EPS {
             heap.push(Reverse(Event {
                 level: c.remaining / c.rate,
                 kind: 1,
