@@ -65,8 +65,10 @@ const FIREHOSE_CAPACITY: usize = 4096;
 pub struct LiveBus {
     topics: Arc<Topics>,
     /// Every change, for the one in-process observer that needs them all (load management
-    /// filters by charger); costs nothing while nobody listens.
+    /// filters by charger); only fed while `all_wanted` is set (this replica runs a site's
+    /// controller), so a replica without sites pays nothing for it on its hot path.
     all: broadcast::Sender<LiveEvent>,
+    all_wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for LiveBus {
@@ -74,6 +76,7 @@ impl Default for LiveBus {
         Self {
             topics: Arc::default(),
             all: broadcast::channel(FIREHOSE_CAPACITY).0,
+            all_wanted: Arc::default(),
         }
     }
 }
@@ -81,7 +84,7 @@ impl Default for LiveBus {
 impl LiveBus {
     /// Delivers `event` to the subscribers of its topic, if any.
     pub fn publish(&self, event: LiveEvent) {
-        if self.all.receiver_count() > 0 {
+        if self.all_wanted.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = self.all.send(event.clone());
         }
         if let Some(tx) = self.topics.get(&event.topic()) {
@@ -104,9 +107,15 @@ impl LiveBus {
         }
     }
 
-    /// Listens to every change of every topic.
+    /// Listens to every change of every topic (delivered while `want_all(true)`).
     pub fn subscribe_all(&self) -> broadcast::Receiver<LiveEvent> {
         self.all.subscribe()
+    }
+
+    /// Turns the feed of `subscribe_all` on or off.
+    pub fn want_all(&self, wanted: bool) {
+        self.all_wanted
+            .store(wanted, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Topics with at least one subscriber.

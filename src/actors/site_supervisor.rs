@@ -86,6 +86,8 @@ impl SiteSupervisor {
                             .entry(id)
                             .or_insert_with(|| SiteController::new(id, app.clone()).start());
                     }
+                    // every change on the live bus only while a controller here needs them
+                    app.live.want_all(!act.controllers.is_empty());
                 }
                 Err(e) => tracing::warn!(error = %e, "could not refresh the sites"),
             }

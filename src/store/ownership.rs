@@ -213,35 +213,6 @@ pub async fn hold_leases(
     Ok(out)
 }
 
-/// Gives up leases this node holds (shutdown: another replica takes over at once).
-pub async fn release_leases(
-    pool: &Pool,
-    prefix: &str,
-    node_id: &str,
-    names: &[String],
-) -> Result<(), String> {
-    const RELEASE: &str = r"
-        for i, key in ipairs(KEYS) do
-            if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
-        end
-        return 0";
-    if names.is_empty() {
-        return Ok(());
-    }
-    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let script = Script::new(RELEASE);
-    let mut invocation = script.prepare_invoke();
-    for name in names {
-        invocation.key(format!("{prefix}:lease:{name}"));
-    }
-    invocation.arg(node_id);
-    let _: i64 = invocation
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

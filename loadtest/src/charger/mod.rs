@@ -245,6 +245,23 @@ fn backoff(rng: &mut StdRng, attempt: u32) -> Duration {
     ceiling.mul_f64(rng.gen_range(0.2..=1.0))
 }
 
+/// Answers a CSMS-initiated call the way a simulated charger of `version` does (charging
+/// profiles, configuration, availability, ...), for tests that drive a charger's socket
+/// themselves but want the simulator's behaviour: `Ok(payload)` for a CALLRESULT,
+/// `Err((code, description))` for a CALLERROR. Follow-ups (status changes, stops) are left out.
+pub fn answer_call(
+    version: OcppVersion,
+    state: &mut ChargerState,
+    action: &str,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, (&'static str, String)> {
+    use protocol::Protocol;
+    match version {
+        OcppVersion::V16 => v16::V16.handle_call(state, action, payload).reply,
+        OcppVersion::V201 => v201::V201.handle_call(state, action, payload).reply,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,22 +315,5 @@ mod tests {
         for _ in 0..100 {
             assert!(backoff(&mut rng, 50) <= MAX_BACKOFF);
         }
-    }
-}
-
-/// Answers a CSMS-initiated call the way a simulated charger of `version` does (charging
-/// profiles, configuration, availability, ...), for tests that drive a charger's socket
-/// themselves but want the simulator's behaviour: `Ok(payload)` for a CALLRESULT,
-/// `Err((code, description))` for a CALLERROR. Follow-ups (status changes, stops) are left out.
-pub fn answer_call(
-    version: OcppVersion,
-    state: &mut ChargerState,
-    action: &str,
-    payload: serde_json::Value,
-) -> Result<serde_json::Value, (&'static str, String)> {
-    use protocol::Protocol;
-    match version {
-        OcppVersion::V16 => v16::V16.handle_call(state, action, payload).reply,
-        OcppVersion::V201 => v201::V201.handle_call(state, action, payload).reply,
     }
 }
