@@ -295,11 +295,21 @@ pub async fn record_report(
     kind: &str,
     payload: &serde_json::Value,
 ) -> Result<(), StoreError> {
+    record_report_now(&mut **tx, charger_id, kind, payload).await
+}
+
+/// `record_report` on any executor (a pool: a statement of its own).
+pub async fn record_report_now<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    charger_id: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO charger_reports (charger_id, kind, payload) VALUES ($1, $2, $3)")
         .bind(charger_id)
         .bind(kind)
         .bind(payload)
-        .execute(&mut **tx)
+        .execute(executor)
         .await?;
     Ok(())
 }
@@ -487,20 +497,4 @@ pub async fn update_connector_statuses(
         .filter(|(id, connector, status)| previous.get(&(id.clone(), *connector)) != Some(status))
         .map(|(id, connector, _)| (id, connector))
         .collect())
-}
-
-/// `record_report` in a statement of its own.
-pub async fn record_report_now(
-    pool: &sqlx::PgPool,
-    charger_id: &str,
-    kind: &str,
-    payload: &serde_json::Value,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO charger_reports (charger_id, kind, payload) VALUES ($1, $2, $3)")
-        .bind(charger_id)
-        .bind(kind)
-        .bind(payload)
-        .execute(pool)
-        .await?;
-    Ok(())
 }

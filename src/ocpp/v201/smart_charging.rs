@@ -33,6 +33,13 @@ fn schedule_amps(schedule: &Value) -> Option<f64> {
     }
 }
 
+/// Keeps the report as sent, before anything else is done with it.
+async fn store(ctx: &CallContext, action: &str, payload: &Value) -> Result<(), CallFailure> {
+    crate::store::chargers::record_report_now(&ctx.app.db, &ctx.charger_id, action, payload)
+        .await
+        .map_err(CallFailure::internal)
+}
+
 fn reallocate(ctx: &CallContext) {
     if let Some(site_id) = ctx.app.site_directory.site_of(&ctx.charger_id) {
         ctx.app.site_supervisor.do_send(Reallocate {
@@ -57,14 +64,7 @@ pub async fn notify_charging_limit(
         .get("chargingSchedule")
         .and_then(|s| s.as_array())
         .and_then(|schedules| schedules.iter().filter_map(schedule_amps).reduce(f64::min));
-    crate::store::chargers::record_report_now(
-        &ctx.app.db,
-        &ctx.charger_id,
-        "NotifyChargingLimit",
-        &payload,
-    )
-    .await
-    .map_err(CallFailure::internal)?;
+    store(ctx, "NotifyChargingLimit", &payload).await?;
     if let Some(amps) = amps {
         sites::set_external_limit(
             &ctx.app.db,
@@ -87,14 +87,7 @@ pub async fn cleared_charging_limit(
 ) -> Result<Handled, CallFailure> {
     use m::cleared_charging_limit as c;
     let _: c::ClearedChargingLimitRequest = decode_shape("ClearedChargingLimit", payload.clone())?;
-    crate::store::chargers::record_report_now(
-        &ctx.app.db,
-        &ctx.charger_id,
-        "ClearedChargingLimit",
-        &payload,
-    )
-    .await
-    .map_err(CallFailure::internal)?;
+    store(ctx, "ClearedChargingLimit", &payload).await?;
     sites::set_external_limit(&ctx.app.db, &ctx.charger_id, None, None)
         .await
         .map_err(CallFailure::internal)?;
@@ -114,14 +107,7 @@ pub async fn notify_ev_charging_needs(
     use m::notify_ev_charging_needs as n;
     let _: n::NotifyEVChargingNeedsRequest =
         decode_shape("NotifyEVChargingNeeds", payload.clone())?;
-    crate::store::chargers::record_report_now(
-        &ctx.app.db,
-        &ctx.charger_id,
-        "NotifyEVChargingNeeds",
-        &payload,
-    )
-    .await
-    .map_err(CallFailure::internal)?;
+    store(ctx, "NotifyEVChargingNeeds", &payload).await?;
     let needs = &payload["chargingNeeds"];
     let evse_id = payload["evseId"].as_i64().unwrap_or(1) as i32;
     let departure = needs["departureTime"]
@@ -209,14 +195,7 @@ pub async fn notify_ev_charging_schedule(
     use m::notify_ev_charging_schedule as n;
     let _: n::NotifyEVChargingScheduleRequest =
         decode_shape("NotifyEVChargingSchedule", payload.clone())?;
-    crate::store::chargers::record_report_now(
-        &ctx.app.db,
-        &ctx.charger_id,
-        "NotifyEVChargingSchedule",
-        &payload,
-    )
-    .await
-    .map_err(CallFailure::internal)?;
+    store(ctx, "NotifyEVChargingSchedule", &payload).await?;
     let evse_id = payload["evseId"].as_i64().unwrap_or(1) as i32;
     let open = sites::open_transaction_on(&ctx.app.db, &ctx.charger_id, evse_id)
         .await
