@@ -33,6 +33,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub cluster: ClusterSettings,
     pub smart_charging: SmartChargingSettings,
+    pub reservations: ReservationSettings,
 }
 
 /// Load management (docs/smart-charging.md).
@@ -185,6 +186,31 @@ impl Default for SessionSettings {
         Self {
             pending_timeout_secs: 120,
             max_starts_per_minute: 10,
+        }
+    }
+}
+
+/// Reservations (docs/reservations.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReservationSettings {
+    /// How long a reservation holds its connector when the driver does not say.
+    pub default_minutes: u32,
+    /// The longest a driver may hold a connector.
+    pub max_minutes: u32,
+    /// Live reservations one driver may hold at once.
+    pub max_per_user: u32,
+    /// How often each replica ends reservations whose time is up (also for offline chargers).
+    pub sweep_secs: u64,
+}
+
+impl Default for ReservationSettings {
+    fn default() -> Self {
+        Self {
+            default_minutes: 15,
+            max_minutes: 60,
+            max_per_user: 1,
+            sweep_secs: 5,
         }
     }
 }
@@ -432,6 +458,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             cluster: ClusterSettings::default(),
             smart_charging: SmartChargingSettings::default(),
+            reservations: ReservationSettings::default(),
         }
     }
 }

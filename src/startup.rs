@@ -139,6 +139,10 @@ impl Application {
             )),
             crate::workers::spawn_relay(&ctx.core(), shutdown.clone()),
             tokio::spawn(retention(ctx.clone(), shutdown.clone())),
+            tokio::spawn(crate::workers::reservation_expiry::run(
+                ctx.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(crate::security::renewals::run(
                 ctx.clone(),
                 shutdown.clone(),

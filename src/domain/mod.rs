@@ -7,6 +7,7 @@ mod email;
 mod id_tag;
 mod money;
 mod password;
+pub mod reservation;
 mod role;
 pub mod tariff;
 mod text;

@@ -57,6 +57,20 @@ pub enum ChargerCommand {
     SetBasicPassword {
         password: String,
     },
+    /// Hold a connector (or, without one, any connector) for `id_tag` until `expires_at`
+    /// (ReserveNow). `group_id_tag` lets the driver's other cards use it (1.6 parentIdTag,
+    /// 2.0.1 groupIdToken).
+    Reserve {
+        reservation_id: i32,
+        connector_id: Option<i32>,
+        id_tag: String,
+        group_id_tag: Option<String>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// Release a reservation the charger holds (CancelReservation).
+    CancelReservation {
+        reservation_id: i32,
+    },
     /// Not an OCPP call: the charger's connection is closed (its credential or registration
     /// changed), and it reconnects under the new rules. Answered `{"closed": true}`.
     Disconnect {

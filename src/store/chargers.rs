@@ -225,14 +225,21 @@ pub async fn by_stations(
     Ok(out)
 }
 
-/// The connectors of each of `chargers`, in connector order (one statement).
+/// The connectors of each of `chargers`, in connector order (one statement); one held by a
+/// live reservation is RESERVED.
 pub async fn connectors_of(
     pool: &PgPool,
     chargers: &[String],
 ) -> Result<HashMap<String, Vec<ConnectorRecord>>, StoreError> {
     let rows = sqlx::query_as::<_, (String, i32, String, Option<String>, DateTime<Utc>)>(
-        "SELECT charger_id, connector_id, status, error_code, updated_at FROM connector_status \
-         WHERE charger_id = ANY($1) ORDER BY charger_id, connector_id",
+        // a connector a driver holds shows RESERVED to everyone, also before (or without) the
+        // charger's own StatusNotification saying so
+        "SELECT k.charger_id, k.connector_id, \
+             CASE WHEN k.status = 'AVAILABLE' AND EXISTS (SELECT 1 FROM reservations r \
+                 WHERE r.charger_id = k.charger_id AND r.connector_id = k.connector_id \
+                 AND r.status = 'ACCEPTED' AND r.expires_at > now()) \
+             THEN 'RESERVED' ELSE k.status END, k.error_code, k.updated_at \
+         FROM connector_status k WHERE k.charger_id = ANY($1) ORDER BY k.charger_id, k.connector_id",
     )
     .bind(chargers)
     .fetch_all(pool)

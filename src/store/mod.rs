@@ -15,6 +15,7 @@ pub mod ownership;
 pub mod postgres;
 pub mod redis;
 pub mod refresh_tokens;
+pub mod reservations;
 pub mod security;
 pub mod sessions;
 pub mod sites;

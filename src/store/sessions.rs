@@ -684,6 +684,9 @@ pub struct StartContext {
     pub id_tag: Option<String>,
     /// (connector id, status) of the one matching charger; empty when none or several matched.
     pub connectors: Vec<(i32, String)>,
+    /// (driver, connector or None for any) of the one matching charger's live, accepted
+    /// reservations.
+    pub reservations: Vec<(Uuid, Option<i32>)>,
 }
 
 type StartRow = (
@@ -695,6 +698,8 @@ type StartRow = (
     Vec<bool>,
     Vec<i32>,
     Vec<String>,
+    Vec<Uuid>,
+    Vec<Option<i32>>,
 );
 
 /// `None` when the user does not exist.
@@ -718,7 +723,13 @@ pub async fn start_context(
              COALESCE((SELECT array_agg(k.connector_id ORDER BY k.connector_id) FROM connector_status k \
                  WHERE k.charger_id IN (SELECT id FROM one)), '{}'), \
              COALESCE((SELECT array_agg(k.status ORDER BY k.connector_id) FROM connector_status k \
-                 WHERE k.charger_id IN (SELECT id FROM one)), '{}') \
+                 WHERE k.charger_id IN (SELECT id FROM one)), '{}'), \
+             COALESCE((SELECT array_agg(r.user_id ORDER BY r.id) FROM reservations r \
+                 WHERE r.charger_id IN (SELECT id FROM one) AND r.status = 'ACCEPTED' \
+                 AND r.expires_at > now()), '{}'), \
+             COALESCE((SELECT array_agg(r.connector_id ORDER BY r.id) FROM reservations r \
+                 WHERE r.charger_id IN (SELECT id FROM one) AND r.status = 'ACCEPTED' \
+                 AND r.expires_at > now()), '{}') \
          FROM users u WHERE u.id = $3",
     )
     .bind(station_id)
@@ -727,7 +738,18 @@ pub async fn start_context(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(
-        |(plan, wallet_balance, unpaid, id_tag, ids, online, connector_ids, statuses)| {
+        |(
+            plan,
+            wallet_balance,
+            unpaid,
+            id_tag,
+            ids,
+            online,
+            connector_ids,
+            statuses,
+            holders,
+            held,
+        )| {
             StartContext {
                 chargers: ids.into_iter().zip(online).collect(),
                 plan,
@@ -735,6 +757,7 @@ pub async fn start_context(
                 unpaid,
                 id_tag,
                 connectors: connector_ids.into_iter().zip(statuses).collect(),
+                reservations: holders.into_iter().zip(held).collect(),
             }
         },
     ))

@@ -1,4 +1,5 @@
-//! The workers built from the same crate: billing and notifications. Each consumes its own
+//! The workers built from the same crate: billing and notifications (and the reservation expiry
+//! sweep that every serving replica runs). Each consumes its own
 //! durable queue through the shared consumer loop (retries, dead letters), runs an outbox relay
 //! for the events it writes, and serves `/healthz` and `/metrics` on its own port.
 
@@ -6,6 +7,7 @@ pub mod billing;
 pub mod http;
 pub mod mqtt;
 pub mod notifications;
+pub mod reservation_expiry;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,6 +24,7 @@ mod payments;
 mod peers;
 mod pnc;
 mod replicas;
+mod reservations;
 mod sessions;
 mod smart_charging;
 mod startup;

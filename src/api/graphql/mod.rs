@@ -13,6 +13,7 @@ pub mod limits;
 pub mod loaders;
 pub mod operations;
 pub mod payments;
+pub mod reservations;
 pub mod security;
 pub mod sessions;
 pub mod sites;
@@ -43,6 +44,7 @@ pub struct QueryRoot(
     operations::OperationsQuery,
     dead_letters::DeadLetterQuery,
     sites::SiteQuery,
+    reservations::ReservationQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -57,6 +59,7 @@ pub struct MutationRoot(
     security::CertificateMutation,
     dead_letters::DeadLetterMutation,
     sites::SiteMutation,
+    reservations::ReservationMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -16,6 +16,7 @@ use crate::actors::messages::{SessionCommand, SessionCommandError, StartSession}
 use crate::actors::session;
 use crate::actors::session_commands;
 use crate::context::AppContext;
+use crate::domain::reservation::{ChargerState, NoConnector};
 use crate::domain::Role;
 use crate::store::chargers;
 use crate::store::sessions::{self as store, status, SessionRecord};
@@ -191,19 +192,6 @@ pub async fn load_visible(
     Ok(record)
 }
 
-/// Connector statuses that cannot take a new session.
-fn busy_reason(status: &str) -> Option<&'static str> {
-    match status {
-        "FAULTED" => Some("the connector is faulted"),
-        "UNAVAILABLE" => Some("the connector is unavailable"),
-        "CHARGING" | "SUSPENDED_EV" | "SUSPENDED_EVSE" | "FINISHING" | "OCCUPIED" => {
-            Some("the connector is in use")
-        }
-        "RESERVED" => Some("the connector is reserved"),
-        _ => None,
-    }
-}
-
 /// The API error of a failed session command.
 fn api_error(e: SessionCommandError) -> ApiError {
     match e {
@@ -329,51 +317,23 @@ impl SessionMutation {
         {
             return Err(ApiError::InsufficientFunds);
         }
-        let connectors = &context.connectors;
-        let connector_id = match input.connector_id {
-            Some(c) if c < 1 => {
-                return Err(ApiError::BadUserInput(
-                    "connectorId must be 1 or more".into(),
-                ))
-            }
-            Some(c) => {
-                // a charger that reported its connectors has only those
-                if !connectors.is_empty() && !connectors.iter().any(|(id, _)| *id == c) {
-                    return Err(ApiError::BadUserInput(format!(
-                        "this charger has no connector {c}"
-                    )));
-                }
-                if let Some(reason) = connectors
-                    .iter()
-                    .find(|(id, _)| *id == c)
-                    .and_then(|(_, status)| busy_reason(status))
-                {
-                    return Err(ApiError::ConnectorBusy(reason.into()));
-                }
-                c
-            }
-            None => {
-                let usable: Vec<i32> = connectors
-                    .iter()
-                    .map(|(id, _)| *id)
-                    .filter(|id| *id > 0)
-                    .collect();
-                if usable.is_empty() {
-                    1
-                } else {
-                    connectors
-                        .iter()
-                        .filter(|(id, _)| *id > 0)
-                        .find(|(_, status)| busy_reason(status).is_none())
-                        .map(|(id, _)| *id)
-                        .ok_or_else(|| {
-                            ApiError::ConnectorBusy(
-                                "no connector of this charger is available".into(),
-                            )
-                        })?
-                }
-            }
+        if input.connector_id.is_some_and(|c| c < 1) {
+            return Err(ApiError::BadUserInput(
+                "connectorId must be 1 or more".into(),
+            ));
+        }
+        let state = ChargerState {
+            connectors: &context.connectors,
+            reservations: &context.reservations,
         };
+        let connector_id = state
+            .connector_for_start(user_id, input.connector_id)
+            .map_err(|e| match e {
+                NoConnector::Unknown(c) => {
+                    ApiError::BadUserInput(format!("this charger has no connector {c}"))
+                }
+                NoConnector::Busy(reason) => ApiError::ConnectorBusy(reason.into()),
+            })?;
         let id_tag = context
             .id_tag
             .clone()

@@ -161,6 +161,29 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             "SetChargingProfile".to_string(),
             current_limit(*scope, *connector_id, *transaction_id, *amps, *phases)?,
         ),
+        ChargerCommand::Reserve {
+            reservation_id,
+            connector_id,
+            id_tag,
+            group_id_tag,
+            expires_at,
+        } => {
+            let mut payload = json!({
+                // connector 0: any connector of the charger
+                "connectorId": connector_id.unwrap_or(0),
+                "expiryDate": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "idTag": id_tag,
+                "reservationId": reservation_id,
+            });
+            if let Some(group) = group_id_tag {
+                payload["parentIdTag"] = json!(group);
+            }
+            ("ReserveNow".to_string(), payload)
+        }
+        ChargerCommand::CancelReservation { reservation_id } => (
+            "CancelReservation".to_string(),
+            json!({ "reservationId": reservation_id }),
+        ),
         ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
         ChargerCommand::SetBasicPassword { password } => (
             "ChangeConfiguration".to_string(),

@@ -20,6 +20,7 @@ use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::{decode, decode_shape};
 use crate::ocpp::CallFailure;
 use crate::store::chargers;
+use crate::store::reservations::{self, Hold};
 use crate::store::sessions::{self, TransactionStart};
 use crate::store::starts_and_stops::{StartV16, StopV16};
 use crate::store::transaction_writer::{MeterOwner, MeterWrite};
@@ -67,13 +68,23 @@ fn unanswered(err: StoreError) -> CallFailure {
 pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: StartTransactionRequest = decode("StartTransaction", payload)?;
     let connector_id = i32::try_from(req.connector_id).map_err(CallFailure::internal)?;
-    let (status, user) = resolve(
-        &ctx.app.db,
-        &req.id_tag,
-        Some(ctx.app.settings.billing.max_unpaid),
-    )
-    .await
-    .map_err(unanswered)?;
+    // the token and who holds the connector, read side by side
+    let (resolved, holds) = tokio::join!(
+        resolve(
+            &ctx.app.db,
+            &req.id_tag,
+            Some(ctx.app.settings.billing.max_unpaid),
+        ),
+        reservations::holds_at(&ctx.app.db, &ctx.charger_id, connector_id)
+    );
+    let (mut status, user) = resolved.map_err(unanswered)?;
+    let hold = holds.map_err(unanswered)?.for_user(user);
+    if hold == Hold::Theirs && status == AuthorizationStatus::Accepted {
+        // the charger started on a connector it holds for another driver: refused, so that
+        // it stops (the transaction is still stored, as every transaction is)
+        tracing::warn!(charger_id = %ctx.charger_id, connector_id, "transaction started on a connector reserved for another driver");
+        status = AuthorizationStatus::Invalid;
+    }
     let status_name = enum_name(&status);
     let accepted = status == AuthorizationStatus::Accepted;
     let (charger_id, source) = (ctx.charger_id.clone(), ctx.app.event_source());
@@ -141,6 +152,13 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
         duplicate = started.duplicate,
         "transaction started"
     );
+    if let Hold::Mine(reservation) = hold {
+        // the driver's reservation is used (guarded: a repeat or a race changes nothing)
+        let session_id = session.as_ref().map(|s| s.id);
+        if let Err(e) = reservations::use_for(&ctx.app.db, reservation, session_id).await {
+            tracing::error!(error = %e, %reservation, "reservation not marked used; it expires instead");
+        }
+    }
     let handled = Handled::reply(&StartTransactionResponse {
         id_tag_info: tag_info(status_from_str(&started.id_tag_status)),
         transaction_id: started.transaction_id,

@@ -204,6 +204,31 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
                 *phases,
             )?,
         ),
+        ChargerCommand::Reserve {
+            reservation_id,
+            connector_id,
+            id_tag,
+            group_id_tag,
+            expires_at,
+        } => {
+            let mut payload = json!({
+                "id": reservation_id,
+                "expiryDateTime": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "idToken": { "idToken": id_tag, "type": "Central" },
+            });
+            // without an EVSE the station holds any of its EVSEs
+            if let Some(evse_id) = connector_id {
+                payload["evseId"] = json!(evse_id);
+            }
+            if let Some(group) = group_id_tag {
+                payload["groupIdToken"] = json!({ "idToken": group, "type": "Central" });
+            }
+            ("ReserveNow".to_string(), payload)
+        }
+        ChargerCommand::CancelReservation { reservation_id } => (
+            "CancelReservation".to_string(),
+            json!({ "reservationId": reservation_id }),
+        ),
         ChargerCommand::Raw { action, payload } => (action.clone(), payload.clone()),
         ChargerCommand::SetBasicPassword { password } => (
             "SetVariables".to_string(),

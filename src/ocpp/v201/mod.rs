@@ -9,6 +9,7 @@ pub mod commands;
 mod device_model;
 mod meter;
 mod reports;
+mod reservation;
 mod security;
 mod smart_charging;
 mod status;
@@ -38,6 +39,7 @@ pub const ACTIONS: &[&str] = &[
     "NotifyEvent",
     "NotifyReport",
     "ReportChargingProfiles",
+    "ReservationStatusUpdate",
     "SecurityEventNotification",
     "SignCertificate",
     "StatusNotification",
@@ -52,7 +54,6 @@ pub const NOT_SUPPORTED: &[&str] = &[
     "NotifyDisplayMessages",
     "NotifyMonitoringReport",
     "PublishFirmwareStatusNotification",
-    "ReservationStatusUpdate",
 ];
 
 /// Handles one CALL from a 2.0.1 charger.
@@ -85,6 +86,7 @@ pub async fn handle(
             smart_charging::notify_ev_charging_schedule(&ctx, payload).await
         }
         "ReportChargingProfiles" => smart_charging::report_charging_profiles(&ctx, payload).await,
+        "ReservationStatusUpdate" => reservation::reservation_status_update(&ctx, payload).await,
         "SignCertificate" => security::sign_certificate(&ctx, payload).await,
         "Get15118EVCertificate" => security::ev_certificate(&ctx, payload).await,
         "GetCertificateStatus" => security::certificate_status(&ctx, payload).await,
@@ -207,6 +209,10 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
         .map(drop),
         "ReportChargingProfiles" => decode_shape::<
             m::report_charging_profiles::ReportChargingProfilesRequest,
+        >(action, payload)
+        .map(drop),
+        "ReservationStatusUpdate" => decode_shape::<
+            m::reservation_status_update::ReservationStatusUpdateRequest,
         >(action, payload)
         .map(drop),
         other if NOT_SUPPORTED.contains(&other) => Err(CallFailure::new(

@@ -27,6 +27,7 @@ use crate::ocpp::handler::{enum_name, CallContext, Handled};
 use crate::ocpp::meter::{self, Reading};
 use crate::ocpp::payload::{check_len, decode_shape};
 use crate::ocpp::{CallErrorCode, CallFailure};
+use crate::store::reservations::{self, Hold, Holds};
 use crate::store::sessions::{self, SessionRecord, TransactionStart};
 use crate::store::transaction_events::{self, EventTransaction, FirstEvent};
 use crate::store::transaction_writer::EventUpdate;
@@ -89,14 +90,35 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
     // credit counts when charging starts; later events only report who it was
     let starting = req.event_type == TransactionEventEnumType::Started;
     let max_unpaid = starting.then_some(ctx.app.settings.billing.max_unpaid);
-    let token = match &req.id_token {
-        Some(token) => Some(
-            resolve(&ctx.app.db, token, max_unpaid)
-                .await
-                .map_err(unanswered)?,
-        ),
-        None => None,
-    };
+    // a start on an EVSE: who holds it (a reservation), read beside the token
+    let evse = req.evse.as_ref().map(|e| e.id).filter(|_| starting);
+    let (token, holds) = tokio::join!(
+        async {
+            match &req.id_token {
+                Some(token) => resolve(&ctx.app.db, token, max_unpaid).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            match evse {
+                Some(evse) => reservations::holds_at(&ctx.app.db, &ctx.charger_id, evse).await,
+                None => Ok(Holds::default()),
+            }
+        }
+    );
+    let mut token = token.map_err(unanswered)?;
+    let hold = holds
+        .map_err(unanswered)?
+        .for_user(token.as_ref().and_then(|t| t.user_id));
+    if let Some(resolved) = token
+        .as_mut()
+        .filter(|t| hold == Hold::Theirs && t.status == AuthorizationStatusEnumType::Accepted)
+    {
+        // the station started on an EVSE it holds for another driver: refused, so that it
+        // ends the transaction (which is still stored, as every one is)
+        tracing::warn!(charger_id = %ctx.charger_id, evse_id = ?evse, "transaction started on an EVSE reserved for another driver");
+        resolved.status = AuthorizationStatusEnumType::Invalid;
+    }
     let values = req.meter_value.as_deref().unwrap_or_default();
     // the end of a transaction is never refused for an absurd sample: those are dropped
     let samples = if req.event_type == TransactionEventEnumType::Ended {
@@ -154,6 +176,13 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         tracing::info!(charger_id = %ctx.charger_id, %transaction_ref, seq_no, "repeated TransactionEvent answered without changes");
         return Ok(answer);
     };
+    if let Hold::Mine(reservation) = hold {
+        // the driver's reservation is used (guarded: a repeat or a race changes nothing)
+        let session_id = session.as_ref().map(|s| s.id);
+        if let Err(e) = reservations::use_for(&ctx.app.db, reservation, session_id).await {
+            tracing::error!(error = %e, %reservation, "reservation not marked used; it expires instead");
+        }
+    }
     tracing::info!(
         charger_id = %ctx.charger_id,
         %transaction_ref,
