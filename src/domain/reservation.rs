@@ -32,11 +32,23 @@ pub struct ChargerState<'a> {
     pub reservations: &'a [(Uuid, Option<i32>)],
 }
 
+/// Why the charger's report keeps a connector from use. Who holds a connector is the server's
+/// reservations' word, not the charger's RESERVED (which lags behind a cancellation or an
+/// expiry): a charger still holding one answers Occupied itself.
+fn reported_obstacle(status: &str) -> Option<&'static str> {
+    busy_reason(status).filter(|_| status != "RESERVED")
+}
+
 impl ChargerState<'_> {
     fn free_besides(&self, connector: i32) -> usize {
         self.connectors
             .iter()
-            .filter(|(id, status)| *id > 0 && *id != connector && busy_reason(status).is_none())
+            .filter(|(id, status)| {
+                *id > 0
+                    && *id != connector
+                    && reported_obstacle(status).is_none()
+                    && !self.reservations.iter().any(|(_, held)| *held == Some(*id))
+            })
             .count()
     }
 
@@ -59,16 +71,12 @@ impl ChargerState<'_> {
         })
     }
 
-    /// Why `user` cannot start on `connector`, if they cannot. The charger shows a reserved
-    /// connector as RESERVED: that is no obstacle to the driver holding it.
+    /// Why `user` cannot start on `connector`, if they cannot.
     fn start_obstacle(&self, user: Uuid, connector: i32, status: &str) -> Option<&'static str> {
-        if self.mine(user, connector) {
-            return busy_reason(status).filter(|_| status != "RESERVED");
-        }
-        if self.held_by_others(user, connector) {
+        if !self.mine(user, connector) && self.held_by_others(user, connector) {
             return Some("the connector is reserved by another driver");
         }
-        busy_reason(status)
+        reported_obstacle(status)
     }
 
     /// The connector `user` starts on: the one asked for, else the one they reserved, else
@@ -129,7 +137,7 @@ impl ChargerState<'_> {
                 None if self.connectors.is_empty() => Ok(()),
                 None => Err(NoConnector::Unknown(c)),
                 Some((_, status)) => {
-                    busy_reason(status).map_or(Ok(()), |r| Err(NoConnector::Busy(r)))
+                    reported_obstacle(status).map_or(Ok(()), |r| Err(NoConnector::Busy(r)))
                 }
             },
             None => {
@@ -137,7 +145,7 @@ impl ChargerState<'_> {
                     || self
                         .connectors
                         .iter()
-                        .any(|(id, status)| *id > 0 && busy_reason(status).is_none());
+                        .any(|(id, status)| *id > 0 && reported_obstacle(status).is_none());
                 if free {
                     Ok(())
                 } else {
@@ -200,6 +208,29 @@ mod tests {
             Err(NoConnector::Busy(_))
         ));
         assert_eq!(state.connector_for_start(me, None), Ok(2));
+    }
+
+    #[test]
+    fn a_connector_the_charger_still_shows_reserved_after_a_cancellation_is_free() {
+        let (me, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let connectors = connectors(&["RESERVED", "CHARGING"]);
+        let state = ChargerState {
+            connectors: &connectors,
+            reservations: &[],
+        };
+        assert_eq!(state.connector_for_start(other, None), Ok(1));
+        assert_eq!(state.check_reservable(Some(1)), Ok(()));
+        // while a live reservation holds it, it is its holder's alone
+        let reservations = [(me, Some(1))];
+        let state = ChargerState {
+            connectors: &connectors,
+            reservations: &reservations,
+        };
+        assert!(matches!(
+            state.connector_for_start(other, None),
+            Err(NoConnector::Busy(_))
+        ));
+        assert_eq!(state.connector_for_start(me, None), Ok(1));
     }
 
     #[test]

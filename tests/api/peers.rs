@@ -199,3 +199,103 @@ async fn the_python_ocpp_package_runs_2_0_1_transactions_and_an_app_session() {
             .unwrap();
     assert_eq!(model.as_deref(), Some("PyModel"));
 }
+
+#[actix_web::test]
+async fn the_python_ocpp_package_keeps_a_reservation_cancels_one_and_uses_one() {
+    const RESERVE: &str = "mutation($i: ReserveConnectorInput!) { reserveConnector(input: $i) { id status connectorId } }";
+    let app = spawn_app().await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Peer reservation station").await;
+    app.register_charger(&token, "PY-RES", station, Some("python-peer-secret-3"))
+        .await;
+    let (driver, _, _) = app
+        .register("pyres@example.com", "correct horse battery")
+        .await;
+    let id_tag = app.fund(&driver, "50.00").await["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
+    let peer = tokio::process::Command::new(python())
+        .arg(peer_script("ocpp16_reservation.py"))
+        .args([
+            url.as_str(),
+            "PY-RES",
+            "python-peer-secret-3",
+            id_tag.as_str(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+    let booted = app
+        .wait_until(Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM connector_status WHERE charger_id = 'PY-RES' AND status = 'AVAILABLE'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap_or(0)
+                == 2
+        })
+        .await;
+    assert!(booted, "the peer did not come up");
+
+    let input = json!({ "i": { "stationId": station.to_string(), "chargerId": "PY-RES", "connectorId": 2 } });
+    let first = app.graphql(RESERVE, input.clone(), Some(&driver)).await;
+    assert_eq!(
+        first["data"]["reserveConnector"]["status"], "ACCEPTED",
+        "{first}"
+    );
+    let cancelled = app
+        .graphql(
+            "mutation($id: ID!) { cancelReservation(reservationId: $id) { status } }",
+            json!({ "id": first["data"]["reserveConnector"]["id"] }),
+            Some(&driver),
+        )
+        .await;
+    assert_eq!(
+        cancelled["data"]["cancelReservation"]["status"],
+        "CANCELLED"
+    );
+    let second = app.graphql(RESERVE, input, Some(&driver)).await;
+    assert_eq!(
+        second["data"]["reserveConnector"]["status"], "ACCEPTED",
+        "{second}"
+    );
+    // the charger shows connector 2 Reserved; the driver's start goes there
+    let started = app
+        .graphql(
+            "mutation($i: StartSessionInput!) { startSession(input: $i) { id connectorId } }",
+            json!({ "i": { "stationId": station.to_string() } }),
+            Some(&driver),
+        )
+        .await;
+    assert_eq!(
+        started["data"]["startSession"]["connectorId"], 2,
+        "{started}"
+    );
+
+    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
+        .await
+        .expect("the peer finishes")
+        .expect("peer output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("OK cancelled"), "{stdout}");
+    assert!(stdout.contains("OK used"), "{stdout}");
+    let (status, session): (String, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT status, session_id FROM reservations WHERE id = $1::uuid")
+            .bind(second["data"]["reserveConnector"]["id"].as_str().unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(status, "USED");
+    assert_eq!(
+        session.map(|s| s.to_string()).as_deref(),
+        started["data"]["startSession"]["id"].as_str()
+    );
+}
