@@ -6,6 +6,8 @@ use super::ValidationError;
 
 /// OCPP 1.6 `IdToken` is a CiString20.
 pub const MAX_ID_TAG_CHARS: usize = 20;
+/// OCPP 2.0.1 `IdTokenType.idToken` is a string of up to 36 (a 1.6 charger takes 20 of them).
+pub const MAX_ID_TOKEN_CHARS: usize = 36;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdTag(String);
@@ -19,6 +21,19 @@ impl IdTag {
         if !raw.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ValidationError::new(
                 "idTag must be printable ASCII without spaces",
+            ));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    /// Accepts a token a driver registers: 1..=36 printable ASCII characters (2.0.1's limit).
+    pub fn parse_token(raw: &str) -> Result<Self, ValidationError> {
+        if raw.is_empty() || raw.len() > MAX_ID_TOKEN_CHARS {
+            return Err(ValidationError::new("idToken must have 1 to 36 characters"));
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ValidationError::new(
+                "idToken must be printable ASCII without spaces",
             ));
         }
         Ok(Self(raw.to_string()))

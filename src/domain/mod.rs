@@ -14,7 +14,7 @@ mod text;
 
 pub use charge_point_id::ChargePointId;
 pub use email::Email;
-pub use id_tag::IdTag;
+pub use id_tag::{IdTag, MAX_ID_TAG_CHARS, MAX_ID_TOKEN_CHARS};
 pub use money::{Currency, Money};
 pub use password::Password;
 pub use role::Role;

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod charger_writer;
 pub mod chargers;
 pub mod device_model;
+pub mod id_tokens;
 pub mod invoices;
 pub mod mongo;
 pub mod ocm_sync_state;

@@ -242,25 +242,32 @@ pub async fn holds_at(
     executor: impl PgExecutor<'_>,
     charger_id: &str,
     connector_id: i32,
+    id_tag: Option<&str>,
 ) -> Result<Holds, StoreError> {
-    let rows: Vec<(Uuid, Uuid, Option<i32>, i64)> = sqlx::query_as(
+    let rows: Vec<(Uuid, Uuid, Option<i32>, i64, bool)> = sqlx::query_as(
         "SELECT r.id, r.user_id, r.connector_id, \
              (SELECT count(*) FROM connector_status k WHERE k.charger_id = r.charger_id \
-                 AND k.connector_id > 0 AND k.connector_id <> $2 AND k.status = 'AVAILABLE') \
+                 AND k.connector_id > 0 AND k.connector_id <> $2 AND k.status = 'AVAILABLE'), \
+             COALESCE(r.group_id_tag = (SELECT COALESCE(t.group_id_tag, \
+                 (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a WHERE a.user_id = t.user_id \
+                     AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1)) \
+                 FROM id_tags t WHERE t.id_tag = $3), FALSE) \
          FROM reservations r WHERE r.charger_id = $1 AND r.status = 'ACCEPTED' \
              AND r.expires_at > now() AND (r.connector_id IS NULL OR r.connector_id = $2) \
          ORDER BY r.connector_id NULLS LAST",
     )
     .bind(charger_id)
     .bind(connector_id)
+    .bind(id_tag)
     .fetch_all(executor)
     .await?;
     Ok(Holds(rows))
 }
 
-/// What `holds_at` read: (reservation, driver, connector, connectors free besides this one).
+/// What `holds_at` read: (reservation, driver, connector, connectors free besides this one,
+/// the presented token is of the reservation's group).
 #[derive(Debug, Clone, Default)]
-pub struct Holds(Vec<(Uuid, Uuid, Option<i32>, i64)>);
+pub struct Holds(Vec<(Uuid, Uuid, Option<i32>, i64, bool)>);
 
 impl Holds {
     pub fn for_user(&self, user: Option<Uuid>) -> Hold {
@@ -268,14 +275,16 @@ impl Holds {
     }
 }
 
-/// The rule of `Holds::for_user` over its rows (id, user, connector, free others).
-fn decide_hold(rows: &[(Uuid, Uuid, Option<i32>, i64)], user: Option<Uuid>) -> Hold {
-    // the driver's own reservation, whichever of their tokens they present
-    if let Some((id, ..)) = user.and_then(|user| rows.iter().find(|(_, owner, ..)| *owner == user))
+/// The rule of `Holds::for_user` over its rows.
+fn decide_hold(rows: &[(Uuid, Uuid, Option<i32>, i64, bool)], user: Option<Uuid>) -> Hold {
+    // the driver's own reservation, whichever of their tokens they present, or their group's
+    if let Some((id, ..)) = rows
+        .iter()
+        .find(|(_, owner, _, _, group)| *group || Some(*owner) == user)
     {
         return Hold::Mine(*id);
     }
-    let blocked = rows.iter().any(|(_, _, connector, free_others)| {
+    let blocked = rows.iter().any(|(_, _, connector, free_others, _)| {
         // a specific connector is held outright; "any connector" only while no other is free
         connector.is_some() || *free_others == 0
     });
@@ -337,20 +346,32 @@ mod tests {
     #[test]
     fn a_held_connector_lets_only_its_driver_start() {
         let (me, other, r) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let rows = [(r, me, Some(1), 1)];
+        let rows = [(r, me, Some(1), 1, false)];
         assert_eq!(decide_hold(&rows, Some(me)), Hold::Mine(r));
         assert_eq!(decide_hold(&rows, Some(other)), Hold::Theirs);
         assert_eq!(decide_hold(&rows, None), Hold::Theirs);
         assert_eq!(decide_hold(&[], Some(other)), Hold::Free);
+        // another driver of the reservation's group (a fleet card)
+        let grouped = [(r, me, Some(1), 1, true)];
+        assert_eq!(decide_hold(&grouped, Some(other)), Hold::Mine(r));
     }
 
     #[test]
     fn a_reservation_of_any_connector_keeps_one_free() {
         let (me, other, r) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         // another connector is free: the other driver may take this one
-        assert_eq!(decide_hold(&[(r, me, None, 1)], Some(other)), Hold::Free);
+        assert_eq!(
+            decide_hold(&[(r, me, None, 1, false)], Some(other)),
+            Hold::Free
+        );
         // this is the last free one: it is held
-        assert_eq!(decide_hold(&[(r, me, None, 0)], Some(other)), Hold::Theirs);
-        assert_eq!(decide_hold(&[(r, me, None, 0)], Some(me)), Hold::Mine(r));
+        assert_eq!(
+            decide_hold(&[(r, me, None, 0, false)], Some(other)),
+            Hold::Theirs
+        );
+        assert_eq!(
+            decide_hold(&[(r, me, None, 0, false)], Some(me)),
+            Hold::Mine(r)
+        );
     }
 }

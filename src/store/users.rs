@@ -115,6 +115,81 @@ pub async fn app_id_tag(pool: &PgPool, user_id: Uuid) -> Result<String, StoreErr
     .ok_or(StoreError::NotFound)
 }
 
+/// What an Authorize answer tells a charger besides the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagDetails {
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The token's group (1.6 parentIdTag, 2.0.1 groupIdToken): its own, else its owner's
+    /// (the group of their app token, else the app token itself), so that all of a driver's
+    /// cards share what the driver reserved.
+    pub group: Option<String>,
+    /// The token is in a transaction that has not ended (in the last 24 hours).
+    pub in_transaction: bool,
+}
+
+/// Resolves a token for an Authorize answer: `resolve_id_tag`'s status, the token's expiry and
+/// group, and whether it is already charging somewhere (one statement).
+#[tracing::instrument(skip_all)]
+pub async fn resolve_for_authorize(
+    pool: &PgPool,
+    id_tag: &str,
+    max_unpaid: Decimal,
+) -> Result<(TagStatus, TagDetails), StoreError> {
+    type Row = (
+        Uuid,
+        String,
+        Option<DateTime<Utc>>,
+        bool,
+        Decimal,
+        Option<String>,
+        bool,
+    );
+    let row = sqlx::query_as::<_, Row>(
+        "SELECT t.user_id, t.status, t.expires_at, u.blocked, \
+             (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
+                 WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')), \
+             COALESCE(t.group_id_tag, (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a \
+                 WHERE a.user_id = t.user_id AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1)), \
+             EXISTS (SELECT 1 FROM charger_transactions x WHERE x.id_tag = t.id_tag \
+                 AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL) \
+         FROM id_tags t JOIN users u ON u.id = t.user_id WHERE t.id_tag = $1",
+    )
+    .bind(id_tag)
+    .fetch_optional(pool)
+    .await?;
+    let Some((user_id, status, expires_at, blocked, unpaid, group, in_transaction)) = row else {
+        return Ok((TagStatus::Invalid, TagDetails::default()));
+    };
+    let status = tag_status(user_id, &status, expires_at, blocked, unpaid > max_unpaid);
+    Ok((
+        status,
+        TagDetails {
+            expires_at,
+            group,
+            in_transaction,
+        },
+    ))
+}
+
+/// The rule shared by both resolutions.
+fn tag_status(
+    user_id: Uuid,
+    status: &str,
+    expires_at: Option<DateTime<Utc>>,
+    blocked: bool,
+    over_credit: bool,
+) -> TagStatus {
+    if blocked || status == "BLOCKED" {
+        TagStatus::Blocked { user_id }
+    } else if status == "EXPIRED" || expires_at.is_some_and(|e| e <= Utc::now()) {
+        TagStatus::Expired { user_id }
+    } else if over_credit {
+        TagStatus::NoCredit { user_id }
+    } else {
+        TagStatus::Accepted { user_id }
+    }
+}
+
 /// What a charger's idTag stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagStatus {
@@ -159,13 +234,8 @@ pub async fn resolve_id_tag(
     });
     Ok(match row {
         None => TagStatus::Invalid,
-        Some((user_id, _, _, true, _)) => TagStatus::Blocked { user_id },
-        Some((user_id, status, _, _, _)) if status == "BLOCKED" => TagStatus::Blocked { user_id },
-        Some((user_id, status, _, _, _)) if status == "EXPIRED" => TagStatus::Expired { user_id },
-        Some((user_id, _, Some(expires), _, _)) if expires <= Utc::now() => {
-            TagStatus::Expired { user_id }
+        Some((user_id, status, expires, blocked, over)) => {
+            tag_status(user_id, &status, expires, blocked, over)
         }
-        Some((user_id, _, _, _, true)) => TagStatus::NoCredit { user_id },
-        Some((user_id, _, _, _, _)) => TagStatus::Accepted { user_id },
     })
 }

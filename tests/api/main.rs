@@ -14,6 +14,7 @@ mod gql_ws;
 mod health;
 mod helpers;
 mod hostile;
+mod id_tokens;
 mod ocm;
 mod ocpp16;
 mod ocpp201;

@@ -8,6 +8,7 @@ pub mod dead_letters;
 pub mod device_model;
 pub mod error;
 pub mod fuzz;
+pub mod id_tokens;
 pub mod invoices;
 pub mod limits;
 pub mod loaders;
@@ -45,6 +46,7 @@ pub struct QueryRoot(
     dead_letters::DeadLetterQuery,
     sites::SiteQuery,
     reservations::ReservationQuery,
+    id_tokens::IdTokenQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -60,6 +62,7 @@ pub struct MutationRoot(
     dead_letters::DeadLetterMutation,
     sites::SiteMutation,
     reservations::ReservationMutation,
+    id_tokens::IdTokenMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -237,6 +237,8 @@ impl ReservationMutation {
                 online
             }
         };
+        // the driver's group: every card of theirs may use it (1.6 parentIdTag, 2.0.1 groupIdToken)
+        let group_id_tag = crate::store::id_tokens::group_of_user(&app.db, user_id).await?;
         let expires_at = Utc::now() + Duration::minutes(i64::from(minutes));
         let mut refusal = None;
         for charger_id in candidates {
@@ -246,7 +248,7 @@ impl ReservationMutation {
                 charger_id,
                 connector_id: input.connector_id,
                 id_tag: id_tag.clone(),
-                group_id_tag: None,
+                group_id_tag: group_id_tag.clone(),
                 expires_at,
                 max_per_user: i64::from(settings.max_per_user),
             };

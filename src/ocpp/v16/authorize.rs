@@ -1,4 +1,6 @@
-//! Authorize: user idTags are Accepted, unknown tags Invalid, blocked users Blocked.
+//! Authorize: user idTags are Accepted (with their expiry and group, the parentIdTag a
+//! reservation is matched by), unknown tags Invalid, blocked users and tokens Blocked, expired
+//! ones Expired, a token already charging elsewhere ConcurrentTx.
 
 use rust_ocpp::v1_6::messages::authorize::{AuthorizeRequest, AuthorizeResponse};
 use rust_ocpp::v1_6::types::{AuthorizationStatus, IdTagInfo};
@@ -40,14 +42,29 @@ pub fn tag_info(status: AuthorizationStatus) -> IdTagInfo {
 
 pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: AuthorizeRequest = decode("Authorize", payload)?;
-    let (status, _) = resolve(
+    let (status, details) = users::resolve_for_authorize(
         &ctx.app.db,
         &req.id_tag,
-        Some(ctx.app.settings.billing.max_unpaid),
+        ctx.app.settings.billing.max_unpaid,
     )
     .await
     .map_err(CallFailure::internal)?;
+    let status = match status {
+        TagStatus::Accepted { .. } if details.in_transaction => AuthorizationStatus::ConcurrentTx,
+        TagStatus::Accepted { .. } => AuthorizationStatus::Accepted,
+        TagStatus::NoCredit { .. } | TagStatus::Blocked { .. } => AuthorizationStatus::Blocked,
+        TagStatus::Expired { .. } => AuthorizationStatus::Expired,
+        TagStatus::Invalid => AuthorizationStatus::Invalid,
+    };
+    let known = status != AuthorizationStatus::Invalid;
     Handled::reply(&AuthorizeResponse {
-        id_tag_info: tag_info(status),
+        id_tag_info: IdTagInfo {
+            status,
+            expiry_date: details.expires_at.filter(|_| known),
+            // a 1.6 idTag is at most 20 characters: a longer group cannot be named
+            parent_id_tag: details
+                .group
+                .filter(|g| known && g.len() <= crate::domain::MAX_ID_TAG_CHARS),
+        },
     })
 }

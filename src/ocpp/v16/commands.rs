@@ -175,7 +175,8 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
                 "idTag": id_tag,
                 "reservationId": reservation_id,
             });
-            if let Some(group) = group_id_tag {
+            // a 1.6 idTag has at most 20 characters: a longer group cannot be named
+            if let Some(group) = group_id_tag.as_ref().filter(|g| g.len() <= 20) {
                 payload["parentIdTag"] = json!(group);
             }
             ("ReserveNow".to_string(), payload)

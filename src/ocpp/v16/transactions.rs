@@ -75,7 +75,12 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
             &req.id_tag,
             Some(ctx.app.settings.billing.max_unpaid),
         ),
-        reservations::holds_at(&ctx.app.db, &ctx.charger_id, connector_id)
+        reservations::holds_at(
+            &ctx.app.db,
+            &ctx.charger_id,
+            connector_id,
+            Some(&req.id_tag)
+        )
     );
     let (mut status, user) = resolved.map_err(unanswered)?;
     let hold = holds.map_err(unanswered)?.for_user(user);

@@ -53,6 +53,42 @@ pub async fn resolve(
     Ok(Resolved { status, user_id })
 }
 
+/// The idTokenInfo of an Authorize answer: the status (ConcurrentTx for a token already
+/// charging), the token's expiry as the cache's, and its group.
+async fn authorize_info(
+    ctx: &CallContext,
+    token: &IdTokenType,
+) -> Result<IdTokenInfoType, StoreError> {
+    use AuthorizationStatusEnumType as S;
+    if token.kind == IdTokenEnumType::NoAuthorization {
+        return Ok(token_info(S::Accepted));
+    }
+    let (status, details) = users::resolve_for_authorize(
+        &ctx.app.db,
+        &token.id_token,
+        ctx.app.settings.billing.max_unpaid,
+    )
+    .await?;
+    let status = match status {
+        TagStatus::Accepted { .. } if details.in_transaction => S::ConcurrentTx,
+        TagStatus::Accepted { .. } => S::Accepted,
+        TagStatus::NoCredit { .. } => S::NoCredit,
+        TagStatus::Blocked { .. } => S::Blocked,
+        TagStatus::Expired { .. } => S::Expired,
+        TagStatus::Invalid => return Ok(token_info(S::Invalid)),
+    };
+    Ok(IdTokenInfoType {
+        status,
+        cache_expiry_date_time: details.expires_at,
+        group_id_token: details.group.map(|group| IdTokenType {
+            id_token: group,
+            kind: IdTokenEnumType::Central,
+            additional_info: None,
+        }),
+        ..Default::default()
+    })
+}
+
 /// The idTokenInfo of an answer.
 pub fn token_info(status: AuthorizationStatusEnumType) -> IdTokenInfoType {
     IdTokenInfoType {
@@ -69,13 +105,9 @@ pub fn check_token(action: &str, token: &IdTokenType) -> Result<(), CallFailure>
 pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: AuthorizeRequest = decode("Authorize", payload)?;
     check_token("Authorize", &req.id_token)?;
-    let resolved = resolve(
-        &ctx.app.db,
-        &req.id_token,
-        Some(ctx.app.settings.billing.max_unpaid),
-    )
-    .await
-    .map_err(CallFailure::internal)?;
+    let info = authorize_info(ctx, &req.id_token)
+        .await
+        .map_err(CallFailure::internal)?;
     // ISO 15118 Plug & Charge: the contract certificate is checked before the eMAID counts
     let hashes = req
         .iso_15118_certificate_hash_data
@@ -84,7 +116,7 @@ pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, Cal
     if req.certificate.is_none() && hashes.is_empty() {
         return Handled::reply(&AuthorizeResponse {
             certificate_status: None,
-            id_token_info: token_info(resolved.status),
+            id_token_info: info,
         });
     }
     if hashes.len() > 4 {
@@ -109,15 +141,15 @@ pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, Cal
         .pnc
         .check_contract(&req.id_token.id_token, req.certificate.as_deref(), &queries)
         .await;
-    let status = if verdict == crate::security::contract::Verdict::Accepted {
-        resolved.status
+    let info = if verdict == crate::security::contract::Verdict::Accepted {
+        info
     } else {
         tracing::warn!(charger_id = %ctx.charger_id, verdict = verdict.as_str(), "contract certificate not accepted");
-        AuthorizationStatusEnumType::Invalid
+        token_info(AuthorizationStatusEnumType::Invalid)
     };
     let mut response = serde_json::to_value(AuthorizeResponse {
         certificate_status: None,
-        id_token_info: token_info(status),
+        id_token_info: info,
     })
     .map_err(CallFailure::internal)?;
     response["certificateStatus"] = Value::String(verdict.as_str().into());

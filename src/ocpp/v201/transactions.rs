@@ -101,7 +101,10 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         },
         async {
             match evse {
-                Some(evse) => reservations::holds_at(&ctx.app.db, &ctx.charger_id, evse).await,
+                Some(evse) => {
+                    let tag = req.id_token.as_ref().map(|t| t.id_token.as_str());
+                    reservations::holds_at(&ctx.app.db, &ctx.charger_id, evse, tag).await
+                }
                 None => Ok(Holds::default()),
             }
         }
