@@ -333,6 +333,14 @@ impl ChargerActor {
                     self.accepted = true;
                     self.send_next(ctx);
                 }
+                // a boot may have wiped what the charger held: one that should hold a local
+                // list is checked after every accepted boot, also on a connection that began
+                // accepted
+                actix::spawn(super::local_lists::reconcile(
+                    self.app.clone(),
+                    self.charger_id.clone(),
+                    ctx.address(),
+                ));
             }
             Effect::ConnectorStatus { .. } => {
                 self.app

@@ -4,6 +4,7 @@
 //! and the messages they exchange.
 
 pub mod charger;
+pub mod local_lists;
 pub mod messages;
 pub mod registry;
 pub mod session;

@@ -67,6 +67,15 @@ pub enum ChargerCommand {
         group_id_tag: Option<String>,
         expires_at: chrono::DateTime<chrono::Utc>,
     },
+    /// The charger's local authorization list: all of it (`full`) or the difference, where an
+    /// entry without content removes the token (SendLocalList).
+    SendLocalList {
+        version: i32,
+        full: bool,
+        entries: Vec<(String, Option<crate::store::local_lists::ListEntry>)>,
+    },
+    /// The version of the charger's local list (GetLocalListVersion).
+    GetLocalListVersion,
     /// Release a reservation the charger holds (CancelReservation).
     CancelReservation {
         reservation_id: i32,

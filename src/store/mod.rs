@@ -9,6 +9,7 @@ pub mod chargers;
 pub mod device_model;
 pub mod id_tokens;
 pub mod invoices;
+pub mod local_lists;
 pub mod mongo;
 pub mod ocm_sync_state;
 pub mod operations;

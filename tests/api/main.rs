@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod id_tokens;
+mod local_lists;
 mod ocm;
 mod ocpp16;
 mod ocpp201;

@@ -9,11 +9,12 @@ use uuid::Uuid;
 
 use super::auth::{require_staff, require_user};
 use super::error::{ApiError, ApiResult};
-use crate::actors::registry;
+use crate::actors::{local_lists, registry};
 use crate::context::AppContext;
 use crate::domain::IdTag;
 use crate::ocpp::command::ChargerCommand;
 use crate::store::id_tokens::{self, AddRefusal, IdTokenRecord};
+use crate::store::local_lists as local_list_store;
 use crate::store::top_ups;
 
 /// Tokens one driver may register (cards get lost; a driver does not need hundreds).
@@ -231,6 +232,9 @@ impl IdTokenMutation {
         }
         if !was_blocked {
             clear_caches(app.clone(), blocked.id_tag.clone());
+            // chargers that list it are told it is blocked now
+            let listing = local_list_store::online_chargers_with(&app.db, &blocked.id_tag).await?;
+            local_lists::update_in_background(app.clone(), listing);
         }
         Ok(blocked.into())
     }
@@ -250,6 +254,8 @@ impl IdTokenMutation {
             id_tokens::set_group(&app.db, token.as_str(), group.as_ref().map(|g| g.as_str()))
                 .await?
                 .ok_or_else(|| ApiError::NotFound("token not found".into()))?;
+        let listing = local_list_store::online_chargers_with(&app.db, &updated.id_tag).await?;
+        local_lists::update_in_background(app.clone(), listing);
         let details = json!({ "idToken": updated.id_tag, "group": updated.group_id_tag });
         if let Err(e) = top_ups::audit(&app.db, Some(staff), "setIdTokenGroup", None, details).await
         {

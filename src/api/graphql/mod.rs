@@ -12,6 +12,7 @@ pub mod id_tokens;
 pub mod invoices;
 pub mod limits;
 pub mod loaders;
+pub mod local_lists;
 pub mod operations;
 pub mod payments;
 pub mod reservations;
@@ -47,6 +48,7 @@ pub struct QueryRoot(
     sites::SiteQuery,
     reservations::ReservationQuery,
     id_tokens::IdTokenQuery,
+    local_lists::LocalListQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -63,6 +65,7 @@ pub struct MutationRoot(
     sites::SiteMutation,
     reservations::ReservationMutation,
     id_tokens::IdTokenMutation,
+    local_lists::LocalListMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -181,6 +181,40 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             }
             ("ReserveNow".to_string(), payload)
         }
+        ChargerCommand::SendLocalList {
+            version,
+            full,
+            entries,
+        } => {
+            // a 1.6 idTag has at most 20 characters: longer tokens cannot be on a 1.6 list
+            let list: Vec<Value> = entries
+                .iter()
+                .filter(|(tag, _)| tag.len() <= 20)
+                .map(|(tag, entry)| match entry {
+                    None => json!({ "idTag": tag }),
+                    Some(entry) => {
+                        let mut info = json!({ "status": entry.status });
+                        if let Some(at) = entry.expires_at {
+                            info["expiryDate"] =
+                                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        }
+                        if let Some(group) = entry.group.as_ref().filter(|g| g.len() <= 20) {
+                            info["parentIdTag"] = json!(group);
+                        }
+                        json!({ "idTag": tag, "idTagInfo": info })
+                    }
+                })
+                .collect();
+            (
+                "SendLocalList".to_string(),
+                json!({
+                    "listVersion": version,
+                    "updateType": if *full { "Full" } else { "Differential" },
+                    "localAuthorizationList": list,
+                }),
+            )
+        }
+        ChargerCommand::GetLocalListVersion => ("GetLocalListVersion".to_string(), json!({})),
         ChargerCommand::CancelReservation { reservation_id } => (
             "CancelReservation".to_string(),
             json!({ "reservationId": reservation_id }),

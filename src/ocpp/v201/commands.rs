@@ -135,6 +135,19 @@ fn tx_profile(evse_id: i32, transaction_ref: &str, max_power_w: f64) -> Value {
     })
 }
 
+/// A token type as 2.0.1 names it.
+fn token_type(ours: &str) -> &'static str {
+    match ours {
+        "ISO14443" => "ISO14443",
+        "ISO15693" => "ISO15693",
+        "EMAID" => "eMAID",
+        "KEY_CODE" => "KeyCode",
+        "LOCAL" => "Local",
+        "MAC_ADDRESS" => "MacAddress",
+        _ => "Central",
+    }
+}
+
 /// The action and payload of `command` for a 2.0.1 station.
 pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError> {
     let (action, payload) = match command {
@@ -225,6 +238,44 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             }
             ("ReserveNow".to_string(), payload)
         }
+        ChargerCommand::SendLocalList {
+            version,
+            full,
+            entries,
+        } => {
+            let list: Vec<Value> = entries
+                .iter()
+                .map(|(tag, entry)| {
+                    let token_type = entry
+                        .as_ref()
+                        .map(|e| token_type(&e.token_type))
+                        .unwrap_or("ISO14443");
+                    let mut item = json!({ "idToken": { "idToken": tag, "type": token_type } });
+                    if let Some(entry) = entry {
+                        let mut info = json!({ "status": entry.status });
+                        if let Some(at) = entry.expires_at {
+                            info["cacheExpiryDateTime"] =
+                                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        }
+                        if let Some(group) = &entry.group {
+                            info["groupIdToken"] = json!({ "idToken": group, "type": "Central" });
+                        }
+                        item["idTokenInfo"] = info;
+                    }
+                    item
+                })
+                .collect();
+            let mut payload = json!({
+                "versionNumber": version,
+                "updateType": if *full { "Full" } else { "Differential" },
+            });
+            // an empty list is sent without the field (the schema wants at least one item)
+            if !list.is_empty() {
+                payload["localAuthorizationList"] = json!(list);
+            }
+            ("SendLocalList".to_string(), payload)
+        }
+        ChargerCommand::GetLocalListVersion => ("GetLocalListVersion".to_string(), json!({})),
         ChargerCommand::CancelReservation { reservation_id } => (
             "CancelReservation".to_string(),
             json!({ "reservationId": reservation_id }),
