@@ -299,3 +299,88 @@ async fn the_python_ocpp_package_keeps_a_reservation_cancels_one_and_uses_one() 
         started["data"]["startSession"]["id"].as_str()
     );
 }
+
+#[actix_web::test]
+async fn the_python_ocpp_package_keeps_the_local_list_it_is_sent() {
+    let app = spawn_app().await;
+    let operator = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Peer list station").await;
+    app.register_charger(&operator, "PY-LL", station, Some("python-peer-secret-4"))
+        .await;
+    for (email, card) in [("a@example.com", "04PYA"), ("b@example.com", "04PYB")] {
+        let (token, _, _) = app.register(email, "correct horse battery").await;
+        let added = app
+            .graphql(
+                "mutation($i: AddIdTokenInput!) { addIdToken(input: $i) { idToken } }",
+                json!({ "i": { "idToken": card, "type": "ISO14443" } }),
+                Some(&token),
+            )
+            .await;
+        assert!(added["errors"].is_null(), "{added}");
+    }
+    let list = app
+        .graphql(
+            "mutation { createLocalList(name: \"Peers\") { id } }",
+            json!({}),
+            Some(&operator),
+        )
+        .await["data"]["createLocalList"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.graphql(
+        "mutation($l: ID!) { addToLocalList(listId: $l, idTokens: [\"04PYA\", \"04PYB\"]) { size } }",
+        json!({ "l": list }),
+        Some(&operator),
+    )
+    .await;
+    // given the list while offline: it gets it at its boot
+    app.graphql(
+        "mutation($l: ID!) { assignLocalList(chargerId: \"PY-LL\", listId: $l) }",
+        json!({ "l": list }),
+        Some(&operator),
+    )
+    .await;
+
+    let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
+    let peer = tokio::process::Command::new(python())
+        .arg(peer_script("ocpp16_local_list.py"))
+        .args([url.as_str(), "PY-LL", "python-peer-secret-4", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+    let first = app
+        .wait_until(Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT version FROM charger_local_lists WHERE charger_id = 'PY-LL'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap_or(0)
+                == 1
+        })
+        .await;
+    assert!(first, "the peer did not get its list at boot");
+    // then a card leaves the list: the peer gets the difference
+    app.graphql(
+        "mutation($l: ID!) { removeFromLocalList(listId: $l, idTokens: [\"04PYB\"]) { size } }",
+        json!({ "l": list }),
+        Some(&operator),
+    )
+    .await;
+
+    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
+        .await
+        .expect("the peer finishes")
+        .expect("peer output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("OK list 1: 04PYA=Accepted 04PYB=Accepted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("OK list 2: 04PYA=Accepted\n"), "{stdout}");
+}
