@@ -129,11 +129,22 @@ pub struct TagDetails {
 
 /// Resolves a token for an Authorize answer: `resolve_id_tag`'s status, the token's expiry and
 /// group, and whether it is already charging somewhere (one statement).
-#[tracing::instrument(skip_all)]
 pub async fn resolve_for_authorize(
     pool: &PgPool,
     id_tag: &str,
     max_unpaid: Decimal,
+) -> Result<(TagStatus, TagDetails), StoreError> {
+    resolve_with_details(pool, id_tag, Some(max_unpaid), true).await
+}
+
+/// `resolve_id_tag` with the token's expiry and group, and with `concurrent` whether it is
+/// already in a transaction; without `max_unpaid` unpaid invoices do not count.
+#[tracing::instrument(skip_all)]
+pub async fn resolve_with_details(
+    pool: &PgPool,
+    id_tag: &str,
+    max_unpaid: Option<Decimal>,
+    concurrent: bool,
 ) -> Result<(TagStatus, TagDetails), StoreError> {
     type Row = (
         Uuid,
@@ -146,21 +157,24 @@ pub async fn resolve_for_authorize(
     );
     let row = sqlx::query_as::<_, Row>(
         "SELECT t.user_id, t.status, t.expires_at, u.blocked, \
-             (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
-                 WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')), \
+             CASE WHEN $2 THEN (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
+                 WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')) ELSE 0 END, \
              COALESCE(t.group_id_tag, (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a \
                  WHERE a.user_id = t.user_id AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1)), \
-             EXISTS (SELECT 1 FROM charger_transactions x WHERE x.id_tag = t.id_tag \
+             $3 AND EXISTS (SELECT 1 FROM charger_transactions x WHERE x.id_tag = t.id_tag \
                  AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL) \
          FROM id_tags t JOIN users u ON u.id = t.user_id WHERE t.id_tag = $1",
     )
     .bind(id_tag)
+    .bind(max_unpaid.is_some())
+    .bind(concurrent)
     .fetch_optional(pool)
     .await?;
     let Some((user_id, status, expires_at, blocked, unpaid, group, in_transaction)) = row else {
         return Ok((TagStatus::Invalid, TagDetails::default()));
     };
-    let status = tag_status(user_id, &status, expires_at, blocked, unpaid > max_unpaid);
+    let over = max_unpaid.is_some_and(|max| unpaid > max);
+    let status = tag_status(user_id, &status, expires_at, blocked, over);
     Ok((
         status,
         TagDetails {

@@ -347,3 +347,79 @@ async fn a_fleet_card_uses_a_reservation_held_for_its_group() {
         .await;
     assert_eq!(error_code(&refused).as_deref(), Some("FORBIDDEN"));
 }
+
+#[actix_web::test]
+async fn a_2_0_1_stations_transaction_answers_carry_the_group_so_fleet_cards_and_a_master_pass_stop_it()
+{
+    let f = fixture(&["CS-T5"]).await;
+    add_card(&f, &f.alice.0, "04FLEETA").await;
+    add_card(&f, &f.bob.0, "04FLEETB").await;
+    add_card(&f, &f.bob.0, "04MASTER").await;
+    for (token, group) in [("04FLEETA", "FLEET-9"), ("04FLEETB", "FLEET-9"), ("04MASTER", "MASTERPASS")] {
+        let set = f
+            .app
+            .graphql(GROUP, json!({ "t": token, "g": group }), Some(&f.operator))
+            .await;
+        assert!(set["errors"].is_null(), "{set}");
+    }
+    let mut cs = connect201(f.app.port, "CS-T5", Some(("CS-T5", CHARGER_PASSWORD))).await;
+    cs.boot201().await;
+    let event = |event: &str, seq: i64, trigger: &str, token: &str, extra: Value| {
+        let mut payload = json!({
+            "eventType": event, "timestamp": chrono::Utc::now().to_rfc3339(), "triggerReason": trigger,
+            "seqNo": seq, "transactionInfo": { "transactionId": "T-GROUP" },
+            "evse": { "id": 1, "connectorId": 1 },
+            "idToken": { "idToken": token, "type": "ISO14443" }
+        });
+        if let Value::Object(extra) = extra {
+            for (k, v) in extra {
+                payload["transactionInfo"][k] = v;
+            }
+        }
+        payload
+    };
+    let fleet = json!({ "idToken": "FLEET-9", "type": "Central" });
+    // started by one fleet card (TC_C_39/40): Accepted with the group
+    let started = cs
+        .call("TransactionEvent", event("Started", 0, "Authorized", "04FLEETA", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted");
+    assert_eq!(started["idTokenInfo"]["groupIdToken"], fleet, "{started}");
+    // another card of the fleet presented to stop it: the same group, so the station lets it
+    let other = cs
+        .call(
+            "Authorize",
+            json!({ "idToken": { "idToken": "04FLEETB", "type": "ISO14443" } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other["idTokenInfo"]["groupIdToken"], fleet);
+    let stop_authorized = cs
+        .call(
+            "TransactionEvent",
+            event("Updated", 1, "StopAuthorized", "04FLEETB", json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stop_authorized["idTokenInfo"]["groupIdToken"], fleet);
+    // a master pass (its group is the station's MasterPassGroupId) ends it (TC_C_47-49)
+    let ended = cs
+        .call(
+            "TransactionEvent",
+            event("Ended", 2, "StopAuthorized", "04MASTER", json!({ "stoppedReason": "MasterPass" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended["idTokenInfo"]["status"], "Accepted");
+    assert_eq!(
+        ended["idTokenInfo"]["groupIdToken"],
+        json!({ "idToken": "MASTERPASS", "type": "Central" })
+    );
+    // the session stays alice's, ended
+    let sessions = f
+        .app
+        .graphql("{ mySessions { status } }", json!({}), Some(&f.alice.0))
+        .await;
+    assert_eq!(sessions["data"]["mySessions"][0]["status"], "COMPLETED", "{sessions}");
+}

@@ -241,6 +241,17 @@ async fn a_charger_gets_its_list_whole_then_only_what_changed() {
     assert_eq!(error_code(&driver).as_deref(), Some("FORBIDDEN"));
     let missing = push(&f, "CP-NOPE", false).await;
     assert_eq!(error_code(&missing).as_deref(), Some("NOT_FOUND"));
+
+    // rebooted with its list wiped (TC_042: GetLocalListVersion answered 0): the whole list
+    drop(cp);
+    let mut cp = connect16(f.app.port, "CP-L1", Some(("CP-L1", CHARGER_PASSWORD))).await;
+    cp.boot().await;
+    let (action, _) = expect_call(&mut cp, json!({ "listVersion": 0 })).await;
+    assert_eq!(action, "GetLocalListVersion");
+    let (action, payload) = expect_call(&mut cp, json!({ "status": "Accepted" })).await;
+    assert_eq!(action, "SendLocalList");
+    assert_eq!(payload["updateType"], "Full");
+    assert_eq!(payload["listVersion"], 5);
 }
 
 #[actix_web::test]
@@ -307,4 +318,26 @@ async fn a_2_0_1_station_that_lost_its_list_in_a_reboot_gets_it_again() {
         })
         .await;
     assert!(state, "{}", held(&f, "CS-L2").await);
+
+    // no list any more: its entries are removed, and a whole push is an empty Full (TC_D_04)
+    f.app
+        .graphql(
+            "mutation($c: ID!) { assignLocalList(chargerId: $c, listId: null) }",
+            json!({ "c": "CS-L2" }),
+            Some(&f.operator),
+        )
+        .await;
+    let (_, payload) = expect_call(&mut cs, json!({ "status": "Accepted" })).await;
+    assert_eq!(payload["updateType"], "Differential");
+    assert_eq!(
+        payload["localAuthorizationList"],
+        json!([{ "idToken": { "idToken": "04ALICE", "type": "ISO14443" } },
+               { "idToken": { "idToken": "04BOB", "type": "ISO14443" } }])
+    );
+    let (pushed, (_, payload)) = tokio::join!(
+        push(&f, "CS-L2", true),
+        expect_call(&mut cs, json!({ "status": "Accepted" }))
+    );
+    assert_eq!(pushed["data"]["pushLocalList"], 4, "{pushed}");
+    assert_eq!(payload, json!({ "versionNumber": 4, "updateType": "Full" }));
 }

@@ -26,6 +26,27 @@ pub struct Resolved {
     pub status: AuthorizationStatusEnumType,
     /// The user the token belongs to, when it is one of ours.
     pub user_id: Option<Uuid>,
+    /// Its group (groupIdToken), told to the station with the status.
+    pub group: Option<String>,
+}
+
+impl Resolved {
+    /// The idTokenInfo of a TransactionEvent answer: the status and the token's group.
+    pub fn info(&self) -> IdTokenInfoType {
+        IdTokenInfoType {
+            status: self.status.clone(),
+            group_id_token: self.group.clone().map(group_token),
+            ..Default::default()
+        }
+    }
+}
+
+fn group_token(group: String) -> IdTokenType {
+    IdTokenType {
+        id_token: group,
+        kind: IdTokenEnumType::Central,
+        additional_info: None,
+    }
 }
 
 /// Resolves an idToken into the 2.0.1 status and, when known, its user. `NoAuthorization`
@@ -41,16 +62,24 @@ pub async fn resolve(
         return Ok(Resolved {
             status: S::Accepted,
             user_id: None,
+            group: None,
         });
     }
-    let (status, user_id) = match users::resolve_id_tag(pool, &token.id_token, max_unpaid).await? {
+    let (status, details) =
+        users::resolve_with_details(pool, &token.id_token, max_unpaid, false).await?;
+    let (status, user_id) = match status {
         TagStatus::Accepted { user_id } => (S::Accepted, Some(user_id)),
         TagStatus::NoCredit { user_id } => (S::NoCredit, Some(user_id)),
         TagStatus::Blocked { user_id } => (S::Blocked, Some(user_id)),
         TagStatus::Expired { user_id } => (S::Expired, Some(user_id)),
         TagStatus::Invalid => (S::Invalid, None),
     };
-    Ok(Resolved { status, user_id })
+    let group = details.group.filter(|_| user_id.is_some());
+    Ok(Resolved {
+        status,
+        user_id,
+        group,
+    })
 }
 
 /// The idTokenInfo of an Authorize answer: the status (ConcurrentTx for a token already
@@ -80,11 +109,7 @@ async fn authorize_info(
     Ok(IdTokenInfoType {
         status,
         cache_expiry_date_time: details.expires_at,
-        group_id_token: details.group.map(|group| IdTokenType {
-            id_token: group,
-            kind: IdTokenEnumType::Central,
-            additional_info: None,
-        }),
+        group_id_token: details.group.map(group_token),
         ..Default::default()
     })
 }

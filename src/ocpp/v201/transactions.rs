@@ -21,7 +21,7 @@ use rust_ocpp::v2_0_1::messages::transaction_event::{
 };
 use serde_json::Value;
 
-use super::authorize::{check_token, resolve, token_info, Resolved};
+use super::authorize::{check_token, resolve, Resolved};
 use super::meter::{samples, samples_lenient};
 use crate::ocpp::handler::{enum_name, CallContext, Handled};
 use crate::ocpp::meter::{self, Reading};
@@ -132,7 +132,7 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
     let reading = meter::reading(&samples);
     let start_wh = start_register(&samples, &req.event_type, &reading);
     let answer = Handled::reply(&TransactionEventResponse {
-        id_token_info: token.as_ref().map(|t| token_info(t.status.clone())),
+        id_token_info: token.as_ref().map(Resolved::info),
         ..Default::default()
     })?;
     let transaction_ref = req.transaction_info.transaction_id.clone();
