@@ -76,6 +76,9 @@ pub struct AppContext {
     pub site_supervisor: Addr<SiteSupervisor>,
     /// Which site each charger is attached to (every replica keeps it).
     pub site_directory: Arc<crate::smart::SiteDirectory>,
+    /// One local-list push per charger at a time on this replica (versions are computed from
+    /// what the charger holds).
+    pub local_list_locks: Arc<crate::actors::local_lists::PushLocks>,
     pub charger_auth: Arc<ChargerAuthCache>,
     /// Batched writes of connected chargers (presence, boot, status) and the batched look-ups
     /// of connecting ones, on a pool of their own.

@@ -457,6 +457,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         sessions: sessions.clone(),
         site_supervisor: SiteSupervisor::default().start(),
         site_directory: Arc::default(),
+        local_list_locks: Arc::default(),
         rpc,
         handshakes,
         boots,

@@ -13,6 +13,23 @@ use crate::ocpp::command::{ChargerCommand, CommandError};
 use crate::store::local_lists::{self, Entries};
 use crate::store::StoreError;
 
+/// Per-charger locks: two pushes to one charger (an operator's and a boot's, say) would
+/// compute the same next version from the same state.
+#[derive(Default)]
+pub struct PushLocks(dashmap::DashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>);
+
+impl PushLocks {
+    async fn lock(&self, charger_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .0
+            .entry(charger_id.to_string())
+            .or_default()
+            .value()
+            .clone();
+        lock.lock_owned().await
+    }
+}
+
 /// Why a push did not leave the charger with the list.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -63,6 +80,7 @@ async fn push_by(
     full: bool,
     route: &Route,
 ) -> Result<i32, PushError> {
+    let _one_at_a_time = app.local_list_locks.lock(charger_id).await;
     let held = local_lists::of_charger(&app.db, charger_id).await?;
     let wanted = local_lists::wanted(&app.db, charger_id).await?;
     let whole = full || held.version == 0;

@@ -305,6 +305,36 @@ pub async fn record_report(
     record_report_now(&mut **tx, charger_id, kind, payload).await
 }
 
+/// A report a charger sent (NotifyEvent, NotifyMonitoringReport, ...), as operators read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportRecord {
+    pub id: i64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A charger's reports, newest first, of one kind or of every kind but `hidden`.
+pub async fn reports(
+    pool: &PgPool,
+    charger_id: &str,
+    kind: Option<&str>,
+    hidden: &[&str],
+    first: i64,
+) -> Result<Vec<ReportRecord>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, payload, received_at FROM charger_reports \
+         WHERE charger_id = $1 AND ($2::text IS NULL OR kind = $2) AND NOT (kind = ANY($3)) \
+         ORDER BY received_at DESC, id DESC LIMIT $4",
+    )
+    .bind(charger_id)
+    .bind(kind)
+    .bind(hidden)
+    .bind(first)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// `record_report` on any executor (a pool: a statement of its own).
 pub async fn record_report_now<'e>(
     executor: impl sqlx::PgExecutor<'e>,

@@ -220,7 +220,8 @@ pub async fn wanted(pool: &PgPool, charger_id: &str) -> Result<Entries, StoreErr
         .collect())
 }
 
-/// Records that the charger accepted `version` holding `entries`.
+/// Records that the charger accepted `version` holding `entries` (never backwards: a slower
+/// push from another replica does not overwrite a newer one).
 pub async fn synced(
     pool: &PgPool,
     charger_id: &str,
@@ -231,7 +232,8 @@ pub async fn synced(
         "INSERT INTO charger_local_lists (charger_id, version, entries, synced_at, reported_version, reported_at) \
          VALUES ($1, $2, $3, now(), $2, now()) \
          ON CONFLICT (charger_id) DO UPDATE SET version = $2, entries = $3, synced_at = now(), \
-             reported_version = $2, reported_at = now()",
+             reported_version = $2, reported_at = now() \
+         WHERE charger_local_lists.version < $2",
     )
     .bind(charger_id)
     .bind(version)

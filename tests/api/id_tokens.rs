@@ -349,13 +349,17 @@ async fn a_fleet_card_uses_a_reservation_held_for_its_group() {
 }
 
 #[actix_web::test]
-async fn a_2_0_1_stations_transaction_answers_carry_the_group_so_fleet_cards_and_a_master_pass_stop_it()
-{
+async fn a_2_0_1_stations_transaction_answers_carry_the_group_so_fleet_cards_and_a_master_pass_stop_it(
+) {
     let f = fixture(&["CS-T5"]).await;
     add_card(&f, &f.alice.0, "04FLEETA").await;
     add_card(&f, &f.bob.0, "04FLEETB").await;
     add_card(&f, &f.bob.0, "04MASTER").await;
-    for (token, group) in [("04FLEETA", "FLEET-9"), ("04FLEETB", "FLEET-9"), ("04MASTER", "MASTERPASS")] {
+    for (token, group) in [
+        ("04FLEETA", "FLEET-9"),
+        ("04FLEETB", "FLEET-9"),
+        ("04MASTER", "MASTERPASS"),
+    ] {
         let set = f
             .app
             .graphql(GROUP, json!({ "t": token, "g": group }), Some(&f.operator))
@@ -381,7 +385,10 @@ async fn a_2_0_1_stations_transaction_answers_carry_the_group_so_fleet_cards_and
     let fleet = json!({ "idToken": "FLEET-9", "type": "Central" });
     // started by one fleet card (TC_C_39/40): Accepted with the group
     let started = cs
-        .call("TransactionEvent", event("Started", 0, "Authorized", "04FLEETA", json!({})))
+        .call(
+            "TransactionEvent",
+            event("Started", 0, "Authorized", "04FLEETA", json!({})),
+        )
         .await
         .unwrap();
     assert_eq!(started["idTokenInfo"]["status"], "Accepted");
@@ -407,7 +414,13 @@ async fn a_2_0_1_stations_transaction_answers_carry_the_group_so_fleet_cards_and
     let ended = cs
         .call(
             "TransactionEvent",
-            event("Ended", 2, "StopAuthorized", "04MASTER", json!({ "stoppedReason": "MasterPass" })),
+            event(
+                "Ended",
+                2,
+                "StopAuthorized",
+                "04MASTER",
+                json!({ "stoppedReason": "MasterPass" }),
+            ),
         )
         .await
         .unwrap();
@@ -421,5 +434,8 @@ async fn a_2_0_1_stations_transaction_answers_carry_the_group_so_fleet_cards_and
         .app
         .graphql("{ mySessions { status } }", json!({}), Some(&f.alice.0))
         .await;
-    assert_eq!(sessions["data"]["mySessions"][0]["status"], "COMPLETED", "{sessions}");
+    assert_eq!(
+        sessions["data"]["mySessions"][0]["status"], "COMPLETED",
+        "{sessions}"
+    );
 }

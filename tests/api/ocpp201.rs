@@ -310,7 +310,7 @@ async fn malformed_2_0_1_frames_get_2_0_1_call_errors_and_the_connection_survive
         (r#"[2,"m2","BootNotification",{"reason":"PowerUp","chargingStation":{"vendorName":7,"model":"M"}}]"#.to_string(), "TypeConstraintViolation"),
         (r#"[2,"m3","BootNotification",{"reason":"PowerUp"}]"#.to_string(), "OccurrenceConstraintViolation"),
         (r#"[2,"m4","FlyToTheMoon",{}]"#.to_string(), "NotImplemented"),
-        (r#"[2,"m5","NotifyDisplayMessages",{"requestId":1}]"#.to_string(), "NotSupported"),
+        (r#"[2,"m5","NotifyDisplayMessages",{"requestId":"one"}]"#.to_string(), "TypeConstraintViolation"),
         (r#"[2,"m6","StatusNotification",{"timestamp":"2026-11-21T10:00:00Z","connectorStatus":"Dancing","evseId":1,"connectorId":1}]"#.to_string(), "PropertyConstraintViolation"),
         (format!(r#"[2,"m7","TransactionEvent",{{"eventType":"Started","timestamp":"2026-11-21T10:00:00Z","triggerReason":"Authorized","seqNo":0,"transactionInfo":{{"transactionId":"{long_id}"}}}}]"#), "PropertyConstraintViolation"),
         (r#"[2,"m8","BootNotification",{"reason":"PowerUp","chargingStation":{"vendorName":"V","model":"MMMMMMMMMMMMMMMMMMMMMMMMM"}}]"#.to_string(), "PropertyConstraintViolation"),
@@ -665,4 +665,84 @@ async fn absurd_meter_values_are_refused_with_a_call_error_and_the_connection_su
     .await
     .unwrap();
     assert_eq!(stopped, 1);
+}
+
+/// The answers to operators' GetMonitoringReport, GetDisplayMessages, PublishFirmware and
+/// CustomerInformation are kept and shown to operators; customer data to ADMINs only.
+#[actix_web::test]
+async fn monitoring_display_firmware_and_customer_reports_are_kept_for_operators() {
+    let (app, admin) = app_with_station("CS-REP").await;
+    let operator = app.staff_token("OPERATOR").await;
+    let mut cs = booted(&app, "CS-REP").await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let reports = [
+        (
+            "NotifyMonitoringReport",
+            json!({ "requestId": 7, "seqNo": 0, "generatedAt": now,
+            "monitor": [{ "component": { "name": "EVSE" }, "variable": { "name": "Power" },
+                          "variableMonitoring": [{ "id": 1, "transaction": false, "value": 22000.0, "type": "UpperThreshold", "severity": 5 }] }] }),
+        ),
+        (
+            "NotifyDisplayMessages",
+            json!({ "requestId": 8, "messageInfo": [{ "id": 1, "priority": "NormalCycle",
+            "message": { "format": "UTF8", "content": "Welcome" } }] }),
+        ),
+        (
+            "PublishFirmwareStatusNotification",
+            json!({ "status": "Published", "location": ["http://cs.local/fw.bin"], "requestId": 9 }),
+        ),
+        (
+            "NotifyCustomerInformation",
+            json!({ "data": "card 04A1: Ana Driver", "seqNo": 0, "generatedAt": now, "requestId": 10 }),
+        ),
+    ];
+    for (action, payload) in &reports {
+        let answer = cs.call(action, payload.clone()).await;
+        assert_eq!(answer, Ok(json!({})), "{action}");
+    }
+    let query =
+        "query($k: String) { charger(id: \"CS-REP\") { reports(kind: $k) { kind payload } } }";
+    let seen = app
+        .graphql(query, json!({ "k": null }), Some(&operator))
+        .await;
+    let kinds: Vec<&str> = seen["data"]["charger"]["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    for (action, _) in &reports[..3] {
+        assert!(kinds.contains(action), "{action} in {kinds:?}");
+    }
+    assert!(!kinds.contains(&"NotifyCustomerInformation"), "{kinds:?}");
+    let monitoring = app
+        .graphql(
+            query,
+            json!({ "k": "NotifyMonitoringReport" }),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(
+        monitoring["data"]["charger"]["reports"][0]["payload"]["monitor"][0]["variable"]["name"],
+        "Power"
+    );
+    let refused = app
+        .graphql(
+            query,
+            json!({ "k": "NotifyCustomerInformation" }),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(error_code(&refused).as_deref(), Some("FORBIDDEN"));
+    let customer = app
+        .graphql(
+            query,
+            json!({ "k": "NotifyCustomerInformation" }),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        customer["data"]["charger"]["reports"][0]["payload"]["data"],
+        "card 04A1: Ana Driver"
+    );
 }

@@ -80,6 +80,16 @@ pub enum ResetType {
     Hard,
 }
 
+/// A message the charger sent that is kept as sent (extension)
+#[derive(SimpleObject)]
+pub struct ChargerReport {
+    pub id: ID,
+    /// the OCPP action, e.g. NotifyMonitoringReport
+    pub kind: String,
+    pub payload: async_graphql::Json<serde_json::Value>,
+    pub received_at: DateTime<Utc>,
+}
+
 #[derive(SimpleObject)]
 pub struct ChargerConnector {
     pub connector_id: i32,
@@ -222,6 +232,52 @@ impl ChargerView {
                 updated_at: Some(c.updated_at),
             })
             .collect())
+    }
+
+    /// OPERATOR or ADMIN: what the charger reported, newest first, optionally of one kind
+    /// (NotifyEvent, NotifyMonitoringReport, NotifyDisplayMessages, FirmwareStatusNotification,
+    /// PublishFirmwareStatusNotification, LogStatusNotification, DataTransfer, ...). Customer
+    /// information (NotifyCustomerInformation) is personal data: ADMIN only (extension).
+    #[graphql(complexity = "super::list_complexity(first, child_complexity)")]
+    async fn reports(
+        &self,
+        ctx: &Context<'_>,
+        kind: Option<String>,
+        #[graphql(default = 20)] first: i32,
+    ) -> ApiResult<Vec<ChargerReport>> {
+        let (_, role) = require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>();
+        if !(1..=200).contains(&first) {
+            return Err(ApiError::BadUserInput(
+                "first must be between 1 and 200".into(),
+            ));
+        }
+        let hidden: &[&str] = if role == crate::domain::Role::Admin {
+            &[]
+        } else {
+            &["NotifyCustomerInformation"]
+        };
+        if kind.as_deref().is_some_and(|k| hidden.contains(&k)) {
+            return Err(ApiError::Forbidden(
+                "customer information is for ADMINs".into(),
+            ));
+        }
+        Ok(chargers::reports(
+            &app.db,
+            &self.0.id,
+            kind.as_deref(),
+            hidden,
+            i64::from(first),
+        )
+        .await?
+        .into_iter()
+        .map(|r| ChargerReport {
+            id: ID(r.id.to_string()),
+            kind: r.kind,
+            payload: async_graphql::Json(r.payload),
+            received_at: r.received_at,
+        })
+        .collect())
     }
 
     /// OPERATOR or ADMIN: what an OCPP 2.0.1 station reported about its components and

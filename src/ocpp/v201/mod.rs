@@ -34,26 +34,20 @@ pub const ACTIONS: &[&str] = &[
     "LogStatusNotification",
     "MeterValues",
     "NotifyChargingLimit",
+    "NotifyCustomerInformation",
+    "NotifyDisplayMessages",
     "NotifyEVChargingNeeds",
     "NotifyEVChargingSchedule",
     "NotifyEvent",
+    "NotifyMonitoringReport",
     "NotifyReport",
+    "PublishFirmwareStatusNotification",
     "ReportChargingProfiles",
     "ReservationStatusUpdate",
     "SecurityEventNotification",
     "SignCertificate",
     "StatusNotification",
     "TransactionEvent",
-];
-
-/// Charger-initiated 2.0.1 actions this server knows but does not implement (ISO 15118
-/// display messages, monitoring, reservations, customer information): they
-/// get `NotSupported`, unknown names get `NotImplemented`.
-pub const NOT_SUPPORTED: &[&str] = &[
-    "NotifyCustomerInformation",
-    "NotifyDisplayMessages",
-    "NotifyMonitoringReport",
-    "PublishFirmwareStatusNotification",
 ];
 
 /// Handles one CALL from a 2.0.1 charger.
@@ -104,10 +98,37 @@ pub async fn handle(
             )
             .await
         }
-        other if NOT_SUPPORTED.contains(&other) => Err(CallFailure::new(
-            CallErrorCode::NotSupported,
-            format!("{other} is not supported by this CSMS"),
-        )),
+        // the answers to operators' GetMonitoringReport, CustomerInformation,
+        // GetDisplayMessages and PublishFirmware: kept for them to read (Charger.reports)
+        "NotifyMonitoringReport" => {
+            use m::notify_monitoring_report as r;
+            keep::<r::NotifyMonitoringReportRequest, r::NotifyMonitoringReportResponse>(
+                &ctx, action, payload,
+            )
+            .await
+        }
+        "NotifyCustomerInformation" => {
+            use m::notify_customer_information as r;
+            keep::<r::NotifyCustomerInformationRequest, r::NotifyCustomerInformationResponse>(
+                &ctx, action, payload,
+            )
+            .await
+        }
+        "NotifyDisplayMessages" => {
+            use m::notify_display_messages as r;
+            keep::<r::NotifyDisplayMessagesRequest, r::NotifyDisplayMessagesResponse>(
+                &ctx, action, payload,
+            )
+            .await
+        }
+        "PublishFirmwareStatusNotification" => {
+            use m::publish_firmware_status_notification as r;
+            keep::<
+                r::PublishFirmwareStatusNotificationRequest,
+                r::PublishFirmwareStatusNotificationResponse,
+            >(&ctx, action, payload)
+            .await
+        }
         other => Err(CallFailure::new(
             CallErrorCode::NotImplemented,
             format!("unknown action {other:?}"),
@@ -215,10 +236,22 @@ pub fn precheck(action: &str, payload: Value) -> Result<(), CallFailure> {
             m::reservation_status_update::ReservationStatusUpdateRequest,
         >(action, payload)
         .map(drop),
-        other if NOT_SUPPORTED.contains(&other) => Err(CallFailure::new(
-            CallErrorCode::NotSupported,
-            format!("{other} is not supported"),
-        )),
+        "NotifyMonitoringReport" => decode_shape::<
+            m::notify_monitoring_report::NotifyMonitoringReportRequest,
+        >(action, payload)
+        .map(drop),
+        "NotifyCustomerInformation" => decode_shape::<
+            m::notify_customer_information::NotifyCustomerInformationRequest,
+        >(action, payload)
+        .map(drop),
+        "NotifyDisplayMessages" => decode_shape::<
+            m::notify_display_messages::NotifyDisplayMessagesRequest,
+        >(action, payload)
+        .map(drop),
+        "PublishFirmwareStatusNotification" => decode_shape::<
+            m::publish_firmware_status_notification::PublishFirmwareStatusNotificationRequest,
+        >(action, payload)
+        .map(drop),
         other => Err(CallFailure::new(
             CallErrorCode::NotImplemented,
             format!("unknown action {other:?}"),
