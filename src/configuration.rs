@@ -369,6 +369,10 @@ pub struct OcppSettings {
     pub certificate_validity_days: u32,
     /// The server asks a charger to renew its certificate this long before it expires.
     pub certificate_renew_before_days: u32,
+    /// Bearer token of `POST /api/octt/{version}/{chargerId}/{action}`, the trigger external
+    /// OCPP test tools use to make the CSMS send a call. Unset (the default): the endpoint
+    /// answers 404. For test systems only.
+    pub octt_trigger_token: Option<SecretString>,
 }
 
 /// The OpenChargeMap mirror sync and the station search built on it.
@@ -579,6 +583,7 @@ impl Default for OcppSettings {
             tls_reload_check_secs: 10,
             certificate_validity_days: 365,
             certificate_renew_before_days: 30,
+            octt_trigger_token: None,
         }
     }
 }

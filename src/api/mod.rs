@@ -6,6 +6,7 @@ pub mod graphql;
 pub mod health;
 pub mod metrics;
 pub mod ocpp;
+pub mod octt;
 pub mod payments;
 
 use actix_web::body::MessageBody;
@@ -26,6 +27,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/webhooks/payments")
                 .app_data(web::PayloadConfig::new(256 * 1024))
                 .route(web::post().to(payments::webhook)),
+        )
+        .service(
+            web::resource("/api/octt/{version}/{chargerId}/{action}")
+                .app_data(web::PayloadConfig::new(octt::MAX_BODY_BYTES))
+                .route(web::post().to(octt::trigger)),
         )
         .service(
             web::resource("/graphql")

@@ -21,6 +21,7 @@ mod ocpp16;
 mod ocpp201;
 mod ocpp201_sessions;
 mod ocpp201_transactions;
+mod octt;
 mod operations;
 mod payments;
 mod peers;
