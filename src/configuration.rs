@@ -34,6 +34,7 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub smart_charging: SmartChargingSettings,
     pub reservations: ReservationSettings,
+    pub firmware: FirmwareSettings,
 }
 
 /// Load management (docs/smart-charging.md).
@@ -186,6 +187,29 @@ impl Default for SessionSettings {
         Self {
             pending_timeout_secs: 120,
             max_starts_per_minute: 10,
+        }
+    }
+}
+
+/// Firmware campaigns (docs/firmware.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FirmwareSettings {
+    /// How often each replica hands the next chargers their firmware and checks on the others.
+    pub tick_ms: u64,
+    /// A failed attempt is retried after this long (while attempts are left).
+    pub retry_secs: u64,
+    /// A charger that reports nothing for this long after it was sent the firmware has failed
+    /// the attempt.
+    pub stale_secs: u64,
+}
+
+impl Default for FirmwareSettings {
+    fn default() -> Self {
+        Self {
+            tick_ms: 1000,
+            retry_secs: 60,
+            stale_secs: 3600,
         }
     }
 }
@@ -463,6 +487,7 @@ impl Default for Settings {
             cluster: ClusterSettings::default(),
             smart_charging: SmartChargingSettings::default(),
             reservations: ReservationSettings::default(),
+            firmware: FirmwareSettings::default(),
         }
     }
 }

@@ -143,6 +143,7 @@ impl Application {
                 ctx.clone(),
                 shutdown.clone(),
             )),
+            tokio::spawn(crate::workers::firmware::run(ctx.clone(), shutdown.clone())),
             tokio::spawn(crate::security::renewals::run(
                 ctx.clone(),
                 shutdown.clone(),

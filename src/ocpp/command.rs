@@ -74,6 +74,15 @@ pub enum ChargerCommand {
         full: bool,
         entries: Vec<(String, Option<crate::store::local_lists::ListEntry>)>,
     },
+    /// Install the firmware at `location` (1.6 UpdateFirmware, or with a signature the
+    /// security extension's SignedUpdateFirmware; 2.0.1 UpdateFirmware).
+    UpdateFirmware {
+        request_id: i32,
+        location: String,
+        retrieve_at: chrono::DateTime<chrono::Utc>,
+        signature: Option<String>,
+        signing_certificate: Option<String>,
+    },
     /// The version of the charger's local list (GetLocalListVersion).
     GetLocalListVersion,
     /// Release a reservation the charger holds (CancelReservation).

@@ -5,6 +5,7 @@
 pub mod adapter;
 pub mod command;
 pub mod error;
+pub mod firmware;
 pub mod frame;
 pub mod fuzz;
 pub mod handler;

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod charger_writer;
 pub mod chargers;
 pub mod device_model;
+pub mod firmware;
 pub mod id_tokens;
 pub mod invoices;
 pub mod local_lists;

@@ -4,6 +4,7 @@
 //! for the events it writes, and serves `/healthz` and `/metrics` on its own port.
 
 pub mod billing;
+pub mod firmware;
 pub mod http;
 pub mod mqtt;
 pub mod notifications;

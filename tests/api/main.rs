@@ -9,6 +9,7 @@ mod cluster;
 mod console;
 mod demo;
 mod events;
+mod firmware;
 mod fuzz;
 mod gql_ws;
 mod health;

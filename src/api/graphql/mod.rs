@@ -7,6 +7,7 @@ pub mod chargers;
 pub mod dead_letters;
 pub mod device_model;
 pub mod error;
+pub mod firmware;
 pub mod fuzz;
 pub mod id_tokens;
 pub mod invoices;
@@ -49,6 +50,7 @@ pub struct QueryRoot(
     reservations::ReservationQuery,
     id_tokens::IdTokenQuery,
     local_lists::LocalListQuery,
+    firmware::FirmwareQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -66,6 +68,7 @@ pub struct MutationRoot(
     reservations::ReservationMutation,
     id_tokens::IdTokenMutation,
     local_lists::LocalListMutation,
+    firmware::FirmwareMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

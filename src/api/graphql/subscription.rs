@@ -24,6 +24,43 @@ const SITE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// OPERATOR or ADMIN: the site's load after every re-allocation; first as it is now
+    /// OPERATOR or ADMIN: the campaign whenever it or one of its chargers changed (checked
+    /// every second; extension)
+    async fn on_firmware_campaign_changed(
+        &self,
+        ctx: &Context<'_>,
+        campaign_id: ID,
+    ) -> Result<impl Stream<Item = super::firmware::FirmwareCampaign>, ApiError> {
+        require_staff(ctx)?;
+        let app = ctx.data_unchecked::<AppContext>().clone();
+        let id = Uuid::parse_str(campaign_id.as_str())
+            .map_err(|_| ApiError::BadUserInput("campaignId is not a valid id".into()))?;
+        let current = super::firmware::campaign(&app, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("campaign not found".into()))?;
+        let seen = crate::store::firmware::changed_at(&app.db, id)
+            .await
+            .ok()
+            .flatten();
+        let changes = stream::unfold((app, seen), move |(app, mut seen)| async move {
+            loop {
+                tokio::time::sleep(SITE_POLL).await;
+                let at = crate::store::firmware::changed_at(&app.db, id)
+                    .await
+                    .ok()
+                    .flatten();
+                if at != seen {
+                    seen = at;
+                    return match super::firmware::campaign(&app, id).await {
+                        Ok(Some(campaign)) => Some((campaign, (app, seen))),
+                        _ => None,
+                    };
+                }
+            }
+        });
+        Ok(stream::once(async move { current }).chain(changes))
+    }
+
     async fn on_site_load_changed(
         &self,
         ctx: &Context<'_>,

@@ -215,6 +215,28 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             )
         }
         ChargerCommand::GetLocalListVersion => ("GetLocalListVersion".to_string(), json!({})),
+        ChargerCommand::UpdateFirmware {
+            request_id,
+            location,
+            retrieve_at,
+            signature,
+            signing_certificate,
+        } => {
+            let at = retrieve_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            match (signature, signing_certificate) {
+                // signed firmware: the security whitepaper's SignedUpdateFirmware
+                (Some(signature), Some(certificate)) => (
+                    "SignedUpdateFirmware".to_string(),
+                    json!({ "requestId": request_id, "firmware": {
+                        "location": location, "retrieveDateTime": at,
+                        "signingCertificate": certificate, "signature": signature } }),
+                ),
+                _ => (
+                    "UpdateFirmware".to_string(),
+                    json!({ "location": location, "retrieveDate": at }),
+                ),
+            }
+        }
         ChargerCommand::CancelReservation { reservation_id } => (
             "CancelReservation".to_string(),
             json!({ "reservationId": reservation_id }),

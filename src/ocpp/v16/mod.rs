@@ -35,6 +35,19 @@ pub const ACTIONS: &[&str] = &[
     "SignedFirmwareStatusNotification",
 ];
 
+/// The status and requestId of a firmware status notification.
+pub(crate) fn firmware_status_of(payload: &Value) -> (Option<String>, Option<i32>) {
+    let status = payload
+        .get("status")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let request_id = payload
+        .get("requestId")
+        .and_then(Value::as_i64)
+        .and_then(|id| i32::try_from(id).ok());
+    (status, request_id)
+}
+
 /// Handles one CALL from a 1.6 charger.
 pub async fn handle(
     ctx: CallContext,
@@ -55,10 +68,16 @@ pub async fn handle(
         "SignCertificate" => reports::sign_certificate(&ctx, payload).await,
         "SecurityEventNotification" => reports::security_event(&ctx, payload).await,
         "SignedFirmwareStatusNotification" => {
-            reports::keep_typed::<security::SignedFirmwareStatusNotificationRequest>(
+            let (status, request_id) = firmware_status_of(&payload);
+            let handled = reports::keep_typed::<security::SignedFirmwareStatusNotificationRequest>(
                 &ctx, action, payload,
             )
-            .await
+            .await?;
+            if let Some(status) = status {
+                crate::ocpp::firmware::progress(&ctx.app, &ctx.charger_id, &status, request_id)
+                    .await;
+            }
+            Ok(handled)
         }
         "LogStatusNotification" => {
             reports::keep_typed::<security::LogStatusNotificationRequest>(&ctx, action, payload)

@@ -46,6 +46,9 @@ pub async fn firmware_status(ctx: &CallContext, payload: Value) -> Result<Handle
     let _: FirmwareStatusNotificationRequest =
         decode_shape("FirmwareStatusNotification", payload.clone())?;
     record(ctx, "FirmwareStatusNotification", &payload).await?;
+    if let Some(status) = payload.get("status").and_then(Value::as_str) {
+        crate::ocpp::firmware::progress(&ctx.app, &ctx.charger_id, status, None).await;
+    }
     Handled::reply(&FirmwareStatusNotificationResponse {})
 }
 

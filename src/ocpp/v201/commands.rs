@@ -276,6 +276,28 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             ("SendLocalList".to_string(), payload)
         }
         ChargerCommand::GetLocalListVersion => ("GetLocalListVersion".to_string(), json!({})),
+        ChargerCommand::UpdateFirmware {
+            request_id,
+            location,
+            retrieve_at,
+            signature,
+            signing_certificate,
+        } => {
+            let mut firmware = json!({
+                "location": location,
+                "retrieveDateTime": retrieve_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+            if let Some(signature) = signature {
+                firmware["signature"] = json!(signature);
+            }
+            if let Some(certificate) = signing_certificate {
+                firmware["signingCertificate"] = json!(certificate);
+            }
+            (
+                "UpdateFirmware".to_string(),
+                json!({ "requestId": request_id, "firmware": firmware }),
+            )
+        }
         ChargerCommand::CancelReservation { reservation_id } => (
             "CancelReservation".to_string(),
             json!({ "reservationId": reservation_id }),

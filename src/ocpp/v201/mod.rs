@@ -86,10 +86,17 @@ pub async fn handle(
         "GetCertificateStatus" => security::certificate_status(&ctx, payload).await,
         "FirmwareStatusNotification" => {
             use m::firmware_status_notification as f;
-            keep::<f::FirmwareStatusNotificationRequest, f::FirmwareStatusNotificationResponse>(
-                &ctx, action, payload,
-            )
-            .await
+            let (status, request_id) = crate::ocpp::v16::firmware_status_of(&payload);
+            let handled = keep::<
+                f::FirmwareStatusNotificationRequest,
+                f::FirmwareStatusNotificationResponse,
+            >(&ctx, action, payload)
+            .await?;
+            if let Some(status) = status {
+                crate::ocpp::firmware::progress(&ctx.app, &ctx.charger_id, &status, request_id)
+                    .await;
+            }
+            Ok(handled)
         }
         "LogStatusNotification" => {
             use m::log_status_notification as l;
