@@ -384,3 +384,64 @@ async fn the_python_ocpp_package_keeps_the_local_list_it_is_sent() {
     );
     assert!(stdout.contains("OK list 2: 04PYA=Accepted\n"), "{stdout}");
 }
+
+#[actix_web::test]
+async fn the_python_ocpp_package_installs_a_campaigns_firmware_as_a_2_0_1_station() {
+    let app = crate::helpers::spawn_app_with(|s| s.firmware.tick_ms = 100).await;
+    let operator = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Peer firmware station").await;
+    app.register_charger(&operator, "PY-FW", station, Some("python-peer-secret-5"))
+        .await;
+    let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
+    let peer = tokio::process::Command::new(python())
+        .arg(peer_script("ocpp201_firmware.py"))
+        .args([url.as_str(), "PY-FW", "python-peer-secret-5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+    let online = app
+        .wait_until(Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, bool>("SELECT online FROM chargers WHERE id = 'PY-FW'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap_or(false)
+        })
+        .await;
+    assert!(online, "the peer did not connect");
+    let started = app
+        .graphql(
+            "mutation($i: FirmwareCampaignInput!) { startFirmwareCampaign(input: $i) { id } }",
+            json!({ "i": { "chargerIds": ["PY-FW"], "location": "https://fw.example.com/py-2.bin" } }),
+            Some(&operator),
+        )
+        .await;
+    let id = started["data"]["startFirmwareCampaign"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
+        .await
+        .expect("the peer finishes")
+        .expect("peer output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("OK installed https://fw.example.com/py-2.bin"),
+        "{stdout}"
+    );
+    let completed = app
+        .wait_until(Duration::from_secs(10), || async {
+            app.graphql(
+                "query($id: ID!) { firmwareCampaign(id: $id) { status } }",
+                json!({ "id": id }),
+                Some(&operator),
+            )
+            .await["data"]["firmwareCampaign"]["status"]
+                == "COMPLETED"
+        })
+        .await;
+    assert!(completed, "the campaign did not complete");
+}
