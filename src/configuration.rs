@@ -397,6 +397,12 @@ pub struct OcppSettings {
     /// OCPP test tools use to make the CSMS send a call. Unset (the default): the endpoint
     /// answers 404. For test systems only.
     pub octt_trigger_token: Option<SecretString>,
+    /// Where chargers upload logs and diagnostics: this server's address as chargers reach it,
+    /// e.g. `https://csms.example.com` (`/uploads/logs/<secret>` is appended). Unset: `http://`
+    /// and the HTTP listener's address (with 127.0.0.1 for 0.0.0.0), fine on one machine only.
+    pub upload_base_url: Option<String>,
+    /// The largest log upload kept.
+    pub max_log_upload_bytes: usize,
 }
 
 /// The OpenChargeMap mirror sync and the station search built on it.
@@ -609,6 +615,8 @@ impl Default for OcppSettings {
             certificate_validity_days: 365,
             certificate_renew_before_days: 30,
             octt_trigger_token: None,
+            upload_base_url: None,
+            max_log_upload_bytes: 50 * 1024 * 1024,
         }
     }
 }

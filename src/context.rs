@@ -55,6 +55,8 @@ pub struct AppContext {
     /// The port of the internal listener (`http.internal_bind`), once bound: `/metrics` and
     /// `/ready` are served there only.
     pub internal_port: Arc<std::sync::OnceLock<u16>>,
+    /// The port of the HTTP listener, once bound (what `http.bind` port 0 became).
+    pub http_port: Arc<std::sync::OnceLock<u16>>,
     /// The port of the chargers' TLS listener (`OCPP_TLS_BIND`), once bound.
     pub tls_port: Arc<std::sync::OnceLock<u16>>,
     /// Open subscription sockets per address and per user.

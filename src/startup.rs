@@ -97,6 +97,7 @@ impl Application {
                 reason: e.to_string(),
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let _ = ctx.http_port.set(port);
         // /metrics and /ready on a listener of their own, when configured
         let internal = match &ctx.settings.http.internal_bind {
             Some(bind) => {
@@ -459,6 +460,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         site_supervisor: SiteSupervisor::default().start(),
         site_directory: Arc::default(),
         local_list_locks: Arc::default(),
+        http_port: Arc::default(),
         rpc,
         handshakes,
         boots,

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod ocpp;
 pub mod octt;
 pub mod payments;
+pub mod uploads;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -28,6 +29,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .app_data(web::PayloadConfig::new(256 * 1024))
                 .route(web::post().to(payments::webhook)),
         )
+        .service(
+            web::resource(["/uploads/logs/{secret}", "/uploads/logs/{secret}/{name}"])
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .route(web::put().to(uploads::upload))
+                .route(web::post().to(uploads::upload)),
+        )
+        .route("/api/logs/{id}", web::get().to(uploads::download))
         .service(
             web::resource("/api/octt/{version}/{chargerId}/{action}")
                 .app_data(web::PayloadConfig::new(octt::MAX_BODY_BYTES))

@@ -83,6 +83,15 @@ pub enum ChargerCommand {
         signature: Option<String>,
         signing_certificate: Option<String>,
     },
+    /// Upload a log to `location` (1.6 GetDiagnostics, or the security extension's GetLog for
+    /// the security log; 2.0.1 GetLog).
+    GetLog {
+        request_id: i32,
+        security: bool,
+        location: String,
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// The version of the charger's local list (GetLocalListVersion).
     GetLocalListVersion,
     /// Release a reservation the charger holds (CancelReservation).

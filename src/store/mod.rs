@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod batch;
 pub mod billing;
+pub mod charger_logs;
 pub mod charger_writer;
 pub mod chargers;
 pub mod device_model;

@@ -4,6 +4,7 @@
 mod accounts;
 mod billing;
 mod charger_client;
+mod charger_logs;
 mod charger_writer;
 mod cluster;
 mod console;

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod charger_logs;
 pub mod chargers;
 pub mod dead_letters;
 pub mod device_model;
@@ -51,6 +52,7 @@ pub struct QueryRoot(
     id_tokens::IdTokenQuery,
     local_lists::LocalListQuery,
     firmware::FirmwareQuery,
+    charger_logs::ChargerLogQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -69,6 +71,7 @@ pub struct MutationRoot(
     id_tokens::IdTokenMutation,
     local_lists::LocalListMutation,
     firmware::FirmwareMutation,
+    charger_logs::ChargerLogMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, subscription::SubscriptionRoot>;

@@ -215,6 +215,40 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             )
         }
         ChargerCommand::GetLocalListVersion => ("GetLocalListVersion".to_string(), json!({})),
+        ChargerCommand::GetLog {
+            request_id,
+            security,
+            location,
+            from,
+            to,
+        } => {
+            let stamp = |at: &chrono::DateTime<chrono::Utc>| {
+                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            };
+            let mut log = json!({ "remoteLocation": location });
+            if let Some(from) = from {
+                log["oldestTimestamp"] = stamp(from);
+            }
+            if let Some(to) = to {
+                log["latestTimestamp"] = stamp(to);
+            }
+            if *security {
+                // the security extension's GetLog
+                (
+                    "GetLog".to_string(),
+                    json!({ "logType": "SecurityLog", "requestId": request_id, "log": log }),
+                )
+            } else {
+                let mut payload = json!({ "location": location });
+                if let Some(from) = from {
+                    payload["startTime"] = stamp(from);
+                }
+                if let Some(to) = to {
+                    payload["stopTime"] = stamp(to);
+                }
+                ("GetDiagnostics".to_string(), payload)
+            }
+        }
         ChargerCommand::UpdateFirmware {
             request_id,
             location,

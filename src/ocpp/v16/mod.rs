@@ -35,7 +35,7 @@ pub const ACTIONS: &[&str] = &[
     "SignedFirmwareStatusNotification",
 ];
 
-/// The status and requestId of a firmware status notification.
+/// The status and requestId of a firmware or log status notification.
 pub(crate) fn firmware_status_of(payload: &Value) -> (Option<String>, Option<i32>) {
     let status = payload
         .get("status")
@@ -80,8 +80,15 @@ pub async fn handle(
             Ok(handled)
         }
         "LogStatusNotification" => {
-            reports::keep_typed::<security::LogStatusNotificationRequest>(&ctx, action, payload)
-                .await
+            let (status, request_id) = firmware_status_of(&payload);
+            let handled = reports::keep_typed::<security::LogStatusNotificationRequest>(
+                &ctx, action, payload,
+            )
+            .await?;
+            if let Some(status) = status {
+                reports::log_status(&ctx, &status, request_id).await;
+            }
+            Ok(handled)
         }
         other => Err(CallFailure::new(
             CallErrorCode::NotImplemented,

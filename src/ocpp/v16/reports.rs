@@ -39,7 +39,20 @@ pub async fn diagnostics_status(ctx: &CallContext, payload: Value) -> Result<Han
     let _: DiagnosticsStatusNotificationRequest =
         decode_shape("DiagnosticsStatusNotification", payload.clone())?;
     record(ctx, "DiagnosticsStatusNotification", &payload).await?;
+    if let Some(status) = payload.get("status").and_then(Value::as_str) {
+        log_status(ctx, status, None).await;
+    }
     Handled::reply(&DiagnosticsStatusNotificationResponse {})
+}
+
+/// A charger's word on a log upload it was asked for (the request's row in `charger_logs`).
+pub(crate) async fn log_status(ctx: &CallContext, status: &str, request_id: Option<i32>) {
+    if let Err(e) =
+        crate::store::charger_logs::charger_status(&ctx.app.db, &ctx.charger_id, request_id, status)
+            .await
+    {
+        tracing::error!(charger_id = %ctx.charger_id, error = %e, "log upload status not recorded");
+    }
 }
 
 pub async fn firmware_status(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {

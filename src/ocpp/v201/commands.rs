@@ -276,6 +276,32 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             ("SendLocalList".to_string(), payload)
         }
         ChargerCommand::GetLocalListVersion => ("GetLocalListVersion".to_string(), json!({})),
+        ChargerCommand::GetLog {
+            request_id,
+            security,
+            location,
+            from,
+            to,
+        } => {
+            let stamp = |at: &chrono::DateTime<chrono::Utc>| {
+                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            };
+            let mut log = json!({ "remoteLocation": location });
+            if let Some(from) = from {
+                log["oldestTimestamp"] = stamp(from);
+            }
+            if let Some(to) = to {
+                log["latestTimestamp"] = stamp(to);
+            }
+            (
+                "GetLog".to_string(),
+                json!({
+                    "logType": if *security { "SecurityLog" } else { "DiagnosticsLog" },
+                    "requestId": request_id,
+                    "log": log,
+                }),
+            )
+        }
         ChargerCommand::UpdateFirmware {
             request_id,
             location,

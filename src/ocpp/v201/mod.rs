@@ -100,10 +100,25 @@ pub async fn handle(
         }
         "LogStatusNotification" => {
             use m::log_status_notification as l;
-            keep::<l::LogStatusNotificationRequest, l::LogStatusNotificationResponse>(
-                &ctx, action, payload,
-            )
-            .await
+            let (status, request_id) = crate::ocpp::v16::firmware_status_of(&payload);
+            let handled =
+                keep::<l::LogStatusNotificationRequest, l::LogStatusNotificationResponse>(
+                    &ctx, action, payload,
+                )
+                .await?;
+            if let Some(status) = status {
+                if let Err(e) = crate::store::charger_logs::charger_status(
+                    &ctx.app.db,
+                    &ctx.charger_id,
+                    request_id,
+                    &status,
+                )
+                .await
+                {
+                    tracing::error!(charger_id = %ctx.charger_id, error = %e, "log upload status not recorded");
+                }
+            }
+            Ok(handled)
         }
         // the answers to operators' GetMonitoringReport, CustomerInformation,
         // GetDisplayMessages and PublishFirmware: kept for them to read (Charger.reports)
