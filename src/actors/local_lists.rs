@@ -134,10 +134,7 @@ async fn send(
     wanted: &Entries,
 ) -> Result<String, PushError> {
     let entries = if full {
-        wanted
-            .iter()
-            .map(|(tag, entry)| (tag.clone(), Some(entry.clone())))
-            .collect()
+        local_lists::whole(wanted)
     } else {
         local_lists::difference(held, wanted)
     };
@@ -171,18 +168,24 @@ pub async fn reconcile(app: AppContext, charger_id: String, actor: Addr<ChargerA
             return;
         }
     }
-    let reported =
-        match registry::execute(&app, &charger_id, ChargerCommand::GetLocalListVersion).await {
-            Ok(reply) => reply
-                .get("listVersion")
-                .or_else(|| reply.get("versionNumber"))
-                .and_then(Value::as_i64)
-                .and_then(|v| i32::try_from(v).ok()),
-            Err(e) => {
-                tracing::warn!(%charger_id, error = %e, "GetLocalListVersion after boot failed");
-                return;
-            }
-        };
+    let reported = match run(
+        &app,
+        &charger_id,
+        &route,
+        ChargerCommand::GetLocalListVersion,
+    )
+    .await
+    {
+        Ok(reply) => reply
+            .get("listVersion")
+            .or_else(|| reply.get("versionNumber"))
+            .and_then(Value::as_i64)
+            .and_then(|v| i32::try_from(v).ok()),
+        Err(e) => {
+            tracing::warn!(%charger_id, error = %e, "GetLocalListVersion after boot failed");
+            return;
+        }
+    };
     let Some(reported) = reported else {
         return;
     };

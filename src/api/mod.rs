@@ -31,7 +31,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource(["/uploads/logs/{secret}", "/uploads/logs/{secret}/{name}"])
-                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
                 .route(web::put().to(uploads::upload))
                 .route(web::post().to(uploads::upload)),
         )

@@ -51,7 +51,14 @@ pub async fn trigger(
     body: web::Bytes,
     ctx: web::Data<AppContext>,
 ) -> HttpResponse {
-    let Some(token) = ctx.settings.ocpp.octt_trigger_token.as_ref() else {
+    // a token shorter than 16 characters (an empty variable, say) leaves the trigger off
+    let Some(token) = ctx
+        .settings
+        .ocpp
+        .octt_trigger_token
+        .as_ref()
+        .filter(|t| t.expose_secret().len() >= 16)
+    else {
         return error(StatusCode::NOT_FOUND, "disabled", "the OCTT trigger is off");
     };
     if !authorized(&req, token.expose_secret()) {

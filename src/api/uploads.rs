@@ -16,7 +16,7 @@ use crate::context::AppContext;
 use crate::store::charger_logs;
 
 /// A file name as kept: printable ASCII without path separators, at most 255 characters.
-fn clean_name(raw: &str) -> Option<String> {
+pub fn clean_name(raw: &str) -> Option<String> {
     let name: String = raw
         .chars()
         .filter(|c| c.is_ascii_graphic() && !matches!(c, '/' | '\\' | '"'))

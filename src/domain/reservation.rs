@@ -52,11 +52,23 @@ impl ChargerState<'_> {
             .count()
     }
 
-    /// Whether `user` holds `connector` by a reservation (of it, or of any connector).
-    fn mine(&self, user: Uuid, connector: i32) -> bool {
+    /// Whether another driver reserved this very connector.
+    fn reserved_by_another(&self, user: Uuid, connector: i32) -> bool {
         self.reservations
             .iter()
-            .any(|(owner, held)| *owner == user && held.is_none_or(|c| c == connector))
+            .any(|(owner, held)| *owner != user && *held == Some(connector))
+    }
+
+    /// Whether `user` holds `connector` by a reservation: of it, or of any connector when no
+    /// other driver reserved this one.
+    fn mine(&self, user: Uuid, connector: i32) -> bool {
+        self.reservations.iter().any(|(owner, held)| {
+            *owner == user
+                && match held {
+                    Some(c) => *c == connector,
+                    None => !self.reserved_by_another(user, connector),
+                }
+        })
     }
 
     /// Whether another driver's reservation keeps `user` off `connector`: one of that very
@@ -186,6 +198,23 @@ mod tests {
             state.connector_for_start(other, Some(1)),
             Err(NoConnector::Busy(_))
         ));
+    }
+
+    #[test]
+    fn a_reservation_of_any_connector_gives_no_right_to_one_another_driver_reserved() {
+        let (me, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let connectors = connectors(&["RESERVED", "AVAILABLE"]);
+        let reservations = [(other, Some(1)), (me, None)];
+        let state = ChargerState {
+            connectors: &connectors,
+            reservations: &reservations,
+        };
+        assert_eq!(state.connector_for_start(me, None), Ok(2));
+        assert!(matches!(
+            state.connector_for_start(me, Some(1)),
+            Err(NoConnector::Busy(_))
+        ));
+        assert_eq!(state.connector_for_start(other, None), Ok(1));
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub enum ChargerCommand {
     SendLocalList {
         version: i32,
         full: bool,
-        entries: Vec<(String, Option<crate::store::local_lists::ListEntry>)>,
+        entries: Vec<crate::store::local_lists::ListChange>,
     },
     /// Install the firmware at `location` (1.6 UpdateFirmware, or with a signature the
     /// security extension's SignedUpdateFirmware; 2.0.1 UpdateFirmware).

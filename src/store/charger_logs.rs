@@ -80,6 +80,18 @@ pub async fn failed(pool: &PgPool, id: Uuid, why: &str) -> Result<(), StoreError
     Ok(())
 }
 
+/// Whether the request whose URL carries `token` still waits for its upload (asked in the
+/// last 24 hours, not failed, nothing uploaded yet).
+pub async fn awaiting(pool: &PgPool, token: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM charger_logs WHERE upload_token = $1 AND content IS NULL \
+             AND status IN ('REQUESTED', 'UPLOADING') AND requested_at > now() - interval '24 hours')",
+    )
+    .bind(token)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Stores an upload for the request whose URL carries `token`; false when there is none or it
 /// was uploaded already (one upload per request).
 pub async fn upload(
@@ -92,7 +104,8 @@ pub async fn upload(
     let done = sqlx::query(
         "UPDATE charger_logs SET content = $2, size_bytes = $3, \
              file_name = COALESCE($4, file_name), status = 'UPLOADED', uploaded_at = now(), updated_at = now() \
-         WHERE upload_token = $1 AND content IS NULL",
+         WHERE upload_token = $1 AND content IS NULL AND status IN ('REQUESTED', 'UPLOADING') \
+             AND requested_at > now() - interval '24 hours'",
     )
     .bind(token)
     .bind(content)

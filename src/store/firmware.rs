@@ -298,11 +298,14 @@ pub async fn progressed(
     Ok(())
 }
 
-/// Sent chargers silent for `stale_secs`: (campaign, charger).
+/// Sent chargers silent for `stale_secs` (counted from the campaign's `retrieve_at` when that
+/// is later: a 1.6 charger says nothing before it starts the download): (campaign, charger).
 pub async fn stale(pool: &PgPool, stale_secs: i64) -> Result<Vec<(Uuid, String)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT campaign_id, charger_id FROM firmware_campaign_chargers \
-         WHERE state = 'SENT' AND updated_at < now() - make_interval(secs => $1)",
+        "SELECT k.campaign_id, k.charger_id FROM firmware_campaign_chargers k \
+         JOIN firmware_campaigns c ON c.id = k.campaign_id \
+         WHERE k.state = 'SENT' \
+             AND GREATEST(k.updated_at, c.retrieve_at) < now() - make_interval(secs => $1)",
     )
     .bind(stale_secs as f64)
     .fetch_all(pool)

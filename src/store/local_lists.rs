@@ -21,6 +21,15 @@ pub struct ListEntry {
     pub group: Option<String>,
 }
 
+/// One token in a SendLocalList: with its entry, or without (a difference removing it); its
+/// type either way (a 2.0.1 station knows a token by value and type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListChange {
+    pub id_tag: String,
+    pub token_type: String,
+    pub entry: Option<ListEntry>,
+}
+
 /// idTag -> entry, in idTag order.
 pub type Entries = BTreeMap<String, ListEntry>;
 
@@ -289,20 +298,40 @@ pub async fn involved(pool: &PgPool, charger_id: &str) -> Result<bool, StoreErro
     .await?)
 }
 
+/// The whole list as changes.
+pub fn whole(wanted: &Entries) -> Vec<ListChange> {
+    wanted
+        .iter()
+        .map(|(tag, entry)| ListChange {
+            id_tag: tag.clone(),
+            token_type: entry.token_type.clone(),
+            entry: Some(entry.clone()),
+        })
+        .collect()
+}
+
 /// The difference from what a charger holds to what it should: changed or new entries with
-/// their content, removed ones as None.
-pub fn difference(held: &Entries, wanted: &Entries) -> Vec<(String, Option<ListEntry>)> {
-    let mut out: Vec<(String, Option<ListEntry>)> = wanted
+/// their content, removed ones without.
+pub fn difference(held: &Entries, wanted: &Entries) -> Vec<ListChange> {
+    let mut out: Vec<ListChange> = wanted
         .iter()
         .filter(|(tag, entry)| held.get(*tag) != Some(entry))
-        .map(|(tag, entry)| (tag.clone(), Some(entry.clone())))
+        .map(|(tag, entry)| ListChange {
+            id_tag: tag.clone(),
+            token_type: entry.token_type.clone(),
+            entry: Some(entry.clone()),
+        })
         .collect();
     out.extend(
-        held.keys()
-            .filter(|tag| !wanted.contains_key(*tag))
-            .map(|tag| (tag.clone(), None)),
+        held.iter()
+            .filter(|(tag, _)| !wanted.contains_key(*tag))
+            .map(|(tag, entry)| ListChange {
+                id_tag: tag.clone(),
+                token_type: entry.token_type.clone(),
+                entry: None,
+            }),
     );
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.id_tag.cmp(&b.id_tag));
     out
 }
 
@@ -333,12 +362,17 @@ mod tests {
             ("D".to_string(), entry("Accepted")),
         ]
         .into();
+        let change = |tag: &str, entry: Option<ListEntry>| ListChange {
+            id_tag: tag.into(),
+            token_type: "ISO14443".into(),
+            entry,
+        };
         assert_eq!(
             difference(&held, &wanted),
             vec![
-                ("B".to_string(), Some(entry("Blocked"))),
-                ("C".to_string(), None),
-                ("D".to_string(), Some(entry("Accepted"))),
+                change("B", Some(entry("Blocked"))),
+                change("C", None),
+                change("D", Some(entry("Accepted"))),
             ]
         );
         assert!(difference(&wanted, &wanted).is_empty());

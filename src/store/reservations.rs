@@ -275,20 +275,29 @@ impl Holds {
     }
 }
 
-/// The rule of `Holds::for_user` over its rows.
+/// The rule of `Holds::for_user` over its rows: a reservation of this very connector decides
+/// alone (its driver's, or their group's, or nobody else's); then the driver's own reservation
+/// of any connector; then another's reservation of any connector holds it while it is the last
+/// free one.
 fn decide_hold(rows: &[(Uuid, Uuid, Option<i32>, i64, bool)], user: Option<Uuid>) -> Hold {
-    // the driver's own reservation, whichever of their tokens they present, or their group's
+    let ours = |owner: &Uuid, group: bool| group || Some(*owner) == user;
+    if let Some((id, owner, _, _, group)) = rows.iter().find(|(_, _, c, _, _)| c.is_some()) {
+        return if ours(owner, *group) {
+            Hold::Mine(*id)
+        } else {
+            Hold::Theirs
+        };
+    }
     if let Some((id, ..)) = rows
         .iter()
-        .find(|(_, owner, _, _, group)| *group || Some(*owner) == user)
+        .find(|(_, owner, _, _, group)| ours(owner, *group))
     {
         return Hold::Mine(*id);
     }
-    let blocked = rows.iter().any(|(_, _, connector, free_others, _)| {
-        // a specific connector is held outright; "any connector" only while no other is free
-        connector.is_some() || *free_others == 0
-    });
-    if blocked {
+    if rows
+        .iter()
+        .any(|(_, _, _, free_others, _)| *free_others == 0)
+    {
         Hold::Theirs
     } else {
         Hold::Free
@@ -354,6 +363,14 @@ mod tests {
         // another driver of the reservation's group (a fleet card)
         let grouped = [(r, me, Some(1), 1, true)];
         assert_eq!(decide_hold(&grouped, Some(other)), Hold::Mine(r));
+        // a reservation of any connector gives no right to one another driver reserved
+        let (any, theirs) = (Uuid::new_v4(), Uuid::new_v4());
+        let rows = [
+            (theirs, other, Some(1), 1, false),
+            (any, me, None, 1, false),
+        ];
+        assert_eq!(decide_hold(&rows, Some(me)), Hold::Theirs);
+        assert_eq!(decide_hold(&rows, Some(other)), Hold::Mine(theirs));
     }
 
     #[test]

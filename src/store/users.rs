@@ -123,7 +123,8 @@ pub struct TagDetails {
     /// (the group of their app token, else the app token itself), so that all of a driver's
     /// cards share what the driver reserved.
     pub group: Option<String>,
-    /// The token is in a transaction that has not ended (in the last 24 hours).
+    /// The token is in a transaction that has not ended (started in the last 24 hours) on
+    /// another charger that is online.
     pub in_transaction: bool,
 }
 
@@ -133,18 +134,20 @@ pub async fn resolve_for_authorize(
     pool: &PgPool,
     id_tag: &str,
     max_unpaid: Decimal,
+    asking_charger: Option<&str>,
 ) -> Result<(TagStatus, TagDetails), StoreError> {
-    resolve_with_details(pool, id_tag, Some(max_unpaid), true).await
+    resolve_with_details(pool, id_tag, Some(max_unpaid), asking_charger).await
 }
 
-/// `resolve_id_tag` with the token's expiry and group, and with `concurrent` whether it is
-/// already in a transaction; without `max_unpaid` unpaid invoices do not count.
+/// `resolve_id_tag` with the token's expiry and group, and with `concurrent_beside` whether
+/// it is in a transaction (started in the last 24 hours, not ended) on another charger that is
+/// online; without `max_unpaid` unpaid invoices do not count.
 #[tracing::instrument(skip_all)]
 pub async fn resolve_with_details(
     pool: &PgPool,
     id_tag: &str,
     max_unpaid: Option<Decimal>,
-    concurrent: bool,
+    concurrent_beside: Option<&str>,
 ) -> Result<(TagStatus, TagDetails), StoreError> {
     type Row = (
         Uuid,
@@ -161,13 +164,15 @@ pub async fn resolve_with_details(
                  WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')) ELSE 0 END, \
              COALESCE(t.group_id_tag, (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a \
                  WHERE a.user_id = t.user_id AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1)), \
-             $3 AND EXISTS (SELECT 1 FROM charger_transactions x WHERE x.id_tag = t.id_tag \
-                 AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL) \
+             $3::text IS NOT NULL AND EXISTS (SELECT 1 FROM charger_transactions x \
+                 JOIN chargers c ON c.id = x.charger_id WHERE x.id_tag = t.id_tag \
+                 AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL \
+                 AND x.charger_id <> $3 AND c.online) \
          FROM id_tags t JOIN users u ON u.id = t.user_id WHERE t.id_tag = $1",
     )
     .bind(id_tag)
     .bind(max_unpaid.is_some())
-    .bind(concurrent)
+    .bind(concurrent_beside)
     .fetch_optional(pool)
     .await?;
     let Some((user_id, status, expires_at, blocked, unpaid, group, in_transaction)) = row else {

@@ -181,8 +181,8 @@ impl ChargerLogMutation {
                     .get("fileName")
                     .or_else(|| reply.get("filename"))
                     .and_then(Value::as_str);
-                if let Some(name) = name {
-                    charger_logs::named(&app.db, record.id, name).await?;
+                if let Some(name) = name.and_then(crate::api::uploads::clean_name) {
+                    charger_logs::named(&app.db, record.id, &name).await?;
                 }
             }
             Err(e) => {

@@ -241,6 +241,8 @@ impl ReservationMutation {
         let group_id_tag = crate::store::id_tokens::group_of_user(&app.db, user_id).await?;
         let expires_at = Utc::now() + Duration::minutes(i64::from(minutes));
         let mut refusal = None;
+        let several = candidates.len() > 1;
+        let mut answered_refusal = None;
         for charger_id in candidates {
             let new = NewReservation {
                 user_id,
@@ -253,12 +255,21 @@ impl ReservationMutation {
                 max_per_user: i64::from(settings.max_per_user),
             };
             match reservations::reserve(&app.db, &new).await? {
-                Ok(record) => return ask_charger(app, record).await.map(Reservation::from),
+                Ok(record) => match ask_charger(app, record).await {
+                    // with several chargers, one that refuses (or went offline) passes the
+                    // turn to the next
+                    Ok(r) if several && r.status != status::ACCEPTED => answered_refusal = Some(r),
+                    Err(ApiError::ChargerOffline) if several => {}
+                    result => return result.map(Reservation::from),
+                },
                 Err(ReserveRefusal::TooMany(n)) => {
                     return Err(ApiError::Conflict(ReserveRefusal::TooMany(n).to_string()))
                 }
                 Err(other) => refusal = Some(other),
             }
+        }
+        if let Some(refused) = answered_refusal {
+            return Ok(refused.into());
         }
         Err(ApiError::ConnectorBusy(
             refusal

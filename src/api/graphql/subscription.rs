@@ -23,7 +23,6 @@ const SITE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
-    /// OPERATOR or ADMIN: the site's load after every re-allocation; first as it is now
     /// OPERATOR or ADMIN: the campaign whenever it or one of its chargers changed (checked
     /// every second; extension)
     async fn on_firmware_campaign_changed(
@@ -61,6 +60,7 @@ impl SubscriptionRoot {
         Ok(stream::once(async move { current }).chain(changes))
     }
 
+    /// OPERATOR or ADMIN: the site's load after every re-allocation; first as it is now
     async fn on_site_load_changed(
         &self,
         ctx: &Context<'_>,

@@ -1,6 +1,6 @@
 //! Authorize: user idTags are Accepted (with their expiry and group, the parentIdTag a
 //! reservation is matched by), unknown tags Invalid, blocked users and tokens Blocked, expired
-//! ones Expired, a token already charging elsewhere ConcurrentTx.
+//! ones Expired. (1.6 keeps ConcurrentTx for StartTransaction answers.)
 
 use rust_ocpp::v1_6::messages::authorize::{AuthorizeRequest, AuthorizeResponse};
 use rust_ocpp::v1_6::types::{AuthorizationStatus, IdTagInfo};
@@ -46,11 +46,11 @@ pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, Cal
         &ctx.app.db,
         &req.id_tag,
         ctx.app.settings.billing.max_unpaid,
+        None,
     )
     .await
     .map_err(CallFailure::internal)?;
     let status = match status {
-        TagStatus::Accepted { .. } if details.in_transaction => AuthorizationStatus::ConcurrentTx,
         TagStatus::Accepted { .. } => AuthorizationStatus::Accepted,
         TagStatus::NoCredit { .. } | TagStatus::Blocked { .. } => AuthorizationStatus::Blocked,
         TagStatus::Expired { .. } => AuthorizationStatus::Expired,

@@ -189,7 +189,8 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             // a 1.6 idTag has at most 20 characters: longer tokens cannot be on a 1.6 list
             let list: Vec<Value> = entries
                 .iter()
-                .filter(|(tag, _)| tag.len() <= 20)
+                .filter(|change| change.id_tag.len() <= 20)
+                .map(|change| (&change.id_tag, &change.entry))
                 .map(|(tag, entry)| match entry {
                     None => json!({ "idTag": tag }),
                     Some(entry) => {

@@ -157,7 +157,7 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
         duplicate = started.duplicate,
         "transaction started"
     );
-    if let Hold::Mine(reservation) = hold {
+    if let (Hold::Mine(reservation), true) = (hold, accepted) {
         // the driver's reservation is used (guarded: a repeat or a race changes nothing)
         let session_id = session.as_ref().map(|s| s.id);
         if let Err(e) = reservations::use_for(&ctx.app.db, reservation, session_id).await {

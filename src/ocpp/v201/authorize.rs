@@ -66,7 +66,7 @@ pub async fn resolve(
         });
     }
     let (status, details) =
-        users::resolve_with_details(pool, &token.id_token, max_unpaid, false).await?;
+        users::resolve_with_details(pool, &token.id_token, max_unpaid, None).await?;
     let (status, user_id) = match status {
         TagStatus::Accepted { user_id } => (S::Accepted, Some(user_id)),
         TagStatus::NoCredit { user_id } => (S::NoCredit, Some(user_id)),
@@ -96,6 +96,7 @@ async fn authorize_info(
         &ctx.app.db,
         &token.id_token,
         ctx.app.settings.billing.max_unpaid,
+        Some(&ctx.charger_id),
     )
     .await?;
     let status = match status {

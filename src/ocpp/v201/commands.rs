@@ -245,13 +245,10 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
         } => {
             let list: Vec<Value> = entries
                 .iter()
-                .map(|(tag, entry)| {
-                    let token_type = entry
-                        .as_ref()
-                        .map(|e| token_type(&e.token_type))
-                        .unwrap_or("ISO14443");
-                    let mut item = json!({ "idToken": { "idToken": tag, "type": token_type } });
-                    if let Some(entry) = entry {
+                .map(|change| {
+                    let kind = token_type(&change.token_type);
+                    let mut item = json!({ "idToken": { "idToken": change.id_tag, "type": kind } });
+                    if let Some(entry) = &change.entry {
                         let mut info = json!({ "status": entry.status });
                         if let Some(at) = entry.expires_at {
                             info["cacheExpiryDateTime"] =

@@ -135,6 +135,9 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         id_token_info: token.as_ref().map(Resolved::info),
         ..Default::default()
     })?;
+    let accepted = token
+        .as_ref()
+        .is_some_and(|t| t.status == AuthorizationStatusEnumType::Accepted);
     let transaction_ref = req.transaction_info.transaction_id.clone();
     let (seq_no, event, offline) = (
         req.seq_no,
@@ -179,7 +182,7 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         tracing::info!(charger_id = %ctx.charger_id, %transaction_ref, seq_no, "repeated TransactionEvent answered without changes");
         return Ok(answer);
     };
-    if let Hold::Mine(reservation) = hold {
+    if let (Hold::Mine(reservation), true) = (hold, accepted) {
         // the driver's reservation is used (guarded: a repeat or a race changes nothing)
         let session_id = session.as_ref().map(|s| s.id);
         if let Err(e) = reservations::use_for(&ctx.app.db, reservation, session_id).await {
