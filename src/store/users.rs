@@ -124,7 +124,7 @@ pub struct TagDetails {
     /// cards share what the driver reserved.
     pub group: Option<String>,
     /// The token is in a transaction that has not ended (started in the last 24 hours) on
-    /// another charger that is online.
+    /// another charger.
     pub in_transaction: bool,
 }
 
@@ -140,8 +140,9 @@ pub async fn resolve_for_authorize(
 }
 
 /// `resolve_id_tag` with the token's expiry and group, and with `concurrent_beside` whether
-/// it is in a transaction (started in the last 24 hours, not ended) on another charger that is
-/// online; without `max_unpaid` unpaid invoices do not count.
+/// it is in a transaction (started in the last 24 hours, not ended) on another charger;
+/// without `max_unpaid` unpaid invoices do not count. It reads no `chargers` row: a charger's
+/// Authorize never waits on what the API does with that table.
 #[tracing::instrument(skip_all)]
 pub async fn resolve_with_details(
     pool: &PgPool,
@@ -165,9 +166,8 @@ pub async fn resolve_with_details(
              COALESCE(t.group_id_tag, (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a \
                  WHERE a.user_id = t.user_id AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1)), \
              $3::text IS NOT NULL AND EXISTS (SELECT 1 FROM charger_transactions x \
-                 JOIN chargers c ON c.id = x.charger_id WHERE x.id_tag = t.id_tag \
-                 AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL \
-                 AND x.charger_id <> $3 AND c.online) \
+                 WHERE x.id_tag = t.id_tag AND x.charger_id <> $3 \
+                 AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL) \
          FROM id_tags t JOIN users u ON u.id = t.user_id WHERE t.id_tag = $1",
     )
     .bind(id_tag)
