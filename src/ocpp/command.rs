@@ -63,6 +63,8 @@ pub enum ChargerCommand {
     Reserve {
         reservation_id: i32,
         connector_id: Option<i32>,
+        /// 2.0.1 only: any EVSE with a connector of this type.
+        connector_type: Option<String>,
         id_tag: String,
         group_id_tag: Option<String>,
         expires_at: chrono::DateTime<chrono::Utc>,

@@ -27,6 +27,8 @@ pub struct ReservationRecord {
     pub station_id: Uuid,
     pub charger_id: String,
     pub connector_id: Option<i32>,
+    /// 2.0.1: any EVSE with a connector of this type (ConnectorEnumType).
+    pub connector_type: Option<String>,
     pub id_tag: String,
     pub group_id_tag: Option<String>,
     pub status: String,
@@ -43,8 +45,9 @@ impl ReservationRecord {
     }
 }
 
-const COLUMNS: &str = "id, ocpp_id, user_id, station_id, charger_id, connector_id, id_tag, \
-     group_id_tag, status, reason, session_id, expires_at, created_at, updated_at";
+const COLUMNS: &str =
+    "id, ocpp_id, user_id, station_id, charger_id, connector_id, connector_type, \
+     id_tag, group_id_tag, status, reason, session_id, expires_at, created_at, updated_at";
 
 /// A reservation to hold, as the API validated it.
 #[derive(Debug, Clone)]
@@ -53,6 +56,7 @@ pub struct NewReservation {
     pub station_id: Uuid,
     pub charger_id: String,
     pub connector_id: Option<i32>,
+    pub connector_type: Option<String>,
     pub id_tag: String,
     pub group_id_tag: Option<String>,
     pub expires_at: DateTime<Utc>,
@@ -118,7 +122,8 @@ pub async fn reserve(
     }
     let record = sqlx::query_as::<_, ReservationRecord>(&format!(
         "INSERT INTO reservations (id, user_id, station_id, charger_id, connector_id, id_tag, \
-             group_id_tag, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+             group_id_tag, expires_at, connector_type) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
     .bind(new.user_id)
@@ -128,6 +133,7 @@ pub async fn reserve(
     .bind(&new.id_tag)
     .bind(&new.group_id_tag)
     .bind(new.expires_at)
+    .bind(&new.connector_type)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

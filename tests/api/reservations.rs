@@ -538,3 +538,44 @@ async fn a_2_0_1_station_holds_an_evse_uses_it_and_reports_its_own_expiry() {
         .await;
     assert_eq!(unknown, Ok(json!({})));
 }
+
+#[actix_web::test]
+async fn a_2_0_1_station_holds_any_evse_of_a_connector_type_and_a_1_6_charger_cannot() {
+    let f = fixture("CS-R8").await;
+    let operator = f.operator.clone();
+    f.app
+        .register_charger(&operator, "CP-R8", f.station, None)
+        .await;
+    let mut cs = connect201(f.app.port, "CS-R8", Some(("CS-R8", CHARGER_PASSWORD))).await;
+    cs.boot201().await;
+    let by_type = |charger: &str, kind: &str| json!({ "i": { "stationId": f.station.to_string(), "chargerId": charger, "connectorType": kind, "minutes": 10 } });
+    let (response, (action, payload)) = with_answer(
+        &mut cs,
+        f.app
+            .graphql(RESERVE, by_type("CS-R8", "cType2"), Some(&f.alice.0)),
+        json!({ "status": "Accepted" }),
+    )
+    .await;
+    assert_eq!(action, "ReserveNow");
+    assert_eq!(payload["connectorType"], "cType2", "{payload}");
+    assert!(payload.get("evseId").is_none(), "{payload}");
+    assert_eq!(response["data"]["reserveConnector"]["status"], "ACCEPTED");
+    // not a type OCPP knows, or with a connectorId too
+    let unknown = f
+        .app
+        .graphql(RESERVE, by_type("CS-R8", "Schuko-XL"), Some(&f.bob.0))
+        .await;
+    assert_eq!(error_code(&unknown).as_deref(), Some("BAD_USER_INPUT"));
+    // a 1.6 charger has no connector types: refused before it is asked
+    let mut cp = charger16(&f.app, "CP-R8").await;
+    let refused = f
+        .app
+        .graphql(RESERVE, by_type("CP-R8", "cType2"), Some(&f.bob.0))
+        .await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("BAD_USER_INPUT"),
+        "{refused}"
+    );
+    assert!(cp.recv_within(Duration::from_millis(300)).await.is_none());
+}

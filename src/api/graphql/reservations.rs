@@ -56,6 +56,8 @@ pub struct Reservation {
     pub charger_id: ID,
     /// null: any connector/EVSE of the charger
     pub connector_id: Option<i32>,
+    /// 2.0.1: any EVSE with a connector of this type (extension)
+    pub connector_type: Option<String>,
     pub status: ReservationStatus,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -74,6 +76,7 @@ impl From<ReservationRecord> for Reservation {
             station_id: ID(r.station_id.to_string()),
             charger_id: ID(r.charger_id),
             connector_id: r.connector_id,
+            connector_type: r.connector_type,
             status: ReservationStatus::from_db(&r.status),
             expires_at: r.expires_at,
             created_at: r.created_at,
@@ -90,6 +93,9 @@ pub struct ReserveConnectorInput {
     pub connector_id: Option<i32>,
     /// default and maximum are server settings
     pub minutes: Option<i32>,
+    /// 2.0.1 chargers: any EVSE with a connector of this OCPP type, e.g. cType2, cCCS2
+    /// (extension; not with connectorId)
+    pub connector_type: Option<String>,
 }
 
 fn parse_id(value: &ID, what: &str) -> ApiResult<Uuid> {
@@ -170,6 +176,17 @@ impl ReservationMutation {
                 "connectorId must be 1 or more".into(),
             ));
         }
+        if let Some(kind) = &input.connector_type {
+            let known = serde_json::from_value::<
+                rust_ocpp::v2_0_1::enumerations::connector_enum_type::ConnectorEnumType,
+            >(serde_json::Value::String(kind.clone()))
+            .is_ok();
+            if !known || input.connector_id.is_some() {
+                return Err(ApiError::BadUserInput(
+                    "connectorType must be an OCPP 2.0.1 connector type (e.g. cType2, cCCS2) and comes without connectorId".into(),
+                ));
+            }
+        }
         let station_id = parse_id(&input.station_id, "stationId")?;
         // the same reads as a start: who may charge, which chargers, their connectors
         let context = session_store::start_context(
@@ -249,6 +266,7 @@ impl ReservationMutation {
                 station_id,
                 charger_id,
                 connector_id: input.connector_id,
+                connector_type: input.connector_type.clone(),
                 id_tag: id_tag.clone(),
                 group_id_tag: group_id_tag.clone(),
                 expires_at,
@@ -318,6 +336,7 @@ async fn ask_charger(app: &AppContext, record: ReservationRecord) -> ApiResult<R
     let command = ChargerCommand::Reserve {
         reservation_id: record.ocpp_id,
         connector_id: record.connector_id,
+        connector_type: record.connector_type.clone(),
         id_tag: record.id_tag.clone(),
         group_id_tag: record.group_id_tag.clone(),
         expires_at: record.expires_at,
@@ -338,6 +357,12 @@ async fn ask_charger(app: &AppContext, record: ReservationRecord) -> ApiResult<R
             "UNAVAILABLE",
             Some("the charger is offline".to_string()),
             Some(ApiError::ChargerOffline),
+        ),
+        // not something this charger can do (a 1.6 charger and a connector type)
+        Err(CommandError::Invalid(reason)) => (
+            "REJECTED",
+            Some(reason.clone()),
+            Some(ApiError::BadUserInput(reason)),
         ),
         Err(e) => ("REJECTED", Some(e.to_string()), None),
     };

@@ -164,10 +164,16 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
         ChargerCommand::Reserve {
             reservation_id,
             connector_id,
+            connector_type,
             id_tag,
             group_id_tag,
             expires_at,
         } => {
+            if connector_type.is_some() {
+                return Err(CommandError::Invalid(
+                    "a 1.6 charger cannot reserve by connector type; give a connectorId".into(),
+                ));
+            }
             let mut payload = json!({
                 // connector 0: any connector of the charger
                 "connectorId": connector_id.unwrap_or(0),

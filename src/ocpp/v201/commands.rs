@@ -220,6 +220,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
         ChargerCommand::Reserve {
             reservation_id,
             connector_id,
+            connector_type,
             id_tag,
             group_id_tag,
             expires_at,
@@ -235,6 +236,9 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             }
             if let Some(group) = group_id_tag {
                 payload["groupIdToken"] = json!({ "idToken": group, "type": "Central" });
+            }
+            if let Some(kind) = connector_type {
+                payload["connectorType"] = json!(kind);
             }
             ("ReserveNow".to_string(), payload)
         }
