@@ -15,7 +15,7 @@ use crate::context::AppContext;
 use crate::domain::ChargePointId;
 use crate::ocpp::command::{ChargerCommand, CommandError};
 use crate::ocpp::version::OcppVersion;
-use crate::store::{chargers, top_ups};
+use crate::store::chargers;
 
 /// The largest payload a trigger may carry.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -109,17 +109,14 @@ pub async fn trigger(
         );
     }
     let details = json!({ "action": action, "version": protocol.subprotocol() });
-    if let Err(e) = top_ups::audit(
-        &ctx.db,
+    crate::api::graphql::chargers::record_audit(
+        &ctx,
         None,
         "octtTrigger",
         Some(charger_id.as_str()),
         details,
     )
-    .await
-    {
-        tracing::error!(error = %e, "could not write the audit log");
-    }
+    .await;
     let command = ChargerCommand::Raw {
         action: action.clone(),
         payload,

@@ -107,6 +107,28 @@ pub enum ChargerCommand {
     },
 }
 
+/// A timestamp as the commands send it (UTC, whole seconds).
+pub fn timestamp(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The `log` object of a GetLog (2.0.1, and the 1.6 security extension): where to upload and
+/// the time window.
+pub fn log_parameters(
+    location: &str,
+    from: Option<&chrono::DateTime<chrono::Utc>>,
+    to: Option<&chrono::DateTime<chrono::Utc>>,
+) -> Value {
+    let mut log = serde_json::json!({ "remoteLocation": location });
+    if let Some(from) = from {
+        log["oldestTimestamp"] = Value::String(timestamp(from));
+    }
+    if let Some(to) = to {
+        log["latestTimestamp"] = Value::String(timestamp(to));
+    }
+    log
+}
+
 /// What a `LimitCurrent` limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

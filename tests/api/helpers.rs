@@ -300,6 +300,17 @@ impl TestApp {
         response["data"]["creditWallet"].clone()
     }
 
+    /// Registers a driver with 50.00 in their wallet; returns (access token, app idTag).
+    pub async fn funded_driver(&self, email: &str) -> (String, String) {
+        let (token, _, _) = self.register(email, "correct horse battery").await;
+        let me = self.fund(&token, "50.00").await;
+        let id_tag = me["idTag"]
+            .as_str()
+            .expect("the driver's idTag")
+            .to_string();
+        (token, id_tag)
+    }
+
     /// Inserts a station (as the OCM sync would) and returns its id.
     pub async fn create_station(&self, name: &str) -> uuid::Uuid {
         let id = uuid::Uuid::new_v4();

@@ -26,6 +26,30 @@ fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Starts a peer script with its arguments; killed if the test ends first.
+fn spawn_peer(script: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(python())
+        .arg(peer_script(script))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the Python peer (is the venv installed? run scripts/services.sh)")
+}
+
+/// Waits (at most a minute) for a peer to exit successfully; returns what it printed.
+async fn finished(peer: tokio::process::Child) -> String {
+    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
+        .await
+        .expect("the peer finishes")
+        .expect("peer output");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
 #[actix_web::test]
 async fn the_python_ocpp_package_runs_a_1_6_lifecycle() {
     let app = spawn_app().await;
@@ -92,19 +116,15 @@ async fn the_python_ocpp_package_runs_2_0_1_transactions_and_an_app_session() {
     let id_tag = funded["idTag"].as_str().unwrap().to_string();
 
     let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
-    let peer = tokio::process::Command::new(python())
-        .arg(peer_script("ocpp201_charge_point.py"))
-        .args([
+    let peer = spawn_peer(
+        "ocpp201_charge_point.py",
+        &[
             url.as_str(),
             "PY-201",
             "python-peer-secret-2",
             id_tag.as_str(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+        ],
+    );
 
     // the peer's RFID transaction is done and EVSE 1 is free again
     let rfid_done = app
@@ -169,13 +189,7 @@ async fn the_python_ocpp_package_runs_2_0_1_transactions_and_an_app_session() {
     let status = ended["data"]["endSession"]["status"].as_str();
     assert!(matches!(status, Some("STOPPING" | "COMPLETED")), "{ended}");
 
-    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
-        .await
-        .expect("the peer finishes")
-        .expect("peer output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    let stdout = finished(peer).await;
     assert!(stdout.contains("OK rfid transaction"), "{stdout}");
     assert!(stdout.contains("OK remote transaction"), "{stdout}");
 
@@ -217,19 +231,15 @@ async fn the_python_ocpp_package_keeps_a_reservation_cancels_one_and_uses_one() 
         .to_string();
 
     let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
-    let peer = tokio::process::Command::new(python())
-        .arg(peer_script("ocpp16_reservation.py"))
-        .args([
+    let peer = spawn_peer(
+        "ocpp16_reservation.py",
+        &[
             url.as_str(),
             "PY-RES",
             "python-peer-secret-3",
             id_tag.as_str(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+        ],
+    );
     let booted = app
         .wait_until(Duration::from_secs(30), || async {
             sqlx::query_scalar::<_, i64>(
@@ -278,13 +288,7 @@ async fn the_python_ocpp_package_keeps_a_reservation_cancels_one_and_uses_one() 
         "{started}"
     );
 
-    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
-        .await
-        .expect("the peer finishes")
-        .expect("peer output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    let stdout = finished(peer).await;
     assert!(stdout.contains("OK cancelled"), "{stdout}");
     assert!(stdout.contains("OK used"), "{stdout}");
     let (status, session): (String, Option<uuid::Uuid>) =
@@ -343,14 +347,10 @@ async fn the_python_ocpp_package_keeps_the_local_list_it_is_sent() {
     .await;
 
     let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
-    let peer = tokio::process::Command::new(python())
-        .arg(peer_script("ocpp16_local_list.py"))
-        .args([url.as_str(), "PY-LL", "python-peer-secret-4", "2"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+    let peer = spawn_peer(
+        "ocpp16_local_list.py",
+        &[url.as_str(), "PY-LL", "python-peer-secret-4", "2"],
+    );
     let first = app
         .wait_until(Duration::from_secs(30), || async {
             sqlx::query_scalar::<_, i32>(
@@ -371,13 +371,7 @@ async fn the_python_ocpp_package_keeps_the_local_list_it_is_sent() {
     )
     .await;
 
-    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
-        .await
-        .expect("the peer finishes")
-        .expect("peer output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    let stdout = finished(peer).await;
     assert!(
         stdout.contains("OK list 1: 04PYA=Accepted 04PYB=Accepted"),
         "{stdout}"
@@ -393,14 +387,10 @@ async fn the_python_ocpp_package_installs_a_campaigns_firmware_as_a_2_0_1_statio
     app.register_charger(&operator, "PY-FW", station, Some("python-peer-secret-5"))
         .await;
     let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
-    let peer = tokio::process::Command::new(python())
-        .arg(peer_script("ocpp201_firmware.py"))
-        .args([url.as_str(), "PY-FW", "python-peer-secret-5"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the Python peer (is the venv installed? run scripts/services.sh)");
+    let peer = spawn_peer(
+        "ocpp201_firmware.py",
+        &[url.as_str(), "PY-FW", "python-peer-secret-5"],
+    );
     let online = app
         .wait_until(Duration::from_secs(30), || async {
             sqlx::query_scalar::<_, bool>("SELECT online FROM chargers WHERE id = 'PY-FW'")
@@ -421,13 +411,7 @@ async fn the_python_ocpp_package_installs_a_campaigns_firmware_as_a_2_0_1_statio
         .as_str()
         .unwrap()
         .to_string();
-    let output = tokio::time::timeout(Duration::from_secs(60), peer.wait_with_output())
-        .await
-        .expect("the peer finishes")
-        .expect("peer output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    let stdout = finished(peer).await;
     assert!(
         stdout.contains("OK installed https://fw.example.com/py-2.bin"),
         "{stdout}"

@@ -33,14 +33,8 @@ async fn fixture(charger: &str) -> Fixture {
     let station = app.create_station("Reservation station").await;
     app.register_charger(&operator, charger, station, None)
         .await;
-    let mut drivers = Vec::new();
-    for email in ["alice@example.com", "bob@example.com"] {
-        let (token, _, _) = app.register(email, "correct horse battery").await;
-        let me = app.fund(&token, "50.00").await;
-        drivers.push((token, me["idTag"].as_str().unwrap().to_string()));
-    }
-    let bob = drivers.pop().unwrap();
-    let alice = drivers.pop().unwrap();
+    let alice = app.funded_driver("alice@example.com").await;
+    let bob = app.funded_driver("bob@example.com").await;
     Fixture {
         app,
         operator,

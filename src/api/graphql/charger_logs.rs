@@ -15,7 +15,7 @@ use crate::context::AppContext;
 use crate::domain::ChargePointId;
 use crate::ocpp::command::ChargerCommand;
 use crate::store::charger_logs::{self, LogRecord};
-use crate::store::{chargers, top_ups};
+use crate::store::chargers;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ChargerLogType {
@@ -147,17 +147,14 @@ impl ChargerLogMutation {
         let kind = if security { "SECURITY" } else { "DIAGNOSTICS" };
         let record = charger_logs::create(&app.db, id.as_str(), kind, &secret, staff).await?;
         let details = json!({ "log": record.id, "type": kind });
-        if let Err(e) = top_ups::audit(
-            &app.db,
+        super::chargers::record_audit(
+            app,
             Some(staff),
             "requestChargerLog",
             Some(id.as_str()),
             details,
         )
-        .await
-        {
-            tracing::error!(error = %e, "could not write the audit log");
-        }
+        .await;
         let command = ChargerCommand::GetLog {
             request_id: record.request_id,
             security,

@@ -361,8 +361,19 @@ pub(super) async fn audit(
     charger_id: &str,
     details: Value,
 ) {
-    if let Err(e) = top_ups::audit(&app.db, Some(actor), action, Some(charger_id), details).await {
-        tracing::error!(error = %e, %action, %charger_id, "could not write the audit log");
+    record_audit(app, Some(actor), action, Some(charger_id), details).await;
+}
+
+/// Writes the audit log; a failure is logged, never the caller's error (the action is done).
+pub(crate) async fn record_audit(
+    app: &AppContext,
+    actor: Option<Uuid>,
+    action: &str,
+    target: Option<&str>,
+    details: Value,
+) {
+    if let Err(e) = top_ups::audit(&app.db, actor, action, target, details).await {
+        tracing::error!(error = %e, %action, "could not write the audit log");
     }
 }
 

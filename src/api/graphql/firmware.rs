@@ -11,7 +11,6 @@ use super::error::{ApiError, ApiResult};
 use crate::context::AppContext;
 use crate::domain::ChargePointId;
 use crate::store::firmware::{self, CampaignChargerRecord, CampaignRecord, NewCampaign};
-use crate::store::top_ups;
 
 /// Chargers one campaign may hold.
 const MAX_CHARGERS: usize = 10_000;
@@ -265,11 +264,8 @@ impl FirmwareMutation {
             }
         };
         let details = json!({ "campaign": created.id, "chargers": new.charger_ids.len(), "location": created.location });
-        if let Err(e) =
-            top_ups::audit(&app.db, Some(staff), "startFirmwareCampaign", None, details).await
-        {
-            tracing::error!(error = %e, "could not write the audit log");
-        }
+        super::chargers::record_audit(app, Some(staff), "startFirmwareCampaign", None, details)
+            .await;
         tracing::info!(campaign_id = %created.id, chargers = new.charger_ids.len(), "firmware campaign started");
         Ok(created.into())
     }
@@ -286,17 +282,14 @@ impl FirmwareMutation {
         let id = parse_id(&id)?;
         if firmware::cancel(&app.db, id).await? {
             let details = json!({ "campaign": id });
-            if let Err(e) = top_ups::audit(
-                &app.db,
+            super::chargers::record_audit(
+                app,
                 Some(staff),
                 "cancelFirmwareCampaign",
                 None,
                 details,
             )
-            .await
-            {
-                tracing::error!(error = %e, "could not write the audit log");
-            }
+            .await;
         }
         campaign(app, id)
             .await?

@@ -15,7 +15,6 @@ use crate::domain::IdTag;
 use crate::ocpp::command::ChargerCommand;
 use crate::store::id_tokens::{self, AddRefusal, IdTokenRecord};
 use crate::store::local_lists as local_list_store;
-use crate::store::top_ups;
 
 /// Tokens one driver may register (cards get lost; a driver does not need hundreds).
 const MAX_TOKENS_PER_USER: i64 = 20;
@@ -224,11 +223,7 @@ impl IdTokenMutation {
             .ok_or_else(|| ApiError::NotFound("token not found".into()))?;
         if role.is_staff() && found.user_id != user_id {
             let details = json!({ "idToken": blocked.id_tag });
-            if let Err(e) =
-                top_ups::audit(&app.db, Some(user_id), "blockIdToken", None, details).await
-            {
-                tracing::error!(error = %e, "could not write the audit log");
-            }
+            super::chargers::record_audit(app, Some(user_id), "blockIdToken", None, details).await;
         }
         if !was_blocked {
             clear_caches(app.clone(), blocked.id_tag.clone());
@@ -257,10 +252,7 @@ impl IdTokenMutation {
         let listing = local_list_store::online_chargers_with(&app.db, &updated.id_tag).await?;
         local_lists::update_in_background(app.clone(), listing);
         let details = json!({ "idToken": updated.id_tag, "group": updated.group_id_tag });
-        if let Err(e) = top_ups::audit(&app.db, Some(staff), "setIdTokenGroup", None, details).await
-        {
-            tracing::error!(error = %e, "could not write the audit log");
-        }
+        super::chargers::record_audit(app, Some(staff), "setIdTokenGroup", None, details).await;
         Ok(updated.into())
     }
 }

@@ -13,8 +13,8 @@ use super::error::{ApiError, ApiResult};
 use crate::actors::local_lists::{self, PushError};
 use crate::context::AppContext;
 use crate::domain::{ChargePointId, IdTag};
+use crate::store::chargers;
 use crate::store::local_lists::{self as store, ListRecord};
-use crate::store::{chargers, top_ups};
 
 /// Tokens one call may add or remove.
 const MAX_TOKENS_PER_CALL: usize = 1000;
@@ -118,9 +118,42 @@ async fn audit(
     charger: Option<&str>,
     details: serde_json::Value,
 ) {
-    if let Err(e) = top_ups::audit(&app.db, Some(actor), action, charger, details).await {
-        tracing::error!(error = %e, %action, "could not write the audit log");
+    super::chargers::record_audit(app, Some(actor), action, charger, details).await;
+}
+
+/// Adds tokens to a list (or removes them), audits it and updates the online chargers given the
+/// list in the background.
+async fn change_list(
+    ctx: &Context<'_>,
+    list_id: &ID,
+    id_tokens: &[String],
+    add: bool,
+) -> ApiResult<LocalList> {
+    let (staff, _) = require_staff(ctx)?;
+    let app = ctx.data_unchecked::<AppContext>();
+    let id = parse_list(list_id)?;
+    let tokens = parse_tokens(id_tokens)?;
+    list_view(app, id).await?;
+    if add {
+        let unknown = store::add_tokens(&app.db, id, &tokens).await?;
+        if let Some(first) = unknown.first() {
+            return Err(ApiError::BadUserInput(format!(
+                "{} of the tokens are not registered (e.g. {first}); nothing was added",
+                unknown.len()
+            )));
+        }
+    } else {
+        store::remove_tokens(&app.db, id, &tokens).await?;
     }
+    let action = if add {
+        "addToLocalList"
+    } else {
+        "removeFromLocalList"
+    };
+    let details = json!({ "list": id, "tokens": tokens.len() });
+    audit(app, staff, action, None, details).await;
+    local_lists::update_in_background(app.clone(), store::online_chargers_of(&app.db, id).await?);
+    list_view(app, id).await
 }
 
 #[derive(Default)]
@@ -227,32 +260,7 @@ impl LocalListMutation {
         list_id: ID,
         id_tokens: Vec<String>,
     ) -> ApiResult<LocalList> {
-        let (staff, _) = require_staff(ctx)?;
-        let app = ctx.data_unchecked::<AppContext>();
-        let id = parse_list(&list_id)?;
-        let tokens = parse_tokens(&id_tokens)?;
-        list_view(app, id).await?;
-        let unknown = store::add_tokens(&app.db, id, &tokens).await?;
-        if !unknown.is_empty() {
-            return Err(ApiError::BadUserInput(format!(
-                "{} of the tokens are not registered (e.g. {}); nothing was added",
-                unknown.len(),
-                unknown[0]
-            )));
-        }
-        audit(
-            app,
-            staff,
-            "addToLocalList",
-            None,
-            json!({ "list": id, "tokens": tokens.len() }),
-        )
-        .await;
-        local_lists::update_in_background(
-            app.clone(),
-            store::online_chargers_of(&app.db, id).await?,
-        );
-        list_view(app, id).await
+        change_list(ctx, &list_id, &id_tokens, true).await
     }
 
     /// OPERATOR or ADMIN: removes tokens from a list; the chargers given it are updated
@@ -263,25 +271,7 @@ impl LocalListMutation {
         list_id: ID,
         id_tokens: Vec<String>,
     ) -> ApiResult<LocalList> {
-        let (staff, _) = require_staff(ctx)?;
-        let app = ctx.data_unchecked::<AppContext>();
-        let id = parse_list(&list_id)?;
-        let tokens = parse_tokens(&id_tokens)?;
-        list_view(app, id).await?;
-        store::remove_tokens(&app.db, id, &tokens).await?;
-        audit(
-            app,
-            staff,
-            "removeFromLocalList",
-            None,
-            json!({ "list": id, "tokens": tokens.len() }),
-        )
-        .await;
-        local_lists::update_in_background(
-            app.clone(),
-            store::online_chargers_of(&app.db, id).await?,
-        );
-        list_view(app, id).await
+        change_list(ctx, &list_id, &id_tokens, false).await
     }
 
     /// OPERATOR or ADMIN: gives a charger a list (null: none; its next push empties the

@@ -197,17 +197,7 @@ impl ReservationMutation {
         )
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
-        if context.unpaid > app.settings.billing.max_unpaid {
-            return Err(ApiError::UnpaidInvoices {
-                unpaid: context.unpaid,
-                allowed: app.settings.billing.max_unpaid,
-            });
-        }
-        if context.plan != "FLAT_RATE"
-            && context.wallet_balance < app.settings.billing.min_wallet_balance
-        {
-            return Err(ApiError::InsufficientFunds);
-        }
+        super::sessions::may_charge(&context, &app.settings.billing)?;
         let id_tag = context
             .id_tag
             .clone()

@@ -192,6 +192,24 @@ pub async fn load_visible(
     Ok(record)
 }
 
+/// Whether the driver may start charging (or reserve): no unpaid invoices above what is
+/// allowed, and a wallet with the minimum unless on a flat rate.
+pub(super) fn may_charge(
+    context: &store::StartContext,
+    billing: &crate::configuration::BillingSettings,
+) -> ApiResult<()> {
+    if context.unpaid > billing.max_unpaid {
+        return Err(ApiError::UnpaidInvoices {
+            unpaid: context.unpaid,
+            allowed: billing.max_unpaid,
+        });
+    }
+    if context.plan != "FLAT_RATE" && context.wallet_balance < billing.min_wallet_balance {
+        return Err(ApiError::InsufficientFunds);
+    }
+    Ok(())
+}
+
 /// The API error of a failed session command.
 fn api_error(e: SessionCommandError) -> ApiError {
     match e {
@@ -306,17 +324,7 @@ impl SessionMutation {
         if !online {
             return Err(ApiError::ChargerOffline);
         }
-        if context.unpaid > app.settings.billing.max_unpaid {
-            return Err(ApiError::UnpaidInvoices {
-                unpaid: context.unpaid,
-                allowed: app.settings.billing.max_unpaid,
-            });
-        }
-        if context.plan != "FLAT_RATE"
-            && context.wallet_balance < app.settings.billing.min_wallet_balance
-        {
-            return Err(ApiError::InsufficientFunds);
-        }
+        may_charge(&context, &app.settings.billing)?;
         if input.connector_id.is_some_and(|c| c < 1) {
             return Err(ApiError::BadUserInput(
                 "connectorId must be 1 or more".into(),

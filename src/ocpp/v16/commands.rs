@@ -177,7 +177,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             let mut payload = json!({
                 // connector 0: any connector of the charger
                 "connectorId": connector_id.unwrap_or(0),
-                "expiryDate": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "expiryDate": crate::ocpp::command::timestamp(expires_at),
                 "idTag": id_tag,
                 "reservationId": reservation_id,
             });
@@ -202,8 +202,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
                     Some(entry) => {
                         let mut info = json!({ "status": entry.status });
                         if let Some(at) = entry.expires_at {
-                            info["expiryDate"] =
-                                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                            info["expiryDate"] = json!(crate::ocpp::command::timestamp(&at));
                         }
                         if let Some(group) = entry.group.as_ref().filter(|g| g.len() <= 20) {
                             info["parentIdTag"] = json!(group);
@@ -229,16 +228,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             from,
             to,
         } => {
-            let stamp = |at: &chrono::DateTime<chrono::Utc>| {
-                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            };
-            let mut log = json!({ "remoteLocation": location });
-            if let Some(from) = from {
-                log["oldestTimestamp"] = stamp(from);
-            }
-            if let Some(to) = to {
-                log["latestTimestamp"] = stamp(to);
-            }
+            let log = crate::ocpp::command::log_parameters(location, from.as_ref(), to.as_ref());
             if *security {
                 // the security extension's GetLog
                 (
@@ -248,10 +238,10 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             } else {
                 let mut payload = json!({ "location": location });
                 if let Some(from) = from {
-                    payload["startTime"] = stamp(from);
+                    payload["startTime"] = json!(crate::ocpp::command::timestamp(from));
                 }
                 if let Some(to) = to {
-                    payload["stopTime"] = stamp(to);
+                    payload["stopTime"] = json!(crate::ocpp::command::timestamp(to));
                 }
                 ("GetDiagnostics".to_string(), payload)
             }
@@ -263,7 +253,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             signature,
             signing_certificate,
         } => {
-            let at = retrieve_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let at = crate::ocpp::command::timestamp(retrieve_at);
             match (signature, signing_certificate) {
                 // signed firmware: the security whitepaper's SignedUpdateFirmware
                 (Some(signature), Some(certificate)) => (

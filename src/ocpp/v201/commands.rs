@@ -227,7 +227,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
         } => {
             let mut payload = json!({
                 "id": reservation_id,
-                "expiryDateTime": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "expiryDateTime": crate::ocpp::command::timestamp(expires_at),
                 "idToken": { "idToken": id_tag, "type": "Central" },
             });
             // without an EVSE the station holds any of its EVSEs
@@ -256,7 +256,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
                         let mut info = json!({ "status": entry.status });
                         if let Some(at) = entry.expires_at {
                             info["cacheExpiryDateTime"] =
-                                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                                json!(crate::ocpp::command::timestamp(&at));
                         }
                         if let Some(group) = &entry.group {
                             info["groupIdToken"] = json!({ "idToken": group, "type": "Central" });
@@ -284,16 +284,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             from,
             to,
         } => {
-            let stamp = |at: &chrono::DateTime<chrono::Utc>| {
-                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            };
-            let mut log = json!({ "remoteLocation": location });
-            if let Some(from) = from {
-                log["oldestTimestamp"] = stamp(from);
-            }
-            if let Some(to) = to {
-                log["latestTimestamp"] = stamp(to);
-            }
+            let log = crate::ocpp::command::log_parameters(location, from.as_ref(), to.as_ref());
             (
                 "GetLog".to_string(),
                 json!({
@@ -312,7 +303,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
         } => {
             let mut firmware = json!({
                 "location": location,
-                "retrieveDateTime": retrieve_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "retrieveDateTime": crate::ocpp::command::timestamp(retrieve_at),
             });
             if let Some(signature) = signature {
                 firmware["signature"] = json!(signature);
