@@ -135,10 +135,19 @@ pub async fn create(
 /// Asks the charger to start the PENDING session; answers once it answered. A refusal, a
 /// timeout or a lost charger fails the session.
 pub async fn begin(app: &AppContext, pending: SessionRecord) -> Applied {
+    // on a load-managed charger the transaction starts at the charger's minimum and the site's
+    // allocation raises it: it never draws more than the site gave before it is counted
+    let start_limit = app.site_directory.seat_of(&pending.charger_id).map(|seat| {
+        crate::ocpp::command::StartLimit {
+            amps: seat.min_amps,
+            phases: seat.phases,
+        }
+    });
     let command = ChargerCommand::RemoteStart {
         connector_id: pending.connector_id,
         id_tag: pending.id_tag.clone(),
         remote_start_id: pending.remote_start_id.unwrap_or_default(),
+        start_limit,
     };
     let outcome = super::registry::execute(app, &pending.charger_id, command)
         .await

@@ -4,6 +4,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A current limit a remotely started transaction begins under.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartLimit {
+    /// Ampere per phase.
+    pub amps: f64,
+    pub phases: u8,
+}
+
 /// Something we ask a charger to do. Serialisable: commands for a charger held by another
 /// replica travel to it over RabbitMQ.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,6 +27,10 @@ pub enum ChargerCommand {
         id_tag: String,
         /// 2.0.1 `remoteStartId`, linking the charger's TransactionEvent to our session.
         remote_start_id: i32,
+        /// On a load-managed charger: the TxProfile the transaction starts under (the
+        /// charger's minimum until the site's allocation replaces it; OCTT TC_K_37).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_limit: Option<StartLimit>,
     },
     /// Stop a running transaction (RemoteStopTransaction / RequestStopTransaction).
     RemoteStop {

@@ -5,28 +5,43 @@
 use dashmap::DashMap;
 use uuid::Uuid;
 
+/// A charger's place on a site, as far as a replica needs it without asking Postgres.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seat {
+    pub site_id: Uuid,
+    /// The least current a session on the charger is given (ampere per phase).
+    pub min_amps: f64,
+    /// Phases the charger is wired with (1 or 3).
+    pub phases: u8,
+}
+
 #[derive(Default)]
 pub struct SiteDirectory {
-    by_charger: DashMap<String, Uuid>,
+    by_charger: DashMap<String, Seat>,
 }
 
 impl SiteDirectory {
     /// The site `charger_id` is attached to.
     pub fn site_of(&self, charger_id: &str) -> Option<Uuid> {
+        self.by_charger.get(charger_id).map(|s| s.site_id)
+    }
+
+    /// Where `charger_id` sits, with its minimum current and phases.
+    pub fn seat_of(&self, charger_id: &str) -> Option<Seat> {
         self.by_charger.get(charger_id).map(|s| *s)
     }
 
     /// Replaces the whole map.
-    pub fn replace(&self, pairs: Vec<(String, Uuid)>) {
-        let keep: std::collections::HashSet<&String> = pairs.iter().map(|(c, _)| c).collect();
+    pub fn replace(&self, seats: Vec<(String, Seat)>) {
+        let keep: std::collections::HashSet<&String> = seats.iter().map(|(c, _)| c).collect();
         self.by_charger.retain(|c, _| keep.contains(c));
-        for (charger, site) in &pairs {
-            self.by_charger.insert(charger.clone(), *site);
+        for (charger, seat) in &seats {
+            self.by_charger.insert(charger.clone(), *seat);
         }
     }
 
-    pub fn insert(&self, charger_id: &str, site_id: Uuid) {
-        self.by_charger.insert(charger_id.to_string(), site_id);
+    pub fn insert(&self, charger_id: &str, seat: Seat) {
+        self.by_charger.insert(charger_id.to_string(), seat);
     }
 
     pub fn remove(&self, charger_id: &str) {

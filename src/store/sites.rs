@@ -260,12 +260,24 @@ pub async fn chargers<'e>(
 
 /// Every attached charger and its site (each replica keeps this map to know which chargers
 /// load management governs).
-pub async fn charger_sites(pool: &PgPool) -> Result<Vec<(String, Uuid)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT charger_id, site_id FROM site_chargers")
+pub async fn charger_sites(
+    pool: &PgPool,
+) -> Result<Vec<(String, crate::smart::directory::Seat)>, StoreError> {
+    let rows: Vec<(String, Uuid, f64, i16)> =
+        sqlx::query_as("SELECT charger_id, site_id, min_amps, phases FROM site_chargers")
             .fetch_all(pool)
-            .await?,
-    )
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(charger_id, site_id, min_amps, phases)| {
+            let seat = crate::smart::directory::Seat {
+                site_id,
+                min_amps,
+                phases: if phases == 1 { 1 } else { 3 },
+            };
+            (charger_id, seat)
+        })
+        .collect())
 }
 
 /// An external limit (2.0.1 NotifyChargingLimit); `None` clears it. `false` when the charger is
@@ -490,6 +502,8 @@ pub struct OpenTransaction {
     pub transaction_ref: Option<String>,
     pub max_power_kw: Option<f64>,
     pub allocated_amps: Option<f64>,
+    /// The highest rated AC current of the charger's station's connections (OCM data), if any.
+    pub rated_amps: Option<f64>,
 }
 
 pub async fn open_transaction_on(
@@ -498,7 +512,9 @@ pub async fn open_transaction_on(
     connector_id: i32,
 ) -> Result<Option<OpenTransaction>, StoreError> {
     Ok(sqlx::query_as::<_, OpenTransaction>(
-        "SELECT s.id AS session_id, t.transaction_ref, s.max_power_kw, a.amps AS allocated_amps \
+        "SELECT s.id AS session_id, t.transaction_ref, s.max_power_kw, a.amps AS allocated_amps, \
+                (SELECT max(c.amps)::float8 FROM chargers ch JOIN connections c ON c.station_id = ch.station_id \
+                 WHERE ch.id = s.charger_id AND c.amps > 0 AND COALESCE(c.current_type, '') NOT LIKE 'DC%') AS rated_amps \
          FROM sessions s \
          LEFT JOIN session_allocations a ON a.session_id = s.id \
          LEFT JOIN LATERAL (SELECT transaction_ref FROM charger_transactions \

@@ -9,7 +9,7 @@ use crate::helpers::{spawn_app, spawn_app_with, CHARGER_PASSWORD};
 
 const TOKEN: &str = "octt-trigger-token-for-tests-0001";
 
-async fn post(port: u16, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+pub async fn post(port: u16, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}{path}"))
         .json(&body);

@@ -429,3 +429,288 @@ async fn the_python_ocpp_package_installs_a_campaigns_firmware_as_a_2_0_1_statio
         .await;
     assert!(completed, "the campaign did not complete");
 }
+
+/// The CSMS side of the OCA smart-charging cases (block K) against an independent station: the
+/// OCTT trigger makes the server send each case's call, the station (tests/peers/
+/// ocpp201_smart_charging.py) keeps profiles as the specification says and checks what it gets.
+#[actix_web::test]
+async fn the_python_ocpp_package_runs_the_csms_side_of_the_smart_charging_cases() {
+    use crate::octt::post;
+    const TOKEN: &str = "octt-trigger-token-for-peers-01";
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.ocpp.octt_trigger_token = Some(TOKEN.to_string().into());
+    })
+    .await;
+    let operator = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Peer smart station").await;
+    app.register_charger(&operator, "PY-K", station, Some("python-peer-secret-6"))
+        .await;
+    let site = app
+        .graphql(
+            "mutation($i: CreateSiteInput!) { createSite(input: $i) { id } }",
+            json!({ "i": { "name": "Peer site", "gridLimitAmps": 32.0 } }),
+            Some(&operator),
+        )
+        .await["data"]["createSite"]["id"]
+        .as_str()
+        .expect("site id")
+        .to_string();
+    let attached = app
+        .graphql(
+            "mutation($i: AttachChargerInput!) { attachCharger(input: $i) { id } }",
+            json!({ "i": { "siteId": site, "chargerId": "PY-K", "maxAmps": 32.0, "minAmps": 6.0 } }),
+            Some(&operator),
+        )
+        .await;
+    assert!(attached["errors"].is_null(), "{attached}");
+    let (driver, _, _) = app
+        .register("pyk@example.com", "correct horse battery")
+        .await;
+    app.fund(&driver, "50.00").await;
+
+    let url = format!("ws://127.0.0.1:{}/ocpp", app.port);
+    let peer = spawn_peer(
+        "ocpp201_smart_charging.py",
+        &[url.as_str(), "PY-K", "python-peer-secret-6"],
+    );
+    // connected, and the site's fallback (station maximum, default at the minimum) installed
+    let ready = app
+        .wait_until(Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT fallback_installed_at IS NOT NULL FROM site_chargers WHERE charger_id = 'PY-K'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap_or(false)
+        })
+        .await;
+    assert!(ready, "the peer did not come up with its fallback profiles");
+
+    let trigger = |action: &'static str, body: serde_json::Value| {
+        let port = app.port;
+        async move {
+            post(
+                port,
+                &format!("/api/octt/2.0.1/PY-K/{action}"),
+                Some(TOKEN),
+                body,
+            )
+            .await
+        }
+    };
+    let profile = |id: i64, purpose: &str, kind: &str, stack: i64, limit: f64| {
+        let mut schedule = json!({ "id": id, "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": limit }] });
+        if kind != "Relative" {
+            schedule["startSchedule"] = json!("2026-12-01T00:00:00Z");
+        }
+        let mut p = json!({ "id": id, "stackLevel": stack, "chargingProfilePurpose": purpose,
+            "chargingProfileKind": kind, "chargingSchedule": [schedule] });
+        if kind == "Recurring" {
+            p["recurrencyKind"] = json!("Daily");
+        }
+        p
+    };
+    let status = |body: &serde_json::Value| body["response"]["status"].as_str().map(String::from);
+
+    // TC_K_02: a TxProfile without an ongoing transaction: the station's Rejected is reported
+    let (code, body) = trigger(
+        "SetChargingProfile",
+        json!({ "evseId": 1, "chargingProfile": profile(201, "TxProfile", "Relative", 1, 10.0) }),
+    )
+    .await;
+    assert_eq!(
+        (code, status(&body).as_deref()),
+        (200, Some("Rejected")),
+        "{body}"
+    );
+    // TC_K_15: the station does not support the profile: its CALLERROR reaches the tool
+    let (code, body) = trigger(
+        "SetChargingProfile",
+        json!({ "evseId": 1, "chargingProfile": profile(1500, "TxDefaultProfile", "Absolute", 3, 10.0) }),
+    )
+    .await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body["error"].to_string().contains("NotSupported"), "{body}");
+    // TC_K_19: a recurring profile
+    let (code, body) = trigger(
+        "SetChargingProfile",
+        json!({ "evseId": 1, "chargingProfile": profile(1901, "TxDefaultProfile", "Recurring", 2, 16.0) }),
+    )
+    .await;
+    assert_eq!(
+        (code, status(&body).as_deref()),
+        (200, Some("Accepted")),
+        "{body}"
+    );
+    // TC_K_06: cleared by EVSE, purpose and stack level
+    let (_, body) = trigger(
+        "ClearChargingProfile",
+        json!({ "chargingProfileCriteria": { "evseId": 1, "chargingProfilePurpose": "TxDefaultProfile", "stackLevel": 2 } }),
+    )
+    .await;
+    assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
+    // TC_K_08: nothing to clear
+    let (_, body) = trigger("ClearChargingProfile", json!({ "chargingProfileId": 4242 })).await;
+    assert_eq!(status(&body).as_deref(), Some("Unknown"), "{body}");
+    // TC_K_05: set, then cleared by id
+    let (_, body) = trigger(
+        "SetChargingProfile",
+        json!({ "evseId": 1, "chargingProfile": profile(1902, "TxDefaultProfile", "Absolute", 2, 12.0) }),
+    )
+    .await;
+    assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
+    let (_, body) = trigger("ClearChargingProfile", json!({ "chargingProfileId": 1902 })).await;
+    assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
+
+    // TC_K_29 - TC_K_36, TC_K_52: GetChargingProfiles by EVSE 0, EVSE 1, any EVSE, id, stack
+    // level, source (the station's own EMS limit), purpose, and one that matches nothing; each
+    // answer, and every ReportChargingProfiles that follows it, is kept
+    let requests = [
+        (
+            29,
+            json!({ "evseId": 0, "chargingProfile": {} }),
+            "Accepted",
+            1,
+        ),
+        (
+            30,
+            json!({ "evseId": 1, "chargingProfile": {} }),
+            "Accepted",
+            1,
+        ),
+        (31, json!({ "chargingProfile": {} }), "Accepted", 2),
+        (
+            32,
+            json!({ "chargingProfile": { "chargingProfileId": [700] } }),
+            "Accepted",
+            1,
+        ),
+        (
+            33,
+            json!({ "chargingProfile": { "stackLevel": 0 } }),
+            "Accepted",
+            2,
+        ),
+        (
+            34,
+            json!({ "chargingProfile": { "chargingLimitSource": ["EMS"] } }),
+            "Accepted",
+            1,
+        ),
+        (
+            35,
+            json!({ "chargingProfile": { "chargingProfilePurpose": "TxDefaultProfile" } }),
+            "Accepted",
+            1,
+        ),
+        (
+            36,
+            json!({ "chargingProfile": { "chargingProfilePurpose": "TxProfile" } }),
+            "NoProfiles",
+            0,
+        ),
+    ];
+    for (request_id, mut body, expected, reports) in requests {
+        body["requestId"] = json!(request_id);
+        let (_, answer) = trigger("GetChargingProfiles", body).await;
+        assert_eq!(
+            status(&answer).as_deref(),
+            Some(expected),
+            "K_{request_id}: {answer}"
+        );
+        let kept = app
+            .wait_until(Duration::from_secs(10), || async {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM charger_reports WHERE charger_id = 'PY-K' \
+                     AND kind = 'ReportChargingProfiles' AND (payload->>'requestId')::int = $1",
+                )
+                .bind(request_id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap_or(-1)
+                    == reports
+            })
+            .await;
+        assert!(kept, "K_{request_id}: {reports} reports expected");
+    }
+    let ems: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM charger_reports WHERE charger_id = 'PY-K' AND kind = 'ReportChargingProfiles' \
+         AND payload->>'chargingLimitSource' = 'EMS' AND (payload->>'requestId')::int = 34",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(ems, 1, "K_52: the EMS limit in the report");
+
+    // TC_K_43, TC_K_44: the composite schedule of EVSE 1 and of the station
+    for evse in [1, 0] {
+        let (_, body) = trigger(
+            "GetCompositeSchedule",
+            json!({ "evseId": evse, "duration": 300, "chargingRateUnit": "A" }),
+        )
+        .await;
+        assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
+        assert_eq!(body["response"]["schedule"]["evseId"], evse, "{body}");
+    }
+
+    // TC_K_37: an app start on the load-managed station carries a TxProfile at its minimum;
+    // TC_K_58: the site's allocation then renegotiates it and the car's schedule is accepted
+    let started = app
+        .graphql(
+            "mutation($i: StartSessionInput!) { startSession(input: $i) { id } }",
+            json!({ "i": { "stationId": station.to_string() } }),
+            Some(&driver),
+        )
+        .await;
+    if !started["errors"].is_null() {
+        // the peer's own complaint says more than the start's failure
+        let stdout = finished(peer).await;
+        panic!("{started}\n{stdout}");
+    }
+    let session_id = started["data"]["startSession"]["id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+    let allocated = app
+        .wait_until(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, f64>(
+                "SELECT amps FROM session_allocations WHERE session_id = $1::uuid AND applied",
+            )
+            .bind(&session_id)
+            .fetch_optional(&app.db)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|amps| amps > 6.0)
+        })
+        .await;
+    assert!(allocated, "the site did not allocate the new session");
+    let ended = app
+        .graphql(
+            "mutation($id: ID!) { endSession(sessionId: $id) { status } }",
+            json!({ "id": session_id }),
+            Some(&driver),
+        )
+        .await;
+    assert!(ended["errors"].is_null(), "{ended}");
+    let (_, body) = trigger("Reset", json!({ "type": "OnIdle" })).await;
+    assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
+
+    let stdout = finished(peer).await;
+    for line in [
+        "OK rejected TxProfile 201 without a running transaction",
+        "OK set 1901 TxDefaultProfile Recurring on 1 at 16.0",
+        "OK cleared [1901]: Accepted",
+        "OK cleared []: Unknown",
+        "OK cleared [1902]: Accepted",
+        "OK get profiles 36: NoProfiles",
+        "OK reported 31: 2 reports",
+        "OK composite 0:",
+        "OK remote start with TxProfile 9001 at 6.0",
+        "OK EV schedule within",
+        "OK transaction ended",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}

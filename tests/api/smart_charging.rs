@@ -703,3 +703,70 @@ async fn a_2_0_1_station_s_external_limits_and_ev_needs_shape_its_allocation() {
     .expect("count");
     assert_eq!(kept, 1);
 }
+
+/// TC_K_53 and TC_K_59 on a station that is on no site and whose car names no maximum: the
+/// needs are Accepted and a TxProfile follows at the station's rated current (32 A when it is
+/// not known); when the CSMS changed the profile and the car sends its needs again, another
+/// TxProfile follows and the car's schedule within it is Accepted.
+#[actix_web::test]
+async fn a_car_without_limits_still_gets_a_schedule_for_its_needs() {
+    use crate::ocpp201::{app_with_station, booted, event, with_token};
+    let (app, admin) = app_with_station("K-FREE").await;
+    let mut cs = booted(&app, "K-FREE").await;
+    let (driver, _, _) = app
+        .register("k-free@example.com", "correct horse battery")
+        .await;
+    let user = app.fund(&driver, "100").await;
+    let tag = user["idTag"].as_str().expect("idTag");
+    let started = cs
+        .call(
+            "TransactionEvent",
+            with_token(
+                event("Started", 0, "TX-FREE", &chrono::Utc::now().to_rfc3339()),
+                tag,
+            ),
+        )
+        .await
+        .expect("started");
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+
+    let needs = json!({ "evseId": 1, "maxScheduleTuples": 10,
+        "chargingNeeds": { "requestedEnergyTransfer": "AC_three_phase" } });
+    let answer = cs
+        .call("NotifyEVChargingNeeds", needs.clone())
+        .await
+        .expect("NotifyEVChargingNeeds answered");
+    assert_eq!(answer["status"], "Accepted", "{answer}");
+    let calls = serve_until(&mut cs, tx_profile_at(32.0)).await;
+    let (_, tx) = calls.last().expect("a TxProfile");
+    assert_eq!(tx["chargingProfile"]["transactionId"], "TX-FREE");
+    assert_eq!(tx["evseId"], 1);
+
+    // TC_K_59: the CSMS (here its operator) renegotiates; the car sends its needs again
+    let renegotiate = app.graphql(
+        "mutation($c: ID!, $a: String!, $p: JSON!) { sendChargerCommand(chargerId: $c, action: $a, payload: $p) }",
+        json!({ "c": "K-FREE", "a": "SetChargingProfile", "p": { "evseId": 1, "chargingProfile": {
+            "id": 2, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+            "transactionId": "TX-FREE", "chargingSchedule": [{ "id": 1, "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{ "startPeriod": 0, "limit": 10.0 }] }] } } }),
+        Some(&admin),
+    );
+    let (sent, _) = tokio::join!(renegotiate, serve_until(&mut cs, tx_profile_at(10.0)));
+    assert!(sent["errors"].is_null(), "{sent}");
+    let again = cs
+        .call("NotifyEVChargingNeeds", needs)
+        .await
+        .expect("NotifyEVChargingNeeds answered");
+    assert_eq!(again["status"], "Accepted", "{again}");
+    let calls = serve_until(&mut cs, tx_profile_at(32.0)).await;
+    let (_, tx) = calls.last().expect("a TxProfile");
+    let schedule = tx["chargingProfile"]["chargingSchedule"][0].clone();
+    let accepted = cs
+        .call(
+            "NotifyEVChargingSchedule",
+            json!({ "timeBase": chrono::Utc::now(), "evseId": 1, "chargingSchedule": schedule }),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(accepted["status"], "Accepted", "{accepted}");
+}

@@ -393,7 +393,14 @@ impl SiteMutation {
             }
             other => other.into(),
         })?;
-        app.site_directory.insert(&charger_id, site_id);
+        app.site_directory.insert(
+            &charger_id,
+            crate::smart::directory::Seat {
+                site_id,
+                min_amps,
+                phases: if phases == 1 { 1 } else { 3 },
+            },
+        );
         notify(app, site_id);
         tracing::info!(site_id = %site_id, charger_id = %charger_id, "charger attached to site");
         sites::find(&app.db, site_id)

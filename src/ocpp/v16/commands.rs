@@ -6,12 +6,30 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::security as sec;
-use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope};
+use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope, StartLimit};
 
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
 const TX_PROFILE_ID: i32 = profile_ids::TX;
 
 /// SetChargingProfile for a load-management current limit.
+/// The TxProfile a remotely started transaction begins under (RemoteStartTransaction's
+/// chargingProfile, without a transactionId), with the id of the session's TxProfile so that
+/// the site's first allocation replaces it.
+fn start_profile(limit: &StartLimit) -> Value {
+    let period = json!({
+        "startPeriod": 0,
+        "limit": (limit.amps * 10.0).floor() / 10.0,
+        "numberPhases": limit.phases,
+    });
+    json!({
+        "chargingProfileId": TX_PROFILE_ID,
+        "stackLevel": 1,
+        "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": { "chargingRateUnit": "A", "chargingSchedulePeriod": [period] },
+    })
+}
+
 fn current_limit(
     scope: LimitScope,
     connector_id: i32,
@@ -107,11 +125,15 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
         ChargerCommand::RemoteStart {
             connector_id,
             id_tag,
+            start_limit,
             ..
         } => {
             let mut payload = json!({ "idTag": id_tag });
             if let Some(connector_id) = connector_id {
                 payload["connectorId"] = json!(connector_id);
+            }
+            if let Some(limit) = start_limit {
+                payload["chargingProfile"] = start_profile(limit);
             }
             ("RemoteStartTransaction".to_string(), payload)
         }
@@ -301,6 +323,29 @@ mod tests {
         let (action, payload) = to_call(&ChargerCommand::Reset { hard: true }).unwrap_or_default();
         assert_eq!(action, "Reset");
         assert_eq!(payload, json!({ "type": "Hard" }));
+    }
+
+    #[test]
+    fn a_load_managed_remote_start_carries_a_tx_profile_without_a_transaction() {
+        let (action, payload) = to_call(&ChargerCommand::RemoteStart {
+            connector_id: Some(2),
+            id_tag: "TAG-1".into(),
+            remote_start_id: 0,
+            start_limit: Some(StartLimit {
+                amps: 10.05,
+                phases: 1,
+            }),
+        })
+        .unwrap_or_default();
+        assert_eq!(action, "RemoteStartTransaction");
+        let profile = &payload["chargingProfile"];
+        assert_eq!(profile["chargingProfilePurpose"], "TxProfile");
+        assert_eq!(profile["chargingProfileId"], profile_ids::TX);
+        assert!(profile.get("transactionId").is_none());
+        assert_eq!(
+            profile["chargingSchedule"]["chargingSchedulePeriod"],
+            json!([{ "startPeriod": 0, "limit": 10.0, "numberPhases": 1 }])
+        );
     }
 
     #[test]

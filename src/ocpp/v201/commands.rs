@@ -5,10 +5,30 @@ use rust_ocpp::v2_0_1::messages as m;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope};
+use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope, StartLimit};
 
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
 const TX_PROFILE_ID: i32 = profile_ids::TX;
+
+/// The TxProfile a remotely started transaction begins under (RequestStartTransaction's
+/// chargingProfile: no transactionId yet, K05.FR.03), with the id of the session's TxProfile so
+/// that the site's first allocation replaces it.
+fn start_profile(limit: &StartLimit) -> Value {
+    let period = json!({
+        "startPeriod": 0,
+        "limit": (limit.amps * 10.0).floor() / 10.0,
+        "numberPhases": limit.phases,
+    });
+    json!({
+        "id": TX_PROFILE_ID,
+        "stackLevel": 1,
+        "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": [
+            { "id": TX_PROFILE_ID, "chargingRateUnit": "A", "chargingSchedulePeriod": [period] }
+        ],
+    })
+}
 
 /// SetChargingProfile for a load-management current limit.
 fn current_limit(
@@ -25,14 +45,14 @@ fn current_limit(
         LimitScope::NewTransactions => (profile_ids::TX_DEFAULT, "TxDefaultProfile", 0, 0),
         LimitScope::Charger => (profile_ids::CHARGER_MAX, "ChargingStationMaxProfile", 0, 0),
     };
-    let mut schedule =
-        json!({ "id": id, "chargingRateUnit": "A", "chargingSchedulePeriod": [period] });
     let mut profile = json!({
         "id": id,
         "stackLevel": stack_level,
         "chargingProfilePurpose": purpose,
         "chargingProfileKind": "Relative",
     });
+    let mut schedule =
+        json!({ "id": id, "chargingRateUnit": "A", "chargingSchedulePeriod": [period] });
     if scope != LimitScope::Transaction {
         // not relative to a transaction (K01.FR.38; OCTT TC_K_70 asks the same of the
         // default): they hold from now on
@@ -160,6 +180,7 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             connector_id,
             id_tag,
             remote_start_id,
+            start_limit,
         } => {
             let mut payload = json!({
                 "idToken": { "idToken": id_tag, "type": "Central" },
@@ -167,6 +188,9 @@ pub fn to_call(command: &ChargerCommand) -> Result<(String, Value), CommandError
             });
             if let Some(evse_id) = connector_id {
                 payload["evseId"] = json!(evse_id);
+            }
+            if let Some(limit) = start_limit {
+                payload["chargingProfile"] = start_profile(limit);
             }
             ("RequestStartTransaction".to_string(), payload)
         }
@@ -363,12 +387,35 @@ mod tests {
             connector_id: Some(2),
             id_tag: "CG0011223344556677".into(),
             remote_start_id: 42,
+            start_limit: None,
         })
         .unwrap_or_default();
         assert_eq!(action, "RequestStartTransaction");
         assert_eq!(
             payload,
             json!({ "idToken": { "idToken": "CG0011223344556677", "type": "Central" }, "remoteStartId": 42, "evseId": 2 })
+        );
+    }
+
+    #[test]
+    fn a_load_managed_remote_start_carries_a_tx_profile_without_a_transaction() {
+        let (_, payload) = to_call(&ChargerCommand::RemoteStart {
+            connector_id: Some(1),
+            id_tag: "CG0011223344556677".into(),
+            remote_start_id: 7,
+            start_limit: Some(StartLimit {
+                amps: 6.0,
+                phases: 3,
+            }),
+        })
+        .unwrap_or_default();
+        let profile = &payload["chargingProfile"];
+        assert_eq!(profile["chargingProfilePurpose"], "TxProfile");
+        assert_eq!(profile["id"], profile_ids::TX);
+        assert!(profile.get("transactionId").is_none());
+        assert_eq!(
+            profile["chargingSchedule"][0]["chargingSchedulePeriod"],
+            json!([{ "startPeriod": 0, "limit": 6.0, "numberPhases": 3 }])
         );
     }
 

@@ -17,6 +17,9 @@ use crate::store::sites;
 
 /// Volts a limit in watts is converted to ampere with when the station does not say more.
 const NOMINAL_VOLTAGE: f64 = 230.0;
+/// The schedule of a car nothing bounds, when the station's rated current is not known: the
+/// most an AC connector carries per phase (IEC 62196 Type 2, 32 A).
+const UNBOUNDED_AC_AMPS: f64 = 32.0;
 
 /// The first period's limit of a schedule, in ampere per phase.
 fn schedule_amps(schedule: &Value) -> Option<f64> {
@@ -98,8 +101,8 @@ pub async fn cleared_charging_limit(
 /// K15/K16: the car's needs, stored for its session. On a load-managed charger they feed the
 /// allocation and the session's profile is pushed again; elsewhere the session gets a TxProfile
 /// at the lower of the car's maximum current and the session's own cap. Either way the answer
-/// is Accepted (a schedule follows); Rejected when there is no session on that EVSE or nothing
-/// to compute a limit from.
+/// is Accepted (a schedule follows); Rejected when there is no session on that EVSE or its
+/// transaction is not known yet.
 pub async fn notify_ev_charging_needs(
     ctx: &CallContext,
     payload: Value,
@@ -149,26 +152,28 @@ pub async fn notify_ev_charging_needs(
     let cap = open
         .max_power_kw
         .map(|kw| kw * 1000.0 / (NOMINAL_VOLTAGE * 3.0));
+    // nothing bounds the car (no site, no cap, the car gave no maximum): its schedule is the
+    // station's rated current, so the car still gets the profile it waits for (K15.FR.03)
     let amps = match (ev_max_amps, cap) {
-        (Some(ev), Some(cap)) => Some(ev.min(cap)),
-        (one, other) => one.or(other),
+        (Some(ev), Some(cap)) => ev.min(cap),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => open.rated_amps.unwrap_or(UNBOUNDED_AC_AMPS),
     };
-    match (amps, open.transaction_ref) {
-        (Some(amps), Some(transaction_ref)) => Ok(Handled::reply(
-            &json!({ "status": "Accepted" }),
-        )?
-        .with(Effect::Send {
-            command: ChargerCommand::LimitCurrent {
-                scope: LimitScope::Transaction,
-                connector_id: evse_id,
-                transaction_id: None,
-                transaction_ref: Some(transaction_ref),
-                amps,
-                phases: 3,
+    match open.transaction_ref {
+        Some(transaction_ref) => Ok(Handled::reply(&json!({ "status": "Accepted" }))?.with(
+            Effect::Send {
+                command: ChargerCommand::LimitCurrent {
+                    scope: LimitScope::Transaction,
+                    connector_id: evse_id,
+                    transaction_id: None,
+                    transaction_ref: Some(transaction_ref),
+                    amps,
+                    phases: 3,
+                },
+                what: "TxProfile for the EV's charging needs",
             },
-            what: "TxProfile for the EV's charging needs",
-        })),
-        _ => Handled::reply(&json!({ "status": "Rejected" })),
+        )),
+        None => Handled::reply(&json!({ "status": "Rejected" })),
     }
 }
 
