@@ -563,50 +563,65 @@ async fn the_python_ocpp_package_runs_the_csms_side_of_the_smart_charging_cases(
     let (_, body) = trigger("ClearChargingProfile", json!({ "chargingProfileId": 1902 })).await;
     assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
 
-    // TC_K_29 - TC_K_36, TC_K_52: GetChargingProfiles by EVSE 0, EVSE 1, any EVSE, id, stack
-    // level, source (the station's own EMS limit), purpose, and one that matches nothing; each
-    // answer, and every ReportChargingProfiles that follows it, is kept
+    // TC_K_29 - TC_K_36, TC_K_52: GetChargingProfiles as the OCTT sends them (EVSE 0, EVSE 1 or
+    // none, with a purpose, ids, a stack level, a source, or a purpose and a stack level), and
+    // one that matches nothing; each answer, and every ReportChargingProfiles that follows it,
+    // is kept. The station holds the site's TxDefaultProfile on EVSE 0, this one on EVSE 1 and
+    // its own EMS limit on EVSE 1.
+    let (_, body) = trigger(
+        "SetChargingProfile",
+        json!({ "evseId": 1, "chargingProfile": profile(1903, "TxDefaultProfile", "Absolute", 1, 14.0) }),
+    )
+    .await;
+    assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
+    let default = json!({ "chargingProfilePurpose": "TxDefaultProfile" });
     let requests = [
         (
             29,
-            json!({ "evseId": 0, "chargingProfile": {} }),
+            json!({ "evseId": 0, "chargingProfile": default }),
             "Accepted",
             1,
         ),
         (
             30,
-            json!({ "evseId": 1, "chargingProfile": {} }),
+            json!({ "evseId": 1, "chargingProfile": default }),
             "Accepted",
             1,
         ),
-        (31, json!({ "chargingProfile": {} }), "Accepted", 2),
+        (31, json!({ "chargingProfile": default }), "Accepted", 2),
         (
             32,
-            json!({ "chargingProfile": { "chargingProfileId": [700] } }),
+            json!({ "chargingProfile": { "chargingProfileId": [1903] } }),
             "Accepted",
             1,
         ),
         (
             33,
-            json!({ "chargingProfile": { "stackLevel": 0 } }),
+            json!({ "evseId": 1, "chargingProfile": { "stackLevel": 1 } }),
             "Accepted",
-            2,
+            1,
         ),
         (
             34,
-            json!({ "chargingProfile": { "chargingLimitSource": ["EMS"] } }),
+            json!({ "evseId": 1, "chargingProfile": { "chargingLimitSource": ["EMS"] } }),
             "Accepted",
             1,
         ),
         (
             35,
-            json!({ "chargingProfile": { "chargingProfilePurpose": "TxDefaultProfile" } }),
+            json!({ "evseId": 1, "chargingProfile": default }),
             "Accepted",
             1,
         ),
         (
             36,
-            json!({ "chargingProfile": { "chargingProfilePurpose": "TxProfile" } }),
+            json!({ "evseId": 1, "chargingProfile": { "chargingProfilePurpose": "TxDefaultProfile", "stackLevel": 1 } }),
+            "Accepted",
+            1,
+        ),
+        (
+            99,
+            json!({ "evseId": 1, "chargingProfile": { "chargingProfilePurpose": "TxProfile" } }),
             "NoProfiles",
             0,
         ),
@@ -704,7 +719,7 @@ async fn the_python_ocpp_package_runs_the_csms_side_of_the_smart_charging_cases(
         "OK cleared [1901]: Accepted",
         "OK cleared []: Unknown",
         "OK cleared [1902]: Accepted",
-        "OK get profiles 36: NoProfiles",
+        "OK get profiles 99: NoProfiles",
         "OK reported 31: 2 reports",
         "OK composite 0:",
         "OK remote start with TxProfile 9001 at 6.0",
