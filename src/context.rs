@@ -76,6 +76,8 @@ pub struct AppContext {
     pub sessions: Addr<SessionSupervisor>,
     /// Runs the controllers of the load-managed sites whose lease this replica holds.
     pub site_supervisor: Addr<SiteSupervisor>,
+    /// Stations' tariffs and users' plans for the running cost in 2.0.1 answers.
+    pub running_cost: Arc<crate::store::running_cost::TariffCache>,
     /// Which site each charger is attached to (every replica keeps it).
     pub site_directory: Arc<crate::smart::SiteDirectory>,
     /// One local-list push per charger at a time on this replica (versions are computed from

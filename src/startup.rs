@@ -459,6 +459,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         sessions: sessions.clone(),
         site_supervisor: SiteSupervisor::default().start(),
         site_directory: Arc::default(),
+        running_cost: Arc::default(),
         local_list_locks: Arc::default(),
         http_port: Arc::default(),
         rpc,

@@ -115,6 +115,18 @@ async fn tariff_for(
     Ok((policy.fallback.clone(), None, "built-in tariff"))
 }
 
+/// The tariff a session at `station_id` is billed with (as `bill_session` chooses it).
+pub async fn station_tariff(
+    pool: &PgPool,
+    station_id: Uuid,
+    policy: &BillingPolicy<'_>,
+) -> Result<Tariff, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (tariff, _, _) = tariff_for(&mut tx, station_id, policy).await?;
+    tx.rollback().await?;
+    Ok(tariff)
+}
+
 /// Bills `session_id` for SESSION_ENDED `event_id`, in a transaction of its own.
 pub async fn bill_session(
     pool: &PgPool,

@@ -20,6 +20,7 @@ pub mod postgres;
 pub mod redis;
 pub mod refresh_tokens;
 pub mod reservations;
+pub mod running_cost;
 pub mod security;
 pub mod sessions;
 pub mod sites;

@@ -340,3 +340,94 @@ async fn an_ended_event_without_a_register_ends_on_the_newest_reading_even_one_n
         ("COMPLETED", Decimal::new(4000, 3))
     );
 }
+
+/// TC_I_01 / TC_I_02: the answers to a running transaction's events carry what it costs so far
+/// under the station's tariff, and the answer to its end the final cost, which is what the
+/// invoice then says.
+#[actix_web::test]
+async fn transaction_answers_carry_the_running_and_the_final_cost() {
+    let app = crate::helpers::spawn_app_with_workers(|_| {}).await;
+    let token = app.staff_token("ADMIN").await;
+    let station = app.create_station("Cost station").await;
+    app.register_charger(&token, "CS-COST", station, Some(crate::ocpp201::PASSWORD))
+        .await;
+    sqlx::query(
+        "INSERT INTO tariffs (id, name, currency, price_per_kwh, price_per_minute, grace_minutes, session_fee, is_default) \
+         VALUES ($1, 'Default', 'EUR', 0.50, 0, 0, 1.00, TRUE)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (driver, _, _) = app
+        .register("cost@example.com", "correct horse battery")
+        .await;
+    let id_tag = app.fund(&driver, "50.00").await["idTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cs = booted(&app, "CS-COST").await;
+    let started = send(
+        &mut cs,
+        with_meter(
+            with_token(
+                event("Started", 0, "TX-COST", "2026-11-21T10:00:00Z"),
+                &id_tag,
+            ),
+            0,
+            None,
+            "Transaction.Begin",
+        ),
+    )
+    .await;
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+    assert!(started.get("totalCost").is_none(), "{started}");
+    // a reading the session row takes (at most one a second): its answer has the cost so far
+    let mut running = None;
+    for (seq, wh) in [(1, 2000), (2, 2000), (3, 2000)] {
+        let answer = send(
+            &mut cs,
+            with_meter(
+                event("Updated", seq, "TX-COST", "2026-11-21T10:10:00Z"),
+                wh,
+                None,
+                "Sample.Periodic",
+            ),
+        )
+        .await;
+        if let Some(cost) = answer.get("totalCost") {
+            running = Some(cost.clone());
+            break;
+        }
+        // the row took a reading less than a second ago: the next one lands after it
+        let taken = app
+            .wait_until(std::time::Duration::from_secs(3), || async {
+                count(&app, "SELECT count(*) FROM sessions WHERE energy_kwh = 2 AND updated_at < now() - interval '1 second'").await == 1
+            })
+            .await;
+        assert!(taken, "the session never took the reading");
+    }
+    // 1.00 fee + 2 kWh * 0.50
+    assert_eq!(running, Some(json!(2.0)));
+    let ended = send(
+        &mut cs,
+        with_meter(
+            event("Ended", 4, "TX-COST", "2026-11-21T10:20:00Z"),
+            5000,
+            None,
+            "Transaction.End",
+        ),
+    )
+    .await;
+    // 1.00 fee + 5 kWh * 0.50
+    assert_eq!(ended["totalCost"], json!(3.5), "{ended}");
+    let invoiced = app
+        .wait_until(std::time::Duration::from_secs(20), || async {
+            count(&app, "SELECT count(*) FROM invoices WHERE amount = 3.50").await == 1
+        })
+        .await;
+    assert!(
+        invoiced,
+        "the invoice does not say what the charger was told"
+    );
+}

@@ -709,6 +709,19 @@ async fn the_python_ocpp_package_runs_the_csms_side_of_the_smart_charging_cases(
         )
         .await;
     assert!(ended["errors"].is_null(), "{ended}");
+    let completed = app
+        .wait_until(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, String>("SELECT status FROM sessions WHERE id = $1::uuid")
+                .bind(&session_id)
+                .fetch_one(&app.db)
+                .await
+                .is_ok_and(|status| status == "COMPLETED")
+        })
+        .await;
+    assert!(
+        completed,
+        "the station's Ended event did not end the session"
+    );
     let (_, body) = trigger("Reset", json!({ "type": "OnIdle" })).await;
     assert_eq!(status(&body).as_deref(), Some("Accepted"), "{body}");
 

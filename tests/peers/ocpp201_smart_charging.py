@@ -69,8 +69,21 @@ class SmartStation(ChargePoint):
             }, "EMS"),
         }
         self.transaction = None
-        self.reports = []
         self.done = asyncio.Event()
+        # calls of our own still in flight; the run ends only once they were answered
+        self.busy = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def send(self, request):
+        self.busy += 1
+        self.idle.clear()
+        try:
+            return await self.call(request)
+        finally:
+            self.busy -= 1
+            if self.busy == 0:
+                self.idle.set()
 
     # ---- SetChargingProfile (K01)
     @on(Action.set_charging_profile)
@@ -105,7 +118,7 @@ class SmartStation(ChargePoint):
                 self.transaction is None:
             return
         limit = first_limit(charging_profile)
-        answer = await self.call(call.NotifyEVChargingSchedule(
+        answer = await self.send(call.NotifyEVChargingSchedule(
             time_base=now(), evse_id=evse_id, charging_schedule={
                 "id": 1, "charging_rate_unit": "A",
                 "charging_schedule_period": [{"start_period": 0, "limit": limit}],
@@ -176,7 +189,7 @@ class SmartStation(ChargePoint):
         keys = sorted(groups)
         for index, (evse, source) in enumerate(keys):
             last = index == len(keys) - 1
-            await self.call(call.ReportChargingProfiles(
+            await self.send(call.ReportChargingProfiles(
                 request_id=request_id, charging_limit_source=source, evse_id=evse,
                 charging_profile=groups[(evse, source)], tbc=None if last else True,
             ))
@@ -216,7 +229,7 @@ class SmartStation(ChargePoint):
                                   charging_profile=None, **kwargs):
         self.transaction = TRANSACTION
         self.profiles[charging_profile["id"]] = (evse_id or 1, charging_profile, "CSO")
-        answer = await self.call(call.TransactionEvent(
+        answer = await self.send(call.TransactionEvent(
             event_type="Started", timestamp=now(), trigger_reason="RemoteStart", seq_no=0,
             transaction_info={"transaction_id": TRANSACTION, "remote_start_id": remote_start_id,
                               "charging_state": "Charging"},
@@ -236,7 +249,7 @@ class SmartStation(ChargePoint):
         for pid in [pid for pid, (_, p, _) in self.profiles.items()
                     if p["charging_profile_purpose"] == "TxProfile"]:
             del self.profiles[pid]
-        await self.call(call.TransactionEvent(
+        await self.send(call.TransactionEvent(
             event_type="Ended", timestamp=now(), trigger_reason="RemoteStop", seq_no=1,
             transaction_info={"transaction_id": TRANSACTION, "stopped_reason": "Remote"},
         ))
@@ -248,7 +261,8 @@ class SmartStation(ChargePoint):
         return call_result.Reset(status="Accepted")
 
     @after(Action.reset)
-    def after_reset(self, type, **kwargs):
+    async def after_reset(self, type, **kwargs):
+        await self.idle.wait()
         self.done.set()
 
 

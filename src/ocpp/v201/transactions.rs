@@ -139,6 +139,8 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         .as_ref()
         .is_some_and(|t| t.status == AuthorizationStatusEnumType::Accepted);
     let transaction_ref = req.transaction_info.transaction_id.clone();
+    // the running cost (I02) and the final one (I03) go into the answer
+    let costed = req.event_type != TransactionEventEnumType::Started;
     let (seq_no, event, offline) = (
         req.seq_no,
         enum_name(&req.event_type),
@@ -182,6 +184,26 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         tracing::info!(charger_id = %ctx.charger_id, %transaction_ref, seq_no, "repeated TransactionEvent answered without changes");
         return Ok(answer);
     };
+    let mut answer = answer;
+    if let Some(record) = session.as_ref().filter(|_| costed) {
+        let currency = &ctx.app.settings.billing.currency;
+        match ctx
+            .app
+            .running_cost
+            .cost_of(&ctx.app.db, record, currency, chrono::Utc::now())
+            .await
+        {
+            // a JSON number as the schema says (a cents amount is exact enough in f64)
+            Ok(cost) => {
+                let cost = rust_decimal::prelude::ToPrimitive::to_f64(&cost).unwrap_or_default();
+                answer.response["totalCost"] = Value::from(cost);
+            }
+            // the event is stored: it is answered, without the cost
+            Err(e) => {
+                tracing::warn!(charger_id = %ctx.charger_id, error = %e, "running cost not computed")
+            }
+        }
+    }
     if let (Hold::Mine(reservation), true) = (hold, accepted) {
         // the driver's reservation is used (guarded: a repeat or a race changes nothing)
         let session_id = session.as_ref().map(|s| s.id);
