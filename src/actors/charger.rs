@@ -355,7 +355,8 @@ impl ChargerActor {
                 let db = self.app.db.clone();
                 actix::spawn(async move {
                     match answer.await {
-                        Ok(Ok(answer)) if answer["status"] != "Accepted" => {
+                        // answers without a status (GetTransactionStatus) are only logged
+                        Ok(Ok(answer)) if answer.get("status").is_some_and(|s| s != "Accepted") => {
                             // e.g. a signed certificate the charger refused to install (A_14)
                             tracing::warn!(%charger_id, what, %answer, "the charger did not accept");
                             crate::security::record_server_event(

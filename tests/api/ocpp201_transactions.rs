@@ -431,3 +431,57 @@ async fn transaction_answers_carry_the_running_and_the_final_cost() {
         "the invoice does not say what the charger was told"
     );
 }
+
+/// TC_E_31: an Ended event that skips seqNos makes the CSMS ask the station about that
+/// transaction (GetTransactionStatus with its id); the queued events that follow fill the gap.
+#[actix_web::test]
+async fn a_seq_no_gap_makes_the_csms_ask_for_the_transactions_status() {
+    let (app, _) = app_with_station("CS-GAP").await;
+    let (_, id_tag) = driver(&app, "gap@example.com").await;
+    let mut cs = booted(&app, "CS-GAP").await;
+    send(
+        &mut cs,
+        with_token(
+            event("Started", 0, "TX-GAP", "2026-11-21T10:00:00Z"),
+            &id_tag,
+        ),
+    )
+    .await;
+    send(
+        &mut cs,
+        event("Updated", 1, "TX-GAP", "2026-11-21T10:01:00Z"),
+    )
+    .await;
+    let mut ended = event("Ended", 4, "TX-GAP", "2026-11-21T10:05:00Z");
+    ended["offline"] = json!(true);
+    send(&mut cs, ended).await;
+    let (id, action, payload) = cs.next_server_call().await;
+    assert_eq!(action, "GetTransactionStatus");
+    assert_eq!(payload, json!({ "transactionId": "TX-GAP" }));
+    cs.reply(
+        &id,
+        json!({ "ongoingIndicator": false, "messagesInQueue": true }),
+    )
+    .await;
+    assert_eq!(bookkeeping(&app, "TX-GAP").await.1, vec![2, 3]);
+    for seq in [2, 3] {
+        let mut queued = event("Updated", seq, "TX-GAP", "2026-11-21T10:03:00Z");
+        queued["offline"] = json!(true);
+        send(&mut cs, queued).await;
+    }
+    assert_eq!(bookkeeping(&app, "TX-GAP").await.1, Vec::<i32>::new());
+    // filling a gap asks nothing more: the next call the station sees is the operator's
+    let admin = app.staff_token("ADMIN").await;
+    let reset = app.graphql(
+        "mutation { resetCharger(chargerId: \"CS-GAP\", type: SOFT) }",
+        json!({}),
+        Some(&admin),
+    );
+    let station = async {
+        let (id, action, _) = cs.next_server_call().await;
+        cs.reply(&id, json!({ "status": "Accepted" })).await;
+        action
+    };
+    let (_, action) = tokio::join!(reset, station);
+    assert_eq!(action, "Reset");
+}

@@ -13,17 +13,21 @@
 //!   charger-started one. `Updated` meter values update the session; `Ended` completes it with
 //!   the event's last `Energy.Active.Import.Register`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use rust_ocpp::v2_0_1::enumerations::authorization_status_enum_type::AuthorizationStatusEnumType;
 use rust_ocpp::v2_0_1::enumerations::transaction_event_enum_type::TransactionEventEnumType;
 use rust_ocpp::v2_0_1::messages::transaction_event::{
     TransactionEventRequest, TransactionEventResponse,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::authorize::{check_token, resolve, Resolved};
 use super::meter::{samples, samples_lenient};
-use crate::ocpp::handler::{enum_name, CallContext, Handled};
+use crate::ocpp::command::ChargerCommand;
+use crate::ocpp::handler::{enum_name, CallContext, Effect, Handled};
 use crate::ocpp::meter::{self, Reading};
 use crate::ocpp::payload::{check_len, decode_shape};
 use crate::ocpp::{CallErrorCode, CallFailure};
@@ -157,10 +161,13 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
                 reading,
             });
     let job_ctx = ctx.clone();
+    // set when this event showed seqNos missing before it (E14: the CSMS asks what is queued)
+    let gap = Arc::new(AtomicBool::new(false));
+    let job_gap = gap.clone();
     let general = event_job(move |tx| {
         // a job may run twice (alone, after its batch failed): it owns copies
         let (job_ctx, req, token) = (job_ctx.clone(), req.clone(), token.clone());
-        let (samples, reading) = (samples.clone(), reading);
+        let (samples, reading, job_gap) = (samples.clone(), reading, job_gap.clone());
         Box::pin(async move {
             store_event(
                 &job_ctx,
@@ -170,6 +177,7 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
                 &samples,
                 &reading,
                 start_wh,
+                &job_gap,
             )
             .await
         })
@@ -185,6 +193,16 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         return Ok(answer);
     };
     let mut answer = answer;
+    if gap.load(Ordering::Relaxed) {
+        // TC_E_31: messages of this transaction are missing: is the station still holding them?
+        answer = answer.with(Effect::Send {
+            command: ChargerCommand::Raw {
+                action: "GetTransactionStatus".into(),
+                payload: json!({ "transactionId": transaction_ref }),
+            },
+            what: "GetTransactionStatus after a seqNo gap",
+        });
+    }
     if let Some(record) = session.as_ref().filter(|_| costed) {
         let currency = &ctx.app.settings.billing.currency;
         match ctx
@@ -243,6 +261,7 @@ async fn store_event(
     samples: &[meter::Sample],
     reading: &Reading,
     start_wh: Option<Decimal>,
+    gap: &AtomicBool,
 ) -> Result<Option<Option<SessionRecord>>, StoreError> {
     let (transaction, created) = transaction_events::lock_or_create(
         tx,
@@ -259,6 +278,7 @@ async fn store_event(
         return Ok(None);
     };
     if seq.gaps.len() > transaction.seq_gaps.len() {
+        gap.store(true, Ordering::Relaxed);
         tracing::warn!(charger_id = %ctx.charger_id, transaction_ref = %req.transaction_info.transaction_id, gaps = ?seq.gaps, "TransactionEvent seqNo gap");
     }
     let offline = req.offline.unwrap_or(false);
