@@ -169,17 +169,14 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         let (job_ctx, req, token) = (job_ctx.clone(), req.clone(), token.clone());
         let (samples, reading, job_gap) = (samples.clone(), reading, job_gap.clone());
         Box::pin(async move {
-            store_event(
-                &job_ctx,
-                tx,
-                &req,
-                token.as_ref(),
-                &samples,
-                &reading,
+            let event = Event {
+                req: &req,
+                token: token.as_ref(),
+                reading: &reading,
                 start_wh,
-                &job_gap,
-            )
-            .await
+                samples: &samples,
+            };
+            store_event(&job_ctx, tx, &event, &job_gap).await
         })
     });
     // stored in the next group commit; answered only once it committed
@@ -253,16 +250,14 @@ where
 
 /// Stores one event within the batch's transaction: `None` for a repeated seqNo (nothing
 /// written), else the session as the event left it.
+/// `gap` is set when the event shows seqNos missing before it.
 async fn store_event(
     ctx: &CallContext,
     tx: &mut Tx<'_>,
-    req: &TransactionEventRequest,
-    token: Option<&Resolved>,
-    samples: &[meter::Sample],
-    reading: &Reading,
-    start_wh: Option<Decimal>,
+    event: &Event<'_>,
     gap: &AtomicBool,
 ) -> Result<Option<Option<SessionRecord>>, StoreError> {
+    let (req, start_wh) = (event.req, event.start_wh);
     let (transaction, created) = transaction_events::lock_or_create(
         tx,
         &FirstEvent {
@@ -285,14 +280,7 @@ async fn store_event(
     let started = (req.event_type == TransactionEventEnumType::Started && !created)
         .then_some((req.timestamp, start_wh));
     transaction_events::record_event(tx, transaction.record.id, &seq, offline, started).await?;
-    let event = Event {
-        req,
-        token,
-        reading,
-        start_wh,
-        samples,
-    };
-    apply(ctx, tx, &event, &transaction).await.map(Some)
+    apply(ctx, tx, event, &transaction).await.map(Some)
 }
 
 /// A decoded event with what was derived from it.
