@@ -10,7 +10,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::actors::registry;
 use crate::context::AppContext;
 use crate::domain::ChargePointId;
 use crate::ocpp::command::{ChargerCommand, CommandError};
@@ -121,7 +120,7 @@ pub async fn trigger(
         action: action.clone(),
         payload,
     };
-    match registry::execute(&ctx, charger_id.as_str(), command).await {
+    match crate::ocpp::v201::message_limits::execute(&ctx, charger_id.as_str(), command).await {
         Ok(response) => HttpResponse::Ok().json(json!({ "action": action, "response": response })),
         Err(e) => {
             let status = match &e {

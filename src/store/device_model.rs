@@ -130,3 +130,28 @@ pub async fn list(
     .fetch_all(pool)
     .await?)
 }
+
+/// What the charger takes in one `action` message (DeviceDataCtrlr.ItemsPerMessage and
+/// BytesPerMessage with the action as the variable's instance), as it reported them.
+pub async fn message_limits(
+    pool: &PgPool,
+    charger_id: &str,
+    action: &str,
+) -> Result<(Option<usize>, Option<usize>), StoreError> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT variable, value FROM device_model_variables \
+         WHERE charger_id = $1 AND component = 'DeviceDataCtrlr' AND attribute_type = 'Actual' \
+           AND variable IN ('ItemsPerMessage', 'BytesPerMessage') AND variable_instance = $2",
+    )
+    .bind(charger_id)
+    .bind(action)
+    .fetch_all(pool)
+    .await?;
+    let value = |name: &str| {
+        rows.iter()
+            .find(|(variable, _)| variable == name)
+            .and_then(|(_, value)| value.as_deref()?.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+    };
+    Ok((value("ItemsPerMessage"), value("BytesPerMessage")))
+}

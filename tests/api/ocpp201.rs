@@ -751,3 +751,58 @@ async fn monitoring_display_firmware_and_customer_reports_are_kept_for_operators
         "card 04A1: Ana Driver"
     );
 }
+
+/// TC_B_08: the station reported DeviceDataCtrlr.ItemsPerMessage[GetVariables] = 4; an
+/// operator's GetVariables of ten variables goes as requests of at most four, and the operator
+/// gets the ten results in the order asked.
+#[actix_web::test]
+async fn get_variables_respects_the_stations_items_per_message() {
+    let (app, token) = app_with_station("CS-IPM").await;
+    let mut cs = booted(&app, "CS-IPM").await;
+    cs.call("NotifyReport", json!({ "requestId": 1, "seqNo": 0, "generatedAt": "2026-11-21T10:00:00Z", "reportData": [
+        { "component": { "name": "DeviceDataCtrlr" }, "variable": { "name": "ItemsPerMessage", "instance": "GetVariables" },
+          "variableAttribute": [{ "value": "4", "mutability": "ReadOnly" }] }
+    ] })).await.expect("NotifyReport answered");
+    let asked: Vec<Value> = (0..10)
+        .map(|i| json!({ "component": { "name": "OCPPCommCtrlr" }, "variable": { "name": format!("V{i}") } }))
+        .collect();
+    let request = command(
+        &app,
+        &token,
+        "CS-IPM",
+        "GetVariables",
+        json!({ "getVariableData": asked }),
+    );
+    let station = async {
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 10 {
+            let (id, action, payload) = cs.next_server_call().await;
+            assert_eq!(action, "GetVariables");
+            let data = payload["getVariableData"]
+                .as_array()
+                .expect("a list")
+                .clone();
+            sizes.push(data.len());
+            let results: Vec<Value> = data
+                .iter()
+                .map(|d| {
+                    json!({ "attributeStatus": "Accepted", "attributeValue": "1",
+                    "component": d["component"], "variable": d["variable"] })
+                })
+                .collect();
+            cs.reply(&id, json!({ "getVariableResult": results })).await;
+        }
+        sizes
+    };
+    let (answer, sizes) = tokio::join!(request, station);
+    assert_eq!(sizes, vec![4, 4, 2]);
+    let results = answer["data"]["sendChargerCommand"]["getVariableResult"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .clone();
+    let names: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["variable"]["name"].as_str())
+        .collect();
+    assert_eq!(names, (0..10).map(|i| format!("V{i}")).collect::<Vec<_>>());
+}

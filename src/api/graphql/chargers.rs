@@ -397,13 +397,14 @@ pub(super) async fn disconnect(app: &AppContext, charger_id: &str, reason: &str)
     }
 }
 
-/// Runs a command on a charger wherever this replica can reach it.
+/// Runs a command on a charger wherever this replica can reach it (a GetVariables or
+/// SetVariables longer than the station takes in one message goes in several).
 pub async fn run_command(
     app: &AppContext,
     charger_id: &str,
     command: ChargerCommand,
 ) -> ApiResult<Value> {
-    registry::execute(app, charger_id, command)
+    crate::ocpp::v201::message_limits::execute(app, charger_id, command)
         .await
         .map_err(command_error)
 }
