@@ -530,3 +530,200 @@ async fn an_admin_replays_a_dead_letter_from_the_page() {
         })
         .await;
 }
+
+/// Chooses `value` in the `<select>` matching `css` once that option exists.
+async fn choose(browser: &Browser, css: &str, value: &str) {
+    browser
+        .click(&format!("{css} option[value='{value}']"))
+        .await;
+}
+
+/// A screenshot of the page from its top (a form the test used may have scrolled it).
+async fn screenshot_from_top(browser: &Browser, name: &str) {
+    browser
+        .eval("window.scrollTo(0, 0); return null;", json!([]))
+        .await;
+    browser.screenshot(name).await;
+}
+
+async fn remember_document(browser: &Browser) {
+    browser
+        .eval("window.__sameDocument = true; return null;", json!([]))
+        .await;
+}
+
+async fn assert_same_document(browser: &Browser) {
+    assert_eq!(
+        browser
+            .eval("return window.__sameDocument === true;", json!([]))
+            .await,
+        true,
+        "the page was reloaded"
+    );
+}
+
+/// A call the test makes through an `Obliging` charger, and where its answer goes.
+type TestCall = (
+    String,
+    serde_json::Value,
+    tokio::sync::oneshot::Sender<serde_json::Value>,
+);
+
+/// A connected charger that answers every call of the server in the background (Accepted, or
+/// what the action needs) while the test sends its own calls through `call`.
+struct Obliging {
+    commands: tokio::sync::mpsc::UnboundedSender<TestCall>,
+}
+
+fn obliging_answer(action: &str) -> serde_json::Value {
+    match action {
+        "GetCompositeSchedule" => json!({ "status": "Rejected" }),
+        "GetLocalListVersion" => json!({ "listVersion": 0 }),
+        _ => json!({ "status": "Accepted" }),
+    }
+}
+
+impl Obliging {
+    fn spawn(mut cp: TestCharger) -> Obliging {
+        let (commands, mut rx) = tokio::sync::mpsc::unbounded_channel::<TestCall>();
+        tokio::spawn(async move {
+            loop {
+                // the server's calls that arrived while the charger waited for an answer
+                while let Some((id, action, _)) = cp.server_calls.pop_front() {
+                    cp.reply(&id, obliging_answer(&action)).await;
+                }
+                tokio::select! {
+                    command = rx.recv() => {
+                        let Some((action, payload, done)) = command else { return };
+                        let answer = cp.call(&action, payload).await.expect("answered");
+                        let _ = done.send(answer);
+                    }
+                    frame = cp.recv_within(std::time::Duration::from_millis(200)) => {
+                        let Some(call) = frame.filter(|f| f[0] == 2) else { continue };
+                        let action = call[2].as_str().unwrap_or_default();
+                        cp.reply(call[1].as_str().unwrap_or_default(), obliging_answer(action))
+                            .await;
+                    }
+                }
+            }
+        });
+        Obliging { commands }
+    }
+
+    async fn call(&self, action: &str, payload: serde_json::Value) -> serde_json::Value {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send((action.to_string(), payload, done))
+            .expect("the charger runs");
+        answer.await.expect("the charger's call is answered")
+    }
+}
+
+#[actix_web::test]
+async fn a_site_created_in_the_page_gets_a_charger_and_shows_its_load_live() {
+    let app = crate::helpers::spawn_app_with(|s| s.smart_charging.verify_schedules = false).await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Depot station").await;
+    app.register_charger(&token, "CP-SITE", station, None).await;
+    let operator = user_with_role(&app, "OPERATOR").await;
+    let cp = Obliging::spawn(online_charger(&app, "CP-SITE").await);
+    let (driver, id_tag) = app.funded_driver("site-driver@example.com").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+
+    // the operator creates the site and attaches the charger, in the page
+    browser
+        .goto(&format!("{}/console#/sites", app.address))
+        .await;
+    browser
+        .wait_text("#main tbody", |t| t.contains("Nothing"))
+        .await;
+    browser.type_into("#site-name", "Depot").await;
+    browser.type_into("#site-limit", "63").await;
+    browser.click("#create-site-submit").await;
+    browser
+        .wait_text("#main h1", |t| t.contains("Site Depot"))
+        .await;
+    choose(&browser, "#attach-charger-id", "CP-SITE").await;
+    browser.clear("#attach-max").await;
+    browser.type_into("#attach-max", "32").await;
+    browser.click("#attach-submit").await;
+    browser
+        .wait_text("[data-testid=attach-answer]", |t| {
+            t.contains("CP-SITE attached")
+        })
+        .await;
+    browser
+        .wait_text("#main [data-charger='CP-SITE']", |t| t.contains("32.0 A"))
+        .await;
+    let hash = browser.eval("return location.hash;", json!([])).await;
+    let site_id = hash
+        .as_str()
+        .and_then(|h| h.strip_prefix("#/sites/"))
+        .unwrap_or_else(|| panic!("the page shows a site: {hash}"))
+        .to_string();
+    let sites = app
+        .graphql(
+            "{ sites { id name gridLimitAmps chargers { chargerId maxAmps } } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        sites["data"]["sites"],
+        json!([{ "id": site_id, "name": "Depot", "gridLimitAmps": 63.0,
+                 "chargers": [{ "chargerId": "CP-SITE", "maxAmps": 32.0 }] }]),
+        "{sites}"
+    );
+    remember_document(&browser).await;
+
+    // a car charges there: its allocation and what it draws (6.9 kW on three 230 V phases is
+    // 10 A per phase) reach the page through the site's subscription
+    let started = app
+        .graphql(
+            "mutation($i: StartSessionInput!) { startSession(input: $i) { id } }",
+            json!({ "i": { "stationId": station.to_string() } }),
+            Some(&driver),
+        )
+        .await;
+    let session = started["data"]["startSession"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("startSession: {started}"))
+        .to_string();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let tid = cp
+        .call(
+            "StartTransaction",
+            json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": now }),
+        )
+        .await["transactionId"]
+        .as_i64()
+        .unwrap();
+    cp.call("MeterValues", meter(tid, 500, 6900, &now)).await;
+    browser
+        .wait_text("[data-testid=site-measured]", |t| {
+            t == "L1 10.0 · L2 10.0 · L3 10.0 A"
+        })
+        .await;
+    let row = browser
+        .wait_text(&format!("[data-session='{session}']"), |t| {
+            t.contains("10.0 A") && t.contains("6.9 kW")
+        })
+        .await;
+    assert!(!row.contains("paused"), "the session is allocated: {row}");
+    assert_same_document(&browser).await;
+    assert_eq!(browser.text("#main .error").await, None);
+    screenshot_from_top(&browser, "console-site").await;
+
+    // the list of sites shows it with its charger and load
+    browser
+        .goto(&format!("{}/console#/sites", app.address))
+        .await;
+    browser
+        .wait_text(&format!("[data-site='{site_id}']"), |t| {
+            t.contains("1 attached, 1 online") && t.contains("L1 10.0")
+        })
+        .await;
+    browser.screenshot("console-sites").await;
+}

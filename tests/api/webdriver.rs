@@ -217,6 +217,17 @@ impl Browser {
         .await;
     }
 
+    /// Empties the input or textarea matching `css` (before typing a value over a default).
+    pub async fn clear(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the page to `$CHARGEGRID_SCREENSHOTS/<name>.png` when that is set (the
     /// README's images are made this way); otherwise takes it and checks it is a PNG.
     pub async fn screenshot(&self, name: &str) {

@@ -50,6 +50,9 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/map.js", JS),
     asset!("js/pages/billing.js", JS),
     asset!("js/pages/deadletters.js", JS),
+    asset!("js/pages/sites.js", JS),
+    asset!("js/pages/site.js", JS),
+    asset!("js/pages/siteforms.js", JS),
 ];
 
 /// Strong ETags of the assets, computed once (the content cannot change while running).

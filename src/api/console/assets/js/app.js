@@ -12,6 +12,8 @@ import * as sessionPage from "./pages/session.js";
 import * as map from "./pages/map.js";
 import * as billing from "./pages/billing.js";
 import * as deadLetters from "./pages/deadletters.js";
+import * as sites from "./pages/sites.js";
+import * as site from "./pages/site.js";
 
 const ROUTES = [
   [/^#\/overview$/, overview, "Overview"],
@@ -22,6 +24,8 @@ const ROUTES = [
   [/^#\/map$/, map, "Stations map"],
   [/^#\/billing$/, billing, "Invoices & wallets"],
   [/^#\/dead-letters$/, deadLetters, "Dead-letter queue"],
+  [/^#\/sites$/, sites, "Sites & load"],
+  [/^#\/sites\/(.+)$/, site, "Site"],
 ];
 
 export const STAFF = ["OPERATOR", "ADMIN"];

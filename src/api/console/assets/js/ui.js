@@ -40,6 +40,10 @@ const TONE = {
   OFFLINE: "bad", FAULTED: "bad", FAILED: "bad", REJECTED: "bad", OVERDUE: "bad", UNAVAILABLE: "bad",
   PENDING: "warn", STOPPING: "warn", PREPARING: "warn", FINISHING: "warn", SUSPENDED_EV: "warn",
   SUSPENDED_EVSE: "warn", RESERVED: "warn", OCCUPIED: "warn",
+  // reservations, tokens, firmware campaigns, charger logs
+  ACCEPTED: "ok", USED: "ok", ACTIVE: "ok", DONE: "ok", UPLOADED: "ok",
+  BLOCKED: "bad",
+  RUNNING: "warn", SENT: "warn", REQUESTED: "warn", UPLOADING: "warn", PAUSED: "warn",
 };
 
 export function badge(status, attrs) {
@@ -95,4 +99,90 @@ export function every(ms, fn) {
 /// Replaces the children of `el`.
 export function fill(el, ...children) {
   el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+export function fmtAmps(value) {
+  return value === null || value === undefined ? "–" : Number(value).toFixed(1) + " A";
+}
+
+/// A labelled form field: the label names the control for screen readers and clicks.
+export function field(id, label, control, hint) {
+  control.id = id;
+  const hintId = hint ? id + "-hint" : null;
+  if (hintId) control.setAttribute("aria-describedby", hintId);
+  return h("div", { class: "field" }, h("label", { for: id }, label), control,
+    hint ? h("p", { class: "hint", id: hintId }, hint) : null);
+}
+
+/// A button for what cannot be undone: the first press arms it ("Confirm …"), a second press
+/// within five seconds runs `action`; otherwise it disarms.
+export function confirmButton(label, confirmLabel, action, attrs) {
+  const button = h("button", Object.assign({ type: "button", class: "secondary" }, attrs || {}), label);
+  let timer = null;
+  const disarm = () => {
+    clearTimeout(timer);
+    timer = null;
+    button.textContent = label;
+    button.classList.remove("danger");
+  };
+  button.addEventListener("click", async () => {
+    if (!timer) {
+      button.textContent = confirmLabel;
+      button.classList.add("danger");
+      announce(`Press again to ${confirmLabel.toLowerCase()}.`);
+      timer = setTimeout(disarm, 5000);
+      return;
+    }
+    disarm();
+    button.disabled = true;
+    try {
+      await action();
+    } finally {
+      button.disabled = false;
+    }
+  });
+  button.addEventListener("blur", () => { if (timer) disarm(); });
+  button.addEventListener("keydown", (event) => { if (event.key === "Escape" && timer) disarm(); });
+  return button;
+}
+
+/// A <select> of the first chargers by id (what one request may cost), keeping the choice
+/// across refreshes; `first` is the option shown before one is chosen.
+export function chargerOptions(select, chargers, chosen, first) {
+  const missing = chosen && !chargers.some((c) => c.id === chosen);
+  fill(select, first ? h("option", { value: "" }, first) : null,
+    chargers.map((c) => h("option", { value: c.id }, c.online ? c.id : `${c.id} (offline)`)),
+    missing ? h("option", { value: chosen }, chosen) : null);
+  select.value = chosen || "";
+}
+
+/// Runs `work` with `button` disabled meanwhile; what it returns is shown in `out` and
+/// announced, an error is shown there instead.
+export async function runInto(out, button, work) {
+  if (button) button.disabled = true;
+  fill(out);
+  try {
+    const text = await work();
+    if (text) {
+      fill(out, h("p", { class: "done" }, text));
+      announce(text);
+    }
+  } catch (e) {
+    fill(out, errorBox(e));
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+/// Runs `work` (see runInto) when `form` is submitted.
+export function onSubmit(form, out, work) {
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    runInto(out, form.querySelector("button[type=submit]"), work);
+  });
+}
+
+/// A number from an <input type=number>, or null when it is empty.
+export function numberOf(input) {
+  return input.value.trim() === "" ? null : Number(input.value);
 }
