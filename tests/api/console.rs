@@ -531,6 +531,14 @@ async fn an_admin_replays_a_dead_letter_from_the_page() {
         .await;
 }
 
+/// Clicks a button that asks to be pressed twice (the console's confirmation for what cannot be
+/// undone): once to arm it, once to confirm.
+async fn confirm(browser: &Browser, css: &str) {
+    browser.click(css).await;
+    browser.wait_text(css, |t| t.starts_with("Confirm")).await;
+    browser.click(css).await;
+}
+
 /// Chooses `value` in the `<select>` matching `css` once that option exists.
 async fn choose(browser: &Browser, css: &str, value: &str) {
     browser
@@ -726,4 +734,75 @@ async fn a_site_created_in_the_page_gets_a_charger_and_shows_its_load_live() {
         })
         .await;
     browser.screenshot("console-sites").await;
+}
+
+#[actix_web::test]
+async fn an_operator_cancels_a_drivers_reservation_from_the_page_and_the_charger_is_told() {
+    let f = fleet(&["CP-RES"]).await;
+    let mut cp = online_charger(&f.app, "CP-RES").await;
+    let (driver, _) = f.app.funded_driver("reserver@example.com").await;
+    let reserve = f.app.graphql(
+        "mutation($i: ReserveConnectorInput!) { reserveConnector(input: $i) { id status } }",
+        json!({ "i": { "stationId": f.station.to_string(), "chargerId": "CP-RES", "connectorId": 1, "minutes": 30 } }),
+        Some(&driver),
+    );
+    let accept = async {
+        let (id, action, _) = cp.next_server_call().await;
+        assert_eq!(action, "ReserveNow");
+        cp.reply(&id, json!({ "status": "Accepted" })).await;
+    };
+    let (reserved, ()) = tokio::join!(reserve, accept);
+    assert_eq!(
+        reserved["data"]["reserveConnector"]["status"], "ACCEPTED",
+        "{reserved}"
+    );
+    let reservation = reserved["data"]["reserveConnector"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let row = format!("[data-reservation='{reservation}']");
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+
+    // the charger's page lists it
+    browser
+        .goto(&format!("{}/console#/chargers/CP-RES", f.app.address))
+        .await;
+    browser.wait_text(&row, |t| t.contains("accepted")).await;
+
+    // the reservations page, with the charger chosen there, cancels it
+    browser
+        .goto(&format!("{}/console#/reservations", f.app.address))
+        .await;
+    choose(&browser, "#reservation-charger", "CP-RES").await;
+    browser.wait_text(&row, |t| t.contains("accepted")).await;
+    screenshot_from_top(&browser, "console-reservations").await;
+    confirm(&browser, &format!("{row} button")).await;
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "CancelReservation");
+    assert!(payload["reservationId"].is_i64(), "{payload}");
+    cp.reply(&id, json!({ "status": "Accepted" })).await;
+    browser
+        .wait_text("[data-testid=reservation-answer]", |t| {
+            t.contains("is cancelled (cancelled by an operator)")
+        })
+        .await;
+    browser
+        .wait_text("#main tbody", |t| t.contains("Nothing to show"))
+        .await;
+    let mine = f
+        .app
+        .graphql(
+            "{ myReservations { id status reason } }",
+            json!({}),
+            Some(&driver),
+        )
+        .await;
+    assert_eq!(
+        mine["data"]["myReservations"],
+        json!([{ "id": reservation, "status": "CANCELLED", "reason": "cancelled by an operator" }]),
+        "{mine}"
+    );
+    assert_eq!(browser.text("#main .error").await, None);
 }

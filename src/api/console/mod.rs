@@ -53,6 +53,8 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/sites.js", JS),
     asset!("js/pages/site.js", JS),
     asset!("js/pages/siteforms.js", JS),
+    asset!("js/pages/reservations.js", JS),
+    asset!("js/parts/reservations.js", JS),
 ];
 
 /// Strong ETags of the assets, computed once (the content cannot change while running).

@@ -14,6 +14,7 @@ import * as billing from "./pages/billing.js";
 import * as deadLetters from "./pages/deadletters.js";
 import * as sites from "./pages/sites.js";
 import * as site from "./pages/site.js";
+import * as reservations from "./pages/reservations.js";
 
 const ROUTES = [
   [/^#\/overview$/, overview, "Overview"],
@@ -26,6 +27,7 @@ const ROUTES = [
   [/^#\/dead-letters$/, deadLetters, "Dead-letter queue"],
   [/^#\/sites$/, sites, "Sites & load"],
   [/^#\/sites\/(.+)$/, site, "Site"],
+  [/^#\/reservations(?:\?charger=([^&]+))?$/, reservations, "Reservations"],
 ];
 
 export const STAFF = ["OPERATOR", "ADMIN"];

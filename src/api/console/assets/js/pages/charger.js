@@ -1,9 +1,10 @@
 // One charger: live state and connectors (onChargerStatusChanged), facts, every operator
 // command with the charger's answer, the command history, configuration or device model,
-// sessions, and security events.
+// sessions, its reservations, and security events.
 
 import { gql, subscribe } from "../api.js";
 import { h, fill, every, errorBox, table, badge, onlineBadge, fmtTime, fmtKWh, announce } from "../ui.js";
+import { reservationsOf } from "../parts/reservations.js";
 
 const DETAILS = `query($id: ID!) { charger(id: $id) {
   id stationId online protocol vendor model firmwareVersion lastSeen lastBootAt securityProfile registrationStatus
@@ -48,6 +49,7 @@ export function render(main, [id]) {
   const sessionsBox = h("div");
   const events = h("div");
   const config = h("div");
+  const reservations = reservationsOf(id);
   let protocol = null;
 
   const drawLive = (c) => {
@@ -180,6 +182,7 @@ export function render(main, [id]) {
     h("h2", {}, "Connectors"), connectors,
     h("h2", {}, "Command history"), history,
     h("h2", {}, "Sessions"), sessionsBox,
+    h("h2", {}, "Reservations"), reservations.element,
     h("h2", {}, "Configuration"), h("div", { class: "row" }, readConfig), config,
     h("h2", {}, "Security events"), events);
 
@@ -207,7 +210,7 @@ export function render(main, [id]) {
     }
   })();
   const unsubscribe = subscribe(LIVE, { id }, (data) => drawLive(data.onChargerStatusChanged), (e) => fill(problem, errorBox(e)));
-  const stopPolling = every(5000, () => loadHistory().catch((e) => fill(problem, errorBox(e))));
+  const stopPolling = every(5000, () => Promise.all([loadHistory(), reservations.load()]).catch((e) => fill(problem, errorBox(e))));
   return () => {
     unsubscribe();
     stopPolling();
