@@ -573,3 +573,107 @@ async fn a_2_0_1_station_holds_any_evse_of_a_connector_type_and_a_1_6_charger_ca
     );
     assert!(cp.recv_within(Duration::from_millis(300)).await.is_none());
 }
+
+/// TC_053 (1.6) and TC_H_19 (2.0.1): a reservation carries the driver's group (parentIdTag /
+/// groupIdToken) and another card of that group may use it; a card outside the group may not.
+#[actix_web::test]
+async fn a_reservation_is_held_for_the_drivers_group() {
+    const GROUP: &str = "mutation($t: String!, $g: String) { setIdTokenGroup(idToken: $t, groupIdToken: $g) { groupIdToken } }";
+    let f = fixture("CP-RG").await;
+    f.app
+        .register_charger(&f.operator, "CS-RG", f.station, None)
+        .await;
+    let carol = f.app.funded_driver("carol@example.com").await;
+    // alice and bob drive for one fleet; carol does not
+    for tag in [&f.alice.1, &f.bob.1] {
+        let set = f
+            .app
+            .graphql(
+                GROUP,
+                json!({ "t": tag, "g": "FLEET-RG" }),
+                Some(&f.operator),
+            )
+            .await;
+        assert_eq!(
+            set["data"]["setIdTokenGroup"]["groupIdToken"], "FLEET-RG",
+            "{set}"
+        );
+    }
+
+    // 1.6: ReserveNow names the fleet as parentIdTag; bob's card uses alice's reservation
+    let mut cp = charger16(&f.app, "CP-RG").await;
+    let (response, (_, payload)) = with_answer(
+        &mut cp,
+        reserve(&f, &f.alice.0, "CP-RG", Some(1)),
+        json!({ "status": "Accepted" }),
+    )
+    .await;
+    assert_eq!(
+        response["data"]["reserveConnector"]["status"], "ACCEPTED",
+        "{response}"
+    );
+    assert_eq!(payload["parentIdTag"], "FLEET-RG", "{payload}");
+    let outsider = cp
+        .call(
+            "StartTransaction",
+            json!({ "connectorId": 1, "idTag": carol.1, "meterStart": 0, "timestamp": chrono::Utc::now().to_rfc3339() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outsider["idTagInfo"]["status"], "Invalid", "{outsider}");
+    let member = cp
+        .call(
+            "StartTransaction",
+            json!({ "connectorId": 1, "idTag": f.bob.1, "meterStart": 0, "reservationId": payload["reservationId"],
+                    "timestamp": chrono::Utc::now().to_rfc3339() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(member["idTagInfo"]["status"], "Accepted", "{member}");
+    assert_eq!(member["idTagInfo"]["parentIdTag"], "FLEET-RG", "{member}");
+    assert_eq!(mine(&f, &f.alice.0).await[0]["status"], "USED");
+
+    // 2.0.1: ReserveNow carries the fleet as groupIdToken; bob's card starts on the EVSE
+    let mut cs = connect201(f.app.port, "CS-RG", Some(("CS-RG", CHARGER_PASSWORD))).await;
+    cs.boot201().await;
+    cs.call(
+        "StatusNotification",
+        json!({ "timestamp": chrono::Utc::now().to_rfc3339(), "connectorStatus": "Available", "evseId": 1, "connectorId": 1 }),
+    )
+    .await
+    .unwrap();
+    let (response, (_, payload)) = with_answer(
+        &mut cs,
+        reserve(&f, &f.alice.0, "CS-RG", Some(1)),
+        json!({ "status": "Accepted" }),
+    )
+    .await;
+    assert_eq!(
+        response["data"]["reserveConnector"]["status"], "ACCEPTED",
+        "{response}"
+    );
+    assert_eq!(
+        payload["groupIdToken"],
+        json!({ "idToken": "FLEET-RG", "type": "Central" })
+    );
+    let started = cs
+        .call(
+            "TransactionEvent",
+            json!({ "eventType": "Started", "timestamp": chrono::Utc::now().to_rfc3339(), "triggerReason": "Authorized", "seqNo": 0,
+                    "transactionInfo": { "transactionId": "T-FLEET" }, "evse": { "id": 1, "connectorId": 1 },
+                    "reservationId": payload["id"],
+                    "idToken": { "idToken": f.bob.1, "type": "ISO14443" } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+    assert_eq!(
+        started["idTokenInfo"]["groupIdToken"]["idToken"],
+        "FLEET-RG"
+    );
+    let alices = mine(&f, &f.alice.0).await;
+    assert!(
+        alices.iter().filter(|r| r["status"] == "USED").count() == 2,
+        "{alices:?}"
+    );
+}

@@ -10,26 +10,25 @@ use sqlx::PgPool;
 use super::{CallContext, Handled};
 use crate::ocpp::payload::decode;
 use crate::ocpp::CallFailure;
-use crate::store::users::{self, TagStatus};
+use crate::store::users::{self, TagDetails, TagStatus};
 use crate::store::StoreError;
 
-/// Resolves an idTag into the 1.6 status and, when known, its user.
+/// Resolves an idTag into the 1.6 status, its user when known, and its expiry and group.
 /// With `max_unpaid` (to start charging), a user whose unpaid invoices exceed it is `Blocked`
 /// (1.6 has no NoCredit).
 pub async fn resolve(
     pool: &PgPool,
     id_tag: &str,
     max_unpaid: Option<rust_decimal::Decimal>,
-) -> Result<(AuthorizationStatus, Option<uuid::Uuid>), StoreError> {
-    Ok(
-        match users::resolve_id_tag(pool, id_tag, max_unpaid).await? {
-            TagStatus::Accepted { user_id } => (AuthorizationStatus::Accepted, Some(user_id)),
-            TagStatus::NoCredit { user_id } => (AuthorizationStatus::Blocked, Some(user_id)),
-            TagStatus::Blocked { user_id } => (AuthorizationStatus::Blocked, Some(user_id)),
-            TagStatus::Expired { user_id } => (AuthorizationStatus::Expired, Some(user_id)),
-            TagStatus::Invalid => (AuthorizationStatus::Invalid, None),
-        },
-    )
+) -> Result<(AuthorizationStatus, Option<uuid::Uuid>, TagDetails), StoreError> {
+    let (status, details) = users::resolve_with_details(pool, id_tag, max_unpaid, None).await?;
+    Ok(match status {
+        TagStatus::Accepted { user_id } => (AuthorizationStatus::Accepted, Some(user_id), details),
+        TagStatus::NoCredit { user_id } => (AuthorizationStatus::Blocked, Some(user_id), details),
+        TagStatus::Blocked { user_id } => (AuthorizationStatus::Blocked, Some(user_id), details),
+        TagStatus::Expired { user_id } => (AuthorizationStatus::Expired, Some(user_id), details),
+        TagStatus::Invalid => (AuthorizationStatus::Invalid, None, details),
+    })
 }
 
 pub fn tag_info(status: AuthorizationStatus) -> IdTagInfo {
@@ -37,6 +36,20 @@ pub fn tag_info(status: AuthorizationStatus) -> IdTagInfo {
         expiry_date: None,
         parent_id_tag: None,
         status,
+    }
+}
+
+/// `status` with the token's expiry and group (parentIdTag), for a token the server knows.
+pub fn tag_info_with(status: AuthorizationStatus, details: &TagDetails) -> IdTagInfo {
+    let known = status != AuthorizationStatus::Invalid;
+    IdTagInfo {
+        status,
+        expiry_date: details.expires_at.filter(|_| known),
+        // a 1.6 idTag is at most 20 characters: a longer group cannot be named
+        parent_id_tag: details
+            .group
+            .clone()
+            .filter(|g| known && g.len() <= crate::domain::MAX_ID_TAG_CHARS),
     }
 }
 
@@ -56,15 +69,7 @@ pub async fn authorize(ctx: &CallContext, payload: Value) -> Result<Handled, Cal
         TagStatus::Expired { .. } => AuthorizationStatus::Expired,
         TagStatus::Invalid => AuthorizationStatus::Invalid,
     };
-    let known = status != AuthorizationStatus::Invalid;
     Handled::reply(&AuthorizeResponse {
-        id_tag_info: IdTagInfo {
-            status,
-            expiry_date: details.expires_at.filter(|_| known),
-            // a 1.6 idTag is at most 20 characters: a longer group cannot be named
-            parent_id_tag: details
-                .group
-                .filter(|g| known && g.len() <= crate::domain::MAX_ID_TAG_CHARS),
-        },
+        id_tag_info: tag_info_with(status, &details),
     })
 }

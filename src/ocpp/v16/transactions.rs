@@ -14,7 +14,7 @@ use rust_ocpp::v1_6::messages::stop_transaction::{
 use rust_ocpp::v1_6::types::{AuthorizationStatus, MeterValue};
 use serde_json::Value;
 
-use super::authorize::{resolve, tag_info};
+use super::authorize::{resolve, tag_info, tag_info_with};
 use super::{enum_name, CallContext, Handled};
 use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::{decode, decode_shape};
@@ -82,7 +82,7 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
             Some(&req.id_tag)
         )
     );
-    let (mut status, user) = resolved.map_err(unanswered)?;
+    let (mut status, user, details) = resolved.map_err(unanswered)?;
     let hold = holds.map_err(unanswered)?.for_user(user);
     if hold == Hold::Theirs && status == AuthorizationStatus::Accepted {
         // the charger started on a connector it holds for another driver: refused, so that
@@ -165,7 +165,8 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
         }
     }
     let handled = Handled::reply(&StartTransactionResponse {
-        id_tag_info: tag_info(status_from_str(&started.id_tag_status)),
+        // with the token's expiry and group, which the charger's cache keeps (as from Authorize)
+        id_tag_info: tag_info_with(status_from_str(&started.id_tag_status), &details),
         transaction_id: started.transaction_id,
     })?;
     Ok(handled.with_session(session))
