@@ -806,3 +806,170 @@ async fn an_operator_cancels_a_drivers_reservation_from_the_page_and_the_charger
     );
     assert_eq!(browser.text("#main .error").await, None);
 }
+
+#[actix_web::test]
+async fn an_operator_sets_a_cards_group_and_blocks_it_from_the_page() {
+    let f = fleet(&[]).await;
+    let (driver, _, _) = f
+        .app
+        .register("card-holder@example.com", "driver password")
+        .await;
+    let added = f
+        .app
+        .graphql(
+            "mutation($i: AddIdTokenInput!) { addIdToken(input: $i) { idToken } }",
+            json!({ "i": { "idToken": "04C0FFEE01", "type": "ISO14443" } }),
+            Some(&driver),
+        )
+        .await;
+    assert!(added["errors"].is_null(), "{added}");
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+    browser.wait_text("#overview-online", |t| t == "0").await;
+    browser
+        .goto(&format!("{}/console#/tokens", f.app.address))
+        .await;
+    browser.type_into("#token-prefix", "04C0").await;
+    browser.click("#token-search-submit").await;
+    let row = "[data-token='04C0FFEE01']";
+    browser.wait_text(row, |t| t.contains("active")).await;
+
+    browser
+        .type_into(&format!("{row} [data-group-of] input"), "FLEET-A")
+        .await;
+    browser
+        .click(&format!("{row} [data-group-of] button"))
+        .await;
+    browser
+        .wait_text("[data-testid=token-answer]", |t| {
+            t == "04C0FFEE01 is in group FLEET-A now."
+        })
+        .await;
+    browser.wait_text(row, |t| t.contains("FLEET-A")).await;
+    let staff = f.app.staff_token("OPERATOR").await;
+    let tokens = f
+        .app
+        .graphql(
+            "{ idTokens(prefix: \"04C0\") { idToken groupIdToken blocked } }",
+            json!({}),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(
+        tokens["data"]["idTokens"],
+        json!([{ "idToken": "04C0FFEE01", "groupIdToken": "FLEET-A", "blocked": false }]),
+        "{tokens}"
+    );
+
+    confirm(&browser, &format!("{row} [data-block]")).await;
+    browser
+        .wait_text("[data-testid=token-answer]", |t| {
+            t.contains("04C0FFEE01 is blocked")
+        })
+        .await;
+    browser.wait_text(row, |t| t.contains("blocked")).await;
+    let mine = f
+        .app
+        .graphql(
+            "{ myIdTokens { idToken blocked } }",
+            json!({}),
+            Some(&driver),
+        )
+        .await;
+    let card = mine["data"]["myIdTokens"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["idToken"] == "04C0FFEE01"))
+        .cloned();
+    assert_eq!(
+        card,
+        Some(json!({ "idToken": "04C0FFEE01", "blocked": true })),
+        "{mine}"
+    );
+    assert_eq!(browser.text("#main .error").await, None);
+    screenshot_from_top(&browser, "console-tokens").await;
+}
+
+#[actix_web::test]
+async fn a_local_list_made_in_the_page_reaches_the_charger_it_is_given() {
+    let f = fleet(&["CP-LL"]).await;
+    let mut cp = online_charger(&f.app, "CP-LL").await;
+    let (driver, _, _) = f
+        .app
+        .register("listed@example.com", "driver password")
+        .await;
+    let added = f
+        .app
+        .graphql(
+            "mutation($i: AddIdTokenInput!) { addIdToken(input: $i) { idToken } }",
+            json!({ "i": { "idToken": "04L157A", "type": "ISO14443" } }),
+            Some(&driver),
+        )
+        .await;
+    assert!(added["errors"].is_null(), "{added}");
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+    browser
+        .goto(&format!("{}/console#/tokens", f.app.address))
+        .await;
+
+    browser.type_into("#list-name", "Depot drivers").await;
+    browser.click("#create-list-submit").await;
+    browser
+        .wait_text("[data-list='Depot drivers']", |t| {
+            t.contains("Depot drivers")
+        })
+        .await;
+    browser.type_into("#edit-list-tokens", "04L157A").await;
+    browser.click("#list-add").await;
+    browser
+        .wait_text("[data-testid=list-answer]", |t| {
+            t == "1 token added to Depot drivers; it holds 1 now."
+        })
+        .await;
+
+    // given to the charger from the page: it gets the whole list at once
+    choose(&browser, "#list-charger", "CP-LL").await;
+    browser
+        .wait_text("[data-testid=local-list-given]", |t| t == "no list")
+        .await;
+    let staff = f.app.staff_token("OPERATOR").await;
+    let lists = f
+        .app
+        .graphql("{ localLists { id name } }", json!({}), Some(&staff))
+        .await;
+    let list = lists["data"]["localLists"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the page made a list: {lists}"))
+        .to_string();
+    choose(&browser, "#list-choice", &list).await;
+    browser.click("#list-assign").await;
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "SendLocalList");
+    assert_eq!(payload["updateType"], "Full");
+    assert_eq!(payload["localAuthorizationList"][0]["idTag"], "04L157A");
+    cp.reply(&id, json!({ "status": "Accepted" })).await;
+    browser
+        .wait_text("[data-testid=local-list-version]", |t| t == "1")
+        .await;
+    browser
+        .wait_text("[data-testid=local-list-entries]", |t| t == "1")
+        .await;
+    browser
+        .wait_text("[data-testid=local-list-given]", |t| t == "Depot drivers")
+        .await;
+
+    // a whole push from the page is answered with the version the charger now holds
+    browser.click("#list-push-full").await;
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "SendLocalList");
+    assert_eq!(payload["updateType"], "Full");
+    assert_eq!(payload["listVersion"], 2);
+    cp.reply(&id, json!({ "status": "Accepted" })).await;
+    browser
+        .wait_text("[data-testid=local-list-answer]", |t| {
+            t == "CP-LL holds version 2 of its list."
+        })
+        .await;
+    assert_eq!(browser.text("#main .error").await, None);
+}

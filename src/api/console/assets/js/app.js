@@ -15,6 +15,7 @@ import * as deadLetters from "./pages/deadletters.js";
 import * as sites from "./pages/sites.js";
 import * as site from "./pages/site.js";
 import * as reservations from "./pages/reservations.js";
+import * as tokens from "./pages/tokens.js";
 
 const ROUTES = [
   [/^#\/overview$/, overview, "Overview"],
@@ -28,6 +29,7 @@ const ROUTES = [
   [/^#\/sites$/, sites, "Sites & load"],
   [/^#\/sites\/(.+)$/, site, "Site"],
   [/^#\/reservations(?:\?charger=([^&]+))?$/, reservations, "Reservations"],
+  [/^#\/tokens$/, tokens, "RFID cards"],
 ];
 
 export const STAFF = ["OPERATOR", "ADMIN"];

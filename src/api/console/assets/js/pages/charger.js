@@ -1,10 +1,11 @@
 // One charger: live state and connectors (onChargerStatusChanged), facts, every operator
 // command with the charger's answer, the command history, configuration or device model,
-// sessions, its reservations, and security events.
+// sessions, its reservations, its local list, and security events.
 
 import { gql, subscribe } from "../api.js";
 import { h, fill, every, errorBox, table, badge, onlineBadge, fmtTime, fmtKWh, announce } from "../ui.js";
 import { reservationsOf } from "../parts/reservations.js";
+import { chargerLocalList } from "../parts/locallist.js";
 
 const DETAILS = `query($id: ID!) { charger(id: $id) {
   id stationId online protocol vendor model firmwareVersion lastSeen lastBootAt securityProfile registrationStatus
@@ -50,6 +51,7 @@ export function render(main, [id]) {
   const events = h("div");
   const config = h("div");
   const reservations = reservationsOf(id);
+  const localList = chargerLocalList(id);
   let protocol = null;
 
   const drawLive = (c) => {
@@ -183,6 +185,7 @@ export function render(main, [id]) {
     h("h2", {}, "Command history"), history,
     h("h2", {}, "Sessions"), sessionsBox,
     h("h2", {}, "Reservations"), reservations.element,
+    h("h2", {}, "Local authorization list"), localList.element,
     h("h2", {}, "Configuration"), h("div", { class: "row" }, readConfig), config,
     h("h2", {}, "Security events"), events);
 
@@ -214,5 +217,6 @@ export function render(main, [id]) {
   return () => {
     unsubscribe();
     stopPolling();
+    localList.stop();
   };
 }
