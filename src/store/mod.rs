@@ -9,6 +9,7 @@ pub mod charger_writer;
 pub mod chargers;
 pub mod device_model;
 pub mod firmware;
+pub mod firmware_publications;
 pub mod id_tokens;
 pub mod invoices;
 pub mod local_lists;

@@ -226,3 +226,172 @@ async fn signed_firmware_a_refusal_a_cancel_and_bad_campaigns() {
         .await;
     assert_eq!(error_code(&forbidden).as_deref(), Some("FORBIDDEN"));
 }
+
+/// TC_L_17 - TC_L_24 (CSMS side): a local controller is asked to publish firmware
+/// (PublishFirmware with location, MD5 checksum and requestId), its notifications move the
+/// publication to Published with the locations the stations behind it use, UnpublishFirmware
+/// takes it back; a bad checksum notification and a refusal are kept too.
+#[actix_web::test]
+async fn a_local_controller_publishes_firmware_and_takes_it_back() {
+    const PUBLISH: &str = "mutation($i: PublishFirmwareInput!) { publishFirmware(input: $i) { id requestId status checksum } }";
+    const LIST: &str = "query($c: ID!) { firmwarePublications(chargerId: $c) { requestId status publishedLocations } }";
+    const UNPUBLISH: &str =
+        "mutation($c: ID!, $s: String!) { unpublishFirmware(chargerId: $c, checksum: $s) }";
+    let (app, operator) = app().await;
+    let mut lc = connect201(app.port, "CS-F3", Some(("CS-F3", CHARGER_PASSWORD))).await;
+    lc.boot201().await;
+    let checksum = "0123456789ABCDEF0123456789abcdef";
+    let input = json!({ "i": { "chargerId": "CS-F3", "location": "https://fw.example.com/lc-3.bin", "checksum": checksum } });
+    let request = app.graphql(PUBLISH, input.clone(), Some(&operator));
+    let controller = async {
+        let (id, action, payload) = lc.next_server_call().await;
+        lc.reply(&id, json!({ "status": "Accepted" })).await;
+        (action, payload)
+    };
+    let (published, (action, payload)) = tokio::join!(request, controller);
+    assert_eq!(action, "PublishFirmware");
+    assert_eq!(payload["location"], "https://fw.example.com/lc-3.bin");
+    assert_eq!(payload["checksum"], checksum.to_ascii_lowercase());
+    let request_id = published["data"]["publishFirmware"]["requestId"].clone();
+    assert_eq!(payload["requestId"], request_id, "{published}");
+    assert_eq!(published["data"]["publishFirmware"]["status"], "SENT");
+
+    for (status, location) in [
+        ("Downloading", None),
+        ("Downloaded", None),
+        ("ChecksumVerified", None),
+        (
+            "Published",
+            Some(json!([
+                "http://192.168.1.10/fw/lc-3.bin",
+                "ftp://192.168.1.10/lc-3.bin"
+            ])),
+        ),
+    ] {
+        let mut notification = json!({ "status": status, "requestId": request_id });
+        if let Some(location) = location {
+            notification["location"] = location;
+        }
+        let answer = lc
+            .call("PublishFirmwareStatusNotification", notification)
+            .await;
+        assert_eq!(answer, Ok(json!({})));
+    }
+    let list = app
+        .graphql(LIST, json!({ "c": "CS-F3" }), Some(&operator))
+        .await;
+    assert_eq!(
+        list["data"]["firmwarePublications"][0],
+        json!({ "requestId": request_id, "status": "Published",
+                "publishedLocations": ["http://192.168.1.10/fw/lc-3.bin", "ftp://192.168.1.10/lc-3.bin"] }),
+        "{list}"
+    );
+
+    // taken back
+    let request = app.graphql(
+        UNPUBLISH,
+        json!({ "c": "CS-F3", "s": checksum }),
+        Some(&operator),
+    );
+    let controller = async {
+        let (id, action, payload) = lc.next_server_call().await;
+        lc.reply(&id, json!({ "status": "Unpublished" })).await;
+        (action, payload)
+    };
+    let (unpublished, (action, payload)) = tokio::join!(request, controller);
+    assert_eq!(action, "UnpublishFirmware");
+    assert_eq!(
+        payload,
+        json!({ "checksum": checksum.to_ascii_lowercase() })
+    );
+    assert_eq!(unpublished["data"]["unpublishFirmware"], "UNPUBLISHED");
+
+    // a second image: the controller finds its checksum wrong (TC_L_19)
+    let request = app.graphql(PUBLISH, input, Some(&operator));
+    let controller = async {
+        let (id, _, payload) = lc.next_server_call().await;
+        lc.reply(&id, json!({ "status": "Accepted" })).await;
+        payload["requestId"].clone()
+    };
+    let (_, second) = tokio::join!(request, controller);
+    lc.call(
+        "PublishFirmwareStatusNotification",
+        json!({ "status": "InvalidChecksum", "requestId": second }),
+    )
+    .await
+    .expect("answered");
+    let list = app
+        .graphql(LIST, json!({ "c": "CS-F3" }), Some(&operator))
+        .await;
+    let statuses: Vec<&Value> = list["data"]["firmwarePublications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| &p["status"])
+        .collect();
+    assert_eq!(statuses, vec!["InvalidChecksum", "UNPUBLISHED"], "{list}");
+    // TC_L_24, TC_L_20: a failed download and a failed publication are what operators see
+    for status in ["DownloadFailed", "PublishFailed"] {
+        lc.call(
+            "PublishFirmwareStatusNotification",
+            json!({ "status": status, "requestId": second }),
+        )
+        .await
+        .expect("answered");
+        let list = app
+            .graphql(LIST, json!({ "c": "CS-F3" }), Some(&operator))
+            .await;
+        assert_eq!(
+            list["data"]["firmwarePublications"][0]["status"], status,
+            "{list}"
+        );
+    }
+    // TC_L_23, TC_L_22: a controller still downloading keeps it; one without it has none
+    for (answer, expected, kept) in [
+        ("DownloadOngoing", "DOWNLOAD_ONGOING", "PublishFailed"),
+        ("NoFirmware", "NO_FIRMWARE", "UNPUBLISHED"),
+    ] {
+        let request = app.graphql(
+            UNPUBLISH,
+            json!({ "c": "CS-F3", "s": checksum }),
+            Some(&operator),
+        );
+        let controller = async {
+            let (id, _, _) = lc.next_server_call().await;
+            lc.reply(&id, json!({ "status": answer })).await;
+        };
+        let (response, ()) = tokio::join!(request, controller);
+        assert_eq!(
+            response["data"]["unpublishFirmware"], expected,
+            "{response}"
+        );
+        let list = app
+            .graphql(LIST, json!({ "c": "CS-F3" }), Some(&operator))
+            .await;
+        assert_eq!(
+            list["data"]["firmwarePublications"][0]["status"], kept,
+            "{list}"
+        );
+    }
+
+    // a checksum that is not an MD5 is refused before anything is sent; a driver cannot publish
+    let bad = app
+        .graphql(
+            PUBLISH,
+            json!({ "i": { "chargerId": "CS-F3", "location": "https://fw.example.com/x.bin", "checksum": "abc" } }),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(error_code(&bad).as_deref(), Some("BAD_USER_INPUT"), "{bad}");
+    let (driver, _, _) = app
+        .register("lc-driver@example.com", "correct horse battery")
+        .await;
+    let denied = app
+        .graphql(LIST, json!({ "c": "CS-F3" }), Some(&driver))
+        .await;
+    assert_eq!(
+        error_code(&denied).as_deref(),
+        Some("FORBIDDEN"),
+        "{denied}"
+    );
+}

@@ -145,7 +145,7 @@ fn parse_id(value: &ID) -> ApiResult<Uuid> {
 }
 
 /// A firmware location chargers can fetch: http(s) or ftp(s), at most 512 characters.
-fn check_location(location: &str) -> ApiResult<()> {
+pub(super) fn check_location(location: &str) -> ApiResult<()> {
     let parsed = url::Url::parse(location)
         .map_err(|_| ApiError::BadUserInput("location is not a URL".into()))?;
     if !matches!(parsed.scheme(), "http" | "https" | "ftp" | "ftps") || location.len() > 512 {

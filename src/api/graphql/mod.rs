@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod device_model;
 pub mod error;
 pub mod firmware;
+pub mod firmware_publications;
 pub mod fuzz;
 pub mod id_tokens;
 pub mod invoices;
@@ -52,6 +53,7 @@ pub struct QueryRoot(
     id_tokens::IdTokenQuery,
     local_lists::LocalListQuery,
     firmware::FirmwareQuery,
+    firmware_publications::FirmwarePublicationQuery,
     charger_logs::ChargerLogQuery,
 );
 
@@ -71,6 +73,7 @@ pub struct MutationRoot(
     id_tokens::IdTokenMutation,
     local_lists::LocalListMutation,
     firmware::FirmwareMutation,
+    firmware_publications::FirmwarePublicationMutation,
     charger_logs::ChargerLogMutation,
 );
 

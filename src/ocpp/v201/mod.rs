@@ -145,12 +145,7 @@ pub async fn handle(
             .await
         }
         "PublishFirmwareStatusNotification" => {
-            use m::publish_firmware_status_notification as r;
-            keep::<
-                r::PublishFirmwareStatusNotificationRequest,
-                r::PublishFirmwareStatusNotificationResponse,
-            >(&ctx, action, payload)
-            .await
+            reports::publish_firmware_status(&ctx, payload).await
         }
         other => Err(CallFailure::new(
             CallErrorCode::NotImplemented,

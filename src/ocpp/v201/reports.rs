@@ -50,3 +50,41 @@ pub async fn data_transfer(ctx: &CallContext, payload: Value) -> Result<Handled,
         status_info: None,
     })
 }
+
+/// L05: a local controller's progress in publishing firmware; kept as sent and applied to the
+/// publication its requestId names (`publishFirmware`). A notification for a publication the
+/// server does not know (or without a requestId: Idle) is kept and answered all the same.
+pub async fn publish_firmware_status(
+    ctx: &CallContext,
+    payload: Value,
+) -> Result<Handled, CallFailure> {
+    use rust_ocpp::v2_0_1::messages::publish_firmware_status_notification as r;
+    let _: r::PublishFirmwareStatusNotificationRequest =
+        decode_shape("PublishFirmwareStatusNotification", payload.clone())?;
+    record(ctx, "PublishFirmwareStatusNotification", &payload).await?;
+    let status = payload["status"].as_str().unwrap_or_default();
+    if let Some(request_id) = payload["requestId"]
+        .as_i64()
+        .and_then(|id| i32::try_from(id).ok())
+    {
+        let locations: Vec<String> = payload["location"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let known = crate::store::firmware_publications::record_notification(
+            &ctx.app.db,
+            &ctx.charger_id,
+            request_id,
+            status,
+            &locations,
+        )
+        .await
+        .map_err(CallFailure::internal)?;
+        tracing::info!(charger_id = %ctx.charger_id, request_id, status, known, "firmware publication status");
+    }
+    Handled::reply(&r::PublishFirmwareStatusNotificationResponse::default())
+}
