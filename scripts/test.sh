@@ -7,7 +7,11 @@
 #
 # Exports for the tests: CHARGEGRID_PYTHON (venv python with ocpp, websockets, pymongo: the
 # third-party OCPP peer) and DATABASE_URL (default postgres://postgres@127.0.0.1:5432/chargegrid).
-# Exits with cargo's exit code.
+# The whole run (no extra args) also writes the status column of docs/conformance.md from its
+# results (scripts/conformance.py); in CI (CI=true) it checks the committed file instead, so
+# the file can only claim what a run showed. The run's output is kept in
+# $CHARGEGRID_CACHE/test-run.log.
+# Exits with cargo's exit code (1 when the conformance file disagrees with the run).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -22,4 +26,19 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/${CHARGE
 
 need_cmd cargo "install Rust with rustup"
 log "cargo test --workspace --all-targets${*:+ $*} -- --test-threads=${TEST_THREADS:-4}"
-exec cargo test --workspace --all-targets "$@" -- --test-threads="${TEST_THREADS:-4}"
+mkdir -p "$CACHE"
+RUN_LOG="$CACHE/test-run.log"
+set +e
+cargo test --workspace --all-targets "$@" -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$RUN_LOG"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -eq 0 ] && [ "$#" -eq 0 ]; then
+    if [ "${CI:-}" = "true" ]; then
+        log "scripts/conformance.py --check (docs/conformance.md against this run)"
+        python3 scripts/conformance.py --log "$RUN_LOG" --check || status=1
+    else
+        log "scripts/conformance.py (docs/conformance.md from this run)"
+        python3 scripts/conformance.py --log "$RUN_LOG" || status=1
+    fi
+fi
+exit "$status"
