@@ -973,3 +973,134 @@ async fn a_local_list_made_in_the_page_reaches_the_charger_it_is_given() {
         .await;
     assert_eq!(browser.text("#main .error").await, None);
 }
+
+#[actix_web::test]
+async fn a_firmware_campaign_started_in_the_page_follows_its_charger_live() {
+    let app = crate::helpers::spawn_app_with(|s| s.firmware.tick_ms = 100).await;
+    let token = app.staff_token("OPERATOR").await;
+    let station = app.create_station("Firmware station").await;
+    app.register_charger(&token, "CP-FW", station, None).await;
+    let operator = user_with_role(&app, "OPERATOR").await;
+    let mut cp = online_charger(&app, "CP-FW").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+    browser
+        .goto(&format!("{}/console#/firmware", app.address))
+        .await;
+    browser
+        .click("#campaign-chargers input[value='CP-FW']")
+        .await;
+    browser
+        .type_into("#campaign-location", "https://fw.example.com/cg-2.1.bin")
+        .await;
+    browser.click("#campaign-submit").await;
+    browser
+        .wait_text("#main h1", |t| t.contains("Campaign"))
+        .await;
+    remember_document(&browser).await;
+
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "UpdateFirmware");
+    assert_eq!(payload["location"], "https://fw.example.com/cg-2.1.bin");
+    cp.reply(&id, json!({})).await;
+    let status = "[data-charger='CP-FW'] [data-testid=firmware-status]";
+    for reported in ["Downloading", "Downloaded", "Installing", "Installed"] {
+        cp.call("FirmwareStatusNotification", json!({ "status": reported }))
+            .await
+            .unwrap();
+        browser.wait_text(status, |t| t == reported).await;
+    }
+    browser
+        .wait_text("[data-testid=campaign-status]", |t| t == "completed")
+        .await;
+    browser
+        .wait_text("[data-testid=campaign-done]", |t| t == "1")
+        .await;
+    assert_same_document(&browser).await;
+    assert_eq!(browser.text("#main .error").await, None);
+    screenshot_from_top(&browser, "console-firmware").await;
+    browser
+        .goto(&format!("{}/console#/firmware", app.address))
+        .await;
+    browser
+        .wait_text("#main tbody", |t| {
+            t.contains("completed") && t.contains("https://fw.example.com/cg-2.1.bin")
+        })
+        .await;
+}
+
+#[actix_web::test]
+async fn a_diagnostics_log_requested_from_the_charger_page_is_downloaded_there() {
+    let f = fleet(&["CP-DIAG"]).await;
+    let mut cp = online_charger(&f.app, "CP-DIAG").await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &f.app, &f.operator).await;
+    browser.wait_text("#overview-online", |t| t == "1").await;
+    browser
+        .goto(&format!("{}/console#/chargers/CP-DIAG", f.app.address))
+        .await;
+    browser
+        .wait_text("[data-testid=charger-state]", |t| t == "online")
+        .await;
+
+    browser.click("#log-request").await;
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "GetDiagnostics");
+    cp.reply(&id, json!({ "fileName": "diag-console.txt" }))
+        .await;
+    browser
+        .wait_text("[data-testid=log-answer]", |t| {
+            t.contains("it uploads diag-console.txt to this server")
+        })
+        .await;
+    browser
+        .wait_text("[data-testid=log-status]", |t| t == "requested")
+        .await;
+
+    // the charger uploads it where it was told, and says so
+    let location = payload["location"].as_str().unwrap().to_string();
+    let uploaded = reqwest::Client::new()
+        .put(&location)
+        .body("boot ok\nmeter ok\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status().as_u16(), 201);
+    cp.call(
+        "DiagnosticsStatusNotification",
+        json!({ "status": "Uploaded" }),
+    )
+    .await
+    .unwrap();
+    browser
+        .wait_text("[data-testid=log-status]", |t| t == "uploaded")
+        .await;
+
+    // the download carries the operator's token; what the page saves is the file
+    browser
+        .eval(
+            "const make = URL.createObjectURL; \
+             URL.createObjectURL = (blob) => { blob.text().then((t) => { window.__downloaded = t; }); return make.call(URL, blob); }; \
+             HTMLAnchorElement.prototype.click = function () { window.__savedAs = this.download; }; \
+             return null;",
+            json!([]),
+        )
+        .await;
+    browser.click("[data-download]").await;
+    browser
+        .wait_eval("return window.__downloaded ?? null;", |v| {
+            v == "boot ok\nmeter ok\n"
+        })
+        .await;
+    assert_eq!(
+        browser.eval("return window.__savedAs;", json!([])).await,
+        "diag-console.txt"
+    );
+    browser
+        .wait_text("[data-testid=log-answer]", |t| {
+            t == "diag-console.txt downloaded (17 B)."
+        })
+        .await;
+    assert_eq!(browser.text("#main .error").await, None);
+}

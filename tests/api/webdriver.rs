@@ -228,6 +228,20 @@ impl Browser {
         .await;
     }
 
+    /// Polls `script` (see `eval`) until its value satisfies `check`; panics with the last one.
+    pub async fn wait_eval(&self, script: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PAGE_WAIT;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            last = self.eval(script, json!([])).await;
+            if check(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{script} never gave what was expected; last: {last}");
+    }
+
     /// Saves a PNG of the page to `$CHARGEGRID_SCREENSHOTS/<name>.png` when that is set (the
     /// README's images are made this way); otherwise takes it and checks it is a PNG.
     pub async fn screenshot(&self, name: &str) {

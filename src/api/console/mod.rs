@@ -55,9 +55,12 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/siteforms.js", JS),
     asset!("js/pages/reservations.js", JS),
     asset!("js/pages/tokens.js", JS),
+    asset!("js/pages/firmware.js", JS),
+    asset!("js/pages/campaign.js", JS),
     asset!("js/parts/reservations.js", JS),
     asset!("js/parts/locallists.js", JS),
     asset!("js/parts/locallist.js", JS),
+    asset!("js/parts/logs.js", JS),
 ];
 
 /// Strong ETags of the assets, computed once (the content cannot change while running).

@@ -82,6 +82,27 @@ export async function gql(query, variables) {
   }
 }
 
+/// Fetches a staff-only file (`GET /api/logs/{id}`) with the bearer token, which a plain link
+/// cannot carry; returns { blob, name }. An expired access token is refreshed once.
+export async function download(path) {
+  const get = () => fetch(path, { headers: { Authorization: "Bearer " + ((session() || {}).access || "") } });
+  let response;
+  try {
+    response = await get();
+    if (response.status === 401 && session()) {
+      refreshing = refreshing || refresh().finally(() => { refreshing = null; });
+      await refreshing;
+      response = await get();
+    }
+  } catch (e) {
+    throw new ApiError(e instanceof ApiError ? e.message : "The server cannot be reached.", e.code || "NETWORK");
+  }
+  if (!response.ok) throw new ApiError(`The server answered ${response.status}.`, response.status === 403 ? "FORBIDDEN" : "INTERNAL");
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const named = disposition.match(/filename="([^"]+)"/);
+  return { blob: await response.blob(), name: named ? named[1] : path.split("/").pop() };
+}
+
 /// Signs in; returns the user. The caller decides whether the role may use the console.
 export async function login(email, password) {
   const data = await post(

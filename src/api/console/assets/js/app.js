@@ -16,6 +16,8 @@ import * as sites from "./pages/sites.js";
 import * as site from "./pages/site.js";
 import * as reservations from "./pages/reservations.js";
 import * as tokens from "./pages/tokens.js";
+import * as firmware from "./pages/firmware.js";
+import * as campaign from "./pages/campaign.js";
 
 const ROUTES = [
   [/^#\/overview$/, overview, "Overview"],
@@ -30,6 +32,8 @@ const ROUTES = [
   [/^#\/sites\/(.+)$/, site, "Site"],
   [/^#\/reservations(?:\?charger=([^&]+))?$/, reservations, "Reservations"],
   [/^#\/tokens$/, tokens, "RFID cards"],
+  [/^#\/firmware$/, firmware, "Firmware campaigns"],
+  [/^#\/firmware\/(.+)$/, campaign, "Firmware campaign"],
 ];
 
 export const STAFF = ["OPERATOR", "ADMIN"];

@@ -1,11 +1,12 @@
 // One charger: live state and connectors (onChargerStatusChanged), facts, every operator
 // command with the charger's answer, the command history, configuration or device model,
-// sessions, its reservations, its local list, and security events.
+// sessions, its reservations, its local list, its diagnostics logs, and security events.
 
 import { gql, subscribe } from "../api.js";
 import { h, fill, every, errorBox, table, badge, onlineBadge, fmtTime, fmtKWh, announce } from "../ui.js";
 import { reservationsOf } from "../parts/reservations.js";
 import { chargerLocalList } from "../parts/locallist.js";
+import { chargerLogs } from "../parts/logs.js";
 
 const DETAILS = `query($id: ID!) { charger(id: $id) {
   id stationId online protocol vendor model firmwareVersion lastSeen lastBootAt securityProfile registrationStatus
@@ -52,6 +53,7 @@ export function render(main, [id]) {
   const config = h("div");
   const reservations = reservationsOf(id);
   const localList = chargerLocalList(id);
+  const logs = chargerLogs(id);
   let protocol = null;
 
   const drawLive = (c) => {
@@ -185,6 +187,7 @@ export function render(main, [id]) {
     h("h2", {}, "Command history"), history,
     h("h2", {}, "Sessions"), sessionsBox,
     h("h2", {}, "Reservations"), reservations.element,
+    h("h2", {}, "Diagnostics and logs"), logs.element,
     h("h2", {}, "Local authorization list"), localList.element,
     h("h2", {}, "Configuration"), h("div", { class: "row" }, readConfig), config,
     h("h2", {}, "Security events"), events);
@@ -213,7 +216,7 @@ export function render(main, [id]) {
     }
   })();
   const unsubscribe = subscribe(LIVE, { id }, (data) => drawLive(data.onChargerStatusChanged), (e) => fill(problem, errorBox(e)));
-  const stopPolling = every(5000, () => Promise.all([loadHistory(), reservations.load()]).catch((e) => fill(problem, errorBox(e))));
+  const stopPolling = every(5000, () => Promise.all([loadHistory(), reservations.load(), logs.load()]).catch((e) => fill(problem, errorBox(e))));
   return () => {
     unsubscribe();
     stopPolling();
