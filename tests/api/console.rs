@@ -434,6 +434,27 @@ async fn every_page_shows_its_data_without_an_error() {
     )
     .await
     .unwrap();
+    // a site (no charger attached: the charger above answers only what the test expects) and
+    // a card, for the sites and cards pages
+    let created = app
+        .graphql(
+            "mutation { createSite(input: { name: \"Pages site\", gridLimitAmps: 63 }) { id } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    let site = created["data"]["createSite"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("createSite: {created}"))
+        .to_string();
+    let card = app
+        .graphql(
+            "mutation { addIdToken(input: { idToken: \"04PAGES\", type: ISO14443 }) { idToken } }",
+            json!({}),
+            Some(&driver),
+        )
+        .await;
+    assert!(card["errors"].is_null(), "{card}");
     let invoiced = app
         .wait_until(std::time::Duration::from_secs(15), || async {
             !app.graphql(
@@ -463,6 +484,24 @@ async fn every_page_shows_its_data_without_an_error() {
         ),
         ("map", "#main tbody", "Pages station"),
         ("billing", "#main", "pages@example.com"),
+        (
+            "chargers/CP-PG",
+            "[data-testid=local-list-version]",
+            "0 (never had one)",
+        ),
+        ("sites", "#main tbody", "Pages site"),
+        (
+            &*format!("sites/{site}"),
+            "[data-testid=site-limit]",
+            "63.0 A",
+        ),
+        (
+            "reservations?charger=CP-PG",
+            "#main tbody",
+            "Nothing to show",
+        ),
+        ("tokens", "#main tbody", "04PAGES"),
+        ("firmware", "#main tbody", "Nothing to show"),
     ];
     for (page, css, expected) in pages {
         browser
