@@ -7,6 +7,7 @@ mod charger_client;
 mod charger_logs;
 mod charger_writer;
 mod cluster;
+mod conformance;
 mod console;
 mod demo;
 mod events;
