@@ -9,8 +9,8 @@
 # third-party OCPP peer) and DATABASE_URL (default postgres://postgres@127.0.0.1:5432/chargegrid).
 # The whole run (no extra args) also writes the status column of docs/conformance.md from its
 # results (scripts/conformance.py); in CI (CI=true) it checks the committed file instead, so
-# the file can only claim what a run showed. The run's output is kept in
-# $CHARGEGRID_CACHE/test-run.log.
+# the file can only claim what a run showed. The run's output is kept in a temporary file
+# (its name is printed at the end).
 # Exits with cargo's exit code (1 when the conformance file disagrees with the run).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -26,8 +26,7 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/${CHARGE
 
 need_cmd cargo "install Rust with rustup"
 log "cargo test --workspace --all-targets${*:+ $*} -- --test-threads=${TEST_THREADS:-4}"
-mkdir -p "$CACHE"
-RUN_LOG="$CACHE/test-run.log"
+RUN_LOG="$(mktemp "${TMPDIR:-/tmp}/chargegrid-test-run.XXXXXX")"
 set +e
 cargo test --workspace --all-targets "$@" -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$RUN_LOG"
 status=${PIPESTATUS[0]}
@@ -41,4 +40,5 @@ if [ "$status" -eq 0 ] && [ "$#" -eq 0 ]; then
         python3 scripts/conformance.py --log "$RUN_LOG" || status=1
     fi
 fi
+log "test output kept in $RUN_LOG"
 exit "$status"

@@ -5,6 +5,7 @@
 
 pub mod charger;
 pub mod local_lists;
+pub mod message_limits;
 pub mod messages;
 pub mod registry;
 pub mod session;

@@ -120,7 +120,7 @@ pub async fn trigger(
         action: action.clone(),
         payload,
     };
-    match crate::ocpp::v201::message_limits::execute(&ctx, charger_id.as_str(), command).await {
+    match crate::actors::message_limits::execute(&ctx, charger_id.as_str(), command).await {
         Ok(response) => HttpResponse::Ok().json(json!({ "action": action, "response": response })),
         Err(e) => {
             let status = match &e {

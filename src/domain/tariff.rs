@@ -31,6 +31,18 @@ fn cents(amount: Decimal) -> Decimal {
 }
 
 impl Tariff {
+    /// The price list used when neither the station nor the tariffs table have one: 0.39 per
+    /// kWh.
+    pub fn fallback(currency: &str) -> Self {
+        Self {
+            currency: currency.to_string(),
+            price_per_kwh: Decimal::new(39, 2),
+            price_per_minute: Decimal::ZERO,
+            grace_minutes: 0,
+            session_fee: Decimal::ZERO,
+        }
+    }
+
     pub fn charge(&self, energy_kwh: Decimal, duration_minutes: i64) -> Charge {
         let billable_minutes = (duration_minutes - self.grace_minutes).max(0);
         let energy = cents(energy_kwh.max(Decimal::ZERO) * self.price_per_kwh);

@@ -1,8 +1,8 @@
 //! What a running session costs so far, for the charger's display (OCPP 2.0.1 I02/I03:
 //! `totalCost` in TransactionEvent answers). The tariff is chosen exactly as billing chooses it
-//! and kept per station for a minute, so the durable path asks Postgres at most once a minute
-//! per station; a tariff change shows on displays within that minute (the invoice always
-//! uses the tariff at billing time).
+//! and kept per station (and each driver's plan per driver) for five minutes, so the durable
+//! path rarely asks Postgres; a tariff change shows on displays within those minutes. The
+//! final cost (a transaction's end) reads both afresh, as the invoice does.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,8 @@ use super::sessions::SessionRecord;
 use super::StoreError;
 use crate::domain::tariff::Tariff;
 
-/// How long a station's tariff is kept.
-const KEEP: Duration = Duration::from_secs(60);
+/// How long a station's tariff and a driver's plan are kept.
+const KEEP: Duration = Duration::from_secs(300);
 
 /// Users' plans kept at most; beyond it the map starts again (a plan is one short read).
 const MAX_USERS: usize = 100_000;
@@ -37,13 +37,14 @@ impl TariffCache {
         pool: &PgPool,
         station_id: Uuid,
         currency: &str,
+        fresh: bool,
     ) -> Result<Tariff, StoreError> {
-        if let Some(entry) = self.by_station.get(&station_id) {
+        if let Some(entry) = self.by_station.get(&station_id).filter(|_| !fresh) {
             if entry.1.elapsed() < KEEP {
                 return Ok(entry.0.clone());
             }
         }
-        let fallback = crate::workers::billing::fallback_tariff(currency);
+        let fallback = Tariff::fallback(currency);
         let policy = BillingPolicy {
             currency,
             payment_due_days: 0,
@@ -57,8 +58,8 @@ impl TariffCache {
     }
 
     /// Whether `user_id`'s plan covers charging, from memory when it is fresh.
-    async fn covered(&self, pool: &PgPool, user_id: Uuid) -> Result<bool, StoreError> {
-        if let Some(entry) = self.covered.get(&user_id) {
+    async fn covered(&self, pool: &PgPool, user_id: Uuid, fresh: bool) -> Result<bool, StoreError> {
+        if let Some(entry) = self.covered.get(&user_id).filter(|_| !fresh) {
             if entry.1.elapsed() < KEEP {
                 return Ok(entry.0);
             }
@@ -75,17 +76,19 @@ impl TariffCache {
         Ok(covered)
     }
 
-    /// What `session` costs its driver at `now` (or at its end), as its invoice will say.
+    /// What `session` costs its driver at `now` (the charger's time of the event; its end
+    /// once it ended), as its invoice will say; `fresh` reads tariff and plan anew.
     pub async fn cost_of(
         &self,
         pool: &PgPool,
         session: &SessionRecord,
         currency: &str,
         now: DateTime<Utc>,
+        fresh: bool,
     ) -> Result<Decimal, StoreError> {
         let (tariff, covered) = tokio::try_join!(
-            self.tariff(pool, session.station_id, currency),
-            self.covered(pool, session.user_id)
+            self.tariff(pool, session.station_id, currency, fresh),
+            self.covered(pool, session.user_id, fresh)
         )?;
         Ok(if covered {
             Decimal::ZERO

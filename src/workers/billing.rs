@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -86,13 +85,7 @@ async fn bill_batch(
 
 /// The price list used when neither the station nor the tariffs table have one.
 pub fn fallback_tariff(currency: &str) -> Tariff {
-    Tariff {
-        currency: currency.to_string(),
-        price_per_kwh: Decimal::new(39, 2),
-        price_per_minute: Decimal::ZERO,
-        grace_minutes: 0,
-        session_fee: Decimal::ZERO,
-    }
+    Tariff::fallback(currency)
 }
 
 async fn bill(batcher: BillingBatcher, event: ReceivedEvent) -> Result<(), HandleError> {

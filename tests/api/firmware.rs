@@ -237,7 +237,8 @@ async fn a_local_controller_publishes_firmware_and_takes_it_back() {
     const LIST: &str = "query($c: ID!) { firmwarePublications(chargerId: $c) { requestId status publishedLocations } }";
     const UNPUBLISH: &str =
         "mutation($c: ID!, $s: String!) { unpublishFirmware(chargerId: $c, checksum: $s) }";
-    let (app, operator) = app().await;
+    let (app, viewer) = app().await;
+    let operator = app.staff_token("ADMIN").await;
     let mut lc = connect201(app.port, "CS-F3", Some(("CS-F3", CHARGER_PASSWORD))).await;
     lc.boot201().await;
     let checksum = "0123456789ABCDEF0123456789abcdef";
@@ -374,6 +375,19 @@ async fn a_local_controller_publishes_firmware_and_takes_it_back() {
         );
     }
 
+    // an OPERATOR sees publications but cannot publish (software is an ADMIN's decision)
+    let refused = app
+        .graphql(PUBLISH, json!({ "i": { "chargerId": "CS-F3", "location": "https://fw.example.com/y.bin", "checksum": checksum } }), Some(&viewer))
+        .await;
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("FORBIDDEN"),
+        "{refused}"
+    );
+    let seen = app
+        .graphql(LIST, json!({ "c": "CS-F3" }), Some(&viewer))
+        .await;
+    assert!(seen["errors"].is_null(), "{seen}");
     // a checksum that is not an MD5 is refused before anything is sent; a driver cannot publish
     let bad = app
         .graphql(

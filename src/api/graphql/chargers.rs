@@ -404,7 +404,7 @@ pub async fn run_command(
     charger_id: &str,
     command: ChargerCommand,
 ) -> ApiResult<Value> {
-    crate::ocpp::v201::message_limits::execute(app, charger_id, command)
+    crate::actors::message_limits::execute(app, charger_id, command)
         .await
         .map_err(command_error)
 }

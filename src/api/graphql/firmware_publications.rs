@@ -74,6 +74,17 @@ pub enum UnpublishStatus {
     DownloadOngoing,
 }
 
+/// The signed-in ADMIN: publishing firmware changes chargers' software.
+fn require_admin(ctx: &Context<'_>) -> ApiResult<uuid::Uuid> {
+    let (id, role) = require_staff(ctx)?;
+    if role != crate::domain::Role::Admin {
+        return Err(ApiError::Forbidden(
+            "publishing firmware changes chargers' software: it needs the ADMIN role".into(),
+        ));
+    }
+    Ok(id)
+}
+
 fn parse_charger(id: &ID) -> ApiResult<String> {
     ChargePointId::parse(id.as_str())
         .map(|id| id.as_str().to_string())
@@ -123,7 +134,8 @@ pub struct FirmwarePublicationMutation;
 
 #[Object]
 impl FirmwarePublicationMutation {
-    /// OPERATOR or ADMIN: asks a local controller to download and publish firmware for the
+    /// ADMIN (software, like PublishFirmware through `sendChargerCommand`): asks a local
+    /// controller to download and publish firmware for the
     /// stations behind it (PublishFirmware); answers once the controller answered, with
     /// status SENT (accepted: its notifications follow) or REJECTED (extension)
     async fn publish_firmware(
@@ -131,7 +143,7 @@ impl FirmwarePublicationMutation {
         ctx: &Context<'_>,
         input: PublishFirmwareInput,
     ) -> ApiResult<FirmwarePublication> {
-        let (staff, _) = require_staff(ctx)?;
+        let staff = require_admin(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let id = parse_charger(&input.charger_id)?;
         super::firmware::check_location(&input.location)?;
@@ -177,7 +189,7 @@ impl FirmwarePublicationMutation {
         Ok(record.unwrap_or(created).into())
     }
 
-    /// OPERATOR or ADMIN: asks a local controller to stop publishing the firmware with
+    /// ADMIN: asks a local controller to stop publishing the firmware with
     /// `checksum` (UnpublishFirmware); the controller's answer (extension)
     async fn unpublish_firmware(
         &self,
@@ -185,7 +197,7 @@ impl FirmwarePublicationMutation {
         charger_id: ID,
         checksum: String,
     ) -> ApiResult<UnpublishStatus> {
-        let (staff, _) = require_staff(ctx)?;
+        let staff = require_admin(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let id = parse_charger(&charger_id)?;
         let checksum = self::checksum(&checksum)?;

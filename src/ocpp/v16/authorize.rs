@@ -31,14 +31,6 @@ pub async fn resolve(
     })
 }
 
-pub fn tag_info(status: AuthorizationStatus) -> IdTagInfo {
-    IdTagInfo {
-        expiry_date: None,
-        parent_id_tag: None,
-        status,
-    }
-}
-
 /// `status` with the token's expiry and group (parentIdTag), for a token the server knows.
 pub fn tag_info_with(status: AuthorizationStatus, details: &TagDetails) -> IdTagInfo {
     let known = status != AuthorizationStatus::Invalid;

@@ -11,7 +11,6 @@ use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
 const TX_PROFILE_ID: i32 = profile_ids::TX;
 
-/// SetChargingProfile for a load-management current limit.
 /// The TxProfile a remotely started transaction begins under (RemoteStartTransaction's
 /// chargingProfile, without a transactionId), with the id of the session's TxProfile so that
 /// the site's first allocation replaces it.
@@ -30,6 +29,7 @@ fn start_profile(limit: &StartLimit) -> Value {
     })
 }
 
+/// SetChargingProfile for a load-management current limit.
 fn current_limit(
     scope: LimitScope,
     connector_id: i32,

@@ -14,7 +14,7 @@ use rust_ocpp::v1_6::messages::stop_transaction::{
 use rust_ocpp::v1_6::types::{AuthorizationStatus, MeterValue};
 use serde_json::Value;
 
-use super::authorize::{resolve, tag_info, tag_info_with};
+use super::authorize::{resolve, tag_info_with};
 use super::{enum_name, CallContext, Handled};
 use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::{decode, decode_shape};
@@ -175,9 +175,10 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
 pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: StopTransactionRequest = decode("StopTransaction", payload.clone())?;
     let id_tag_info = match &req.id_tag {
-        Some(tag) => Some(tag_info(
-            resolve(&ctx.app.db, tag, None).await.map_err(unanswered)?.0,
-        )),
+        Some(tag) => {
+            let (status, _, details) = resolve(&ctx.app.db, tag, None).await.map_err(unanswered)?;
+            Some(tag_info_with(status, &details))
+        }
         None => None,
     };
     let reason = req

@@ -7,7 +7,6 @@ mod authorize;
 mod boot;
 pub mod commands;
 mod device_model;
-pub mod message_limits;
 mod meter;
 mod reports;
 mod reservation;

@@ -101,8 +101,8 @@ pub async fn cleared_charging_limit(
 /// K15/K16: the car's needs, stored for its session. On a load-managed charger they feed the
 /// allocation and the session's profile is pushed again; elsewhere the session gets a TxProfile
 /// at the lower of the car's maximum current and the session's own cap. Either way the answer
-/// is Accepted (a schedule follows); Rejected when there is no session on that EVSE or its
-/// transaction is not known yet.
+/// is Accepted (a schedule follows); Rejected when there is no session on that EVSE, its
+/// transaction is not known yet, or nothing bounds a DC car.
 pub async fn notify_ev_charging_needs(
     ctx: &CallContext,
     payload: Value,
@@ -152,28 +152,34 @@ pub async fn notify_ev_charging_needs(
     let cap = open
         .max_power_kw
         .map(|kw| kw * 1000.0 / (NOMINAL_VOLTAGE * 3.0));
-    // nothing bounds the car (no site, no cap, the car gave no maximum): its schedule is the
-    // station's rated current, so the car still gets the profile it waits for (K15.FR.03)
+    // nothing bounds an AC car (no site, no cap, the car gave no maximum): its schedule is the
+    // station's rated current, so the car still gets the profile it waits for (K15.FR.03); a
+    // DC car is never given an AC current it did not ask for
+    let ac_car = needs["requestedEnergyTransfer"]
+        .as_str()
+        .is_some_and(|mode| mode.starts_with("AC"));
     let amps = match (ev_max_amps, cap) {
-        (Some(ev), Some(cap)) => ev.min(cap),
-        (Some(one), None) | (None, Some(one)) => one,
-        (None, None) => open.rated_amps.unwrap_or(UNBOUNDED_AC_AMPS),
+        (Some(ev), Some(cap)) => Some(ev.min(cap)),
+        (Some(one), None) | (None, Some(one)) => Some(one),
+        (None, None) if ac_car => Some(open.rated_amps.unwrap_or(UNBOUNDED_AC_AMPS)),
+        (None, None) => None,
     };
-    match open.transaction_ref {
-        Some(transaction_ref) => Ok(Handled::reply(&json!({ "status": "Accepted" }))?.with(
-            Effect::Send {
-                command: ChargerCommand::LimitCurrent {
-                    scope: LimitScope::Transaction,
-                    connector_id: evse_id,
-                    transaction_id: None,
-                    transaction_ref: Some(transaction_ref),
-                    amps,
-                    phases: 3,
-                },
-                what: "TxProfile for the EV's charging needs",
+    match (amps, open.transaction_ref) {
+        (Some(amps), Some(transaction_ref)) => Ok(Handled::reply(
+            &json!({ "status": "Accepted" }),
+        )?
+        .with(Effect::Send {
+            command: ChargerCommand::LimitCurrent {
+                scope: LimitScope::Transaction,
+                connector_id: evse_id,
+                transaction_id: None,
+                transaction_ref: Some(transaction_ref),
+                amps,
+                phases: 3,
             },
-        )),
-        None => Handled::reply(&json!({ "status": "Rejected" })),
+            what: "TxProfile for the EV's charging needs",
+        })),
+        _ => Handled::reply(&json!({ "status": "Rejected" })),
     }
 }
 

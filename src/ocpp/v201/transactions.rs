@@ -145,6 +145,10 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
     let transaction_ref = req.transaction_info.transaction_id.clone();
     // the running cost (I02) and the final one (I03) go into the answer
     let costed = req.event_type != TransactionEventEnumType::Started;
+    let (event_at, ending) = (
+        req.timestamp,
+        req.event_type == TransactionEventEnumType::Ended,
+    );
     let (seq_no, event, offline) = (
         req.seq_no,
         enum_name(&req.event_type),
@@ -202,12 +206,16 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
     }
     if let Some(record) = session.as_ref().filter(|_| costed) {
         let currency = &ctx.app.settings.billing.currency;
-        match ctx
-            .app
-            .running_cost
-            .cost_of(&ctx.app.db, record, currency, chrono::Utc::now())
-            .await
-        {
+        // the answer never waits long for a display figure
+        let cost = tokio::time::timeout(
+            std::time::Duration::from_millis(250),
+            ctx.app
+                .running_cost
+                .cost_of(&ctx.app.db, record, currency, event_at, ending),
+        )
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("running cost: too slow".into())));
+        match cost {
             // a JSON number as the schema says (a cents amount is exact enough in f64)
             Ok(cost) => {
                 let cost = rust_decimal::prelude::ToPrimitive::to_f64(&cost).unwrap_or_default();
@@ -272,7 +280,11 @@ async fn store_event(
     let Some(seq) = transaction.seq().receive(req.seq_no) else {
         return Ok(None);
     };
-    if seq.gaps.len() > transaction.seq_gaps.len() {
+    // new numbers missing, or a jump too long to enumerate them
+    let jumped = transaction
+        .last_seq_no
+        .is_some_and(|last| req.seq_no > last.saturating_add(1));
+    if seq.gaps.len() > transaction.seq_gaps.len() || jumped {
         gap.store(true, Ordering::Relaxed);
         tracing::warn!(charger_id = %ctx.charger_id, transaction_ref = %req.transaction_info.transaction_id, gaps = ?seq.gaps, "TransactionEvent seqNo gap");
     }

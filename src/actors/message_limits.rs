@@ -1,13 +1,19 @@
 //! A station says how much it takes in one message (DeviceDataCtrlr.ItemsPerMessage and
 //! BytesPerMessage, per action, in its device model). GetVariables and SetVariables requests
 //! longer than that are split into several (TC_B_08); their results are put back together in
-//! the order they were asked for, so the caller sees one answer.
+//! the order they were asked for, so the caller sees one answer. The parts go one after the
+//! other; when one fails the caller gets its error, and for SetVariables the parts before it
+//! are already applied (their results are in the station's device model, not in the error).
 
 use serde_json::{json, Value};
 
-use crate::actors::registry;
+use super::registry;
 use crate::context::AppContext;
 use crate::ocpp::command::{ChargerCommand, CommandError};
+
+/// The OCPP-J CALL frame around a payload: `[2,"` a 36-character message id `","` the action
+/// `",` and `]`, with room to spare.
+const FRAME_BYTES: usize = 64;
 
 /// The request list and the result list of an action the station may limit.
 fn lists(action: &str) -> Option<(&'static str, &'static str)> {
@@ -28,8 +34,9 @@ pub fn split(
     max_bytes: Option<usize>,
 ) -> Vec<Vec<Value>> {
     let max_items = max_items.unwrap_or(usize::MAX).max(1);
-    // {"<list>":[ ... ]} around the items, and a comma between two of them
-    let overhead = list.len() + 7;
+    // {"<list>":[ ... ]} around the items, a comma between two of them, and the OCPP-J frame
+    // around the payload ([2,"<uuid>","SetVariables",...]) for a station that counts it
+    let overhead = list.len() + 7 + FRAME_BYTES;
     let mut parts: Vec<Vec<Value>> = Vec::new();
     let mut current: Vec<Value> = Vec::new();
     let mut bytes = overhead;
