@@ -82,8 +82,11 @@ pub struct ChargerActor {
     registry: Addr<Registry>,
     out: mpsc::UnboundedSender<Outbound>,
     max_frame_bytes: usize,
-    /// CSMS-initiated calls wait until the charger is accepted.
+    /// CSMS-initiated calls wait until the charger is accepted...
     accepted: bool,
+    /// ...except the configuration and information calls a charger told Pending takes (B02,
+    /// 1.6 §4.2): sent while it waits, the others stay queued.
+    pending: bool,
     quarantined: bool,
     last_seen: Instant,
     last_seen_at: DateTime<Utc>,
@@ -115,6 +118,7 @@ impl ChargerActor {
                 out,
                 max_frame_bytes: params.max_frame_bytes,
                 accepted: params.previously_accepted,
+                pending: false,
                 quarantined: params.quarantined,
                 last_seen: Instant::now(),
                 last_seen_at: Utc::now(),
@@ -328,9 +332,16 @@ impl ChargerActor {
 
     fn apply(&mut self, effect: Effect, ctx: &mut Context<Self>) {
         match effect {
+            Effect::BootPending => {
+                if !self.accepted && !self.pending {
+                    self.pending = true;
+                    self.send_next(ctx);
+                }
+            }
             Effect::Accepted => {
                 if !self.accepted {
                     self.accepted = true;
+                    self.pending = false;
                     self.send_next(ctx);
                 }
                 // a boot may have wiped what the charger held: one that should hold a local
@@ -389,12 +400,25 @@ impl ChargerActor {
         Duration::from_secs(self.app.settings.ocpp.call_timeout_secs)
     }
 
-    /// Sends the next queued command if none is in flight and the charger is accepted.
+    /// Sends the next queued command if none is in flight and the charger is accepted; while
+    /// it is Pending, the next one a Pending charger takes.
     fn send_next(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight.is_some() || !self.accepted {
+        if self.in_flight.is_some() || !(self.accepted || self.pending) {
             return;
         }
-        while let Some(pending) = self.outgoing.pop_front() {
+        loop {
+            let next = if self.accepted {
+                self.outgoing.pop_front()
+            } else {
+                let version = self.version;
+                let position = self.outgoing.iter().position(|queued| {
+                    queued.reply.is_closed()
+                        || adapter::to_call(version, &queued.command)
+                            .is_ok_and(|(action, _)| allowed_while_pending(&action))
+                });
+                position.and_then(|i| self.outgoing.remove(i))
+            };
+            let Some(pending) = next else { return };
             if pending.reply.is_closed() {
                 continue; // the caller gave up: never send a command nobody waits for
             }
@@ -637,4 +661,20 @@ async fn write_loop(mut session: actix_ws::Session, mut rx: mpsc::UnboundedRecei
         }
     }
     let _ = session.close(None).await;
+}
+
+/// The calls a charger told Pending takes: configuration and information, and a trigger for
+/// a new boot (2.0.1 B02.FR.02, TC_B_31; 1.6 §4.2). Nothing that starts or stops charging.
+fn allowed_while_pending(action: &str) -> bool {
+    matches!(
+        action,
+        "GetVariables"
+            | "SetVariables"
+            | "GetBaseReport"
+            | "GetReport"
+            | "SetNetworkProfile"
+            | "TriggerMessage"
+            | "GetConfiguration"
+            | "ChangeConfiguration"
+    )
 }

@@ -47,6 +47,9 @@ impl CallContext {
 pub enum Effect {
     /// BootNotification was accepted: CSMS-initiated calls may flow.
     Accepted,
+    /// BootNotification was answered Pending: the CSMS may configure and query the charger
+    /// (and trigger a new boot) before it is accepted, but starts nothing there.
+    BootPending,
     /// A connector (1.6) or EVSE (2.0.1) reported a status.
     ConnectorStatus { connector_id: i32, status: String },
     /// A session changed (started, metered, completed): its state as committed.

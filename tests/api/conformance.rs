@@ -1418,3 +1418,89 @@ async fn operator_calls_to_a_1_6_charger_carry_each_cases_request_and_its_answer
         status16(&mut cp, 1, "Available", "NoError").await;
     }
 }
+
+/// TC_B_31: a station told Pending takes the CSMS's configuration and trigger calls (here
+/// TriggerMessage(BootNotification)) while anything that acts on charging (a reset) waits in
+/// its queue until a boot is Accepted; then the reset follows.
+#[actix_web::test]
+async fn a_pending_station_is_triggered_to_boot_and_gets_the_rest_once_accepted() {
+    const RESET: &str = "mutation { resetCharger(chargerId: \"CS-B31\", type: HARD) }";
+    // admission control answers Pending beyond one boot a second
+    let app = spawn_app_with(|s| s.cluster.max_boots_per_sec = 1).await;
+    let token = app.staff_token("ADMIN").await;
+    let site = app.create_station("Pending station").await;
+    for id in ["CS-B31-FIRST", "CS-B31"] {
+        app.register_charger(&token, id, site, Some(crate::ocpp201::PASSWORD))
+            .await;
+    }
+    let mut first = connect201(
+        app.port,
+        "CS-B31-FIRST",
+        Some(("CS-B31-FIRST", crate::ocpp201::PASSWORD)),
+    )
+    .await;
+    let mut cs = connect201(
+        app.port,
+        "CS-B31",
+        Some(("CS-B31", crate::ocpp201::PASSWORD)),
+    )
+    .await;
+    assert_eq!(first.boot201().await["status"], "Accepted");
+    assert_eq!(cs.boot201().await["status"], "Pending");
+
+    // the reset is asked first; while the station is Pending it is not sent
+    let reset = app.graphql(RESET, json!({}), Some(&token));
+    tokio::pin!(reset);
+    let early = tokio::time::timeout(Duration::from_millis(500), async {
+        tokio::select! {
+            call = cs.next_server_call() => format!("{call:?}"),
+            answer = &mut reset => format!("{answer}"),
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "a call reached a Pending station: {early:?}"
+    );
+    // the trigger is sent at once, and answered
+    let triggered = ask(
+        &app,
+        &token,
+        &mut cs,
+        "CS-B31",
+        (
+            "TriggerMessage",
+            json!({ "requestedMessage": "BootNotification" }),
+            json!({ "status": "Accepted" }),
+        ),
+    )
+    .await;
+    assert_eq!(triggered["status"], "Accepted", "{triggered}");
+    // the station boots as triggered; once a boot is Accepted (a later admission window) the
+    // queued reset arrives
+    let station = async {
+        let mut accepted = false;
+        for _ in 0..20 {
+            let answer = cs
+                .call(
+                    "BootNotification",
+                    json!({ "reason": "Triggered", "chargingStation": { "vendorName": "TestVendor", "model": "TS-201" } }),
+                )
+                .await
+                .expect("boot answered");
+            if answer["status"] == "Accepted" {
+                accepted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(accepted, "the station was never accepted");
+        let (id, action, payload) = cs.next_server_call().await;
+        cs.reply(&id, json!({ "status": "Accepted" })).await;
+        (action, payload)
+    };
+    let (reset, (action, payload)) = tokio::join!(reset, station);
+    assert_eq!(action, "Reset");
+    assert_eq!(payload, json!({ "type": "Immediate" }));
+    assert_eq!(reset["data"]["resetCharger"], true, "{reset}");
+}

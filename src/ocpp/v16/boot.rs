@@ -21,11 +21,12 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
         // a reconnect storm: come back later, spread out, instead of all at once
         let retry = rand::Rng::gen_range(&mut rand::thread_rng(), 10..=60u32);
         tracing::info!(charger_id = %ctx.charger_id, retry, "boot deferred (admission control)");
-        return Handled::reply(&BootNotificationResponse {
+        return Ok(Handled::reply(&BootNotificationResponse {
             current_time: Utc::now(),
             interval: retry,
             status: RegistrationStatus::Pending,
-        });
+        })?
+        .with(Effect::BootPending));
     }
     let info = BootInfo {
         vendor: req.charge_point_vendor,
@@ -50,11 +51,12 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
         .map_err(CallFailure::internal)?;
     if ctx.quarantined {
         tracing::info!(charger_id = %ctx.charger_id, vendor = %info.vendor, model = %info.model, "quarantined charger booted: Pending");
-        return Handled::reply(&BootNotificationResponse {
+        return Ok(Handled::reply(&BootNotificationResponse {
             current_time: Utc::now(),
             interval: ctx.app.settings.ocpp.heartbeat_interval_secs,
             status: RegistrationStatus::Pending,
-        });
+        })?
+        .with(Effect::BootPending));
     }
     tracing::info!(charger_id = %ctx.charger_id, vendor = %info.vendor, model = %info.model, "charger booted");
     Ok(Handled::reply(&BootNotificationResponse {

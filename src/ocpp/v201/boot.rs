@@ -23,12 +23,13 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
         // a reconnect storm: come back later, spread out, instead of all at once
         let retry = rand::Rng::gen_range(&mut rand::thread_rng(), 10..=60u16);
         tracing::info!(charger_id = %ctx.charger_id, retry, "boot deferred (admission control)");
-        return Handled::reply(&BootNotificationResponse {
+        return Ok(Handled::reply(&BootNotificationResponse {
             current_time: Utc::now(),
             interval: retry,
             status: RegistrationStatusEnumType::Pending,
             status_info: None,
-        });
+        })?
+        .with(Effect::BootPending));
     }
     let station = req.charging_station;
     let (iccid, imsi) = station
@@ -59,12 +60,13 @@ pub async fn boot_notification(ctx: &CallContext, payload: Value) -> Result<Hand
     let interval = u16::try_from(ctx.app.settings.ocpp.heartbeat_interval_secs).unwrap_or(u16::MAX);
     if ctx.quarantined {
         tracing::info!(charger_id = %ctx.charger_id, "quarantined charging station booted: Pending");
-        return Handled::reply(&BootNotificationResponse {
+        return Ok(Handled::reply(&BootNotificationResponse {
             current_time: Utc::now(),
             interval,
             status: RegistrationStatusEnumType::Pending,
             status_info: None,
-        });
+        })?
+        .with(Effect::BootPending));
     }
     Ok(Handled::reply(&BootNotificationResponse {
         current_time: Utc::now(),
