@@ -97,6 +97,19 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_call(method, path, body).await {
+            Ok(value) => value,
+            Err((error, message)) => panic!("WebDriver {path}: {error}: {message}"),
+        }
+    }
+
+    /// `call`, with WebDriver's error (code, message) returned instead of panicking.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (String, Value)> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
@@ -110,9 +123,31 @@ impl Browser {
             .await
             .expect("WebDriver JSON");
         if let Some(error) = reply["value"]["error"].as_str() {
-            panic!("WebDriver {path}: {error}: {}", reply["value"]["message"]);
+            return Err((error.to_string(), reply["value"]["message"].clone()));
         }
-        reply["value"].clone()
+        Ok(reply["value"].clone())
+    }
+
+    /// Runs `action` (e.g. `click`) on the element matching `css`. A page that re-rendered
+    /// between finding the element and acting on it (a refresh) makes the element stale: it is
+    /// found again, a few times at most.
+    async fn on_element(&self, css: &str, action: &str, body: Value) {
+        for _ in 0..5 {
+            let id = self.element(css).await;
+            match self
+                .try_call(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/{action}"),
+                    Some(body.clone()),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err((error, _)) if error == "stale element reference" => continue,
+                Err((error, message)) => panic!("WebDriver {action} on {css}: {error}: {message}"),
+            }
+        }
+        panic!("{css} went stale five times in a row");
     }
 
     pub async fn goto(&self, url: &str) {
@@ -197,35 +232,17 @@ impl Browser {
 
     /// Clicks the element matching `css` once it exists.
     pub async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        self.on_element(css, "click", json!({})).await;
     }
 
     /// Types `text` into the element matching `css`, as keystrokes.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+        self.on_element(css, "value", json!({ "text": text })).await;
     }
 
     /// Empties the input or textarea matching `css` (before typing a value over a default).
     pub async fn clear(&self, css: &str) {
-        let id = self.element(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/clear"),
-            Some(json!({})),
-        )
-        .await;
+        self.on_element(css, "clear", json!({})).await;
     }
 
     /// Polls `script` (see `eval`) until its value satisfies `check`; panics with the last one.

@@ -56,10 +56,13 @@ export function render(main) {
     return form;
   };
 
+  // answers may arrive out of order: only the newest search is shown
+  let generation = 0;
   const load = async () => {
+    const mine = ++generation;
     try {
       const data = await gql(SEARCH, { p: prefix.value.trim() || null, g: group.value.trim() || null, u: owner.value.trim() || null });
-      if (stopped) return;
+      if (stopped || mine !== generation) return;
       fill(problem);
       fill(results, table("Tokens", [
         ["Token", (t) => t.idToken],
