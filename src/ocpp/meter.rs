@@ -178,7 +178,14 @@ pub fn reading(samples: &[Sample]) -> Reading {
                     && s.location.as_deref().unwrap_or("Outlet") != "Inlet"
             })
             .collect();
-        if let Some(total) = matching.iter().find(|s| s.phase.is_none()) {
+        // several totals at the same instant (an Ended event's last periodic sample and its
+        // Transaction.End reading): the end reading, else the last one the charger listed
+        let totals: Vec<&&&Sample> = matching.iter().filter(|s| s.phase.is_none()).collect();
+        if let Some(total) = totals
+            .iter()
+            .find(|s| s.context == "Transaction.End")
+            .or(totals.last())
+        {
             return Some(total.value);
         }
         let phases: Vec<Decimal> = matching
@@ -253,6 +260,40 @@ mod tests {
         let r = reading(&samples);
         assert_eq!(r.energy_wh, Some(Decimal::from(1000)));
         assert_eq!(r.power_w, Some(Decimal::from(10800)));
+    }
+
+    #[test]
+    fn of_totals_at_one_instant_the_end_reading_counts_else_the_last_listed() {
+        let now = Utc::now();
+        let energy = |value: &str, context: &str| {
+            let mut r = raw(value, None, Some("Wh"), None);
+            r.context = Some(context.into());
+            normalise(now, &r)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("sample"))
+        };
+        let periodic_then_end = [
+            energy("3200", "Sample.Periodic"),
+            energy("3400", "Transaction.End"),
+        ];
+        assert_eq!(
+            reading(&periodic_then_end).energy_wh,
+            Some(Decimal::from(3400))
+        );
+        let end_then_periodic = [
+            energy("3400", "Transaction.End"),
+            energy("3200", "Sample.Periodic"),
+        ];
+        assert_eq!(
+            reading(&end_then_periodic).energy_wh,
+            Some(Decimal::from(3400))
+        );
+        let two_periodic = [
+            energy("3200", "Sample.Periodic"),
+            energy("3300", "Sample.Periodic"),
+        ];
+        assert_eq!(reading(&two_periodic).energy_wh, Some(Decimal::from(3300)));
     }
 
     #[test]
