@@ -2,7 +2,7 @@
 //! own action and payload.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A current limit a remotely started transaction begins under.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -11,6 +11,12 @@ pub struct StartLimit {
     /// Ampere per phase.
     pub amps: f64,
     pub phases: u8,
+}
+
+/// The one period of a load-management profile: `amps` per phase (rounded down to the 0.1 A
+/// the schema allows) on `phases` phases, from the start.
+pub fn current_period(amps: f64, phases: u8) -> Value {
+    json!({ "startPeriod": 0, "limit": (amps * 10.0).floor() / 10.0, "numberPhases": phases })
 }
 
 /// Something we ask a charger to do. Serialisable: commands for a charger held by another

@@ -6,7 +6,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::security as sec;
-use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope, StartLimit};
+use crate::ocpp::command::{
+    current_period, profile_ids, ChargerCommand, CommandError, LimitScope, StartLimit,
+};
 
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
 const TX_PROFILE_ID: i32 = profile_ids::TX;
@@ -15,11 +17,7 @@ const TX_PROFILE_ID: i32 = profile_ids::TX;
 /// chargingProfile, without a transactionId), with the id of the session's TxProfile so that
 /// the site's first allocation replaces it.
 fn start_profile(limit: &StartLimit) -> Value {
-    let period = json!({
-        "startPeriod": 0,
-        "limit": (limit.amps * 10.0).floor() / 10.0,
-        "numberPhases": limit.phases,
-    });
+    let period = current_period(limit.amps, limit.phases);
     json!({
         "chargingProfileId": TX_PROFILE_ID,
         "stackLevel": 1,
@@ -37,8 +35,7 @@ fn current_limit(
     amps: f64,
     phases: u8,
 ) -> Result<Value, CommandError> {
-    let period =
-        json!({ "startPeriod": 0, "limit": (amps * 10.0).floor() / 10.0, "numberPhases": phases });
+    let period = current_period(amps, phases);
     let (id, purpose, stack_level, connector) = match scope {
         LimitScope::Transaction => (TX_PROFILE_ID, "TxProfile", 1, connector_id),
         LimitScope::NewTransactions => (profile_ids::TX_DEFAULT, "TxDefaultProfile", 0, 0),

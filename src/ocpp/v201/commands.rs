@@ -5,7 +5,9 @@ use rust_ocpp::v2_0_1::messages as m;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::ocpp::command::{profile_ids, ChargerCommand, CommandError, LimitScope, StartLimit};
+use crate::ocpp::command::{
+    current_period, profile_ids, ChargerCommand, CommandError, LimitScope, StartLimit,
+};
 
 /// The id of the TxProfile this server installs to cap a session's power; re-sending replaces it.
 const TX_PROFILE_ID: i32 = profile_ids::TX;
@@ -14,11 +16,7 @@ const TX_PROFILE_ID: i32 = profile_ids::TX;
 /// chargingProfile: no transactionId yet, K05.FR.03), with the id of the session's TxProfile so
 /// that the site's first allocation replaces it.
 fn start_profile(limit: &StartLimit) -> Value {
-    let period = json!({
-        "startPeriod": 0,
-        "limit": (limit.amps * 10.0).floor() / 10.0,
-        "numberPhases": limit.phases,
-    });
+    let period = current_period(limit.amps, limit.phases);
     json!({
         "id": TX_PROFILE_ID,
         "stackLevel": 1,
@@ -38,8 +36,7 @@ fn current_limit(
     amps: f64,
     phases: u8,
 ) -> Result<Value, CommandError> {
-    let period =
-        json!({ "startPeriod": 0, "limit": (amps * 10.0).floor() / 10.0, "numberPhases": phases });
+    let period = current_period(amps, phases);
     let (id, purpose, stack_level, evse) = match scope {
         LimitScope::Transaction => (TX_PROFILE_ID, "TxProfile", 1, evse_id),
         LimitScope::NewTransactions => (profile_ids::TX_DEFAULT, "TxDefaultProfile", 0, 0),
