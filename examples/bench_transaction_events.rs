@@ -50,6 +50,10 @@ struct Args {
     /// Unmeasured seconds before that.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
+    /// Finished sessions already in the database when the load starts (a database in
+    /// service; see `seed_history`).
+    #[arg(long, default_value_t = 100_000)]
+    history: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -206,11 +210,7 @@ async fn run_charger(
     cp.call("BootNotification", boot)
         .await?
         .map_err(anyhow::Error::msg)?;
-    if ready.wait().await.is_leader() {
-        // the tables grow from empty: statistics of the warm-up's data (as a database in
-        // service has, from autovacuum) before the measured window, see `analyze_after`
-        tokio::spawn(analyze_after(window.0 / 2));
-    }
+    ready.wait().await;
     let count_from = Instant::now() + window.0;
     let end = count_from + window.1;
     let mut measured = Measured {
@@ -292,28 +292,6 @@ async fn run_charger(
     }
     Ok(measured)
 }
-
-/// Runs ANALYZE on the benchmark database after `delay`. The benchmark starts from empty
-/// tables: without it, the statements prepared in the first second keep plans made for tables
-/// of a few rows (sequential scans of `sessions`, `processed_events`) while the tables grow to
-/// thousands of rows, which a database in service (analyzed by autovacuum) never sees.
-async fn analyze_after(delay: Duration) {
-    tokio::time::sleep(delay).await;
-    let Ok(url) = std::env::var(BENCH_DB_URL) else {
-        return;
-    };
-    match PgConnection::connect(&url).await {
-        Ok(mut db) => {
-            if let Err(e) = db.execute("ANALYZE").await {
-                eprintln!("ANALYZE failed: {e}");
-            }
-        }
-        Err(e) => eprintln!("ANALYZE skipped, no connection: {e}"),
-    }
-}
-
-/// Where `analyze_after` finds the benchmark database (set by `run`).
-const BENCH_DB_URL: &str = "CHARGEGRID_BENCH_DB_URL";
 
 /// Drives every charger of `protocol` on a runtime of its own, off the server's threads.
 fn load(protocol: Protocol, port: u16, tags: Vec<String>, args: Args) -> anyhow::Result<Measured> {
@@ -440,16 +418,78 @@ async fn seed(db: &PgPool, chargers: usize) -> anyhow::Result<Vec<String>> {
     Ok(tags)
 }
 
+/// `sessions` finished sessions of the benchmark's drivers on its chargers over the past 60
+/// days, each with its transaction, its paid invoice, four readings and the consumers'
+/// de-duplication rows, then ANALYZE: the tables a CSMS in service has. A database created
+/// empty for the run makes PostgreSQL plan the hot statements for tables of a few hundred rows
+/// (hash joins over sequential scans of `charger_transactions` and `invoices`), and those
+/// plans stay cached on the pooled connections while the tables grow, which a database in
+/// service, analyzed by autovacuum, never sees.
+async fn seed_history(db: &PgPool, tags: &[String], sessions: i64) -> anyhow::Result<()> {
+    if sessions <= 0 {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "CREATE TEMP TABLE hist ON COMMIT DROP AS \
+         SELECT i, gen_random_uuid() AS session_id, t.user_id, t.id_tag, c.id AS charger_id, \
+             c.station_id, c.id LIKE 'BENCH16-%' AS v16, \
+             now() - interval '60 days' + (interval '60 days' / $2) * i AS started_at \
+         FROM generate_series(0, $2 - 1) i \
+         JOIN LATERAL (SELECT user_id, id_tag FROM id_tags WHERE id_tag = ($1::text[])[1 + i % cardinality($1::text[])]) t ON true \
+         JOIN LATERAL (SELECT id, station_id FROM chargers ORDER BY id OFFSET i % (SELECT count(*) FROM chargers) LIMIT 1) c ON true",
+    )
+    .bind(tags)
+    .bind(sessions)
+    .execute(&mut *tx)
+    .await?;
+    for statement in [
+        "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, \
+             start_time, end_time, meter_start_wh, meter_last_wh, energy_kwh, power_kw, stop_reason, cost, currency, \
+             created_at, updated_at) \
+         SELECT session_id, user_id, station_id, charger_id, 1, id_tag, 'COMPLETED', 'CHARGER', started_at, \
+             started_at + interval '40 minutes', 0, 20000, 20, 0, 'Local', 7.00, 'EUR', started_at, \
+             started_at + interval '40 minutes' FROM hist",
+        "INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, transaction_ref, id_tag, \
+             id_tag_status, session_id, started_at, meter_start_wh, stopped_at, meter_stop_wh, stop_reason, \
+             last_seq_no, first_seq_no, created_at, updated_at) \
+         SELECT charger_id, 1, CASE WHEN v16 THEN nextval('ocpp16_transaction_id_seq')::integer END, \
+             CASE WHEN NOT v16 THEN 'HIST-' || i END, id_tag, 'Accepted', session_id, started_at, 0, \
+             started_at + interval '40 minutes', 20000, 'Local', CASE WHEN NOT v16 THEN 21 END, \
+             CASE WHEN NOT v16 THEN 0 END, started_at, started_at + interval '40 minutes' FROM hist",
+        "INSERT INTO invoices (id, session_id, user_id, amount, cost_amount, currency, energy_kwh, \
+             duration_minutes, status, due_date, paid_at, created_at, updated_at) \
+         SELECT gen_random_uuid(), session_id, user_id, 7.00, 7.00, 'EUR', 20, 40, 'PAID', \
+             started_at + interval '14 days', started_at + interval '40 minutes', \
+             started_at + interval '40 minutes', started_at + interval '40 minutes' FROM hist",
+        "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, measurand, \
+             unit, value, received_at) \
+         SELECT h.charger_id, 1, t.id, h.session_id, h.started_at + k * interval '10 minutes', \
+             'Energy.Active.Import.Register', 'Wh', k * 5000, h.started_at + k * interval '10 minutes' \
+         FROM hist h JOIN charger_transactions t ON t.session_id = h.session_id \
+         CROSS JOIN generate_series(1, 4) k",
+        "INSERT INTO processed_events (consumer, event_id, processed_at) \
+         SELECT c, gen_random_uuid(), started_at + interval '40 minutes' \
+         FROM hist CROSS JOIN unnest(ARRAY['billing', 'notifications', 'notifications']) c",
+    ] {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    sqlx::query("VACUUM ANALYZE").execute(db).await?;
+    Ok(())
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
 /// (sessions completed, of them invoiced) in the benchmark database.
-async fn invoicing(db: &PgPool) -> anyhow::Result<(i64, i64)> {
+async fn invoicing(db: &PgPool, since: DateTime<Utc>) -> anyhow::Result<(i64, i64)> {
     Ok(sqlx::query_as(
         "SELECT count(*), count(i.id) FROM sessions s LEFT JOIN invoices i ON i.session_id = s.id \
-         WHERE s.status = 'COMPLETED'",
+         WHERE s.status = 'COMPLETED' AND s.created_at >= $1",
     )
+    .bind(since)
     .fetch_one(db)
     .await?)
 }
@@ -461,13 +501,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.ocpp.transaction_writer_shards = args.writer_shards;
     }
     let shards = settings.ocpp.transaction_writer_shards;
-    std::env::set_var(BENCH_DB_URL, settings.database.url.expose_secret());
     // as `chargegrid all`: billing and notifications in the same process
     let app = Application::build_with(settings, &[WorkerKind::Billing, WorkerKind::Notifications])
         .await?;
     let (port, handle, db) = (app.port(), app.handle(), app.context().db.clone());
     actix_rt::spawn(app.run_until_stopped());
     let tags = seed(&db, args.chargers).await?;
+    seed_history(&db, &tags, args.history).await?;
+    let since = Utc::now();
     let durability: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(&db)
         .await?;
@@ -482,7 +523,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let caught_up = Instant::now();
     let (completed, invoiced) = loop {
-        let (completed, invoiced) = invoicing(&db).await?;
+        let (completed, invoiced) = invoicing(&db, since).await?;
         if completed == invoiced || Instant::now() > deadline {
             break (completed, invoiced);
         }
@@ -505,9 +546,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or(0);
     println!(
         "{} CPUs, PostgreSQL synchronous_commit={durability}, {} password-protected chargers per protocol, \
-         transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up (ANALYZE half-way through it), billing and notifications in process, \
+         transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up, {} finished sessions of history (VACUUM ANALYZE after seeding), billing and notifications in process, \
          {shards} transaction writer shards",
-        cpus, args.chargers, args.meter_values, args.seconds, args.warmup
+        cpus, args.chargers, args.meter_values, args.seconds, args.warmup, args.history
     );
     println!();
     println!(
