@@ -418,64 +418,29 @@ async fn seed(db: &PgPool, chargers: usize) -> anyhow::Result<Vec<String>> {
     Ok(tags)
 }
 
-/// `sessions` finished sessions of the benchmark's drivers on its chargers over the past 60
-/// days, each with its transaction, its paid invoice, four readings and the consumers'
-/// de-duplication rows, then ANALYZE: the tables a CSMS in service has. A database created
-/// empty for the run makes PostgreSQL plan the hot statements for tables of a few hundred rows
-/// (hash joins over sequential scans of `charger_transactions` and `invoices`), and those
-/// plans stay cached on the pooled connections while the tables grow, which a database in
-/// service, analyzed by autovacuum, never sees.
-async fn seed_history(db: &PgPool, tags: &[String], sessions: i64) -> anyhow::Result<()> {
+/// A database in service before the load: `sessions` finished sessions of past drivers on
+/// chargers of a station of their own, with their transactions, paid invoices, readings and
+/// de-duplication rows (`loadtest/bench/history.sql`, shared with `scripts/bench.sh`), then
+/// VACUUM ANALYZE. Why, in the file.
+async fn seed_history(db: &PgPool, sessions: i64) -> anyhow::Result<()> {
     if sessions <= 0 {
         return Ok(());
     }
-    let mut tx = db.begin().await?;
-    sqlx::query(
-        "CREATE TEMP TABLE hist ON COMMIT DROP AS \
-         SELECT i, gen_random_uuid() AS session_id, t.user_id, t.id_tag, c.id AS charger_id, \
-             c.station_id, c.id LIKE 'BENCH16-%' AS v16, \
-             now() - interval '60 days' + (interval '60 days' / $2) * i AS started_at \
-         FROM generate_series(0, $2 - 1) i \
-         JOIN LATERAL (SELECT user_id, id_tag FROM id_tags WHERE id_tag = ($1::text[])[1 + i % cardinality($1::text[])]) t ON true \
-         JOIN LATERAL (SELECT id, station_id FROM chargers ORDER BY id OFFSET i % (SELECT count(*) FROM chargers) LIMIT 1) c ON true",
-    )
-    .bind(tags)
-    .bind(sessions)
-    .execute(&mut *tx)
-    .await?;
-    for statement in [
-        "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, \
-             start_time, end_time, meter_start_wh, meter_last_wh, energy_kwh, power_kw, stop_reason, cost, currency, \
-             created_at, updated_at) \
-         SELECT session_id, user_id, station_id, charger_id, 1, id_tag, 'COMPLETED', 'CHARGER', started_at, \
-             started_at + interval '40 minutes', 0, 20000, 20, 0, 'Local', 7.00, 'EUR', started_at, \
-             started_at + interval '40 minutes' FROM hist",
-        "INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, transaction_ref, id_tag, \
-             id_tag_status, session_id, started_at, meter_start_wh, stopped_at, meter_stop_wh, stop_reason, \
-             last_seq_no, first_seq_no, created_at, updated_at) \
-         SELECT charger_id, 1, CASE WHEN v16 THEN nextval('ocpp16_transaction_id_seq')::integer END, \
-             CASE WHEN NOT v16 THEN 'HIST-' || i END, id_tag, 'Accepted', session_id, started_at, 0, \
-             started_at + interval '40 minutes', 20000, 'Local', CASE WHEN NOT v16 THEN 21 END, \
-             CASE WHEN NOT v16 THEN 0 END, started_at, started_at + interval '40 minutes' FROM hist",
-        "INSERT INTO invoices (id, session_id, user_id, amount, cost_amount, currency, energy_kwh, \
-             duration_minutes, status, due_date, paid_at, created_at, updated_at) \
-         SELECT gen_random_uuid(), session_id, user_id, 7.00, 7.00, 'EUR', 20, 40, 'PAID', \
-             started_at + interval '14 days', started_at + interval '40 minutes', \
-             started_at + interval '40 minutes', started_at + interval '40 minutes' FROM hist",
-        "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, measurand, \
-             unit, value, received_at) \
-         SELECT h.charger_id, 1, t.id, h.session_id, h.started_at + k * interval '10 minutes', \
-             'Energy.Active.Import.Register', 'Wh', k * 5000, h.started_at + k * interval '10 minutes' \
-         FROM hist h JOIN charger_transactions t ON t.session_id = h.session_id \
-         CROSS JOIN generate_series(1, 4) k",
-        "INSERT INTO processed_events (consumer, event_id, processed_at) \
-         SELECT c, gen_random_uuid(), started_at + interval '40 minutes' \
-         FROM hist CROSS JOIN unnest(ARRAY['billing', 'notifications', 'notifications']) c",
-    ] {
-        sqlx::query(statement).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    sqlx::query("VACUUM ANALYZE").execute(db).await?;
+    let mut conn = db.acquire().await?;
+    sqlx::query("CREATE TEMP TABLE bench_history (sessions int)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO bench_history VALUES ($1)")
+        .bind(i32::try_from(sessions)?)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::raw_sql(include_str!("../loadtest/bench/history.sql"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DROP TABLE bench_history")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("VACUUM ANALYZE").execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -484,12 +449,11 @@ fn ms(us: u64) -> f64 {
 }
 
 /// (sessions completed, of them invoiced) in the benchmark database.
-async fn invoicing(db: &PgPool, since: DateTime<Utc>) -> anyhow::Result<(i64, i64)> {
+async fn invoicing(db: &PgPool) -> anyhow::Result<(i64, i64)> {
     Ok(sqlx::query_as(
         "SELECT count(*), count(i.id) FROM sessions s LEFT JOIN invoices i ON i.session_id = s.id \
-         WHERE s.status = 'COMPLETED' AND s.created_at >= $1",
+         WHERE s.status = 'COMPLETED' AND s.charger_id NOT LIKE 'HIST-%'",
     )
-    .bind(since)
     .fetch_one(db)
     .await?)
 }
@@ -507,8 +471,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (port, handle, db) = (app.port(), app.handle(), app.context().db.clone());
     actix_rt::spawn(app.run_until_stopped());
     let tags = seed(&db, args.chargers).await?;
-    seed_history(&db, &tags, args.history).await?;
-    let since = Utc::now();
+    seed_history(&db, args.history).await?;
     let durability: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(&db)
         .await?;
@@ -523,7 +486,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let caught_up = Instant::now();
     let (completed, invoiced) = loop {
-        let (completed, invoiced) = invoicing(&db, since).await?;
+        let (completed, invoiced) = invoicing(&db).await?;
         if completed == invoiced || Instant::now() > deadline {
             break (completed, invoiced);
         }

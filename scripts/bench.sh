@@ -54,6 +54,7 @@ cleanup() {
     [ -n "${SERVER2_PID:-}" ] && kill "$SERVER2_PID" 2>/dev/null
     stop_server
     drop_bench_databases
+    restore_autovacuum
 }
 trap cleanup EXIT
 # a killed run stops its servers and simulators too: left running, they would load the
@@ -77,6 +78,22 @@ if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
     cargo build --release -p chargegrid-loadtest >&2
 fi
 bash "$REPO_ROOT/scripts/services.sh"
+
+# PostgreSQL as deployed runs autovacuum; this machine's provisioning turns it off
+# (/etc/postgresql/*/main/conf.d/90-ci.conf) for its test databases. Without it nothing analyzes
+# the tables the benchmarks grow, so the plans cached when they were empty (sequential scans of
+# connector_status and outbox: 36 s of one start-session run's statement time) are never
+# replaced, and updated tables keep their dead rows. The benchmarks turn it on while they run
+# (ALTER SYSTEM, which takes precedence over conf.d) and restore the machine's setting at exit.
+AUTOVACUUM_WAS="$(psql -w -X -q -At -h 127.0.0.1 -U postgres -d postgres -c "SHOW autovacuum")"
+restore_autovacuum() {
+    [ "${AUTOVACUUM_WAS:-on}" = on ] && return 0
+    psql -w -X -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+}
+if [ "$AUTOVACUUM_WAS" != on ]; then
+    log "PostgreSQL: autovacuum on for the benchmarks (the machine has it off; restored at exit)"
+    psql -w -X -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM SET autovacuum = on" -c "SELECT pg_reload_conf()" >/dev/null
+fi
 ensure_venv
 
 CPU_MODEL="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
@@ -388,6 +405,17 @@ create_station() {
     psql -w -X -q -At "$DATABASE_URL" -c "INSERT INTO stations (id, name, latitude, longitude) VALUES (gen_random_uuid(), 'Bench station', 52.52, 13.405) RETURNING id" | head -1
 }
 
+# seed_history: a database in service, 100,000 finished sessions of past drivers on chargers of
+# a station of their own (loadtest/bench/history.sql says why), then VACUUM ANALYZE.
+HISTORY_SESSIONS="${HISTORY_SESSIONS:-100000}"
+seed_history() {
+    record psql "$DATABASE_URL" -c "CREATE TEMP TABLE bench_history AS SELECT $HISTORY_SESSIONS AS sessions" -f loadtest/bench/history.sql -c "VACUUM ANALYZE"
+    psql -w -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" \
+        -c "CREATE TEMP TABLE bench_history AS SELECT $HISTORY_SESSIONS AS sessions" \
+        -f "$REPO_ROOT/loadtest/bench/history.sql" -c "VACUUM ANALYZE" >/dev/null ||
+        die "seeding the history failed"
+}
+
 # load_env: the server settings of the session benchmarks (many drivers register from one address).
 # A server opens two pools of database.max_connections (the chargers' and the API's) plus its
 # writers' and relay's connections, and `all` the workers' pool: 30 keeps `chargegrid all` (~84)
@@ -458,6 +486,7 @@ bench_start_session() {
     # ADMIN: it registers the app chargers and funds the simulated drivers (creditWallet)
     create_operator bench-operator@example.com "bench operator password" ADMIN
     station="$(create_station)"
+    seed_history
     # sessions start once the 220 app chargers are registered (each registration hashes a
     # password with argon2, and each charger's first connection verifies it: ~15 s of both
     # cores, which would otherwise be measured as startSession latency)
@@ -514,6 +543,7 @@ invoice_run() {
     # provisioned chargers that belong to the station, so their RFID sessions become sessions with invoices
     record psql "$DATABASE_URL" -c "INSERT INTO chargers (id, station_id) SELECT '$name-' || lpad(i::text, 6, '0'), '<station>' FROM generate_series(0, $((chargers - 1))) i"
     psql_bench "INSERT INTO chargers (id, station_id) SELECT '$name-' || lpad(i::text, 6, '0'), '$station' FROM generate_series(0, $((chargers - 1))) i" >/dev/null
+    seed_history
     rfid_scenario "$OUT/$name.toml" "$name" "$port" "$chargers" "$share" "$((secs + 3))" 10 \
         bench-admin@example.com "bench admin password"
     sim "$name" --scenario "$OUT/$name.toml"
@@ -525,7 +555,7 @@ invoice_run() {
     done
     local ended invoiced span rate lat outbox obx_peak missing pending lat50 lat99 latmax
     # stop time: the stopping transaction's row, or the session row when it was COMPLETED without one
-    local stops="SELECT s.id, COALESCE((SELECT max(ct.updated_at) FROM charger_transactions ct WHERE ct.session_id = s.id AND ct.stopped_at IS NOT NULL), CASE WHEN s.status = 'COMPLETED' THEN s.updated_at END) AS stop_at FROM sessions s"
+    local stops="SELECT s.id, COALESCE((SELECT max(ct.updated_at) FROM charger_transactions ct WHERE ct.session_id = s.id AND ct.stopped_at IS NOT NULL), CASE WHEN s.status = 'COMPLETED' THEN s.updated_at END) AS stop_at FROM sessions s WHERE s.charger_id NOT LIKE 'HIST-%'"
     read -r ended span <<<"$(psql_bench "WITH st AS ($stops) SELECT count(*), round(extract(epoch FROM max(stop_at) - min(stop_at))::numeric, 2) FROM st WHERE stop_at IS NOT NULL")"
     rate="$(awk -v n="$ended" -v s="$span" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print 0 }')"
     read -r invoiced lat <<<"$(psql_bench "WITH st AS ($stops), l AS (SELECT extract(epoch FROM i.created_at - st.stop_at) * 1000 AS ms FROM invoices i JOIN st ON st.id = i.session_id WHERE st.stop_at IS NOT NULL) SELECT count(*), round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' || round(max(ms)::numeric, 1) FROM l")"

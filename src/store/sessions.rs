@@ -709,29 +709,33 @@ pub async fn start_context(
     charger_id: Option<&str>,
     user_id: Uuid,
 ) -> Result<Option<StartContext>, StoreError> {
-    let row: Option<StartRow> = sqlx::query_as(
-        "WITH c AS ( \
-             SELECT id, online FROM chargers WHERE station_id = $1 AND ($2::text IS NULL OR id = $2) \
-             ORDER BY id LIMIT 2 \
-         ), one AS (SELECT id FROM c WHERE (SELECT count(*) FROM c) = 1) \
+    // two statements rather than `$2 IS NULL OR id = $2`: with that, one cached plan serves
+    // both and reads every charger of the station (16 ms per call at 10,000 chargers) instead
+    // of one primary-key look-up, or the first two of the (station_id, id) index
+    let chargers = match charger_id {
+        Some(_) => "SELECT id, online FROM chargers WHERE id = $2 AND station_id = $1",
+        None => "SELECT id, online FROM chargers WHERE station_id = $1 AND $2::text IS NULL ORDER BY id LIMIT 2",
+    };
+    let row: Option<StartRow> = sqlx::query_as(&format!(
+        "WITH c AS ({chargers}), one AS (SELECT id FROM c WHERE (SELECT count(*) FROM c) = 1) \
          SELECT u.plan::text, u.wallet_balance, \
              (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
                  WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')), \
              (SELECT t.id_tag FROM id_tags t WHERE t.user_id = u.id AND t.kind = 'APP' ORDER BY t.created_at LIMIT 1), \
-             COALESCE((SELECT array_agg(c.id ORDER BY c.id) FROM c), '{}'), \
-             COALESCE((SELECT array_agg(c.online ORDER BY c.id) FROM c), '{}'), \
+             COALESCE((SELECT array_agg(c.id ORDER BY c.id) FROM c), '{{}}'), \
+             COALESCE((SELECT array_agg(c.online ORDER BY c.id) FROM c), '{{}}'), \
              COALESCE((SELECT array_agg(k.connector_id ORDER BY k.connector_id) FROM connector_status k \
-                 WHERE k.charger_id IN (SELECT id FROM one)), '{}'), \
+                 WHERE k.charger_id IN (SELECT id FROM one)), '{{}}'), \
              COALESCE((SELECT array_agg(k.status ORDER BY k.connector_id) FROM connector_status k \
-                 WHERE k.charger_id IN (SELECT id FROM one)), '{}'), \
+                 WHERE k.charger_id IN (SELECT id FROM one)), '{{}}'), \
              COALESCE((SELECT array_agg(r.user_id ORDER BY r.id) FROM reservations r \
                  WHERE r.charger_id IN (SELECT id FROM one) AND r.status = 'ACCEPTED' \
-                 AND r.expires_at > now()), '{}'), \
+                 AND r.expires_at > now()), '{{}}'), \
              COALESCE((SELECT array_agg(r.connector_id ORDER BY r.id) FROM reservations r \
                  WHERE r.charger_id IN (SELECT id FROM one) AND r.status = 'ACCEPTED' \
-                 AND r.expires_at > now()), '{}') \
-         FROM users u WHERE u.id = $3",
-    )
+                 AND r.expires_at > now()), '{{}}') \
+         FROM users u WHERE u.id = $3"
+    ))
     .bind(station_id)
     .bind(charger_id)
     .bind(user_id)
