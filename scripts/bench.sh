@@ -14,7 +14,8 @@
 #
 # Knobs: CARGO_TARGET_DIR, BENCH_OUT (output dir), CONN_TOTAL (19000), CONN_HOLD_SECS (100),
 # PEER_IDLE (5000), STORM_TOTAL (20000), BENCH_RUST_LOG (warn), BENCH_SKIP_BUILD (set: use the
-# binaries already built).
+# binaries already built), HISTORY_SESSIONS (100000: finished sessions in the session benchmarks'
+# databases, see seed_history).
 #
 # Adding a benchmark: write a bench_NAME function that calls begin_section NAME, runs things
 # with sim/sim_bg/record, and ends with write_section NAME; then add NAME to BENCHMARKS.
@@ -48,13 +49,22 @@ LOADTEST="$CARGO_TARGET_DIR/release/loadtest"
 # shellcheck source=loadtest/bench/common.sh
 . "$REPO_ROOT/loadtest/bench/common.sh"
 
+# The machine's autovacuum setting, restored at exit when the benchmarks changed it (set below).
+AUTOVACUUM_WAS=on
+restore_autovacuum() {
+    [ "$AUTOVACUUM_WAS" = on ] && return 0
+    psql -w -X -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+}
+
 cleanup() {
+    # every step runs, whatever the ones before it did (set -e would end the handler)
+    set +e
+    restore_autovacuum
     local pid
-    for pid in "${SIM_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${SIM_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     [ -n "${SERVER2_PID:-}" ] && kill "$SERVER2_PID" 2>/dev/null
     stop_server
     drop_bench_databases
-    restore_autovacuum
 }
 trap cleanup EXIT
 # a killed run stops its servers and simulators too: left running, they would load the
@@ -85,11 +95,9 @@ bash "$REPO_ROOT/scripts/services.sh"
 # connector_status and outbox: 36 s of one start-session run's statement time) are never
 # replaced, and updated tables keep their dead rows. The benchmarks turn it on while they run
 # (ALTER SYSTEM, which takes precedence over conf.d) and restore the machine's setting at exit.
+# ALTER SYSTEM is cluster-wide: anything else on this PostgreSQL meanwhile runs with autovacuum
+# too (harmless), and a run killed with SIGKILL leaves it on.
 AUTOVACUUM_WAS="$(psql -w -X -q -At -h 127.0.0.1 -U postgres -d postgres -c "SHOW autovacuum")"
-restore_autovacuum() {
-    [ "${AUTOVACUUM_WAS:-on}" = on ] && return 0
-    psql -w -X -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
-}
 if [ "$AUTOVACUUM_WAS" != on ]; then
     log "PostgreSQL: autovacuum on for the benchmarks (the machine has it off; restored at exit)"
     psql -w -X -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM SET autovacuum = on" -c "SELECT pg_reload_conf()" >/dev/null
@@ -409,7 +417,7 @@ create_station() {
 # a station of their own (loadtest/bench/history.sql says why), then VACUUM ANALYZE.
 HISTORY_SESSIONS="${HISTORY_SESSIONS:-100000}"
 seed_history() {
-    record psql "$DATABASE_URL" -c "CREATE TEMP TABLE bench_history AS SELECT $HISTORY_SESSIONS AS sessions" -f loadtest/bench/history.sql -c "VACUUM ANALYZE"
+    record psql -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "CREATE TEMP TABLE bench_history AS SELECT $HISTORY_SESSIONS AS sessions" -f loadtest/bench/history.sql -c "VACUUM ANALYZE"
     psql -w -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" \
         -c "CREATE TEMP TABLE bench_history AS SELECT $HISTORY_SESSIONS AS sessions" \
         -f "$REPO_ROOT/loadtest/bench/history.sql" -c "VACUUM ANALYZE" >/dev/null ||

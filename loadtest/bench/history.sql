@@ -16,14 +16,14 @@ BEGIN;
 INSERT INTO users (id, email, name, password_hash, role)
 SELECT gen_random_uuid(), 'history-' || i || '@example.com', 'History Driver', 'not-a-login', 'DRIVER'
 FROM generate_series(1, 1000) i;
-INSERT INTO id_tags (id_tag, user_id, kind)
-SELECT 'HIST' || substr(md5(id::text), 1, 16), id, 'RFID' FROM users WHERE email LIKE 'history-%@example.com';
+INSERT INTO id_tags (id_tag, user_id, kind, token_type)
+SELECT 'HIST' || substr(md5(id::text), 1, 16), id, 'RFID', 'ISO14443' FROM users WHERE email LIKE 'history-%@example.com';
 INSERT INTO stations (id, name, latitude, longitude) VALUES (gen_random_uuid(), 'History station', 48.14, 11.58);
 INSERT INTO chargers (id, station_id)
 SELECT 'HIST-' || lpad(i::text, 4, '0'), s.id FROM stations s, generate_series(0, 199) i WHERE s.name = 'History station';
 CREATE TEMP TABLE hist AS
 SELECT i, gen_random_uuid() AS session_id, t.user_id, t.id_tag, 'HIST-' || lpad((i % 200)::text, 4, '0') AS charger_id,
-    i % 2 = 0 AS v16, now() - interval '60 days' + (interval '60 days' / b.sessions) * i AS started_at, s.id AS station_id
+    i % 2 = 0 AS v16, now() - interval '60 days' - interval '1 hour' + (interval '60 days' / b.sessions) * i AS started_at, s.id AS station_id
 FROM bench_history b CROSS JOIN generate_series(0, b.sessions - 1) i
 JOIN stations s ON s.name = 'History station'
 JOIN (SELECT row_number() OVER (ORDER BY id_tag) - 1 AS n, user_id, id_tag FROM id_tags WHERE id_tag LIKE 'HIST%') t
