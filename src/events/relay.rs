@@ -1,24 +1,31 @@
 //! The outbox relay, run by every process that writes events; one publishes at a time (a
-//! PostgreSQL advisory lock), the others stand by. It takes the oldest unpublished events in id
-//! order, publishes them to `chargegrid.events` with publisher confirms and persistent
-//! delivery, and marks them published only once every message of the batch is confirmed, so
-//! the events of one aggregate leave in order. It survives RabbitMQ and Postgres outages:
-//! nothing is marked published that was not confirmed.
+//! PostgreSQL session advisory lock held on a connection of its own), the others stand by. It
+//! takes the oldest unpublished events in id order, publishes them to `chargegrid.events` with
+//! publisher confirms and persistent delivery, and marks a batch published only once every
+//! message of it is confirmed, so the events of one aggregate leave in order. Up to
+//! `IN_FLIGHT` batches are published and awaiting their confirms at once (ADR 016): the next
+//! batch is read and published while RabbitMQ confirms the last, and batches are marked in the
+//! order they were published. It survives RabbitMQ and Postgres outages: nothing is marked
+//! published that was not confirmed, and what was published but not marked is published again
+//! (delivery is at least once).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::Channel;
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::publish::event_properties;
 
 /// The advisory lock of the publishing relay ("cgrelay" in ASCII); one database, one outbox.
 const RELAY_LOCK: i64 = 0x0063_6772_656c_6179;
+/// Batches published and not yet confirmed and marked, at most.
+const IN_FLIGHT: usize = 4;
 use super::topology::Topology;
 use crate::metrics::Metrics;
 use crate::store::amqp::Amqp;
@@ -49,6 +56,19 @@ enum RelayError {
     NotConnected,
 }
 
+/// A published batch awaiting its confirms.
+struct InFlight {
+    ids: Vec<i64>,
+    types: Vec<String>,
+    confirms: Vec<PublisherConfirm>,
+}
+
+/// The relay's own connection, and whether it holds the publishing lock.
+struct Leader {
+    conn: PgConnection,
+    leading: bool,
+}
+
 #[derive(sqlx::FromRow)]
 struct Pending {
     id: i64,
@@ -62,9 +82,11 @@ impl Relay {
     /// Relays until `shutdown`, then flushes what is left (bounded by `flush_within`).
     pub async fn run(self, shutdown: CancellationToken, flush_within: Duration) {
         let mut backoff = Duration::from_millis(100);
+        // kept across reconnections to RabbitMQ: the publishing lock goes only with it
+        let mut leader: Option<Leader> = None;
         loop {
             if shutdown.is_cancelled() {
-                self.flush(flush_within).await;
+                self.flush(leader.take(), flush_within).await;
                 return;
             }
             let channel = match self.open_channel().await {
@@ -91,11 +113,16 @@ impl Relay {
                 if shutdown.is_cancelled() {
                     break;
                 }
-                match self.relay_batch(&channel).await {
+                match self.publish_as_leader(&channel, &mut leader).await {
                     Ok(n) if n > 0 => continue,
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox relay batch failed; reconnecting");
+                        // a broken database connection takes the lock with it; a healthy one
+                        // keeps it, and what was published but not marked goes out again
+                        if matches!(e, RelayError::Database(_)) {
+                            leader = None;
+                        }
                         break;
                     }
                 }
@@ -135,92 +162,132 @@ impl Relay {
 
     /// Publishes everything pending, for shutdown. When another process's relay holds the
     /// publishing lock the outbox is in its hands and this returns at once.
-    pub async fn flush(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
+    async fn flush(&self, leader: Option<Leader>, within: Duration) {
         let Ok(channel) = self.open_channel().await else {
             tracing::warn!("outbox not flushed: RabbitMQ unavailable (events stay in the outbox)");
             return;
         };
-        while tokio::time::Instant::now() < deadline {
-            match self.relay_batch(&channel).await {
-                Ok(0) => return,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox flush interrupted (events stay in the outbox)");
-                    return;
-                }
+        let mut leader = leader;
+        match tokio::time::timeout(within, self.publish_as_leader(&channel, &mut leader)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "outbox flush interrupted (events stay in the outbox)")
             }
+            Err(_) => tracing::warn!("outbox flush timed out (events stay in the outbox)"),
         }
     }
 
-    /// Publishes one batch; returns how many events it published (0 also when another
-    /// process's relay is publishing: one relay works at a time, the others stand by).
-    async fn relay_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
-        let mut tx = self.db.begin().await?;
-        // Relays compete for rows with SKIP LOCKED; when several scanned the queue at once,
-        // each had to step over the rows the others held and everything queued behind them
-        // (a reconnect storm's 20,000 events made that the database's main work). One holder
-        // of this transaction lock publishes; if it dies, the lock goes with its transaction.
-        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(RELAY_LOCK)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !leader {
-            tx.commit().await?;
+    /// Publishes every pending event when this process holds (or takes) the publishing lock;
+    /// returns how many it published (0 also when another process's relay is publishing: one
+    /// relay works at a time, the others stand by and take over when its connection ends).
+    async fn publish_as_leader(
+        &self,
+        channel: &Channel,
+        leader: &mut Option<Leader>,
+    ) -> Result<usize, RelayError> {
+        if leader.is_none() {
+            let conn = PgConnection::connect_with(&self.db.connect_options()).await?;
+            *leader = Some(Leader {
+                conn,
+                leading: false,
+            });
+        }
+        let Some(held) = leader.as_mut() else {
+            return Ok(0);
+        };
+        if !held.leading {
+            // Relays competing for rows with SKIP LOCKED each stepped over the rows the others
+            // held (a reconnect storm's 20,000 events made that the database's main work). One
+            // holder of this lock publishes; if it dies, the lock goes with its connection.
+            held.leading = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut held.conn)
+                .await?;
+        }
+        if !held.leading {
             return Ok(0);
         }
-        // The oldest pending events in id order: a prefix of what is owed, so every older
-        // event of an aggregate is in the same batch, published before it on one channel, and
-        // marked with it. (Taking only each aggregate's oldest event, as when relays shared the
-        // work, put at most one event per aggregate in a batch, and its anti-join read the whole
-        // backlog per batch: a relay behind fell further behind.)
-        let rows = sqlx::query_as::<_, Pending>(
-            "SELECT id, event_id, event_type, routing_key, body FROM outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
-        )
-        .bind(self.batch_size)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(0);
-        }
+        self.publish_pending(channel, &mut held.conn).await
+    }
+
+    /// Publishes the pending events in id order, up to `IN_FLIGHT` batches ahead of their
+    /// confirms, until a read finds fewer than a batch; marks each batch published, in order,
+    /// once all of it is confirmed. The caller holds the publishing lock on `conn`.
+    async fn publish_pending(
+        &self,
+        channel: &Channel,
+        conn: &mut PgConnection,
+    ) -> Result<usize, RelayError> {
         let exchange = self.topology.events_exchange();
-        let mut confirms = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let properties = event_properties(&row.event_id.to_string(), &row.event_type, None);
-            confirms.push(
-                channel
-                    .basic_publish(
-                        &exchange,
-                        &row.routing_key,
-                        BasicPublishOptions::default(),
-                        row.body.as_bytes(),
-                        properties,
-                    )
-                    .await?,
-            );
-        }
-        for confirm in confirms {
-            if let Confirmation::Nack(_) = confirm.await? {
-                return Err(RelayError::Nacked);
+        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(IN_FLIGHT);
+        let mut caught_up = false;
+        let mut published = 0;
+        loop {
+            while !caught_up && in_flight.len() < IN_FLIGHT {
+                // The oldest pending events in id order that are not on their way: a prefix
+                // of what is owed, so every older event of an aggregate was published before
+                // them on this one channel. (Taking only each aggregate's oldest event, as when
+                // relays shared the work, put at most one event per aggregate in a batch, and
+                // its anti-join read the whole backlog per batch.)
+                let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.ids.clone()).collect();
+                let rows = sqlx::query_as::<_, Pending>(
+                    "SELECT id, event_id, event_type, routing_key, body FROM outbox \
+                     WHERE published_at IS NULL AND id <> ALL($2) ORDER BY id LIMIT $1",
+                )
+                .bind(self.batch_size)
+                .bind(&sent)
+                .fetch_all(&mut *conn)
+                .await?;
+                caught_up = i64::try_from(rows.len()).unwrap_or(i64::MAX) < self.batch_size;
+                if rows.is_empty() {
+                    break;
+                }
+                let mut batch = InFlight {
+                    ids: Vec::with_capacity(rows.len()),
+                    types: Vec::with_capacity(rows.len()),
+                    confirms: Vec::with_capacity(rows.len()),
+                };
+                for row in rows {
+                    let properties =
+                        event_properties(&row.event_id.to_string(), &row.event_type, None);
+                    batch.confirms.push(
+                        channel
+                            .basic_publish(
+                                &exchange,
+                                &row.routing_key,
+                                BasicPublishOptions::default(),
+                                row.body.as_bytes(),
+                                properties,
+                            )
+                            .await?,
+                    );
+                    batch.ids.push(row.id);
+                    batch.types.push(row.event_type);
+                }
+                in_flight.push_back(batch);
+            }
+            let Some(batch) = in_flight.pop_front() else {
+                return Ok(published);
+            };
+            for confirm in batch.confirms {
+                if let Confirmation::Nack(_) = confirm.await? {
+                    return Err(RelayError::Nacked);
+                }
+            }
+            sqlx::query(
+                "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+            )
+            .bind(&batch.ids)
+            .execute(&mut *conn)
+            .await?;
+            published += batch.ids.len();
+            for event_type in &batch.types {
+                self.metrics
+                    .outbox_published_total
+                    .with_label_values(&[event_type.as_str()])
+                    .inc();
             }
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        sqlx::query(
-            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        for row in &rows {
-            self.metrics
-                .outbox_published_total
-                .with_label_values(&[row.event_type.as_str()])
-                .inc();
-        }
-        Ok(rows.len())
     }
 
     async fn record_lag(&self) {
