@@ -885,6 +885,51 @@ async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
 }
 
 #[actix_web::test]
+async fn a_backlog_goes_out_once_each_in_order_with_batches_in_flight() {
+    let app = spawn_app_with_workers(|s| s.events.relay_batch_size = 2).await;
+    let (_connection, mut consumer) = observe(&app, "backlog-observer", "test.#").await;
+    // 60 events of three aggregates committed at once: 30 batches of two, published up to four
+    // batches ahead of their confirms; a batch on its way must not be read again
+    sqlx::query(
+        "WITH r AS (SELECT i, gen_random_uuid() AS e FROM generate_series(0, 59) i) \
+         INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+         SELECT e, 'TEST_EVENT', 'backlog-' || (i % 3), 'test.event', \
+             json_build_object('eventId', e, 'aggregate', 'backlog-' || (i % 3), 'n', i / 3)::text \
+         FROM r ORDER BY i",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let mut seen: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for _ in 0..60 {
+        let event = next_event(&mut consumer).await;
+        seen.entry(event["aggregate"].as_str().unwrap().to_string())
+            .or_default()
+            .push(event["n"].as_u64().unwrap());
+    }
+    let each: Vec<u64> = (0..20).collect();
+    for aggregate in ["backlog-0", "backlog-1", "backlog-2"] {
+        assert_eq!(seen[aggregate], each, "{aggregate}: {seen:?}");
+    }
+    let marked = app
+        .wait_until(Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox WHERE aggregate_id LIKE 'backlog-%' \
+                 AND (published_at IS NULL OR attempts <> 1)",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+                == 0
+        })
+        .await;
+    assert!(
+        marked,
+        "relayed events were left unmarked, or marked more than once"
+    );
+}
+
+#[actix_web::test]
 async fn billing_in_the_same_process_keeps_working_while_charger_traffic_holds_the_servers_pool() {
     // a small pool whose waiters wait longer than this test looks for the invoice, so nothing the
     // server holds is released in time by a pool time-out
