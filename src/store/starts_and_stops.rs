@@ -16,7 +16,7 @@
 //! Each batch given here holds at most one item per charger (the writer guarantees it), so a
 //! charger's id names its item in the statements.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -119,52 +119,25 @@ pub async fn start_v16_many(
         .collect();
 
     // the sessions of the new transactions of accepted users' idTags
-    let sessions_of: Vec<(&StartV16, Uuid, &Started)> = starts
+    let links: Vec<sessions::TransactionStart<'_>> = starts
         .iter()
         .filter_map(|s| {
             let started = stored.get(&s.charger_id)?;
             let user_id = s.user_id.filter(|_| !started.duplicate)?;
-            Some((*s, user_id, started))
-        })
-        .collect();
-    let (mut linked, raced) = link_sessions(tx, &sessions_of).await?;
-    // a PENDING app session that changed under the statement (it expired or failed meanwhile)
-    // takes the one-by-one path, which looks again and otherwise creates a session
-    for (start, user_id, started) in &sessions_of {
-        if !raced.contains(&start.charger_id) {
-            continue;
-        }
-        let session = sessions::start_from_transaction(
-            tx,
-            &sessions::TransactionStart {
-                charger_id: &start.charger_id,
-                connector_id: start.connector_id,
-                id_tag: &start.id_tag,
-                user_id: *user_id,
-                started_at: start.started_at,
-                meter_start_wh: Some(start.meter_start_wh),
+            Some(sessions::TransactionStart {
+                charger_id: &s.charger_id,
+                connector_id: s.connector_id,
+                id_tag: &s.id_tag,
+                user_id,
+                started_at: s.started_at,
+                meter_start_wh: Some(s.meter_start_wh),
                 transaction_pk: started.pk,
                 remote_start_id: None,
                 source,
-            },
-        )
-        .await?;
-        if let Some(session) = session {
-            linked.insert(start.charger_id.clone(), session);
-        }
-    }
-    let events: Vec<(Event, DateTime<Utc>)> = sessions_of
-        .iter()
-        .filter(|(start, _, _)| !raced.contains(&start.charger_id))
-        .filter_map(|(start, _, _)| {
-            let session = linked.get(&start.charger_id)?;
-            Some((
-                sessions::started_event(session, start.started_at),
-                start.started_at,
-            ))
+            })
         })
         .collect();
-    outbox::enqueue_many(tx, events, source).await?;
+    let mut linked = start_sessions_many(tx, &links, source).await?;
 
     Ok(starts
         .iter()
@@ -179,50 +152,72 @@ pub async fn start_v16_many(
         .collect())
 }
 
-/// Links each start of `starts` to its session in one statement: the app's PENDING session
-/// for the charger, idTag and connector (the oldest, as `sessions::start_from_transaction`
-/// picks it) becomes IN_PROGRESS, else a charger-started session is inserted (not for a
-/// charger without a station, nor on a connector with another open session). Returns the
-/// sessions by charger, and the chargers whose PENDING session changed state between the look
-/// and the update (left to the one-by-one path).
+/// Starts the session of each transaction of `links` (at most one per charger), as
+/// `sessions::start_from_transaction` does one: the PENDING app session (the one the charger's
+/// `remoteStartId` names, else the oldest for the charger, idTag and connector) becomes
+/// IN_PROGRESS, else a charger-started session is inserted (not for a charger without a
+/// station, nor on a connector with another open session). Each started session's
+/// SESSION_STARTED event is written. Returns the sessions by charger.
+pub(crate) async fn start_sessions_many(
+    tx: &mut Tx<'static>,
+    links: &[sessions::TransactionStart<'_>],
+    source: &str,
+) -> Result<HashMap<String, SessionRecord>, StoreError> {
+    let (mut linked, raced) = link_sessions(tx, links).await?;
+    // a PENDING app session that changed under the statement (it expired or failed meanwhile)
+    // takes the one-by-one path, which looks again and otherwise creates a session
+    for link in links.iter().filter(|l| raced.contains(l.charger_id)) {
+        if let Some(session) = sessions::start_from_transaction(tx, link).await? {
+            linked.insert(link.charger_id.to_string(), session);
+        }
+    }
+    let events: Vec<(Event, DateTime<Utc>)> = links
+        .iter()
+        .filter(|l| !raced.contains(l.charger_id))
+        .filter_map(|l| {
+            let session = linked.get(l.charger_id)?;
+            Some((sessions::started_event(session, l.started_at), l.started_at))
+        })
+        .collect();
+    outbox::enqueue_many(tx, events, source).await?;
+    Ok(linked)
+}
+
+/// Links each transaction of `links` to its session in one statement (see
+/// `start_sessions_many`). Returns the sessions by charger, and the chargers whose PENDING
+/// session changed state between the look and the update (left to the one-by-one path).
 async fn link_sessions(
     tx: &mut Tx<'static>,
-    starts: &[(&StartV16, Uuid, &Started)],
-) -> Result<
-    (
-        HashMap<String, SessionRecord>,
-        std::collections::HashSet<String>,
-    ),
-    StoreError,
-> {
+    links: &[sessions::TransactionStart<'_>],
+) -> Result<(HashMap<String, SessionRecord>, HashSet<String>), StoreError> {
     let mut linked = HashMap::new();
-    let mut raced = std::collections::HashSet::new();
-    if starts.is_empty() {
+    let mut raced = HashSet::new();
+    if links.is_empty() {
         return Ok((linked, raced));
     }
-    let ids: Vec<Uuid> = starts.iter().map(|_| Uuid::now_v7()).collect();
-    let users: Vec<Uuid> = starts.iter().map(|(_, user, _)| *user).collect();
-    let chargers: Vec<&str> = starts
-        .iter()
-        .map(|(s, _, _)| s.charger_id.as_str())
-        .collect();
-    let connectors: Vec<i32> = starts.iter().map(|(s, _, _)| s.connector_id).collect();
-    let tags: Vec<&str> = starts.iter().map(|(s, _, _)| s.id_tag.as_str()).collect();
-    let at: Vec<DateTime<Utc>> = starts.iter().map(|(s, _, _)| s.started_at).collect();
-    let registers: Vec<Decimal> = starts.iter().map(|(s, _, _)| s.meter_start_wh).collect();
-    let pks: Vec<i64> = starts.iter().map(|(_, _, t)| t.pk).collect();
+    let ids: Vec<Uuid> = links.iter().map(|_| Uuid::now_v7()).collect();
+    let users: Vec<Uuid> = links.iter().map(|l| l.user_id).collect();
+    let chargers: Vec<&str> = links.iter().map(|l| l.charger_id).collect();
+    let connectors: Vec<i32> = links.iter().map(|l| l.connector_id).collect();
+    let tags: Vec<&str> = links.iter().map(|l| l.id_tag).collect();
+    let at: Vec<DateTime<Utc>> = links.iter().map(|l| l.started_at).collect();
+    let registers: Vec<Option<Decimal>> = links.iter().map(|l| l.meter_start_wh).collect();
+    let pks: Vec<i64> = links.iter().map(|l| l.transaction_pk).collect();
+    let remote_starts: Vec<Option<i32>> = links.iter().map(|l| l.remote_start_id).collect();
     let pending_columns = S_COLUMNS.as_str();
-    // the UPDATE re-checks PENDING once it holds the row: a session that expired or failed
-    // meanwhile is not taken over (its charger is reported as raced)
+    // the session a remoteStartId names comes first (as `pending_for` looks), then the oldest by
+    // idTag; the UPDATE re-checks PENDING once it holds the row: a session that expired or
+    // failed meanwhile is not taken over (its charger is reported as raced)
     let rows = sqlx::query(&format!(
         "WITH k AS ( \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[], $7::numeric[], $8::int8[]) \
-                 AS k(id, user_id, charger_id, connector_id, id_tag, started_at, meter_start_wh, transaction_pk)), \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[], $7::numeric[], $8::int8[], $9::int4[]) \
+                 AS k(id, user_id, charger_id, connector_id, id_tag, started_at, meter_start_wh, transaction_pk, remote_start_id)), \
          p AS ( \
              SELECT DISTINCT ON (k.charger_id) k.charger_id, s.id AS session_id FROM k JOIN sessions s \
-                 ON s.charger_id = k.charger_id AND s.id_tag = k.id_tag AND s.status = 'PENDING' \
-                 AND (s.connector_id = k.connector_id OR s.connector_id IS NULL) \
-             ORDER BY k.charger_id, s.created_at), \
+                 ON s.charger_id = k.charger_id AND s.status = 'PENDING' \
+                 AND ((s.remote_start_id = k.remote_start_id AND s.user_id = k.user_id) \
+                     OR (s.id_tag = k.id_tag AND (s.connector_id = k.connector_id OR s.connector_id IS NULL))) \
+             ORDER BY k.charger_id, (s.remote_start_id = k.remote_start_id AND s.user_id = k.user_id) IS TRUE DESC, s.created_at), \
          u AS ( \
              UPDATE sessions s SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF(k.connector_id, 0), s.connector_id), \
                  start_time = k.started_at, meter_start_wh = k.meter_start_wh, meter_last_wh = k.meter_start_wh, \
@@ -251,6 +246,7 @@ async fn link_sessions(
     .bind(&at)
     .bind(&registers)
     .bind(&pks)
+    .bind(&remote_starts)
     .fetch_all(&mut **tx)
     .await?;
     for row in rows {
@@ -282,9 +278,7 @@ pub async fn stop_v16_many(
     let at: Vec<DateTime<Utc>> = stops.iter().map(|s| s.stopped_at).collect();
     let registers: Vec<Decimal> = stops.iter().map(|s| s.meter_stop_wh).collect();
     let reasons: Vec<&str> = stops.iter().map(|s| s.reason.as_str()).collect();
-    let stop = "COALESCE(t.meter_stop_wh, s.meter_last_wh, s.meter_start_wh, 0)";
-    let session_columns = S_COLUMNS.as_str();
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(&completing(
         "WITH k AS ( \
              SELECT * FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::numeric[], $5::text[]) \
                  AS k(charger_id, transaction_id, stopped_at, meter_stop_wh, reason)), \
@@ -292,7 +286,36 @@ pub async fn stop_v16_many(
              UPDATE charger_transactions ct SET stopped_at = k.stopped_at, meter_stop_wh = k.meter_stop_wh, \
                  stop_reason = k.reason, updated_at = now() \
              FROM k WHERE ct.charger_id = k.charger_id AND ct.transaction_id = k.transaction_id AND ct.stopped_at IS NULL \
-             RETURNING ct.id, ct.charger_id, ct.connector_id, ct.session_id, k.stopped_at, k.meter_stop_wh, k.reason), \
+             RETURNING ct.id, ct.charger_id, ct.connector_id, ct.session_id, k.stopped_at, k.meter_stop_wh, k.reason)",
+    ))
+    .bind(&chargers)
+    .bind(&transaction_ids)
+    .bind(&at)
+    .bind(&registers)
+    .bind(&reasons)
+    .fetch_all(&mut **tx)
+    .await?;
+    let closes: Vec<Close<'_>> = stops
+        .iter()
+        .map(|s| Close {
+            charger_id: &s.charger_id,
+            stopped_at: s.stopped_at,
+            reason: &s.reason,
+            samples: &s.samples,
+        })
+        .collect();
+    closed(tx, rows, &closes, source).await
+}
+
+/// The statement that completes the open sessions of the transactions a `t` CTE closed (its
+/// rows: `id, charger_id, connector_id, session_id, stopped_at, meter_stop_wh, reason`), with
+/// the rules of `sessions::complete`: the final register, else the session's last reading,
+/// else its start; energy never negative. `closing` holds the `WITH ... t AS (...)` part.
+pub(crate) fn completing(closing: &str) -> String {
+    let stop = "COALESCE(t.meter_stop_wh, s.meter_last_wh, s.meter_start_wh, 0)";
+    let session_columns = S_COLUMNS.as_str();
+    format!(
+        "{closing}, \
          done AS ( \
              UPDATE sessions s SET status = 'COMPLETED', end_time = t.stopped_at, meter_last_wh = {stop}, \
                  energy_kwh = GREATEST(0, round(({stop} - COALESCE(s.meter_start_wh, {stop})) / 1000, 3)), \
@@ -302,14 +325,27 @@ pub async fn stop_v16_many(
          SELECT t.charger_id AS item, t.id AS transaction_pk, t.connector_id AS transaction_connector, \
              t.session_id AS transaction_session, done.* \
          FROM t LEFT JOIN done ON done.id = t.session_id"
-    ))
-    .bind(&chargers)
-    .bind(&transaction_ids)
-    .bind(&at)
-    .bind(&registers)
-    .bind(&reasons)
-    .fetch_all(&mut **tx)
-    .await?;
+    )
+}
+
+/// One transaction end of a batch, as `closed` finishes it.
+pub(crate) struct Close<'a> {
+    pub charger_id: &'a str,
+    pub stopped_at: DateTime<Utc>,
+    pub reason: &'a str,
+    pub samples: &'a [Sample],
+}
+
+/// Finishes the ends a `completing` statement closed (its `rows`, at most one per charger):
+/// their samples stored, a SESSION_ENDED event for each completed session. Per item of
+/// `closes`: the session it completed (`Some(None)` when the transaction had no open session),
+/// or `None` when the statement closed no transaction for it.
+pub(crate) async fn closed(
+    tx: &mut Tx<'static>,
+    rows: Vec<sqlx::postgres::PgRow>,
+    closes: &[Close<'_>],
+    source: &str,
+) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
     struct Stopped {
         transaction_pk: i64,
         connector_id: i32,
@@ -332,33 +368,33 @@ pub async fn stop_v16_many(
             },
         );
     }
-    let samples: Vec<(SampleOwner<'_>, &Sample)> = stops
+    let samples: Vec<(SampleOwner<'_>, &Sample)> = closes
         .iter()
-        .filter_map(|s| Some((s, stopped.get(&s.charger_id)?)))
-        .flat_map(|(s, done)| {
+        .filter_map(|c| Some((c, stopped.get(c.charger_id)?)))
+        .flat_map(|(c, done)| {
             let owner = SampleOwner {
-                charger_id: &s.charger_id,
+                charger_id: c.charger_id,
                 connector_id: done.connector_id,
                 transaction_pk: Some(done.transaction_pk),
                 session_id: done.session_id,
             };
-            s.samples.iter().map(move |sample| (owner, sample))
+            c.samples.iter().map(move |sample| (owner, sample))
         })
         .collect();
     transactions::insert_samples_many(tx, &samples).await?;
-    let events: Vec<(Event, DateTime<Utc>)> = stops
+    let events: Vec<(Event, DateTime<Utc>)> = closes
         .iter()
-        .filter_map(|s| {
-            let session = stopped.get(&s.charger_id)?.session.as_ref()?;
+        .filter_map(|c| {
+            let session = stopped.get(c.charger_id)?.session.as_ref()?;
             Some((
-                sessions::ended_event(session, s.stopped_at, &s.reason),
-                s.stopped_at,
+                sessions::ended_event(session, c.stopped_at, c.reason),
+                c.stopped_at,
             ))
         })
         .collect();
     outbox::enqueue_many(tx, events, source).await?;
-    Ok(stops
+    Ok(closes
         .iter()
-        .map(|s| stopped.remove(&s.charger_id).map(|done| done.session))
+        .map(|c| stopped.remove(c.charger_id).map(|done| done.session))
         .collect())
 }

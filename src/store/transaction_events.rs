@@ -3,12 +3,17 @@
 //! repeated, late and missing events visible: a repeated seqNo changes nothing, a late one fills
 //! its gap, a missing one is listed in `seq_gaps`.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
+use super::sessions::{self, SessionRecord};
+use super::starts_and_stops;
 use super::transactions::{TransactionRecord, COLUMNS};
 use super::{StoreError, Tx};
+use crate::ocpp::meter::Sample;
 
 /// A jump in seqNo larger than this is not enumerated into `seq_gaps` (a broken or hostile
 /// charger must not make us store millions of numbers); it is logged instead.
@@ -241,6 +246,171 @@ pub async fn running_on_evse(
     .bind(evse_id)
     .fetch_optional(pool)
     .await?)
+}
+
+/// A 2.0.1 TransactionEvent(Started), not queued offline, as the transaction writer stores it
+/// set-based (ADR 015's approach for 2.0.1): settled there when it creates its transaction.
+#[derive(Debug, Clone)]
+pub struct EventStarted {
+    pub charger_id: String,
+    pub transaction_ref: String,
+    /// The EVSE id (0 when the event named none).
+    pub connector_id: i32,
+    pub seq_no: i32,
+    pub started_at: DateTime<Utc>,
+    pub meter_start_wh: Option<Decimal>,
+    /// The idToken and its status as answered, when the event named one.
+    pub id_token: Option<(String, String)>,
+    /// The driver whose session the transaction starts: set only for an accepted idToken of a
+    /// user.
+    pub user_id: Option<uuid::Uuid>,
+    pub remote_start_id: Option<i32>,
+}
+
+/// A 2.0.1 TransactionEvent(Ended) with a final energy register, no idToken and not queued
+/// offline, as the transaction writer stores it set-based: settled there when it is its
+/// running transaction's next seqNo.
+#[derive(Debug, Clone)]
+pub struct EventEnded {
+    pub charger_id: String,
+    pub transaction_ref: String,
+    pub seq_no: i32,
+    pub stopped_at: DateTime<Utc>,
+    pub meter_stop_wh: Decimal,
+    pub reason: String,
+    pub samples: Vec<Sample>,
+}
+
+/// Creates the transactions of `starts` (at most one per charger) with their first seqNo and
+/// idToken, and starts the sessions of accepted users' tokens with their SESSION_STARTED
+/// events, as the one-by-one path does for an event that creates its transaction. Per item:
+/// the transaction's key and the session it started, or `None` when its transaction already
+/// existed (events before the Started, a repeat): the general path settles those.
+pub async fn started_many(
+    tx: &mut Tx<'static>,
+    starts: &[&EventStarted],
+    source: &str,
+) -> Result<Vec<Option<(i64, Option<SessionRecord>)>>, StoreError> {
+    if starts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chargers: Vec<&str> = starts.iter().map(|s| s.charger_id.as_str()).collect();
+    let refs: Vec<&str> = starts.iter().map(|s| s.transaction_ref.as_str()).collect();
+    let connectors: Vec<i32> = starts.iter().map(|s| s.connector_id).collect();
+    let at: Vec<DateTime<Utc>> = starts.iter().map(|s| s.started_at).collect();
+    let registers: Vec<Option<Decimal>> = starts.iter().map(|s| s.meter_start_wh).collect();
+    let seqs: Vec<i32> = starts.iter().map(|s| s.seq_no).collect();
+    let tags: Vec<Option<&str>> = starts
+        .iter()
+        .map(|s| s.id_token.as_ref().map(|(t, _)| t.as_str()))
+        .collect();
+    let statuses: Vec<Option<&str>> = starts
+        .iter()
+        .map(|s| s.id_token.as_ref().map(|(_, st)| st.as_str()))
+        .collect();
+    let created: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "INSERT INTO charger_transactions (charger_id, connector_id, transaction_ref, started_at, meter_start_wh, \
+             first_seq_no, last_seq_no, id_tag, id_tag_status) \
+         SELECT k.charger_id, k.connector_id, k.transaction_ref, k.started_at, k.meter_start_wh, k.seq_no, k.seq_no, \
+             k.id_tag, k.id_tag_status \
+         FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::numeric[], $6::int4[], $7::text[], $8::text[]) \
+             AS k(charger_id, transaction_ref, connector_id, started_at, meter_start_wh, seq_no, id_tag, id_tag_status) \
+         ON CONFLICT (charger_id, transaction_ref) WHERE transaction_ref IS NOT NULL DO NOTHING \
+         RETURNING charger_id, id",
+    )
+    .bind(&chargers)
+    .bind(&refs)
+    .bind(&connectors)
+    .bind(&at)
+    .bind(&registers)
+    .bind(&seqs)
+    .bind(&tags)
+    .bind(&statuses)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+    let links: Vec<sessions::TransactionStart<'_>> = starts
+        .iter()
+        .filter_map(|s| {
+            let pk = *created.get(&s.charger_id)?;
+            let (id_tag, _) = s.id_token.as_ref()?;
+            Some(sessions::TransactionStart {
+                charger_id: &s.charger_id,
+                connector_id: s.connector_id,
+                id_tag,
+                user_id: s.user_id?,
+                started_at: s.started_at,
+                meter_start_wh: s.meter_start_wh,
+                transaction_pk: pk,
+                remote_start_id: s.remote_start_id,
+                source,
+            })
+        })
+        .collect();
+    let mut linked = starts_and_stops::start_sessions_many(tx, &links, source).await?;
+    Ok(starts
+        .iter()
+        .map(|s| {
+            let pk = *created.get(&s.charger_id)?;
+            let session = linked.remove(&s.charger_id);
+            if session.is_none() && s.user_id.is_some() {
+                tracing::warn!(charger_id = %s.charger_id, connector_id = s.connector_id, "connector already has an open session, or the charger no station; transaction not linked");
+            }
+            Some((pk, session))
+        })
+        .collect())
+}
+
+/// Ends the running transactions of `ends` (at most one per charger) whose next seqNo they
+/// carry: each transaction closed with its seqNo advanced, its open session completed on the
+/// final register with the rules of `sessions::complete`, its samples stored and its
+/// SESSION_ENDED event written. Per item: the session it completed (`Some(None)` when the
+/// transaction had no open session), or `None` when the general path must settle it (unknown or
+/// stopped transaction, a seqNo that is not the next one).
+pub async fn ended_many(
+    tx: &mut Tx<'static>,
+    ends: &[&EventEnded],
+    source: &str,
+) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
+    if ends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chargers: Vec<&str> = ends.iter().map(|e| e.charger_id.as_str()).collect();
+    let refs: Vec<&str> = ends.iter().map(|e| e.transaction_ref.as_str()).collect();
+    let seqs: Vec<i32> = ends.iter().map(|e| e.seq_no).collect();
+    let at: Vec<DateTime<Utc>> = ends.iter().map(|e| e.stopped_at).collect();
+    let registers: Vec<Decimal> = ends.iter().map(|e| e.meter_stop_wh).collect();
+    let reasons: Vec<&str> = ends.iter().map(|e| e.reason.as_str()).collect();
+    let rows = sqlx::query(&starts_and_stops::completing(
+        "WITH k AS ( \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::numeric[], $6::text[]) \
+                 AS k(charger_id, transaction_ref, seq_no, stopped_at, meter_stop_wh, reason)), \
+         t AS ( \
+             UPDATE charger_transactions ct SET last_seq_no = k.seq_no, stopped_at = k.stopped_at, \
+                 meter_stop_wh = k.meter_stop_wh, stop_reason = k.reason, updated_at = now() \
+             FROM k WHERE ct.charger_id = k.charger_id AND ct.transaction_ref = k.transaction_ref \
+                 AND ct.first_seq_no IS NOT NULL AND ct.last_seq_no::int8 + 1 = k.seq_no::int8 AND ct.stopped_at IS NULL \
+             RETURNING ct.id, ct.charger_id, ct.connector_id, ct.session_id, k.stopped_at, k.meter_stop_wh, k.reason)",
+    ))
+    .bind(&chargers)
+    .bind(&refs)
+    .bind(&seqs)
+    .bind(&at)
+    .bind(&registers)
+    .bind(&reasons)
+    .fetch_all(&mut **tx)
+    .await?;
+    let closes: Vec<starts_and_stops::Close<'_>> = ends
+        .iter()
+        .map(|e| starts_and_stops::Close {
+            charger_id: &e.charger_id,
+            stopped_at: e.stopped_at,
+            reason: &e.reason,
+            samples: &e.samples,
+        })
+        .collect();
+    starts_and_stops::closed(tx, rows, &closes, source).await
 }
 
 #[cfg(test)]

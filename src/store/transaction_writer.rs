@@ -47,6 +47,7 @@ use uuid::Uuid;
 use super::batch::{BatchFuture, BatchObserver, Batcher};
 use super::sessions::{self, SessionRecord};
 use super::starts_and_stops::{self, StartOutcome, StartV16, StopV16};
+use super::transaction_events::{self, EventEnded, EventStarted};
 use super::transactions::{self, SampleOwner};
 use super::{StoreError, Tx};
 use crate::events::{outbox, Event};
@@ -103,6 +104,12 @@ enum Item {
     /// A 2.0.1 TransactionEvent(Updated): set-based when it is the transaction's next seqNo,
     /// else its job (the general path) runs.
     Update(EventUpdate, JobFn),
+    /// A 2.0.1 TransactionEvent(Started), with its samples and reading: set-based with the
+    /// batch's other starts when it creates its transaction, else its job.
+    Started(Box<(EventStarted, EventReading)>, JobFn),
+    /// A 2.0.1 TransactionEvent(Ended): set-based when it is its running transaction's next
+    /// seqNo, else its job.
+    Ended(Box<EventEnded>, JobFn),
     /// Writes the held readings that are due, of sessions no message of the batch names.
     Flush,
 }
@@ -114,6 +121,13 @@ pub struct EventUpdate {
     pub charger_id: String,
     pub transaction_ref: String,
     pub seq_no: i32,
+    pub samples: Vec<Sample>,
+    pub reading: Reading,
+}
+
+/// The samples and reading of a 2.0.1 event.
+#[derive(Debug, Clone)]
+pub struct EventReading {
     pub samples: Vec<Sample>,
     pub reading: Reading,
 }
@@ -240,6 +254,57 @@ impl TransactionWriter {
             .shard(&update.charger_id)
             .submit(Item::Update(update, boxed(general)));
         async move { answer(submitted.await, |session| Some(Some(session.map(|s| *s)))) }
+    }
+
+    /// Stores a 2.0.1 TransactionEvent(Started) in the next batch of its charger's shard,
+    /// set-based with the batch's other starts (its samples and reading with the batch's meter
+    /// messages) when it creates its transaction; otherwise `general` runs, as for any event.
+    /// Resolves to what `general` resolves to.
+    pub fn started<F>(
+        &self,
+        start: EventStarted,
+        reading: EventReading,
+        general: F,
+    ) -> impl std::future::Future<Output = Result<Option<Option<SessionRecord>>, StoreError>>
+           + Send
+           + 'static
+    where
+        F: for<'a> Fn(
+                &'a mut Tx<'static>,
+            )
+                -> BoxFuture<'a, Result<Option<Option<SessionRecord>>, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let submitted = self
+            .shard(&start.charger_id)
+            .submit(Item::Started(Box::new((start, reading)), boxed(general)));
+        async move { answer(submitted.await, |_| None) }
+    }
+
+    /// Stores a 2.0.1 TransactionEvent(Ended), set-based with the batch's other ends when it is
+    /// its running transaction's next seqNo; otherwise `general` runs, as for any event.
+    pub fn ended<F>(
+        &self,
+        end: EventEnded,
+        general: F,
+    ) -> impl std::future::Future<Output = Result<Option<Option<SessionRecord>>, StoreError>>
+           + Send
+           + 'static
+    where
+        F: for<'a> Fn(
+                &'a mut Tx<'static>,
+            )
+                -> BoxFuture<'a, Result<Option<Option<SessionRecord>>, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let submitted = self
+            .shard(&end.charger_id)
+            .submit(Item::Ended(Box::new(end), boxed(general)));
+        async move { answer(submitted.await, |_| None) }
     }
 
     /// Runs `job` in the next batch of `charger_id`'s shard; resolves to its result once the
@@ -512,6 +577,8 @@ fn charger_of(item: &Item) -> Option<&str> {
         Item::StartV16(s, _) => Some(&s.charger_id),
         Item::StopV16(s, _) => Some(&s.charger_id),
         Item::Update(u, _) => Some(&u.charger_id),
+        Item::Started(s, _) => Some(&s.0.charger_id),
+        Item::Ended(e, _) => Some(&e.charger_id),
         Item::Flush => None,
     }
 }
@@ -542,12 +609,24 @@ async fn run_together(
     let mut updates: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
     let mut starts: Vec<(usize, &StartV16, &JobFn)> = Vec::new();
     let mut stops: Vec<(usize, &StopV16, &JobFn)> = Vec::new();
+    let mut started: Vec<(usize, &EventStarted, &EventReading, &JobFn)> = Vec::new();
+    let mut ended: Vec<(usize, &EventEnded, &JobFn)> = Vec::new();
     let mut flushes: Vec<usize> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let job = match item {
             Item::Job(_, job) => job,
             Item::StartV16(s, general) if !alone(&s.charger_id) => general,
             Item::StopV16(s, general) if !alone(&s.charger_id) => general,
+            Item::Started(s, general) if !alone(&s.0.charger_id) => general,
+            Item::Ended(e, general) if !alone(&e.charger_id) => general,
+            Item::Started(s, general) => {
+                started.push((i, &s.0, &s.1, general));
+                continue;
+            }
+            Item::Ended(e, general) => {
+                ended.push((i, e, general));
+                continue;
+            }
             Item::StartV16(s, general) => {
                 starts.push((i, s, general));
                 continue;
@@ -584,12 +663,49 @@ async fn run_together(
     if let Err(e) = settle(&mut tx, &stops, settled, &mut results).await {
         return Together::ItemFailed(e);
     }
+    // 2.0.1 starts that created their transaction: their readings join the meter messages
+    let mut owned: Vec<(usize, MeterWrite)> = Vec::new();
+    let mut linked: HashMap<usize, Option<SessionRecord>> = HashMap::new();
+    let given: Vec<&EventStarted> = started.iter().map(|(_, s, _, _)| *s).collect();
+    let created = match transaction_events::started_many(&mut tx, &given, source).await {
+        Ok(created) => created,
+        Err(e) => return Together::ItemFailed(e),
+    };
+    for ((i, start, read, general), created) in started.iter().zip(created) {
+        let Some((transaction_pk, session)) = created else {
+            match general(&mut tx).await {
+                Ok(output) => results[*i] = Some(Outcome::Job(output)),
+                Err(e) => return Together::ItemFailed(e),
+            }
+            continue;
+        };
+        owned.push((
+            *i,
+            MeterWrite {
+                charger_id: start.charger_id.clone(),
+                connector_id: start.connector_id,
+                owner: MeterOwner::Known {
+                    transaction_pk,
+                    session_id: session.as_ref().map(|s| s.id),
+                },
+                samples: read.samples.clone(),
+                reading: read.reading,
+            },
+        ));
+        linked.insert(*i, session);
+    }
+    let given: Vec<&EventEnded> = ended.iter().map(|(_, e, _)| *e).collect();
+    let settled = transaction_events::ended_many(&mut tx, &given, source)
+        .await
+        .map(|all| all.into_iter().map(|e| e.map(Some)).collect());
+    if let Err(e) = settle(&mut tx, &ended, settled, &mut results).await {
+        return Together::ItemFailed(e);
+    }
     // in-sequence updates join the meter messages; the others take the general path
     let mut as_meters = match in_sequence(&mut tx, &updates).await {
         Ok(found) => found,
         Err(e) => return Together::ItemFailed(e),
     };
-    let mut owned: Vec<(usize, MeterWrite)> = Vec::new();
     for (i, _, general) in &updates {
         match as_meters.remove(i) {
             Some(write) => owned.push((*i, write)),
@@ -608,10 +724,24 @@ async fn run_together(
                 for ((i, _), session) in meters.iter().zip(per_message) {
                     results[*i] = Some(Outcome::Meter(session.map(Box::new)));
                 }
+                // a start's reading does not hold back the session's next one (as the general
+                // path, which records it outside the shard's readings): the first reading of
+                // the transaction reaches the row and the running cost at once
+                let fresh: Vec<Uuid> = linked.values().flatten().map(|s| s.id).collect();
+                stored.written.retain(|id| !fresh.contains(id));
                 done = Some(stored);
             }
             Err(e) => return Together::ItemFailed(e),
         }
+    }
+    // a 2.0.1 start answers the session as its reading left it, else as it started
+    for (i, session) in linked {
+        let read = match results[i].take() {
+            Some(Outcome::Meter(read)) => read.map(|s| *s),
+            _ => None,
+        };
+        let answer: Option<Option<SessionRecord>> = Some(read.or(session));
+        results[i] = Some(Outcome::Job(Box::new(answer)));
     }
     if let Err(e) = tx.commit().await {
         return Together::CommitFailed(e.to_string());
@@ -658,9 +788,11 @@ async fn run_alone(
 ) -> Result<Outcome, StoreError> {
     let mut tx = pool.begin().await?;
     let outcome = match item {
-        Item::Job(_, job) | Item::StartV16(_, job) | Item::StopV16(_, job) => {
-            Outcome::Job(job(&mut tx).await?)
-        }
+        Item::Job(_, job)
+        | Item::StartV16(_, job)
+        | Item::StopV16(_, job)
+        | Item::Started(_, job)
+        | Item::Ended(_, job) => Outcome::Job(job(&mut tx).await?),
         Item::Update(update, general) => {
             let found = in_sequence(&mut tx, &[(0, update, general)]).await?;
             match found.get(&0) {

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::charger_client::connect16;
+use crate::charger_client::{connect16, connect201};
 use crate::helpers::{spawn_app, TestApp, CHARGER_PASSWORD};
 
 fn batches_run(app: &TestApp) -> u64 {
@@ -480,5 +480,256 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
     assert_eq!(
         count(&app, "SELECT count(*) FROM charger_reports WHERE charger_id = 'SET-0' AND kind = 'UnknownStopTransaction'").await,
         1
+    );
+}
+
+/// A 2.0.1 TransactionEvent of `transaction_ref` with one energy register sample.
+fn event(kind: &str, transaction_ref: &str, seq_no: i32, wh: usize, at: &str) -> serde_json::Value {
+    let context = match kind {
+        "Started" => "Transaction.Begin",
+        "Ended" => "Transaction.End",
+        _ => "Sample.Periodic",
+    };
+    json!({ "eventType": kind, "timestamp": at, "triggerReason": "MeterValuePeriodic", "seqNo": seq_no,
+            "transactionInfo": { "transactionId": transaction_ref, "stoppedReason": "EVDisconnected" },
+            "meterValue": [{ "timestamp": at, "sampledValue": [{ "value": wh as f64, "context": context,
+                "measurand": "Energy.Active.Import.Register" }] }] })
+}
+
+#[actix_web::test]
+async fn started_and_ended_events_of_many_stations_share_batches_and_each_keeps_its_own_session() {
+    let app = spawn_app().await;
+    let n = 24;
+    let tags = fleet(&app, "SEV", n).await;
+    let mut cps = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("SEV-{i}");
+        let mut cp = connect201(app.port, &id, Some((&id, CHARGER_PASSWORD))).await;
+        cp.boot201().await;
+        cps.push(cp);
+    }
+    let pending = |charger: usize, remote_start_id: Option<i32>, connector: Option<i32>| {
+        let db = app.db.clone();
+        let tag = tags[charger].clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, remote_start_id, pending_expires_at) \
+                 SELECT gen_random_uuid(), u.id, c.station_id, c.id, $3, $2, 'PENDING', 'APP', $5, now() + interval '5 minutes' \
+                 FROM chargers c, users u WHERE c.id = $1 AND lower(u.email) = lower($4) RETURNING id",
+            )
+            .bind(format!("SEV-{charger}"))
+            .bind(&tag)
+            .bind(connector)
+            .bind(format!("sev-{charger}@example.com"))
+            .bind(remote_start_id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    // a third of the drivers started from the app twice: the station echoes the remoteStartId
+    // of the newer request, which names its session although an older one waits for the same
+    // idToken; a third started once from the app (found by idToken); a third at the station
+    let mut app_sessions = std::collections::HashMap::new();
+    for i in 0..n {
+        match i % 3 {
+            0 => {
+                pending(i, None, None).await;
+                app_sessions.insert(i, pending(i, Some(100 + i as i32), None).await);
+            }
+            1 => {
+                app_sessions.insert(i, pending(i, None, Some(1)).await);
+            }
+            _ => {}
+        }
+    }
+    // the last station's transaction names no idToken: it is stored without a session
+    let anonymous = n - 1;
+    let reference = |i: usize| format!("SEV-TX-{i}");
+
+    let before = batches_run(&app);
+    let answers = join_all(cps.iter_mut().enumerate().map(|(i, cp)| {
+        let mut started = event(
+            "Started",
+            &reference(i),
+            0,
+            1000 * i,
+            "2026-12-04T08:00:00Z",
+        );
+        started["evse"] = json!({ "id": 1, "connectorId": 1 });
+        if i != anonymous {
+            started["idToken"] = json!({ "idToken": tags[i], "type": "ISO14443" });
+        }
+        if i % 3 == 0 {
+            started["transactionInfo"]["remoteStartId"] = json!(100 + i);
+        }
+        cp.call("TransactionEvent", started)
+    }))
+    .await;
+    assert!(
+        batches_run(&app) - before < n as u64,
+        "the starts did not share a batch"
+    );
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer.unwrap();
+        if i == anonymous {
+            assert!(answer.get("idTokenInfo").is_none());
+            continue;
+        }
+        assert_eq!(answer["idTokenInfo"]["status"], "Accepted", "station {i}");
+        let (charger, session_charger, tag, meter_start, session, status, connector): (
+            String,
+            String,
+            String,
+            Decimal,
+            Uuid,
+            String,
+            Option<i32>,
+        ) = sqlx::query_as(
+            "SELECT t.charger_id, s.charger_id, s.id_tag, s.meter_start_wh, s.id, s.status, s.connector_id \
+             FROM charger_transactions t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.transaction_ref = $1 AND t.id_tag = $2 AND t.id_tag_status = 'Accepted' \
+                 AND t.first_seq_no = 0 AND t.last_seq_no = 0",
+        )
+        .bind(reference(i))
+        .bind(&tags[i])
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        let station = format!("SEV-{i}");
+        assert_eq!(
+            (charger.as_str(), session_charger.as_str(), tag.as_str()),
+            (station.as_str(), station.as_str(), tags[i].as_str())
+        );
+        assert_eq!(meter_start, Decimal::from(1000 * i), "station {i}");
+        assert_eq!((status.as_str(), connector), ("IN_PROGRESS", Some(1)));
+        if let Some(app_session) = app_sessions.get(&i) {
+            assert_eq!(
+                session, *app_session,
+                "station {i}: the app's session was not taken over"
+            );
+        }
+    }
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM sessions WHERE charger_id LIKE 'SEV-%' AND status = 'PENDING'"
+        )
+        .await,
+        8,
+        "only the older app requests of the first third still wait"
+    );
+
+    let answers = join_all(cps.iter_mut().enumerate().map(|(i, cp)| {
+        cp.call(
+            "TransactionEvent",
+            event(
+                "Updated",
+                &reference(i),
+                1,
+                1000 * i + 500,
+                "2026-12-04T08:30:00Z",
+            ),
+        )
+    }))
+    .await;
+    assert!(answers.iter().all(|a| a.is_ok()));
+
+    // every station ends at once, station i having delivered i + 1 kWh
+    let before = batches_run(&app);
+    let ended = |i: usize| {
+        event(
+            "Ended",
+            &reference(i),
+            2,
+            1000 * i + 1000 * (i + 1),
+            "2026-12-04T09:00:00Z",
+        )
+    };
+    let answers = join_all(
+        cps.iter_mut()
+            .enumerate()
+            .map(|(i, cp)| cp.call("TransactionEvent", ended(i))),
+    )
+    .await;
+    assert!(
+        batches_run(&app) - before < n as u64,
+        "the ends did not share a batch"
+    );
+    assert!(answers.iter().all(|a| a.is_ok()));
+    for i in 0..n {
+        let (stopped, last_seq, meter_stop, reason, samples, session): (
+            bool,
+            i32,
+            Decimal,
+            String,
+            i64,
+            Option<(String, Decimal)>,
+        ) = sqlx::query_as(
+            "SELECT t.stopped_at = '2026-12-04T09:00:00Z', t.last_seq_no, t.meter_stop_wh, t.stop_reason, \
+                 (SELECT count(*) FROM meter_values m WHERE m.transaction_pk = t.id \
+                     AND m.session_id IS NOT DISTINCT FROM t.session_id), \
+                 (SELECT (s.status, s.energy_kwh) FROM sessions s WHERE s.id = t.session_id) \
+             FROM charger_transactions t WHERE t.transaction_ref = $1",
+        )
+        .bind(reference(i))
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        assert_eq!(
+            (stopped, last_seq, meter_stop, reason.as_str(), samples),
+            (
+                true,
+                2,
+                Decimal::from(1000 * i + 1000 * (i + 1)),
+                "EVDisconnected",
+                3
+            ),
+            "station {i}"
+        );
+        let expected = (i != anonymous).then(|| ("COMPLETED".to_string(), Decimal::from(i + 1)));
+        assert_eq!(session, expected, "station {i}");
+    }
+    // one SESSION_STARTED and one SESSION_ENDED per session
+    let events: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*) FROM outbox WHERE event_type IN ('SESSION_STARTED', 'SESSION_ENDED') \
+         GROUP BY event_type ORDER BY event_type",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let sessions = n as i64 - 1;
+    assert_eq!(
+        events,
+        vec![
+            ("SESSION_ENDED".to_string(), sessions),
+            ("SESSION_STARTED".to_string(), sessions)
+        ]
+    );
+
+    // a repeated Ended (the same seqNo, a higher register) is answered and changes nothing
+    let repeats = join_all(cps.iter_mut().enumerate().map(|(i, cp)| {
+        let mut repeat = ended(i);
+        repeat["meterValue"][0]["sampledValue"][0]["value"] = json!(99_999_999.0);
+        cp.call("TransactionEvent", repeat)
+    }))
+    .await;
+    assert!(repeats.iter().all(|a| a.is_ok()));
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM charger_transactions WHERE charger_id LIKE 'SEV-%' AND meter_stop_wh > 48000"
+        )
+        .await,
+        0,
+        "a repeated end moved a register"
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM outbox WHERE event_type = 'SESSION_ENDED'"
+        )
+        .await,
+        sessions
     );
 }

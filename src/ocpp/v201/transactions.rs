@@ -33,8 +33,10 @@ use crate::ocpp::payload::{check_len, decode_shape};
 use crate::ocpp::{CallErrorCode, CallFailure};
 use crate::store::reservations::{self, Hold, Holds};
 use crate::store::sessions::{self, SessionRecord, TransactionStart};
-use crate::store::transaction_events::{self, EventTransaction, FirstEvent};
-use crate::store::transaction_writer::EventUpdate;
+use crate::store::transaction_events::{
+    self, EventEnded, EventStarted, EventTransaction, FirstEvent,
+};
+use crate::store::transaction_writer::{EventReading, EventUpdate};
 use crate::store::transactions::{self, SampleOwner};
 use crate::store::{StoreError, Tx};
 use futures_util::future::BoxFuture;
@@ -164,6 +166,47 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
                 samples: samples.clone(),
                 reading,
             });
+    // a start that creates its transaction, and the end of a running one with its final
+    // register, may take the set-based path too (an offline-queued event takes the general one)
+    let started = (req.event_type == TransactionEventEnumType::Started && !offline).then(|| {
+        let id_token = req
+            .id_token
+            .as_ref()
+            .zip(token.as_ref())
+            .map(|(id, resolved)| (id.id_token.clone(), enum_name(&resolved.status)));
+        let user_id = token
+            .as_ref()
+            .filter(|t| t.status == AuthorizationStatusEnumType::Accepted)
+            .and_then(|t| t.user_id);
+        let start = EventStarted {
+            charger_id: ctx.charger_id.clone(),
+            transaction_ref: transaction_ref.clone(),
+            connector_id: req.evse.as_ref().map(|e| e.id).unwrap_or(0),
+            seq_no,
+            started_at: req.timestamp,
+            meter_start_wh: start_wh,
+            id_token,
+            user_id,
+            remote_start_id: req.transaction_info.remote_start_id,
+        };
+        let read = EventReading {
+            samples: samples.clone(),
+            reading,
+        };
+        (start, read)
+    });
+    let ended = reading
+        .energy_wh
+        .filter(|_| ending && req.id_token.is_none() && !offline)
+        .map(|meter_stop_wh| EventEnded {
+            charger_id: ctx.charger_id.clone(),
+            transaction_ref: transaction_ref.clone(),
+            seq_no,
+            stopped_at: req.timestamp,
+            meter_stop_wh,
+            reason: stopped_reason(&req),
+            samples: samples.clone(),
+        });
     let job_ctx = ctx.clone();
     // set when this event showed seqNos missing before it (E14: the CSMS asks what is queued)
     let gap = Arc::new(AtomicBool::new(false));
@@ -184,9 +227,12 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         })
     });
     // stored in the next group commit; answered only once it committed
-    let stored = match update {
-        Some(update) => ctx.app.transactions.update(update, general).await,
-        None => ctx.app.transactions.run(&ctx.charger_id, general).await,
+    let writer = &ctx.app.transactions;
+    let stored = match (update, started, ended) {
+        (Some(update), _, _) => writer.update(update, general).await,
+        (_, Some((start, read)), _) => writer.started(start, read, general).await,
+        (_, _, Some(end)) => writer.ended(end, general).await,
+        _ => writer.run(&ctx.charger_id, general).await,
     }
     .map_err(unanswered)?;
     let Some(session) = stored else {
@@ -243,6 +289,15 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         "TransactionEvent stored"
     );
     Ok(answer.with_session(session))
+}
+
+/// Why the transaction ended, as the station said ("Local" when it did not).
+fn stopped_reason(req: &TransactionEventRequest) -> String {
+    req.transaction_info
+        .stopped_reason
+        .as_ref()
+        .map(enum_name)
+        .unwrap_or_else(|| "Local".into())
 }
 
 /// Gives a closure the signature the transaction writer runs (a binding alone would not be
@@ -367,12 +422,7 @@ async fn apply(
             tracing::info!(charger_id = %ctx.charger_id, transaction_ref = ?record.transaction_ref, "second Ended event ignored");
         }
         (TransactionEventEnumType::Ended, _) => {
-            let reason = req
-                .transaction_info
-                .stopped_reason
-                .as_ref()
-                .map(enum_name)
-                .unwrap_or_else(|| "Local".into());
+            let reason = stopped_reason(req);
             transaction_events::stop(tx, record.id, req.timestamp, reading.energy_wh, &reason)
                 .await?;
             if let Some(session_id) = session_id {
