@@ -206,7 +206,8 @@ async fn link_sessions(
     let remote_starts: Vec<Option<i32>> = links.iter().map(|l| l.remote_start_id).collect();
     let pending_columns = S_COLUMNS.as_str();
     // the session a remoteStartId names comes first (as `pending_for` looks), then the oldest by
-    // idTag; the UPDATE re-checks PENDING once it holds the row: a session that expired or
+    // idTag; the UPDATE finds it by key (see `store::sessions`) and re-checks PENDING once it holds
+    // the row: a session that expired or
     // failed meanwhile is not taken over (its charger is reported as raced)
     let rows = sqlx::query(&format!(
         "WITH k AS ( \
@@ -222,7 +223,7 @@ async fn link_sessions(
              UPDATE sessions s SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF(k.connector_id, 0), s.connector_id), \
                  start_time = k.started_at, meter_start_wh = k.meter_start_wh, meter_last_wh = k.meter_start_wh, \
                  pending_expires_at = NULL, updated_at = clock_timestamp() \
-             FROM p JOIN k ON k.charger_id = p.charger_id WHERE s.id = p.session_id AND s.status = 'PENDING' \
+             FROM p JOIN k ON k.charger_id = p.charger_id WHERE s.id = p.session_id AND (s.status = 'PENDING') IS TRUE \
              RETURNING {pending_columns}), \
          i AS ( \
              INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
@@ -310,7 +311,8 @@ pub async fn stop_v16_many(
 /// The statement that completes the open sessions of the transactions a `t` CTE closed (its
 /// rows: `id, charger_id, connector_id, session_id, stopped_at, meter_stop_wh, reason`), with
 /// the rules of `sessions::complete`: the final register, else the session's last reading,
-/// else its start; energy never negative. `closing` holds the `WITH ... t AS (...)` part.
+/// else its start; energy never negative. The sessions are found by key (see `store::sessions`).
+/// `closing` holds the `WITH ... t AS (...)` part.
 pub(crate) fn completing(closing: &str) -> String {
     let stop = "COALESCE(t.meter_stop_wh, s.meter_last_wh, s.meter_start_wh, 0)";
     let session_columns = S_COLUMNS.as_str();
@@ -320,7 +322,7 @@ pub(crate) fn completing(closing: &str) -> String {
              UPDATE sessions s SET status = 'COMPLETED', end_time = t.stopped_at, meter_last_wh = {stop}, \
                  energy_kwh = GREATEST(0, round(({stop} - COALESCE(s.meter_start_wh, {stop})) / 1000, 3)), \
                  power_kw = 0, stop_reason = t.reason, updated_at = clock_timestamp() \
-             FROM t WHERE s.id = t.session_id AND s.status IN ('PENDING', 'IN_PROGRESS', 'STOPPING') \
+             FROM t WHERE s.id = t.session_id AND (s.status IN ('PENDING', 'IN_PROGRESS', 'STOPPING')) IS TRUE \
              RETURNING {session_columns}) \
          SELECT t.charger_id AS item, t.id AS transaction_pk, t.connector_id AS transaction_connector, \
              t.session_id AS transaction_session, done.* \
