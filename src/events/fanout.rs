@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use super::consumer::parse;
+use super::consumer::{parse, source_of};
 use super::topology::Topology;
 use crate::live::{LiveBus, LiveEvent};
 use crate::store::amqp::Amqp;
@@ -78,11 +78,18 @@ async fn consume(
             .await
             .map_err(|e| e.to_string())?;
     }
+    // Unacknowledged (no_ack): live updates are best effort by design (a subscriber that falls
+    // behind reads its state again), and the queue is this replica's alone and goes with its
+    // connection. An ack per delivery was a frame and a wake-up of the AMQP client's I/O thread
+    // for every session and charger event, most of them this replica's own.
     let mut consumer = channel
         .basic_consume(
             queue,
             queue,
-            BasicConsumeOptions::default(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
             FieldTable::default(),
         )
         .await
@@ -96,8 +103,9 @@ async fn consume(
             return Err("the fan-out stream ended".into());
         };
         let delivery = delivery.map_err(|e| e.to_string())?;
-        if let Ok(event) = parse(&delivery.data) {
-            if event.source != own_source {
+        // this replica's own events are on its bus already: only the others' are read whole
+        if source_of(&delivery.data).is_some_and(|source| source != own_source) {
+            if let Ok(event) = parse(&delivery.data) {
                 let field = |name: &str| {
                     event
                         .body
@@ -112,6 +120,5 @@ async fn consume(
                 }
             }
         }
-        let _ = delivery.ack(BasicAckOptions::default()).await;
     }
 }
