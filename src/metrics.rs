@@ -23,6 +23,7 @@ pub struct Metrics {
     pub notifications_published_total: prometheus::IntCounter,
     pub store_batch_size: HistogramVec,
     pub charger_auth_checks_total: IntCounterVec,
+    pub transaction_messages_stored_total: IntCounterVec,
     pub payment_webhooks_total: IntCounterVec,
     pub site_allocated_amps: prometheus::GaugeVec,
     pub site_measured_amps: prometheus::GaugeVec,
@@ -139,6 +140,14 @@ impl Metrics {
             &["decided_by"],
         )?;
         registry.register(Box::new(charger_auth_checks_total.clone()))?;
+        let transaction_messages_stored_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_transaction_messages_stored_total",
+                "Transaction messages committed by the transaction writer, by kind and by path (set: the batch's set-based statements; job: one by one, the general path)",
+            ),
+            &["kind", "path"],
+        )?;
+        registry.register(Box::new(transaction_messages_stored_total.clone()))?;
         let payment_webhooks_total = IntCounterVec::new(
             Opts::new(
                 "chargegrid_payment_webhooks_total",
@@ -215,6 +224,7 @@ impl Metrics {
             notifications_published_total,
             store_batch_size,
             charger_auth_checks_total,
+            transaction_messages_stored_total,
             payment_webhooks_total,
             site_allocated_amps,
             site_measured_amps,

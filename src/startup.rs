@@ -401,6 +401,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
                     .with_label_values(&["transactions"])
                     .observe(n as f64)
             })),
+            Some(metrics.transaction_messages_stored_total.clone()),
         )
     };
     let charger_auth = Arc::new(

@@ -1,6 +1,8 @@
 //! OCPP 1.6 StartTransaction and StopTransaction set-based, for the transaction writer's
 //! batches (ADR 015): every start of a batch is stored with the same three statements, and every
-//! stop with the same three, however many the batch holds. A start or stop is the lifecycle of a
+//! stop with the same three, however many the batch holds. The session statements
+//! (`start_sessions_many`, `completing` and `closed`) serve the 2.0.1 Started and Ended events
+//! of `store::transaction_events` too. A start or stop is the lifecycle of a
 //! session; run one by one, each cost five round trips inside its batch's transaction, and a
 //! batch's round trips run one after another, so the chargers of a shard waited for each
 //! other's round trips rather than for the database's work.
@@ -206,9 +208,9 @@ async fn link_sessions(
     let remote_starts: Vec<Option<i32>> = links.iter().map(|l| l.remote_start_id).collect();
     let pending_columns = S_COLUMNS.as_str();
     // the session a remoteStartId names comes first (as `pending_for` looks), then the oldest by
-    // idTag; the UPDATE finds it by key (see `store::sessions`) and re-checks PENDING once it holds
-    // the row: a session that expired or
-    // failed meanwhile is not taken over (its charger is reported as raced)
+    // idTag; the UPDATE finds it by key (see `store::sessions`) and re-checks PENDING once it
+    // holds the row: a session that expired or failed meanwhile is not taken over (its charger
+    // is reported as raced)
     let rows = sqlx::query(&format!(
         "WITH k AS ( \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[], $7::numeric[], $8::int8[], $9::int4[]) \

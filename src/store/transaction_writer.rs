@@ -162,6 +162,7 @@ impl TransactionWriter {
         shards: usize,
         source: String,
         observe: Option<BatchObserver>,
+        paths: Option<prometheus::IntCounterVec>,
     ) -> Self {
         let sink: Arc<std::sync::OnceLock<FlushSink>> = Arc::default();
         let ticks = tokio_util::sync::CancellationToken::new();
@@ -169,10 +170,16 @@ impl TransactionWriter {
             .map(|_| {
                 let readings = Arc::new(Mutex::new(Readings::default()));
                 let (pool, source, state) = (pool.clone(), source.clone(), readings.clone());
+                let paths = paths.clone();
                 let shard = Batcher::start(MAX_BATCH, observe.clone(), move |items| {
                     let (pool, source, state) = (pool.clone(), source.clone(), state.clone());
-                    Box::pin(async move { run_batch(&pool, &source, &state, items).await })
-                        as BatchFuture<_>
+                    let paths = paths.clone();
+                    Box::pin(async move {
+                        let mut tally = Tally::default();
+                        let results = run_batch(&pool, &source, &state, items, &mut tally).await;
+                        tally.count(paths.as_ref());
+                        results
+                    }) as BatchFuture<_>
                 });
                 tokio::spawn(flush_ticks(
                     shard.clone(),
@@ -513,15 +520,52 @@ fn unreachable(e: &StoreError) -> bool {
     )
 }
 
+/// How many messages of each kind each path stored in a batch (counted once it committed).
+#[derive(Default)]
+struct Tally(HashMap<(&'static str, &'static str), u64>);
+
+impl Tally {
+    fn add(&mut self, kind: &'static str, path: &'static str) {
+        *self.0.entry((kind, path)).or_default() += 1;
+    }
+
+    fn count(self, counter: Option<&prometheus::IntCounterVec>) {
+        if let Some(counter) = counter {
+            for ((kind, path), n) in self.0 {
+                counter.with_label_values(&[kind, path]).inc_by(n);
+            }
+        }
+    }
+}
+
+/// The kind of message an item is, as `chargegrid_transaction_messages_stored_total` names it.
+fn kind_of(item: &Item) -> &'static str {
+    match item {
+        Item::Meter(_) => "meter_values",
+        Item::Job(_, _) => "other",
+        Item::StartV16(_, _) => "start_transaction",
+        Item::StopV16(_, _) => "stop_transaction",
+        Item::Update(_, _) => "transaction_event_updated",
+        Item::Started(_, _) => "transaction_event_started",
+        Item::Ended(_, _) => "transaction_event_ended",
+        Item::Flush => "flush",
+    }
+}
+
 async fn run_batch(
     pool: &PgPool,
     source: &str,
     state: &Mutex<Readings>,
     items: Vec<Item>,
+    tally: &mut Tally,
 ) -> Vec<Result<Outcome, StoreError>> {
     let n = items.len();
-    match run_together(pool, source, state, &items).await {
-        Together::Committed(results) => results.into_iter().map(Ok).collect(),
+    let mut together = Tally::default();
+    match run_together(pool, source, state, &items, &mut together).await {
+        Together::Committed(results) => {
+            *tally = together;
+            results.into_iter().map(Ok).collect()
+        }
         Together::CommitFailed(e) => {
             tracing::error!(error = %e, items = n, "transaction batch did not commit: none of it is answered");
             (0..n)
@@ -549,10 +593,12 @@ async fn run_batch(
                     continue;
                 }
                 let result = run_alone(pool, source, state, item).await;
-                if let Err(e) = &result {
-                    if unreachable(e) {
-                        gone = Some(e.to_string());
-                    }
+                match &result {
+                    // alone, a meter message is still stored by the set-based statements
+                    Ok(Outcome::Meter(_) | Outcome::Flushed(_)) => tally.add(kind_of(item), "set"),
+                    Ok(Outcome::Job(_)) => tally.add(kind_of(item), "job"),
+                    Err(e) if unreachable(e) => gone = Some(e.to_string()),
+                    Err(_) => {}
                 }
                 results.push(result);
             }
@@ -585,15 +631,20 @@ fn charger_of(item: &Item) -> Option<&str> {
 
 /// Every item in one transaction: jobs first, in submission order (a Start in this batch
 /// precedes the readings of its transaction, which can only be sent once it was answered, in a
-/// later batch), then the 1.6 starts and stops set-based, then the meter messages set-based.
-/// A start or stop joins the set-based statements only when it is its charger's one item in the
-/// batch (OCPP allows one call in flight, so that is every well-behaved charger); a charger
-/// with several has them all run as jobs, in the order it sent them.
+/// later batch), then set-based: the 1.6 starts, the 1.6 stops, the 2.0.1 Started and Ended
+/// events, the in-sequence 2.0.1 Updated events, and last the meter messages (with the Started
+/// and Updated events' readings). An item a set-based statement leaves runs its general job
+/// right after that statement, in the same transaction. A start or end joins the set-based
+/// statements only when it is its charger's one item in the batch (OCPP allows one call in
+/// flight, so that is every well-behaved charger); a charger with several has them all run as
+/// jobs, in the order it sent them, so the order between items matters only across chargers,
+/// where nothing depends on it.
 async fn run_together(
     pool: &PgPool,
     source: &str,
     state: &Mutex<Readings>,
     items: &[Item],
+    tally: &mut Tally,
 ) -> Together {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
@@ -648,6 +699,7 @@ async fn run_together(
                 continue;
             }
         };
+        tally.add(kind_of(item), "job");
         match job(&mut tx).await {
             Ok(output) => results[i] = Some(Outcome::Job(output)),
             Err(e) => return Together::ItemFailed(e),
@@ -655,12 +707,14 @@ async fn run_together(
     }
     let given: Vec<&StartV16> = starts.iter().map(|(_, s, _)| *s).collect();
     let settled = starts_and_stops::start_v16_many(&mut tx, &given, source).await;
-    if let Err(e) = settle(&mut tx, &starts, settled, &mut results).await {
+    let kind = "start_transaction";
+    if let Err(e) = settle(&mut tx, &starts, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
     }
     let given: Vec<&StopV16> = stops.iter().map(|(_, s, _)| *s).collect();
     let settled = starts_and_stops::stop_v16_many(&mut tx, &given, source).await;
-    if let Err(e) = settle(&mut tx, &stops, settled, &mut results).await {
+    let kind = "stop_transaction";
+    if let Err(e) = settle(&mut tx, &stops, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
     }
     // 2.0.1 starts that created their transaction: their readings join the meter messages
@@ -672,13 +726,16 @@ async fn run_together(
         Err(e) => return Together::ItemFailed(e),
     };
     for ((i, start, read, general), created) in started.iter().zip(created) {
+        let kind = "transaction_event_started";
         let Some((transaction_pk, session)) = created else {
+            tally.add(kind, "job");
             match general(&mut tx).await {
                 Ok(output) => results[*i] = Some(Outcome::Job(output)),
                 Err(e) => return Together::ItemFailed(e),
             }
             continue;
         };
+        tally.add(kind, "set");
         owned.push((
             *i,
             MeterWrite {
@@ -698,7 +755,8 @@ async fn run_together(
     let settled = transaction_events::ended_many(&mut tx, &given, source)
         .await
         .map(|all| all.into_iter().map(|e| e.map(Some)).collect());
-    if let Err(e) = settle(&mut tx, &ended, settled, &mut results).await {
+    let kind = "transaction_event_ended";
+    if let Err(e) = settle(&mut tx, &ended, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
     }
     // in-sequence updates join the meter messages; the others take the general path
@@ -707,13 +765,23 @@ async fn run_together(
         Err(e) => return Together::ItemFailed(e),
     };
     for (i, _, general) in &updates {
+        let kind = "transaction_event_updated";
         match as_meters.remove(i) {
-            Some(write) => owned.push((*i, write)),
-            None => match general(&mut tx).await {
-                Ok(output) => results[*i] = Some(Outcome::Job(output)),
-                Err(e) => return Together::ItemFailed(e),
-            },
+            Some(write) => {
+                tally.add(kind, "set");
+                owned.push((*i, write))
+            }
+            None => {
+                tally.add(kind, "job");
+                match general(&mut tx).await {
+                    Ok(output) => results[*i] = Some(Outcome::Job(output)),
+                    Err(e) => return Together::ItemFailed(e),
+                }
+            }
         }
+    }
+    for _ in &meters {
+        tally.add("meter_values", "set");
     }
     meters.extend(owned.iter().map(|(i, m)| (*i, m)));
     let mut done = None;
@@ -727,7 +795,8 @@ async fn run_together(
                 // a start's reading does not hold back the session's next one (as the general
                 // path, which records it outside the shard's readings): the first reading of
                 // the transaction reaches the row and the running cost at once
-                let fresh: Vec<Uuid> = linked.values().flatten().map(|s| s.id).collect();
+                let fresh: std::collections::HashSet<Uuid> =
+                    linked.values().flatten().map(|s| s.id).collect();
                 stored.written.retain(|id| !fresh.contains(id));
                 done = Some(stored);
             }
@@ -768,11 +837,18 @@ async fn settle<I, T: Send + 'static>(
     items: &[(usize, &I, &JobFn)],
     settled: Result<Vec<Option<T>>, StoreError>,
     results: &mut [Option<Outcome>],
+    (kind, tally): (&'static str, &mut Tally),
 ) -> Result<(), StoreError> {
     for ((i, _, general), outcome) in items.iter().zip(settled?) {
         let output = match outcome {
-            Some(outcome) => Box::new(outcome) as JobOutput,
-            None => general(tx).await?,
+            Some(outcome) => {
+                tally.add(kind, "set");
+                Box::new(outcome) as JobOutput
+            }
+            None => {
+                tally.add(kind, "job");
+                general(tx).await?
+            }
         };
         results[*i] = Some(Outcome::Job(output));
     }

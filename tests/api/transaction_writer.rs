@@ -14,6 +14,15 @@ use uuid::Uuid;
 use crate::charger_client::{connect16, connect201};
 use crate::helpers::{spawn_app, TestApp, CHARGER_PASSWORD};
 
+/// Transaction messages of `kind` the writer stored by `path` ("set" or "job") so far.
+fn stored(app: &TestApp, kind: &str, path: &str) -> u64 {
+    app.ctx
+        .metrics
+        .transaction_messages_stored_total
+        .with_label_values(&[kind, path])
+        .get()
+}
+
 fn batches_run(app: &TestApp) -> u64 {
     app.ctx
         .metrics
@@ -570,6 +579,14 @@ async fn started_and_ended_events_of_many_stations_share_batches_and_each_keeps_
         batches_run(&app) - before < n as u64,
         "the starts did not share a batch"
     );
+    // every start created its transaction, so the set-based statements stored each of them
+    assert_eq!(
+        (
+            stored(&app, "transaction_event_started", "set"),
+            stored(&app, "transaction_event_started", "job")
+        ),
+        (n as u64, 0)
+    );
     for (i, answer) in answers.into_iter().enumerate() {
         let answer = answer.unwrap();
         if i == anonymous {
@@ -657,6 +674,13 @@ async fn started_and_ended_events_of_many_stations_share_batches_and_each_keeps_
         "the ends did not share a batch"
     );
     assert!(answers.iter().all(|a| a.is_ok()));
+    assert_eq!(
+        (
+            stored(&app, "transaction_event_ended", "set"),
+            stored(&app, "transaction_event_ended", "job")
+        ),
+        (n as u64, 0)
+    );
     for i in 0..n {
         let (stopped, last_seq, meter_stop, reason, samples, session): (
             bool,
@@ -715,6 +739,8 @@ async fn started_and_ended_events_of_many_stations_share_batches_and_each_keeps_
     }))
     .await;
     assert!(repeats.iter().all(|a| a.is_ok()));
+    // a repeat is no running transaction's next seqNo: the general path answers it
+    assert_eq!(stored(&app, "transaction_event_ended", "job"), n as u64);
     assert_eq!(
         count(
             &app,

@@ -64,6 +64,12 @@ export function render(main) {
       const data = await gql(SEARCH, { p: prefix.value.trim() || null, g: group.value.trim() || null, u: owner.value.trim() || null });
       if (stopped || mine !== generation) return;
       fill(problem);
+      // a group being typed survives the refresh (a search answered late, a block or a group set
+      // on another row reloads the table): the operator's input is not thrown away under them
+      const typed = new Map();
+      for (const input of results.querySelectorAll("[data-group-of] input")) {
+        if (input.value !== input.defaultValue) typed.set(input.closest("[data-group-of]").dataset.groupOf, input.value);
+      }
       fill(results, table("Tokens", [
         ["Token", (t) => t.idToken],
         ["Type", (t) => t.type],
@@ -83,6 +89,10 @@ export function render(main) {
           load();
         }, { "data-block": t.idToken }))],
       ], data.idTokens, (t) => ({ "data-token": t.idToken })));
+      for (const form of results.querySelectorAll("[data-group-of]")) {
+        const value = typed.get(form.dataset.groupOf);
+        if (value !== undefined) form.querySelector("input").value = value;
+      }
     } catch (e) {
       fill(problem, errorBox(e));
     }
