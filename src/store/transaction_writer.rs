@@ -125,6 +125,16 @@ pub struct EventUpdate {
     pub reading: Reading,
 }
 
+/// The set-based form of a 2.0.1 TransactionEvent (`TransactionWriter::event`).
+pub enum EventWrite {
+    /// An Updated without an idToken, not flagged offline.
+    Updated(EventUpdate),
+    /// A Started not flagged offline, with its samples and reading.
+    Started(Box<(EventStarted, EventReading)>),
+    /// An Ended with a final energy register, no idToken, not flagged offline.
+    Ended(Box<EventEnded>),
+}
+
 /// The samples and reading of a 2.0.1 event.
 #[derive(Debug, Clone)]
 pub struct EventReading {
@@ -237,13 +247,16 @@ impl TransactionWriter {
         async move { answer(submitted.await, |session| Some(session.map(|s| *s))) }
     }
 
-    /// Stores a 2.0.1 TransactionEvent(Updated). When it carries the transaction's next seqNo
-    /// it is stored set-based with the batch's other readings (seqNo, samples, reading, event);
-    /// otherwise (a gap, a repeat, an unknown transaction) `general` runs, as for any event.
+    /// Stores a 2.0.1 TransactionEvent of `charger_id` in the next batch of its shard. When
+    /// `write` gives its set-based form and the batch's statements can settle it (an Updated or
+    /// Ended carrying its running transaction's next seqNo, a Started creating its transaction),
+    /// it is stored with the batch's other events of its kind (an Updated's and a Started's
+    /// readings with the batch's meter messages); otherwise `general` runs, as for any event.
     /// Resolves to what `general` resolves to: `None` for a repeat, else the session snapshot.
-    pub fn update<F>(
+    pub fn event<F>(
         &self,
-        update: EventUpdate,
+        charger_id: &str,
+        write: Option<EventWrite>,
         general: F,
     ) -> impl std::future::Future<Output = Result<Option<Option<SessionRecord>>, StoreError>>
            + Send
@@ -257,61 +270,16 @@ impl TransactionWriter {
             + Sync
             + 'static,
     {
-        let submitted = self
-            .shard(&update.charger_id)
-            .submit(Item::Update(update, boxed(general)));
+        let general = boxed(general);
+        let item = match write {
+            Some(EventWrite::Updated(update)) => Item::Update(update, general),
+            Some(EventWrite::Started(start)) => Item::Started(start, general),
+            Some(EventWrite::Ended(end)) => Item::Ended(end, general),
+            None => Item::Job(charger_id.to_string(), general),
+        };
+        let submitted = self.shard(charger_id).submit(item);
+        // only an in-sequence Updated is answered with a meter outcome
         async move { answer(submitted.await, |session| Some(Some(session.map(|s| *s)))) }
-    }
-
-    /// Stores a 2.0.1 TransactionEvent(Started) in the next batch of its charger's shard,
-    /// set-based with the batch's other starts (its samples and reading with the batch's meter
-    /// messages) when it creates its transaction; otherwise `general` runs, as for any event.
-    /// Resolves to what `general` resolves to.
-    pub fn started<F>(
-        &self,
-        start: EventStarted,
-        reading: EventReading,
-        general: F,
-    ) -> impl std::future::Future<Output = Result<Option<Option<SessionRecord>>, StoreError>>
-           + Send
-           + 'static
-    where
-        F: for<'a> Fn(
-                &'a mut Tx<'static>,
-            )
-                -> BoxFuture<'a, Result<Option<Option<SessionRecord>>, StoreError>>
-            + Send
-            + Sync
-            + 'static,
-    {
-        let submitted = self
-            .shard(&start.charger_id)
-            .submit(Item::Started(Box::new((start, reading)), boxed(general)));
-        async move { answer(submitted.await, |_| None) }
-    }
-
-    /// Stores a 2.0.1 TransactionEvent(Ended), set-based with the batch's other ends when it is
-    /// its running transaction's next seqNo; otherwise `general` runs, as for any event.
-    pub fn ended<F>(
-        &self,
-        end: EventEnded,
-        general: F,
-    ) -> impl std::future::Future<Output = Result<Option<Option<SessionRecord>>, StoreError>>
-           + Send
-           + 'static
-    where
-        F: for<'a> Fn(
-                &'a mut Tx<'static>,
-            )
-                -> BoxFuture<'a, Result<Option<Option<SessionRecord>>, StoreError>>
-            + Send
-            + Sync
-            + 'static,
-    {
-        let submitted = self
-            .shard(&end.charger_id)
-            .submit(Item::Ended(Box::new(end), boxed(general)));
-        async move { answer(submitted.await, |_| None) }
     }
 
     /// Runs `job` in the next batch of `charger_id`'s shard; resolves to its result once the
@@ -526,7 +494,11 @@ struct Tally(HashMap<(&'static str, &'static str), u64>);
 
 impl Tally {
     fn add(&mut self, kind: &'static str, path: &'static str) {
-        *self.0.entry((kind, path)).or_default() += 1;
+        self.add_n(kind, path, 1);
+    }
+
+    fn add_n(&mut self, kind: &'static str, path: &'static str, n: usize) {
+        *self.0.entry((kind, path)).or_default() += n as u64;
     }
 
     fn count(self, counter: Option<&prometheus::IntCounterVec>) {
@@ -780,9 +752,7 @@ async fn run_together(
             }
         }
     }
-    for _ in &meters {
-        tally.add("meter_values", "set");
-    }
+    tally.add_n("meter_values", "set", meters.len());
     meters.extend(owned.iter().map(|(i, m)| (*i, m)));
     let mut done = None;
     if !meters.is_empty() || !flushes.is_empty() {

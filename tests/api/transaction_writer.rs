@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::charger_client::{connect16, connect201};
+use crate::charger_client::{connect16, connect201, TestCharger};
 use crate::helpers::{spawn_app, TestApp, CHARGER_PASSWORD};
 
 /// Transaction messages of `kind` the writer stored by `path` ("set" or "job") so far.
@@ -323,35 +323,63 @@ async fn fleet(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
     tags
 }
 
+/// The `n` chargers of `fleet(app, prefix, n)` connected with their passwords and booted, over
+/// OCPP 2.0.1 or 1.6.
+async fn online(app: &TestApp, prefix: &str, n: usize, v201: bool) -> Vec<TestCharger> {
+    let mut cps = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let basic = Some((id.as_str(), CHARGER_PASSWORD));
+        let cp = if v201 {
+            let mut cp = connect201(app.port, &id, basic).await;
+            cp.boot201().await;
+            cp
+        } else {
+            let mut cp = connect16(app.port, &id, basic).await;
+            cp.boot().await;
+            cp
+        };
+        cps.push(cp);
+    }
+    cps
+}
+
+/// A PENDING app session (as `startSession` leaves it) of fleet driver `i` on charger `i`.
+async fn app_session(
+    app: &TestApp,
+    prefix: &str,
+    i: usize,
+    tag: &str,
+    connector: Option<i32>,
+    remote_start_id: Option<i32>,
+) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, remote_start_id, pending_expires_at) \
+         SELECT gen_random_uuid(), u.id, c.station_id, c.id, $3, $2, 'PENDING', 'APP', $5, now() + interval '5 minutes' \
+         FROM chargers c, users u WHERE c.id = $1 AND lower(u.email) = lower($4) RETURNING id",
+    )
+    .bind(format!("{prefix}-{i}"))
+    .bind(tag)
+    .bind(connector)
+    .bind(format!("{prefix}-{i}@example.com"))
+    .bind(remote_start_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
 #[actix_web::test]
 async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_session() {
     let app = spawn_app().await;
     let n = 24;
     let tags = fleet(&app, "SET", n).await;
-    let mut cps = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = format!("SET-{i}");
-        let mut cp = connect16(app.port, &id, Some((&id, CHARGER_PASSWORD))).await;
-        cp.boot().await;
-        cps.push(cp);
-    }
+    let mut cps = online(&app, "SET", n, false).await;
     let start = |i: usize| json!({ "connectorId": 1, "idTag": tags[i], "meterStart": 1000 * i, "timestamp": "2026-12-04T08:00:00Z" });
     // every other driver started from the app (startSession): a PENDING session waits for the
     // charger's start, on connector 1 or on whichever connector the charger picks
     let mut pending = std::collections::HashMap::new();
     for i in (0..n).step_by(2) {
-        let id: Uuid = sqlx::query_scalar(
-            "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, pending_expires_at) \
-             SELECT gen_random_uuid(), u.id, c.station_id, c.id, $3, $2, 'PENDING', 'APP', now() + interval '5 minutes' \
-             FROM chargers c, users u WHERE c.id = $1 AND lower(u.email) = lower($4) RETURNING id",
-        )
-        .bind(format!("SET-{i}"))
-        .bind(&tags[i])
-        .bind((i % 4 == 2).then_some(1))
-        .bind(format!("set-{i}@example.com"))
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+        let id = app_session(&app, "SET", i, &tags[i], (i % 4 == 2).then_some(1), None).await;
         pending.insert(i, id);
     }
 
@@ -510,31 +538,9 @@ async fn started_and_ended_events_of_many_stations_share_batches_and_each_keeps_
     let app = spawn_app().await;
     let n = 24;
     let tags = fleet(&app, "SEV", n).await;
-    let mut cps = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = format!("SEV-{i}");
-        let mut cp = connect201(app.port, &id, Some((&id, CHARGER_PASSWORD))).await;
-        cp.boot201().await;
-        cps.push(cp);
-    }
-    let pending = |charger: usize, remote_start_id: Option<i32>, connector: Option<i32>| {
-        let db = app.db.clone();
-        let tag = tags[charger].clone();
-        async move {
-            sqlx::query_scalar::<_, Uuid>(
-                "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, remote_start_id, pending_expires_at) \
-                 SELECT gen_random_uuid(), u.id, c.station_id, c.id, $3, $2, 'PENDING', 'APP', $5, now() + interval '5 minutes' \
-                 FROM chargers c, users u WHERE c.id = $1 AND lower(u.email) = lower($4) RETURNING id",
-            )
-            .bind(format!("SEV-{charger}"))
-            .bind(&tag)
-            .bind(connector)
-            .bind(format!("sev-{charger}@example.com"))
-            .bind(remote_start_id)
-            .fetch_one(&db)
-            .await
-            .unwrap()
-        }
+    let mut cps = online(&app, "SEV", n, true).await;
+    let pending = |i: usize, remote_start_id: Option<i32>, connector: Option<i32>| {
+        app_session(&app, "SEV", i, &tags[i], connector, remote_start_id)
     };
     // a third of the drivers started from the app twice: the station echoes the remoteStartId
     // of the newer request, which names its session although an older one waits for the same

@@ -36,7 +36,7 @@ use crate::store::sessions::{self, SessionRecord, TransactionStart};
 use crate::store::transaction_events::{
     self, EventEnded, EventStarted, EventTransaction, FirstEvent,
 };
-use crate::store::transaction_writer::{EventReading, EventUpdate};
+use crate::store::transaction_writer::{EventReading, EventUpdate, EventWrite};
 use crate::store::transactions::{self, SampleOwner};
 use crate::store::{StoreError, Tx};
 use futures_util::future::BoxFuture;
@@ -156,57 +156,14 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         enum_name(&req.event_type),
         req.offline.unwrap_or(false),
     );
-    // the common message of a running transaction may take the set-based path
-    let update =
-        (req.event_type == TransactionEventEnumType::Updated && req.id_token.is_none() && !offline)
-            .then(|| EventUpdate {
-                charger_id: ctx.charger_id.clone(),
-                transaction_ref: transaction_ref.clone(),
-                seq_no,
-                samples: samples.clone(),
-                reading,
-            });
-    // a start that creates its transaction, and the end of a running one with its final
-    // register, may take the set-based path too (an offline-queued event takes the general one)
-    let started = (req.event_type == TransactionEventEnumType::Started && !offline).then(|| {
-        let id_token = req
-            .id_token
-            .as_ref()
-            .zip(token.as_ref())
-            .map(|(id, resolved)| (id.id_token.clone(), enum_name(&resolved.status)));
-        let user_id = token
-            .as_ref()
-            .filter(|t| t.status == AuthorizationStatusEnumType::Accepted)
-            .and_then(|t| t.user_id);
-        let start = EventStarted {
-            charger_id: ctx.charger_id.clone(),
-            transaction_ref: transaction_ref.clone(),
-            connector_id: req.evse.as_ref().map(|e| e.id).unwrap_or(0),
-            seq_no,
-            started_at: req.timestamp,
-            meter_start_wh: start_wh,
-            id_token,
-            user_id,
-            remote_start_id: req.transaction_info.remote_start_id,
-        };
-        let read = EventReading {
-            samples: samples.clone(),
-            reading,
-        };
-        (start, read)
-    });
-    let ended = reading
-        .energy_wh
-        .filter(|_| ending && req.id_token.is_none() && !offline)
-        .map(|meter_stop_wh| EventEnded {
-            charger_id: ctx.charger_id.clone(),
-            transaction_ref: transaction_ref.clone(),
-            seq_no,
-            stopped_at: req.timestamp,
-            meter_stop_wh,
-            reason: stopped_reason(&req),
-            samples: samples.clone(),
-        });
+    let write = set_based(
+        &ctx.charger_id,
+        &req,
+        token.as_ref(),
+        &samples,
+        reading,
+        start_wh,
+    );
     let job_ctx = ctx.clone();
     // set when this event showed seqNos missing before it (E14: the CSMS asks what is queued)
     let gap = Arc::new(AtomicBool::new(false));
@@ -227,14 +184,12 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         })
     });
     // stored in the next group commit; answered only once it committed
-    let writer = &ctx.app.transactions;
-    let stored = match (update, started, ended) {
-        (Some(update), _, _) => writer.update(update, general).await,
-        (_, Some((start, read)), _) => writer.started(start, read, general).await,
-        (_, _, Some(end)) => writer.ended(end, general).await,
-        _ => writer.run(&ctx.charger_id, general).await,
-    }
-    .map_err(unanswered)?;
+    let stored = ctx
+        .app
+        .transactions
+        .event(&ctx.charger_id, write, general)
+        .await
+        .map_err(unanswered)?;
     let Some(session) = stored else {
         tracing::info!(charger_id = %ctx.charger_id, %transaction_ref, seq_no, "repeated TransactionEvent answered without changes");
         return Ok(answer);
@@ -289,6 +244,71 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         "TransactionEvent stored"
     );
     Ok(answer.with_session(session))
+}
+
+/// The set-based form of an event, when it may take it: an Updated without an idToken (the
+/// common message of a running transaction), a Started (when it creates its transaction), an
+/// Ended with its final register and no idToken. An event queued offline takes the general path.
+fn set_based(
+    charger_id: &str,
+    req: &TransactionEventRequest,
+    token: Option<&Resolved>,
+    samples: &[meter::Sample],
+    reading: Reading,
+    start_wh: Option<Decimal>,
+) -> Option<EventWrite> {
+    if req.offline.unwrap_or(false) {
+        return None;
+    }
+    let transaction_ref = req.transaction_info.transaction_id.clone();
+    match req.event_type {
+        TransactionEventEnumType::Updated if req.id_token.is_none() => {
+            Some(EventWrite::Updated(EventUpdate {
+                charger_id: charger_id.to_string(),
+                transaction_ref,
+                seq_no: req.seq_no,
+                samples: samples.to_vec(),
+                reading,
+            }))
+        }
+        TransactionEventEnumType::Started => {
+            let start = EventStarted {
+                charger_id: charger_id.to_string(),
+                transaction_ref,
+                connector_id: req.evse.as_ref().map(|e| e.id).unwrap_or(0),
+                seq_no: req.seq_no,
+                started_at: req.timestamp,
+                meter_start_wh: start_wh,
+                id_token: req
+                    .id_token
+                    .as_ref()
+                    .zip(token)
+                    .map(|(id, resolved)| (id.id_token.clone(), enum_name(&resolved.status))),
+                user_id: token
+                    .filter(|t| t.status == AuthorizationStatusEnumType::Accepted)
+                    .and_then(|t| t.user_id),
+                remote_start_id: req.transaction_info.remote_start_id,
+            };
+            let read = EventReading {
+                samples: samples.to_vec(),
+                reading,
+            };
+            Some(EventWrite::Started(Box::new((start, read))))
+        }
+        TransactionEventEnumType::Ended if req.id_token.is_none() => {
+            let meter_stop_wh = reading.energy_wh?;
+            Some(EventWrite::Ended(Box::new(EventEnded {
+                charger_id: charger_id.to_string(),
+                transaction_ref,
+                seq_no: req.seq_no,
+                stopped_at: req.timestamp,
+                meter_stop_wh,
+                reason: stopped_reason(req),
+                samples: samples.to_vec(),
+            })))
+        }
+        _ => None,
+    }
 }
 
 /// Why the transaction ended, as the station said ("Local" when it did not).
