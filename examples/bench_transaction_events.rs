@@ -33,6 +33,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The server's allocator (see `src/main.rs`), for the application and the simulator alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Clone)]
 struct Args {
     /// Chargers per protocol, each with one message in flight.
@@ -54,6 +58,9 @@ struct Args {
     /// service; see `seed_history`).
     #[arg(long, default_value_t = 100_000)]
     history: i64,
+    /// One protocol only (`1.6` or `2.0.1`), for profiling one of them; both by default.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -74,6 +81,13 @@ impl Protocol {
         match self {
             Protocol::V16 => format!("BENCH16-{index}"),
             Protocol::V201 => format!("BENCH201-{index}"),
+        }
+    }
+
+    fn version(self) -> &'static str {
+        match self {
+            Protocol::V16 => "1.6",
+            Protocol::V201 => "2.0.1",
         }
     }
 
@@ -123,47 +137,52 @@ impl Charger {
         Ok(Self { ws, next_id: 1 })
     }
 
-    /// Sends a CALL and waits for its answer: `Ok(Ok(payload))` for a CALLRESULT,
-    /// `Ok(Err(code))` for a CALLERROR.
+    /// Sends a CALL whose payload is JSON text already and waits for its answer: `Ok(Ok(frame))`
+    /// with the CALLRESULT frame's text, `Ok(Err(code))` for a CALLERROR. The answer is
+    /// recognised by its head and parsed only by a caller that needs its payload: the simulator
+    /// runs on the cores it measures, and a reading's answer has nothing to read.
     async fn call(
         &mut self,
         action: &str,
-        payload: Value,
-    ) -> anyhow::Result<Result<Value, String>> {
-        let id = self.next_id.to_string();
+        payload: &str,
+    ) -> anyhow::Result<Result<String, String>> {
+        let id = self.next_id;
         self.next_id += 1;
-        let frame = json!([2, id, action, payload]).to_string();
-        self.ws.send(Message::Text(frame)).await?;
+        self.ws
+            .send(Message::Text(format!(
+                "[2,\"{id}\",\"{action}\",{payload}]"
+            )))
+            .await?;
+        let result_head = format!("[3,\"{id}\",");
+        let error_head = format!("[4,\"{id}\",");
         while let Some(message) = self.ws.next().await {
             let Message::Text(text) = message? else {
                 continue;
             };
-            let frame: Value = serde_json::from_str(&text)?;
-            if frame[1] != id.as_str() {
-                continue;
+            if text.starts_with(&result_head) {
+                return Ok(Ok(text));
             }
-            return Ok(match frame[0].as_u64() {
-                Some(3) => Ok(frame[2].clone()),
-                _ => Err(frame[2].as_str().unwrap_or("?").to_string()),
-            });
+            if text.starts_with(&error_head) {
+                let frame: Value = serde_json::from_str(&text)?;
+                return Ok(Err(frame[2].as_str().unwrap_or("?").to_string()));
+            }
         }
         bail!("the server closed the connection")
     }
 }
 
-fn energy_and_power(at: DateTime<Utc>, wh: u64, v201: bool) -> Value {
-    let (energy, power) = if v201 {
-        (
-            json!({ "value": wh, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": { "unit": "Wh" } }),
-            json!({ "value": 11000, "measurand": "Power.Active.Import", "unitOfMeasure": { "unit": "W" } }),
+/// A reading's `meterValue`, as JSON text (formatted, not built as a tree: see `Charger::call`).
+fn energy_and_power(at: DateTime<Utc>, wh: u64, v201: bool) -> String {
+    let at = at.to_rfc3339();
+    if v201 {
+        format!(
+            r#"[{{"timestamp":"{at}","sampledValue":[{{"value":{wh},"measurand":"Energy.Active.Import.Register","unitOfMeasure":{{"unit":"Wh"}}}},{{"value":11000,"measurand":"Power.Active.Import","unitOfMeasure":{{"unit":"W"}}}}]}}]"#
         )
     } else {
-        (
-            json!({ "value": wh.to_string(), "measurand": "Energy.Active.Import.Register", "unit": "Wh" }),
-            json!({ "value": "11000", "measurand": "Power.Active.Import", "unit": "W" }),
+        format!(
+            r#"[{{"timestamp":"{at}","sampledValue":[{{"value":"{wh}","measurand":"Energy.Active.Import.Register","unit":"Wh"}},{{"value":"11000","measurand":"Power.Active.Import","unit":"W"}}]}}]"#
         )
-    };
-    json!([{ "timestamp": at.to_rfc3339(), "sampledValue": [energy, power] }])
+    }
 }
 
 /// The chargers' Basic password (every charger has one; the server verifies it with argon2).
@@ -174,7 +193,7 @@ fn count(
     measured: &mut Measured,
     sent: Instant,
     count_from: Instant,
-    answer: &Result<Value, String>,
+    answer: &Result<String, String>,
 ) {
     if sent < count_from {
         return;
@@ -207,7 +226,7 @@ async fn run_charger(
             json!({ "reason": "PowerUp", "chargingStation": { "vendorName": "Bench", "model": "B-201" } })
         }
     };
-    cp.call("BootNotification", boot)
+    cp.call("BootNotification", &boot.to_string())
         .await?
         .map_err(anyhow::Error::msg)?;
     ready.wait().await;
@@ -230,43 +249,57 @@ async fn run_charger(
         number += 1;
         let reference = format!("BENCH-TX-{index}-{number}");
         let at = tick();
+        let at_text = at.to_rfc3339();
         let (action, start) = match protocol {
             Protocol::V16 => (
                 "StartTransaction",
-                json!({ "connectorId": 1, "idTag": id_tag, "meterStart": 0, "timestamp": at.to_rfc3339() }),
+                format!(
+                    r#"{{"connectorId":1,"idTag":"{id_tag}","meterStart":0,"timestamp":"{at_text}"}}"#
+                ),
             ),
             Protocol::V201 => (
                 "TransactionEvent",
-                json!({ "eventType": "Started", "timestamp": at.to_rfc3339(), "triggerReason": "Authorized",
-                    "seqNo": 0, "transactionInfo": { "transactionId": reference }, "evse": { "id": 1, "connectorId": 1 },
-                    "idToken": { "idToken": id_tag, "type": "ISO14443" }, "meterValue": energy_and_power(at, 0, true) }),
+                format!(
+                    r#"{{"eventType":"Started","timestamp":"{at_text}","triggerReason":"Authorized","seqNo":0,"transactionInfo":{{"transactionId":"{reference}"}},"evse":{{"id":1,"connectorId":1}},"idToken":{{"idToken":"{id_tag}","type":"ISO14443"}},"meterValue":{}}}"#,
+                    energy_and_power(at, 0, true)
+                ),
             ),
         };
         let sent = Instant::now();
-        let answer = cp.call(action, start).await?;
+        let answer = cp.call(action, &start).await?;
         count(&mut measured, sent, count_from, &answer);
+        // the transaction as JSON: 1.6's transactionId as the server answered it, 2.0.1's own
         let transaction = match (protocol, &answer) {
-            (Protocol::V16, Ok(started)) => started["transactionId"].clone(),
-            (Protocol::V201, Ok(_)) => json!(reference),
+            (Protocol::V16, Ok(frame)) => {
+                serde_json::from_str::<Value>(frame)?[2]["transactionId"].to_string()
+            }
+            (Protocol::V201, Ok(_)) => format!("\"{reference}\""),
             (_, Err(code)) => bail!("the start was refused: {code}"),
         };
         for seq in 1..=meter_values {
-            let at = tick();
             let wh = seq * 100;
             let (action, payload) = match protocol {
                 Protocol::V16 => (
                     "MeterValues",
-                    json!({ "connectorId": 1, "transactionId": transaction, "meterValue": energy_and_power(at, wh, false) }),
+                    format!(
+                        r#"{{"connectorId":1,"transactionId":{transaction},"meterValue":{}}}"#,
+                        energy_and_power(tick(), wh, false)
+                    ),
                 ),
-                Protocol::V201 => (
-                    "TransactionEvent",
-                    json!({ "eventType": "Updated", "timestamp": at.to_rfc3339(),
-                    "triggerReason": "MeterValuePeriodic", "seqNo": seq, "transactionInfo": { "transactionId": transaction },
-                    "meterValue": energy_and_power(at, wh, true) }),
-                ),
+                Protocol::V201 => {
+                    let at = tick();
+                    (
+                        "TransactionEvent",
+                        format!(
+                            r#"{{"eventType":"Updated","timestamp":"{}","triggerReason":"MeterValuePeriodic","seqNo":{seq},"transactionInfo":{{"transactionId":{transaction}}},"meterValue":{}}}"#,
+                            at.to_rfc3339(),
+                            energy_and_power(at, wh, true)
+                        ),
+                    )
+                }
             };
             let sent = Instant::now();
-            let answer = cp.call(action, payload).await?;
+            let answer = cp.call(action, &payload).await?;
             count(&mut measured, sent, count_from, &answer);
         }
         let at = tick();
@@ -274,17 +307,23 @@ async fn run_charger(
         let (action, stop) = match protocol {
             Protocol::V16 => (
                 "StopTransaction",
-                json!({ "transactionId": transaction, "meterStop": wh, "timestamp": at.to_rfc3339(), "reason": "EVDisconnected" }),
+                format!(
+                    r#"{{"transactionId":{transaction},"meterStop":{wh},"timestamp":"{}","reason":"EVDisconnected"}}"#,
+                    at.to_rfc3339()
+                ),
             ),
             Protocol::V201 => (
                 "TransactionEvent",
-                json!({ "eventType": "Ended", "timestamp": at.to_rfc3339(), "triggerReason": "EVDeparted",
-                    "seqNo": meter_values + 1, "transactionInfo": { "transactionId": transaction, "stoppedReason": "EVDisconnected" },
-                    "meterValue": energy_and_power(at, wh, true) }),
+                format!(
+                    r#"{{"eventType":"Ended","timestamp":"{}","triggerReason":"EVDeparted","seqNo":{},"transactionInfo":{{"transactionId":{transaction},"stoppedReason":"EVDisconnected"}},"meterValue":{}}}"#,
+                    at.to_rfc3339(),
+                    meter_values + 1,
+                    energy_and_power(at, wh, true)
+                ),
             ),
         };
         let sent = Instant::now();
-        let answer = cp.call(action, stop).await?;
+        let answer = cp.call(action, &stop).await?;
         count(&mut measured, sent, count_from, &answer);
         if sent >= count_from && answer.is_ok() {
             measured.transactions += 1;
@@ -476,7 +515,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .fetch_one(&db)
         .await?;
     let mut rows = Vec::new();
-    for protocol in [Protocol::V16, Protocol::V201] {
+    let protocols = [Protocol::V16, Protocol::V201]
+        .into_iter()
+        .filter(|p| args.only.as_deref().is_none_or(|only| only == p.version()));
+    for protocol in protocols {
         let (tags, args2) = (tags.clone(), args.clone());
         let measured =
             tokio::task::spawn_blocking(move || load(protocol, port, tags, args2)).await??;

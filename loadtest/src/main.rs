@@ -8,6 +8,10 @@ use clap::Parser;
 
 mod cli;
 
+/// mimalloc, as the server: the simulator shares the cores it measures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// File descriptors kept free for everything that is not a charger socket.
 const SPARE_FDS: u64 = 64;
 
