@@ -386,6 +386,10 @@ bench_transaction_events() {
         echo "driver's idTag, 20 readings and a stop (1.6 StartTransaction / MeterValues / StopTransaction; 2.0.1"
         echo "TransactionEvent Started / Updated / Ended). A message is answered only once it is durably stored (its batch"
         echo "committed). Every session is invoiced by the billing worker; the line under the table counts them."
+        echo "The chargers are simulated on one thread of the same process, sharing the two cores: they format their frames"
+        echo 'as text and recognise an answer by its head (`[3,"<id>",`), parsing only the start'"'"'s answer (since 2026-12-05;'
+        echo "before, each message was built and each answer parsed as a JSON tree). Server and simulator allocate with"
+        echo "mimalloc (ADR 021)."
         echo "Target: >= 10,000 durable messages/s with p99 <= 50 ms."
         echo
         echo "PostgreSQL's own commit rate in the same run, one-row INSERT transactions (\`pgbench -f one-row.sql -T 10\`):"

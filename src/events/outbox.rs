@@ -58,6 +58,11 @@ pub async fn prune_published(
     }
 }
 
+/// Events a batch's statements produced, in the order they are to be written: the transaction
+/// writer collects its set-based statements' events and writes them with one `enqueue_many`
+/// before it commits (one round trip per batch instead of one per kind of item).
+pub type Queued = Vec<(Event, DateTime<Utc>)>;
+
 /// Writes several events within `tx` in one statement; their outbox order (and so their
 /// publication order) is the order given.
 pub async fn enqueue_many(

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::sessions::{self, SessionRecord, COLUMNS, S_COLUMNS};
 use super::transactions::{self, SampleOwner, Started};
 use super::{StoreError, Tx};
-use crate::events::{outbox, Event};
+use crate::events::outbox;
 use crate::ocpp::meter::Sample;
 
 /// A 1.6 StartTransaction as the batch stores it.
@@ -62,12 +62,14 @@ pub struct StopV16 {
 pub type StartOutcome = (Started, Option<SessionRecord>);
 
 /// Stores `starts` (at most one per charger): the transaction rows (a repeated start finds its
-/// first row), then the sessions of accepted users' idTags with their SESSION_STARTED events.
-/// Per item: `None` when the general path must settle it.
+/// first row), then the sessions of accepted users' idTags, their SESSION_STARTED events added
+/// to `events` (the caller writes them before it commits). Per item: `None` when the general
+/// path must settle it.
 pub async fn start_v16_many(
     tx: &mut Tx<'static>,
     starts: &[&StartV16],
     source: &str,
+    events: &mut outbox::Queued,
 ) -> Result<Vec<Option<StartOutcome>>, StoreError> {
     if starts.is_empty() {
         return Ok(Vec::new());
@@ -139,7 +141,7 @@ pub async fn start_v16_many(
             })
         })
         .collect();
-    let mut linked = start_sessions_many(tx, &links, source).await?;
+    let mut linked = start_sessions_many(tx, &links, events).await?;
 
     Ok(starts
         .iter()
@@ -159,11 +161,11 @@ pub async fn start_v16_many(
 /// `remoteStartId` names, else the oldest for the charger, idTag and connector) becomes
 /// IN_PROGRESS, else a charger-started session is inserted (not for a charger without a
 /// station, nor on a connector with another open session). Each started session's
-/// SESSION_STARTED event is written. Returns the sessions by charger.
+/// SESSION_STARTED event is added to `events`. Returns the sessions by charger.
 pub(crate) async fn start_sessions_many(
     tx: &mut Tx<'static>,
     links: &[sessions::TransactionStart<'_>],
-    source: &str,
+    events: &mut outbox::Queued,
 ) -> Result<HashMap<String, SessionRecord>, StoreError> {
     let (mut linked, raced) = link_sessions(tx, links).await?;
     // a PENDING app session that changed under the statement (it expired or failed meanwhile)
@@ -173,15 +175,15 @@ pub(crate) async fn start_sessions_many(
             linked.insert(link.charger_id.to_string(), session);
         }
     }
-    let events: Vec<(Event, DateTime<Utc>)> = links
-        .iter()
-        .filter(|l| !raced.contains(l.charger_id))
-        .filter_map(|l| {
-            let session = linked.get(l.charger_id)?;
-            Some((sessions::started_event(session, l.started_at), l.started_at))
-        })
-        .collect();
-    outbox::enqueue_many(tx, events, source).await?;
+    events.extend(
+        links
+            .iter()
+            .filter(|l| !raced.contains(l.charger_id))
+            .filter_map(|l| {
+                let session = linked.get(l.charger_id)?;
+                Some((sessions::started_event(session, l.started_at), l.started_at))
+            }),
+    );
     Ok(linked)
 }
 
@@ -265,13 +267,13 @@ async fn link_sessions(
 
 /// Stores `stops` (at most one per charger) of running transactions: each transaction closed,
 /// its open session completed with the rules of `sessions::stop_v16`, its samples stored and its
-/// SESSION_ENDED event written. Per item: the session it completed (`Some(None)` when the
+/// SESSION_ENDED event added to `events`. Per item: the session it completed (`Some(None)` when the
 /// transaction had no open session), or `None` when the general path must settle it (unknown or
 /// already stopped transaction).
 pub async fn stop_v16_many(
     tx: &mut Tx<'static>,
     stops: &[&StopV16],
-    source: &str,
+    events: &mut outbox::Queued,
 ) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
     if stops.is_empty() {
         return Ok(Vec::new());
@@ -307,7 +309,7 @@ pub async fn stop_v16_many(
             samples: &s.samples,
         })
         .collect();
-    closed(tx, rows, &closes, source).await
+    closed(tx, rows, &closes, events).await
 }
 
 /// The statement that completes the open sessions of the transactions a `t` CTE closed (its
@@ -341,14 +343,14 @@ pub(crate) struct Close<'a> {
 }
 
 /// Finishes the ends a `completing` statement closed (its `rows`, at most one per charger):
-/// their samples stored, a SESSION_ENDED event for each completed session. Per item of
+/// their samples stored, a SESSION_ENDED event for each completed session added to `events`. Per item of
 /// `closes`: the session it completed (`Some(None)` when the transaction had no open session),
 /// or `None` when the statement closed no transaction for it.
 pub(crate) async fn closed(
     tx: &mut Tx<'static>,
     rows: Vec<sqlx::postgres::PgRow>,
     closes: &[Close<'_>],
-    source: &str,
+    events: &mut outbox::Queued,
 ) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
     struct Stopped {
         transaction_pk: i64,
@@ -386,17 +388,13 @@ pub(crate) async fn closed(
         })
         .collect();
     transactions::insert_samples_many(tx, &samples).await?;
-    let events: Vec<(Event, DateTime<Utc>)> = closes
-        .iter()
-        .filter_map(|c| {
-            let session = stopped.get(c.charger_id)?.session.as_ref()?;
-            Some((
-                sessions::ended_event(session, c.stopped_at, c.reason),
-                c.stopped_at,
-            ))
-        })
-        .collect();
-    outbox::enqueue_many(tx, events, source).await?;
+    events.extend(closes.iter().filter_map(|c| {
+        let session = stopped.get(c.charger_id)?.session.as_ref()?;
+        Some((
+            sessions::ended_event(session, c.stopped_at, c.reason),
+            c.stopped_at,
+        ))
+    }));
     Ok(closes
         .iter()
         .map(|c| stopped.remove(c.charger_id).map(|done| done.session))

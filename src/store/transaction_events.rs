@@ -13,6 +13,7 @@ use super::sessions::{self, SessionRecord};
 use super::starts_and_stops;
 use super::transactions::{TransactionRecord, COLUMNS};
 use super::{StoreError, Tx};
+use crate::events::outbox;
 use crate::ocpp::meter::Sample;
 
 /// A jump in seqNo larger than this is not enumerated into `seq_gaps` (a broken or hostile
@@ -282,14 +283,15 @@ pub struct EventEnded {
 }
 
 /// Creates the transactions of `starts` (at most one per charger) with their first seqNo and
-/// idToken, and starts the sessions of accepted users' tokens with their SESSION_STARTED
-/// events, as the one-by-one path does for an event that creates its transaction. Per item:
+/// idToken, and starts the sessions of accepted users' tokens, their SESSION_STARTED events
+/// added to `events` (written by the caller before it commits), as the one-by-one path does for an event that creates its transaction. Per item:
 /// the transaction's key and the session it started, or `None` when its transaction already
 /// existed (events before the Started, a repeat): the general path settles those.
 pub async fn started_many(
     tx: &mut Tx<'static>,
     starts: &[&EventStarted],
     source: &str,
+    events: &mut outbox::Queued,
 ) -> Result<Vec<Option<(i64, Option<SessionRecord>)>>, StoreError> {
     if starts.is_empty() {
         return Ok(Vec::new());
@@ -348,7 +350,7 @@ pub async fn started_many(
             })
         })
         .collect();
-    let mut linked = starts_and_stops::start_sessions_many(tx, &links, source).await?;
+    let mut linked = starts_and_stops::start_sessions_many(tx, &links, events).await?;
     Ok(starts
         .iter()
         .map(|s| {
@@ -365,13 +367,13 @@ pub async fn started_many(
 /// Ends the running transactions of `ends` (at most one per charger) whose next seqNo they
 /// carry: each transaction closed with its seqNo advanced, its open session completed on the
 /// final register with the rules of `sessions::complete`, its samples stored and its
-/// SESSION_ENDED event written. Per item: the session it completed (`Some(None)` when the
+/// SESSION_ENDED event added to `events`. Per item: the session it completed (`Some(None)` when the
 /// transaction had no open session), or `None` when the general path must settle it (unknown or
 /// stopped transaction, a seqNo that is not the next one).
 pub async fn ended_many(
     tx: &mut Tx<'static>,
     ends: &[&EventEnded],
-    source: &str,
+    events: &mut outbox::Queued,
 ) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
     if ends.is_empty() {
         return Ok(Vec::new());
@@ -410,7 +412,7 @@ pub async fn ended_many(
             samples: &e.samples,
         })
         .collect();
-    starts_and_stops::closed(tx, rows, &closes, source).await
+    starts_and_stops::closed(tx, rows, &closes, events).await
 }
 
 #[cfg(test)]

@@ -628,6 +628,11 @@ async fn run_together(
     }
     let alone = |charger_id: &str| items_of.get(charger_id).copied() == Some(1);
     let mut results: Vec<Option<Outcome>> = (0..items.len()).map(|_| None).collect();
+    // the set-based statements' events, written together just before the commit: one round
+    // trip instead of one per kind of item. A session's events keep their order: its general
+    // jobs write theirs as they run, and a session has more than one set-based item in a batch
+    // only as readings, which the meter statement merges.
+    let mut events = outbox::Queued::new();
     let mut meters: Vec<(usize, &MeterWrite)> = Vec::new();
     let mut updates: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
     let mut starts: Vec<(usize, &StartV16, &JobFn)> = Vec::new();
@@ -678,13 +683,13 @@ async fn run_together(
         }
     }
     let given: Vec<&StartV16> = starts.iter().map(|(_, s, _)| *s).collect();
-    let settled = starts_and_stops::start_v16_many(&mut tx, &given, source).await;
+    let settled = starts_and_stops::start_v16_many(&mut tx, &given, source, &mut events).await;
     let kind = "start_transaction";
     if let Err(e) = settle(&mut tx, &starts, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
     }
     let given: Vec<&StopV16> = stops.iter().map(|(_, s, _)| *s).collect();
-    let settled = starts_and_stops::stop_v16_many(&mut tx, &given, source).await;
+    let settled = starts_and_stops::stop_v16_many(&mut tx, &given, &mut events).await;
     let kind = "stop_transaction";
     if let Err(e) = settle(&mut tx, &stops, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
@@ -693,7 +698,8 @@ async fn run_together(
     let mut owned: Vec<(usize, MeterWrite)> = Vec::new();
     let mut linked: HashMap<usize, Option<SessionRecord>> = HashMap::new();
     let given: Vec<&EventStarted> = started.iter().map(|(_, s, _, _)| *s).collect();
-    let created = match transaction_events::started_many(&mut tx, &given, source).await {
+    let created = match transaction_events::started_many(&mut tx, &given, source, &mut events).await
+    {
         Ok(created) => created,
         Err(e) => return Together::ItemFailed(e),
     };
@@ -724,7 +730,7 @@ async fn run_together(
         linked.insert(*i, session);
     }
     let given: Vec<&EventEnded> = ended.iter().map(|(_, e, _)| *e).collect();
-    let settled = transaction_events::ended_many(&mut tx, &given, source)
+    let settled = transaction_events::ended_many(&mut tx, &given, &mut events)
         .await
         .map(|all| all.into_iter().map(|e| e.map(Some)).collect());
     let kind = "transaction_event_ended";
@@ -756,7 +762,7 @@ async fn run_together(
     meters.extend(owned.iter().map(|(i, m)| (*i, m)));
     let mut done = None;
     if !meters.is_empty() || !flushes.is_empty() {
-        match meters_set_based(&mut tx, source, state, &meters, !flushes.is_empty()).await {
+        match meters_set_based(&mut tx, state, &meters, !flushes.is_empty(), &mut events).await {
             Ok(mut stored) => {
                 let per_message = std::mem::take(&mut stored.per_message);
                 for ((i, _), session) in meters.iter().zip(per_message) {
@@ -781,6 +787,9 @@ async fn run_together(
         };
         let answer: Option<Option<SessionRecord>> = Some(read.or(session));
         results[i] = Some(Outcome::Job(Box::new(answer)));
+    }
+    if let Err(e) = outbox::enqueue_many(&mut tx, events, source).await {
+        return Together::ItemFailed(e);
     }
     if let Err(e) = tx.commit().await {
         return Together::CommitFailed(e.to_string());
@@ -862,7 +871,10 @@ async fn meter_alone(
     write: Option<&MeterWrite>,
 ) -> Result<Outcome, StoreError> {
     let meters: Vec<(usize, &MeterWrite)> = write.into_iter().map(|w| (0, w)).collect();
-    let mut stored = meters_set_based(&mut tx, source, state, &meters, write.is_none()).await?;
+    let mut events = outbox::Queued::new();
+    let mut stored =
+        meters_set_based(&mut tx, state, &meters, write.is_none(), &mut events).await?;
+    outbox::enqueue_many(&mut tx, events, source).await?;
     tx.commit().await?;
     let outcome = match write {
         Some(_) => Outcome::Meter(stored.per_message.pop().flatten().map(Box::new)),
@@ -954,10 +966,10 @@ impl Stored {
 /// `flush`, held readings that are due are written too.
 async fn meters_set_based(
     tx: &mut Tx<'static>,
-    source: &str,
     state: &Mutex<Readings>,
     meters: &[(usize, &MeterWrite)],
     flush: bool,
+    queued: &mut outbox::Queued,
 ) -> Result<Stored, StoreError> {
     let lookups: Vec<(String, i32)> = meters
         .iter()
@@ -1061,12 +1073,11 @@ async fn meters_set_based(
     let mut by_id: HashMap<Uuid, SessionRecord> = updated.into_iter().map(|r| (r.id, r)).collect();
     let mut per_message: Vec<Option<SessionRecord>> = vec![None; meters.len()];
     let mut flushed = Vec::new();
-    let mut events = Vec::new();
     for (session_id, reading, last) in &due {
         let Some(record) = by_id.remove(session_id) else {
             continue;
         };
-        events.push((
+        queued.push((
             Event::SessionUpdated {
                 session_id: record.id,
                 user_id: record.user_id,
@@ -1081,7 +1092,6 @@ async fn meters_set_based(
             None => flushed.push(record),
         }
     }
-    outbox::enqueue_many(tx, events, source).await?;
     Ok(Stored {
         per_message,
         flushed,
