@@ -247,9 +247,7 @@ impl Envelope {
     /// Wraps `event`, which happened at `timestamp`, emitted by `source`.
     pub fn new(event: Event, timestamp: DateTime<Utc>, source: impl Into<String>) -> Self {
         Self {
-            // time-ordered: the outbox's and the consumers' unique indexes on it grow at their
-            // right edge instead of taking each insert on a random leaf
-            event_id: Uuid::now_v7(),
+            event_id: Uuid::new_v4(),
             event_type: event.event_type(),
             version: EVENT_VERSION,
             timestamp,
