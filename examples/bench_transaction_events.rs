@@ -515,6 +515,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .fetch_one(&db)
         .await?;
     let mut rows = Vec::new();
+    if let Some(only) = args
+        .only
+        .as_deref()
+        .filter(|o| !["1.6", "2.0.1"].contains(o))
+    {
+        bail!("--only takes 1.6 or 2.0.1, not {only}");
+    }
     let protocols = [Protocol::V16, Protocol::V201]
         .into_iter()
         .filter(|p| args.only.as_deref().is_none_or(|only| only == p.version()));

@@ -14,7 +14,7 @@ use chargegrid::startup::Application;
 use chargegrid::workers::WorkerKind;
 use chargegrid::{commands, telemetry};
 
-/// mimalloc rather than glibc's allocator (ADR 017): buffers cross threads (socket, actors,
+/// mimalloc rather than glibc's allocator (ADR 021): buffers cross threads (socket, actors,
 /// writers), and glibc's frees of another thread's memory were 6 % of the machine under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

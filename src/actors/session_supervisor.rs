@@ -122,12 +122,11 @@ impl Handler<SessionChanged> for SessionSupervisor {
             Some(addr) if addr.connected() => addr.do_send(msg),
             // a stale open snapshot of a session that already ended here
             _ if msg.session.is_open() && self.finished.contains_key(&id) => {}
-            // the record was just committed (by the charger's message or a flushed reading) or
-            // just read (a change told by another replica): nothing newer to read back, and a
-            // later change reaches the actor as the next message. Only a charger's snapshot
-            // (`ChargerArrived`) can be older than a commit it raced, so only it is reloaded.
+            // read back before deciding: a command applied here while the session had no actor
+            // (a new energy cap, STOPPING) sends no SessionChanged, so this record may be older
+            // than what Postgres holds
             _ if msg.session.is_open() && self.local.contains(&msg.session.charger_id) => {
-                self.spawn_actor(*msg.session, true, ctx);
+                self.spawn_actor(*msg.session, false, ctx);
             }
             _ if msg.session.is_open() => {
                 // the charger is held elsewhere (or nowhere): its replica owns the actor
