@@ -78,12 +78,25 @@ pub struct SessionFinished {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// Fault injection: makes a session actor fail as if it had crashed; its supervisor restarts
-/// it from Postgres. Used by tests and the operator runbook, never by the normal flow.
+/// Fault injection: makes a session actor fail as if it had crashed (`panic: false`: it stops,
+/// and actix restarts it in place) or hit a bug (`panic: true`: a handler panics and the actor
+/// is gone, so its supervisor starts a new one). Either way the session is read again from
+/// Postgres. Used by tests, never by the normal flow.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct CrashSession {
     pub session_id: Uuid,
+    pub panic: bool,
+}
+
+/// A session actor is gone without its session having finished (it panicked, or its
+/// supervisor stopped it); sent from its `Drop`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionLost {
+    pub session_id: Uuid,
+    /// Set on the supervisor's second look.
+    pub rechecked: bool,
 }
 
 /// How many session actors are alive on this replica.

@@ -11,7 +11,7 @@ use chrono::Utc;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::messages::{
-    SessionChanged, SessionCommand, SessionCommandError, SessionFinished, Shutdown,
+    SessionChanged, SessionCommand, SessionCommandError, SessionFinished, SessionLost, Shutdown,
 };
 use super::session_commands::{self, Applied};
 use super::session_supervisor::SessionSupervisor;
@@ -43,6 +43,8 @@ impl SessionActor {
         app: AppContext,
         supervisor: Addr<SessionSupervisor>,
     ) -> Self {
+        // counted while the actor exists, not while it runs: a restart keeps it, a panic drops it
+        app.metrics.sessions_active.inc();
         Self {
             record,
             app,
@@ -194,7 +196,6 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.app.metrics.sessions_active.inc();
         if !std::mem::take(&mut self.reload) {
             self.resume(ctx);
             return;
@@ -217,9 +218,21 @@ impl Actor for SessionActor {
             },
         ));
     }
+}
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+impl Drop for SessionActor {
+    /// Runs when the actor is gone for good: stopped by its supervisor, or unwound by a panic in
+    /// one of its handlers (actix restarts a supervised actor that stops, but a panic ends its
+    /// task). Unless its session finished, the supervisor hears of it and starts a new actor,
+    /// which reads the session from Postgres.
+    fn drop(&mut self) {
         self.app.metrics.sessions_active.dec();
+        if !self.finished {
+            self.supervisor.do_send(SessionLost {
+                session_id: self.record.id,
+                rechecked: false,
+            });
+        }
     }
 }
 
@@ -335,8 +348,11 @@ impl Handler<Shutdown> for SessionActor {
     }
 }
 
-/// Fault injection: stop as a failure would; the supervisor restarts the actor.
-pub struct Fail;
+/// Fault injection: stop as a failure would (actix restarts the actor in place), or panic in a
+/// handler as a bug would (the actor is gone and its supervisor starts a new one).
+pub struct Fail {
+    pub panic: bool,
+}
 
 impl Message for Fail {
     type Result = ();
@@ -345,7 +361,11 @@ impl Message for Fail {
 impl Handler<Fail> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, _: Fail, ctx: &mut Self::Context) {
+    #[allow(clippy::panic)]
+    fn handle(&mut self, msg: Fail, ctx: &mut Self::Context) {
+        if msg.panic {
+            panic!("fault injection: session actor {} panics", self.record.id);
+        }
         ctx.stop();
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::messages::{
     ChargerArrived, ChargerLeft, CrashSession, InitSessions, SessionActorCount, SessionChanged,
-    SessionFinished, Shutdown,
+    SessionFinished, SessionLost, Shutdown,
 };
 use super::messages::{SessionCommand, SessionCommandError};
 use super::session::{Begin, Fail, SessionActor};
@@ -53,8 +53,10 @@ impl SessionSupervisor {
         ctx: &mut Context<Self>,
     ) -> Option<Addr<SessionActor>> {
         let app = self.app.clone()?;
+        // a dead address (its actor panicked) does not count as running
+        let running = self.sessions.get(&record.id).is_some_and(|a| a.connected());
         if !self.local.contains(&record.charger_id)
-            || self.sessions.contains_key(&record.id)
+            || running
             || self.finished.contains_key(&record.id)
         {
             return None;
@@ -214,11 +216,59 @@ impl Handler<CrashSession> for SessionSupervisor {
     fn handle(&mut self, msg: CrashSession, _: &mut Self::Context) -> bool {
         match self.sessions.get(&msg.session_id) {
             Some(addr) => {
-                addr.do_send(Fail);
+                addr.do_send(Fail { panic: msg.panic });
                 true
             }
             None => false,
         }
+    }
+}
+
+impl Handler<SessionLost> for SessionSupervisor {
+    type Result = ();
+
+    /// Replaces an actor that is gone while its session is still tracked here (a panic ended
+    /// it): the new one starts from the session as Postgres holds it, and decides expiry and caps
+    /// on that. An actor stopped on purpose (its charger left, the replica stops) is no longer
+    /// tracked, so nothing comes back.
+    fn handle(&mut self, msg: SessionLost, ctx: &mut Self::Context) {
+        let id = msg.session_id;
+        let Some(addr) = self.sessions.get(&id) else {
+            return;
+        };
+        if addr.connected() {
+            // the address of an actor whose Drop has just run may close a moment later (the
+            // actor and its mailbox are dropped one after the other): look again once
+            if !msg.rechecked {
+                ctx.notify_later(
+                    SessionLost {
+                        session_id: id,
+                        rechecked: true,
+                    },
+                    Duration::from_millis(100),
+                );
+            }
+            return;
+        }
+        tracing::error!(session_id = %id, "session actor died; starting a new one from Postgres");
+        let Some(app) = self.app.clone() else { return };
+        ctx.spawn(
+            async move { sessions::find(&app.db, id).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    // spawns nothing if the charger left or the session finished meanwhile
+                    Ok(Some(record)) if record.is_open() => {
+                        act.spawn_actor(record, true, ctx);
+                    }
+                    Ok(_) => {
+                        act.sessions.remove(&id);
+                        act.chargers.remove(&id);
+                    }
+                    Err(e) => {
+                        tracing::error!(session_id = %id, error = %e, "could not read the session of a dead actor; it gets an actor at its next change");
+                    }
+                }),
+        );
     }
 }
 
@@ -345,6 +395,6 @@ impl Handler<SessionActorCount> for SessionSupervisor {
     type Result = usize;
 
     fn handle(&mut self, _: SessionActorCount, _: &mut Self::Context) -> usize {
-        self.sessions.len()
+        self.sessions.values().filter(|a| a.connected()).count()
     }
 }
