@@ -63,6 +63,77 @@ pub async fn prune_published(
 /// before it commits (one round trip per batch instead of one per kind of item).
 pub type Queued = Vec<(Event, DateTime<Utc>)>;
 
+/// Events as the columns of one `INSERT INTO outbox ... SELECT ... FROM unnest(...)`, in order.
+#[derive(Default)]
+pub struct Columns {
+    pub ids: Vec<uuid::Uuid>,
+    pub types: Vec<&'static str>,
+    pub aggregates: Vec<String>,
+    pub keys: Vec<String>,
+    pub bodies: Vec<String>,
+}
+
+impl Columns {
+    pub fn new(events: Queued, source: &str) -> Result<Self, StoreError> {
+        let n = events.len();
+        let mut columns = Columns {
+            ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            aggregates: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            bodies: Vec::with_capacity(n),
+        };
+        for (event, timestamp) in events {
+            let envelope = Envelope::new(event, timestamp, source);
+            columns.bodies.push(
+                envelope
+                    .to_json()
+                    .map_err(|e| StoreError::Conflict(format!("event does not serialise: {e}")))?,
+            );
+            columns.ids.push(envelope.event_id);
+            columns.types.push(envelope.event_type.as_str());
+            columns.aggregates.push(envelope.event.aggregate_id());
+            columns.keys.push(envelope.event_type.routing_key());
+        }
+        Ok(columns)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The insert, its arrays numbered from `$first`; its order (and so the events'
+    /// publication order) is the order given.
+    pub fn statement(first: usize) -> String {
+        let p = |k: usize| first + k;
+        format!(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+             SELECT e.event_id, e.event_type, e.aggregate_id, e.routing_key, e.body \
+             FROM unnest(${}::uuid[], ${}::text[], ${}::text[], ${}::text[], ${}::text[]) \
+                 WITH ORDINALITY AS e(event_id, event_type, aggregate_id, routing_key, body, n) \
+             ORDER BY e.n",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4)
+        )
+    }
+
+    /// Binds the arrays, in the statement's order.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.aggregates)
+            .bind(&self.keys)
+            .bind(&self.bodies)
+    }
+}
+
 /// Writes several events within `tx` in one statement; their outbox order (and so their
 /// publication order) is the order given.
 pub async fn enqueue_many(
@@ -73,39 +144,10 @@ pub async fn enqueue_many(
     if events.is_empty() {
         return Ok(());
     }
-    let n = events.len();
-    let (mut ids, mut types, mut aggregates, mut keys, mut bodies) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for (event, timestamp) in events {
-        let envelope = Envelope::new(event, timestamp, source);
-        bodies.push(
-            envelope
-                .to_json()
-                .map_err(|e| StoreError::Conflict(format!("event does not serialise: {e}")))?,
-        );
-        ids.push(envelope.event_id);
-        types.push(envelope.event_type.as_str());
-        aggregates.push(envelope.event.aggregate_id());
-        keys.push(envelope.event_type.routing_key());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
-         SELECT e.event_id, e.event_type, e.aggregate_id, e.routing_key, e.body \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-             WITH ORDINALITY AS e(event_id, event_type, aggregate_id, routing_key, body, n) \
-         ORDER BY e.n",
-    )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&aggregates)
-    .bind(&keys)
-    .bind(&bodies)
-    .execute(&mut **tx)
-    .await?;
+    let columns = Columns::new(events, source)?;
+    columns
+        .bind(sqlx::query(&Columns::statement(1)))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

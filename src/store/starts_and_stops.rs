@@ -1,19 +1,22 @@
 //! OCPP 1.6 StartTransaction and StopTransaction set-based, for the transaction writer's
-//! batches (ADR 015): every start of a batch is stored with the same three statements, and every
-//! stop with the same three, however many the batch holds. The session statements
-//! (`start_sessions_many`, `completing` and `closed`) serve the 2.0.1 Started and Ended events
-//! of `store::transaction_events` too. A start or stop is the lifecycle of a
-//! session; run one by one, each cost five round trips inside its batch's transaction, and a
-//! batch's round trips run one after another, so the chargers of a shard waited for each
-//! other's round trips rather than for the database's work.
+//! batches (ADR 015): every start of a batch is stored with one statement (its transaction row
+//! inserted already linked to its session), and every stop with one, however many the batch
+//! holds; their samples and events join the batch's last statement (`transactions::Tail`). The
+//! session statements (`start_sessions_many`, `completing` and `closed`) serve the 2.0.1
+//! Started and Ended events of `store::transaction_events` too. A start or stop is the
+//! lifecycle of a session; run one by one, each cost five round trips inside its batch's
+//! transaction, and a batch's round trips run one after another, so the chargers of a shard
+//! waited for each other's round trips rather than for the database's work.
 //!
 //! These statements take the common case only and report, per item, when they could not settle
 //! it; the writer then runs that item's general job (the one-by-one path with every rule) in the
 //! same transaction:
-//! - a start whose transaction row a concurrent writer created first (another replica);
 //! - a start whose PENDING app session (`startSession`) expired or failed between the
-//!   statement's look and its update;
+//!   statement's look and its update (its session is then linked one by one);
 //! - a stop for an unknown or already stopped transaction.
+//!
+//! A start whose transaction row a concurrent writer (another replica) inserted first fails its
+//! statement with a unique violation, and with it the batch, whose items then run one by one.
 //!
 //! Each batch given here holds at most one item per charger (the writer guarantees it), so a
 //! charger's id names its item in the statements.
@@ -61,10 +64,15 @@ pub struct StopV16 {
 /// What a stored start answers: the transaction, and the session it started.
 pub type StartOutcome = (Started, Option<SessionRecord>);
 
-/// Stores `starts` (at most one per charger): the transaction rows (a repeated start finds its
-/// first row), then the sessions of accepted users' idTags, their SESSION_STARTED events added
-/// to `events` (the caller writes them before it commits). Per item: `None` when the general
-/// path must settle it.
+/// Stores `starts` (at most one per charger) in one statement: the transaction rows (a
+/// repeated start finds its first row), each new one inserted already linked to its session:
+/// for an accepted user's idTag, the PENDING app session (the oldest for the charger, idTag and
+/// connector, as `sessions::start_from_transaction` looks) becomes IN_PROGRESS, else a
+/// charger-started session is inserted (not for a charger without a station, nor on a
+/// connector with another open session). Their SESSION_STARTED events are added to `events`
+/// (the caller writes them before it commits). Per item: `None` when the general path must
+/// settle it. A start whose transaction row another writer inserted meanwhile fails the
+/// statement (a unique violation), and with it the batch, whose items then run one by one.
 pub async fn start_v16_many(
     tx: &mut Tx<'static>,
     starts: &[&StartV16],
@@ -80,80 +88,128 @@ pub async fn start_v16_many(
     let at: Vec<DateTime<Utc>> = starts.iter().map(|s| s.started_at).collect();
     let registers: Vec<Decimal> = starts.iter().map(|s| s.meter_start_wh).collect();
     let statuses: Vec<&str> = starts.iter().map(|s| s.id_tag_status.as_str()).collect();
-    // the repeat check, the transactionIds and the inserts, as `transactions::start_v16` does
-    // for one
-    let rows: Vec<(String, i64, i32, Option<String>, bool)> = sqlx::query_as(
+    let users: Vec<Option<Uuid>> = starts.iter().map(|s| s.user_id).collect();
+    let ids: Vec<Uuid> = starts.iter().map(|_| Uuid::now_v7()).collect();
+    let session_columns = S_COLUMNS.as_str();
+    // `dup`: an identical earlier start (its first answer is given again, nothing linked);
+    // `n`: the new starts; `p`, `u`, `i`: their sessions, as `link_sessions` finds or creates
+    // them (the UPDATE re-checks PENDING once it holds the row: a session that expired or
+    // failed meanwhile is left, and its charger reported as pending without a session); `ins`:
+    // the transaction rows, with their sessions. The session rows come first in the statement
+    // and the foreign key from the transaction rows is checked at its end.
+    let rows = sqlx::query(&format!(
         "WITH k AS ( \
-             SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::timestamptz[], $5::numeric[], $6::text[]) \
-                 AS k(charger_id, connector_id, id_tag, started_at, meter_start_wh, id_tag_status)), \
+             SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::timestamptz[], $5::numeric[], $6::text[], $7::uuid[], $8::uuid[]) \
+                 AS k(charger_id, connector_id, id_tag, started_at, meter_start_wh, id_tag_status, user_id, session_id)), \
          dup AS ( \
              SELECT k.charger_id, t.id, t.transaction_id, t.id_tag_status FROM k JOIN charger_transactions t \
                  ON t.charger_id = k.charger_id AND t.connector_id = k.connector_id AND t.id_tag = k.id_tag \
                  AND t.started_at = k.started_at AND t.meter_start_wh = k.meter_start_wh AND t.transaction_id IS NOT NULL), \
+         n AS (SELECT k.* FROM k WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.charger_id = k.charger_id)), \
+         p AS ( \
+             SELECT DISTINCT ON (n.charger_id) n.charger_id, s.id AS session_id FROM n JOIN sessions s \
+                 ON s.charger_id = n.charger_id AND s.status = 'PENDING' AND n.user_id IS NOT NULL \
+                 AND s.id_tag = n.id_tag AND (s.connector_id = n.connector_id OR s.connector_id IS NULL) \
+             ORDER BY n.charger_id, s.created_at), \
+         u AS ( \
+             UPDATE sessions s SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF(n.connector_id, 0), s.connector_id), \
+                 start_time = n.started_at, meter_start_wh = n.meter_start_wh, meter_last_wh = n.meter_start_wh, \
+                 pending_expires_at = NULL, updated_at = clock_timestamp() \
+             FROM p JOIN n ON n.charger_id = p.charger_id WHERE s.id = p.session_id AND (s.status = 'PENDING') IS TRUE \
+             RETURNING {session_columns}), \
+         i AS ( \
+             INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
+             SELECT n.session_id, n.user_id, c.station_id, n.charger_id, n.connector_id, n.id_tag, 'IN_PROGRESS', 'CHARGER', n.started_at, \
+                 n.meter_start_wh, n.meter_start_wh \
+             FROM n JOIN chargers c ON c.id = n.charger_id AND c.station_id IS NOT NULL \
+             WHERE n.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM p WHERE p.charger_id = n.charger_id) \
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}), \
+         x AS (SELECT * FROM u UNION ALL SELECT * FROM i), \
          ins AS ( \
-             INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, started_at, meter_start_wh) \
-             SELECT k.charger_id, k.connector_id, nextval('ocpp16_transaction_id_seq')::integer, k.id_tag, k.id_tag_status, \
-                 k.started_at, k.meter_start_wh \
-             FROM k WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.charger_id = k.charger_id) \
-             ON CONFLICT DO NOTHING RETURNING charger_id, id, transaction_id, id_tag_status) \
-         SELECT charger_id, id, transaction_id, id_tag_status, true FROM dup \
-         UNION ALL SELECT charger_id, id, transaction_id, id_tag_status, false FROM ins",
-    )
+             INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, started_at, meter_start_wh, session_id) \
+             SELECT n.charger_id, n.connector_id, nextval('ocpp16_transaction_id_seq')::integer, n.id_tag, n.id_tag_status, \
+                 n.started_at, n.meter_start_wh, x.id \
+             FROM n LEFT JOIN x ON x.charger_id = n.charger_id \
+             RETURNING charger_id, id, transaction_id, id_tag_status) \
+         SELECT k.charger_id AS item, COALESCE(dup.id, ins.id) AS t_pk, \
+             COALESCE(dup.transaction_id, ins.transaction_id) AS t_id, \
+             COALESCE(dup.id_tag_status, ins.id_tag_status) AS t_status, dup.id IS NOT NULL AS t_duplicate, \
+             p.charger_id IS NOT NULL AS t_pending, x.* \
+         FROM k LEFT JOIN dup ON dup.charger_id = k.charger_id LEFT JOIN ins ON ins.charger_id = k.charger_id \
+             LEFT JOIN p ON p.charger_id = k.charger_id LEFT JOIN x ON x.charger_id = k.charger_id"
+    ))
     .bind(&chargers)
     .bind(&connectors)
     .bind(&tags)
     .bind(&at)
     .bind(&registers)
     .bind(&statuses)
+    .bind(&users)
+    .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    let mut stored: HashMap<String, Started> = rows
-        .into_iter()
-        .map(|(charger_id, pk, transaction_id, status, duplicate)| {
+    let mut stored: HashMap<String, (Started, Option<SessionRecord>, bool)> =
+        HashMap::with_capacity(rows.len());
+    for row in rows {
+        let (Some(pk), Some(transaction_id)) = (
+            row.try_get::<Option<i64>, _>("t_pk")?,
+            row.try_get::<Option<i32>, _>("t_id")?,
+        ) else {
+            continue;
+        };
+        let session = match row.try_get::<Option<Uuid>, _>("id")? {
+            Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
+            None => None,
+        };
+        let status: Option<String> = row.try_get("t_status")?;
+        stored.insert(
+            row.try_get("item")?,
             (
-                charger_id,
                 Started {
                     pk,
                     transaction_id,
                     id_tag_status: status.unwrap_or_else(|| "Accepted".into()),
-                    duplicate,
+                    duplicate: row.try_get("t_duplicate")?,
                 },
-            )
-        })
-        .collect();
-
-    // the sessions of the new transactions of accepted users' idTags
-    let links: Vec<sessions::TransactionStart<'_>> = starts
-        .iter()
-        .filter_map(|s| {
-            let started = stored.get(&s.charger_id)?;
-            let user_id = s.user_id.filter(|_| !started.duplicate)?;
-            Some(sessions::TransactionStart {
-                charger_id: &s.charger_id,
-                connector_id: s.connector_id,
-                id_tag: &s.id_tag,
-                user_id,
-                started_at: s.started_at,
-                meter_start_wh: Some(s.meter_start_wh),
-                transaction_pk: started.pk,
-                remote_start_id: None,
-                source,
-            })
-        })
-        .collect();
-    let mut linked = start_sessions_many(tx, &links, events).await?;
-
-    Ok(starts
-        .iter()
-        .map(|s| {
-            let started = stored.remove(&s.charger_id)?;
-            let session = linked.remove(&s.charger_id);
-            if session.is_none() && s.user_id.is_some() && !started.duplicate {
+                session,
+                row.try_get("t_pending")?,
+            ),
+        );
+    }
+    let mut outcomes = Vec::with_capacity(starts.len());
+    for s in starts {
+        let Some((started, mut session, pending)) = stored.remove(&s.charger_id) else {
+            outcomes.push(None);
+            continue;
+        };
+        match (&session, s.user_id) {
+            (Some(linked), _) => {
+                events.push((sessions::started_event(linked, s.started_at), s.started_at))
+            }
+            // its PENDING session changed under the statement (it expired or failed meanwhile):
+            // the one-by-one path looks again, and otherwise creates a session
+            (None, Some(user_id)) if pending && !started.duplicate => {
+                let link = sessions::TransactionStart {
+                    charger_id: &s.charger_id,
+                    connector_id: s.connector_id,
+                    id_tag: &s.id_tag,
+                    user_id,
+                    started_at: s.started_at,
+                    meter_start_wh: Some(s.meter_start_wh),
+                    transaction_pk: started.pk,
+                    remote_start_id: None,
+                    source,
+                };
+                session = sessions::start_from_transaction(tx, &link).await?;
+            }
+            (None, Some(_)) if !started.duplicate => {
                 tracing::warn!(charger_id = %s.charger_id, connector_id = s.connector_id, "connector already has an open session, or the charger no station; transaction not linked");
             }
-            Some((started, session))
-        })
-        .collect())
+            _ => {}
+        }
+        outcomes.push(Some((started, session)));
+    }
+    Ok(outcomes)
 }
 
 /// Starts the session of each transaction of `links` (at most one per charger), as
@@ -266,14 +322,14 @@ async fn link_sessions(
 }
 
 /// Stores `stops` (at most one per charger) of running transactions: each transaction closed,
-/// its open session completed with the rules of `sessions::stop_v16`, its samples stored and its
-/// SESSION_ENDED event added to `events`. Per item: the session it completed (`Some(None)` when the
+/// its open session completed with the rules of `sessions::stop_v16`, its samples and its
+/// SESSION_ENDED event added to `tail` (written by the caller before it commits). Per item: the session it completed (`Some(None)` when the
 /// transaction had no open session), or `None` when the general path must settle it (unknown or
 /// already stopped transaction).
 pub async fn stop_v16_many(
     tx: &mut Tx<'static>,
     stops: &[&StopV16],
-    events: &mut outbox::Queued,
+    tail: &mut transactions::Tail,
 ) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
     if stops.is_empty() {
         return Ok(Vec::new());
@@ -309,7 +365,7 @@ pub async fn stop_v16_many(
             samples: &s.samples,
         })
         .collect();
-    closed(tx, rows, &closes, events).await
+    closed(rows, &closes, tail)
 }
 
 /// The statement that completes the open sessions of the transactions a `t` CTE closed (its
@@ -343,14 +399,14 @@ pub(crate) struct Close<'a> {
 }
 
 /// Finishes the ends a `completing` statement closed (its `rows`, at most one per charger):
-/// their samples stored, a SESSION_ENDED event for each completed session added to `events`. Per item of
-/// `closes`: the session it completed (`Some(None)` when the transaction had no open session),
-/// or `None` when the statement closed no transaction for it.
-pub(crate) async fn closed(
-    tx: &mut Tx<'static>,
+/// their samples and a SESSION_ENDED event for each completed session added to `tail` (the
+/// caller writes it before it commits). Per item of `closes`: the session it completed
+/// (`Some(None)` when the transaction had no open session), or `None` when the statement closed
+/// no transaction for it.
+pub(crate) fn closed(
     rows: Vec<sqlx::postgres::PgRow>,
     closes: &[Close<'_>],
-    events: &mut outbox::Queued,
+    tail: &mut transactions::Tail,
 ) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
     struct Stopped {
         transaction_pk: i64,
@@ -374,27 +430,26 @@ pub(crate) async fn closed(
             },
         );
     }
-    let samples: Vec<(SampleOwner<'_>, &Sample)> = closes
-        .iter()
-        .filter_map(|c| Some((c, stopped.get(c.charger_id)?)))
-        .flat_map(|(c, done)| {
-            let owner = SampleOwner {
-                charger_id: c.charger_id,
-                connector_id: done.connector_id,
-                transaction_pk: Some(done.transaction_pk),
-                session_id: done.session_id,
-            };
-            c.samples.iter().map(move |sample| (owner, sample))
-        })
-        .collect();
-    transactions::insert_samples_many(tx, &samples).await?;
-    events.extend(closes.iter().filter_map(|c| {
-        let session = stopped.get(c.charger_id)?.session.as_ref()?;
-        Some((
-            sessions::ended_event(session, c.stopped_at, c.reason),
-            c.stopped_at,
-        ))
-    }));
+    for c in closes {
+        let Some(done) = stopped.get(c.charger_id) else {
+            continue;
+        };
+        let owner = SampleOwner {
+            charger_id: c.charger_id,
+            connector_id: done.connector_id,
+            transaction_pk: Some(done.transaction_pk),
+            session_id: done.session_id,
+        };
+        for sample in c.samples {
+            tail.samples.push(owner, sample);
+        }
+        if let Some(session) = &done.session {
+            tail.events.push((
+                sessions::ended_event(session, c.stopped_at, c.reason),
+                c.stopped_at,
+            ));
+        }
+    }
     Ok(closes
         .iter()
         .map(|c| stopped.remove(c.charger_id).map(|done| done.session))

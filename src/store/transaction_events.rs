@@ -366,14 +366,14 @@ pub async fn started_many(
 
 /// Ends the running transactions of `ends` (at most one per charger) whose next seqNo they
 /// carry: each transaction closed with its seqNo advanced, its open session completed on the
-/// final register with the rules of `sessions::complete`, its samples stored and its
-/// SESSION_ENDED event added to `events`. Per item: the session it completed (`Some(None)` when the
+/// final register with the rules of `sessions::complete`, its samples and its SESSION_ENDED
+/// event added to `tail` (written by the caller before it commits). Per item: the session it completed (`Some(None)` when the
 /// transaction had no open session), or `None` when the general path must settle it (unknown or
 /// stopped transaction, a seqNo that is not the next one).
 pub async fn ended_many(
     tx: &mut Tx<'static>,
     ends: &[&EventEnded],
-    events: &mut outbox::Queued,
+    tail: &mut super::transactions::Tail,
 ) -> Result<Vec<Option<Option<SessionRecord>>>, StoreError> {
     if ends.is_empty() {
         return Ok(Vec::new());
@@ -412,7 +412,7 @@ pub async fn ended_many(
             samples: &e.samples,
         })
         .collect();
-    starts_and_stops::closed(tx, rows, &closes, events).await
+    starts_and_stops::closed(rows, &closes, tail)
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ use super::starts_and_stops::{self, StartOutcome, StartV16, StopV16};
 use super::transaction_events::{self, EventEnded, EventStarted};
 use super::transactions::{self, SampleOwner};
 use super::{StoreError, Tx};
-use crate::events::{outbox, Event};
+use crate::events::Event;
 use crate::ocpp::meter::{Reading, Sample};
 
 /// The most items one batch takes (bounds statement size and transaction length).
@@ -404,11 +404,24 @@ impl Held {
     }
 }
 
-/// A shard's readings: when each session row last took one, and the ones held back.
+/// A 1.6 transaction as its charger names it, and its row and session. The pair never
+/// changes once its start committed (`session_id` is set in the start's transaction and never
+/// again), so the writer can remember it instead of looking it up for every MeterValues.
+type TransactionKey = (String, i32);
+type TransactionRow = (i64, Option<Uuid>);
+
+/// How many 1.6 transactions a shard remembers; past this it forgets them all and looks them
+/// up again (a stop the general path stored is not seen here, so entries can outlive their
+/// transaction).
+const REMEMBERED_TRANSACTIONS: usize = 100_000;
+
+/// A shard's readings: when each session row last took one, and the ones held back; and the
+/// 1.6 transactions it has seen start or looked up.
 #[derive(Default)]
 struct Readings {
     written: HashMap<Uuid, Instant>,
     pending: HashMap<Uuid, Held>,
+    transactions: HashMap<TransactionKey, TransactionRow>,
 }
 
 impl Readings {
@@ -428,6 +441,21 @@ impl Readings {
             self.pending.remove(id);
         }
         self.pending.extend(held);
+    }
+
+    /// Remembers committed transactions and forgets stopped ones.
+    fn transactions_committed(
+        &mut self,
+        known: impl IntoIterator<Item = (TransactionKey, TransactionRow)>,
+        stopped: impl IntoIterator<Item = TransactionKey>,
+    ) {
+        for key in stopped {
+            self.transactions.remove(&key);
+        }
+        if self.transactions.len() > REMEMBERED_TRANSACTIONS {
+            self.transactions.clear();
+        }
+        self.transactions.extend(known);
     }
 
     /// Whether a held reading is due.
@@ -632,7 +660,7 @@ async fn run_together(
     // trip instead of one per kind of item. A session's events keep their order: its general
     // jobs write theirs as they run, and a session has more than one set-based item in a batch
     // only as readings, which the meter statement merges.
-    let mut events = outbox::Queued::new();
+    let mut tail = transactions::Tail::default();
     let mut meters: Vec<(usize, &MeterWrite)> = Vec::new();
     let mut updates: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
     let mut starts: Vec<(usize, &StartV16, &JobFn)> = Vec::new();
@@ -683,13 +711,34 @@ async fn run_together(
         }
     }
     let given: Vec<&StartV16> = starts.iter().map(|(_, s, _)| *s).collect();
-    let settled = starts_and_stops::start_v16_many(&mut tx, &given, source, &mut events).await;
+    let settled = starts_and_stops::start_v16_many(&mut tx, &given, source, &mut tail.events).await;
+    // new transactions, remembered once committed (a repeated start's row is looked up)
+    let opened: Vec<(TransactionKey, TransactionRow)> = match &settled {
+        Ok(outcomes) => given
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(s, outcome)| {
+                let (started, session) = outcome.as_ref()?;
+                (!started.duplicate).then(|| {
+                    (
+                        (s.charger_id.clone(), started.transaction_id),
+                        (started.pk, session.as_ref().map(|r| r.id)),
+                    )
+                })
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let kind = "start_transaction";
     if let Err(e) = settle(&mut tx, &starts, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
     }
     let given: Vec<&StopV16> = stops.iter().map(|(_, s, _)| *s).collect();
-    let settled = starts_and_stops::stop_v16_many(&mut tx, &given, &mut events).await;
+    let stopped: Vec<TransactionKey> = given
+        .iter()
+        .map(|s| (s.charger_id.clone(), s.transaction_id))
+        .collect();
+    let settled = starts_and_stops::stop_v16_many(&mut tx, &given, &mut tail).await;
     let kind = "stop_transaction";
     if let Err(e) = settle(&mut tx, &stops, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
@@ -698,11 +747,11 @@ async fn run_together(
     let mut owned: Vec<(usize, MeterWrite)> = Vec::new();
     let mut linked: HashMap<usize, Option<SessionRecord>> = HashMap::new();
     let given: Vec<&EventStarted> = started.iter().map(|(_, s, _, _)| *s).collect();
-    let created = match transaction_events::started_many(&mut tx, &given, source, &mut events).await
-    {
-        Ok(created) => created,
-        Err(e) => return Together::ItemFailed(e),
-    };
+    let created =
+        match transaction_events::started_many(&mut tx, &given, source, &mut tail.events).await {
+            Ok(created) => created,
+            Err(e) => return Together::ItemFailed(e),
+        };
     for ((i, start, read, general), created) in started.iter().zip(created) {
         let kind = "transaction_event_started";
         let Some((transaction_pk, session)) = created else {
@@ -730,7 +779,7 @@ async fn run_together(
         linked.insert(*i, session);
     }
     let given: Vec<&EventEnded> = ended.iter().map(|(_, e, _)| *e).collect();
-    let settled = transaction_events::ended_many(&mut tx, &given, &mut events)
+    let settled = transaction_events::ended_many(&mut tx, &given, &mut tail)
         .await
         .map(|all| all.into_iter().map(|e| e.map(Some)).collect());
     let kind = "transaction_event_ended";
@@ -762,7 +811,7 @@ async fn run_together(
     meters.extend(owned.iter().map(|(i, m)| (*i, m)));
     let mut done = None;
     if !meters.is_empty() || !flushes.is_empty() {
-        match meters_set_based(&mut tx, state, &meters, !flushes.is_empty(), &mut events).await {
+        match meters_set_based(&mut tx, state, &meters, !flushes.is_empty(), &mut tail).await {
             Ok(mut stored) => {
                 let per_message = std::mem::take(&mut stored.per_message);
                 for ((i, _), session) in meters.iter().zip(per_message) {
@@ -788,11 +837,15 @@ async fn run_together(
         let answer: Option<Option<SessionRecord>> = Some(read.or(session));
         results[i] = Some(Outcome::Job(Box::new(answer)));
     }
-    if let Err(e) = outbox::enqueue_many(&mut tx, events, source).await {
+    // the samples and events of every set-based statement: the batch's last statement
+    if let Err(e) = tail.write(&mut tx, source).await {
         return Together::ItemFailed(e);
     }
     if let Err(e) = tx.commit().await {
         return Together::CommitFailed(e.to_string());
+    }
+    if let Ok(mut readings) = state.lock() {
+        readings.transactions_committed(opened, stopped);
     }
     if let Some(mut stored) = done {
         // every flush of the batch shares the refreshed sessions; the first one reports them
@@ -871,10 +924,9 @@ async fn meter_alone(
     write: Option<&MeterWrite>,
 ) -> Result<Outcome, StoreError> {
     let meters: Vec<(usize, &MeterWrite)> = write.into_iter().map(|w| (0, w)).collect();
-    let mut events = outbox::Queued::new();
-    let mut stored =
-        meters_set_based(&mut tx, state, &meters, write.is_none(), &mut events).await?;
-    outbox::enqueue_many(&mut tx, events, source).await?;
+    let mut tail = transactions::Tail::default();
+    let mut stored = meters_set_based(&mut tx, state, &meters, write.is_none(), &mut tail).await?;
+    tail.write(&mut tx, source).await?;
     tx.commit().await?;
     let outcome = match write {
         Some(_) => Outcome::Meter(stored.per_message.pop().flatten().map(Box::new)),
@@ -950,35 +1002,55 @@ struct Stored {
     written: Vec<Uuid>,
     /// Readings held back, merged with what was held before.
     held: Vec<(Uuid, Held)>,
+    /// 1.6 transactions looked up in Postgres.
+    looked_up: Vec<(TransactionKey, TransactionRow)>,
 }
 
 impl Stored {
     fn commit_to(self, state: &Mutex<Readings>) {
         if let Ok(mut readings) = state.lock() {
             readings.committed(&self.written, self.held, Instant::now());
+            readings.transactions_committed(self.looked_up, []);
         }
     }
 }
 
-/// Stores `meters` with a fixed number of statements: the 1.6 look-ups, every sample, the
-/// session rows that are due a reading (each at most once) and their events. A session whose
-/// row took a reading less than `UPDATE_EVENT_INTERVAL` ago has its reading held; with
-/// `flush`, held readings that are due are written too.
+/// Stores `meters` with at most two statements: the look-up of 1.6 transactions the shard does
+/// not remember, and the update of the session rows that are due a reading (each at most once).
+/// Their samples and the rows' events go to `tail`. A session whose row took a reading less
+/// than `UPDATE_EVENT_INTERVAL` ago has its reading held; with `flush`, held readings that are
+/// due are written too.
 async fn meters_set_based(
     tx: &mut Tx<'static>,
     state: &Mutex<Readings>,
     meters: &[(usize, &MeterWrite)],
     flush: bool,
-    queued: &mut outbox::Queued,
+    tail: &mut transactions::Tail,
 ) -> Result<Stored, StoreError> {
-    let lookups: Vec<(String, i32)> = meters
-        .iter()
-        .filter_map(|(_, m)| match m.owner {
-            MeterOwner::V16TransactionId(t) => Some((m.charger_id.clone(), t)),
-            _ => None,
-        })
-        .collect();
-    let found = transactions::find_v16_many(tx, &lookups).await?;
+    let mut found: HashMap<TransactionKey, TransactionRow> = HashMap::new();
+    let mut lookups: Vec<TransactionKey> = Vec::new();
+    {
+        let readings = state
+            .lock()
+            .map_err(|_| StoreError::Unavailable("the shard's readings are poisoned".into()))?;
+        for (_, m) in meters {
+            if let MeterOwner::V16TransactionId(t) = m.owner {
+                let key = (m.charger_id.clone(), t);
+                match readings.transactions.get(&key) {
+                    Some(row) => {
+                        found.insert(key, *row);
+                    }
+                    None => lookups.push(key),
+                }
+            }
+        }
+    }
+    let looked_up: Vec<(TransactionKey, TransactionRow)> =
+        transactions::find_v16_many(tx, &lookups)
+            .await?
+            .into_iter()
+            .collect();
+    found.extend(looked_up.iter().cloned());
     let owners: Vec<(Option<i64>, Option<Uuid>)> = meters
         .iter()
         .map(|(_, m)| match &m.owner {
@@ -993,20 +1065,17 @@ async fn meters_set_based(
             MeterOwner::None => (None, None),
         })
         .collect();
-    let rows: Vec<(SampleOwner<'_>, &Sample)> = meters
-        .iter()
-        .zip(&owners)
-        .flat_map(|((_, m), (pk, session))| {
-            let owner = SampleOwner {
-                charger_id: &m.charger_id,
-                connector_id: m.connector_id,
-                transaction_pk: *pk,
-                session_id: *session,
-            };
-            m.samples.iter().map(move |s| (owner, s))
-        })
-        .collect();
-    transactions::insert_samples_many(tx, &rows).await?;
+    for ((_, m), (pk, session)) in meters.iter().zip(&owners) {
+        let owner = SampleOwner {
+            charger_id: &m.charger_id,
+            connector_id: m.connector_id,
+            transaction_pk: *pk,
+            session_id: *session,
+        };
+        for sample in &m.samples {
+            tail.samples.push(owner, sample);
+        }
+    }
 
     // each session's readings of this batch, merged in message order, with its last message
     let mut batch: Vec<(Uuid, Held, usize)> = Vec::new();
@@ -1077,7 +1146,7 @@ async fn meters_set_based(
         let Some(record) = by_id.remove(session_id) else {
             continue;
         };
-        queued.push((
+        tail.events.push((
             Event::SessionUpdated {
                 session_id: record.id,
                 user_id: record.user_id,
@@ -1097,6 +1166,7 @@ async fn meters_set_based(
         flushed,
         written,
         held,
+        looked_up,
     })
 }
 

@@ -7,6 +7,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{StoreError, Tx};
+use crate::events::outbox;
 use crate::ocpp::meter::Sample;
 
 /// A StartTransaction as received.
@@ -230,8 +231,91 @@ pub async fn find_v16_many(
         .collect())
 }
 
-/// Inserts samples of many messages in one statement (arrays, so its text is the same
-/// whatever the number of rows and it is prepared once).
+/// Samples of many messages as the columns of one insert (arrays, so its text is the same
+/// whatever the number of rows and it is prepared once). The transaction writer gathers a
+/// whole batch's samples (readings, stops' `transactionData`) here and inserts them with its
+/// events in the batch's last statement.
+#[derive(Default)]
+pub struct SampleRows {
+    chargers: Vec<String>,
+    connectors: Vec<i32>,
+    pks: Vec<Option<i64>>,
+    sessions: Vec<Option<Uuid>>,
+    at: Vec<DateTime<Utc>>,
+    measurands: Vec<String>,
+    phases: Vec<Option<String>>,
+    contexts: Vec<String>,
+    locations: Vec<Option<String>>,
+    units: Vec<String>,
+    values: Vec<Decimal>,
+}
+
+impl SampleRows {
+    pub fn push(&mut self, owner: SampleOwner<'_>, s: &Sample) {
+        self.chargers.push(owner.charger_id.to_string());
+        self.connectors.push(owner.connector_id);
+        self.pks.push(owner.transaction_pk);
+        self.sessions.push(owner.session_id);
+        self.at.push(s.sampled_at);
+        self.measurands.push(s.measurand.clone());
+        self.phases.push(s.phase.clone());
+        self.contexts.push(s.context.clone());
+        self.locations.push(s.location.clone());
+        self.units.push(s.unit.clone());
+        self.values.push(s.value);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chargers.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.chargers.len()
+    }
+
+    /// The insert, its arrays numbered from `$first`.
+    pub fn statement(first: usize) -> String {
+        let p = |k: usize| first + k;
+        format!(
+            "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, \
+                 measurand, phase, context, location, unit, value) \
+             SELECT * FROM unnest(${}::text[], ${}::int4[], ${}::int8[], ${}::uuid[], ${}::timestamptz[], \
+                 ${}::text[], ${}::text[], ${}::text[], ${}::text[], ${}::text[], ${}::numeric[])",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8),
+            p(9),
+            p(10)
+        )
+    }
+
+    /// Binds the arrays, in the statement's order.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.chargers)
+            .bind(&self.connectors)
+            .bind(&self.pks)
+            .bind(&self.sessions)
+            .bind(&self.at)
+            .bind(&self.measurands)
+            .bind(&self.phases)
+            .bind(&self.contexts)
+            .bind(&self.locations)
+            .bind(&self.units)
+            .bind(&self.values)
+    }
+}
+
+/// Inserts samples of many messages in one statement.
 pub async fn insert_samples_many(
     tx: &mut Tx<'_>,
     rows: &[(SampleOwner<'_>, &Sample)],
@@ -239,49 +323,59 @@ pub async fn insert_samples_many(
     if rows.is_empty() {
         return Ok(());
     }
-    let n = rows.len();
-    let mut chargers = Vec::with_capacity(n);
-    let mut connectors = Vec::with_capacity(n);
-    let mut pks = Vec::with_capacity(n);
-    let mut sessions = Vec::with_capacity(n);
-    let mut at = Vec::with_capacity(n);
-    let mut measurands = Vec::with_capacity(n);
-    let mut phases = Vec::with_capacity(n);
-    let mut contexts = Vec::with_capacity(n);
-    let mut locations = Vec::with_capacity(n);
-    let mut units = Vec::with_capacity(n);
-    let mut values = Vec::with_capacity(n);
-    for (owner, s) in rows {
-        chargers.push(owner.charger_id);
-        connectors.push(owner.connector_id);
-        pks.push(owner.transaction_pk);
-        sessions.push(owner.session_id);
-        at.push(s.sampled_at);
-        measurands.push(s.measurand.as_str());
-        phases.push(s.phase.as_deref());
-        contexts.push(s.context.as_str());
-        locations.push(s.location.as_deref());
-        units.push(s.unit.as_str());
-        values.push(s.value);
+    let mut columns = SampleRows::default();
+    for (owner, sample) in rows {
+        columns.push(*owner, sample);
     }
-    sqlx::query(
-        "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, \
-             measurand, phase, context, location, unit, value) \
-         SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::uuid[], $5::timestamptz[], \
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::numeric[])",
-    )
-    .bind(&chargers)
-    .bind(&connectors)
-    .bind(&pks)
-    .bind(&sessions)
-    .bind(&at)
-    .bind(&measurands)
-    .bind(&phases)
-    .bind(&contexts)
-    .bind(&locations)
-    .bind(&units)
-    .bind(&values)
-    .execute(&mut **tx)
-    .await?;
+    columns
+        .bind(sqlx::query(&SampleRows::statement(1)))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// What a batch writes last, in one statement: the samples and the events its statements
+/// gathered.
+#[derive(Default)]
+pub struct Tail {
+    pub events: outbox::Queued,
+    pub samples: SampleRows,
+}
+
+impl Tail {
+    /// Inserts both (nothing when both are empty).
+    pub async fn write(self, tx: &mut Tx<'_>, source: &str) -> Result<(), StoreError> {
+        insert_samples_and_events(tx, &self.samples, self.events, source).await
+    }
+}
+
+/// A batch's last statement: its samples and its events, inserted together (one round trip;
+/// either may be empty).
+pub async fn insert_samples_and_events(
+    tx: &mut Tx<'_>,
+    samples: &SampleRows,
+    events: outbox::Queued,
+    source: &str,
+) -> Result<(), StoreError> {
+    let events = outbox::Columns::new(events, source)?;
+    let sql = match (samples.is_empty(), events.is_empty()) {
+        (true, true) => return Ok(()),
+        (false, true) => SampleRows::statement(1),
+        (true, false) => outbox::Columns::statement(1),
+        // a data-modifying CTE runs whether or not anything reads it
+        (false, false) => format!(
+            "WITH samples AS ({}) {}",
+            SampleRows::statement(1),
+            outbox::Columns::statement(12)
+        ),
+    };
+    let mut query = sqlx::query(&sql);
+    if !samples.is_empty() {
+        query = samples.bind(query);
+    }
+    if !events.is_empty() {
+        query = events.bind(query);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
