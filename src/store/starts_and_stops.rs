@@ -21,7 +21,7 @@
 //! Each batch given here holds at most one item per charger (the writer guarantees it), so a
 //! charger's id names its item in the statements.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -90,41 +90,20 @@ pub async fn start_v16_many(
     let statuses: Vec<&str> = starts.iter().map(|s| s.id_tag_status.as_str()).collect();
     let users: Vec<Option<Uuid>> = starts.iter().map(|s| s.user_id).collect();
     let ids: Vec<Uuid> = starts.iter().map(|_| Uuid::now_v7()).collect();
-    let session_columns = S_COLUMNS.as_str();
+    let linking = LINKING_SESSIONS.as_str();
     // `dup`: an identical earlier start (its first answer is given again, nothing linked);
-    // `n`: the new starts; `p`, `u`, `i`: their sessions, as `link_sessions` finds or creates
-    // them (the UPDATE re-checks PENDING once it holds the row: a session that expired or
-    // failed meanwhile is left, and its charger reported as pending without a session); `ins`:
-    // the transaction rows, with their sessions. The session rows come first in the statement
-    // and the foreign key from the transaction rows is checked at its end.
+    // `n`: the new starts; then their sessions (`LINKING_SESSIONS`); `ins`: the transaction
+    // rows, with their sessions.
     let rows = sqlx::query(&format!(
         "WITH k AS ( \
-             SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::timestamptz[], $5::numeric[], $6::text[], $7::uuid[], $8::uuid[]) \
+             SELECT *, NULL::int4 AS remote_start_id FROM unnest($1::text[], $2::int4[], $3::text[], $4::timestamptz[], $5::numeric[], $6::text[], $7::uuid[], $8::uuid[]) \
                  AS k(charger_id, connector_id, id_tag, started_at, meter_start_wh, id_tag_status, user_id, session_id)), \
          dup AS ( \
              SELECT k.charger_id, t.id, t.transaction_id, t.id_tag_status FROM k JOIN charger_transactions t \
                  ON t.charger_id = k.charger_id AND t.connector_id = k.connector_id AND t.id_tag = k.id_tag \
                  AND t.started_at = k.started_at AND t.meter_start_wh = k.meter_start_wh AND t.transaction_id IS NOT NULL), \
          n AS (SELECT k.* FROM k WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.charger_id = k.charger_id)), \
-         p AS ( \
-             SELECT DISTINCT ON (n.charger_id) n.charger_id, s.id AS session_id FROM n JOIN sessions s \
-                 ON s.charger_id = n.charger_id AND s.status = 'PENDING' AND n.user_id IS NOT NULL \
-                 AND s.id_tag = n.id_tag AND (s.connector_id = n.connector_id OR s.connector_id IS NULL) \
-             ORDER BY n.charger_id, s.created_at), \
-         u AS ( \
-             UPDATE sessions s SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF(n.connector_id, 0), s.connector_id), \
-                 start_time = n.started_at, meter_start_wh = n.meter_start_wh, meter_last_wh = n.meter_start_wh, \
-                 pending_expires_at = NULL, updated_at = clock_timestamp() \
-             FROM p JOIN n ON n.charger_id = p.charger_id WHERE s.id = p.session_id AND (s.status = 'PENDING') IS TRUE \
-             RETURNING {session_columns}), \
-         i AS ( \
-             INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
-             SELECT n.session_id, n.user_id, c.station_id, n.charger_id, n.connector_id, n.id_tag, 'IN_PROGRESS', 'CHARGER', n.started_at, \
-                 n.meter_start_wh, n.meter_start_wh \
-             FROM n JOIN chargers c ON c.id = n.charger_id AND c.station_id IS NOT NULL \
-             WHERE n.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM p WHERE p.charger_id = n.charger_id) \
-             ON CONFLICT DO NOTHING RETURNING {COLUMNS}), \
-         x AS (SELECT * FROM u UNION ALL SELECT * FROM i), \
+         {linking}, \
          ins AS ( \
              INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, started_at, meter_start_wh, session_id) \
              SELECT n.charger_id, n.connector_id, nextval('ocpp16_transaction_id_seq')::integer, n.id_tag, n.id_tag_status, \
@@ -178,18 +157,13 @@ pub async fn start_v16_many(
     }
     let mut outcomes = Vec::with_capacity(starts.len());
     for s in starts {
-        let Some((started, mut session, pending)) = stored.remove(&s.charger_id) else {
+        let Some((started, linked, pending)) = stored.remove(&s.charger_id) else {
             outcomes.push(None);
             continue;
         };
-        match (&session, s.user_id) {
-            (Some(linked), _) => {
-                events.push((sessions::started_event(linked, s.started_at), s.started_at))
-            }
-            // its PENDING session changed under the statement (it expired or failed meanwhile):
-            // the one-by-one path looks again, and otherwise creates a session
-            (None, Some(user_id)) if pending && !started.duplicate => {
-                let link = sessions::TransactionStart {
+        let session = match s.user_id.filter(|_| !started.duplicate) {
+            Some(user_id) => {
+                let start = sessions::TransactionStart {
                     charger_id: &s.charger_id,
                     connector_id: s.connector_id,
                     id_tag: &s.id_tag,
@@ -200,125 +174,79 @@ pub async fn start_v16_many(
                     remote_start_id: None,
                     source,
                 };
-                session = sessions::start_from_transaction(tx, &link).await?;
+                settle_link(tx, &start, linked, pending, events).await?
             }
-            (None, Some(_)) if !started.duplicate => {
-                tracing::warn!(charger_id = %s.charger_id, connector_id = s.connector_id, "connector already has an open session, or the charger no station; transaction not linked");
-            }
-            _ => {}
-        }
+            None => None,
+        };
         outcomes.push(Some((started, session)));
     }
     Ok(outcomes)
 }
 
-/// Starts the session of each transaction of `links` (at most one per charger), as
-/// `sessions::start_from_transaction` does one: the PENDING app session (the one the charger's
-/// `remoteStartId` names, else the oldest for the charger, idTag and connector) becomes
-/// IN_PROGRESS, else a charger-started session is inserted (not for a charger without a
-/// station, nor on a connector with another open session). Each started session's
-/// SESSION_STARTED event is added to `events`. Returns the sessions by charger.
-pub(crate) async fn start_sessions_many(
-    tx: &mut Tx<'static>,
-    links: &[sessions::TransactionStart<'_>],
-    events: &mut outbox::Queued,
-) -> Result<HashMap<String, SessionRecord>, StoreError> {
-    let (mut linked, raced) = link_sessions(tx, links).await?;
-    // a PENDING app session that changed under the statement (it expired or failed meanwhile)
-    // takes the one-by-one path, which looks again and otherwise creates a session
-    for link in links.iter().filter(|l| raced.contains(l.charger_id)) {
-        if let Some(session) = sessions::start_from_transaction(tx, link).await? {
-            linked.insert(link.charger_id.to_string(), session);
-        }
-    }
-    events.extend(
-        links
-            .iter()
-            .filter(|l| !raced.contains(l.charger_id))
-            .filter_map(|l| {
-                let session = linked.get(l.charger_id)?;
-                Some((sessions::started_event(session, l.started_at), l.started_at))
-            }),
-    );
-    Ok(linked)
-}
-
-/// Links each transaction of `links` to its session in one statement (see
-/// `start_sessions_many`). Returns the sessions by charger, and the chargers whose PENDING
-/// session changed state between the look and the update (left to the one-by-one path).
-async fn link_sessions(
-    tx: &mut Tx<'static>,
-    links: &[sessions::TransactionStart<'_>],
-) -> Result<(HashMap<String, SessionRecord>, HashSet<String>), StoreError> {
-    let mut linked = HashMap::new();
-    let mut raced = HashSet::new();
-    if links.is_empty() {
-        return Ok((linked, raced));
-    }
-    let ids: Vec<Uuid> = links.iter().map(|_| Uuid::now_v7()).collect();
-    let users: Vec<Uuid> = links.iter().map(|l| l.user_id).collect();
-    let chargers: Vec<&str> = links.iter().map(|l| l.charger_id).collect();
-    let connectors: Vec<i32> = links.iter().map(|l| l.connector_id).collect();
-    let tags: Vec<&str> = links.iter().map(|l| l.id_tag).collect();
-    let at: Vec<DateTime<Utc>> = links.iter().map(|l| l.started_at).collect();
-    let registers: Vec<Option<Decimal>> = links.iter().map(|l| l.meter_start_wh).collect();
-    let pks: Vec<i64> = links.iter().map(|l| l.transaction_pk).collect();
-    let remote_starts: Vec<Option<i32>> = links.iter().map(|l| l.remote_start_id).collect();
-    let pending_columns = S_COLUMNS.as_str();
-    // the session a remoteStartId names comes first (as `pending_for` looks), then the oldest by
-    // idTag; the UPDATE finds it by key (see `store::sessions`) and re-checks PENDING once it
-    // holds the row: a session that expired or failed meanwhile is not taken over (its charger
-    // is reported as raced)
-    let rows = sqlx::query(&format!(
-        "WITH k AS ( \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[], $7::numeric[], $8::int8[], $9::int4[]) \
-                 AS k(id, user_id, charger_id, connector_id, id_tag, started_at, meter_start_wh, transaction_pk, remote_start_id)), \
-         p AS ( \
-             SELECT DISTINCT ON (k.charger_id) k.charger_id, s.id AS session_id FROM k JOIN sessions s \
-                 ON s.charger_id = k.charger_id AND s.status = 'PENDING' \
-                 AND ((s.remote_start_id = k.remote_start_id AND s.user_id = k.user_id) \
-                     OR (s.id_tag = k.id_tag AND (s.connector_id = k.connector_id OR s.connector_id IS NULL))) \
-             ORDER BY k.charger_id, (s.remote_start_id = k.remote_start_id AND s.user_id = k.user_id) IS TRUE DESC, s.created_at), \
+/// The CTEs that find or create the session of each new transaction start in a CTE `n`
+/// (columns `charger_id, connector_id, id_tag, started_at, meter_start_wh, user_id, session_id,
+/// remote_start_id`; at most one row per charger), as `sessions::start_from_transaction` does
+/// one: for a start with a `user_id`, the PENDING app session (the one its `remoteStartId`
+/// names, else the oldest for the charger, idTag and connector) becomes IN_PROGRESS, else a
+/// charger-started session `session_id` is inserted (not for a charger without a station, nor
+/// on a connector with another open session). `p` holds the PENDING sessions found, `x` the
+/// sessions started, by charger. The UPDATE finds its session by key (see `store::sessions`)
+/// and re-checks PENDING once it holds the row: a session that expired or failed meanwhile is
+/// left (its charger is in `p` but not in `x`; `link_raced` settles it). The statement that
+/// uses them inserts the transaction rows after them, with `x.id`: the foreign key is checked
+/// at the end of the statement, when the sessions exist.
+pub(crate) static LINKING_SESSIONS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let session_columns = S_COLUMNS.as_str();
+    format!(
+        "p AS ( \
+             SELECT DISTINCT ON (n.charger_id) n.charger_id, s.id AS session_id FROM n JOIN sessions s \
+                 ON s.charger_id = n.charger_id AND s.status = 'PENDING' AND n.user_id IS NOT NULL \
+                 AND ((s.remote_start_id = n.remote_start_id AND s.user_id = n.user_id) \
+                     OR (s.id_tag = n.id_tag AND (s.connector_id = n.connector_id OR s.connector_id IS NULL))) \
+             ORDER BY n.charger_id, (s.remote_start_id = n.remote_start_id AND s.user_id = n.user_id) IS TRUE DESC, s.created_at), \
          u AS ( \
-             UPDATE sessions s SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF(k.connector_id, 0), s.connector_id), \
-                 start_time = k.started_at, meter_start_wh = k.meter_start_wh, meter_last_wh = k.meter_start_wh, \
+             UPDATE sessions s SET status = 'IN_PROGRESS', connector_id = COALESCE(NULLIF(n.connector_id, 0), s.connector_id), \
+                 start_time = n.started_at, meter_start_wh = n.meter_start_wh, meter_last_wh = n.meter_start_wh, \
                  pending_expires_at = NULL, updated_at = clock_timestamp() \
-             FROM p JOIN k ON k.charger_id = p.charger_id WHERE s.id = p.session_id AND (s.status = 'PENDING') IS TRUE \
-             RETURNING {pending_columns}), \
+             FROM p JOIN n ON n.charger_id = p.charger_id WHERE s.id = p.session_id AND (s.status = 'PENDING') IS TRUE \
+             RETURNING {session_columns}), \
          i AS ( \
              INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
-             SELECT k.id, k.user_id, c.station_id, k.charger_id, k.connector_id, k.id_tag, 'IN_PROGRESS', 'CHARGER', k.started_at, \
-                 k.meter_start_wh, k.meter_start_wh \
-             FROM k JOIN chargers c ON c.id = k.charger_id AND c.station_id IS NOT NULL \
-             WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.charger_id = k.charger_id) \
+             SELECT n.session_id, n.user_id, c.station_id, n.charger_id, n.connector_id, n.id_tag, 'IN_PROGRESS', 'CHARGER', n.started_at, \
+                 n.meter_start_wh, n.meter_start_wh \
+             FROM n JOIN chargers c ON c.id = n.charger_id AND c.station_id IS NOT NULL \
+             WHERE n.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM p WHERE p.charger_id = n.charger_id) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}), \
-         x AS (SELECT * FROM u UNION ALL SELECT * FROM i), \
-         l AS ( \
-             UPDATE charger_transactions t SET session_id = x.id FROM x JOIN k ON k.charger_id = x.charger_id \
-             WHERE t.id = k.transaction_pk) \
-         SELECT k.charger_id AS item, p.charger_id IS NOT NULL AS pending, x.* \
-         FROM k LEFT JOIN p ON p.charger_id = k.charger_id LEFT JOIN x ON x.charger_id = k.charger_id"
-    ))
-    .bind(&ids)
-    .bind(&users)
-    .bind(&chargers)
-    .bind(&connectors)
-    .bind(&tags)
-    .bind(&at)
-    .bind(&registers)
-    .bind(&pks)
-    .bind(&remote_starts)
-    .fetch_all(&mut **tx)
-    .await?;
-    for row in rows {
-        let item: String = row.try_get("item")?;
-        if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
-            linked.insert(item, <SessionRecord as sqlx::FromRow<_>>::from_row(&row)?);
-        } else if row.try_get::<bool, _>("pending")? {
-            raced.insert(item);
+         x AS (SELECT * FROM u UNION ALL SELECT * FROM i)"
+    )
+});
+
+/// Settles the session of a start whose transaction row a `LINKING_SESSIONS` statement stored:
+/// `linked` is the session it started; `pending` says whether it found a PENDING session, which
+/// then changed under it (expired or failed meanwhile) when nothing was linked: the one-by-one
+/// path looks again, and otherwise creates a session. A started session's SESSION_STARTED event
+/// is added to `events` (the one-by-one path writes its own).
+pub(crate) async fn settle_link(
+    tx: &mut Tx<'static>,
+    start: &sessions::TransactionStart<'_>,
+    linked: Option<SessionRecord>,
+    pending: bool,
+    events: &mut outbox::Queued,
+) -> Result<Option<SessionRecord>, StoreError> {
+    match linked {
+        Some(session) => {
+            events.push((
+                sessions::started_event(&session, start.started_at),
+                start.started_at,
+            ));
+            Ok(Some(session))
+        }
+        None if pending => sessions::start_from_transaction(tx, start).await,
+        None => {
+            tracing::warn!(charger_id = %start.charger_id, connector_id = start.connector_id, "connector already has an open session, or the charger no station; transaction not linked");
+            Ok(None)
         }
     }
-    Ok((linked, raced))
 }
 
 /// Stores `stops` (at most one per charger) of running transactions: each transaction closed,

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
 
 use super::sessions::{self, SessionRecord};
 use super::starts_and_stops;
@@ -283,10 +284,14 @@ pub struct EventEnded {
 }
 
 /// Creates the transactions of `starts` (at most one per charger) with their first seqNo and
-/// idToken, and starts the sessions of accepted users' tokens, their SESSION_STARTED events
-/// added to `events` (written by the caller before it commits), as the one-by-one path does for an event that creates its transaction. Per item:
-/// the transaction's key and the session it started, or `None` when its transaction already
-/// existed (events before the Started, a repeat): the general path settles those.
+/// idToken, each inserted already linked to the session of an accepted user's token (found or
+/// created as `starts_and_stops::LINKING_SESSIONS` says), in one statement; their
+/// SESSION_STARTED events are added to `events` (written by the caller before it commits), as
+/// the one-by-one path does for an event that creates its transaction. Per item: the
+/// transaction's key and the session it started, or `None` when its transaction already existed
+/// (events before the Started, a repeat): the general path settles those. A transaction another
+/// writer inserted meanwhile fails the statement (a unique violation), and with it the batch,
+/// whose items then run one by one.
 pub async fn started_many(
     tx: &mut Tx<'static>,
     starts: &[&EventStarted],
@@ -310,16 +315,34 @@ pub async fn started_many(
         .iter()
         .map(|s| s.id_token.as_ref().map(|(_, st)| st.as_str()))
         .collect();
-    let created: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "INSERT INTO charger_transactions (charger_id, connector_id, transaction_ref, started_at, meter_start_wh, \
-             first_seq_no, last_seq_no, id_tag, id_tag_status) \
-         SELECT k.charger_id, k.connector_id, k.transaction_ref, k.started_at, k.meter_start_wh, k.seq_no, k.seq_no, \
-             k.id_tag, k.id_tag_status \
-         FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::numeric[], $6::int4[], $7::text[], $8::text[]) \
-             AS k(charger_id, transaction_ref, connector_id, started_at, meter_start_wh, seq_no, id_tag, id_tag_status) \
-         ON CONFLICT (charger_id, transaction_ref) WHERE transaction_ref IS NOT NULL DO NOTHING \
-         RETURNING charger_id, id",
-    )
+    // a session only for a user's token
+    let users: Vec<Option<Uuid>> = starts
+        .iter()
+        .map(|s| s.user_id.filter(|_| s.id_token.is_some()))
+        .collect();
+    let ids: Vec<Uuid> = starts.iter().map(|_| Uuid::now_v7()).collect();
+    let remote_starts: Vec<Option<i32>> = starts.iter().map(|s| s.remote_start_id).collect();
+    let linking = starts_and_stops::LINKING_SESSIONS.as_str();
+    let rows = sqlx::query(&format!(
+        "WITH k AS ( \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::timestamptz[], $5::numeric[], $6::int4[], $7::text[], \
+                 $8::text[], $9::uuid[], $10::uuid[], $11::int4[]) \
+                 AS k(charger_id, transaction_ref, connector_id, started_at, meter_start_wh, seq_no, id_tag, id_tag_status, \
+                     user_id, session_id, remote_start_id)), \
+         n AS ( \
+             SELECT k.* FROM k WHERE NOT EXISTS (SELECT 1 FROM charger_transactions t \
+                 WHERE t.charger_id = k.charger_id AND t.transaction_ref = k.transaction_ref)), \
+         {linking}, \
+         ins AS ( \
+             INSERT INTO charger_transactions (charger_id, connector_id, transaction_ref, started_at, meter_start_wh, \
+                 first_seq_no, last_seq_no, id_tag, id_tag_status, session_id) \
+             SELECT n.charger_id, n.connector_id, n.transaction_ref, n.started_at, n.meter_start_wh, n.seq_no, n.seq_no, \
+                 n.id_tag, n.id_tag_status, x.id \
+             FROM n LEFT JOIN x ON x.charger_id = n.charger_id \
+             RETURNING charger_id, id) \
+         SELECT ins.charger_id AS item, ins.id AS t_pk, p.charger_id IS NOT NULL AS t_pending, x.* \
+         FROM ins LEFT JOIN p ON p.charger_id = ins.charger_id LEFT JOIN x ON x.charger_id = ins.charger_id"
+    ))
     .bind(&chargers)
     .bind(&refs)
     .bind(&connectors)
@@ -328,40 +351,49 @@ pub async fn started_many(
     .bind(&seqs)
     .bind(&tags)
     .bind(&statuses)
+    .bind(&users)
+    .bind(&ids)
+    .bind(&remote_starts)
     .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .collect();
-    let links: Vec<sessions::TransactionStart<'_>> = starts
-        .iter()
-        .filter_map(|s| {
-            let pk = *created.get(&s.charger_id)?;
-            let (id_tag, _) = s.id_token.as_ref()?;
-            Some(sessions::TransactionStart {
-                charger_id: &s.charger_id,
-                connector_id: s.connector_id,
-                id_tag,
-                user_id: s.user_id?,
-                started_at: s.started_at,
-                meter_start_wh: s.meter_start_wh,
-                transaction_pk: pk,
-                remote_start_id: s.remote_start_id,
-                source,
-            })
-        })
-        .collect();
-    let mut linked = starts_and_stops::start_sessions_many(tx, &links, events).await?;
-    Ok(starts
-        .iter()
-        .map(|s| {
-            let pk = *created.get(&s.charger_id)?;
-            let session = linked.remove(&s.charger_id);
-            if session.is_none() && s.user_id.is_some() {
-                tracing::warn!(charger_id = %s.charger_id, connector_id = s.connector_id, "connector already has an open session, or the charger no station; transaction not linked");
+    .await?;
+    let mut created: HashMap<String, (i64, Option<SessionRecord>, bool)> =
+        HashMap::with_capacity(rows.len());
+    for row in rows {
+        let session = match row.try_get::<Option<Uuid>, _>("id")? {
+            Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
+            None => None,
+        };
+        created.insert(
+            row.try_get("item")?,
+            (row.try_get("t_pk")?, session, row.try_get("t_pending")?),
+        );
+    }
+    let mut outcomes = Vec::with_capacity(starts.len());
+    for (s, user_id) in starts.iter().zip(users) {
+        let Some((pk, linked, pending)) = created.remove(&s.charger_id) else {
+            outcomes.push(None);
+            continue;
+        };
+        let session = match (user_id, &s.id_token) {
+            (Some(user_id), Some((id_tag, _))) => {
+                let start = sessions::TransactionStart {
+                    charger_id: &s.charger_id,
+                    connector_id: s.connector_id,
+                    id_tag,
+                    user_id,
+                    started_at: s.started_at,
+                    meter_start_wh: s.meter_start_wh,
+                    transaction_pk: pk,
+                    remote_start_id: s.remote_start_id,
+                    source,
+                };
+                starts_and_stops::settle_link(tx, &start, linked, pending, events).await?
             }
-            Some((pk, session))
-        })
-        .collect())
+            _ => None,
+        };
+        outcomes.push(Some((pk, session)));
+    }
+    Ok(outcomes)
 }
 
 /// Ends the running transactions of `ends` (at most one per charger) whose next seqNo they
