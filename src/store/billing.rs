@@ -540,9 +540,7 @@ pub async fn bill_sessions_in(
             status: status.to_string(),
         });
     }
-    ledger.write(tx, &balances).await?;
-    invoices.write(tx).await?;
-    outbox::enqueue_many(tx, events, policy.source).await?;
+    write_billed(tx, &ledger, &balances, &invoices, events, policy.source).await?;
     Ok(outcomes)
 }
 
@@ -573,59 +571,53 @@ impl InvoiceColumns {
         self.rows.push(row);
     }
 
-    /// The invoices and their sessions' cost, two statements.
-    async fn write(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
+    /// The invoices and their sessions' cost: two CTEs of `write_billed`'s statement, their
+    /// arrays numbered from `$first` (17 of them).
+    fn statement(first: usize) -> String {
+        let p: Vec<String> = (first..first + 17).map(|k| format!("${k}")).collect();
+        format!(
+            "inv AS (INSERT INTO invoices (id, session_id, user_id, amount, cost_amount, currency, energy_kwh, duration_minutes, \
+                 tariff_id, breakdown, covered_by_plan, status, due_date, paid_at) \
+             SELECT * FROM unnest({}::uuid[], {}::uuid[], {}::uuid[], {}::numeric[], {}::numeric[], {}::text[], \
+                 {}::numeric[], {}::int4[], {}::uuid[], {}::jsonb[], {}::bool[], {}::text[], {}::timestamptz[], \
+                 {}::timestamptz[])), \
+             cost AS (UPDATE sessions s SET cost = c.cost, currency = c.currency, updated_at = now() \
+             FROM unnest({}::uuid[], {}::numeric[], {}::text[]) AS c(id, cost, currency) WHERE s.id = c.id)",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16]
+        )
+    }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         let r = &self.rows;
-        let ids: Vec<Uuid> = r.iter().map(|i| i.id).collect();
         let sessions: Vec<Uuid> = r.iter().map(|i| i.session_id).collect();
-        let users: Vec<Uuid> = r.iter().map(|i| i.user_id).collect();
-        let amounts: Vec<Decimal> = r.iter().map(|i| i.amount).collect();
         let costs: Vec<Decimal> = r.iter().map(|i| i.cost).collect();
         let currencies: Vec<&str> = r.iter().map(|i| i.currency.as_str()).collect();
-        let energies: Vec<Decimal> = r.iter().map(|i| i.energy_kwh).collect();
-        let minutes: Vec<i32> = r.iter().map(|i| i.duration_minutes).collect();
-        let tariffs: Vec<Option<Uuid>> = r.iter().map(|i| i.tariff_id).collect();
-        let breakdowns: Vec<serde_json::Value> = r.iter().map(|i| i.breakdown.clone()).collect();
-        let covered: Vec<bool> = r.iter().map(|i| i.covered).collect();
-        let statuses: Vec<&str> = r.iter().map(|i| i.status).collect();
-        let dues: Vec<DateTime<Utc>> = r.iter().map(|i| i.due).collect();
-        let paid: Vec<Option<DateTime<Utc>>> = r.iter().map(|i| i.paid_at).collect();
-        sqlx::query(
-            "INSERT INTO invoices (id, session_id, user_id, amount, cost_amount, currency, energy_kwh, duration_minutes, \
-                 tariff_id, breakdown, covered_by_plan, status, due_date, paid_at) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::numeric[], $5::numeric[], $6::text[], \
-                 $7::numeric[], $8::int4[], $9::uuid[], $10::jsonb[], $11::bool[], $12::text[], $13::timestamptz[], \
-                 $14::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&sessions)
-        .bind(&users)
-        .bind(&amounts)
-        .bind(&costs)
-        .bind(&currencies)
-        .bind(&energies)
-        .bind(&minutes)
-        .bind(&tariffs)
-        .bind(&breakdowns)
-        .bind(&covered)
-        .bind(&statuses)
-        .bind(&dues)
-        .bind(&paid)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "UPDATE sessions s SET cost = c.cost, currency = c.currency, updated_at = now() \
-             FROM unnest($1::uuid[], $2::numeric[], $3::text[]) AS c(id, cost, currency) WHERE s.id = c.id",
-        )
-        .bind(&sessions)
-        .bind(&costs)
-        .bind(&currencies)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        query
+            .bind(r.iter().map(|i| i.id).collect::<Vec<Uuid>>())
+            .bind(sessions.clone())
+            .bind(r.iter().map(|i| i.user_id).collect::<Vec<Uuid>>())
+            .bind(r.iter().map(|i| i.amount).collect::<Vec<Decimal>>())
+            .bind(costs.clone())
+            .bind(currencies.clone())
+            .bind(r.iter().map(|i| i.energy_kwh).collect::<Vec<Decimal>>())
+            .bind(r.iter().map(|i| i.duration_minutes).collect::<Vec<i32>>())
+            .bind(r.iter().map(|i| i.tariff_id).collect::<Vec<Option<Uuid>>>())
+            .bind(
+                r.iter()
+                    .map(|i| i.breakdown.clone())
+                    .collect::<Vec<serde_json::Value>>(),
+            )
+            .bind(r.iter().map(|i| i.covered).collect::<Vec<bool>>())
+            .bind(r.iter().map(|i| i.status).collect::<Vec<&str>>())
+            .bind(r.iter().map(|i| i.due).collect::<Vec<DateTime<Utc>>>())
+            .bind(
+                r.iter()
+                    .map(|i| i.paid_at)
+                    .collect::<Vec<Option<DateTime<Utc>>>>(),
+            )
+            .bind(sessions)
+            .bind(costs)
+            .bind(currencies)
     }
 }
 
@@ -651,29 +643,30 @@ impl LedgerColumns {
         self.balances_after.push(after);
     }
 
-    /// The entries and the users' final balances, two statements.
-    async fn write(
-        self,
-        tx: &mut Tx<'_>,
-        balances: &std::collections::HashMap<Uuid, Decimal>,
-    ) -> Result<(), StoreError> {
-        if self.users.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO wallet_ledger (user_id, amount, currency, kind, idempotency_key, reference_id, balance_after) \
+    fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The entries and the users' final balances: two CTEs of `write_billed`'s statement, their
+    /// arrays numbered from `$first` (8 of them).
+    fn statement(first: usize) -> String {
+        let p: Vec<String> = (first..first + 8).map(|k| format!("${k}")).collect();
+        format!(
+            "ledger AS (INSERT INTO wallet_ledger (user_id, amount, currency, kind, idempotency_key, reference_id, balance_after) \
              SELECT l.user_id, l.amount, l.currency, 'INVOICE_PAYMENT', l.key, l.reference_id, l.balance_after \
-             FROM unnest($1::uuid[], $2::numeric[], $3::text[], $4::text[], $5::uuid[], $6::numeric[]) \
-                 WITH ORDINALITY AS l(user_id, amount, currency, key, reference_id, balance_after, n) ORDER BY l.n",
+             FROM unnest({}::uuid[], {}::numeric[], {}::text[], {}::text[], {}::uuid[], {}::numeric[]) \
+                 WITH ORDINALITY AS l(user_id, amount, currency, key, reference_id, balance_after, n) ORDER BY l.n), \
+             wallet AS (UPDATE users u SET wallet_balance = b.balance, updated_at = now() \
+             FROM unnest({}::uuid[], {}::numeric[]) AS b(id, balance) WHERE u.id = b.id)",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
         )
-        .bind(&self.users)
-        .bind(&self.amounts)
-        .bind(&self.currencies)
-        .bind(&self.keys)
-        .bind(&self.references)
-        .bind(&self.balances_after)
-        .execute(&mut **tx)
-        .await?;
+    }
+
+    fn bind<'q>(
+        &'q self,
+        query: PgQuery<'q>,
+        balances: &std::collections::HashMap<Uuid, Decimal>,
+    ) -> PgQuery<'q> {
         let mut debited: Vec<Uuid> = self.users.clone();
         debited.sort();
         debited.dedup();
@@ -681,16 +674,57 @@ impl LedgerColumns {
             .iter()
             .map(|u| balances.get(u).copied().unwrap_or_default())
             .collect();
-        sqlx::query(
-            "UPDATE users u SET wallet_balance = b.balance, updated_at = now() \
-             FROM unnest($1::uuid[], $2::numeric[]) AS b(id, balance) WHERE u.id = b.id",
-        )
-        .bind(&debited)
-        .bind(&finals)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        query
+            .bind(&self.users)
+            .bind(&self.amounts)
+            .bind(&self.currencies)
+            .bind(&self.keys)
+            .bind(&self.references)
+            .bind(&self.balances_after)
+            .bind(debited)
+            .bind(finals)
     }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// A billing batch's writes in one statement: the wallet debits and balances (when any), the
+/// invoices and their sessions' cost, and the events. Foreign keys (an invoice's session, a
+/// debit's user) are checked at the end of the statement.
+async fn write_billed(
+    tx: &mut Tx<'_>,
+    ledger: &LedgerColumns,
+    balances: &std::collections::HashMap<Uuid, Decimal>,
+    invoices: &InvoiceColumns,
+    events: outbox::Queued,
+    source: &str,
+) -> Result<(), StoreError> {
+    if invoices.rows.is_empty() {
+        // nothing billed: only debits come with invoices, and events with either
+        return outbox::enqueue_many(tx, events, source).await;
+    }
+    let events = outbox::Columns::new(events, source)?;
+    let sql = if ledger.is_empty() {
+        format!(
+            "WITH {} {}",
+            InvoiceColumns::statement(1),
+            outbox::Columns::statement(18)
+        )
+    } else {
+        format!(
+            "WITH {}, {} {}",
+            LedgerColumns::statement(1),
+            InvoiceColumns::statement(9),
+            outbox::Columns::statement(26)
+        )
+    };
+    let mut query = sqlx::query(&sql);
+    if !ledger.is_empty() {
+        query = ledger.bind(query, balances);
+    }
+    query = events.bind(invoices.bind(query));
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Why an invoice could not be paid.
