@@ -255,17 +255,27 @@ impl Handler<SessionLost> for SessionSupervisor {
         ctx.spawn(
             async move { sessions::find(&app.db, id).await }
                 .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    // spawns nothing if the charger left or the session finished meanwhile
-                    Ok(Some(record)) if record.is_open() => {
-                        act.spawn_actor(record, true, ctx);
+                .map(move |result, act, ctx| {
+                    // only while the dead address is still the one tracked: the charger may have
+                    // left (entry gone) or a new actor started meanwhile
+                    let dead = act.sessions.get(&id).is_some_and(|a| !a.connected());
+                    if !dead {
+                        return;
                     }
-                    Ok(_) => {
-                        act.sessions.remove(&id);
-                        act.chargers.remove(&id);
-                    }
-                    Err(e) => {
-                        tracing::error!(session_id = %id, error = %e, "could not read the session of a dead actor; it gets an actor at its next change");
+                    act.sessions.remove(&id);
+                    match result {
+                        // the new actor reads the session once more before deciding: a command
+                        // applied meanwhile without an actor sends no SessionChanged
+                        Ok(Some(record)) if record.is_open() => {
+                            act.spawn_actor(record, false, ctx);
+                        }
+                        Ok(_) => {
+                            act.chargers.remove(&id);
+                            act.finished.insert(id, Instant::now());
+                        }
+                        Err(e) => {
+                            tracing::error!(session_id = %id, error = %e, "could not read the session of a dead actor; it gets an actor at its next change");
+                        }
                     }
                 }),
         );
