@@ -105,18 +105,13 @@ impl Columns {
     /// The insert, its arrays numbered from `$first`; its order (and so the events'
     /// publication order) is the order given.
     pub fn statement(first: usize) -> String {
-        let p = |k: usize| first + k;
+        let arrays = crate::store::array_params(first, &["uuid", "text", "text", "text", "text"]);
         format!(
             "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
              SELECT e.event_id, e.event_type, e.aggregate_id, e.routing_key, e.body \
-             FROM unnest(${}::uuid[], ${}::text[], ${}::text[], ${}::text[], ${}::text[]) \
+             FROM unnest({arrays}) \
                  WITH ORDINALITY AS e(event_id, event_type, aggregate_id, routing_key, body, n) \
-             ORDER BY e.n",
-            p(0),
-            p(1),
-            p(2),
-            p(3),
-            p(4)
+             ORDER BY e.n"
         )
     }
 
@@ -134,6 +129,9 @@ impl Columns {
     }
 }
 
+/// `Columns::statement(1)`, built once.
+pub static EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| Columns::statement(1));
+
 /// Writes several events within `tx` in one statement; their outbox order (and so their
 /// publication order) is the order given.
 pub async fn enqueue_many(
@@ -146,7 +144,7 @@ pub async fn enqueue_many(
     }
     let columns = Columns::new(events, source)?;
     columns
-        .bind(sqlx::query(&Columns::statement(1)))
+        .bind(sqlx::query(&EVENTS))
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -7,7 +7,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{wallet, StoreError, Tx};
+use super::{array_params, wallet, StoreError, Tx};
 use crate::domain::tariff::{parse_usage_cost, Tariff};
 use crate::events::{outbox, Event};
 
@@ -574,16 +574,32 @@ impl InvoiceColumns {
     /// The invoices and their sessions' cost: two CTEs of `write_billed`'s statement, their
     /// arrays numbered from `$first` (17 of them).
     fn statement(first: usize) -> String {
-        let p: Vec<String> = (first..first + 17).map(|k| format!("${k}")).collect();
+        let invoices = array_params(
+            first,
+            &[
+                "uuid",
+                "uuid",
+                "uuid",
+                "numeric",
+                "numeric",
+                "text",
+                "numeric",
+                "int4",
+                "uuid",
+                "jsonb",
+                "bool",
+                "text",
+                "timestamptz",
+                "timestamptz",
+            ],
+        );
+        let costs = array_params(first + 14, &["uuid", "numeric", "text"]);
         format!(
             "inv AS (INSERT INTO invoices (id, session_id, user_id, amount, cost_amount, currency, energy_kwh, duration_minutes, \
                  tariff_id, breakdown, covered_by_plan, status, due_date, paid_at) \
-             SELECT * FROM unnest({}::uuid[], {}::uuid[], {}::uuid[], {}::numeric[], {}::numeric[], {}::text[], \
-                 {}::numeric[], {}::int4[], {}::uuid[], {}::jsonb[], {}::bool[], {}::text[], {}::timestamptz[], \
-                 {}::timestamptz[])), \
+             SELECT * FROM unnest({invoices})), \
              cost AS (UPDATE sessions s SET cost = c.cost, currency = c.currency, updated_at = now() \
-             FROM unnest({}::uuid[], {}::numeric[], {}::text[]) AS c(id, cost, currency) WHERE s.id = c.id)",
-            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16]
+             FROM unnest({costs}) AS c(id, cost, currency) WHERE s.id = c.id)"
         )
     }
 
@@ -650,15 +666,18 @@ impl LedgerColumns {
     /// The entries and the users' final balances: two CTEs of `write_billed`'s statement, their
     /// arrays numbered from `$first` (8 of them).
     fn statement(first: usize) -> String {
-        let p: Vec<String> = (first..first + 8).map(|k| format!("${k}")).collect();
+        let entries = array_params(
+            first,
+            &["uuid", "numeric", "text", "text", "uuid", "numeric"],
+        );
+        let balances = array_params(first + 6, &["uuid", "numeric"]);
         format!(
             "ledger AS (INSERT INTO wallet_ledger (user_id, amount, currency, kind, idempotency_key, reference_id, balance_after) \
              SELECT l.user_id, l.amount, l.currency, 'INVOICE_PAYMENT', l.key, l.reference_id, l.balance_after \
-             FROM unnest({}::uuid[], {}::numeric[], {}::text[], {}::text[], {}::uuid[], {}::numeric[]) \
+             FROM unnest({entries}) \
                  WITH ORDINALITY AS l(user_id, amount, currency, key, reference_id, balance_after, n) ORDER BY l.n), \
              wallet AS (UPDATE users u SET wallet_balance = b.balance, updated_at = now() \
-             FROM unnest({}::uuid[], {}::numeric[]) AS b(id, balance) WHERE u.id = b.id)",
-            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+             FROM unnest({balances}) AS b(id, balance) WHERE u.id = b.id)"
         )
     }
 
@@ -688,6 +707,25 @@ impl LedgerColumns {
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
+/// `write_billed`'s statement without wallet debits, built once.
+static BILLED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH {} {}",
+        InvoiceColumns::statement(1),
+        outbox::Columns::statement(18)
+    )
+});
+
+/// `write_billed`'s statement with wallet debits, built once.
+static BILLED_AND_DEBITED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH {}, {} {}",
+        LedgerColumns::statement(1),
+        InvoiceColumns::statement(9),
+        outbox::Columns::statement(26)
+    )
+});
+
 /// A billing batch's writes in one statement: the wallet debits and balances (when any), the
 /// invoices and their sessions' cost, and the events. Foreign keys (an invoice's session, a
 /// debit's user) are checked at the end of the statement.
@@ -704,21 +742,12 @@ async fn write_billed(
         return outbox::enqueue_many(tx, events, source).await;
     }
     let events = outbox::Columns::new(events, source)?;
-    let sql = if ledger.is_empty() {
-        format!(
-            "WITH {} {}",
-            InvoiceColumns::statement(1),
-            outbox::Columns::statement(18)
-        )
+    let sql: &str = if ledger.is_empty() {
+        &BILLED
     } else {
-        format!(
-            "WITH {}, {} {}",
-            LedgerColumns::statement(1),
-            InvoiceColumns::statement(9),
-            outbox::Columns::statement(26)
-        )
+        &BILLED_AND_DEBITED
     };
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(sql);
     if !ledger.is_empty() {
         query = ledger.bind(query, balances);
     }

@@ -69,3 +69,14 @@ impl StoreError {
 
 /// A Postgres transaction, the unit every state change and its outbox event share.
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
+/// The array parameters of an `unnest(...)`, numbered from `$first`: `$1::text[], $2::int4[]`
+/// for `array_params(1, &["text", "int4"])`.
+pub(crate) fn array_params(first: usize, types: &[&str]) -> String {
+    types
+        .iter()
+        .enumerate()
+        .map(|(k, t)| format!("${}::{t}[]", first + k))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -76,6 +76,14 @@ pub(crate) static S_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::
         .join(", ")
 });
 
+/// The session of a row that LEFT JOINed one (its `COLUMNS`): `None` when its `id` is NULL.
+pub(crate) fn joined(row: &sqlx::postgres::PgRow) -> Result<Option<SessionRecord>, StoreError> {
+    match sqlx::Row::try_get::<Option<Uuid>, _>(row, "id")? {
+        Some(_) => Ok(Some(<SessionRecord as sqlx::FromRow<_>>::from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
 impl SessionRecord {
     pub fn energy_kwh_f64(&self) -> f64 {
         self.energy_kwh.to_f64().unwrap_or_default()
@@ -594,10 +602,7 @@ pub async fn stop_v16(
     let Some(row) = row else {
         return Ok(None);
     };
-    let session = match row.try_get::<Option<Uuid>, _>("id")? {
-        Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
-        None => None,
-    };
+    let session = joined(&row)?;
     if let Some(done) = &session {
         outbox::enqueue(
             tx,

@@ -136,10 +136,7 @@ pub async fn start_v16_many(
         ) else {
             continue;
         };
-        let session = match row.try_get::<Option<Uuid>, _>("id")? {
-            Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
-            None => None,
-        };
+        let session = sessions::joined(&row)?;
         let status: Option<String> = row.try_get("t_status")?;
         stored.insert(
             row.try_get("item")?,
@@ -344,10 +341,7 @@ pub(crate) fn closed(
     }
     let mut stopped: HashMap<String, Stopped> = HashMap::with_capacity(rows.len());
     for row in rows {
-        let session = match row.try_get::<Option<Uuid>, _>("id")? {
-            Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
-            None => None,
-        };
+        let session = sessions::joined(&row)?;
         stopped.insert(
             row.try_get("item")?,
             Stopped {

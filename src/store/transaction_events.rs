@@ -359,10 +359,7 @@ pub async fn started_many(
     let mut created: HashMap<String, (i64, Option<SessionRecord>, bool)> =
         HashMap::with_capacity(rows.len());
     for row in rows {
-        let session = match row.try_get::<Option<Uuid>, _>("id")? {
-            Some(_) => Some(<SessionRecord as sqlx::FromRow<_>>::from_row(&row)?),
-            None => None,
-        };
+        let session = sessions::joined(&row)?;
         created.insert(
             row.try_get("item")?,
             (row.try_get("t_pk")?, session, row.try_get("t_pending")?),

@@ -275,23 +275,26 @@ impl SampleRows {
 
     /// The insert, its arrays numbered from `$first`.
     pub fn statement(first: usize) -> String {
-        let p = |k: usize| first + k;
+        let arrays = super::array_params(
+            first,
+            &[
+                "text",
+                "int4",
+                "int8",
+                "uuid",
+                "timestamptz",
+                "text",
+                "text",
+                "text",
+                "text",
+                "text",
+                "numeric",
+            ],
+        );
         format!(
             "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, \
                  measurand, phase, context, location, unit, value) \
-             SELECT * FROM unnest(${}::text[], ${}::int4[], ${}::int8[], ${}::uuid[], ${}::timestamptz[], \
-                 ${}::text[], ${}::text[], ${}::text[], ${}::text[], ${}::text[], ${}::numeric[])",
-            p(0),
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5),
-            p(6),
-            p(7),
-            p(8),
-            p(9),
-            p(10)
+             SELECT * FROM unnest({arrays})"
         )
     }
 
@@ -315,6 +318,19 @@ impl SampleRows {
     }
 }
 
+/// `SampleRows::statement(1)`, built once.
+static SAMPLES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| SampleRows::statement(1));
+
+/// Samples and events in one statement (a data-modifying CTE runs whether or not anything
+/// reads it), built once.
+static SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH samples AS ({}) {}",
+        SampleRows::statement(1),
+        outbox::Columns::statement(12)
+    )
+});
+
 /// Inserts samples of many messages in one statement.
 pub async fn insert_samples_many(
     tx: &mut Tx<'_>,
@@ -328,7 +344,7 @@ pub async fn insert_samples_many(
         columns.push(*owner, sample);
     }
     columns
-        .bind(sqlx::query(&SampleRows::statement(1)))
+        .bind(sqlx::query(&SAMPLES))
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -358,18 +374,13 @@ pub async fn insert_samples_and_events(
     source: &str,
 ) -> Result<(), StoreError> {
     let events = outbox::Columns::new(events, source)?;
-    let sql = match (samples.is_empty(), events.is_empty()) {
+    let sql: &str = match (samples.is_empty(), events.is_empty()) {
         (true, true) => return Ok(()),
-        (false, true) => SampleRows::statement(1),
-        (true, false) => outbox::Columns::statement(1),
-        // a data-modifying CTE runs whether or not anything reads it
-        (false, false) => format!(
-            "WITH samples AS ({}) {}",
-            SampleRows::statement(1),
-            outbox::Columns::statement(12)
-        ),
+        (false, true) => &SAMPLES,
+        (true, false) => &outbox::EVENTS,
+        (false, false) => &SAMPLES_AND_EVENTS,
     };
-    let mut query = sqlx::query(&sql);
+    let mut query = sqlx::query(sql);
     if !samples.is_empty() {
         query = samples.bind(query);
     }

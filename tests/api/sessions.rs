@@ -499,14 +499,14 @@ async fn update_session_caps_power_and_stops_at_the_energy_limit() {
     assert!(wait_status(&f, &session_id, "STOPPING").await);
 }
 
-#[actix_web::test]
-async fn a_crashed_session_actor_is_restarted_from_postgres() {
+/// Starts a session, changes Postgres behind its actor's back (as another writer's commit
+/// would: the energy limit is already passed), crashes the actor, and expects the actor that
+/// takes over to stop the session without any new reading: only one that read Postgres knows.
+async fn a_crashed_actor_acts_on_what_postgres_holds(panic: bool) {
     let f = fixture().await;
     let mut cp = online_charger(&f.app, "CP-S1").await;
     let (session_id, id_tag, _) = start_accepted(&f, &mut cp).await;
     let _tid = charger_starts(&mut cp, &id_tag, 0).await;
-    // Postgres changes behind the actor's back (as another writer's commit would): only a
-    // restarted actor that reloads before deciding sees that the energy limit is already passed
     sqlx::query("UPDATE sessions SET max_energy_kwh = 1, energy_kwh = 1.5 WHERE id = $1::uuid")
         .bind(&session_id)
         .execute(&f.app.db)
@@ -518,50 +518,31 @@ async fn a_crashed_session_actor_is_restarted_from_postgres() {
         .sessions
         .send(CrashSession {
             session_id: session_id.parse().unwrap(),
-            panic: false,
+            panic,
         })
         .await
         .unwrap();
     assert!(crashed);
-    // the restarted actor reloaded the session and enforces the limit without any new reading
     let (id, action, _) = cp.next_server_call().await;
     assert_eq!(action, "RemoteStopTransaction");
     cp.reply(&id, json!({ "status": "Accepted" })).await;
     assert!(wait_status(&f, &session_id, "STOPPING").await);
     assert_eq!(f.app.ctx.sessions.send(SessionActorCount).await.unwrap(), 1);
+    // the gauge counts actors that exist: a dead one is not among them
+    assert_eq!(f.app.ctx.metrics.sessions_active.get(), 1);
+}
+
+#[actix_web::test]
+async fn a_crashed_session_actor_is_restarted_from_postgres() {
+    // it stops: actix restarts it in place, and it reloads before deciding
+    a_crashed_actor_acts_on_what_postgres_holds(false).await;
 }
 
 #[actix_web::test]
 async fn a_session_actor_that_panics_is_replaced_from_postgres() {
-    let f = fixture().await;
-    let mut cp = online_charger(&f.app, "CP-S1").await;
-    let (session_id, id_tag, _) = start_accepted(&f, &mut cp).await;
-    let _tid = charger_starts(&mut cp, &id_tag, 0).await;
-    sqlx::query("UPDATE sessions SET max_energy_kwh = 1, energy_kwh = 1.5 WHERE id = $1::uuid")
-        .bind(&session_id)
-        .execute(&f.app.db)
-        .await
-        .unwrap();
     // a bug in a handler: the actor's task unwinds and its address goes dead (actix restarts
     // only actors that stop); the supervisor must start a new one, which reads Postgres
-    let crashed = f
-        .app
-        .ctx
-        .sessions
-        .send(CrashSession {
-            session_id: session_id.parse().unwrap(),
-            panic: true,
-        })
-        .await
-        .unwrap();
-    assert!(crashed);
-    let (id, action, _) = cp.next_server_call().await;
-    assert_eq!(action, "RemoteStopTransaction");
-    cp.reply(&id, json!({ "status": "Accepted" })).await;
-    assert!(wait_status(&f, &session_id, "STOPPING").await);
-    assert_eq!(f.app.ctx.sessions.send(SessionActorCount).await.unwrap(), 1);
-    // the gauge counts actors that exist: the dead one is not among them
-    assert_eq!(f.app.ctx.metrics.sessions_active.get(), 1);
+    a_crashed_actor_acts_on_what_postgres_holds(true).await;
 }
 
 #[actix_web::test]
