@@ -378,14 +378,9 @@ async fn transaction_keys(
     app: &AppContext,
     record: &SessionRecord,
 ) -> Result<(Option<i32>, Option<String>), CommandError> {
-    let invalid = |e: crate::store::StoreError| CommandError::Invalid(e.to_string());
-    let transaction_id = sessions::transaction_id(&app.db, record.id)
+    sessions::transaction_keys(&app.db, record.id)
         .await
-        .map_err(invalid)?;
-    let transaction_ref = sessions::transaction_ref(&app.db, record.id)
-        .await
-        .map_err(invalid)?;
-    Ok((transaction_id, transaction_ref))
+        .map_err(|e| CommandError::Invalid(e.to_string()))
 }
 
 /// Asks the charger to stop the session's transaction; IN_PROGRESS becomes STOPPING.

@@ -630,29 +630,20 @@ pub async fn station_exists(pool: &PgPool, station_id: Uuid) -> Result<bool, Sto
     )
 }
 
-/// The 1.6 transactionId of a session's charger transaction.
-pub async fn transaction_id(pool: &PgPool, session_id: Uuid) -> Result<Option<i32>, StoreError> {
-    Ok(sqlx::query_scalar::<_, Option<i32>>(
-        "SELECT transaction_id FROM charger_transactions WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
-    )
-    .bind(session_id)
-    .fetch_optional(pool)
-    .await?
-    .flatten())
-}
-
-/// The 2.0.1 transactionId (the charger's string) of a session's charger transaction.
-pub async fn transaction_ref(
+/// The charger's keys of a session's (latest) charger transaction: the 1.6 transactionId and
+/// the 2.0.1 transactionId string, whichever its protocol has.
+pub async fn transaction_keys(
     pool: &PgPool,
     session_id: Uuid,
-) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar::<_, Option<String>>(
-        "SELECT transaction_ref FROM charger_transactions WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
+) -> Result<(Option<i32>, Option<String>), StoreError> {
+    Ok(sqlx::query_as::<_, (Option<i32>, Option<String>)>(
+        "SELECT transaction_id, transaction_ref FROM charger_transactions \
+         WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
     )
     .bind(session_id)
     .fetch_optional(pool)
     .await?
-    .flatten())
+    .unwrap_or((None, None)))
 }
 
 #[cfg(test)]
