@@ -151,8 +151,15 @@ pub struct Sessions {
     pub start_after_secs: [f64; 2],
     /// How long energy flows.
     pub length_secs: f64,
-    /// Pause between two sessions of one charger.
+    /// Pause between two sessions of one charger, from the end of one (its StopTransaction
+    /// answered) to the start of the next: the offered rate falls as the server slows (closed
+    /// loop).
     pub gap_secs: f64,
+    /// Instead of `gap_secs`: a charger's local sessions start one every `every_secs`, counted
+    /// from when the last one was due (open loop), so N chargers offer N / `every_secs`
+    /// sessions/s whatever the server's latency. A session that ends later than its successor
+    /// is due starts the next one at once.
+    pub every_secs: Option<f64>,
     /// Charging power while unrestricted by a charging profile.
     pub power_kw: f64,
     /// RFID tags presented locally, round-robin. Tags of the users registered for `[app]` are
@@ -169,6 +176,7 @@ impl Default for Sessions {
             start_after_secs: [1.0, 5.0],
             length_secs: 10.0,
             gap_secs: 5.0,
+            every_secs: None,
             power_kw: 11.0,
             id_tags: Vec::new(),
         }
@@ -330,6 +338,11 @@ impl Scenario {
         if non_negative.iter().any(|v| !v.is_finite() || *v < 0.0) {
             return bad("rates, lengths and delays cannot be negative");
         }
+        if let Some(every) = self.sessions.every_secs {
+            if !every.is_finite() || every <= self.sessions.length_secs {
+                return bad("sessions.every_secs must be longer than sessions.length_secs");
+            }
+        }
         if self.duration_secs > 7.0 * 86_400.0 {
             return bad("duration is capped at a week");
         }
@@ -425,6 +438,18 @@ mod tests {
             ..Scenario::default()
         };
         assert!(s.validate().is_err());
+        // a cadence shorter than a session would start one before the last ended
+        let cadence = |every: f64| Scenario {
+            sessions: Sessions {
+                length_secs: 1.0,
+                every_secs: Some(every),
+                ..Sessions::default()
+            },
+            ..Scenario::default()
+        };
+        assert!(cadence(1.0).validate().is_err());
+        assert!(cadence(f64::NAN).validate().is_err());
+        assert!(cadence(1.5).validate().is_ok());
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub struct Charger {
     pub(super) sessions_left: u32,
     pub(super) sessions_begun: u32,
     pub(super) next_session_at: Option<Instant>,
+    /// When the last local session was due (the cadence of `sessions.every_secs` counts from it).
+    pub(super) last_session_due: Option<Instant>,
     pub(super) next_drop_at: Option<Instant>,
     pub(super) next_malformed_at: Option<Instant>,
     pub(super) storms_seen: usize,
@@ -158,6 +160,7 @@ impl Charger {
             sessions_left: plan.local_sessions,
             sessions_begun: 0,
             next_session_at: None,
+            last_session_due: None,
             next_drop_at,
             next_malformed_at,
             storms_seen: 0,
@@ -385,8 +388,9 @@ impl Charger {
         if self.link.heartbeat_due.is_some_and(|t| now >= t) {
             self.heartbeat_tick(now);
         }
-        if self.next_session_at.is_some_and(|t| now >= t) {
+        if let Some(due) = self.next_session_at.filter(|t| now >= *t) {
             self.next_session_at = None;
+            self.last_session_due = Some(due);
             self.start_local_session(now);
         }
         for connector in 1..=self.state.connectors.len() {
@@ -653,9 +657,7 @@ impl Charger {
                     self.state.connectors[connector - 1].tx = None;
                     self.set_status(connector, Status::Available);
                     if self.sessions_left > 0 && self.draining_until.is_none() {
-                        self.next_session_at = Some(
-                            now + Duration::from_secs_f64(self.env.scenario.sessions.gap_secs),
-                        );
+                        self.next_session_at = Some(self.next_session_after(now));
                     }
                 } else {
                     self.session_ended(connector, now, None);

@@ -139,8 +139,17 @@ impl Charger {
         };
         self.set_status(connector, available);
         if self.sessions_left > 0 && self.draining_until.is_none() {
-            self.next_session_at =
-                Some(now + Duration::from_secs_f64(self.env.scenario.sessions.gap_secs));
+            self.next_session_at = Some(self.next_session_after(now));
+        }
+    }
+
+    /// When the next local session starts, a session having ended at `now`: `gap_secs` later,
+    /// or on the cadence of `every_secs` (at once when the cadence is behind).
+    pub(super) fn next_session_after(&self, now: Instant) -> Instant {
+        let sessions = &self.env.scenario.sessions;
+        match (sessions.every_secs, self.last_session_due) {
+            (Some(every), Some(due)) => (due + Duration::from_secs_f64(every)).max(now),
+            _ => now + Duration::from_secs_f64(sessions.gap_secs),
         }
     }
 
