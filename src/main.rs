@@ -28,7 +28,10 @@ async fn main() -> ExitCode {
         Err(err) => {
             // one human-readable line, no backtrace
             eprintln!("chargegrid: {err:#}");
-            ExitCode::FAILURE
+            // and nothing after it: returning would drop the actor system with its actors'
+            // pending futures, whose pooled database connections need the runtime that is
+            // being torn down (sqlx panics, and a backtrace follows the one line)
+            std::process::exit(1)
         }
     }
 }

@@ -31,6 +31,36 @@ fn serve_exits_non_zero_with_one_line_when_the_database_is_unreachable() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+#[actix_web::test]
+async fn serve_exits_non_zero_with_one_line_when_its_port_is_taken() {
+    use secrecy::ExposeSecret;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("local address").port();
+    // everything else is there: the server gets as far as its actors before it cannot listen
+    let settings = isolated_settings().await;
+    let output = Command::new(BIN)
+        .args(["serve"])
+        .env("DATABASE_URL", settings.database.url.expose_secret())
+        .env("MONGODB_URL", settings.mongodb.url.expose_secret())
+        .env("CHARGEGRID__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
+        .env("CHARGEGRID__EVENTS__NAMESPACE", &settings.events.namespace)
+        .env("CHARGEGRID__EVENTS__EPHEMERAL", "true")
+        .env("JWT_SECRET", "a-long-enough-secret-for-this-test-000000")
+        .env("HTTP_BIND", format!("127.0.0.1:{port}"))
+        .env("NODE_ID", "port-taken")
+        .output()
+        .expect("run chargegrid");
+    drop(taken);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("chargegrid: cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn serve_refuses_to_start_without_jwt_secret() {
     let output = Command::new(BIN)
