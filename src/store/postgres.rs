@@ -32,29 +32,45 @@ fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, PostgresErro
             url: mask_url(raw),
             reason: format!("invalid DATABASE_URL: {e}"),
         })?;
-    let ssl_mode_given = std::env::var_os("PGSSLMODE").is_some() || names_ssl_mode(raw);
-    Ok(if !ssl_mode_given && on_this_machine(&options) {
+    Ok(if !asks_about_tls(raw) && on_this_machine(&options) {
         options.ssl_mode(PgSslMode::Disable)
     } else {
         options
     })
 }
 
-/// Whether the URL says how to use TLS itself (`sslmode=...`).
-fn names_ssl_mode(raw: &str) -> bool {
-    url::Url::parse(raw)
-        .map(|u| {
-            u.query_pairs().any(|(k, _)| {
-                k.eq_ignore_ascii_case("sslmode") || k.eq_ignore_ascii_case("ssl-mode")
-            })
-        })
-        .unwrap_or(false)
+/// Whether the configuration says anything about TLS: an `sslmode` (in the URL, or a valid
+/// PGSSLMODE), or certificates to present or to check (a server that wants a client
+/// certificate must still get one). Keys as sqlx reads them (case-sensitive).
+fn asks_about_tls(raw: &str) -> bool {
+    const KEYS: [&str; 9] = [
+        "sslmode",
+        "ssl-mode",
+        "sslrootcert",
+        "ssl-root-cert",
+        "ssl-ca",
+        "sslcert",
+        "ssl-cert",
+        "sslkey",
+        "ssl-key",
+    ];
+    let in_url = url::Url::parse(raw)
+        .map(|u| u.query_pairs().any(|(k, _)| KEYS.contains(&k.as_ref())))
+        .unwrap_or(false);
+    let mode_in_env = std::env::var("PGSSLMODE")
+        .ok()
+        .is_some_and(|v| v.parse::<PgSslMode>().is_ok());
+    let certs_in_env = ["PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    in_url || mode_in_env || certs_in_env
 }
 
-/// A database reached over loopback or a Unix socket. TLS to it protects nothing (the traffic
-/// never leaves the machine) and, with libpq's default `prefer` against a server that has
-/// TLS on (Debian's default), costs both sides a cipher on every round trip: ~5 % of the
-/// machine in the start-session benchmark. A URL or PGSSLMODE that names a mode is obeyed.
+/// A database reached over loopback or a Unix socket. TLS to it protects nothing when the server
+/// is on this machine and, with libpq's default `prefer` against a server that has TLS on
+/// (Debian's default), costs both sides a cipher on every round trip: 3.8 % of the machine in
+/// PostgreSQL's TLS libraries alone under the start-session benchmark (ADR 022). A loopback
+/// port that forwards elsewhere must name its `sslmode`.
 fn on_this_machine(options: &PgConnectOptions) -> bool {
     if options.get_socket().is_some() {
         return true;
@@ -239,6 +255,15 @@ mod tests {
         assert!(matches!(
             mode("postgres://u@127.0.0.1/d?sslmode=require"),
             PgSslMode::Require
+        ));
+        // certificates to present or check keep the driver's default (prefer) here too
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/d?sslcert=/c.pem&sslkey=/k.pem"),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres://u@localhost/d?sslrootcert=/ca.pem"),
+            PgSslMode::Prefer
         ));
         // another machine keeps the driver's default (prefer) or what the URL says
         assert!(matches!(
