@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Failure drills: `chargegrid all` (billing in process) under simulator load (RFID sessions with
-# meter values, back to back) while RabbitMQ, PostgreSQL and Redis are restarted one after the
+# meter values, one every 1.5 s per charger) while RabbitMQ, PostgreSQL and Redis are restarted one after the
 # other mid-run. Prints the figures RELIABILITY.md records: acknowledged transaction messages
 # lost, ended sessions without exactly one invoice, events left unpublished, time to recover,
 # and what the chargers saw.

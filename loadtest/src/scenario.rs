@@ -157,8 +157,11 @@ pub struct Sessions {
     pub gap_secs: f64,
     /// Instead of `gap_secs`: a charger's local sessions start one every `every_secs`, counted
     /// from when the last one was due (open loop), so N chargers offer N / `every_secs`
-    /// sessions/s whatever the server's latency. A session that ends later than its successor
-    /// is due starts the next one at once.
+    /// sessions/s as long as a session and its messages fit within the period. A session that
+    /// ends later than its successor is due starts the next one at once, and the cadence counts
+    /// from then (the offered rate falls, as with `gap_secs`). The first session starts
+    /// `start_after_secs[0]` plus a random part of one period after boot, so the chargers'
+    /// phases are spread evenly over the period.
     pub every_secs: Option<f64>,
     /// Charging power while unrestricted by a charging profile.
     pub power_kw: f64,

@@ -110,7 +110,14 @@ impl Plan {
         };
         let (local_sessions, app_sessions) = if local { (sessions, 0) } else { (0, sessions) };
         let [lo, hi] = scenario.sessions.start_after_secs;
-        let first_session_after = Duration::from_secs_f64(rng.gen_range(lo..=hi));
+        // On a fixed cadence the first session's offset stays each charger's phase for the
+        // whole run: drawn over exactly one period, the phases are even whatever the connect
+        // times (a connect time plus a uniform offset of one period is uniform modulo it), so
+        // the chargers offer a steady rate rather than waves.
+        let first_session_after = match scenario.sessions.every_secs {
+            Some(every) => Duration::from_secs_f64(lo + rng.gen_range(0.0..every)),
+            None => Duration::from_secs_f64(rng.gen_range(lo..=hi)),
+        };
         let heartbeat = match scenario.heartbeat.mode {
             HeartbeatMode::Server => HeartbeatPlan::Server,
             HeartbeatMode::Off => HeartbeatPlan::Off,
