@@ -422,6 +422,23 @@ struct Readings {
     written: HashMap<Uuid, Instant>,
     pending: HashMap<Uuid, Held>,
     transactions: HashMap<TransactionKey, TransactionRow>,
+    events: HashMap<EventKey, EventRow>,
+}
+
+/// A 2.0.1 transaction as its charger names it (charger, transactionId).
+type EventKey = (String, String);
+
+/// What a shard remembers of a running 2.0.1 transaction: its row, session and EVSE, and the
+/// last seqNo it committed for it. The seqNo is checked where it is written (the batch's last
+/// statement moves it on only from the one before): a transaction another writer moved on
+/// (another replica, or this shard's general path) fails that statement, and the batch runs
+/// again item by item with the shard's memory of 2.0.1 transactions cleared.
+#[derive(Debug, Clone, Copy)]
+struct EventRow {
+    pk: i64,
+    session: Option<Uuid>,
+    connector: i32,
+    last_seq: i32,
 }
 
 impl Readings {
@@ -456,6 +473,21 @@ impl Readings {
             self.transactions.clear();
         }
         self.transactions.extend(known);
+    }
+
+    /// Remembers 2.0.1 transactions as a committed batch left them, and forgets ended ones.
+    fn events_committed(
+        &mut self,
+        known: impl IntoIterator<Item = (EventKey, EventRow)>,
+        ended: impl IntoIterator<Item = EventKey>,
+    ) {
+        for key in ended {
+            self.events.remove(&key);
+        }
+        if self.events.len() > REMEMBERED_TRANSACTIONS {
+            self.events.clear();
+        }
+        self.events.extend(known);
     }
 
     /// Whether a held reading is due.
@@ -786,16 +818,82 @@ async fn run_together(
     if let Err(e) = settle(&mut tx, &ended, settled, &mut results, (kind, tally)).await {
         return Together::ItemFailed(e);
     }
+    // updates of transactions the shard remembers, each its transaction's next seqNo and its
+    // charger's one item in the batch: their seqNo moves in the batch's last statement, which
+    // checks it; the others are looked up (and moved on) by `in_sequence`
+    let mut claimed: Vec<(EventKey, EventRow)> = Vec::new();
+    let mut looked_up: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
+    {
+        let remembered = match state.lock() {
+            Ok(readings) => updates
+                .iter()
+                .map(|(_, u, _)| {
+                    readings
+                        .events
+                        .get(&(u.charger_id.clone(), u.transaction_ref.clone()))
+                        .copied()
+                })
+                .collect::<Vec<_>>(),
+            Err(_) => vec![None; updates.len()],
+        };
+        for ((i, u, general), row) in updates.iter().zip(remembered) {
+            match row {
+                Some(row)
+                    if alone(&u.charger_id) && row.last_seq.checked_add(1) == Some(u.seq_no) =>
+                {
+                    tally.add("transaction_event_updated", "set");
+                    tail.claims
+                        .push(&u.charger_id, &u.transaction_ref, u.seq_no);
+                    owned.push((
+                        *i,
+                        MeterWrite {
+                            charger_id: u.charger_id.clone(),
+                            connector_id: row.connector,
+                            owner: MeterOwner::Known {
+                                transaction_pk: row.pk,
+                                session_id: row.session,
+                            },
+                            samples: u.samples.clone(),
+                            reading: u.reading,
+                        },
+                    ));
+                    claimed.push((
+                        (u.charger_id.clone(), u.transaction_ref.clone()),
+                        EventRow {
+                            last_seq: u.seq_no,
+                            ..row
+                        },
+                    ));
+                }
+                _ => looked_up.push((*i, u, general)),
+            }
+        }
+    }
     // in-sequence updates join the meter messages; the others take the general path
-    let mut as_meters = match in_sequence(&mut tx, &updates).await {
+    let mut as_meters = match in_sequence(&mut tx, &looked_up).await {
         Ok(found) => found,
         Err(e) => return Together::ItemFailed(e),
     };
-    for (i, _, general) in &updates {
+    for (i, u, general) in &looked_up {
         let kind = "transaction_event_updated";
         match as_meters.remove(i) {
             Some(write) => {
                 tally.add(kind, "set");
+                if let MeterOwner::Known {
+                    transaction_pk,
+                    session_id,
+                } = write.owner
+                {
+                    claimed.push((
+                        (u.charger_id.clone(), u.transaction_ref.clone()),
+                        EventRow {
+                            pk: transaction_pk,
+                            session: session_id,
+                            connector: write.connector_id,
+                            last_seq: u.seq_no,
+                        },
+                    ));
+                }
                 owned.push((*i, write))
             }
             None => {
@@ -837,15 +935,32 @@ async fn run_together(
         let answer: Option<Option<SessionRecord>> = Some(read.or(session));
         results[i] = Some(Outcome::Job(Box::new(answer)));
     }
-    // the samples and events of every set-based statement: the batch's last statement
-    if let Err(e) = tail.write(&mut tx, source).await {
-        return Together::ItemFailed(e);
+    // the seqNo claims, samples and events of every set-based statement: the batch's last
+    // statement
+    let claims = tail.claims.len();
+    match tail.write(&mut tx, source).await {
+        Ok(held) if held == claims => {}
+        Ok(held) => {
+            // a remembered transaction moved on elsewhere: forget them all, look them up again
+            if let Ok(mut readings) = state.lock() {
+                readings.events.clear();
+            }
+            return Together::ItemFailed(StoreError::Conflict(format!(
+                "{} of {claims} remembered 2.0.1 transactions moved on elsewhere",
+                claims.saturating_sub(held)
+            )));
+        }
+        Err(e) => return Together::ItemFailed(e),
     }
     if let Err(e) = tx.commit().await {
         return Together::CommitFailed(e.to_string());
     }
     if let Ok(mut readings) = state.lock() {
         readings.transactions_committed(opened, stopped);
+        let ended_keys = ended
+            .iter()
+            .map(|(_, e, _)| (e.charger_id.clone(), e.transaction_ref.clone()));
+        readings.events_committed(claimed, ended_keys);
     }
     if let Some(mut stored) = done {
         // every flush of the batch shares the refreshed sessions; the first one reports them

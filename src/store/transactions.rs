@@ -298,6 +298,25 @@ impl SampleRows {
         )
     }
 
+    /// Binds the arrays to a query answering one value, in the statement's order.
+    pub fn bind_scalar<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.chargers)
+            .bind(&self.connectors)
+            .bind(&self.pks)
+            .bind(&self.sessions)
+            .bind(&self.at)
+            .bind(&self.measurands)
+            .bind(&self.phases)
+            .bind(&self.contexts)
+            .bind(&self.locations)
+            .bind(&self.units)
+            .bind(&self.values)
+    }
+
     /// Binds the arrays, in the statement's order.
     pub fn bind<'q>(
         &'q self,
@@ -350,18 +369,72 @@ pub async fn insert_samples_many(
     Ok(())
 }
 
-/// What a batch writes last, in one statement: the samples and the events its statements
-/// gathered.
+/// 2.0.1 transactions whose seqNo a batch moves on in its last statement (the writer shard
+/// remembered them, so no statement looked them up): charger, transactionId, the new seqNo.
+#[derive(Default)]
+pub struct SeqClaims {
+    chargers: Vec<String>,
+    refs: Vec<String>,
+    seqs: Vec<i32>,
+}
+
+impl SeqClaims {
+    pub fn push(&mut self, charger_id: &str, transaction_ref: &str, seq_no: i32) {
+        self.chargers.push(charger_id.to_string());
+        self.refs.push(transaction_ref.to_string());
+        self.seqs.push(seq_no);
+    }
+
+    pub fn len(&self) -> usize {
+        self.chargers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chargers.is_empty()
+    }
+}
+
+/// The claims, samples and events in one statement; it answers how many claims held (a
+/// transaction whose stored seqNo is not the one before its claim is left as it is).
+static CLAIMS_SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH seq AS (UPDATE charger_transactions t SET last_seq_no = k.seq_no, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::int4[]) AS k(charger_id, transaction_ref, seq_no) \
+             WHERE t.charger_id = k.charger_id AND t.transaction_ref = k.transaction_ref \
+                 AND t.first_seq_no IS NOT NULL AND t.last_seq_no::int8 + 1 = k.seq_no::int8 \
+             RETURNING 1), \
+         samples AS ({}), events AS ({}) \
+         SELECT count(*) FROM seq",
+        SampleRows::statement(4),
+        outbox::Columns::statement(15)
+    )
+});
+
+/// What a batch writes last, in one statement: the seqNo claims, the samples and the events its
+/// statements gathered.
 #[derive(Default)]
 pub struct Tail {
     pub events: outbox::Queued,
     pub samples: SampleRows,
+    pub claims: SeqClaims,
 }
 
 impl Tail {
-    /// Inserts both (nothing when both are empty).
-    pub async fn write(self, tx: &mut Tx<'_>, source: &str) -> Result<(), StoreError> {
-        insert_samples_and_events(tx, &self.samples, self.events, source).await
+    /// Inserts them (nothing when all are empty); answers how many claims held.
+    pub async fn write(self, tx: &mut Tx<'_>, source: &str) -> Result<usize, StoreError> {
+        if self.claims.is_empty() {
+            insert_samples_and_events(tx, &self.samples, self.events, source).await?;
+            return Ok(0);
+        }
+        let events = outbox::Columns::new(self.events, source)?;
+        let query = sqlx::query_scalar::<_, i64>(&CLAIMS_SAMPLES_AND_EVENTS)
+            .bind(&self.claims.chargers)
+            .bind(&self.claims.refs)
+            .bind(&self.claims.seqs);
+        let query = self.samples.bind_scalar(query);
+        let query = events.bind_scalar(query);
+        let held = query.fetch_one(&mut **tx).await?;
+        Ok(usize::try_from(held).unwrap_or(0))
     }
 }
 

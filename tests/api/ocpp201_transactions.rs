@@ -485,3 +485,70 @@ async fn a_seq_no_gap_makes_the_csms_ask_for_the_transactions_status() {
     let (_, action) = tokio::join!(reset, station);
     assert_eq!(action, "Reset");
 }
+
+/// The writer remembers a running transaction's seqNo after its first in-sequence update and
+/// moves it on in the batch's last statement. When something else moved the stored seqNo on
+/// meanwhile (another replica's writer, say), what is stored wins: the batch runs again item by
+/// item, and an event the stored bookkeeping has seen changes nothing.
+#[actix_web::test]
+async fn a_remembered_seq_no_that_moved_on_elsewhere_yields_to_the_stored_one() {
+    let (app, _) = app_with_station("CS-MEM").await;
+    let (_, id_tag) = driver(&app, "mem@example.com").await;
+    let mut cs = booted(&app, "CS-MEM").await;
+    let started = with_meter(
+        with_token(
+            event("Started", 0, "TX-MEM", "2026-11-21T10:00:00Z"),
+            &id_tag,
+        ),
+        0,
+        None,
+        "Transaction.Begin",
+    );
+    send(&mut cs, started).await;
+    let update = |seq: i64, wh: i64, at: &str| {
+        with_meter(
+            event("Updated", seq, "TX-MEM", at),
+            wh,
+            Some(7_000),
+            "Sample.Periodic",
+        )
+    };
+    // the first update is looked up, the next ones are remembered
+    for (seq, wh, at) in [
+        (1, 1_000, "2026-11-21T10:10:00Z"),
+        (2, 2_000, "2026-11-21T10:20:00Z"),
+        (3, 3_000, "2026-11-21T10:30:00Z"),
+    ] {
+        send(&mut cs, update(seq, wh, at)).await;
+    }
+    assert_eq!(bookkeeping(&app, "TX-MEM").await, (3, vec![], 0));
+    let with_value = |wh: i64| {
+        format!("SELECT count(*) FROM meter_values WHERE charger_id = 'CS-MEM' AND value = {wh}")
+    };
+    assert_eq!(count(&app, &with_value(3_000)).await, 1);
+
+    // another writer moves the transaction on to 6
+    sqlx::query("UPDATE charger_transactions SET last_seq_no = 6 WHERE transaction_ref = 'TX-MEM'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    // 4 is the next one for the writer's memory, but the stored bookkeeping has seen it: a
+    // repeat, answered without its cost
+    assert_eq!(
+        send(&mut cs, update(4, 4_444, "2026-11-21T10:40:00Z")).await,
+        json!({})
+    );
+    assert_eq!(
+        count(&app, &with_value(4_444)).await,
+        0,
+        "a seen seqNo stored samples"
+    );
+    assert_eq!(bookkeeping(&app, "TX-MEM").await, (6, vec![], 0));
+    // and the next one after the stored seqNo goes on normally
+    send(&mut cs, update(7, 7_777, "2026-11-21T10:50:00Z")).await;
+    assert_eq!(count(&app, &with_value(7_777)).await, 1);
+    assert_eq!(bookkeeping(&app, "TX-MEM").await, (7, vec![], 0));
+    send(&mut cs, update(8, 8_888, "2026-11-21T11:00:00Z")).await;
+    assert_eq!(count(&app, &with_value(8_888)).await, 1);
+    assert_eq!(bookkeeping(&app, "TX-MEM").await, (8, vec![], 0));
+}
