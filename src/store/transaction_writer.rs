@@ -475,19 +475,16 @@ impl Readings {
         self.transactions.extend(known);
     }
 
-    /// Remembers 2.0.1 transactions as a committed batch left them, and forgets ended ones.
-    fn events_committed(
-        &mut self,
-        known: impl IntoIterator<Item = (EventKey, EventRow)>,
-        ended: impl IntoIterator<Item = EventKey>,
-    ) {
-        for key in ended {
-            self.events.remove(&key);
-        }
+    /// Remembers 2.0.1 transactions as a committed batch left them, and forgets the ones a
+    /// general path wrote (started, ended, an update out of sequence).
+    fn events_committed(&mut self, known: Vec<(EventKey, EventRow)>, forgotten: Vec<EventKey>) {
         if self.events.len() > REMEMBERED_TRANSACTIONS {
             self.events.clear();
         }
         self.events.extend(known);
+        for key in forgotten {
+            self.events.remove(&key);
+        }
     }
 
     /// Whether a held reading is due.
@@ -822,6 +819,18 @@ async fn run_together(
     // charger's one item in the batch: their seqNo moves in the batch's last statement, which
     // checks it; the others are looked up (and moved on) by `in_sequence`
     let mut claimed: Vec<(EventKey, EventRow)> = Vec::new();
+    // 2.0.1 transactions a general path wrote in this batch: forgotten once it commits (their
+    // seqNo or session may have moved without the shard seeing it)
+    let mut forgotten: Vec<EventKey> = Vec::new();
+    for item in items {
+        match item {
+            Item::Started(s, _) => {
+                forgotten.push((s.0.charger_id.clone(), s.0.transaction_ref.clone()))
+            }
+            Item::Ended(e, _) => forgotten.push((e.charger_id.clone(), e.transaction_ref.clone())),
+            _ => {}
+        }
+    }
     let mut looked_up: Vec<(usize, &EventUpdate, &JobFn)> = Vec::new();
     {
         let remembered = match state.lock() {
@@ -843,7 +852,7 @@ async fn run_together(
                 {
                     tally.add("transaction_event_updated", "set");
                     tail.claims
-                        .push(&u.charger_id, &u.transaction_ref, u.seq_no);
+                        .push(&u.charger_id, &u.transaction_ref, u.seq_no, row.session);
                     owned.push((
                         *i,
                         MeterWrite {
@@ -898,6 +907,7 @@ async fn run_together(
             }
             None => {
                 tally.add(kind, "job");
+                forgotten.push((u.charger_id.clone(), u.transaction_ref.clone()));
                 match general(&mut tx).await {
                     Ok(output) => results[*i] = Some(Outcome::Job(output)),
                     Err(e) => return Together::ItemFailed(e),
@@ -957,10 +967,7 @@ async fn run_together(
     }
     if let Ok(mut readings) = state.lock() {
         readings.transactions_committed(opened, stopped);
-        let ended_keys = ended
-            .iter()
-            .map(|(_, e, _)| (e.charger_id.clone(), e.transaction_ref.clone()));
-        readings.events_committed(claimed, ended_keys);
+        readings.events_committed(claimed, forgotten);
     }
     if let Some(mut stored) = done {
         // every flush of the batch shares the refreshed sessions; the first one reports them

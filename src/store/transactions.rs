@@ -371,18 +371,29 @@ pub async fn insert_samples_many(
 
 /// 2.0.1 transactions whose seqNo a batch moves on in its last statement (the writer shard
 /// remembered them, so no statement looked them up): charger, transactionId, the new seqNo.
+/// Each claim also names the session the shard remembers: a transaction linked to another
+/// session meanwhile (a late event with an idToken links it without moving its seqNo) fails the
+/// claim like a seqNo that moved on.
 #[derive(Default)]
 pub struct SeqClaims {
     chargers: Vec<String>,
     refs: Vec<String>,
     seqs: Vec<i32>,
+    sessions: Vec<Option<Uuid>>,
 }
 
 impl SeqClaims {
-    pub fn push(&mut self, charger_id: &str, transaction_ref: &str, seq_no: i32) {
+    pub fn push(
+        &mut self,
+        charger_id: &str,
+        transaction_ref: &str,
+        seq_no: i32,
+        session_id: Option<Uuid>,
+    ) {
         self.chargers.push(charger_id.to_string());
         self.refs.push(transaction_ref.to_string());
         self.seqs.push(seq_no);
+        self.sessions.push(session_id);
     }
 
     pub fn len(&self) -> usize {
@@ -394,19 +405,30 @@ impl SeqClaims {
     }
 }
 
-/// The claims, samples and events in one statement; it answers how many claims held (a
-/// transaction whose stored seqNo is not the one before its claim is left as it is).
+/// The claims' update: it moves a transaction only from the seqNo before its claim, and only
+/// while it names the remembered session.
+const CLAIMS: &str = "UPDATE charger_transactions t SET last_seq_no = k.seq_no, updated_at = now() \
+     FROM unnest($1::text[], $2::text[], $3::int4[], $4::uuid[]) AS k(charger_id, transaction_ref, seq_no, session_id) \
+     WHERE t.charger_id = k.charger_id AND t.transaction_ref = k.transaction_ref \
+         AND t.first_seq_no IS NOT NULL AND t.last_seq_no::int8 + 1 = k.seq_no::int8 \
+         AND t.session_id IS NOT DISTINCT FROM k.session_id \
+     RETURNING 1";
+
+/// The claims, samples and events in one statement; it answers how many claims held.
 static CLAIMS_SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH seq AS (UPDATE charger_transactions t SET last_seq_no = k.seq_no, updated_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::int4[]) AS k(charger_id, transaction_ref, seq_no) \
-             WHERE t.charger_id = k.charger_id AND t.transaction_ref = k.transaction_ref \
-                 AND t.first_seq_no IS NOT NULL AND t.last_seq_no::int8 + 1 = k.seq_no::int8 \
-             RETURNING 1), \
-         samples AS ({}), events AS ({}) \
-         SELECT count(*) FROM seq",
-        SampleRows::statement(4),
-        outbox::Columns::statement(15)
+        "WITH seq AS ({CLAIMS}), samples AS ({}), events AS ({}) SELECT count(*) FROM seq",
+        SampleRows::statement(5),
+        outbox::Columns::statement(16)
+    )
+});
+
+/// The claims and samples, for a batch without events (an outbox insert of nothing would still
+/// notify the relays: its trigger is per statement).
+static CLAIMS_AND_SAMPLES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH seq AS ({CLAIMS}), samples AS ({}) SELECT count(*) FROM seq",
+        SampleRows::statement(5)
     )
 });
 
@@ -427,12 +449,22 @@ impl Tail {
             return Ok(0);
         }
         let events = outbox::Columns::new(self.events, source)?;
-        let query = sqlx::query_scalar::<_, i64>(&CLAIMS_SAMPLES_AND_EVENTS)
+        let sql: &str = if events.is_empty() {
+            &CLAIMS_AND_SAMPLES
+        } else {
+            &CLAIMS_SAMPLES_AND_EVENTS
+        };
+        let query = sqlx::query_scalar::<_, i64>(sql)
             .bind(&self.claims.chargers)
             .bind(&self.claims.refs)
-            .bind(&self.claims.seqs);
+            .bind(&self.claims.seqs)
+            .bind(&self.claims.sessions);
         let query = self.samples.bind_scalar(query);
-        let query = events.bind_scalar(query);
+        let query = if events.is_empty() {
+            query
+        } else {
+            events.bind_scalar(query)
+        };
         let held = query.fetch_one(&mut **tx).await?;
         Ok(usize::try_from(held).unwrap_or(0))
     }

@@ -552,3 +552,53 @@ async fn a_remembered_seq_no_that_moved_on_elsewhere_yields_to_the_stored_one() 
     assert_eq!(count(&app, &with_value(8_888)).await, 1);
     assert_eq!(bookkeeping(&app, "TX-MEM").await, (8, vec![], 0));
 }
+
+/// A late Started with the driver's token links the transaction to a session without moving
+/// its seqNo; the updates after it belong to that session, though the writer remembered the
+/// transaction without one.
+#[actix_web::test]
+async fn updates_after_a_late_start_linked_a_session_reach_that_session() {
+    let (app, _) = app_with_station("CS-LATE").await;
+    let (_, id_tag) = driver(&app, "late@example.com").await;
+    let mut cs = booted(&app, "CS-LATE").await;
+    let update = |seq: i64, wh: i64, at: &str| {
+        with_meter(
+            event("Updated", seq, "TX-LATE", at),
+            wh,
+            None,
+            "Sample.Periodic",
+        )
+    };
+    // the Started is held up; the first updates carry no token: no session yet
+    send(&mut cs, update(1, 1_000, "2026-11-21T10:10:00Z")).await;
+    send(&mut cs, update(2, 2_000, "2026-11-21T10:20:00Z")).await;
+    send(&mut cs, update(3, 3_000, "2026-11-21T10:30:00Z")).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 0);
+    send(
+        &mut cs,
+        with_meter(
+            with_token(
+                event("Started", 0, "TX-LATE", "2026-11-21T10:00:00Z"),
+                &id_tag,
+            ),
+            0,
+            None,
+            "Transaction.Begin",
+        ),
+    )
+    .await;
+    assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 1);
+    assert_eq!(bookkeeping(&app, "TX-LATE").await.0, 3);
+    send(&mut cs, update(4, 5_555, "2026-11-21T10:40:00Z")).await;
+    let in_session = count(
+        &app,
+        "SELECT count(*) FROM meter_values m JOIN sessions s ON s.id = m.session_id \
+         WHERE m.charger_id = 'CS-LATE' AND m.value = 5555",
+    )
+    .await;
+    assert_eq!(
+        in_session, 1,
+        "the reading after the late start has no session"
+    );
+    assert_eq!(bookkeeping(&app, "TX-LATE").await.0, 4);
+}
