@@ -115,19 +115,6 @@ impl Columns {
         )
     }
 
-    /// Binds the arrays to a query answering one value, in the statement's order.
-    pub fn bind_scalar<'q, O>(
-        &'q self,
-        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-        query
-            .bind(&self.ids)
-            .bind(&self.types)
-            .bind(&self.aggregates)
-            .bind(&self.keys)
-            .bind(&self.bodies)
-    }
-
     /// Binds the arrays, in the statement's order.
     pub fn bind<'q>(
         &'q self,

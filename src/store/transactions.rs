@@ -298,25 +298,6 @@ impl SampleRows {
         )
     }
 
-    /// Binds the arrays to a query answering one value, in the statement's order.
-    pub fn bind_scalar<'q, O>(
-        &'q self,
-        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-        query
-            .bind(&self.chargers)
-            .bind(&self.connectors)
-            .bind(&self.pks)
-            .bind(&self.sessions)
-            .bind(&self.at)
-            .bind(&self.measurands)
-            .bind(&self.phases)
-            .bind(&self.contexts)
-            .bind(&self.locations)
-            .bind(&self.units)
-            .bind(&self.values)
-    }
-
     /// Binds the arrays, in the statement's order.
     pub fn bind<'q>(
         &'q self,
@@ -454,18 +435,18 @@ impl Tail {
         } else {
             &CLAIMS_SAMPLES_AND_EVENTS
         };
-        let query = sqlx::query_scalar::<_, i64>(sql)
+        let query = sqlx::query(sql)
             .bind(&self.claims.chargers)
             .bind(&self.claims.refs)
             .bind(&self.claims.seqs)
             .bind(&self.claims.sessions);
-        let query = self.samples.bind_scalar(query);
+        let query = self.samples.bind(query);
         let query = if events.is_empty() {
             query
         } else {
-            events.bind_scalar(query)
+            events.bind(query)
         };
-        let held = query.fetch_one(&mut **tx).await?;
+        let held: i64 = sqlx::Row::try_get(&query.fetch_one(&mut **tx).await?, 0)?;
         Ok(usize::try_from(held).unwrap_or(0))
     }
 }
