@@ -150,7 +150,10 @@ impl Default for EventSettings {
 pub struct WorkerSettings {
     /// Health and metrics listener of `chargegrid worker ...`.
     pub http_bind: String,
-    /// Messages handled at once by one worker.
+    /// Messages a notification worker handles at once. Its handlers hold no connection: they
+    /// wait for the shared de-duplication batches and the MQTT broker's acknowledgement, so
+    /// this is what keeps those batches full and the broker's window busy (16 in hand kept
+    /// the worker at ~1,600 events/s, behind the 2,000/s of 500 session ends/s).
     pub concurrency: usize,
     pub prefetch: u16,
     /// The most SESSION_ENDED events billed in one transaction. The billing consumer keeps this
@@ -165,7 +168,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             http_bind: "0.0.0.0:9090".into(),
-            concurrency: 16,
+            concurrency: 512,
             prefetch: 64,
             billing_batch: 500,
             overdue_interval_secs: 60,

@@ -554,6 +554,6 @@ mod connection_budget {
         assert!(connections_needed(&settings, true) <= available);
         settings.database.max_connections = 20;
         assert_eq!(connections_needed(&settings, false), 46);
-        assert_eq!(connections_needed(&settings, true), 64);
+        assert_eq!(connections_needed(&settings, true), 66);
     }
 }

@@ -1147,3 +1147,95 @@ async fn published_outbox_events_past_their_retention_are_deleted_and_unpublishe
         .unwrap();
     assert_eq!(again, 0);
 }
+
+#[actix_web::test]
+async fn a_burst_of_notifications_is_delivered_once_each_with_hundreds_in_hand() {
+    // 512 in hand (the default): five times the MQTT client's window of unacknowledged
+    // publishes, so the handlers queue for it
+    let app = spawn_app_with_workers(|s| s.worker.concurrency = 512).await;
+    let user_id = uuid::Uuid::new_v4();
+    let mut inbox = mqtt_inbox(&app, &user_id.to_string()).await;
+    let connection = amqp(&app).await;
+    let mut channel = connection.create_channel().await.unwrap();
+    // published before the worker has bound its queue, events would go nowhere
+    let queue = app
+        .ctx
+        .topology()
+        .queue(&chargegrid::events::topology::NOTIFICATIONS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let declared = channel
+            .queue_declare(
+                &queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(q) if q.consumer_count() > 0 => break,
+            Ok(_) => {}
+            // a passive declaration of a missing queue closes the channel
+            Err(_) => channel = connection.create_channel().await.unwrap(),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notification worker never consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let exchange = app.ctx.topology().events_exchange();
+    const BURST: usize = 700;
+    let mut confirms = Vec::with_capacity(BURST);
+    let mut sent = std::collections::HashSet::new();
+    for n in 0..BURST {
+        let event_id = uuid::Uuid::new_v4();
+        sent.insert(event_id.to_string());
+        let body = json!({
+            "eventId": event_id, "eventType": "SESSION_STARTED", "version": 1,
+            "timestamp": "2026-12-05T12:00:00Z", "source": "test",
+            "sessionId": uuid::Uuid::new_v4(), "userId": user_id,
+            "stationId": uuid::Uuid::new_v4(), "chargerId": format!("CP-BURST-{n}"),
+            "connectorId": 1, "startedAt": "2026-12-05T12:00:00Z"
+        });
+        confirms.push(
+            channel
+                .basic_publish(
+                    &exchange,
+                    "session.started",
+                    BasicPublishOptions::default(),
+                    body.to_string().as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for confirm in confirms {
+        confirm.await.unwrap();
+    }
+    let mut received = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while received.len() < BURST {
+        let message = tokio::time::timeout_at(deadline, inbox.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} of {BURST} notifications arrived in 40 s ({} published)",
+                    received.len(),
+                    app.ctx.metrics.notifications_published_total.get()
+                )
+            })
+            .expect("inbox open");
+        if let Some(id) = message["eventId"].as_str() {
+            received.insert(id.to_string());
+        }
+    }
+    assert_eq!(received, sent, "every event notified once, and only those");
+}
