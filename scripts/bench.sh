@@ -15,7 +15,8 @@
 # Knobs: CARGO_TARGET_DIR, BENCH_OUT (output dir), CONN_TOTAL (19000), CONN_HOLD_SECS (100),
 # PEER_IDLE (5000), STORM_TOTAL (20000), BENCH_RUST_LOG (warn), BENCH_SKIP_BUILD (set: use the
 # binaries already built), HISTORY_SESSIONS (100000: finished sessions in the session benchmarks'
-# databases, see seed_history).
+# databases, see seed_history), BENCH_KEEP_DB (set: leave the benchmark databases for a look
+# afterwards; drop them by hand).
 #
 # Adding a benchmark: write a bench_NAME function that calls begin_section NAME, runs things
 # with sim/sim_bg/record, and ends with write_section NAME; then add NAME to BENCHMARKS.
@@ -64,7 +65,7 @@ cleanup() {
     for pid in "${SIM_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     [ -n "${SERVER2_PID:-}" ] && kill "$SERVER2_PID" 2>/dev/null
     stop_server
-    drop_bench_databases
+    [ -n "${BENCH_KEEP_DB:-}" ] || drop_bench_databases
 }
 trap cleanup EXIT
 # a killed run stops its servers and simulators too: left running, they would load the

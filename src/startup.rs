@@ -69,6 +69,8 @@ pub struct Application {
     tasks: Vec<JoinHandle<()>>,
     /// Reloads the station index when stations change; stopped with the server.
     index_refresher: JoinHandle<()>,
+    /// The in-process workers' own RabbitMQ connection, closed with the server.
+    worker_amqp: Option<Amqp>,
 }
 
 impl Application {
@@ -169,9 +171,20 @@ impl Application {
                 .min(ctx.settings.database.max_connections.max(4));
             CoreContext {
                 db: crate::store::postgres::connect(&database).await?,
+                // and a RabbitMQ connection of their own, as separate workers have: one
+                // connection's I/O thread carried the relay's publishing, the live fan-out and
+                // every worker's deliveries and acknowledgements
+                amqp: Amqp::start(
+                    &ctx.settings.amqp,
+                    format!(
+                        "{}/{}/workers",
+                        ctx.settings.events.namespace, ctx.settings.node_id
+                    ),
+                ),
                 ..ctx.core()
             }
         };
+        let worker_amqp = (!workers.is_empty()).then(|| worker_ctx.amqp.clone());
         for kind in workers {
             tasks.extend(
                 crate::workers::spawn_worker(&worker_ctx, *kind, shutdown.clone())
@@ -192,6 +205,7 @@ impl Application {
             shutdown,
             tasks,
             index_refresher,
+            worker_amqp,
         })
     }
 
@@ -241,6 +255,9 @@ impl Application {
         )
         .await;
         self.index_refresher.abort();
+        if let Some(amqp) = &self.worker_amqp {
+            amqp.close().await;
+        }
         self.ctx.amqp.close().await;
         self.ctx.db.close().await;
         tracing::info!("chargegrid stopped");

@@ -9,7 +9,7 @@
 //! published that was not confirmed, and what was published but not marked is published again
 //! (delivery is at least once).
 
-use std::collections::VecDeque;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use super::publish::event_properties;
 /// The advisory lock of the publishing relay ("cgrelay" in ASCII); one database, one outbox.
 const RELAY_LOCK: i64 = 0x0063_6772_656c_6179;
 /// Batches published and not yet confirmed and marked, at most.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 64;
 use super::topology::Topology;
 use crate::metrics::Metrics;
 use crate::store::amqp::Amqp;
@@ -78,6 +78,42 @@ struct Pending {
     body: String,
 }
 
+/// What wakes a leading relay to read again: a commit's notification, the poll interval, or
+/// shutdown; the outbox lag is recorded on its own tick in between.
+struct Wake<'a> {
+    listener: Option<&'a mut PgListener>,
+    poll: Duration,
+    lag_tick: &'a mut tokio::time::Interval,
+    shutdown: &'a CancellationToken,
+}
+
+impl Wake<'_> {
+    /// Waits for the next reason to read; true when it is shutdown.
+    async fn wait(&mut self, relay: &Relay) -> bool {
+        let listener = &mut self.listener;
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => {
+                    let _ = l.try_recv().await;
+                    // one look covers every commit notified so far: a burst of commits must
+                    // not become a burst of reads
+                    while l.next_buffered().is_some() {}
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = notified => false,
+            _ = tokio::time::sleep(self.poll) => false,
+            _ = self.lag_tick.tick() => {
+                relay.record_lag().await;
+                false
+            }
+            _ = self.shutdown.cancelled() => true,
+        }
+    }
+}
+
 impl Relay {
     /// Relays until `shutdown`, then flushes what is left (bounded by `flush_within`).
     pub async fn run(self, shutdown: CancellationToken, flush_within: Duration) {
@@ -109,40 +145,31 @@ impl Relay {
                 }
             }
             let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
+            let mut wake = Wake {
+                listener: listener.as_mut(),
+                poll: self.poll_interval,
+                lag_tick: &mut lag_tick,
+                shutdown: &shutdown,
+            };
             loop {
                 if shutdown.is_cancelled() {
                     break;
                 }
-                match self.publish_as_leader(&channel, &mut leader).await {
-                    Ok(n) if n > 0 => continue,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox relay batch failed; reconnecting");
-                        // a broken database connection takes the lock with it; a healthy one
-                        // keeps it, and what was published but not marked goes out again
-                        if matches!(e, RelayError::Database(_)) {
-                            leader = None;
-                        }
-                        break;
+                // the leader follows the outbox in there until shutdown or a failure; a standby
+                // comes back at once and waits here before it tries the lock again
+                if let Err(e) = self
+                    .publish_as_leader(&channel, &mut leader, Some(&mut wake))
+                    .await
+                {
+                    tracing::warn!(error = %e, "outbox relay batch failed; reconnecting");
+                    // a broken database connection takes the lock with it; a healthy one
+                    // keeps it, and what was published but not marked goes out again
+                    if matches!(e, RelayError::Database(_)) {
+                        leader = None;
                     }
+                    break;
                 }
-                let wake = async {
-                    match listener.as_mut() {
-                        Some(l) => {
-                            let _ = l.try_recv().await;
-                            // one look covers every commit notified so far: a burst of
-                            // commits must not become a burst of polls
-                            while l.next_buffered().is_some() {}
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    _ = wake => {}
-                    _ = tokio::time::sleep(self.poll_interval) => {}
-                    _ = lag_tick.tick() => self.record_lag().await,
-                    _ = shutdown.cancelled() => {}
-                }
+                wake.wait(&self).await;
             }
         }
     }
@@ -168,7 +195,9 @@ impl Relay {
             return;
         };
         let mut leader = leader;
-        match tokio::time::timeout(within, self.publish_as_leader(&channel, &mut leader)).await {
+        match tokio::time::timeout(within, self.publish_as_leader(&channel, &mut leader, None))
+            .await
+        {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "outbox flush interrupted (events stay in the outbox)")
@@ -177,13 +206,16 @@ impl Relay {
         }
     }
 
-    /// Publishes every pending event when this process holds (or takes) the publishing lock;
-    /// returns how many it published (0 also when another process's relay is publishing: one
-    /// relay works at a time, the others stand by and take over when its connection ends).
+    /// Publishes pending events when this process holds (or takes) the publishing lock; returns
+    /// how many it published (0 at once when another process's relay is publishing: one relay
+    /// works at a time, the others stand by and take over when its connection ends). With
+    /// `follow` the leader keeps following the outbox until shutdown; without, it returns once
+    /// it has caught up and every event it published is confirmed and marked.
     async fn publish_as_leader(
         &self,
         channel: &Channel,
         leader: &mut Option<Leader>,
+        follow: Option<&mut Wake<'_>>,
     ) -> Result<usize, RelayError> {
         if leader.is_none() {
             let mut conn = PgConnection::connect_with(&self.db.connect_options()).await?;
@@ -192,8 +224,8 @@ impl Relay {
             // scan marks such entries dead as it passes (and skips them from then on), a
             // bitmap scan does not. With statistics that took the backlog for small, the
             // planner chose bitmap scans, which read 4,400 dead entries and 300 pages to find
-            // nothing (8 ms a read under load). This connection runs only the relay's reads and
-            // its marks by id, so the setting touches nothing else.
+            // nothing (8 ms a read under load). This connection runs only the relay's reads, so
+            // the setting touches nothing else.
             sqlx::query("SET enable_bitmapscan = off")
                 .execute(&mut conn)
                 .await?;
@@ -217,92 +249,145 @@ impl Relay {
         if !held.leading {
             return Ok(0);
         }
-        self.publish_pending(channel, &mut held.conn).await
+        self.publish_pending(channel, &mut held.conn, follow).await
     }
 
-    /// Publishes the pending events in id order, up to `IN_FLIGHT` batches ahead of their
-    /// confirms, until a read finds fewer than a batch; marks each batch published, in order,
-    /// once all of it is confirmed. The caller holds the publishing lock on `conn`.
+    /// Reads and publishes the pending events in id order as they are committed, while a
+    /// second task of the same round awaits their confirms and marks them published in the
+    /// order they were published (ADR 016, second amendment): a commit's events go out on its
+    /// notification, not after the confirms of the batch before. At most `IN_FLIGHT` batches
+    /// await their confirms; the reader waits for room beyond that. The caller holds the
+    /// publishing lock on `conn`.
     async fn publish_pending(
         &self,
         channel: &Channel,
         conn: &mut PgConnection,
+        mut follow: Option<&mut Wake<'_>>,
     ) -> Result<usize, RelayError> {
+        let (to_confirm, confirming) = tokio::sync::mpsc::channel::<InFlight>(IN_FLIGHT);
+        let (marked_tx, mut marked) = tokio::sync::mpsc::unbounded_channel::<Vec<i64>>();
         let exchange = self.topology.events_exchange();
-        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(IN_FLIGHT);
-        let mut caught_up = false;
-        let mut published = 0;
-        loop {
-            while !caught_up && in_flight.len() < IN_FLIGHT {
+        let reader = async move {
+            // published and not yet marked: a read must not return them again
+            let mut sent: HashSet<i64> = HashSet::new();
+            loop {
+                while let Ok(ids) = marked.try_recv() {
+                    for id in ids {
+                        sent.remove(&id);
+                    }
+                }
                 // The oldest pending events in id order that are not on their way: a prefix
                 // of what is owed, so every older event of an aggregate was published before
                 // them on this one channel. (Taking only each aggregate's oldest event, as when
                 // relays shared the work, put at most one event per aggregate in a batch, and
                 // its anti-join read the whole backlog per batch.)
-                let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.ids.clone()).collect();
+                let on_their_way: Vec<i64> = sent.iter().copied().collect();
                 let rows = sqlx::query_as::<_, Pending>(
                     "SELECT id, event_id, event_type, routing_key, body FROM outbox \
                      WHERE published_at IS NULL AND id <> ALL($2) ORDER BY id LIMIT $1",
                 )
                 .bind(self.batch_size)
-                .bind(&sent)
+                .bind(&on_their_way)
                 // planned at each run (an unnamed statement): a plan cached on this
                 // long-lived connection while the outbox was small read the whole table per
                 // batch once it had grown (the relay fell to ~700 events/s)
                 .persistent(false)
                 .fetch_all(&mut *conn)
                 .await?;
-                caught_up = i64::try_from(rows.len()).unwrap_or(i64::MAX) < self.batch_size;
-                if rows.is_empty() {
-                    break;
+                let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= self.batch_size;
+                if !rows.is_empty() {
+                    let mut batch = InFlight {
+                        ids: Vec::with_capacity(rows.len()),
+                        types: Vec::with_capacity(rows.len()),
+                        confirms: Vec::with_capacity(rows.len()),
+                    };
+                    for row in rows {
+                        let properties =
+                            event_properties(&row.event_id.to_string(), &row.event_type, None);
+                        batch.confirms.push(
+                            channel
+                                .basic_publish(
+                                    &exchange,
+                                    &row.routing_key,
+                                    BasicPublishOptions::default(),
+                                    row.body.as_bytes(),
+                                    properties,
+                                )
+                                .await?,
+                        );
+                        sent.insert(row.id);
+                        batch.ids.push(row.id);
+                        batch.types.push(row.event_type);
+                    }
+                    // the marker has ended only if it failed, and then so has this round
+                    if to_confirm.send(batch).await.is_err() {
+                        return Ok(());
+                    }
                 }
-                let mut batch = InFlight {
-                    ids: Vec::with_capacity(rows.len()),
-                    types: Vec::with_capacity(rows.len()),
-                    confirms: Vec::with_capacity(rows.len()),
-                };
-                for row in rows {
-                    let properties =
-                        event_properties(&row.event_id.to_string(), &row.event_type, None);
-                    batch.confirms.push(
-                        channel
-                            .basic_publish(
-                                &exchange,
-                                &row.routing_key,
-                                BasicPublishOptions::default(),
-                                row.body.as_bytes(),
-                                properties,
-                            )
-                            .await?,
-                    );
-                    batch.ids.push(row.id);
-                    batch.types.push(row.event_type);
+                if full {
+                    continue;
                 }
-                in_flight.push_back(batch);
+                match follow.as_mut() {
+                    // caught up: the marker finishes what is in flight
+                    None => return Ok::<(), RelayError>(()),
+                    Some(wake) => {
+                        if wake.wait(self).await {
+                            return Ok(());
+                        }
+                    }
+                }
             }
-            let Some(batch) = in_flight.pop_front() else {
-                return Ok(published);
-            };
-            for confirm in batch.confirms {
-                if let Confirmation::Nack(_) = confirm.await? {
-                    return Err(RelayError::Nacked);
+        };
+        let ((), published) = tokio::try_join!(reader, self.mark(confirming, marked_tx))?;
+        Ok(published)
+    }
+
+    /// Awaits the confirms of each published batch, in the order they were published, and
+    /// marks them published (the batches confirmed by then in one statement); returns how many
+    /// events it marked. A nack ends the round: nothing unconfirmed is marked.
+    async fn mark(
+        &self,
+        mut confirming: tokio::sync::mpsc::Receiver<InFlight>,
+        marked: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
+    ) -> Result<usize, RelayError> {
+        let mut published = 0;
+        while let Some(first) = confirming.recv().await {
+            let mut ids = Vec::new();
+            let mut types = Vec::new();
+            let mut next = Some(first);
+            let mut batches = 0;
+            while let Some(batch) = next.take() {
+                batches += 1;
+                for confirm in batch.confirms {
+                    if let Confirmation::Nack(_) = confirm.await? {
+                        return Err(RelayError::Nacked);
+                    }
+                }
+                ids.extend(batch.ids);
+                types.extend(batch.types);
+                // marks wait for no more than a few batches' confirms
+                if batches < IN_FLIGHT {
+                    next = confirming.try_recv().ok();
                 }
             }
             sqlx::query(
                 "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
             )
-            .bind(&batch.ids)
+            .bind(&ids)
             .persistent(false)
-            .execute(&mut *conn)
+            .execute(&self.db)
             .await?;
-            published += batch.ids.len();
-            for event_type in &batch.types {
+            published += ids.len();
+            for event_type in &types {
                 self.metrics
                     .outbox_published_total
                     .with_label_values(&[event_type.as_str()])
                     .inc();
             }
+            // the reader may drop it first, once it has caught up or failed
+            let _ = marked.send(ids);
         }
+        Ok(published)
     }
 
     async fn record_lag(&self) {
