@@ -1239,3 +1239,40 @@ async fn a_burst_of_notifications_is_delivered_once_each_with_hundreds_in_hand()
     }
     assert_eq!(received, sent, "every event notified once, and only those");
 }
+
+#[actix_web::test]
+async fn an_event_committed_after_a_newer_one_goes_out_without_waiting_for_the_poll() {
+    // the poll (and the sweep that goes with it) a minute away: only the reader's memory of the
+    // ids it stepped over can find the older event in time
+    let app = spawn_app_with_workers(|s| s.events.relay_poll_interval_ms = 60_000).await;
+    let (_connection, mut consumer) = observe(&app, "late-observer", "test.#").await;
+    // the relay has read once (its first read is a sweep) before the rows below exist
+    raw_outbox_row(&app, "late-warmup", 0).await;
+    assert_eq!(next_event(&mut consumer).await["aggregate"], "late-warmup");
+    let event = |aggregate: &str| {
+        let event_id = uuid::Uuid::new_v4();
+        (
+            event_id,
+            json!({ "eventId": event_id, "aggregate": aggregate, "n": 1 }).to_string(),
+        )
+    };
+    let insert = "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+                  VALUES ($1, 'TEST_EVENT', $2, 'test.event', $3)";
+    // the older id's transaction stays open while a newer one commits and is relayed
+    let mut older = app.db.begin().await.unwrap();
+    let (older_id, older_body) = event("late-older");
+    sqlx::query(insert)
+        .bind(older_id)
+        .bind("late-older")
+        .bind(older_body)
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    raw_outbox_row(&app, "late-newer", 1).await;
+    assert_eq!(next_event(&mut consumer).await["aggregate"], "late-newer");
+    older.commit().await.unwrap();
+    // next_event waits 10 s at most, the poll a minute
+    let relayed = next_event(&mut consumer).await;
+    assert_eq!(relayed["aggregate"], "late-older");
+    assert_eq!(relayed["eventId"], json!(older_id));
+}
