@@ -4,16 +4,14 @@
 //! publisher confirms and persistent delivery, and marks a batch published only once every
 //! message of it is confirmed, so the events of one aggregate leave in order. Reading does not
 //! wait for confirms (ADR 016, second amendment): a reader publishes on every commit's
-//! notification while a marker awaits the confirms of up to `IN_FLIGHT` batches and marks them
-//! in the order they were published. It survives RabbitMQ and Postgres outages: nothing is marked
+//! notification while a marker awaits the confirms of the batches handed to it (up to
+//! `IN_FLIGHT` wait for it) and marks them in the order they were published. It survives RabbitMQ and Postgres outages: nothing is marked
 //! published that was not confirmed, and what was published but not marked is published again
 //! (delivery is at least once).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
@@ -56,6 +54,11 @@ enum RelayError {
     Nacked,
     #[error("RabbitMQ is not connected")]
     NotConnected,
+    /// Marking confirmed events failed on the pool: the lock's own connection is fine and is
+    /// kept (what was not marked goes out again), so a saturated pool does not hand the outbox
+    /// to another replica that would republish everything in flight.
+    #[error("marking published events: {0}")]
+    Mark(sqlx::Error),
 }
 
 /// A published batch awaiting its confirms.
@@ -63,57 +66,6 @@ struct InFlight {
     ids: Vec<i64>,
     types: Vec<String>,
     confirms: Vec<PublisherConfirm>,
-}
-
-/// How long the reader keeps looking up an id it stepped over, by key, on every read; after that
-/// the sweep (every poll interval) is what finds it.
-const HOLE_WAIT: Duration = Duration::from_secs(10);
-/// The most stepped-over ids the reader keeps looking up.
-const MAX_HOLES: usize = 10_000;
-
-/// Where the relay's reader stands: the highest outbox id it has read, and the ids below it it
-/// has not seen (holes: their transactions had not committed when a higher id was read, or they
-/// rolled back). A read then touches only rows committed since, and the holes by key, instead
-/// of stepping over every row still awaiting its confirms.
-#[derive(Default)]
-struct Cursor {
-    last: Option<i64>,
-    holes: std::collections::BTreeMap<i64, Instant>,
-}
-
-impl Cursor {
-    /// Notes the ids a read returned (ascending): the ones above the cursor move it and the ids
-    /// they step over become holes; returns how many were above it.
-    fn saw(&mut self, ids: &[i64], now: Instant) -> usize {
-        for id in ids {
-            self.holes.remove(id);
-        }
-        let above: Vec<i64> = ids
-            .iter()
-            .copied()
-            .filter(|id| self.last.is_none_or(|last| *id > last))
-            .collect();
-        let Some(&newest) = above.last() else {
-            return 0;
-        };
-        // below the first read's first id lies what was published before, or is the sweep's
-        let mut expected = self.last.map_or(above[0], |last| last.saturating_add(1));
-        for &id in &above {
-            let room = i64::try_from(MAX_HOLES.saturating_sub(self.holes.len())).unwrap_or(0);
-            for hole in expected..id.min(expected.saturating_add(room)) {
-                self.holes.insert(hole, now);
-            }
-            expected = id.saturating_add(1);
-        }
-        self.last = Some(newest);
-        above.len()
-    }
-
-    /// Stops looking up holes older than `HOLE_WAIT`.
-    fn expire(&mut self, now: Instant) {
-        self.holes
-            .retain(|_, seen| now.saturating_duration_since(*seen) < HOLE_WAIT);
-    }
 }
 
 /// The relay's own connection, and whether it holds the publishing lock.
@@ -215,8 +167,9 @@ impl Relay {
                     .await
                 {
                     tracing::warn!(error = %e, "outbox relay batch failed; reconnecting");
-                    // a broken database connection takes the lock with it; a healthy one
-                    // keeps it, and what was published but not marked goes out again
+                    // a failed read on the lock's connection takes the lock with it; a failed
+                    // mark (on the pool) or a broker error keeps it, and what was published but
+                    // not marked goes out again
                     if matches!(e, RelayError::Database(_)) {
                         leader = None;
                     }
@@ -308,9 +261,11 @@ impl Relay {
     /// Reads and publishes the pending events in id order as they are committed, while a
     /// second task of the same round awaits their confirms and marks them published in the
     /// order they were published (ADR 016, second amendment): a commit's events go out on its
-    /// notification, not after the confirms of the batch before. At most `IN_FLIGHT` batches
-    /// await their confirms; the reader waits for room beyond that. The caller holds the
-    /// publishing lock on `conn`.
+    /// notification, not after the confirms of the batch before. Up to `IN_FLIGHT` batches wait
+    /// for the marker (besides the up to `IN_FLIGHT` it has taken); the reader waits for room
+    /// beyond that. Every read is the oldest pending prefix not already on its way, so a
+    /// transaction that commits after a newer one still leaves before what its aggregate commits
+    /// next. The caller holds the publishing lock on `conn`.
     async fn publish_pending(
         &self,
         channel: &Channel,
@@ -321,72 +276,33 @@ impl Relay {
         let (marked_tx, mut marked) = tokio::sync::mpsc::unbounded_channel::<Vec<i64>>();
         let exchange = self.topology.events_exchange();
         let reader = async move {
-            // published and not yet marked: the sweep must not return them again
+            // published and not yet marked: a read must not return them again
             let mut sent: HashSet<i64> = HashSet::new();
-            let mut cursor = Cursor::default();
-            let mut swept = Instant::now();
             loop {
                 while let Ok(ids) = marked.try_recv() {
                     for id in ids {
                         sent.remove(&id);
                     }
                 }
-                let now = Instant::now();
-                cursor.expire(now);
                 // The oldest pending events in id order that are not on their way: a prefix
                 // of what is owed, so every older event of an aggregate was published before
                 // them on this one channel. (Taking only each aggregate's oldest event, as when
                 // relays shared the work, put at most one event per aggregate in a batch, and
-                // its anti-join read the whole backlog per batch.) A read takes what was
-                // committed above the cursor and the holes it left; a sweep, at the start and
-                // every poll interval, reads everything pending that is not on its way, for
-                // what the holes missed.
-                let sweep =
-                    cursor.last.is_none() || now.duration_since(swept) >= self.poll_interval;
-                let mut rows = if sweep {
-                    swept = now;
-                    let on_their_way: Vec<i64> = sent.iter().copied().collect();
-                    sqlx::query_as::<_, Pending>(
-                        "SELECT id, event_id, event_type, routing_key, body FROM outbox \
-                         WHERE published_at IS NULL AND id <> ALL($2) ORDER BY id LIMIT $1",
-                    )
-                    .bind(self.batch_size)
-                    .bind(&on_their_way)
-                    // planned at each run (an unnamed statement): a plan cached on this
-                    // long-lived connection while the outbox was small read the whole table
-                    // per batch once it had grown (the relay fell to ~700 events/s)
-                    .persistent(false)
-                    .fetch_all(&mut *conn)
-                    .await?
-                } else {
-                    let holes: Vec<i64> = cursor.holes.keys().copied().collect();
-                    sqlx::query_as::<_, Pending>(
-                        "SELECT id, event_id, event_type, routing_key, body FROM outbox \
-                         WHERE published_at IS NULL AND id = ANY($3) \
-                         UNION ALL \
-                         (SELECT id, event_id, event_type, routing_key, body FROM outbox \
-                          WHERE published_at IS NULL AND id > $2 ORDER BY id LIMIT $1)",
-                    )
-                    .bind(self.batch_size)
-                    .bind(cursor.last.unwrap_or_default())
-                    .bind(&holes)
-                    .persistent(false)
-                    .fetch_all(&mut *conn)
-                    .await?
-                };
-                rows.sort_unstable_by_key(|r| r.id);
-                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                let above = cursor.saw(&ids, now);
-                let full = if sweep { ids.len() } else { above } as i64 >= self.batch_size;
-                if cursor.last.is_none() {
-                    // nothing pending at the start: new events come after the newest committed
-                    // one (an older one committing later is the next sweep's)
-                    let newest: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM outbox")
-                        .persistent(false)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    cursor.last = Some(newest.unwrap_or_default());
-                }
+                // its anti-join read the whole backlog per batch.)
+                let on_their_way: Vec<i64> = sent.iter().copied().collect();
+                let rows = sqlx::query_as::<_, Pending>(
+                    "SELECT id, event_id, event_type, routing_key, body FROM outbox \
+                     WHERE published_at IS NULL AND id <> ALL($2) ORDER BY id LIMIT $1",
+                )
+                .bind(self.batch_size)
+                .bind(&on_their_way)
+                // planned at each run (an unnamed statement): a plan cached on this
+                // long-lived connection while the outbox was small read the whole table per
+                // batch once it had grown (the relay fell to ~700 events/s)
+                .persistent(false)
+                .fetch_all(&mut *conn)
+                .await?;
+                let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= self.batch_size;
                 if !rows.is_empty() {
                     let mut batch = InFlight {
                         ids: Vec::with_capacity(rows.len()),
@@ -468,7 +384,8 @@ impl Relay {
             .bind(&ids)
             .persistent(false)
             .execute(&self.db)
-            .await?;
+            .await
+            .map_err(RelayError::Mark)?;
             published += ids.len();
             for event_type in &types {
                 self.metrics
@@ -495,48 +412,5 @@ impl Relay {
         self.metrics
             .outbox_lag_seconds
             .set(lag.unwrap_or(0.0) as i64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cursor_moves_to_the_newest_id_and_remembers_what_it_stepped_over() {
-        let now = Instant::now();
-        let mut cursor = Cursor::default();
-        // the first read: nothing below its first id is a hole
-        assert_eq!(cursor.saw(&[7, 8, 10], now), 3);
-        assert_eq!(cursor.last, Some(10));
-        assert_eq!(cursor.holes.keys().copied().collect::<Vec<_>>(), vec![9]);
-        // 11 and 12 committed after 13: holes until seen
-        assert_eq!(cursor.saw(&[13], now), 1);
-        assert_eq!(
-            cursor.holes.keys().copied().collect::<Vec<_>>(),
-            vec![9, 11, 12]
-        );
-        // a hole found (below the cursor) does not count as new, and leaves the holes
-        assert_eq!(cursor.saw(&[11, 14], now), 1);
-        assert_eq!(cursor.last, Some(14));
-        assert_eq!(
-            cursor.holes.keys().copied().collect::<Vec<_>>(),
-            vec![9, 12]
-        );
-        // holes are looked up for HOLE_WAIT, then left to the sweep
-        cursor.saw(&[16], now + HOLE_WAIT);
-        cursor.expire(now + HOLE_WAIT);
-        assert_eq!(cursor.holes.keys().copied().collect::<Vec<_>>(), vec![15]);
-    }
-
-    #[test]
-    fn a_jump_in_ids_keeps_no_more_than_max_holes() {
-        let now = Instant::now();
-        let mut cursor = Cursor::default();
-        cursor.saw(&[1], now);
-        cursor.saw(&[i64::MAX], now);
-        assert_eq!(cursor.holes.len(), MAX_HOLES);
-        assert_eq!(cursor.last, Some(i64::MAX));
-        assert_eq!(cursor.saw(&[], now), 0);
     }
 }
