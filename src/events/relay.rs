@@ -32,6 +32,8 @@ use crate::store::amqp::Amqp;
 
 const NOTIFY_CHANNEL: &str = "chargegrid_outbox";
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a relay waits after its notification listener failed before it reads again.
+const LISTENER_PAUSE: Duration = Duration::from_millis(250);
 
 /// What the relay needs.
 #[derive(Clone)]
@@ -99,7 +101,12 @@ impl Wake<'_> {
         let notified = async {
             match listener.as_mut() {
                 Some(l) => {
-                    let _ = l.try_recv().await;
+                    if let Err(e) = l.try_recv().await {
+                        // a listener that fails at once (its connection refused, the pool
+                        // closed) must not turn this wait into a loop of reads
+                        tracing::debug!(error = %e, "outbox listener failed; reading after a pause");
+                        tokio::time::sleep(LISTENER_PAUSE).await;
+                    }
                     // one look covers every commit notified so far: a burst of commits must
                     // not become a burst of reads
                     while l.next_buffered().is_some() {}
