@@ -34,6 +34,16 @@ async fn the_session(app: &TestApp) -> (String, Decimal, Option<String>, Option<
     .unwrap()
 }
 
+/// A Started event of `reference` for `id_tag` at `at`, its meter at 0 Wh (Transaction.Begin).
+fn started(reference: &str, id_tag: &str, at: &str) -> Value {
+    with_meter(
+        with_token(event("Started", 0, reference, at), id_tag),
+        0,
+        None,
+        "Transaction.Begin",
+    )
+}
+
 async fn send(cs: &mut TestCharger, event: Value) -> Value {
     cs.call("TransactionEvent", event)
         .await
@@ -45,15 +55,7 @@ async fn repeated_late_and_missing_seq_nos_are_handled_idempotently() {
     let (app, _) = app_with_station("CS-SEQ").await;
     let (_, id_tag) = driver(&app, "seq@example.com").await;
     let mut cs = booted(&app, "CS-SEQ").await;
-    let started = with_meter(
-        with_token(
-            event("Started", 0, "TX-SEQ", "2026-11-21T10:00:00Z"),
-            &id_tag,
-        ),
-        0,
-        None,
-        "Transaction.Begin",
-    );
+    let started = started("TX-SEQ", &id_tag, "2026-11-21T10:00:00Z");
     send(&mut cs, started.clone()).await;
     let update = |seq: i64, wh: i64, at: &str| {
         with_meter(
@@ -306,15 +308,7 @@ async fn an_ended_event_without_a_register_ends_on_the_newest_reading_even_one_n
     let (app, _) = app_with_station("CS-HELD").await;
     let (_, id_tag) = driver(&app, "held@example.com").await;
     let mut cs = booted(&app, "CS-HELD").await;
-    let started = with_meter(
-        with_token(
-            event("Started", 0, "TX-HELD", "2026-11-21T13:00:00Z"),
-            &id_tag,
-        ),
-        0,
-        None,
-        "Transaction.Begin",
-    );
+    let started = started("TX-HELD", &id_tag, "2026-11-21T13:00:00Z");
     send(&mut cs, started).await;
     for (seq, wh) in [(1, 1_000), (2, 4_000)] {
         send(
@@ -367,19 +361,7 @@ async fn transaction_answers_carry_the_running_and_the_final_cost() {
         .unwrap()
         .to_string();
     let mut cs = booted(&app, "CS-COST").await;
-    let started = send(
-        &mut cs,
-        with_meter(
-            with_token(
-                event("Started", 0, "TX-COST", "2026-11-21T10:00:00Z"),
-                &id_tag,
-            ),
-            0,
-            None,
-            "Transaction.Begin",
-        ),
-    )
-    .await;
+    let started = send(&mut cs, started("TX-COST", &id_tag, "2026-11-21T10:00:00Z")).await;
     assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
     assert!(started.get("totalCost").is_none(), "{started}");
     // a reading the session row takes (at most one a second): its answer has the cost so far
@@ -495,15 +477,7 @@ async fn a_remembered_seq_no_that_moved_on_elsewhere_yields_to_the_stored_one() 
     let (app, _) = app_with_station("CS-MEM").await;
     let (_, id_tag) = driver(&app, "mem@example.com").await;
     let mut cs = booted(&app, "CS-MEM").await;
-    let started = with_meter(
-        with_token(
-            event("Started", 0, "TX-MEM", "2026-11-21T10:00:00Z"),
-            &id_tag,
-        ),
-        0,
-        None,
-        "Transaction.Begin",
-    );
+    let started = started("TX-MEM", &id_tag, "2026-11-21T10:00:00Z");
     send(&mut cs, started).await;
     let update = |seq: i64, wh: i64, at: &str| {
         with_meter(
@@ -574,19 +548,7 @@ async fn updates_after_a_late_start_linked_a_session_reach_that_session() {
     send(&mut cs, update(2, 2_000, "2026-11-21T10:20:00Z")).await;
     send(&mut cs, update(3, 3_000, "2026-11-21T10:30:00Z")).await;
     assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 0);
-    send(
-        &mut cs,
-        with_meter(
-            with_token(
-                event("Started", 0, "TX-LATE", "2026-11-21T10:00:00Z"),
-                &id_tag,
-            ),
-            0,
-            None,
-            "Transaction.Begin",
-        ),
-    )
-    .await;
+    send(&mut cs, started("TX-LATE", &id_tag, "2026-11-21T10:00:00Z")).await;
     assert_eq!(count(&app, "SELECT count(*) FROM sessions").await, 1);
     assert_eq!(bookkeeping(&app, "TX-LATE").await.0, 3);
     send(&mut cs, update(4, 5_555, "2026-11-21T10:40:00Z")).await;
