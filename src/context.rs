@@ -72,6 +72,8 @@ pub struct AppContext {
     pub metrics: Arc<Metrics>,
     /// Routes commands to the charger actors of this replica.
     pub registry: Addr<Registry>,
+    /// The registry's charger actors, readable from any thread.
+    pub local_chargers: Arc<crate::actors::registry::LocalChargers>,
     /// Owns the session actors of this replica.
     pub sessions: Addr<SessionSupervisor>,
     /// Runs the controllers of the load-managed sites whose lease this replica holds.

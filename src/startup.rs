@@ -470,6 +470,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         jwt: Arc::new(jwt),
         metrics,
         registry: Registry::default().start(),
+        local_chargers: Arc::default(),
         charger_auth,
         charger_store,
         transactions,

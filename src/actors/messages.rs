@@ -26,13 +26,6 @@ pub struct UnregisterCharger {
     pub connection_id: Uuid,
 }
 
-/// Which actor holds `charger_id` on this replica, if any.
-#[derive(Message)]
-#[rtype(result = "Option<Addr<ChargerActor>>")]
-pub struct LookupCharger {
-    pub charger_id: String,
-}
-
 /// The ids of every charger connected to this replica.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]

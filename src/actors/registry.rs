@@ -6,9 +6,11 @@
 //! to the holder's node queue.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -17,8 +19,8 @@ use uuid::Uuid;
 use super::charger::ChargerActor;
 use super::messages::{
     ChargerArrived, ChargerLeft, ConnectedChargers, Disconnect, DrainChargers, Execute,
-    InitRegistry, LookupCharger, RegisterCharger, ReleaseCharger, Replaced, SessionChanged,
-    Shutdown, UnregisterCharger,
+    InitRegistry, RegisterCharger, ReleaseCharger, Replaced, SessionChanged, Shutdown,
+    UnregisterCharger,
 };
 use crate::context::AppContext;
 use crate::events::node_rpc::{NodeRequest, RequestHandler};
@@ -35,11 +37,33 @@ struct Entry {
 /// Ownership claims of arriving chargers, pipelined to Redis in batches.
 type Claims = Batcher<(String, Owner), Result<Option<Owner>, String>>;
 
+/// The charger actors of this replica by charger id, kept by the registry for readers on any
+/// thread: a command or a session start finds its charger's actor without a turn in the
+/// registry's mailbox (on the main thread, behind every registration and lease renewal).
+#[derive(Default)]
+pub struct LocalChargers(DashMap<String, Addr<ChargerActor>>);
+
+impl LocalChargers {
+    /// The live actor holding `charger_id` here, if any.
+    pub fn get(&self, charger_id: &str) -> Option<Addr<ChargerActor>> {
+        self.0
+            .get(charger_id)
+            .map(|a| a.value().clone())
+            .filter(|a| a.connected())
+    }
+
+    pub fn contains(&self, charger_id: &str) -> bool {
+        self.get(charger_id).is_some()
+    }
+}
+
 #[derive(Default)]
 pub struct Registry {
     chargers: HashMap<String, Entry>,
     app: Option<AppContext>,
     claims: Option<Claims>,
+    /// What `chargers` holds, for readers elsewhere (`app.local_chargers`).
+    directory: Arc<LocalChargers>,
 }
 
 impl Registry {
@@ -83,6 +107,7 @@ impl Registry {
     /// Forgets a charger held here: its session actors leave and its lease is released.
     fn remove(&mut self, charger_id: &str, connection_id: Uuid, ctx: &mut Context<Self>) {
         self.chargers.remove(charger_id);
+        self.directory.0.remove(charger_id);
         let Some(app) = self.app.clone() else { return };
         app.sessions.do_send(ChargerLeft {
             charger_id: charger_id.to_string(),
@@ -138,8 +163,14 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // commands from every API worker pass through here: keep the mailbox roomy
+        // registrations of every API worker's chargers pass through here: keep the mailbox roomy
         ctx.set_mailbox_capacity(16384);
+    }
+
+    /// A stopped registry routes nothing here: commands go to whichever replica holds the
+    /// charger, or fail as offline.
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.directory.0.clear();
     }
 }
 
@@ -170,6 +201,12 @@ impl Handler<InitRegistry> for Registry {
                 }) as BatchFuture<_>
             },
         ));
+        self.directory = msg.app.local_chargers.clone();
+        for (charger_id, entry) in &self.chargers {
+            self.directory
+                .0
+                .insert(charger_id.clone(), entry.addr.clone());
+        }
         self.app = Some(msg.app);
         ctx.run_interval(every, |act, ctx| act.renew_leases(ctx));
     }
@@ -181,8 +218,11 @@ impl Handler<RegisterCharger> for Registry {
     fn handle(&mut self, msg: RegisterCharger, ctx: &mut Self::Context) {
         let entry = Entry {
             connection_id: msg.connection_id,
-            addr: msg.addr,
+            addr: msg.addr.clone(),
         };
+        self.directory
+            .0
+            .insert(msg.charger_id.clone(), msg.addr.clone());
         if let Some(old) = self.chargers.insert(msg.charger_id.clone(), entry) {
             if old.connection_id != msg.connection_id {
                 tracing::info!(charger_id = %msg.charger_id, "newer connection replaces the old one");
@@ -269,17 +309,6 @@ impl Handler<Shutdown> for Registry {
     }
 }
 
-impl Handler<LookupCharger> for Registry {
-    type Result = Option<Addr<ChargerActor>>;
-
-    fn handle(&mut self, msg: LookupCharger, _: &mut Self::Context) -> Self::Result {
-        self.chargers
-            .get(&msg.charger_id)
-            .filter(|e| e.addr.connected())
-            .map(|e| e.addr.clone())
-    }
-}
-
 impl Handler<ConnectedChargers> for Registry {
     type Result = Vec<String>;
 
@@ -295,14 +324,7 @@ async fn execute_local(
     command: ChargerCommand,
     timeout: Duration,
 ) -> Option<Result<Value, CommandError>> {
-    let addr = app
-        .registry
-        .send(LookupCharger {
-            charger_id: charger_id.to_string(),
-        })
-        .await
-        .ok()
-        .flatten()?;
+    let addr = app.local_chargers.get(charger_id)?;
     let (reply, answer) = oneshot::channel();
     if let Err(e) = addr.try_send(Execute { command, reply }) {
         return Some(Err(match e {

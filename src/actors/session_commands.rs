@@ -10,7 +10,7 @@ use chrono::Duration as ChronoDuration;
 use rand::Rng;
 use uuid::Uuid;
 
-use super::messages::{LookupCharger, SessionCommand, SessionCommandError, StartSession};
+use super::messages::{SessionCommand, SessionCommandError, StartSession};
 use super::session::{accepted, apply_power_limit, request_stop};
 use crate::context::AppContext;
 use crate::events::node_rpc::NodeRequest;
@@ -51,16 +51,7 @@ pub async fn route(
     charger_id: &str,
     command: SessionCommand,
 ) -> Result<SessionRecord, SessionCommandError> {
-    let local = app
-        .registry
-        .send(LookupCharger {
-            charger_id: charger_id.to_string(),
-        })
-        .await
-        .ok()
-        .flatten()
-        .is_some();
-    if !local {
+    if !app.local_chargers.contains(charger_id) {
         let owner = ownership::owner_of(&app.redis, &app.settings.redis.key_prefix, charger_id)
             .await
             .map_err(|e| SessionCommandError::Unavailable(e.to_string()))?;
@@ -157,11 +148,9 @@ pub async fn begin(app: &AppContext, pending: SessionRecord) -> Applied {
                 .map_err(|_| SessionCommandError::Refused("the charger refused to start".into()))
         });
     match outcome {
-        // the charger may already have started it
-        Ok(()) => match sessions::find(&app.db, pending.id).await {
-            Ok(current) => Applied::done(current.unwrap_or(pending)),
-            Err(e) => Applied::failed(e.into()),
-        },
+        // the contract's answer is the PENDING session; what the charger does next (its start
+        // may already be stored) reaches the actor, and subscribers, as the writer's snapshot
+        Ok(()) => Applied::done(pending),
         Err(error) => {
             let (new_status, reason) = match &error {
                 SessionCommandError::Refused(_) => {

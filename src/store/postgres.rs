@@ -11,6 +11,10 @@ use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
 
 use crate::configuration::{mask_url, DatabaseSettings};
 
+/// A pooled connection idle this long is pinged before it is handed out; one given back sooner
+/// was pinged when it was given back (sqlx does that on every release; ADR 023).
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// The SQL migrations, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -108,6 +112,18 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, PostgresErro
     let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
+        // sqlx pings every connection it hands out (a round trip to the server before each
+        // statement run on the pool) besides the ping it makes when one is given back; only a
+        // connection that sat idle may have been dropped meanwhile (ADR 023)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|e| PostgresError::Unreachable {

@@ -279,28 +279,28 @@ impl SessionMutation {
         let (user_id, _) = require_user(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let station_id = parse_id(&input.station_id, "stationId")?;
-        // each start asks a charger to do something: a driver gets a few per minute
-        if let crate::auth::rate_limit::Verdict::Limited { retry_after_secs } =
+        // each start asks a charger to do something: a driver gets a few per minute. The
+        // count (Redis) and every read of the hot path (one round trip to Postgres) run side by
+        // side; the station itself is only looked at to explain a miss
+        let rate_key = app.redis_key(&format!("rl:start:user:{user_id}"));
+        let (verdict, context) = tokio::join!(
             crate::auth::rate_limit::hit(
                 &app.redis,
-                &app.redis_key(&format!("rl:start:user:{user_id}")),
+                &rate_key,
                 app.settings.sessions.max_starts_per_minute,
                 60,
+            ),
+            store::start_context(
+                &app.db,
+                station_id,
+                input.charger_id.as_ref().map(|id| id.as_str()),
+                user_id,
             )
-            .await
-        {
+        );
+        if let crate::auth::rate_limit::Verdict::Limited { retry_after_secs } = verdict {
             return Err(ApiError::RateLimited { retry_after_secs });
         }
-        // every read of the hot path in one round trip; the station itself is only looked at
-        // to explain a miss
-        let context = store::start_context(
-            &app.db,
-            station_id,
-            input.charger_id.as_ref().map(|id| id.as_str()),
-            user_id,
-        )
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
+        let context = context?.ok_or_else(ApiError::unauthenticated)?;
         if context.chargers.is_empty() && !store::station_exists(&app.db, station_id).await? {
             return Err(ApiError::NotFound("station not found".into()));
         }
