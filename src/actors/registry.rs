@@ -220,9 +220,6 @@ impl Handler<RegisterCharger> for Registry {
             connection_id: msg.connection_id,
             addr: msg.addr.clone(),
         };
-        self.directory
-            .0
-            .insert(msg.charger_id.clone(), msg.addr.clone());
         if let Some(old) = self.chargers.insert(msg.charger_id.clone(), entry) {
             if old.connection_id != msg.connection_id {
                 tracing::info!(charger_id = %msg.charger_id, "newer connection replaces the old one");
@@ -235,6 +232,9 @@ impl Handler<RegisterCharger> for Registry {
         app.sessions.do_send(ChargerArrived {
             charger_id: charger_id.clone(),
         });
+        // readers see the charger only once its arrival is queued for the session supervisor:
+        // a start routed here through the map finds the charger connected there too
+        self.directory.0.insert(charger_id.clone(), msg.addr);
         let Some(claims) = &self.claims else { return };
         let claimed = claims.submit((charger_id.clone(), owner.clone()));
         ctx.spawn(

@@ -192,7 +192,7 @@ async fn write_batch(
     match apply(pool, node, source, &items).await {
         Ok(changed) => changed.into_iter().map(Ok).collect(),
         Err(e) if items.len() == 1 => vec![Err(e)],
-        Err(StoreError::Database(sqlx::Error::Database(e))) => {
+        Err(e @ StoreError::Database(sqlx::Error::Database(_))) if !e.is_unreachable() => {
             // one item's row broke the batch: apply each alone so only it fails
             tracing::warn!(error = %e, items = items.len(), "charger write batch failed; retrying its items one by one");
             let mut results = Vec::with_capacity(items.len());

@@ -56,6 +56,29 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the error says the database cannot be reached, rather than that one statement or
+    /// row is wrong: the connection broke or timed out, or the server is shutting down or not
+    /// accepting connections (SQLSTATE classes 08 and 57, e.g. 57P01 on a connection that was
+    /// open when PostgreSQL restarted). Running a failed batch's items one by one would only meet
+    /// the same error, each after its own wait.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+            _ => false,
+        }
+    }
+
     /// Maps a unique violation on `constraint` to `Conflict(message)`, anything else to `Database`.
     pub fn from_unique(err: sqlx::Error, constraint: &str, message: &str) -> Self {
         if let sqlx::Error::Database(db) = &err {

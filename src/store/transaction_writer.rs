@@ -528,21 +528,9 @@ async fn flush_ticks(
     }
 }
 
-/// Errors that say the database cannot be reached (rather than that one item is wrong):
-/// running the batch's items one by one would only wait for the same timeout again and again.
+/// Errors that say the database cannot be reached (rather than that one item is wrong).
 fn unreachable(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Unavailable(_)
-            | StoreError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::WorkerCrashed
-            )
-    )
+    e.is_unreachable()
 }
 
 /// How many messages of each kind each path stored in a batch (counted once it committed).

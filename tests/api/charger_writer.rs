@@ -187,3 +187,25 @@ async fn a_chargers_writes_in_one_batch_apply_in_order_with_their_events() {
         ]
     );
 }
+
+/// A connection the server ended (as a restart of PostgreSQL ends every open one) says the
+/// database is unreachable, so a failed batch is not re-run item by item against it; a wrong
+/// statement is an error of that statement.
+#[actix_web::test]
+async fn a_connection_the_server_ended_is_unreachable_and_a_wrong_statement_is_not() {
+    use chargegrid::store::StoreError;
+    let app = spawn_app().await;
+    let mut conn = app.db.acquire().await.unwrap();
+    let ended = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut *conn)
+        .await
+        .expect_err("the server ends the connection it runs on");
+    let ended = StoreError::from(ended);
+    assert!(ended.is_unreachable(), "{ended:?}");
+    let wrong = sqlx::query("SELECT 1 / 0")
+        .execute(&app.db)
+        .await
+        .expect_err("division by zero");
+    let wrong = StoreError::from(wrong);
+    assert!(!wrong.is_unreachable(), "{wrong:?}");
+}

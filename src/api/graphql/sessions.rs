@@ -283,24 +283,34 @@ impl SessionMutation {
         // count (Redis) and every read of the hot path (one round trip to Postgres) run side by
         // side; the station itself is only looked at to explain a miss
         let rate_key = app.redis_key(&format!("rl:start:user:{user_id}"));
-        let (verdict, context) = tokio::join!(
-            crate::auth::rate_limit::hit(
+        let limit = async {
+            match crate::auth::rate_limit::hit(
                 &app.redis,
                 &rate_key,
                 app.settings.sessions.max_starts_per_minute,
                 60,
-            ),
+            )
+            .await
+            {
+                // a limited start ends here, and its read is dropped
+                crate::auth::rate_limit::Verdict::Limited { retry_after_secs } => {
+                    Err(ApiError::RateLimited { retry_after_secs })
+                }
+                crate::auth::rate_limit::Verdict::Allowed => Ok(()),
+            }
+        };
+        let read = async {
             store::start_context(
                 &app.db,
                 station_id,
                 input.charger_id.as_ref().map(|id| id.as_str()),
                 user_id,
             )
-        );
-        if let crate::auth::rate_limit::Verdict::Limited { retry_after_secs } = verdict {
-            return Err(ApiError::RateLimited { retry_after_secs });
-        }
-        let context = context?.ok_or_else(ApiError::unauthenticated)?;
+            .await
+            .map_err(ApiError::from)
+        };
+        let ((), context) = tokio::try_join!(limit, read)?;
+        let context = context.ok_or_else(ApiError::unauthenticated)?;
         if context.chargers.is_empty() && !store::station_exists(&app.db, station_id).await? {
             return Err(ApiError::NotFound("station not found".into()));
         }
