@@ -68,6 +68,9 @@ pub struct AppContext {
     pub redis: RedisPool,
     pub mongo: Database,
     pub amqp: Amqp,
+    /// The in-process workers' own RabbitMQ connection (`chargegrid all`), once they run:
+    /// `/ready` wants it up too.
+    pub worker_amqp: Arc<std::sync::OnceLock<Amqp>>,
     pub jwt: Arc<JwtKeys>,
     pub metrics: Arc<Metrics>,
     /// Routes commands to the charger actors of this replica.

@@ -69,8 +69,6 @@ pub struct Application {
     tasks: Vec<JoinHandle<()>>,
     /// Reloads the station index when stations change; stopped with the server.
     index_refresher: JoinHandle<()>,
-    /// The in-process workers' own RabbitMQ connection, closed with the server.
-    worker_amqp: Option<Amqp>,
 }
 
 impl Application {
@@ -184,7 +182,10 @@ impl Application {
                 ..ctx.core()
             }
         };
-        let worker_amqp = (!workers.is_empty()).then(|| worker_ctx.amqp.clone());
+        if !workers.is_empty() {
+            // closed with the server; `/ready` reports it
+            let _ = ctx.worker_amqp.set(worker_ctx.amqp.clone());
+        }
         for kind in workers {
             tasks.extend(
                 crate::workers::spawn_worker(&worker_ctx, *kind, shutdown.clone())
@@ -205,7 +206,6 @@ impl Application {
             shutdown,
             tasks,
             index_refresher,
-            worker_amqp,
         })
     }
 
@@ -255,7 +255,7 @@ impl Application {
         )
         .await;
         self.index_refresher.abort();
-        if let Some(amqp) = &self.worker_amqp {
+        if let Some(amqp) = self.ctx.worker_amqp.get() {
             amqp.close().await;
         }
         self.ctx.amqp.close().await;
@@ -467,6 +467,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         redis,
         mongo,
         amqp,
+        worker_amqp: Arc::default(),
         jwt: Arc::new(jwt),
         metrics,
         registry: Registry::default().start(),

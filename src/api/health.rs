@@ -63,10 +63,12 @@ pub async fn service_checks(ctx: &AppContext) -> Vec<(&'static str, Result<(), S
     let redis = check(store::redis::ping(&ctx.redis));
     let mongo = check(store::mongo::ping(&ctx.mongo));
     let rabbitmq = async {
-        if ctx.amqp.is_connected() {
-            Ok(())
-        } else {
+        if !ctx.amqp.is_connected() {
             Err("not connected".to_string())
+        } else if ctx.worker_amqp.get().is_some_and(|w| !w.is_connected()) {
+            Err("the in-process workers' connection is down".to_string())
+        } else {
+            Ok(())
         }
     };
     let (postgres, redis, mongo, rabbitmq) = tokio::join!(postgres, redis, mongo, rabbitmq);

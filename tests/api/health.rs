@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{error_code, spawn_app, spawn_app_with};
+use crate::helpers::{error_code, spawn_app, spawn_app_with, spawn_app_with_workers, TestApp};
 
 #[actix_web::test]
 async fn ready_is_200_when_every_service_is_up() {
@@ -59,6 +59,45 @@ async fn ready_is_503_and_names_redis_when_redis_is_unreachable() {
         .await
         .expect("healthz");
     assert_eq!(live.status(), 200);
+}
+
+/// `/ready`'s status code and the services it names as down.
+async fn readiness(app: &TestApp) -> (u16, Vec<String>) {
+    let response = app
+        .http
+        .get(format!("{}/ready", app.address))
+        .send()
+        .await
+        .expect("ready");
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("json");
+    let down = body["down"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, down)
+}
+
+#[actix_web::test]
+async fn ready_is_503_when_the_in_process_workers_lose_their_rabbitmq_connection() {
+    let app = spawn_app_with_workers(|_| {}).await;
+    // both connections come up in the background: wait for them rather than sleep
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while readiness(&app).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // the workers' own connection goes (and stays) away; the server's stays up
+    let workers = app.ctx.worker_amqp.get().expect("workers run in process");
+    workers.close().await;
+    assert!(app.ctx.amqp.is_connected());
+    let (status, down) = readiness(&app).await;
+    assert_eq!(status, 503, "{down:?}");
+    assert_eq!(down, vec!["rabbitmq".to_string()]);
 }
 
 #[actix_web::test]
