@@ -528,11 +528,6 @@ async fn flush_ticks(
     }
 }
 
-/// Errors that say the database cannot be reached (rather than that one item is wrong).
-fn unreachable(e: &StoreError) -> bool {
-    e.is_unreachable()
-}
-
 /// How many messages of each kind each path stored in a batch (counted once it committed).
 #[derive(Default)]
 struct Tally(HashMap<(&'static str, &'static str), u64>);
@@ -589,7 +584,7 @@ async fn run_batch(
                 .map(|_| Err(StoreError::Unavailable(e.clone())))
                 .collect()
         }
-        Together::ItemFailed(e) if unreachable(&e) => {
+        Together::ItemFailed(e) if e.is_unreachable() => {
             tracing::error!(error = %e, items = n, "the database is unreachable: none of the batch is answered");
             let reason = e.to_string();
             (0..n)
@@ -614,7 +609,7 @@ async fn run_batch(
                     // alone, a meter message is still stored by the set-based statements
                     Ok(Outcome::Meter(_) | Outcome::Flushed(_)) => tally.add(kind_of(item), "set"),
                     Ok(Outcome::Job(_)) => tally.add(kind_of(item), "job"),
-                    Err(e) if unreachable(e) => gone = Some(e.to_string()),
+                    Err(e) if e.is_unreachable() => gone = Some(e.to_string()),
                     Err(_) => {}
                 }
                 results.push(result);

@@ -4,63 +4,6 @@ use serde_json::json;
 
 use crate::helpers::{error_code, spawn_app, spawn_app_with, spawn_app_with_workers, TestApp};
 
-#[actix_web::test]
-async fn ready_is_200_when_every_service_is_up() {
-    let app = spawn_app().await;
-    // RabbitMQ connects in the background: wait for it rather than sleep
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut last = None;
-    while std::time::Instant::now() < deadline {
-        let response = app
-            .http
-            .get(format!("{}/ready", app.address))
-            .send()
-            .await
-            .expect("ready");
-        if response.status() == 200 {
-            last = Some(200);
-            break;
-        }
-        last = Some(response.status().as_u16());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(last, Some(200));
-    let live = app
-        .http
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(live.status(), 200);
-}
-
-#[actix_web::test]
-async fn ready_is_503_and_names_redis_when_redis_is_unreachable() {
-    let app = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:1".into()).await;
-    let response = app
-        .http
-        .get(format!("{}/ready", app.address))
-        .send()
-        .await
-        .expect("ready");
-    assert_eq!(response.status(), 503);
-    let body: serde_json::Value = response.json().await.expect("json");
-    let down: Vec<&str> = body["down"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    assert!(down.contains(&"redis"), "{body}");
-    assert!(!down.contains(&"postgres"), "{body}");
-    // liveness is unaffected
-    let live = app
-        .http
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(live.status(), 200);
-}
-
 /// `/ready`'s status code and the services it names as down.
 async fn readiness(app: &TestApp) -> (u16, Vec<String>) {
     let response = app
@@ -82,15 +25,55 @@ async fn readiness(app: &TestApp) -> (u16, Vec<String>) {
     (status, down)
 }
 
+/// Waits (up to 10 s) for `/ready` to answer 200: RabbitMQ connects in the background. The
+/// last status seen.
+async fn until_ready(app: &TestApp) -> u16 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = readiness(app).await.0;
+        if status == 200 || std::time::Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn ready_is_200_when_every_service_is_up() {
+    let app = spawn_app().await;
+    // RabbitMQ connects in the background: wait for it rather than sleep
+    assert_eq!(until_ready(&app).await, 200);
+    let live = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status(), 200);
+}
+
+#[actix_web::test]
+async fn ready_is_503_and_names_redis_when_redis_is_unreachable() {
+    let app = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:1".into()).await;
+    let (status, down) = readiness(&app).await;
+    assert_eq!(status, 503);
+    assert!(down.iter().any(|d| d == "redis"), "{down:?}");
+    assert!(!down.iter().any(|d| d == "postgres"), "{down:?}");
+    // liveness is unaffected
+    let live = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(live.status(), 200);
+}
+
 #[actix_web::test]
 async fn ready_is_503_when_the_in_process_workers_lose_their_rabbitmq_connection() {
     let app = spawn_app_with_workers(|_| {}).await;
     // both connections come up in the background: wait for them rather than sleep
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while readiness(&app).await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    assert_eq!(until_ready(&app).await, 200, "never ready");
     // the workers' own connection goes (and stays) away; the server's stays up
     let workers = app.ctx.worker_amqp.get().expect("workers run in process");
     workers.close().await;
