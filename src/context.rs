@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use deadpool_redis::Pool as RedisPool;
+use crate::store::redis::Pool as RedisPool;
 use mongodb::Database;
 use sqlx::PgPool;
 

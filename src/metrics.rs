@@ -10,6 +10,7 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     pub http_request_duration_seconds: HistogramVec,
     pub graphql_errors_total: IntCounterVec,
+    pub graphql_field_duration_seconds: HistogramVec,
     pub logins_total: IntCounterVec,
     pub chargers_connected: IntGauge,
     pub ocpp_messages_total: IntCounterVec,
@@ -59,6 +60,18 @@ impl Metrics {
                 "GraphQL errors by extensions.code",
             ),
             &["code"],
+        )?;
+        // finer than `latency_buckets` around the API's targets (startSession p99 <= 50 ms)
+        let graphql_field_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "chargegrid_graphql_field_duration_seconds",
+                "Time to resolve each top-level GraphQL field (the operation's work, without HTTP, parsing and validation), by type and field",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
+                0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["type", "field"],
         )?;
         let logins_total = IntCounterVec::new(
             Opts::new("chargegrid_logins_total", "Login attempts by result"),
@@ -197,6 +210,7 @@ impl Metrics {
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(graphql_errors_total.clone()))?;
+        registry.register(Box::new(graphql_field_duration_seconds.clone()))?;
         registry.register(Box::new(logins_total.clone()))?;
         registry.register(Box::new(chargers_connected.clone()))?;
         registry.register(Box::new(ocpp_messages_total.clone()))?;
@@ -211,6 +225,7 @@ impl Metrics {
             http_requests_total,
             http_request_duration_seconds,
             graphql_errors_total,
+            graphql_field_duration_seconds,
             logins_total,
             chargers_connected,
             ocpp_messages_total,

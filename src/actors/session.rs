@@ -18,7 +18,7 @@ use super::session_supervisor::SessionSupervisor;
 use crate::context::AppContext;
 use crate::live::LiveEvent;
 use crate::ocpp::command::{ChargerCommand, CommandError};
-use crate::store::sessions::{self, status, SessionRecord};
+use crate::store::sessions::{self, status, SessionRecord, TransactionKeys};
 
 /// Minimum spacing of live updates that are not status changes.
 const LIVE_UPDATE_INTERVAL: Duration = Duration::from_secs(1);
@@ -159,7 +159,7 @@ impl SessionActor {
                 self.stop_requested = true;
                 tracing::info!(session_id = %self.record.id, "energy limit reached: stopping");
                 let (app, record) = (self.app.clone(), self.record.clone());
-                ctx.spawn(async move { request_stop(&app, &record).await }.into_actor(self).map(
+                ctx.spawn(async move { request_stop(&app, &record, None).await }.into_actor(self).map(
                     |result, act, ctx| match result {
                         Ok(record) => act.on_state(record, ctx),
                         Err(e) => {
@@ -314,12 +314,13 @@ impl Handler<SessionCommand> for SessionActor {
         let (app, id) = (self.app.clone(), self.record.id);
         AtomicResponse::new(Box::pin(
             async move {
-                let record = match sessions::find(&app.db, id).await {
-                    Ok(Some(record)) => record,
+                // with its transaction's keys, which an end needs: one round trip
+                let found = match sessions::find_with_transaction(&app.db, id).await {
+                    Ok(Some(found)) => found,
                     Ok(None) => return Applied::failed_with(SessionCommandError::NotFound),
                     Err(e) => return Applied::failed_with(e.into()),
                 };
-                session_commands::apply(&app, record, msg).await
+                session_commands::apply(&app, found, msg).await
             }
             .into_actor(self)
             .map(|applied, act, ctx| act.settle(applied, ctx)),
@@ -377,18 +378,23 @@ impl Handler<Fail> for SessionActor {
 async fn transaction_keys(
     app: &AppContext,
     record: &SessionRecord,
-) -> Result<(Option<i32>, Option<String>), CommandError> {
+) -> Result<TransactionKeys, CommandError> {
     sessions::transaction_keys(&app.db, record.id)
         .await
         .map_err(|e| CommandError::Invalid(e.to_string()))
 }
 
 /// Asks the charger to stop the session's transaction; IN_PROGRESS becomes STOPPING.
+/// `keys` are the transaction's, when the caller read them with the session.
 pub async fn request_stop(
     app: &AppContext,
     record: &SessionRecord,
+    keys: Option<TransactionKeys>,
 ) -> Result<SessionRecord, CommandError> {
-    let (transaction_id, transaction_ref) = transaction_keys(app, record).await?;
+    let (transaction_id, transaction_ref) = match keys {
+        Some(keys) => keys,
+        None => transaction_keys(app, record).await?,
+    };
     let reply = execute(
         app,
         &record.charger_id,

@@ -15,7 +15,9 @@ use super::session::{accepted, apply_power_limit, request_stop};
 use crate::context::AppContext;
 use crate::events::node_rpc::NodeRequest;
 use crate::ocpp::command::{ChargerCommand, CommandError};
-use crate::store::sessions::{self, status, NewSession, SessionRecord};
+use crate::store::sessions::{
+    self, status, NewSession, SessionRecord, TransactionKeys, WithTransaction,
+};
 use crate::store::{ownership, StoreError};
 
 /// What a command did: the session's new state (for its actor and subscribers) and the answer.
@@ -86,14 +88,15 @@ async fn remote(
 }
 
 /// Applies an Update or End to `record` (a Start is `create` then `begin`).
-pub async fn apply(app: &AppContext, record: SessionRecord, command: SessionCommand) -> Applied {
+pub async fn apply(app: &AppContext, found: WithTransaction, command: SessionCommand) -> Applied {
+    let WithTransaction { record, keys } = found;
     match command {
         SessionCommand::Update {
             max_power_kw,
             max_energy_kwh,
             ..
         } => update(app, record, max_power_kw, max_energy_kwh).await,
-        SessionCommand::End { .. } => end(app, record).await,
+        SessionCommand::End { .. } => end(app, record, keys).await,
         SessionCommand::Start(_) => Applied::failed(SessionCommandError::Conflict(
             "the session exists already".into(),
         )),
@@ -206,7 +209,7 @@ pub async fn update(
 
 /// Cancels a PENDING session, asks the charger to stop an IN_PROGRESS one; anything else is
 /// answered as it is.
-pub async fn end(app: &AppContext, record: SessionRecord) -> Applied {
+pub async fn end(app: &AppContext, record: SessionRecord, keys: TransactionKeys) -> Applied {
     let result: Result<SessionRecord, SessionCommandError> = match record.status.as_str() {
         status::PENDING => {
             match sessions::fail_pending(
@@ -222,12 +225,14 @@ pub async fn end(app: &AppContext, record: SessionRecord) -> Applied {
                 Err(e) => Err(e.into()),
             }
         }
-        status::IN_PROGRESS => request_stop(app, &record).await.map_err(|e| match e {
-            CommandError::CallError { .. } => {
-                SessionCommandError::Refused("the charger refused to stop".into())
-            }
-            other => SessionCommandError::Charger(other),
-        }),
+        status::IN_PROGRESS => request_stop(app, &record, Some(keys))
+            .await
+            .map_err(|e| match e {
+                CommandError::CallError { .. } => {
+                    SessionCommandError::Refused("the charger refused to stop".into())
+                }
+                other => SessionCommandError::Charger(other),
+            }),
         _ => Ok(record),
     };
     match result {

@@ -363,10 +363,10 @@ impl Handler<SessionCommand> for SessionSupervisor {
                             .await
                             .map_err(|e| SessionCommandError::Unavailable(e.to_string()))?;
                     }
-                    let record = sessions::find(&app.db, id)
+                    let found = sessions::find_with_transaction(&app.db, id)
                         .await?
                         .ok_or(SessionCommandError::NotFound)?;
-                    let applied = session_commands::apply(&app, record, command).await;
+                    let applied = session_commands::apply(&app, found, command).await;
                     publish(&app, &applied);
                     applied.answer
                 })

@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::store::redis::Pool as RedisPool;
 use base64::Engine;
 use dashmap::DashMap;
-use deadpool_redis::Pool as RedisPool;
 use hmac::{Hmac, Mac};
 use prometheus::IntCounterVec;
 use sha2::Sha256;

@@ -1,8 +1,8 @@
 //! Fixed-window rate limits in Redis (login attempts per email and per client address).
 //! Keys carry a SHA-256 of the email, never the address itself.
 
+use crate::store::redis::Pool;
 use deadpool_redis::redis::AsyncCommands;
-use deadpool_redis::Pool;
 use sha2::{Digest, Sha256};
 
 /// The outcome of counting one attempt.

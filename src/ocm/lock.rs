@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::redis::Pool;
 use deadpool_redis::redis;
-use deadpool_redis::Pool;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::redis::Pool as RedisPool;
 use chrono::{DateTime, Utc};
-use deadpool_redis::Pool as RedisPool;
 use mongodb::Database;
 use sqlx::PgPool;
 

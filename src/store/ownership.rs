@@ -2,8 +2,8 @@
 //! with a lease the holder renews. A new connection overwrites the key (newest wins, across
 //! replicas too) and learns the previous holder so it can tell it to close its stale socket.
 
+use crate::store::redis::Pool;
 use deadpool_redis::redis::{self, Script};
-use deadpool_redis::Pool;
 use uuid::Uuid;
 
 /// The holder of a charger's socket.

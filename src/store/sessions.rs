@@ -632,11 +632,46 @@ pub async fn station_exists(pool: &PgPool, station_id: Uuid) -> Result<bool, Sto
 
 /// The charger's keys of a session's (latest) charger transaction: the 1.6 transactionId and
 /// the 2.0.1 transactionId string, whichever its protocol has.
+/// A session with the keys of its latest charger transaction (see `transaction_keys`).
+pub struct WithTransaction {
+    pub record: SessionRecord,
+    pub keys: TransactionKeys,
+}
+
+/// How each protocol names a session's charger transaction: 1.6 by our integer id, 2.0.1 by the
+/// station's string.
+pub type TransactionKeys = (Option<i32>, Option<String>);
+
+/// The session and its transaction's keys in one round trip: what a command to its actor
+/// decides on (an end asks the charger to stop that transaction).
+pub async fn find_with_transaction(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<WithTransaction>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {}, t.transaction_id AS t_transaction_id, t.transaction_ref AS t_transaction_ref \
+         FROM sessions s LEFT JOIN LATERAL (SELECT transaction_id, transaction_ref \
+         FROM charger_transactions WHERE session_id = s.id ORDER BY id DESC LIMIT 1) t ON true \
+         WHERE s.id = $1",
+        *S_COLUMNS
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let record = <SessionRecord as sqlx::FromRow<_>>::from_row(&row)?;
+    let keys = (
+        sqlx::Row::try_get(&row, "t_transaction_id")?,
+        sqlx::Row::try_get(&row, "t_transaction_ref")?,
+    );
+    Ok(Some(WithTransaction { record, keys }))
+}
+
 pub async fn transaction_keys(
     pool: &PgPool,
     session_id: Uuid,
-) -> Result<(Option<i32>, Option<String>), StoreError> {
-    Ok(sqlx::query_as::<_, (Option<i32>, Option<String>)>(
+) -> Result<TransactionKeys, StoreError> {
+    Ok(sqlx::query_as::<_, TransactionKeys>(
         "SELECT transaction_id, transaction_ref FROM charger_transactions \
          WHERE session_id = $1 ORDER BY id DESC LIMIT 1",
     )

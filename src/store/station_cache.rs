@@ -4,8 +4,8 @@
 //! generation nobody reads any more (no invalidate-then-refill race). Redis being down only
 //! costs the cache: lookups fall through to Postgres.
 
+use crate::store::redis::Pool;
 use deadpool_redis::redis;
-use deadpool_redis::Pool;
 use sqlx::PgPool;
 use uuid::Uuid;
 

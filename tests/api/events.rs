@@ -693,6 +693,32 @@ async fn events_survive_the_broker_closing_the_connection_mid_stream() {
     assert!(all_marked, "events stayed unpublished in the outbox");
 }
 
+#[actix_web::test]
+async fn billing_resumes_after_the_broker_closes_the_in_process_workers_connection() {
+    let b = billing_fixture("50.00", "0,59 EUR/kWh", |_| {}).await;
+    let app = &b.app;
+    // under `chargegrid all` the workers hold a connection of their own (not the server's)
+    let workers_up = app
+        .wait_until(Duration::from_secs(10), || async {
+            app.ctx.worker_amqp.get().is_some_and(|w| w.is_connected())
+        })
+        .await;
+    assert!(workers_up, "the workers never connected");
+    close_connection_named(&format!(
+        "{}/{}/workers",
+        app.ctx.settings.events.namespace, app.ctx.settings.node_id
+    ))
+    .await;
+    // a session that ends after that is invoiced: the workers connected again and consume their
+    // queues again (its SESSION_ENDED waits in the durable billing queue until they do)
+    let mut cp = connect16(app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
+    cp.boot().await;
+    charge(&mut cp, &b.id_tag, 10_000, 30).await;
+    let invoice = wait_invoice(app).await;
+    assert_eq!(dec(invoice["amount"].as_str().unwrap()), dec("5.90"));
+    assert_eq!(debits(app).await, 1);
+}
+
 /// Closes the broker-side connection with this client-provided name, through the management API
 /// (or rabbitmqctl when the API is not enabled).
 async fn close_connection_named(name: &str) {

@@ -24,6 +24,7 @@ pub mod sessions;
 pub mod sites;
 pub mod stations;
 pub mod subscription;
+pub mod timing;
 pub mod types;
 pub mod ws;
 
@@ -102,6 +103,7 @@ pub fn build_schema(ctx: AppContext) -> AppSchema {
         subscription::SubscriptionRoot,
     )
     .data(loaders::loader(ctx.api_db.clone(), ctx.metrics.clone()))
+    .extension(timing::FieldTiming(ctx.metrics.clone()))
     .data(ctx)
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)

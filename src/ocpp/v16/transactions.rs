@@ -174,12 +174,15 @@ pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Hand
 
 pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: StopTransactionRequest = decode("StopTransaction", payload.clone())?;
-    let id_tag_info = match &req.id_tag {
-        Some(tag) => {
-            let (status, _, details) = resolve(&ctx.app.db, tag, None).await.map_err(unanswered)?;
-            Some(tag_info_with(status, &details))
+    // the token's status goes only into the answer: it is read while the stop is stored
+    let id_tag_info = async {
+        match &req.id_tag {
+            Some(tag) => {
+                let (status, _, details) = resolve(&ctx.app.db, tag, None).await?;
+                Ok::<_, StoreError>(Some(tag_info_with(status, &details)))
+            }
+            None => Ok(None),
         }
-        None => None,
     };
     let reason = req
         .reason
@@ -203,7 +206,7 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
         reason: reason.clone(),
         samples: samples.clone(),
     };
-    let session = ctx
+    let stored = ctx
         .app
         .transactions
         .stop_v16(stop, move |tx| {
@@ -276,9 +279,12 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
                     None => Ok(None),
                 }
             })
-        })
-        .await
-        .map_err(unanswered)?;
+        });
+    // a stop stored whose token could not be read is not answered either: the charger sends it
+    // again, and the repeat is answered without changing anything
+    let (id_tag_info, session) = tokio::join!(id_tag_info, stored);
+    let session = session.map_err(unanswered)?;
+    let id_tag_info = id_tag_info.map_err(unanswered)?;
     Ok(Handled::reply(&StopTransactionResponse { id_tag_info })?.with_session(session))
 }
 
