@@ -65,7 +65,7 @@ impl Metrics {
         let graphql_field_duration_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "chargegrid_graphql_field_duration_seconds",
-                "Time to resolve each top-level GraphQL field (the operation's work, without HTTP, parsing and validation), by type and field",
+                "Time to execute each POST /graphql operation (validation and resolvers, without reading the body), by its type and first top-level field (other: not a field of the schema)",
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,

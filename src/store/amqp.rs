@@ -38,6 +38,8 @@ struct Inner {
     connected: Notify,
     max_delay: Duration,
     stop: CancellationToken,
+    /// Connections opened so far (the first one and every reconnection).
+    opened: std::sync::atomic::AtomicU64,
 }
 
 impl Amqp {
@@ -51,6 +53,7 @@ impl Amqp {
                 connected: Notify::new(),
                 max_delay: Duration::from_secs(settings.max_reconnect_delay_secs.max(1)),
                 stop: CancellationToken::new(),
+                opened: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let supervisor = amqp.clone();
@@ -67,6 +70,11 @@ impl Amqp {
         self.current()
             .map(|c| c.status().connected())
             .unwrap_or(false)
+    }
+
+    /// How many connections the supervisor has opened: more than one means it reconnected.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn current(&self) -> Option<Arc<Connection>> {
@@ -122,6 +130,9 @@ impl Amqp {
                     if let Ok(mut current) = self.inner.current.write() {
                         *current = Some(Arc::new(conn));
                     }
+                    self.inner
+                        .opened
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(%url, "connected to RabbitMQ");
                     self.inner.connected.notify_waiters();
                     tokio::select! {

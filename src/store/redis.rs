@@ -25,34 +25,43 @@ pub struct RedisSetupError {
 }
 
 /// deadpool-redis's manager, except that it checks a pooled connection (UNWATCH and PING, a
-/// round trip) only when it has been idle for `CHECK_IDLE_AFTER`: it checked before every
-/// use, which put a second round trip in front of each rate-limit count and ownership look-up
-/// on the API's hot path (ADR 023 did the same for PostgreSQL). Nothing here uses WATCH, and
-/// a connection that broke while in use fails its command, which its caller handles as any
-/// Redis error; the next idle check drops it.
+/// round trip) only when it has not been handed out for `CHECK_IDLE_AFTER`, or when a command
+/// on it failed as a lost connection does: it checked before every use, which put a second
+/// round trip in front of each rate-limit count and ownership look-up on the API's hot path
+/// (ADR 023, amended). Nothing here uses WATCH. A connection that broke fails the command that
+/// finds it out, which its caller handles as any Redis error, and is dropped when it is handed
+/// out next (a multiplexed connection does not reconnect by itself).
 pub struct Manager(deadpool_redis::Manager);
 
+/// A pooled connection and whether a command on it failed as a lost connection does.
+pub struct Pooled {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
 impl managed::Manager for Manager {
-    type Type = MultiplexedConnection;
+    type Type = Pooled;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.0.create().await
+    async fn create(&self) -> Result<Pooled, RedisError> {
+        Ok(Pooled {
+            conn: self.0.create().await?,
+            broken: false,
+        })
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut MultiplexedConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<RedisError> {
+    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if pooled.broken {
+            return Err(managed::RecycleError::message("the connection was lost"));
+        }
         if metrics.last_used() < CHECK_IDLE_AFTER {
             return Ok(());
         }
-        self.0.recycle(conn, metrics).await
+        self.0.recycle(&mut pooled.conn, metrics).await
     }
 }
 
-/// A pooled connection; commands run on it as on the connection itself.
+/// A connection taken from the pool; commands run on it as on the connection itself.
 pub struct Connection(Object<Manager>);
 
 impl From<Object<Manager>> for Connection {
@@ -65,14 +74,19 @@ impl Deref for Connection {
     type Target = MultiplexedConnection;
 
     fn deref(&self) -> &MultiplexedConnection {
-        &self.0
+        &self.0.conn
     }
 }
 
 impl DerefMut for Connection {
     fn deref_mut(&mut self) -> &mut MultiplexedConnection {
-        &mut self.0
+        &mut self.0.conn
     }
+}
+
+/// Whether `error` says the connection itself is gone (not a refused or failed command).
+fn lost(error: &RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
 }
 
 impl ConnectionLike for Connection {
@@ -80,7 +94,13 @@ impl ConnectionLike for Connection {
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        self.0.req_packed_command(cmd)
+        Box::pin(async move {
+            let result = self.0.conn.req_packed_command(cmd).await;
+            if result.as_ref().is_err_and(lost) {
+                self.0.broken = true;
+            }
+            result
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -89,11 +109,17 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        self.0.req_packed_commands(cmd, offset, count)
+        Box::pin(async move {
+            let result = self.0.conn.req_packed_commands(cmd, offset, count).await;
+            if result.as_ref().is_err_and(lost) {
+                self.0.broken = true;
+            }
+            result
+        })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.0.conn.get_db()
     }
 }
 

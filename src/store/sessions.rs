@@ -630,8 +630,6 @@ pub async fn station_exists(pool: &PgPool, station_id: Uuid) -> Result<bool, Sto
     )
 }
 
-/// The charger's keys of a session's (latest) charger transaction: the 1.6 transactionId and
-/// the 2.0.1 transactionId string, whichever its protocol has.
 /// A session with the keys of its latest charger transaction (see `transaction_keys`).
 pub struct WithTransaction {
     pub record: SessionRecord,
@@ -667,6 +665,8 @@ pub async fn find_with_transaction(
     Ok(Some(WithTransaction { record, keys }))
 }
 
+/// The charger's keys of a session's (latest) charger transaction: the 1.6 transactionId and
+/// the 2.0.1 transactionId string, whichever its protocol has.
 pub async fn transaction_keys(
     pool: &PgPool,
     session_id: Uuid,

@@ -704,11 +704,19 @@ async fn billing_resumes_after_the_broker_closes_the_in_process_workers_connecti
         })
         .await;
     assert!(workers_up, "the workers never connected");
+    let workers = app.ctx.worker_amqp.get().expect("workers run in process");
+    let opened = workers.connections_opened();
     close_connection_named(&format!(
         "{}/{}/workers",
         app.ctx.settings.events.namespace, app.ctx.settings.node_id
     ))
     .await;
+    let reconnected = app
+        .wait_until(Duration::from_secs(10), || async {
+            workers.connections_opened() > opened && workers.is_connected()
+        })
+        .await;
+    assert!(reconnected, "the workers did not connect again");
     // a session that ends after that is invoiced: the workers connected again and consume their
     // queues again (its SESSION_ENDED waits in the durable billing queue until they do)
     let mut cp = connect16(app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;

@@ -29,6 +29,7 @@ mod operations;
 mod payments;
 mod peers;
 mod pnc;
+mod redis_pool;
 mod replicas;
 mod reservations;
 mod sessions;

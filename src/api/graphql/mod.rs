@@ -103,7 +103,6 @@ pub fn build_schema(ctx: AppContext) -> AppSchema {
         subscription::SubscriptionRoot,
     )
     .data(loaders::loader(ctx.api_db.clone(), ctx.metrics.clone()))
-    .extension(timing::FieldTiming(ctx.metrics.clone()))
     .data(ctx)
     .limit_depth(settings.max_depth)
     .limit_complexity(settings.max_complexity)
@@ -112,7 +111,9 @@ pub fn build_schema(ctx: AppContext) -> AppSchema {
     if !settings.introspection {
         builder = builder.disable_introspection();
     }
-    builder.finish()
+    let schema = builder.finish();
+    timing::RootFields::install(&schema.sdl());
+    schema
 }
 
 /// The SDL of the schema this build serves (for `chargegrid` docs and contract tests).
@@ -268,8 +269,15 @@ pub async fn graphql_http(
     } else {
         std::time::Duration::MAX
     };
+    let (ty, field) = timing::RootFields::label(&mut request);
+    let started = std::time::Instant::now();
     let execution = schema.execute(request.data(caller).data(client));
-    let Ok(mut response) = tokio::time::timeout(budget, execution).await else {
+    let executed = tokio::time::timeout(budget, execution).await;
+    ctx.metrics
+        .graphql_field_duration_seconds
+        .with_label_values(&[ty, field.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    let Ok(mut response) = executed else {
         // the operation's futures are dropped here: its queries are cancelled with it
         ctx.metrics
             .graphql_errors_total

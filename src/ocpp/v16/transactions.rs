@@ -280,11 +280,15 @@ pub async fn stop_transaction(ctx: &CallContext, payload: Value) -> Result<Handl
                 }
             })
         });
-    // a stop stored whose token could not be read is not answered either: the charger sends it
-    // again, and the repeat is answered without changing anything
     let (id_tag_info, session) = tokio::join!(id_tag_info, stored);
     let session = session.map_err(unanswered)?;
-    let id_tag_info = id_tag_info.map_err(unanswered)?;
+    // the stop is stored: it is answered, and its session's change goes out, even when the
+    // token could not be read (idTagInfo is optional; a repeat would change nothing, and the
+    // session's actor and subscribers would not hear of the end)
+    let id_tag_info = id_tag_info.unwrap_or_else(|e| {
+        tracing::warn!(charger_id = %ctx.charger_id, error = %e, "StopTransaction answered without idTagInfo: the token could not be read");
+        None
+    });
     Ok(Handled::reply(&StopTransactionResponse { id_tag_info })?.with_session(session))
 }
 
