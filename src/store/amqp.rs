@@ -129,10 +129,11 @@ impl Amqp {
                     });
                     if let Ok(mut current) = self.inner.current.write() {
                         *current = Some(Arc::new(conn));
+                        // counted with the connection installed, under the same lock
+                        self.inner
+                            .opened
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    self.inner
-                        .opened
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(%url, "connected to RabbitMQ");
                     self.inner.connected.notify_waiters();
                     tokio::select! {

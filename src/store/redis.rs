@@ -17,6 +17,10 @@ pub type Pool = managed::Pool<Manager, Connection>;
 /// A connection used within this long is handed out again without a check.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// A command unanswered this long fails (as an I/O error, so its connection counts as lost): a
+/// connection gone silently (a half-open socket after a failover) must not hang its callers.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 #[error("Redis at {url}: {reason}")]
 pub struct RedisSetupError {
@@ -44,8 +48,10 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
+        let mut conn = self.0.create().await?;
+        conn.set_response_timeout(RESPONSE_TIMEOUT);
         Ok(Pooled {
-            conn: self.0.create().await?,
+            conn,
             broken: false,
         })
     }

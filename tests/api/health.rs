@@ -104,7 +104,8 @@ async fn metrics_are_exported_in_prometheus_format() {
         text.contains("chargegrid_graphql_errors_total{code=\"UNAUTHENTICATED\"} 1"),
         "{text}"
     );
-    // each top-level field is timed apart from the rest of /graphql, refused ones too
+    // each operation is timed apart from the rest of /graphql, by its first top-level field,
+    // refused ones too
     assert!(
         text.contains(
             "chargegrid_graphql_field_duration_seconds_count{field=\"me\",type=\"Query\"} 1"

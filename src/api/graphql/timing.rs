@@ -57,7 +57,9 @@ impl RootFields {
             return ("other", "other".into());
         };
         let operation = match &doc.operations {
-            DocumentOperations::Single(op) => Some(op),
+            // one anonymous operation: asked for by a name, async-graphql refuses it
+            DocumentOperations::Single(op) if operation_name.is_none() => Some(op),
+            DocumentOperations::Single(_) => None,
             DocumentOperations::Multiple(ops) => match operation_name.as_deref() {
                 Some(name) => ops.get(name),
                 None if ops.len() == 1 => ops.values().next(),
@@ -125,5 +127,6 @@ mod tests {
         let two = "query A { me } mutation B { startSession }";
         assert_eq!(label(two, Some("B")), ("Mutation", "startSession".into()));
         assert_eq!(label(two, None), ("other", "other".into()));
+        assert_eq!(label("{ me }", Some("A")), ("other", "other".into()));
     }
 }
