@@ -50,8 +50,17 @@ impl RootFields {
         let _ = ROOT_FIELDS.get_or_init(|| Self::of(sdl));
     }
 
-    /// The labels of `request`'s operation: its type and its first top-level field, or `other`.
+    /// The labels of `request`'s operation under the served schema's root fields.
     pub fn label(request: &mut async_graphql::Request) -> (&'static str, String) {
+        Self::label_by(ROOT_FIELDS.get(), request)
+    }
+
+    /// The labels of `request`'s operation: its type and its first top-level field when `known`
+    /// has it, else `other`.
+    fn label_by(
+        known: Option<&RootFields>,
+        request: &mut async_graphql::Request,
+    ) -> (&'static str, String) {
         let operation_name = request.operation_name.clone();
         let Ok(doc) = request.parsed_query() else {
             return ("other", "other".into());
@@ -79,7 +88,6 @@ impl RootFields {
                 Selection::Field(field) => Some(field.node.name.node.as_str()),
                 _ => None,
             });
-        let known = ROOT_FIELDS.get();
         let (ty, names) = match operation.node.ty {
             OperationType::Query => ("Query", known.map(|k| &k.query)),
             OperationType::Mutation => ("Mutation", known.map(|k| &k.mutation)),
@@ -98,13 +106,13 @@ mod tests {
 
     #[test]
     fn labels_are_the_schemas_root_fields_or_other() {
-        RootFields::install(
+        let known = RootFields::of(
             "type Query { me: Int session(id: ID!): Int } type Mutation { startSession: Int }",
         );
         let label = |query: &str, name: Option<&str>| {
             let mut request = async_graphql::Request::new(query);
             request.operation_name = name.map(str::to_string);
-            RootFields::label(&mut request)
+            RootFields::label_by(Some(&known), &mut request)
         };
         assert_eq!(label("{ me }", None), ("Query", "me".into()));
         assert_eq!(
