@@ -124,7 +124,11 @@ async fn start_server(name: &str, db_url: &str, mongo_url: &str) -> Server {
         .spawn()
         .expect("start chargegrid serve");
     let server = Server { child, port, log };
-    let http = reqwest::Client::new();
+    // forgets an idle connection before the server's 5 s keep-alive closes it under a request
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(1))
+        .build()
+        .expect("HTTP client");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = http

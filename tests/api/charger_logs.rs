@@ -49,7 +49,7 @@ async fn a_chargers_diagnostics_are_uploaded_to_the_server_and_downloaded_by_ope
     )
     .await
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     let uploaded = http
         .put(&location)
         .body(b"line 1\nline 2\n".to_vec())

@@ -25,6 +25,17 @@ pub struct TestApp {
     handle: actix_web::dev::ServerHandle,
 }
 
+/// An HTTP client for a test's requests to a server it started. It forgets an idle connection
+/// after one second: the server closes an idle keep-alive connection after five (actix-web's
+/// default), and a request sent on a connection the server is closing at that moment fails with
+/// `IncompleteMessage`, as a test that paused between two requests once did in CI.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .expect("HTTP client")
+}
+
 /// The password `register_charger` gives a charger that is registered without one.
 pub const CHARGER_PASSWORD: &str = "test-charger-password-01";
 
@@ -178,7 +189,7 @@ pub async fn spawn_roles(settings: Settings, workers: &[WorkerKind]) -> TestApp 
         db: ctx.db.clone(),
         db_url,
         ctx,
-        http: reqwest::Client::new(),
+        http: http_client(),
         handle,
     }
 }

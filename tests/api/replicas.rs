@@ -61,7 +61,7 @@ async fn start_replica(settings: &chargegrid::configuration::Settings, node: &st
         .stderr(Stdio::null())
         .spawn()
         .expect("start chargegrid serve");
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let ready = http
