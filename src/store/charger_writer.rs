@@ -223,6 +223,9 @@ async fn apply(
     source: &str,
     items: &[ChargerWrite],
 ) -> Result<Vec<bool>, StoreError> {
+    if let Some(changed) = apply_alone(pool, source, items).await? {
+        return Ok(changed);
+    }
     let mut changed = vec![false; items.len()];
     let mut events = Vec::new();
     let mut tx = pool.begin().await?;
@@ -232,6 +235,60 @@ async fn apply(
     outbox::enqueue_many(&mut tx, events, source).await?;
     tx.commit().await?;
     Ok(changed)
+}
+
+/// The batches that are one statement without a transaction (no BEGIN and COMMIT round trips):
+/// only StatusNotifications, or only presence touches, each charger once. `None` for the
+/// others, which `apply` writes in a transaction.
+async fn apply_alone(
+    pool: &PgPool,
+    source: &str,
+    items: &[ChargerWrite],
+) -> Result<Option<Vec<bool>>, StoreError> {
+    if items.is_empty() || segments(items).len() > 1 {
+        return Ok(None);
+    }
+    if items
+        .iter()
+        .all(|i| matches!(i, ChargerWrite::Touch { .. }))
+    {
+        let mut touched = chargers::Connections::default();
+        for item in items {
+            if let ChargerWrite::Touch {
+                charger_id,
+                connection_id,
+                last_seen,
+            } = item
+            {
+                touched.push(charger_id, *connection_id, *last_seen, "");
+            }
+        }
+        chargers::touch_many(pool, &touched).await?;
+        return Ok(Some(vec![true; items.len()]));
+    }
+    let mut reports = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    for item in items {
+        let ChargerWrite::Status { charger_id, report } = item else {
+            return Ok(None);
+        };
+        reports.push((charger_id.as_str(), report));
+        events.push((
+            Event::ConnectorStatusChanged {
+                charger_id: charger_id.clone(),
+                connector_id: report.connector_id,
+                status: report.status.clone(),
+            },
+            report.reported_at.unwrap_or_else(Utc::now),
+        ));
+    }
+    // a charger reports each of its connectors in its own message: one segment never names a
+    // (charger, connector) twice
+    let events = outbox::Columns::new(events, source)?;
+    let changed = chargers::update_connector_statuses_alone(pool, &reports, &events).await?;
+    Ok(Some(
+        (0..items.len()).map(|i| changed.contains(&i)).collect(),
+    ))
 }
 
 /// Splits `items` (by index) into consecutive runs in which each charger appears once.
@@ -300,7 +357,7 @@ async fn apply_segment(
         chargers::mark_disconnected_many(tx, &disconnected).await?
     };
     if !touched.is_empty() {
-        chargers::touch_many(tx, &touched).await?;
+        chargers::touch_many(&mut **tx, &touched).await?;
     }
     if !boots.is_empty() {
         chargers::record_boots(tx, &boots).await?;

@@ -422,7 +422,10 @@ pub async fn mark_disconnected_many(
 }
 
 /// Persists `last_seen` of chargers still on the given connections.
-pub async fn touch_many(tx: &mut Tx<'_>, batch: &Connections) -> Result<(), StoreError> {
+pub async fn touch_many(
+    executor: impl sqlx::PgExecutor<'_>,
+    batch: &Connections,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE chargers AS c SET last_seen = GREATEST(c.last_seen, u.at) \
          FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(id, connection_id, at) \
@@ -431,7 +434,7 @@ pub async fn touch_many(tx: &mut Tx<'_>, batch: &Connections) -> Result<(), Stor
     .bind(&batch.ids)
     .bind(&batch.connection_ids)
     .bind(&batch.at)
-    .execute(&mut **tx)
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -467,6 +470,88 @@ pub async fn record_boots(tx: &mut Tx<'_>, boots: &[(&str, &BootInfo)]) -> Resul
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// `update_connector_statuses` and the outbox rows of the changes in one statement, outside any
+/// transaction (one round trip instead of five): `reports` name each (charger, connector) at
+/// most once and `events` holds one event per report, in the same order; the events of the
+/// reports that changed a status are written, in that order. Returns the indexes (into
+/// `reports`) of those reports.
+pub async fn update_connector_statuses_alone(
+    pool: &PgPool,
+    reports: &[(&str, &StatusReport)],
+    events: &crate::events::outbox::Columns,
+) -> Result<HashSet<usize>, StoreError> {
+    static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let events = crate::store::array_params(8, &["uuid", "text", "text", "text", "text"]);
+        format!(
+            "WITH input AS ( \
+                 SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::timestamptz[]) WITH ORDINALITY \
+                     AS u(charger_id, connector_id, status, error_code, info, vendor_error_code, \
+                         reported_at, n)), \
+             prev AS ( \
+                 SELECT c.charger_id, c.connector_id, c.status FROM input i \
+                 JOIN connector_status c ON c.charger_id = i.charger_id AND c.connector_id = i.connector_id \
+                 ORDER BY c.charger_id, c.connector_id FOR NO KEY UPDATE OF c), \
+             stored AS ( \
+                 INSERT INTO connector_status (charger_id, connector_id, status, error_code, info, \
+                     vendor_error_code, reported_at) \
+                 SELECT i.charger_id, i.connector_id, i.status, i.error_code, i.info, \
+                     i.vendor_error_code, i.reported_at \
+                 FROM input i LEFT JOIN prev p \
+                     ON p.charger_id = i.charger_id AND p.connector_id = i.connector_id \
+                 ORDER BY i.charger_id, i.connector_id \
+                 ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = EXCLUDED.status, \
+                     error_code = EXCLUDED.error_code, info = EXCLUDED.info, \
+                     vendor_error_code = EXCLUDED.vendor_error_code, reported_at = EXCLUDED.reported_at, \
+                     updated_at = now() \
+                 WHERE connector_status.reported_at IS NULL OR EXCLUDED.reported_at IS NULL \
+                     OR EXCLUDED.reported_at >= connector_status.reported_at \
+                 RETURNING charger_id, connector_id, status), \
+             changed AS ( \
+                 SELECT i.n FROM stored s \
+                 JOIN input i ON i.charger_id = s.charger_id AND i.connector_id = s.connector_id \
+                 LEFT JOIN prev p ON p.charger_id = s.charger_id AND p.connector_id = s.connector_id \
+                 WHERE p.status IS DISTINCT FROM s.status), \
+             events AS ( \
+                 INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+                 SELECT e.event_id, e.event_type, e.aggregate_id, e.routing_key, e.body \
+                 FROM unnest({events}) \
+                     WITH ORDINALITY AS e(event_id, event_type, aggregate_id, routing_key, body, n) \
+                 WHERE e.n IN (SELECT n FROM changed) \
+                 ORDER BY e.n) \
+             SELECT n FROM changed"
+        )
+    });
+    let text = |f: fn(&StatusReport) -> Option<String>| -> Vec<Option<String>> {
+        reports.iter().map(|(_, r)| f(r)).collect()
+    };
+    let ids: Vec<&str> = reports.iter().map(|(id, _)| *id).collect();
+    let connectors: Vec<i32> = reports.iter().map(|(_, r)| r.connector_id).collect();
+    let reported_at: Vec<Option<DateTime<Utc>>> =
+        reports.iter().map(|(_, r)| r.reported_at).collect();
+    let query = sqlx::query_scalar::<_, i64>(&STATEMENT)
+        .bind(&ids)
+        .bind(&connectors)
+        .bind(text(|r| Some(r.status.clone())))
+        .bind(text(|r| r.error_code.clone()))
+        .bind(text(|r| r.info.clone()))
+        .bind(text(|r| r.vendor_error_code.clone()))
+        .bind(&reported_at)
+        .bind(&events.ids)
+        .bind(&events.types)
+        .bind(&events.aggregates)
+        .bind(&events.keys)
+        .bind(&events.bodies)
+        // planned at each run, as `update_connector_statuses` (a plan cached while the table
+        // was small would scan it)
+        .persistent(false);
+    let changed = query.fetch_all(pool).await?;
+    Ok(changed
+        .into_iter()
+        .filter_map(|n| usize::try_from(n).ok()?.checked_sub(1))
+        .collect())
 }
 
 /// Stores each report unless a newer one is already stored (offline-queued reports arrive

@@ -275,6 +275,28 @@ pub async fn holds_at(
 #[derive(Debug, Clone, Default)]
 pub struct Holds(Vec<(Uuid, Uuid, Option<i32>, i64, bool)>);
 
+/// `holds_at`'s rows as a JSON array of `[reservation, driver, connector, free others,
+/// of the token's group]` arrays, for a statement that reads them beside something else;
+/// `$charger`, `$connector` and `group` are that statement's expressions for the charger, the
+/// connector and the presented token's group (NULL when it has none).
+pub(crate) fn holds_json(charger: &str, connector: &str, group: &str) -> String {
+    format!(
+        "(SELECT COALESCE(json_agg(json_build_array(r.id, r.user_id, r.connector_id, \
+             (SELECT count(*) FROM connector_status k WHERE k.charger_id = r.charger_id \
+                 AND k.connector_id > 0 AND k.connector_id <> {connector} AND k.status = 'AVAILABLE'), \
+             COALESCE(r.group_id_tag = {group}, FALSE)) ORDER BY r.connector_id NULLS LAST), '[]'::json) \
+         FROM reservations r WHERE {charger} IS NOT NULL AND r.charger_id = {charger} \
+             AND r.status = 'ACCEPTED' AND r.expires_at > now() \
+             AND (r.connector_id IS NULL OR r.connector_id = {connector}))"
+    )
+}
+
+impl From<Vec<(Uuid, Uuid, Option<i32>, i64, bool)>> for Holds {
+    fn from(rows: Vec<(Uuid, Uuid, Option<i32>, i64, bool)>) -> Self {
+        Self(rows)
+    }
+}
+
 impl Holds {
     pub fn for_user(&self, user: Option<Uuid>) -> Hold {
         decide_hold(&self.0, user)

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::reservations::Holds;
 use super::{StoreError, Tx};
 use crate::domain::{Email, IdTag, PersonName, Role};
 
@@ -143,40 +144,68 @@ pub async fn resolve_for_authorize(
 /// it is in a transaction (started in the last 24 hours, not ended) on another charger;
 /// without `max_unpaid` unpaid invoices do not count. It reads no `chargers` row: a charger's
 /// Authorize never waits on what the API does with that table.
-#[tracing::instrument(skip_all)]
 pub async fn resolve_with_details(
     pool: &PgPool,
     id_tag: &str,
     max_unpaid: Option<Decimal>,
     concurrent_beside: Option<&str>,
 ) -> Result<(TagStatus, TagDetails), StoreError> {
+    let (status, details, _) =
+        resolve_at(pool, id_tag, max_unpaid, concurrent_beside, None).await?;
+    Ok((status, details))
+}
+
+/// `resolve_with_details`, and for a transaction starting on `at` (charger, connector) who
+/// holds that connector (`reservations::holds_at`), read in the same statement.
+#[tracing::instrument(skip_all)]
+pub async fn resolve_at(
+    pool: &PgPool,
+    id_tag: &str,
+    max_unpaid: Option<Decimal>,
+    concurrent_beside: Option<&str>,
+    at: Option<(&str, i32)>,
+) -> Result<(TagStatus, TagDetails, Holds), StoreError> {
     type Row = (
-        Uuid,
-        String,
+        Option<Uuid>,
+        Option<String>,
         Option<DateTime<Utc>>,
-        bool,
+        Option<bool>,
         Decimal,
         Option<String>,
         bool,
+        sqlx::types::Json<Vec<(Uuid, Uuid, Option<i32>, i64, bool)>>,
     );
-    let row = sqlx::query_as::<_, Row>(
-        "SELECT t.user_id, t.status, t.expires_at, u.blocked, \
-             CASE WHEN $2 THEN (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
-                 WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')) ELSE 0 END, \
-             COALESCE(t.group_id_tag, (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a \
-                 WHERE a.user_id = t.user_id AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1)), \
-             $3::text IS NOT NULL AND EXISTS (SELECT 1 FROM charger_transactions x \
-                 WHERE x.id_tag = t.id_tag AND x.charger_id <> $3 \
-                 AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL) \
-         FROM id_tags t JOIN users u ON u.id = t.user_id WHERE t.id_tag = $1",
-    )
-    .bind(id_tag)
-    .bind(max_unpaid.is_some())
-    .bind(concurrent_beside)
-    .fetch_optional(pool)
-    .await?;
-    let Some((user_id, status, expires_at, blocked, unpaid, group, in_transaction)) = row else {
-        return Ok((TagStatus::Invalid, TagDetails::default()));
+    static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let group =
+            "COALESCE(t.group_id_tag, (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a \
+             WHERE a.user_id = t.user_id AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1))";
+        format!(
+            "SELECT t.user_id, t.status, t.expires_at, u.blocked, \
+                 CASE WHEN $2 AND u.id IS NOT NULL THEN (SELECT COALESCE(sum(i.amount), 0) FROM invoices i \
+                     WHERE i.user_id = u.id AND i.status IN ('PENDING', 'OVERDUE')) ELSE 0 END, \
+                 {group}, \
+                 $3::text IS NOT NULL AND t.id_tag IS NOT NULL AND EXISTS (SELECT 1 FROM charger_transactions x \
+                     WHERE x.id_tag = t.id_tag AND x.charger_id <> $3 \
+                     AND x.started_at > now() - interval '24 hours' AND x.stopped_at IS NULL), \
+                 {holds} \
+             FROM (SELECT 1) AS one \
+             LEFT JOIN (id_tags t JOIN users u ON u.id = t.user_id) ON t.id_tag = $1",
+            holds = crate::store::reservations::holds_json("$4::text", "$5::int", group),
+        )
+    });
+    let (charger, connector) = at.unzip();
+    let (user_id, status, expires_at, blocked, unpaid, group, in_transaction, holds) =
+        sqlx::query_as::<_, Row>(&STATEMENT)
+            .bind(id_tag)
+            .bind(max_unpaid.is_some())
+            .bind(concurrent_beside)
+            .bind(charger)
+            .bind(connector)
+            .fetch_one(pool)
+            .await?;
+    let holds = Holds::from(holds.0);
+    let (Some(user_id), Some(status), Some(blocked)) = (user_id, status, blocked) else {
+        return Ok((TagStatus::Invalid, TagDetails::default(), holds));
     };
     let over = max_unpaid.is_some_and(|max| unpaid > max);
     let status = tag_status(user_id, &status, expires_at, blocked, over);
@@ -187,6 +216,7 @@ pub async fn resolve_with_details(
             group,
             in_transaction,
         },
+        holds,
     ))
 }
 

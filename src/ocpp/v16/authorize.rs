@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use super::{CallContext, Handled};
 use crate::ocpp::payload::decode;
 use crate::ocpp::CallFailure;
+use crate::store::reservations::Holds;
 use crate::store::users::{self, TagDetails, TagStatus};
 use crate::store::StoreError;
 
@@ -22,13 +23,41 @@ pub async fn resolve(
     max_unpaid: Option<rust_decimal::Decimal>,
 ) -> Result<(AuthorizationStatus, Option<uuid::Uuid>, TagDetails), StoreError> {
     let (status, details) = users::resolve_with_details(pool, id_tag, max_unpaid, None).await?;
-    Ok(match status {
+    Ok(v16_status(status, details))
+}
+
+/// `resolve` for a transaction starting on `connector_id` of `charger_id`, with who holds that
+/// connector (reservations), read in the same statement.
+pub async fn resolve_at(
+    pool: &PgPool,
+    id_tag: &str,
+    max_unpaid: Option<rust_decimal::Decimal>,
+    charger_id: &str,
+    connector_id: i32,
+) -> Result<(AuthorizationStatus, Option<uuid::Uuid>, TagDetails, Holds), StoreError> {
+    let (status, details, holds) = users::resolve_at(
+        pool,
+        id_tag,
+        max_unpaid,
+        None,
+        Some((charger_id, connector_id)),
+    )
+    .await?;
+    let (status, user, details) = v16_status(status, details);
+    Ok((status, user, details, holds))
+}
+
+fn v16_status(
+    status: TagStatus,
+    details: TagDetails,
+) -> (AuthorizationStatus, Option<uuid::Uuid>, TagDetails) {
+    match status {
         TagStatus::Accepted { user_id } => (AuthorizationStatus::Accepted, Some(user_id), details),
         TagStatus::NoCredit { user_id } => (AuthorizationStatus::Blocked, Some(user_id), details),
         TagStatus::Blocked { user_id } => (AuthorizationStatus::Blocked, Some(user_id), details),
         TagStatus::Expired { user_id } => (AuthorizationStatus::Expired, Some(user_id), details),
         TagStatus::Invalid => (AuthorizationStatus::Invalid, None, details),
-    })
+    }
 }
 
 /// `status` with the token's expiry and group (parentIdTag), for a token the server knows.

@@ -14,7 +14,7 @@ use rust_ocpp::v1_6::messages::stop_transaction::{
 use rust_ocpp::v1_6::types::{AuthorizationStatus, MeterValue};
 use serde_json::Value;
 
-use super::authorize::{resolve, tag_info_with};
+use super::authorize::{resolve, resolve_at, tag_info_with};
 use super::{enum_name, CallContext, Handled};
 use crate::ocpp::meter::{self, OutOfRange, RawSample, Sample};
 use crate::ocpp::payload::{decode, decode_shape};
@@ -68,22 +68,17 @@ fn unanswered(err: StoreError) -> CallFailure {
 pub async fn start_transaction(ctx: &CallContext, payload: Value) -> Result<Handled, CallFailure> {
     let req: StartTransactionRequest = decode("StartTransaction", payload)?;
     let connector_id = i32::try_from(req.connector_id).map_err(CallFailure::internal)?;
-    // the token and who holds the connector, read side by side
-    let (resolved, holds) = tokio::join!(
-        resolve(
-            &ctx.app.db,
-            &req.id_tag,
-            Some(ctx.app.settings.billing.max_unpaid),
-        ),
-        reservations::holds_at(
-            &ctx.app.db,
-            &ctx.charger_id,
-            connector_id,
-            Some(&req.id_tag)
-        )
-    );
-    let (mut status, user, details) = resolved.map_err(unanswered)?;
-    let hold = holds.map_err(unanswered)?.for_user(user);
+    // the token and who holds the connector, in one statement
+    let (mut status, user, details, holds) = resolve_at(
+        &ctx.app.db,
+        &req.id_tag,
+        Some(ctx.app.settings.billing.max_unpaid),
+        &ctx.charger_id,
+        connector_id,
+    )
+    .await
+    .map_err(unanswered)?;
+    let hold = holds.for_user(user);
     if hold == Hold::Theirs && status == AuthorizationStatus::Accepted {
         // the charger started on a connector it holds for another driver: refused, so that
         // it stops (the transaction is still stored, as every transaction is)

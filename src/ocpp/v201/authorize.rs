@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::ocpp::handler::{CallContext, Handled};
 use crate::ocpp::payload::{check_len, decode};
 use crate::ocpp::CallFailure;
+use crate::store::reservations::{self, Holds};
 use crate::store::users::{self, TagStatus};
 use crate::store::StoreError;
 
@@ -52,21 +53,31 @@ fn group_token(group: String) -> IdTokenType {
 /// Resolves an idToken into the 2.0.1 status and, when known, its user. `NoAuthorization`
 /// (free charging configured on the station) is accepted without a user.
 /// With `max_unpaid` (to start charging), a user whose unpaid invoices exceed it is `NoCredit`.
-pub async fn resolve(
+/// With `at` (station, EVSE) of a transaction starting there, also who holds that EVSE
+/// (reservations), read in the same statement.
+pub async fn resolve_at(
     pool: &PgPool,
     token: &IdTokenType,
     max_unpaid: Option<rust_decimal::Decimal>,
-) -> Result<Resolved, StoreError> {
+    at: Option<(&str, i32)>,
+) -> Result<(Resolved, Holds), StoreError> {
     use AuthorizationStatusEnumType as S;
     if token.kind == IdTokenEnumType::NoAuthorization {
-        return Ok(Resolved {
+        let holds = match at {
+            Some((charger_id, evse)) => {
+                reservations::holds_at(pool, charger_id, evse, None).await?
+            }
+            None => Holds::default(),
+        };
+        let resolved = Resolved {
             status: S::Accepted,
             user_id: None,
             group: None,
-        });
+        };
+        return Ok((resolved, holds));
     }
-    let (status, details) =
-        users::resolve_with_details(pool, &token.id_token, max_unpaid, None).await?;
+    let (status, details, holds) =
+        users::resolve_at(pool, &token.id_token, max_unpaid, None, at).await?;
     let (status, user_id) = match status {
         TagStatus::Accepted { user_id } => (S::Accepted, Some(user_id)),
         TagStatus::NoCredit { user_id } => (S::NoCredit, Some(user_id)),
@@ -75,11 +86,12 @@ pub async fn resolve(
         TagStatus::Invalid => (S::Invalid, None),
     };
     let group = details.group.filter(|_| user_id.is_some());
-    Ok(Resolved {
+    let resolved = Resolved {
         status,
         user_id,
         group,
-    })
+    };
+    Ok((resolved, holds))
 }
 
 /// The idTokenInfo of an Authorize answer: the status (ConcurrentTx for a token already

@@ -24,7 +24,7 @@ use rust_ocpp::v2_0_1::messages::transaction_event::{
 };
 use serde_json::{json, Value};
 
-use super::authorize::{check_token, resolve, Resolved};
+use super::authorize::{check_token, resolve_at, Resolved};
 use super::meter::{samples, samples_lenient};
 use crate::ocpp::command::ChargerCommand;
 use crate::ocpp::handler::{enum_name, CallContext, Effect, Handled};
@@ -98,27 +98,21 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
     let max_unpaid = starting.then_some(ctx.app.settings.billing.max_unpaid);
     // a start on an EVSE: who holds it (a reservation), read beside the token
     let evse = req.evse.as_ref().map(|e| e.id).filter(|_| starting);
-    let (token, holds) = tokio::join!(
-        async {
-            match &req.id_token {
-                Some(token) => resolve(&ctx.app.db, token, max_unpaid).await.map(Some),
-                None => Ok(None),
-            }
-        },
-        async {
-            match evse {
-                Some(evse) => {
-                    let tag = req.id_token.as_ref().map(|t| t.id_token.as_str());
-                    reservations::holds_at(&ctx.app.db, &ctx.charger_id, evse, tag).await
-                }
-                None => Ok(Holds::default()),
-            }
+    // with a token, in one statement
+    let at = evse.map(|evse| (ctx.charger_id.as_str(), evse));
+    let (mut token, holds) = match (&req.id_token, at) {
+        (Some(token), at) => resolve_at(&ctx.app.db, token, max_unpaid, at)
+            .await
+            .map(|(resolved, holds)| (Some(resolved), holds)),
+        (None, Some((charger_id, evse))) => {
+            reservations::holds_at(&ctx.app.db, charger_id, evse, None)
+                .await
+                .map(|holds| (None, holds))
         }
-    );
-    let mut token = token.map_err(unanswered)?;
-    let hold = holds
-        .map_err(unanswered)?
-        .for_user(token.as_ref().and_then(|t| t.user_id));
+        (None, None) => Ok((None, Holds::default())),
+    }
+    .map_err(unanswered)?;
+    let hold = holds.for_user(token.as_ref().and_then(|t| t.user_id));
     if let Some(resolved) = token
         .as_mut()
         .filter(|t| hold == Hold::Theirs && t.status == AuthorizationStatusEnumType::Accepted)
