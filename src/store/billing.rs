@@ -115,16 +115,74 @@ async fn tariff_for(
     Ok((policy.fallback.clone(), None, "built-in tariff"))
 }
 
-/// The tariff a session at `station_id` is billed with (as `bill_session` chooses it).
-pub async fn station_tariff(
+/// The tariff a session at `station_id` is billed with (as `bill_session` chooses it), and
+/// the plan of `user_id` (`None` for an unknown user), in one statement.
+pub async fn station_tariff_and_plan(
     pool: &PgPool,
     station_id: Uuid,
+    user_id: Uuid,
     policy: &BillingPolicy<'_>,
-) -> Result<Tariff, StoreError> {
-    let mut tx = pool.begin().await?;
-    let (tariff, _, _) = tariff_for(&mut tx, station_id, policy).await?;
-    tx.rollback().await?;
-    Ok(tariff)
+) -> Result<(Tariff, Option<String>), StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        usage_cost: Option<String>,
+        tariff_id: Option<Uuid>,
+        tariff_currency: Option<String>,
+        price_per_kwh: Option<Decimal>,
+        price_per_minute: Option<Decimal>,
+        grace_minutes: Option<i32>,
+        session_fee: Option<Decimal>,
+        default_id: Option<Uuid>,
+        default_currency: Option<String>,
+        default_per_kwh: Option<Decimal>,
+        default_per_minute: Option<Decimal>,
+        default_grace_minutes: Option<i32>,
+        default_session_fee: Option<Decimal>,
+        plan: Option<String>,
+    }
+    let row = sqlx::query_as::<_, Row>(
+        "SELECT st.usage_cost, t.id AS tariff_id, t.currency::text AS tariff_currency, \
+             t.price_per_kwh, t.price_per_minute, t.grace_minutes, t.session_fee, \
+             d.id AS default_id, d.currency::text AS default_currency, \
+             d.price_per_kwh AS default_per_kwh, d.price_per_minute AS default_per_minute, \
+             d.grace_minutes AS default_grace_minutes, d.session_fee AS default_session_fee, \
+             (SELECT u.plan::text FROM users u WHERE u.id = $2) AS plan \
+         FROM (SELECT 1) AS one \
+             LEFT JOIN stations st ON st.id = $1 \
+             LEFT JOIN tariffs t ON t.id = st.tariff_id \
+             LEFT JOIN tariffs d ON d.is_default",
+    )
+    .bind(station_id)
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?;
+    let station = (|| {
+        Some(TariffRow {
+            id: row.tariff_id?,
+            currency: row.tariff_currency.clone()?,
+            price_per_kwh: row.price_per_kwh?,
+            price_per_minute: row.price_per_minute?,
+            grace_minutes: row.grace_minutes?,
+            session_fee: row.session_fee?,
+        })
+    })();
+    let default = (|| {
+        Some(TariffRow {
+            id: row.default_id?,
+            currency: row.default_currency.clone()?,
+            price_per_kwh: row.default_per_kwh?,
+            price_per_minute: row.default_per_minute?,
+            grace_minutes: row.default_grace_minutes?,
+            session_fee: row.default_session_fee?,
+        })
+    })();
+    let (tariff, _, _) = pick_tariff(
+        station.as_ref(),
+        row.usage_cost.as_deref(),
+        default.as_ref(),
+        policy,
+    );
+    Ok((tariff, row.plan))
 }
 
 /// Bills `session_id` for SESSION_ENDED `event_id`, in a transaction of its own.

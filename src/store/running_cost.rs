@@ -31,18 +31,29 @@ pub struct TariffCache {
 }
 
 impl TariffCache {
-    /// The tariff of `station_id`, from memory when it is fresh.
-    pub async fn tariff(
+    /// The tariff of `station_id` and whether `user_id`'s plan covers charging (FLAT_RATE:
+    /// their invoices are 0): from memory when both are kept and fresh, else both in one read.
+    async fn tariff_and_cover(
         &self,
         pool: &PgPool,
         station_id: Uuid,
+        user_id: Uuid,
         currency: &str,
         fresh: bool,
-    ) -> Result<Tariff, StoreError> {
-        if let Some(entry) = self.by_station.get(&station_id).filter(|_| !fresh) {
-            if entry.1.elapsed() < KEEP {
-                return Ok(entry.0.clone());
-            }
+    ) -> Result<(Tariff, bool), StoreError> {
+        let kept = |at: &Instant| !fresh && at.elapsed() < KEEP;
+        let tariff = self
+            .by_station
+            .get(&station_id)
+            .filter(|e| kept(&e.1))
+            .map(|e| e.0.clone());
+        let covered = self
+            .covered
+            .get(&user_id)
+            .filter(|e| kept(&e.1))
+            .map(|e| e.0);
+        if let (Some(tariff), Some(covered)) = (&tariff, covered) {
+            return Ok((tariff.clone(), covered));
         }
         let fallback = Tariff::fallback(currency);
         let policy = BillingPolicy {
@@ -51,29 +62,16 @@ impl TariffCache {
             fallback: &fallback,
             source: "running-cost",
         };
-        let tariff = billing::station_tariff(pool, station_id, &policy).await?;
-        self.by_station
-            .insert(station_id, (tariff.clone(), Instant::now()));
-        Ok(tariff)
-    }
-
-    /// Whether `user_id`'s plan covers charging, from memory when it is fresh.
-    async fn covered(&self, pool: &PgPool, user_id: Uuid, fresh: bool) -> Result<bool, StoreError> {
-        if let Some(entry) = self.covered.get(&user_id).filter(|_| !fresh) {
-            if entry.1.elapsed() < KEEP {
-                return Ok(entry.0);
-            }
-        }
-        let plan: Option<String> = sqlx::query_scalar("SELECT plan FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await?;
+        let (tariff, plan) =
+            billing::station_tariff_and_plan(pool, station_id, user_id, &policy).await?;
         let covered = plan.as_deref() == Some("FLAT_RATE");
+        let now = Instant::now();
+        self.by_station.insert(station_id, (tariff.clone(), now));
         if self.covered.len() >= MAX_USERS {
             self.covered.clear();
         }
-        self.covered.insert(user_id, (covered, Instant::now()));
-        Ok(covered)
+        self.covered.insert(user_id, (covered, now));
+        Ok((tariff, covered))
     }
 
     /// What `session` costs its driver at `now` (the charger's time of the event; its end
@@ -86,10 +84,9 @@ impl TariffCache {
         now: DateTime<Utc>,
         fresh: bool,
     ) -> Result<Decimal, StoreError> {
-        let (tariff, covered) = tokio::try_join!(
-            self.tariff(pool, session.station_id, currency, fresh),
-            self.covered(pool, session.user_id, fresh)
-        )?;
+        let (tariff, covered) = self
+            .tariff_and_cover(pool, session.station_id, session.user_id, currency, fresh)
+            .await?;
         Ok(if covered {
             Decimal::ZERO
         } else {
