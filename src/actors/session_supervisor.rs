@@ -40,6 +40,9 @@ pub struct SessionSupervisor {
     finished: HashMap<Uuid, Instant>,
     /// Chargers whose socket this replica holds (told by the registry).
     local: HashSet<String>,
+    /// Sessions a command was applied to here without an actor, with when: their writer's
+    /// snapshot may predate what the command wrote.
+    touched: HashMap<Uuid, Instant>,
 }
 
 impl SessionSupervisor {
@@ -93,6 +96,7 @@ impl Handler<InitSessions> for SessionSupervisor {
         self.app = Some(msg.app);
         ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |act, ctx| {
             act.finished.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
+            act.touched.retain(|_, at| at.elapsed() < FINISHED_MEMORY);
             let Some(app) = act.app.clone() else {
                 return;
             };
@@ -124,11 +128,18 @@ impl Handler<SessionChanged> for SessionSupervisor {
             Some(addr) if addr.connected() => addr.do_send(msg),
             // a stale open snapshot of a session that already ended here
             _ if msg.session.is_open() && self.finished.contains_key(&id) => {}
-            // read back before deciding: a command applied here while the session had no actor
-            // (a new energy cap, STOPPING) sends no SessionChanged, so this record may be older
-            // than what Postgres holds
+            // A command applied here while the session had no actor (a new energy cap,
+            // STOPPING) sends no SessionChanged, so this record may be older than what Postgres
+            // holds: read back before deciding. Not needed for the snapshot of the commit that
+            // created the session (a charger's start: `updated_at` is still its `created_at`,
+            // and every later write of an open session is stamped later, by clock_timestamp()
+            // or by now() in a transaction that began after that commit) when no command reached
+            // it here: the charger's next message, and its snapshot, come after this one. That
+            // spares a read of every session a charger starts.
             _ if msg.session.is_open() && self.local.contains(&msg.session.charger_id) => {
-                self.spawn_actor(*msg.session, false, ctx);
+                let fresh = msg.session.updated_at == msg.session.created_at
+                    && !self.touched.contains_key(&id);
+                self.spawn_actor(*msg.session, fresh, ctx);
             }
             _ if msg.session.is_open() => {
                 // the charger is held elsewhere (or nowhere): its replica owns the actor
@@ -356,6 +367,9 @@ impl Handler<SessionCommand> for SessionSupervisor {
             command => {
                 let id = command.session_id().unwrap_or_default();
                 let actor = self.sessions.get(&id).filter(|a| a.connected()).cloned();
+                if actor.is_none() {
+                    self.touched.insert(id, Instant::now());
+                }
                 Box::pin(async move {
                     if let Some(actor) = actor {
                         return actor

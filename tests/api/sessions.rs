@@ -724,6 +724,72 @@ async fn a_stopping_snapshot_racing_the_chargers_stop_never_hides_the_completion
     assert_eq!(session_status(&f, &session_id).await["status"], "COMPLETED");
 }
 
+/// A charger's start gets its session's actor from the start's own snapshot, without reading
+/// the session back, unless a command reached the session here while it had no actor: then that
+/// snapshot is older than Postgres, and the actor must read first. Here the command set an energy
+/// cap the session is already past, which only an actor that read Postgres acts on.
+#[actix_web::test]
+async fn a_snapshot_older_than_a_command_applied_without_an_actor_is_read_back() {
+    use chargegrid::actors::messages::SessionCommand;
+    let f = fixture().await;
+    let mut cp = online_charger(&f.app, "CP-S1").await;
+    // an open session of the charger, as a charger's start writes it, with no actor yet
+    let session_id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh, energy_kwh) \
+         SELECT $1, t.user_id, $2, 'CP-S1', 1, t.id_tag, 'IN_PROGRESS', 'CHARGER', now(), 0, 1500, 1.5 FROM id_tags t WHERE t.id_tag = $3",
+    )
+    .bind(session_id)
+    .bind(f.station)
+    .bind(&f.id_tag)
+    .execute(&f.app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO charger_transactions (charger_id, connector_id, transaction_id, id_tag, id_tag_status, session_id, started_at, meter_start_wh) \
+         VALUES ('CP-S1', 1, 424242, $1, 'Accepted', $2, now(), 0)",
+    )
+    .bind(&f.id_tag)
+    .bind(session_id)
+    .execute(&f.app.db)
+    .await
+    .unwrap();
+    let snapshot = chargegrid::store::sessions::find(&f.app.db, session_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.created_at, snapshot.updated_at);
+    // the driver's cap is applied here while the session has no actor (no snapshot follows)...
+    let capped = f
+        .app
+        .ctx
+        .sessions
+        .send(SessionCommand::Update {
+            session_id,
+            max_power_kw: None,
+            max_energy_kwh: Some(rust_decimal::Decimal::ONE),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(capped.max_energy_kwh, Some(rust_decimal::Decimal::ONE));
+    assert_eq!(f.app.ctx.sessions.send(SessionActorCount).await.unwrap(), 0);
+    // ...and then the start's snapshot, from before the cap, reaches the supervisor
+    f.app
+        .ctx
+        .sessions
+        .send(SessionChanged {
+            session: Box::new(snapshot),
+        })
+        .await
+        .unwrap();
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "RemoteStopTransaction", "{payload}");
+    assert_eq!(payload["transactionId"], 424242);
+    cp.reply(&id, json!({ "status": "Accepted" })).await;
+    assert!(wait_status(&f, &session_id.to_string(), "STOPPING").await);
+}
+
 #[actix_web::test]
 async fn start_session_names_the_charger_problem_of_a_station() {
     let f = fixture().await;
