@@ -17,65 +17,69 @@ use crate::store::batch::{BatchFuture, Batcher};
 pub struct NotificationHandler {
     ctx: CoreContext,
     mqtt: MqttPublisher,
-    seen: Batcher<Uuid, Result<bool, String>>,
-    done: Batcher<Uuid, Result<(), String>>,
+    dedup: Batcher<Dedup, Result<bool, String>>,
 }
 
 /// The most events one de-duplication statement covers.
 const MAX_DEDUP_BATCH: usize = 1_000;
 
+/// One de-duplication request: was this event notified already (answered: whether it was), or
+/// record that it now is (answered: false).
+#[derive(Debug, Clone, Copy)]
+enum Dedup {
+    Seen(Uuid),
+    Done(Uuid),
+}
+
 impl NotificationHandler {
-    /// Starts the de-duplication batchers (needs a runtime): the events in hand share one
-    /// look-up and, once published, one insert (one commit).
+    /// Starts the de-duplication batcher (needs a runtime): the look-ups of the events in hand
+    /// and the records of those already published share one statement (one commit).
     pub fn new(ctx: CoreContext, mqtt: MqttPublisher) -> Self {
         let pool = ctx.db.clone();
-        let seen = Batcher::start(MAX_DEDUP_BATCH, None, move |ids: Vec<Uuid>| {
+        let dedup = Batcher::start(MAX_DEDUP_BATCH, None, move |items: Vec<Dedup>| {
             let pool = pool.clone();
-            Box::pin(async move { already_notified(&pool, ids).await }) as BatchFuture<_>
+            Box::pin(async move { deduplicate(&pool, items).await }) as BatchFuture<_>
         });
-        let pool = ctx.db.clone();
-        let done = Batcher::start(MAX_DEDUP_BATCH, None, move |ids: Vec<Uuid>| {
-            let pool = pool.clone();
-            Box::pin(async move { record_notified(&pool, ids).await }) as BatchFuture<_>
-        });
-        Self {
-            ctx,
-            mqtt,
-            seen,
-            done,
-        }
+        Self { ctx, mqtt, dedup }
     }
 }
 
-/// Which of `ids` were notified already, in one statement.
-async fn already_notified(pool: &PgPool, ids: Vec<Uuid>) -> Vec<Result<bool, String>> {
+/// Records the `Done` events as notified and tells which `Seen` events were, in one statement.
+/// The look-up does not see the records the same statement writes: an event is looked up
+/// before it is published and recorded after, so its own record is never in the same batch as
+/// its look-up, and a duplicate racing its original is what it was with two statements.
+async fn deduplicate(pool: &PgPool, items: Vec<Dedup>) -> Vec<Result<bool, String>> {
+    let (mut seen, mut done) = (Vec::new(), Vec::new());
+    for item in &items {
+        match item {
+            Dedup::Seen(id) => seen.push(*id),
+            Dedup::Done(id) => done.push(*id),
+        }
+    }
     let found: Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(
-        "SELECT event_id FROM processed_events WHERE consumer = 'notifications' AND event_id = ANY($1)",
+        "WITH done AS (INSERT INTO processed_events (consumer, event_id) \
+             SELECT 'notifications', e FROM unnest($2::uuid[]) AS e ON CONFLICT DO NOTHING) \
+         SELECT event_id FROM processed_events \
+         WHERE consumer = 'notifications' AND event_id = ANY($1)",
     )
-    .bind(&ids)
+    .bind(&seen)
+    .bind(&done)
     .fetch_all(pool)
     .await;
     match found {
         Ok(found) => {
             let found: HashSet<Uuid> = found.into_iter().collect();
-            ids.iter().map(|id| Ok(found.contains(id))).collect()
+            items
+                .iter()
+                .map(|item| {
+                    Ok(match item {
+                        Dedup::Seen(id) => found.contains(id),
+                        Dedup::Done(_) => false,
+                    })
+                })
+                .collect()
         }
-        Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
-    }
-}
-
-/// Records `ids` as notified, in one statement (one commit).
-async fn record_notified(pool: &PgPool, ids: Vec<Uuid>) -> Vec<Result<(), String>> {
-    let written = sqlx::query(
-        "INSERT INTO processed_events (consumer, event_id) \
-         SELECT 'notifications', e FROM unnest($1::uuid[]) AS e ON CONFLICT DO NOTHING",
-    )
-    .bind(&ids)
-    .execute(pool)
-    .await;
-    match written {
-        Ok(_) => ids.iter().map(|_| Ok(())).collect(),
-        Err(e) => ids.iter().map(|_| Err(e.to_string())).collect(),
+        Err(e) => items.iter().map(|_| Err(e.to_string())).collect(),
     }
 }
 
@@ -165,16 +169,15 @@ pub fn notification(event: &ReceivedEvent) -> Option<(String, Value)> {
 async fn notify(
     ctx: CoreContext,
     mqtt: MqttPublisher,
-    seen: Batcher<Uuid, Result<bool, String>>,
-    done: Batcher<Uuid, Result<(), String>>,
+    dedup: Batcher<Dedup, Result<bool, String>>,
     event: ReceivedEvent,
 ) -> Result<(), HandleError> {
     let Some((topic, message)) = notification(&event) else {
         return Ok(());
     };
     let gone = || HandleError::Transient("the notification de-duplication batcher stopped".into());
-    let notified = seen
-        .submit(event.event_id)
+    let notified = dedup
+        .submit(Dedup::Seen(event.event_id))
         .await
         .ok_or_else(gone)?
         .map_err(HandleError::Transient)?;
@@ -185,7 +188,8 @@ async fn notify(
         .await
         .map_err(HandleError::Transient)?;
     ctx.metrics.notifications_published_total.inc();
-    done.submit(event.event_id)
+    dedup
+        .submit(Dedup::Done(event.event_id))
         .await
         .ok_or_else(gone)?
         .map_err(HandleError::Transient)?;
@@ -197,8 +201,7 @@ impl EventHandler for NotificationHandler {
         Box::pin(notify(
             self.ctx.clone(),
             self.mqtt.clone(),
-            self.seen.clone(),
-            self.done.clone(),
+            self.dedup.clone(),
             event,
         ))
     }

@@ -1182,16 +1182,10 @@ async fn published_outbox_events_past_their_retention_are_deleted_and_unpublishe
     assert_eq!(again, 0);
 }
 
-#[actix_web::test]
-async fn a_burst_of_notifications_is_delivered_whole_with_hundreds_in_hand() {
-    // 512 in hand (the default): five times the MQTT client's window of unacknowledged
-    // publishes, so the handlers queue for it
-    let app = spawn_app_with_workers(|s| s.worker.concurrency = 512).await;
-    let user_id = uuid::Uuid::new_v4();
-    let mut inbox = mqtt_inbox(&app, &user_id.to_string()).await;
-    let connection = amqp(&app).await;
+/// A channel on `connection`, once the notification worker consumes its queue (published
+/// before it has bound its queue, events would go nowhere).
+async fn notifications_consumed(app: &TestApp, connection: &lapin::Connection) -> lapin::Channel {
     let mut channel = connection.create_channel().await.unwrap();
-    // published before the worker has bound its queue, events would go nowhere
     let queue = app
         .ctx
         .topology()
@@ -1209,7 +1203,7 @@ async fn a_burst_of_notifications_is_delivered_whole_with_hundreds_in_hand() {
             )
             .await;
         match declared {
-            Ok(q) if q.consumer_count() > 0 => break,
+            Ok(q) if q.consumer_count() > 0 => return channel,
             Ok(_) => {}
             // a passive declaration of a missing queue closes the channel
             Err(_) => channel = connection.create_channel().await.unwrap(),
@@ -1220,6 +1214,101 @@ async fn a_burst_of_notifications_is_delivered_whole_with_hundreds_in_hand() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An event delivered again (the relay republishes what it could not mark, a consumer's ack is
+/// lost) is notified once: the worker looks each event up before it publishes and records it
+/// after, and those share statements with other events' look-ups and records.
+#[actix_web::test]
+async fn an_event_delivered_three_times_is_notified_once() {
+    let app = spawn_app_with_workers(|_| {}).await;
+    let user_id = uuid::Uuid::new_v4();
+    let mut inbox = mqtt_inbox(&app, &user_id.to_string()).await;
+    let connection = amqp(&app).await;
+    let channel = notifications_consumed(&app, &connection).await;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let exchange = app.ctx.topology().events_exchange();
+    let event = |event_id: uuid::Uuid| {
+        json!({
+            "eventId": event_id, "eventType": "SESSION_STARTED", "version": 1,
+            "timestamp": "2026-12-05T12:00:00Z", "source": "test",
+            "sessionId": uuid::Uuid::new_v4(), "userId": user_id,
+            "stationId": uuid::Uuid::new_v4(), "chargerId": "CP-DUP",
+            "connectorId": 1, "startedAt": "2026-12-05T12:00:00Z"
+        })
+        .to_string()
+    };
+    let publish = |body: String| {
+        let channel = channel.clone();
+        let exchange = exchange.clone();
+        async move {
+            channel
+                .basic_publish(
+                    &exchange,
+                    "session.started",
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    let repeated = uuid::Uuid::new_v4();
+    let before = consumed(&app, "notifications", "ok").await;
+    for n in 0..3 {
+        publish(event(repeated)).await;
+        // each copy is handled before the next is sent: the later ones find the record
+        let handled = app
+            .wait_until(Duration::from_secs(15), || async {
+                consumed(&app, "notifications", "ok").await > before + n
+            })
+            .await;
+        assert!(handled, "copy {n} was not handled");
+    }
+    // a last, different event: the subscriber gets messages in the order they were published
+    let last = uuid::Uuid::new_v4();
+    publish(event(last)).await;
+    let mut got = Vec::new();
+    loop {
+        let message = notification(&mut inbox, "SESSION_STARTED").await;
+        let id = message["eventId"].as_str().unwrap_or_default().to_string();
+        got.push(id.clone());
+        if id == last.to_string() {
+            break;
+        }
+    }
+    assert_eq!(got, vec![repeated.to_string(), last.to_string()]);
+    // each is recorded once it was published
+    let recorded = app
+        .wait_until(Duration::from_secs(15), || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM processed_events WHERE consumer = 'notifications' AND event_id = ANY($1)",
+            )
+            .bind(vec![repeated, last])
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            n == 2
+        })
+        .await;
+    assert!(recorded, "the notified events were not recorded");
+}
+
+#[actix_web::test]
+async fn a_burst_of_notifications_is_delivered_whole_with_hundreds_in_hand() {
+    // 512 in hand (the default): five times the MQTT client's window of unacknowledged
+    // publishes, so the handlers queue for it
+    let app = spawn_app_with_workers(|s| s.worker.concurrency = 512).await;
+    let user_id = uuid::Uuid::new_v4();
+    let mut inbox = mqtt_inbox(&app, &user_id.to_string()).await;
+    let connection = amqp(&app).await;
+    let channel = notifications_consumed(&app, &connection).await;
     channel
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
