@@ -282,8 +282,7 @@ async fn apply_alone(
             report.reported_at.unwrap_or_else(Utc::now),
         ));
     }
-    // a charger reports each of its connectors in its own message: one segment never names a
-    // (charger, connector) twice
+    // a segment names each charger once, so each (charger, connector) once
     let events = outbox::Columns::new(events, source)?;
     let changed = chargers::update_connector_statuses_alone(pool, &reports, &events).await?;
     Ok(Some(

@@ -476,7 +476,8 @@ pub async fn record_boots(tx: &mut Tx<'_>, boots: &[(&str, &BootInfo)]) -> Resul
 /// transaction (one round trip instead of five): `reports` name each (charger, connector) at
 /// most once and `events` holds one event per report, in the same order; the events of the
 /// reports that changed a status are written, in that order. Returns the indexes (into
-/// `reports`) of those reports.
+/// `reports`) of those reports. Rows are locked in byte order of their keys (`COLLATE "C"`), the
+/// order `update_connector_statuses` sorts them in, so the two never lock in opposite orders.
 pub async fn update_connector_statuses_alone(
     pool: &PgPool,
     reports: &[(&str, &StatusReport)],
@@ -493,7 +494,7 @@ pub async fn update_connector_statuses_alone(
              prev AS ( \
                  SELECT c.charger_id, c.connector_id, c.status FROM input i \
                  JOIN connector_status c ON c.charger_id = i.charger_id AND c.connector_id = i.connector_id \
-                 ORDER BY c.charger_id, c.connector_id FOR NO KEY UPDATE OF c), \
+                 ORDER BY c.charger_id COLLATE \"C\", c.connector_id FOR NO KEY UPDATE OF c), \
              stored AS ( \
                  INSERT INTO connector_status (charger_id, connector_id, status, error_code, info, \
                      vendor_error_code, reported_at) \
@@ -501,7 +502,7 @@ pub async fn update_connector_statuses_alone(
                      i.vendor_error_code, i.reported_at \
                  FROM input i LEFT JOIN prev p \
                      ON p.charger_id = i.charger_id AND p.connector_id = i.connector_id \
-                 ORDER BY i.charger_id, i.connector_id \
+                 ORDER BY i.charger_id COLLATE \"C\", i.connector_id \
                  ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = EXCLUDED.status, \
                      error_code = EXCLUDED.error_code, info = EXCLUDED.info, \
                      vendor_error_code = EXCLUDED.vendor_error_code, reported_at = EXCLUDED.reported_at, \

@@ -45,9 +45,8 @@ impl NotificationHandler {
 }
 
 /// Records the `Done` events as notified and tells which `Seen` events were, in one statement.
-/// The look-up does not see the records the same statement writes: an event is looked up
-/// before it is published and recorded after, so its own record is never in the same batch as
-/// its look-up, and a duplicate racing its original is what it was with two statements.
+/// The look-up does not see the records the same statement writes, so an event recorded in the
+/// batch counts as notified as well (a duplicate looked up while its original is recorded).
 async fn deduplicate(pool: &PgPool, items: Vec<Dedup>) -> Vec<Result<bool, String>> {
     let (mut seen, mut done) = (Vec::new(), Vec::new());
     for item in &items {
@@ -68,7 +67,9 @@ async fn deduplicate(pool: &PgPool, items: Vec<Dedup>) -> Vec<Result<bool, Strin
     .await;
     match found {
         Ok(found) => {
-            let found: HashSet<Uuid> = found.into_iter().collect();
+            // a record in this very statement counts too (its insert is not in the look-up's
+            // snapshot): the event it records was published
+            let found: HashSet<Uuid> = found.into_iter().chain(done).collect();
             items
                 .iter()
                 .map(|item| {
