@@ -50,6 +50,27 @@ struct TariffRow {
     session_fee: Decimal,
 }
 
+impl TariffRow {
+    /// A tariff read through an outer join: none when its columns are NULL.
+    fn joined(
+        id: Option<Uuid>,
+        currency: Option<String>,
+        price_per_kwh: Option<Decimal>,
+        price_per_minute: Option<Decimal>,
+        grace_minutes: Option<i32>,
+        session_fee: Option<Decimal>,
+    ) -> Option<Self> {
+        Some(TariffRow {
+            id: id?,
+            currency: currency?,
+            price_per_kwh: price_per_kwh?,
+            price_per_minute: price_per_minute?,
+            grace_minutes: grace_minutes?,
+            session_fee: session_fee?,
+        })
+    }
+}
+
 impl From<&TariffRow> for Tariff {
     fn from(row: &TariffRow) -> Self {
         Tariff {
@@ -156,26 +177,22 @@ pub async fn station_tariff_and_plan(
     .bind(user_id)
     .fetch_one(pool)
     .await?;
-    let station = (|| {
-        Some(TariffRow {
-            id: row.tariff_id?,
-            currency: row.tariff_currency.clone()?,
-            price_per_kwh: row.price_per_kwh?,
-            price_per_minute: row.price_per_minute?,
-            grace_minutes: row.grace_minutes?,
-            session_fee: row.session_fee?,
-        })
-    })();
-    let default = (|| {
-        Some(TariffRow {
-            id: row.default_id?,
-            currency: row.default_currency.clone()?,
-            price_per_kwh: row.default_per_kwh?,
-            price_per_minute: row.default_per_minute?,
-            grace_minutes: row.default_grace_minutes?,
-            session_fee: row.default_session_fee?,
-        })
-    })();
+    let station = TariffRow::joined(
+        row.tariff_id,
+        row.tariff_currency,
+        row.price_per_kwh,
+        row.price_per_minute,
+        row.grace_minutes,
+        row.session_fee,
+    );
+    let default = TariffRow::joined(
+        row.default_id,
+        row.default_currency,
+        row.default_per_kwh,
+        row.default_per_minute,
+        row.default_grace_minutes,
+        row.default_session_fee,
+    );
     let (tariff, _, _) = pick_tariff(
         station.as_ref(),
         row.usage_cost.as_deref(),
@@ -369,14 +386,14 @@ struct BatchRow {
 
 impl BatchRow {
     fn station_tariff(&self) -> Option<TariffRow> {
-        Some(TariffRow {
-            id: self.tariff_id?,
-            currency: self.tariff_currency.clone()?,
-            price_per_kwh: self.price_per_kwh?,
-            price_per_minute: self.price_per_minute?,
-            grace_minutes: self.grace_minutes?,
-            session_fee: self.session_fee?,
-        })
+        TariffRow::joined(
+            self.tariff_id,
+            self.tariff_currency.clone(),
+            self.price_per_kwh,
+            self.price_per_minute,
+            self.grace_minutes,
+            self.session_fee,
+        )
     }
 }
 

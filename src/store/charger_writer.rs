@@ -223,13 +223,16 @@ async fn apply(
     source: &str,
     items: &[ChargerWrite],
 ) -> Result<Vec<bool>, StoreError> {
-    if let Some(changed) = apply_alone(pool, source, items).await? {
-        return Ok(changed);
+    let segments = segments(items);
+    if segments.len() == 1 {
+        if let Some(changed) = apply_alone(pool, source, items).await? {
+            return Ok(changed);
+        }
     }
     let mut changed = vec![false; items.len()];
     let mut events = Vec::new();
     let mut tx = pool.begin().await?;
-    for segment in segments(items) {
+    for segment in segments {
         apply_segment(&mut tx, node, items, &segment, &mut changed, &mut events).await?;
     }
     outbox::enqueue_many(&mut tx, events, source).await?;
@@ -237,17 +240,14 @@ async fn apply(
     Ok(changed)
 }
 
-/// The batches that are one statement without a transaction (no BEGIN and COMMIT round trips):
-/// only StatusNotifications, or only presence touches, each charger once. `None` for the
+/// The batches of one segment that are one statement without a transaction (no BEGIN and
+/// COMMIT round trips): only StatusNotifications, or only presence touches. `None` for the
 /// others, which `apply` writes in a transaction.
 async fn apply_alone(
     pool: &PgPool,
     source: &str,
     items: &[ChargerWrite],
 ) -> Result<Option<Vec<bool>>, StoreError> {
-    if items.is_empty() || segments(items).len() > 1 {
-        return Ok(None);
-    }
     if items
         .iter()
         .all(|i| matches!(i, ChargerWrite::Touch { .. }))
@@ -273,14 +273,7 @@ async fn apply_alone(
             return Ok(None);
         };
         reports.push((charger_id.as_str(), report));
-        events.push((
-            Event::ConnectorStatusChanged {
-                charger_id: charger_id.clone(),
-                connector_id: report.connector_id,
-                status: report.status.clone(),
-            },
-            report.reported_at.unwrap_or_else(Utc::now),
-        ));
+        events.push(status_changed(charger_id, report));
     }
     // a segment names each charger once, so each (charger, connector) once
     let events = outbox::Columns::new(events, source)?;
@@ -288,6 +281,18 @@ async fn apply_alone(
     Ok(Some(
         (0..items.len()).map(|i| changed.contains(&i)).collect(),
     ))
+}
+
+/// The event of a report that changed its connector's status, at the charger's time of it.
+fn status_changed(charger_id: &str, report: &StatusReport) -> (Event, DateTime<Utc>) {
+    (
+        Event::ConnectorStatusChanged {
+            charger_id: charger_id.to_string(),
+            connector_id: report.connector_id,
+            status: report.status.clone(),
+        },
+        report.reported_at.unwrap_or_else(Utc::now),
+    )
 }
 
 /// Splits `items` (by index) into consecutive runs in which each charger appears once.
@@ -399,14 +404,7 @@ async fn apply_segment(
             ChargerWrite::Status { charger_id, report } => {
                 if status_changes.contains(&(charger_id.clone(), report.connector_id)) {
                     changed[i] = true;
-                    events.push((
-                        Event::ConnectorStatusChanged {
-                            charger_id: charger_id.clone(),
-                            connector_id: report.connector_id,
-                            status: report.status.clone(),
-                        },
-                        report.reported_at.unwrap_or_else(Utc::now),
-                    ));
+                    events.push(status_changed(charger_id, report));
                 }
             }
         }

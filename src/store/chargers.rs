@@ -472,6 +472,63 @@ pub async fn record_boots(tx: &mut Tx<'_>, boots: &[(&str, &BootInfo)]) -> Resul
     Ok(())
 }
 
+/// What an upsert of status reports changes on a conflict: a report replaces the stored one
+/// unless that one is newer (offline-queued reports arrive late).
+const STATUS_UPSERT: &str =
+    "ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = EXCLUDED.status, \
+         error_code = EXCLUDED.error_code, info = EXCLUDED.info, \
+         vendor_error_code = EXCLUDED.vendor_error_code, reported_at = EXCLUDED.reported_at, \
+         updated_at = now() \
+     WHERE connector_status.reported_at IS NULL OR EXCLUDED.reported_at IS NULL \
+         OR EXCLUDED.reported_at >= connector_status.reported_at \
+     RETURNING charger_id, connector_id, status";
+
+/// Status reports as the arrays `$first..$first+6` of an unnest (charger, connector, status,
+/// error code, info, vendor error code, reported at), in the reports' order.
+struct StatusColumns<'a> {
+    ids: Vec<&'a str>,
+    connectors: Vec<i32>,
+    statuses: Vec<&'a str>,
+    error_codes: Vec<Option<&'a str>>,
+    infos: Vec<Option<&'a str>>,
+    vendor_error_codes: Vec<Option<&'a str>>,
+    reported_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> StatusColumns<'a> {
+    fn new(reports: &[(&'a str, &'a StatusReport)]) -> Self {
+        Self {
+            ids: reports.iter().map(|(id, _)| *id).collect(),
+            connectors: reports.iter().map(|(_, r)| r.connector_id).collect(),
+            statuses: reports.iter().map(|(_, r)| r.status.as_str()).collect(),
+            error_codes: reports
+                .iter()
+                .map(|(_, r)| r.error_code.as_deref())
+                .collect(),
+            infos: reports.iter().map(|(_, r)| r.info.as_deref()).collect(),
+            vendor_error_codes: reports
+                .iter()
+                .map(|(_, r)| r.vendor_error_code.as_deref())
+                .collect(),
+            reported_at: reports.iter().map(|(_, r)| r.reported_at).collect(),
+        }
+    }
+
+    fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.ids)
+            .bind(&self.connectors)
+            .bind(&self.statuses)
+            .bind(&self.error_codes)
+            .bind(&self.infos)
+            .bind(&self.vendor_error_codes)
+            .bind(&self.reported_at)
+    }
+}
+
 /// `update_connector_statuses` and the outbox rows of the changes in one statement, outside any
 /// transaction (one round trip instead of five): `reports` name each (charger, connector) at
 /// most once and `events` holds one event per report, in the same order; the events of the
@@ -503,13 +560,7 @@ pub async fn update_connector_statuses_alone(
                  FROM input i LEFT JOIN prev p \
                      ON p.charger_id = i.charger_id AND p.connector_id = i.connector_id \
                  ORDER BY i.charger_id COLLATE \"C\", i.connector_id \
-                 ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = EXCLUDED.status, \
-                     error_code = EXCLUDED.error_code, info = EXCLUDED.info, \
-                     vendor_error_code = EXCLUDED.vendor_error_code, reported_at = EXCLUDED.reported_at, \
-                     updated_at = now() \
-                 WHERE connector_status.reported_at IS NULL OR EXCLUDED.reported_at IS NULL \
-                     OR EXCLUDED.reported_at >= connector_status.reported_at \
-                 RETURNING charger_id, connector_id, status), \
+                 {STATUS_UPSERT}), \
              changed AS ( \
                  SELECT i.n FROM stored s \
                  JOIN input i ON i.charger_id = s.charger_id AND i.connector_id = s.connector_id \
@@ -525,21 +576,9 @@ pub async fn update_connector_statuses_alone(
              SELECT n FROM changed"
         )
     });
-    let text = |f: fn(&StatusReport) -> Option<String>| -> Vec<Option<String>> {
-        reports.iter().map(|(_, r)| f(r)).collect()
-    };
-    let ids: Vec<&str> = reports.iter().map(|(id, _)| *id).collect();
-    let connectors: Vec<i32> = reports.iter().map(|(_, r)| r.connector_id).collect();
-    let reported_at: Vec<Option<DateTime<Utc>>> =
-        reports.iter().map(|(_, r)| r.reported_at).collect();
-    let query = sqlx::query_scalar::<_, i64>(&STATEMENT)
-        .bind(&ids)
-        .bind(&connectors)
-        .bind(text(|r| Some(r.status.clone())))
-        .bind(text(|r| r.error_code.clone()))
-        .bind(text(|r| r.info.clone()))
-        .bind(text(|r| r.vendor_error_code.clone()))
-        .bind(&reported_at)
+    let columns = StatusColumns::new(reports);
+    let query = columns
+        .bind(sqlx::query_as::<_, (i64,)>(&STATEMENT))
         .bind(&events.ids)
         .bind(&events.types)
         .bind(&events.aggregates)
@@ -551,9 +590,20 @@ pub async fn update_connector_statuses_alone(
     let changed = query.fetch_all(pool).await?;
     Ok(changed
         .into_iter()
-        .filter_map(|n| usize::try_from(n).ok()?.checked_sub(1))
+        .filter_map(|(n,)| usize::try_from(n).ok()?.checked_sub(1))
         .collect())
 }
+
+/// The upsert of `update_connector_statuses`.
+static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO connector_status (charger_id, connector_id, status, error_code, info, \
+             vendor_error_code, reported_at) \
+         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::timestamptz[]) \
+         {STATUS_UPSERT}"
+    )
+});
 
 /// Stores each report unless a newer one is already stored (offline-queued reports arrive
 /// late); returns the (charger, connector) pairs whose status changed.
@@ -561,14 +611,14 @@ pub async fn update_connector_statuses(
     tx: &mut Tx<'_>,
     reports: &[(&str, &StatusReport)],
 ) -> Result<HashSet<(String, i32)>, StoreError> {
-    let ids: Vec<&str> = reports.iter().map(|(id, _)| *id).collect();
-    let connectors: Vec<i32> = reports.iter().map(|(_, r)| r.connector_id).collect();
+    let columns = StatusColumns::new(reports);
     // lock the stored rows first, one primary-key look-up each, in key order (no deadlock
     // with another replica's batch), and remember what they said
-    let mut keys: Vec<(&str, i32)> = ids
+    let mut keys: Vec<(&str, i32)> = columns
+        .ids
         .iter()
         .copied()
-        .zip(connectors.iter().copied())
+        .zip(columns.connectors.iter().copied())
         .collect();
     keys.sort_unstable();
     let (lock_ids, lock_connectors): (Vec<&str>, Vec<i32>) = keys.into_iter().unzip();
@@ -594,33 +644,10 @@ pub async fn update_connector_statuses(
         .into_iter()
         .map(|(id, connector, status)| ((id, connector), status))
         .collect();
-    let text = |f: fn(&StatusReport) -> Option<String>| -> Vec<Option<String>> {
-        reports.iter().map(|(_, r)| f(r)).collect()
-    };
-    let reported_at: Vec<Option<DateTime<Utc>>> =
-        reports.iter().map(|(_, r)| r.reported_at).collect();
-    let stored: Vec<(String, i32, String)> = sqlx::query_as(
-        "INSERT INTO connector_status (charger_id, connector_id, status, error_code, info, \
-             vendor_error_code, reported_at) \
-         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::timestamptz[]) \
-         ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = EXCLUDED.status, \
-             error_code = EXCLUDED.error_code, info = EXCLUDED.info, \
-             vendor_error_code = EXCLUDED.vendor_error_code, reported_at = EXCLUDED.reported_at, \
-             updated_at = now() \
-         WHERE connector_status.reported_at IS NULL OR EXCLUDED.reported_at IS NULL \
-             OR EXCLUDED.reported_at >= connector_status.reported_at \
-         RETURNING charger_id, connector_id, status",
-    )
-    .bind(&ids)
-    .bind(&connectors)
-    .bind(text(|r| Some(r.status.clone())))
-    .bind(text(|r| r.error_code.clone()))
-    .bind(text(|r| r.info.clone()))
-    .bind(text(|r| r.vendor_error_code.clone()))
-    .bind(&reported_at)
-    .fetch_all(&mut **tx)
-    .await?;
+    let stored: Vec<(String, i32, String)> = columns
+        .bind(sqlx::query_as(&UPSERT))
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(stored
         .into_iter()
         .filter(|(id, connector, status)| previous.get(&(id.clone(), *connector)) != Some(status))
