@@ -250,35 +250,34 @@ pub async fn holds_at(
     connector_id: i32,
     id_tag: Option<&str>,
 ) -> Result<Holds, StoreError> {
-    let rows: Vec<(Uuid, Uuid, Option<i32>, i64, bool)> = sqlx::query_as(
-        "SELECT r.id, r.user_id, r.connector_id, \
-             (SELECT count(*) FROM connector_status k WHERE k.charger_id = r.charger_id \
-                 AND k.connector_id > 0 AND k.connector_id <> $2 AND k.status = 'AVAILABLE'), \
-             COALESCE(r.group_id_tag = (SELECT COALESCE(t.group_id_tag, \
-                 (SELECT COALESCE(a.group_id_tag, a.id_tag) FROM id_tags a WHERE a.user_id = t.user_id \
-                     AND a.kind = 'APP' ORDER BY a.created_at LIMIT 1)) \
-                 FROM id_tags t WHERE t.id_tag = $3), FALSE) \
-         FROM reservations r WHERE r.charger_id = $1 AND r.status = 'ACCEPTED' \
-             AND r.expires_at > now() AND (r.connector_id IS NULL OR r.connector_id = $2) \
-         ORDER BY r.connector_id NULLS LAST",
-    )
-    .bind(charger_id)
-    .bind(connector_id)
-    .bind(id_tag)
-    .fetch_all(executor)
-    .await?;
-    Ok(Holds(rows))
+    static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let group = "(SELECT COALESCE(t.group_id_tag, (SELECT COALESCE(a.group_id_tag, a.id_tag) \
+             FROM id_tags a WHERE a.user_id = t.user_id AND a.kind = 'APP' \
+             ORDER BY a.created_at LIMIT 1)) FROM id_tags t WHERE t.id_tag = $3)";
+        format!("SELECT {}", holds_json("$1::text", "$2::int", group))
+    });
+    let rows: sqlx::types::Json<Vec<HoldRow>> = sqlx::query_scalar(&STATEMENT)
+        .bind(charger_id)
+        .bind(connector_id)
+        .bind(id_tag)
+        .fetch_one(executor)
+        .await?;
+    Ok(Holds(rows.0))
 }
 
 /// What `holds_at` read: (reservation, driver, connector, connectors free besides this one,
 /// the presented token is of the reservation's group).
 #[derive(Debug, Clone, Default)]
-pub struct Holds(Vec<(Uuid, Uuid, Option<i32>, i64, bool)>);
+pub struct Holds(Vec<HoldRow>);
 
-/// `holds_at`'s rows as a JSON array of `[reservation, driver, connector, free others,
-/// of the token's group]` arrays, for a statement that reads them beside something else;
-/// `$charger`, `$connector` and `group` are that statement's expressions for the charger, the
-/// connector and the presented token's group (NULL when it has none).
+/// One reservation `Holds` weighs: (reservation, driver, connector, connectors free besides
+/// this one, the presented token is of the reservation's group).
+pub(crate) type HoldRow = (Uuid, Uuid, Option<i32>, i64, bool);
+
+/// Who may hold a connector, as a JSON array of `[reservation, driver, connector, free others,
+/// of the token's group]` arrays: `holds_at` reads it alone, `users::resolve_at` beside the
+/// token. `charger`, `connector` and `group` are the statement's expressions for the charger,
+/// the connector and the presented token's group (NULL when it has none).
 pub(crate) fn holds_json(charger: &str, connector: &str, group: &str) -> String {
     format!(
         "(SELECT COALESCE(json_agg(json_build_array(r.id, r.user_id, r.connector_id, \
@@ -291,8 +290,8 @@ pub(crate) fn holds_json(charger: &str, connector: &str, group: &str) -> String 
     )
 }
 
-impl From<Vec<(Uuid, Uuid, Option<i32>, i64, bool)>> for Holds {
-    fn from(rows: Vec<(Uuid, Uuid, Option<i32>, i64, bool)>) -> Self {
+impl From<Vec<HoldRow>> for Holds {
+    fn from(rows: Vec<HoldRow>) -> Self {
         Self(rows)
     }
 }

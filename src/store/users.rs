@@ -173,7 +173,7 @@ pub async fn resolve_at(
         Decimal,
         Option<String>,
         bool,
-        sqlx::types::Json<Vec<(Uuid, Uuid, Option<i32>, i64, bool)>>,
+        sqlx::types::Json<Vec<super::reservations::HoldRow>>,
     );
     static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let group =
