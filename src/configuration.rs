@@ -322,8 +322,9 @@ pub struct GraphqlSettings {
     /// Largest accepted request body (query + variables), in bytes.
     pub max_body_bytes: usize,
     pub introspection: bool,
-    /// Requests per second a client (a signed-in user, else an address) may sustain.
-    pub requests_per_sec: u32,
+    /// Requests per second a client (a signed-in user, else an address) may sustain; a
+    /// fraction is a slower rate (0.5: one every two seconds).
+    pub requests_per_sec: f64,
     /// Requests a client may send at once before `requests_per_sec` applies.
     pub request_burst: u32,
     /// A query running longer than this is cancelled (mutations are bounded by their own waits).
@@ -363,6 +364,9 @@ pub struct OcppSettings {
     pub max_frame_bytes: usize,
     /// How long a CSMS-initiated call waits for the charger's answer.
     pub call_timeout_secs: u64,
+    /// How long a 2.0.1 TransactionEvent answer waits for its running cost (`totalCost`, a
+    /// display figure); the event is stored either way, and answered without it when late.
+    pub running_cost_timeout_ms: u64,
     /// A charger silent for longer than this is considered gone.
     pub offline_grace_secs: u64,
     /// Interval of WebSocket pings to the charger.
@@ -580,7 +584,7 @@ impl Default for GraphqlSettings {
             max_complexity: 2000,
             max_body_bytes: 32 * 1024,
             introspection: true,
-            requests_per_sec: 20,
+            requests_per_sec: 20.0,
             request_burst: 60,
             request_timeout_ms: 10_000,
             max_sockets_per_address: 200,
@@ -603,6 +607,7 @@ impl Default for OcppSettings {
             heartbeat_interval_secs: 300,
             max_frame_bytes: 64 * 1024,
             call_timeout_secs: 30,
+            running_cost_timeout_ms: 250,
             offline_grace_secs: 600,
             ping_interval_secs: 60,
             transaction_writer_shards: 2,

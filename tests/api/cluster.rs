@@ -331,9 +331,11 @@ async fn a_password_verified_on_one_replica_is_not_verified_with_argon2_again_on
 #[actix_web::test]
 async fn a_charger_actor_that_died_without_unregistering_is_pruned_and_its_lease_released() {
     use chargegrid::actors::messages::RegisterCharger;
+    // a long lease (renewed, and dead actors pruned, every 5 s): a lease that is released is
+    // gone long before it would expire
     let app = spawn_app_with(|s| {
         s.node_id = "replica-prune".into();
-        s.cluster.lease_ms = 900;
+        s.cluster.lease_ms = 15_000;
     })
     .await;
     // an address whose actor is gone (its mailbox dropped), as after a panic in the actor
@@ -345,34 +347,29 @@ async fn a_charger_actor_that_died_without_unregistering_is_pruned_and_its_lease
         .execute(&app.db)
         .await
         .unwrap();
+    // held here, as the registration below holds it (claimed first by the test, so that what
+    // is asserted does not depend on catching the moment between a claim and a renewal)
+    let owner = chargegrid::store::ownership::Owner {
+        node_id: "replica-prune".into(),
+        connection_id: connection,
+    };
+    chargegrid::store::ownership::claim_many(
+        &app.ctx.redis,
+        &app.ctx.settings.redis.key_prefix,
+        &[("CP-GHOST".to_string(), owner)],
+        60_000,
+    )
+    .await
+    .unwrap();
     app.ctx.registry.do_send(RegisterCharger {
         charger_id: "CP-GHOST".into(),
         connection_id: connection,
         addr: actix::Addr::new(tx),
     });
-    let claimed = app
-        .wait_until(Duration::from_secs(5), || async {
-            owner_node(&app, "CP-GHOST").await.as_deref() == Some("replica-prune")
-        })
-        .await;
-    assert!(claimed, "the registration never claimed the lease");
-    // the next renewal forgets the dead actor instead of renewing its lease
-    let released = app
-        .wait_until(Duration::from_secs(5), || async {
-            owner_node(&app, "CP-GHOST").await.is_none()
-        })
-        .await;
-    assert!(released, "the lease of a dead actor is still renewed");
-    let connected = app
-        .ctx
-        .registry
-        .send(chargegrid::actors::messages::ConnectedChargers)
-        .await
-        .unwrap();
-    assert!(connected.is_empty(), "{connected:?}");
-    // and the charger shows offline, as its actor's `stopping` would have recorded
+    // the next renewal forgets the dead actor: the charger shows offline, as its actor's
+    // `stopping` would have recorded...
     let offline = app
-        .wait_until(Duration::from_secs(5), || async {
+        .wait_until(Duration::from_secs(20), || async {
             !sqlx::query_scalar::<_, bool>("SELECT online FROM chargers WHERE id = 'CP-GHOST'")
                 .fetch_one(&app.db)
                 .await
@@ -380,4 +377,18 @@ async fn a_charger_actor_that_died_without_unregistering_is_pruned_and_its_lease
         })
         .await;
     assert!(offline, "a dead actor's charger still shows online");
+    // ...and its lease is released instead of renewed (it would last another 15 s or more)
+    let released = app
+        .wait_until(Duration::from_secs(3), || async {
+            owner_node(&app, "CP-GHOST").await.is_none()
+        })
+        .await;
+    assert!(released, "the lease of a dead actor is still held");
+    let connected = app
+        .ctx
+        .registry
+        .send(chargegrid::actors::messages::ConnectedChargers)
+        .await
+        .unwrap();
+    assert!(connected.is_empty(), "{connected:?}");
 }

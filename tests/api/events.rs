@@ -1075,9 +1075,15 @@ async fn sessions_ending_together_are_billed_in_shared_commits_once_each_whateve
             messages.push(ended(*session, uuid::Uuid::new_v4()));
         }
     }
-    for message in &messages {
-        publish_ended(&channel, &exchange, message.to_string().as_bytes()).await;
-    }
+    // published together (not each after the last one's confirm): they arrive while a batch
+    // commits, however fast a commit is on this machine
+    let bodies: Vec<String> = messages.iter().map(|m| m.to_string()).collect();
+    futures_util::future::join_all(
+        bodies
+            .iter()
+            .map(|body| publish_ended(&channel, &exchange, body.as_bytes())),
+    )
+    .await;
     let handled = b
         .app
         .wait_until(Duration::from_secs(20), || async {

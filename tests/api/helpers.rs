@@ -64,9 +64,12 @@ pub fn base_settings() -> Settings {
     settings.auth.jwt_secret = Some(SecretString::from(TEST_JWT_SECRET));
     settings.node_id = "test-node".into();
     // tests poll the API quickly; the limiter has tests of its own
-    settings.graphql.requests_per_sec = 100_000;
+    settings.graphql.requests_per_sec = 100_000.0;
     settings.graphql.request_burst = 100_000;
     settings.sessions.max_starts_per_minute = 100_000;
+    // the answers' running cost is asserted: a loaded test machine must not turn it into the
+    // answer without it (which has a test of its own)
+    settings.ocpp.running_cost_timeout_ms = 10_000;
     settings
 }
 

@@ -414,6 +414,62 @@ async fn transaction_answers_carry_the_running_and_the_final_cost() {
     );
 }
 
+/// The running cost is a display figure: when it takes longer than its budget (the tariffs are
+/// locked here), the Ended event is stored and answered at once, without `totalCost`.
+#[actix_web::test]
+async fn a_running_cost_that_is_late_is_left_out_of_a_stored_events_answer() {
+    let app = crate::helpers::spawn_app_with(|s| s.ocpp.running_cost_timeout_ms = 300).await;
+    let token = app.staff_token("ADMIN").await;
+    let station = app.create_station("Late cost station").await;
+    app.register_charger(&token, "CS-LATE", station, Some(crate::ocpp201::PASSWORD))
+        .await;
+    sqlx::query(
+        "INSERT INTO tariffs (id, name, currency, price_per_kwh, price_per_minute, grace_minutes, session_fee, is_default) \
+         VALUES ($1, 'Default', 'EUR', 0.50, 0, 0, 1.00, TRUE)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (_, id_tag) = driver(&app, "late@example.com").await;
+    let mut cs = booted(&app, "CS-LATE").await;
+    let started = send(&mut cs, started("TX-LATE", &id_tag, "2026-11-21T10:00:00Z")).await;
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+    let mut blocker = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db_url)
+        .await
+        .unwrap();
+    let mut lock = sqlx::Connection::begin(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE tariffs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        send(
+            &mut cs,
+            with_meter(
+                event("Ended", 1, "TX-LATE", "2026-11-21T10:20:00Z"),
+                5000,
+                None,
+                "Transaction.End",
+            ),
+        ),
+    )
+    .await
+    .expect("answered within the cost's budget, not when the lock goes");
+    assert!(ended.get("totalCost").is_none(), "{ended}");
+    // stored before it was answered
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM sessions WHERE status = 'COMPLETED' AND energy_kwh = 5"
+        )
+        .await,
+        1
+    );
+    lock.rollback().await.unwrap();
+}
+
 /// TC_E_31: an Ended event that skips seqNos makes the CSMS ask the station about that
 /// transaction (GetTransactionStatus with its id); the queued events that follow fill the gap.
 #[actix_web::test]

@@ -70,6 +70,8 @@ async fn fake_provider() -> (String, Provider) {
             .route("/v1/payment_intents", web::post().to(create_intent))
     })
     .workers(1)
+    // longer than any pause of a test: the app's pooled client never reuses a closing connection
+    .keep_alive(std::time::Duration::from_secs(300))
     .bind("127.0.0.1:0")
     .unwrap();
     let port = server.addrs()[0].port();

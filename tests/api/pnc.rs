@@ -77,6 +77,8 @@ async fn start_fakes() -> (String, Fakes) {
             .route("/ocsp/{status}", web::post().to(responder))
     })
     .workers(1)
+    // longer than any pause of a test: the app's pooled client never reuses a closing connection
+    .keep_alive(std::time::Duration::from_secs(300))
     .bind("127.0.0.1:0")
     .unwrap();
     let port = server.addrs()[0].port();
@@ -451,6 +453,8 @@ async fn start_responder(pki: Arc<ContractPki>) -> (String, Responder) {
             .route("/contract-ocsp", web::post().to(contract_ocsp))
     })
     .workers(1)
+    // longer than any pause of a test: the app's pooled client never reuses a closing connection
+    .keep_alive(std::time::Duration::from_secs(300))
     .bind("127.0.0.1:0")
     .unwrap();
     let port = server.addrs()[0].port();

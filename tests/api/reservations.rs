@@ -389,22 +389,20 @@ async fn refusals_limits_and_an_offline_charger_are_reported() {
 async fn two_drivers_racing_for_one_connector_cannot_both_hold_it() {
     let f = fixture("CP-R5").await;
     let mut cp = charger16(&f.app, "CP-R5").await;
-    let charger = async {
-        // answers every ReserveNow it gets until both requests are done
-        for _ in 0..2 {
-            match tokio::time::timeout(Duration::from_secs(3), cp.next_server_call()).await {
-                Ok((id, _, _)) => cp.reply(&id, json!({ "status": "Accepted" })).await,
-                Err(_) => break,
-            }
-        }
-    };
     let both = async {
         tokio::join!(
             reserve(&f, &f.alice.0, "CP-R5", Some(1)),
             reserve(&f, &f.bob.0, "CP-R5", Some(1))
         )
     };
-    let ((a, b), ()) = tokio::join!(both, charger);
+    tokio::pin!(both);
+    // the charger answers every ReserveNow it gets until both requests are done
+    let (a, b) = loop {
+        tokio::select! {
+            done = &mut both => break done,
+            (id, _, _) = cp.next_server_call() => cp.reply(&id, json!({ "status": "Accepted" })).await,
+        }
+    };
     let won = [&a, &b]
         .iter()
         .filter(|r| r["data"]["reserveConnector"]["status"] == "ACCEPTED")

@@ -33,9 +33,11 @@ pub struct RequestLimiter {
 }
 
 impl RequestLimiter {
-    pub fn new(per_sec: u32, burst: u32) -> Self {
+    /// `per_sec` below one request an hour (or not a number) counts as one an hour.
+    pub fn new(per_sec: f64, burst: u32) -> Self {
+        const SLOWEST: f64 = 1.0 / 3600.0;
         Self {
-            per_sec: f64::from(per_sec.max(1)),
+            per_sec: if per_sec >= SLOWEST { per_sec } else { SLOWEST },
             burst: f64::from(burst.max(1)),
             buckets: DashMap::new(),
         }
@@ -128,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_requests_are_refused_until_the_bucket_refills() {
-        let limiter = RequestLimiter::new(2, 3);
+        let limiter = RequestLimiter::new(2.0, 3);
         let t0 = Instant::now();
         for _ in 0..3 {
             assert_eq!(limiter.take_at("a", t0), Ok(()));
@@ -145,6 +147,20 @@ mod tests {
             limiter.take_at("a", t0 + Duration::from_millis(500)),
             Err(1)
         );
+    }
+
+    #[test]
+    fn a_fractional_rate_refills_slower_than_one_a_second_and_says_when() {
+        let limiter = RequestLimiter::new(0.25, 1);
+        let t0 = Instant::now();
+        assert_eq!(limiter.take_at("a", t0), Ok(()));
+        assert_eq!(limiter.take_at("a", t0), Err(4));
+        assert_eq!(limiter.take_at("a", t0 + Duration::from_secs(3)), Err(1));
+        assert_eq!(limiter.take_at("a", t0 + Duration::from_secs(4)), Ok(()));
+        // no rate at all is the slowest one, not a division by zero
+        let stopped = RequestLimiter::new(0.0, 1);
+        assert_eq!(stopped.take_at("a", t0), Ok(()));
+        assert_eq!(stopped.take_at("a", t0), Err(3600));
     }
 
     #[test]
@@ -165,7 +181,7 @@ mod tests {
 
     #[test]
     fn idle_buckets_are_swept_and_busy_ones_kept() {
-        let limiter = RequestLimiter::new(10, 10);
+        let limiter = RequestLimiter::new(10.0, 10);
         let t0 = Instant::now();
         for i in 0..=SWEEP_ABOVE {
             let _ = limiter.take_at(&format!("k{i}"), t0);

@@ -203,7 +203,7 @@ pub async fn transaction_event(ctx: &CallContext, payload: Value) -> Result<Hand
         let currency = &ctx.app.settings.billing.currency;
         // the answer never waits long for a display figure
         let cost = tokio::time::timeout(
-            std::time::Duration::from_millis(250),
+            std::time::Duration::from_millis(ctx.app.settings.ocpp.running_cost_timeout_ms),
             ctx.app
                 .running_cost
                 .cost_of(&ctx.app.db, record, currency, event_at, ending),

@@ -54,6 +54,8 @@ impl FakeOcm {
                 .route("/v3/poi", web::get().to(poi))
         })
         .workers(1)
+        // longer than any pause of a test: the app's pooled client never reuses a closing connection
+        .keep_alive(std::time::Duration::from_secs(300))
         .listen(listener)
         .expect("listen")
         .run();
