@@ -16,7 +16,8 @@
 # PEER_IDLE (5000), STORM_TOTAL (20000), BENCH_RUST_LOG (warn), BENCH_SKIP_BUILD (set: use the
 # binaries already built), HISTORY_SESSIONS (100000: finished sessions in the session benchmarks'
 # databases, see seed_history), BENCH_KEEP_DB (set: leave the benchmark databases for a look
-# afterwards; drop them by hand).
+# afterwards; drop them by hand), BENCH_DB_CONNECTIONS (30: database.max_connections of the
+# session benchmarks' server, each of its two pools).
 #
 # Adding a benchmark: write a bench_NAME function that calls begin_section NAME, runs things
 # with sim/sim_bg/record, and ends with write_section NAME; then add NAME to BENCHMARKS.
@@ -436,8 +437,8 @@ seed_history() {
 # "too many clients already").
 load_env() {
     export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000
-    export CHARGEGRID__DATABASE__MAX_CONNECTIONS=30
-    record export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000 CHARGEGRID__DATABASE__MAX_CONNECTIONS=30
+    export CHARGEGRID__DATABASE__MAX_CONNECTIONS="${BENCH_DB_CONNECTIONS:-30}"
+    record export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000 CHARGEGRID__DATABASE__MAX_CONNECTIONS="$CHARGEGRID__DATABASE__MAX_CONNECTIONS"
 }
 
 # ---------------------------------------------------------------- (f) startSession round trip

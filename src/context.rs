@@ -79,6 +79,8 @@ pub struct AppContext {
     pub local_chargers: Arc<crate::actors::registry::LocalChargers>,
     /// Owns the session actors of this replica.
     pub sessions: Addr<SessionSupervisor>,
+    /// The sessions whose actor runs here, readable from any thread.
+    pub local_sessions: Arc<crate::actors::session_supervisor::LocalSessions>,
     /// Runs the controllers of the load-managed sites whose lease this replica holds.
     pub site_supervisor: Addr<SiteSupervisor>,
     /// Stations' tariffs and users' plans for the running cost in 2.0.1 answers.

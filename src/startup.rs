@@ -472,6 +472,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         metrics,
         registry: Registry::default().start(),
         local_chargers: Arc::default(),
+        local_sessions: Arc::default(),
         charger_auth,
         charger_store,
         transactions,

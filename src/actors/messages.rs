@@ -153,18 +153,34 @@ pub enum SessionCommand {
         session_id: Uuid,
         max_power_kw: Option<f64>,
         max_energy_kwh: Option<rust_decimal::Decimal>,
+        /// The driver asking, checked against the session's owner where it is read (none:
+        /// staff, who may change any session).
+        #[serde(default)]
+        caller: Option<Uuid>,
     },
     /// Cancel a PENDING session or ask the charger to stop an IN_PROGRESS one.
-    End { session_id: Uuid },
+    End {
+        session_id: Uuid,
+        #[serde(default)]
+        caller: Option<Uuid>,
+    },
 }
 
 impl SessionCommand {
     pub fn session_id(&self) -> Option<Uuid> {
         match self {
             SessionCommand::Start(_) => None,
-            SessionCommand::Update { session_id, .. } | SessionCommand::End { session_id } => {
+            SessionCommand::Update { session_id, .. } | SessionCommand::End { session_id, .. } => {
                 Some(*session_id)
             }
+        }
+    }
+
+    /// The driver an Update or End is for (none: staff, or a Start).
+    pub fn caller(&self) -> Option<Uuid> {
+        match self {
+            SessionCommand::Start(_) => None,
+            SessionCommand::Update { caller, .. } | SessionCommand::End { caller, .. } => *caller,
         }
     }
 }
@@ -198,6 +214,9 @@ pub enum SessionCommandError {
     Conflict(String),
     #[error("session not found")]
     NotFound,
+    /// The session is another driver's.
+    #[error("this session belongs to someone else")]
+    Forbidden,
     #[error("{0}")]
     Unavailable(String),
 }

@@ -90,6 +90,14 @@ async fn remote(
 /// Applies an Update or End to `record` (a Start is `create` then `begin`).
 pub async fn apply(app: &AppContext, found: WithTransaction, command: SessionCommand) -> Applied {
     let WithTransaction { record, keys } = found;
+    // a driver's command is checked on the session as it is read here: the API routes a
+    // session with an actor on this replica without reading it first
+    if command
+        .caller()
+        .is_some_and(|caller| caller != record.user_id)
+    {
+        return Applied::failed(SessionCommandError::Forbidden);
+    }
     match command {
         SessionCommand::Update {
             max_power_kw,

@@ -30,6 +30,18 @@ const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// STOPPING racing the charger's stop) cannot bring its actor back.
 const FINISHED_MEMORY: Duration = Duration::from_secs(600);
 
+/// The sessions whose actor runs on this replica, with their chargers, readable from any
+/// thread: the API sends a command for one of them straight to it.
+#[derive(Default)]
+pub struct LocalSessions(dashmap::DashMap<Uuid, String>);
+
+impl LocalSessions {
+    /// The charger of `session_id`, if its actor runs here.
+    pub fn charger_of(&self, session_id: Uuid) -> Option<String> {
+        self.0.get(&session_id).map(|c| c.value().clone())
+    }
+}
+
 #[derive(Default)]
 pub struct SessionSupervisor {
     app: Option<AppContext>,
@@ -46,6 +58,21 @@ pub struct SessionSupervisor {
 }
 
 impl SessionSupervisor {
+    /// Tracks `id` (of `charger_id`) here and in `LocalSessions`.
+    fn track(&mut self, id: Uuid, charger_id: &str) {
+        self.chargers.insert(id, charger_id.to_string());
+        if let Some(app) = &self.app {
+            app.local_sessions.0.insert(id, charger_id.to_string());
+        }
+    }
+
+    fn untrack(&mut self, id: &Uuid) {
+        self.chargers.remove(id);
+        if let Some(app) = &self.app {
+            app.local_sessions.0.remove(id);
+        }
+    }
+
     /// Starts the session's actor, unless its charger is not held here (or it runs already);
     /// returns the actor it started. The actor reads its session first unless `record` was
     /// just written here (`fresh`).
@@ -66,7 +93,7 @@ impl SessionSupervisor {
         }
         let me = ctx.address();
         let id = record.id;
-        self.chargers.insert(id, record.charger_id.clone());
+        self.track(id, &record.charger_id);
         let addr = Supervisor::start(move |_| {
             let actor = SessionActor::new(record, app, me);
             if fresh {
@@ -200,7 +227,7 @@ impl Handler<ChargerLeft> for SessionSupervisor {
             .map(|(id, _)| *id)
             .collect();
         for id in leaving {
-            self.chargers.remove(&id);
+            self.untrack(&id);
             if let Some(addr) = self.sessions.remove(&id) {
                 addr.do_send(Shutdown);
             }
@@ -213,7 +240,7 @@ impl Handler<SessionFinished> for SessionSupervisor {
 
     fn handle(&mut self, msg: SessionFinished, _: &mut Self::Context) {
         // dropping the last address lets the supervised actor stop for good
-        self.chargers.remove(&msg.session_id);
+        self.untrack(&msg.session_id);
         self.finished.insert(msg.session_id, Instant::now());
         if let Some(addr) = self.sessions.remove(&msg.session_id) {
             addr.do_send(Shutdown);
@@ -281,7 +308,7 @@ impl Handler<SessionLost> for SessionSupervisor {
                             act.spawn_actor(record, false, ctx);
                         }
                         Ok(_) => {
-                            act.chargers.remove(&id);
+                            act.untrack(&id);
                             act.finished.insert(id, Instant::now());
                         }
                         Err(e) => {
@@ -300,6 +327,9 @@ impl Handler<Shutdown> for SessionSupervisor {
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         for addr in self.sessions.values() {
             addr.do_send(Shutdown);
+        }
+        if let Some(app) = &self.app {
+            app.local_sessions.0.clear();
         }
         ctx.stop();
     }

@@ -768,6 +768,7 @@ async fn a_snapshot_older_than_a_command_applied_without_an_actor_is_read_back()
             session_id,
             max_power_kw: None,
             max_energy_kwh: Some(rust_decimal::Decimal::ONE),
+            caller: None,
         })
         .await
         .unwrap()

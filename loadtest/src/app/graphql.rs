@@ -253,21 +253,6 @@ impl Gql {
             .to_string())
     }
 
-    /// A session's status now.
-    pub async fn session_status(&self, token: &str, session_id: &str) -> Result<String, GqlError> {
-        let data = self
-            .request(
-                "query($id: ID!) { session(id: $id) { status } }",
-                json!({ "id": session_id }),
-                Some(token),
-            )
-            .await?;
-        Ok(data["session"]["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string())
-    }
-
     /// Subscribes to `onSessionStatusChanged` over graphql-transport-ws; statuses arrive on the
     /// channel until the subscription ends or the receiver is dropped.
     pub async fn watch_session(

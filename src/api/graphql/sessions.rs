@@ -192,6 +192,25 @@ pub async fn load_visible(
     Ok(record)
 }
 
+/// Runs an Update or End where the session's charger is. A session whose actor runs on this
+/// replica goes straight to it, which reads the session and checks the caller (one read, not
+/// two); any other is read here first, to find its charger and to refuse another driver's.
+async fn route_to_session(
+    app: &AppContext,
+    id: Uuid,
+    user_id: Uuid,
+    role: Role,
+    command: SessionCommand,
+) -> ApiResult<SessionRecord> {
+    let charger_id = match app.local_sessions.charger_of(id) {
+        Some(charger_id) => charger_id,
+        None => load_visible(app, id, user_id, role).await?.charger_id,
+    };
+    session_commands::route(app, &charger_id, command)
+        .await
+        .map_err(api_error)
+}
+
 /// Whether the driver may start charging (or reserve): no unpaid invoices above what is
 /// allowed, and a wallet with the minimum unless on a flat rate.
 pub(super) fn may_charge(
@@ -218,6 +237,9 @@ fn api_error(e: SessionCommandError) -> ApiError {
         SessionCommandError::Refused(m) => ApiError::ChargerRejected(m),
         SessionCommandError::Conflict(m) => ApiError::Conflict(m),
         SessionCommandError::NotFound => ApiError::NotFound("session not found".into()),
+        SessionCommandError::Forbidden => {
+            ApiError::Forbidden("this session belongs to someone else".into())
+        }
         SessionCommandError::Unavailable(m) => ApiError::internal(m),
     }
 }
@@ -406,15 +428,13 @@ impl SessionMutation {
             ),
             None => None,
         };
-        let record = load_visible(app, id, user_id, role).await?;
         let command = SessionCommand::Update {
             session_id: id,
             max_power_kw: input.max_power_kw,
             max_energy_kwh: max_energy,
+            caller: (!role.is_staff()).then_some(user_id),
         };
-        let updated = session_commands::route(app, &record.charger_id, command)
-            .await
-            .map_err(api_error)?;
+        let updated = route_to_session(app, id, user_id, role, command).await?;
         Ok(SessionView(updated))
     }
 
@@ -423,14 +443,11 @@ impl SessionMutation {
         let (user_id, role) = require_user(ctx)?;
         let app = ctx.data_unchecked::<AppContext>();
         let id = parse_id(&session_id, "sessionId")?;
-        let record = load_visible(app, id, user_id, role).await?;
-        let result = session_commands::route(
-            app,
-            &record.charger_id,
-            SessionCommand::End { session_id: id },
-        )
-        .await
-        .map_err(api_error)?;
+        let command = SessionCommand::End {
+            session_id: id,
+            caller: (!role.is_staff()).then_some(user_id),
+        };
+        let result = route_to_session(app, id, user_id, role, command).await?;
         Ok(SessionView(result))
     }
 }
