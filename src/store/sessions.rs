@@ -409,10 +409,15 @@ pub async fn record_readings(
     let last = "CASE WHEN r.meter_wh IS NULL OR r.meter_wh < s.meter_last_wh THEN s.meter_last_wh ELSE r.meter_wh END";
     let start = "COALESCE(s.meter_start_wh, r.meter_wh)";
     let power = "COALESCE((r.power_w / 1000)::float8, s.power_kw)";
+    // a session created by this very transaction (a 2.0.1 Started with its reading) keeps its
+    // creation stamp: its committed snapshot is then recognisably the one of the commit that
+    // created it, which the session supervisor trusts without a read back (`created_at` is the
+    // creating transaction's now(); every later transaction's clock_timestamp() is later)
+    let stamp = "CASE WHEN s.created_at = now() THEN s.created_at ELSE clock_timestamp() END";
     Ok(sqlx::query_as::<_, SessionRecord>(&format!(
         "UPDATE sessions s SET meter_start_wh = {start}, meter_last_wh = {last}, \
              energy_kwh = GREATEST(0, round((COALESCE({last}, 0) - COALESCE({start}, {last}, 0)) / 1000, 3)), \
-             power_kw = {power}, updated_at = clock_timestamp() \
+             power_kw = {power}, updated_at = {stamp} \
          FROM unnest($1::uuid[], $2::numeric[], $3::numeric[]) AS r(id, meter_wh, power_w) \
          WHERE s.id = r.id AND (s.status IN ('IN_PROGRESS', 'STOPPING')) IS TRUE \
              AND ({start}, {last}, {power}) IS DISTINCT FROM (s.meter_start_wh, s.meter_last_wh, s.power_kw) \

@@ -414,6 +414,52 @@ async fn transaction_answers_carry_the_running_and_the_final_cost() {
     );
 }
 
+/// The commit that creates a charger's session leaves it stamped with its creation time, the
+/// Started event's own reading included: the session supervisor recognises that snapshot as the
+/// creating commit's and starts the session's actor from it without reading it back. A later
+/// reading stamps the row later.
+#[actix_web::test]
+async fn a_session_created_with_its_reading_keeps_its_creation_stamp_until_a_later_write() {
+    let (app, _) = app_with_station("CS-STAMP").await;
+    let (_, id_tag) = driver(&app, "stamp@example.com").await;
+    let mut cs = booted(&app, "CS-STAMP").await;
+    let started = send(
+        &mut cs,
+        with_meter(
+            with_token(
+                event("Started", 0, "TX-STAMP", "2026-11-21T10:00:00Z"),
+                &id_tag,
+            ),
+            1000,
+            Some(7400),
+            "Transaction.Begin",
+        ),
+    )
+    .await;
+    assert_eq!(started["idTokenInfo"]["status"], "Accepted", "{started}");
+    let stamps = || async {
+        sqlx::query_as::<_, (bool, Option<f64>)>(
+            "SELECT created_at = updated_at, power_kw FROM sessions WHERE charger_id = 'CS-STAMP'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    // the reading reached the row in the creating commit, which kept its stamp
+    assert_eq!(stamps().await, (true, Some(7.4)));
+    send(
+        &mut cs,
+        with_meter(
+            event("Updated", 1, "TX-STAMP", "2026-11-21T10:05:00Z"),
+            2000,
+            Some(3700),
+            "Sample.Periodic",
+        ),
+    )
+    .await;
+    assert_eq!(stamps().await, (false, Some(3.7)));
+}
+
 /// The running cost is a display figure: when it takes longer than its budget (the tariffs are
 /// locked here), the Ended event is stored and answered at once, without `totalCost`.
 #[actix_web::test]
