@@ -822,6 +822,11 @@ impl Settings {
                 ));
             }
         }
+        if !(self.graphql.requests_per_sec.is_finite() && self.graphql.requests_per_sec > 0.0) {
+            return Err(SettingsError::Invalid(
+                "graphql.requests_per_sec must be a number above 0".into(),
+            ));
+        }
         if self.ocpp.max_frame_bytes < 1024 {
             return Err(SettingsError::Invalid(
                 "ocpp.max_frame_bytes must be at least 1024".into(),
@@ -1027,6 +1032,17 @@ mod tests {
         assert_eq!(settings.ocm.sync_interval_secs, 6 * 3600);
         assert_eq!(settings.ocm.search_max_radius_km, 500.0);
         assert!(settings.ocm.user_agent.starts_with("chargegrid/"));
+    }
+
+    #[test]
+    fn a_request_rate_must_be_above_zero_and_may_be_a_fraction() {
+        let mut settings = Settings::default();
+        settings.graphql.requests_per_sec = 0.5;
+        assert!(settings.validate().is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            settings.graphql.requests_per_sec = bad;
+            assert!(settings.validate().is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -166,10 +166,15 @@ pub struct RateWindow {
 }
 
 impl RateWindow {
+    /// The first window opens with the first event (not when the server starts).
     pub fn new(limit: u32) -> Self {
+        let now = std::time::Instant::now();
+        let opened = now
+            .checked_sub(std::time::Duration::from_secs(1))
+            .unwrap_or(now);
         Self {
             limit,
-            state: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+            state: std::sync::Mutex::new((opened, 0)),
         }
     }
 

@@ -33,11 +33,19 @@ const FINISHED_MEMORY: Duration = Duration::from_secs(600);
 /// The sessions whose actor runs on this replica, with their chargers, readable from any
 /// thread: the API sends a command for one of them straight to it.
 #[derive(Default)]
-pub struct LocalSessions(dashmap::DashMap<Uuid, String>);
+pub struct LocalSessions(dashmap::DashMap<Uuid, LocalSession>);
+
+/// What the API needs of a session whose actor runs here.
+#[derive(Clone)]
+pub struct LocalSession {
+    pub charger_id: String,
+    /// The session's driver (a session's owner never changes).
+    pub user_id: Uuid,
+}
 
 impl LocalSessions {
-    /// The charger of `session_id`, if its actor runs here.
-    pub fn charger_of(&self, session_id: Uuid) -> Option<String> {
+    /// The charger and driver of `session_id`, if its actor runs here.
+    pub fn get(&self, session_id: Uuid) -> Option<LocalSession> {
         self.0.get(&session_id).map(|c| c.value().clone())
     }
 }
@@ -58,11 +66,17 @@ pub struct SessionSupervisor {
 }
 
 impl SessionSupervisor {
-    /// Tracks `id` (of `charger_id`) here and in `LocalSessions`.
-    fn track(&mut self, id: Uuid, charger_id: &str) {
-        self.chargers.insert(id, charger_id.to_string());
+    /// Tracks `record`'s session here and in `LocalSessions`.
+    fn track(&mut self, record: &SessionRecord) {
+        self.chargers.insert(record.id, record.charger_id.clone());
         if let Some(app) = &self.app {
-            app.local_sessions.0.insert(id, charger_id.to_string());
+            app.local_sessions.0.insert(
+                record.id,
+                LocalSession {
+                    charger_id: record.charger_id.clone(),
+                    user_id: record.user_id,
+                },
+            );
         }
     }
 
@@ -93,7 +107,7 @@ impl SessionSupervisor {
         }
         let me = ctx.address();
         let id = record.id;
-        self.track(id, &record.charger_id);
+        self.track(&record);
         let addr = Supervisor::start(move |_| {
             let actor = SessionActor::new(record, app, me);
             if fresh {

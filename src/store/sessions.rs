@@ -413,7 +413,9 @@ pub async fn record_readings(
     // creation stamp: its committed snapshot is then recognisably the one of the commit that
     // created it, which the session supervisor trusts without a read back (`created_at` is the
     // creating transaction's now(); every later transaction's clock_timestamp() is later)
-    let stamp = "CASE WHEN s.created_at = now() THEN s.created_at ELSE clock_timestamp() END";
+    // (only while the row still has it: a stamp never moves back)
+    let stamp = "CASE WHEN s.created_at = now() AND s.updated_at = s.created_at THEN s.created_at \
+                 ELSE clock_timestamp() END";
     Ok(sqlx::query_as::<_, SessionRecord>(&format!(
         "UPDATE sessions s SET meter_start_wh = {start}, meter_last_wh = {last}, \
              energy_kwh = GREATEST(0, round((COALESCE({last}, 0) - COALESCE({start}, {last}, 0)) / 1000, 3)), \

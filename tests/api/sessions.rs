@@ -421,7 +421,7 @@ async fn only_the_owner_or_staff_can_see_update_or_end_a_session() {
     let f = fixture().await;
     let mut cp = online_charger(&f.app, "CP-S1").await;
     let (session_id, _, _) = start_accepted(&f, &mut cp).await;
-    let (stranger, _, _) = f
+    let (stranger, _, stranger_id) = f
         .app
         .register("stranger@example.com", "correct horse battery")
         .await;
@@ -450,6 +450,22 @@ async fn only_the_owner_or_staff_can_see_update_or_end_a_session() {
     sub.subscribe("x", ON_SESSION, json!({ "id": session_id }))
         .await;
     assert!(sub.next().await.is_err());
+    // the session's actor checks the caller on its own read too (a command from another
+    // replica, or one this replica's API sent straight to it)
+    let refused = f
+        .app
+        .ctx
+        .sessions
+        .send(chargegrid::actors::messages::SessionCommand::End {
+            session_id: session_id.parse().unwrap(),
+            caller: Some(stranger_id.parse().unwrap()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.map(|s| s.status),
+        Err(chargegrid::actors::messages::SessionCommandError::Forbidden)
+    );
     // an operator may look
     let r = f
         .app

@@ -33,7 +33,8 @@ pub struct RequestLimiter {
 }
 
 impl RequestLimiter {
-    /// `per_sec` below one request an hour (or not a number) counts as one an hour.
+    /// `per_sec` below one request an hour (or not a number) counts as one an hour (settings
+    /// refuse a rate of 0 or less).
     pub fn new(per_sec: f64, burst: u32) -> Self {
         const SLOWEST: f64 = 1.0 / 3600.0;
         Self {

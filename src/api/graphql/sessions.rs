@@ -193,8 +193,9 @@ pub async fn load_visible(
 }
 
 /// Runs an Update or End where the session's charger is. A session whose actor runs on this
-/// replica goes straight to it, which reads the session and checks the caller (one read, not
-/// two); any other is read here first, to find its charger and to refuse another driver's.
+/// replica, with its charger still here, goes straight to it: one read of the session (the
+/// actor's, which checks the caller again), not two. Any other is read first, to find its
+/// charger and to refuse another driver's before anything is sent.
 async fn route_to_session(
     app: &AppContext,
     id: Uuid,
@@ -202,8 +203,17 @@ async fn route_to_session(
     role: Role,
     command: SessionCommand,
 ) -> ApiResult<SessionRecord> {
-    let charger_id = match app.local_sessions.charger_of(id) {
-        Some(charger_id) => charger_id,
+    let local = app
+        .local_sessions
+        .get(id)
+        .filter(|s| app.local_chargers.contains(&s.charger_id));
+    let charger_id = match local {
+        Some(session) if session.user_id != user_id && !role.is_staff() => {
+            return Err(ApiError::Forbidden(
+                "this session belongs to someone else".into(),
+            ))
+        }
+        Some(session) => session.charger_id,
         None => load_visible(app, id, user_id, role).await?.charger_id,
     };
     session_commands::route(app, &charger_id, command)
