@@ -30,8 +30,9 @@ const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// STOPPING racing the charger's stop) cannot bring its actor back.
 const FINISHED_MEMORY: Duration = Duration::from_secs(600);
 
-/// The sessions whose actor runs on this replica, with their chargers, readable from any
-/// thread: the API sends a command for one of them straight to it.
+/// The sessions tracked on this replica (those with an actor here), with their chargers and
+/// drivers: the supervisor's own record of them, readable from any thread, so the API sends a
+/// command for one of them straight to its actor.
 #[derive(Default)]
 pub struct LocalSessions(dashmap::DashMap<Uuid, LocalSession>);
 
@@ -54,8 +55,6 @@ impl LocalSessions {
 pub struct SessionSupervisor {
     app: Option<AppContext>,
     sessions: HashMap<Uuid, Addr<SessionActor>>,
-    /// The charger of each tracked session.
-    chargers: HashMap<Uuid, String>,
     /// Sessions whose actor finished recently, with when.
     finished: HashMap<Uuid, Instant>,
     /// Chargers whose socket this replica holds (told by the registry).
@@ -66,9 +65,8 @@ pub struct SessionSupervisor {
 }
 
 impl SessionSupervisor {
-    /// Tracks `record`'s session here and in `LocalSessions`.
-    fn track(&mut self, record: &SessionRecord) {
-        self.chargers.insert(record.id, record.charger_id.clone());
+    /// Tracks `record`'s session (in `LocalSessions`, which the supervisor keeps).
+    fn track(&self, record: &SessionRecord) {
         if let Some(app) = &self.app {
             app.local_sessions.0.insert(
                 record.id,
@@ -80,8 +78,7 @@ impl SessionSupervisor {
         }
     }
 
-    fn untrack(&mut self, id: &Uuid) {
-        self.chargers.remove(id);
+    fn untrack(&self, id: &Uuid) {
         if let Some(app) = &self.app {
             app.local_sessions.0.remove(id);
         }
@@ -235,10 +232,11 @@ impl Handler<ChargerLeft> for SessionSupervisor {
     fn handle(&mut self, msg: ChargerLeft, _: &mut Self::Context) {
         self.local.remove(&msg.charger_id);
         let leaving: Vec<Uuid> = self
-            .chargers
+            .app
             .iter()
-            .filter(|(_, charger)| **charger == msg.charger_id)
-            .map(|(id, _)| *id)
+            .flat_map(|app| app.local_sessions.0.iter())
+            .filter(|tracked| tracked.value().charger_id == msg.charger_id)
+            .map(|tracked| *tracked.key())
             .collect();
         for id in leaving {
             self.untrack(&id);

@@ -50,23 +50,28 @@ struct TariffRow {
     session_fee: Decimal,
 }
 
-impl TariffRow {
-    /// A tariff read through an outer join: none when its columns are NULL.
-    fn joined(
-        id: Option<Uuid>,
-        currency: Option<String>,
-        price_per_kwh: Option<Decimal>,
-        price_per_minute: Option<Decimal>,
-        grace_minutes: Option<i32>,
-        session_fee: Option<Decimal>,
-    ) -> Option<Self> {
+/// A tariff read through an outer join (`t.id AS tariff_id, t.currency::text AS
+/// tariff_currency, t.price_per_kwh, ...`): every column NULL when there is none.
+#[derive(sqlx::FromRow)]
+struct JoinedTariff {
+    tariff_id: Option<Uuid>,
+    tariff_currency: Option<String>,
+    price_per_kwh: Option<Decimal>,
+    price_per_minute: Option<Decimal>,
+    grace_minutes: Option<i32>,
+    session_fee: Option<Decimal>,
+}
+
+impl JoinedTariff {
+    /// The tariff, if the join found one.
+    fn row(&self) -> Option<TariffRow> {
         Some(TariffRow {
-            id: id?,
-            currency: currency?,
-            price_per_kwh: price_per_kwh?,
-            price_per_minute: price_per_minute?,
-            grace_minutes: grace_minutes?,
-            session_fee: session_fee?,
+            id: self.tariff_id?,
+            currency: self.tariff_currency.clone()?,
+            price_per_kwh: self.price_per_kwh?,
+            price_per_minute: self.price_per_minute?,
+            grace_minutes: self.grace_minutes?,
+            session_fee: self.session_fee?,
         })
     }
 }
@@ -147,12 +152,8 @@ pub async fn station_tariff_and_plan(
     #[derive(sqlx::FromRow)]
     struct Row {
         usage_cost: Option<String>,
-        tariff_id: Option<Uuid>,
-        tariff_currency: Option<String>,
-        price_per_kwh: Option<Decimal>,
-        price_per_minute: Option<Decimal>,
-        grace_minutes: Option<i32>,
-        session_fee: Option<Decimal>,
+        #[sqlx(flatten)]
+        station: JoinedTariff,
         default_id: Option<Uuid>,
         default_currency: Option<String>,
         default_per_kwh: Option<Decimal>,
@@ -177,22 +178,16 @@ pub async fn station_tariff_and_plan(
     .bind(user_id)
     .fetch_one(pool)
     .await?;
-    let station = TariffRow::joined(
-        row.tariff_id,
-        row.tariff_currency,
-        row.price_per_kwh,
-        row.price_per_minute,
-        row.grace_minutes,
-        row.session_fee,
-    );
-    let default = TariffRow::joined(
-        row.default_id,
-        row.default_currency,
-        row.default_per_kwh,
-        row.default_per_minute,
-        row.default_grace_minutes,
-        row.default_session_fee,
-    );
+    let station = row.station.row();
+    let default = JoinedTariff {
+        tariff_id: row.default_id,
+        tariff_currency: row.default_currency,
+        price_per_kwh: row.default_per_kwh,
+        price_per_minute: row.default_per_minute,
+        grace_minutes: row.default_grace_minutes,
+        session_fee: row.default_session_fee,
+    }
+    .row();
     let (tariff, _, _) = pick_tariff(
         station.as_ref(),
         row.usage_cost.as_deref(),
@@ -372,12 +367,8 @@ struct BatchRow {
     start_time: Option<DateTime<Utc>>,
     end_time: Option<DateTime<Utc>>,
     usage_cost: Option<String>,
-    tariff_id: Option<Uuid>,
-    tariff_currency: Option<String>,
-    price_per_kwh: Option<Decimal>,
-    price_per_minute: Option<Decimal>,
-    grace_minutes: Option<i32>,
-    session_fee: Option<Decimal>,
+    #[sqlx(flatten)]
+    tariff: JoinedTariff,
     plan: String,
     wallet_balance: Decimal,
     wallet_currency: String,
@@ -386,14 +377,7 @@ struct BatchRow {
 
 impl BatchRow {
     fn station_tariff(&self) -> Option<TariffRow> {
-        TariffRow::joined(
-            self.tariff_id,
-            self.tariff_currency.clone(),
-            self.price_per_kwh,
-            self.price_per_minute,
-            self.grace_minutes,
-            self.session_fee,
-        )
+        self.tariff.row()
     }
 }
 

@@ -44,6 +44,22 @@ fn started(reference: &str, id_tag: &str, at: &str) -> Value {
     )
 }
 
+/// A station with `charger_id` registered and a default tariff: 1.00 a session and 0.50 a kWh.
+async fn costed_station(app: &TestApp, name: &str, charger_id: &str) {
+    let token = app.staff_token("ADMIN").await;
+    let station = app.create_station(name).await;
+    app.register_charger(&token, charger_id, station, Some(crate::ocpp201::PASSWORD))
+        .await;
+    sqlx::query(
+        "INSERT INTO tariffs (id, name, currency, price_per_kwh, price_per_minute, grace_minutes, session_fee, is_default) \
+         VALUES ($1, 'Default', 'EUR', 0.50, 0, 0, 1.00, TRUE)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
 async fn send(cs: &mut TestCharger, event: Value) -> Value {
     cs.call("TransactionEvent", event)
         .await
@@ -341,18 +357,7 @@ async fn an_ended_event_without_a_register_ends_on_the_newest_reading_even_one_n
 #[actix_web::test]
 async fn transaction_answers_carry_the_running_and_the_final_cost() {
     let app = crate::helpers::spawn_app_with_workers(|_| {}).await;
-    let token = app.staff_token("ADMIN").await;
-    let station = app.create_station("Cost station").await;
-    app.register_charger(&token, "CS-COST", station, Some(crate::ocpp201::PASSWORD))
-        .await;
-    sqlx::query(
-        "INSERT INTO tariffs (id, name, currency, price_per_kwh, price_per_minute, grace_minutes, session_fee, is_default) \
-         VALUES ($1, 'Default', 'EUR', 0.50, 0, 0, 1.00, TRUE)",
-    )
-    .bind(uuid::Uuid::new_v4())
-    .execute(&app.db)
-    .await
-    .unwrap();
+    costed_station(&app, "Cost station", "CS-COST").await;
     let (driver, _, _) = app
         .register("cost@example.com", "correct horse battery")
         .await;
@@ -465,18 +470,7 @@ async fn a_session_created_with_its_reading_keeps_its_creation_stamp_until_a_lat
 #[actix_web::test]
 async fn a_running_cost_that_is_late_is_left_out_of_a_stored_events_answer() {
     let app = crate::helpers::spawn_app_with(|s| s.ocpp.running_cost_timeout_ms = 300).await;
-    let token = app.staff_token("ADMIN").await;
-    let station = app.create_station("Late cost station").await;
-    app.register_charger(&token, "CS-LATE", station, Some(crate::ocpp201::PASSWORD))
-        .await;
-    sqlx::query(
-        "INSERT INTO tariffs (id, name, currency, price_per_kwh, price_per_minute, grace_minutes, session_fee, is_default) \
-         VALUES ($1, 'Default', 'EUR', 0.50, 0, 0, 1.00, TRUE)",
-    )
-    .bind(uuid::Uuid::new_v4())
-    .execute(&app.db)
-    .await
-    .unwrap();
+    costed_station(&app, "Late cost station", "CS-LATE").await;
     let (_, id_tag) = driver(&app, "late@example.com").await;
     let mut cs = booted(&app, "CS-LATE").await;
     let started = send(&mut cs, started("TX-LATE", &id_tag, "2026-11-21T10:00:00Z")).await;

@@ -209,9 +209,7 @@ async fn route_to_session(
         .filter(|s| app.local_chargers.contains(&s.charger_id));
     let charger_id = match local {
         Some(session) if session.user_id != user_id && !role.is_staff() => {
-            return Err(ApiError::Forbidden(
-                "this session belongs to someone else".into(),
-            ))
+            return Err(api_error(SessionCommandError::Forbidden))
         }
         Some(session) => session.charger_id,
         None => load_visible(app, id, user_id, role).await?.charger_id,
