@@ -396,6 +396,21 @@ async fn a_charger_disconnecting_mid_session_resumes_and_completes_after_reconne
         })
         .await;
     assert!(offline);
+    // the session's actor left with its charger (one comes back with the charger), and the
+    // API no longer finds it here
+    let gone = f
+        .app
+        .wait_until(Duration::from_secs(10), || async {
+            f.app.ctx.sessions.send(SessionActorCount).await.unwrap() == 0
+        })
+        .await;
+    assert!(gone, "a session actor stayed behind its charger");
+    assert!(f
+        .app
+        .ctx
+        .local_sessions
+        .get(session_id.parse().unwrap())
+        .is_none());
     assert_eq!(
         session_status(&f, &session_id).await["status"],
         "IN_PROGRESS"
