@@ -366,7 +366,9 @@ pub async fn connect_core(settings: Settings) -> Result<CoreContext, StartupErro
 pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
     let jwt_secret = settings.jwt_secret()?;
     let jwt = JwtKeys::new(&jwt_secret, settings.auth.access_token_ttl_secs);
-    let db = postgres::connect(&settings.database).await?;
+    // the charger side (OCPP handlers, session actors, the relay's marks): look-ups by key and
+    // set-based statements, each planned once (ADR 024)
+    let db = postgres::connect_with_plans(&settings.database, postgres::Plans::Generic).await?;
     postgres::ensure_migrated(&db, &settings.database).await?;
     let redis = crate::store::redis::pool(&settings.redis)?;
     let mongo = crate::store::mongo::database(&settings).await?;
@@ -390,7 +392,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         database.max_connections = 3;
         let observed = metrics.clone();
         ChargerWriter::start(
-            crate::store::postgres::connect(&database).await?,
+            crate::store::postgres::connect_with_plans(&database, postgres::Plans::Generic).await?,
             settings.node_id.clone(),
             format!("chargegrid-serve/{}", settings.node_id),
             Some(Arc::new(move |kind, n| {
@@ -409,7 +411,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         database.max_connections = u32::try_from(shards).unwrap_or(u32::MAX);
         let observed = metrics.clone();
         TransactionWriter::start(
-            crate::store::postgres::connect(&database).await?,
+            crate::store::postgres::connect_with_plans(&database, postgres::Plans::Generic).await?,
             shards,
             format!("chargegrid-serve/{}", settings.node_id),
             Some(Arc::new(move |n| {

@@ -242,6 +242,12 @@ impl Relay {
             sqlx::query("SET enable_bitmapscan = off")
                 .execute(&mut conn)
                 .await?;
+            // Its reads are planned at each run with their values (unnamed statements): with
+            // the batch size unknown, a generic plan may sort the backlog rather than follow
+            // the index. The pool it comes from may force generic plans (ADR 024).
+            sqlx::query("SET plan_cache_mode = auto")
+                .execute(&mut conn)
+                .await?;
             *leader = Some(Leader {
                 conn,
                 leading: false,

@@ -91,9 +91,37 @@ fn on_this_machine(options: &PgConnectOptions) -> bool {
 }
 
 /// Connects and proves the connection works (a pool is lazy otherwise).
+/// How the connections of a pool plan their prepared statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// PostgreSQL's default (`plan_cache_mode = auto`): a custom plan for each execution for as
+    /// long as custom plans look cheaper than the statement's generic one.
+    Auto,
+    /// One generic plan per prepared statement, reused for every execution
+    /// (`plan_cache_mode = force_generic_plan`; ADR 024). For pools whose statements are the
+    /// hot path's set-based batches and look-ups by key: a statement over `unnest($1::…[])`
+    /// looks cheaper with its arrays' real sizes than with the generic plan's estimate, and
+    /// one whose parameters switch parts of it off (`CASE WHEN $2 …`, `$3 IS NOT NULL AND …`)
+    /// looks cheaper with them folded, so under `auto` PostgreSQL planned those statements at
+    /// every execution: 0.4 of a core in the start-session benchmark, more than it spent
+    /// running them.
+    Generic,
+}
+
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, PostgresError> {
+    connect_with_plans(settings, Plans::Auto).await
+}
+
+/// A pool whose connections plan their prepared statements as `plans` says.
+pub async fn connect_with_plans(
+    settings: &DatabaseSettings,
+    plans: Plans,
+) -> Result<PgPool, PostgresError> {
     let url = mask_url(settings.url.expose_secret());
-    let options = options(settings)?;
+    let options = match (options(settings)?, plans) {
+        (options, Plans::Auto) => options,
+        (options, Plans::Generic) => options.options([("plan_cache_mode", "force_generic_plan")]),
+    };
     // One direct connection first: a pool only reports "timed out", this reports the cause.
     let probe = tokio::time::timeout(
         Duration::from_secs(settings.connect_timeout_secs),

@@ -144,3 +144,39 @@ async fn stopping_the_app_closes_the_listener() {
         .await;
     assert!(after.is_err());
 }
+
+/// How many times one connection of `pool` planned a statement whose custom plans look cheaper
+/// than its generic one (an array's real size against the generic estimate, as in the writers'
+/// batches) over twelve executions: (generic, custom).
+async fn plans_of_a_batch_statement(pool: &sqlx::PgPool) -> (i64, i64) {
+    const STATEMENT: &str =
+        "SELECT count(*) FROM unnest($1::int4[]) AS u(v) JOIN pg_class c ON c.oid = u.v::oid";
+    let mut conn = pool.acquire().await.expect("a connection");
+    for n in 1..=12 {
+        sqlx::query_scalar::<_, i64>(STATEMENT)
+            .bind(vec![n])
+            .fetch_one(&mut *conn)
+            .await
+            .expect("the batch statement");
+    }
+    sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+    )
+    .bind(STATEMENT)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("the statement is prepared on this connection")
+}
+
+/// The charger side's pool plans each prepared statement once and reuses that plan (ADR 024);
+/// the API's pool keeps PostgreSQL's default, which plans such a statement at every execution.
+#[actix_web::test]
+async fn the_charger_side_plans_each_statement_once() {
+    let app = spawn_with_settings(isolated_settings().await).await;
+    assert_eq!(plans_of_a_batch_statement(&app.ctx.db).await, (12, 0));
+    let (_, custom) = plans_of_a_batch_statement(&app.ctx.api_db).await;
+    assert_eq!(
+        custom, 12,
+        "the API's pool plans as PostgreSQL's default does"
+    );
+}
