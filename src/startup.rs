@@ -168,12 +168,7 @@ impl Application {
             database.max_connections = (ctx.settings.worker.concurrency as u32 + 2)
                 .min(ctx.settings.database.max_connections.max(4));
             CoreContext {
-                // billing's and the notifications' batches over arrays, planned once (ADR 024)
-                db: crate::store::postgres::connect_with_plans(
-                    &database,
-                    crate::store::postgres::Plans::Generic,
-                )
-                .await?,
+                db: crate::store::postgres::connect(&database).await?,
                 // and a RabbitMQ connection of their own, as separate workers have: one
                 // connection's I/O thread carried the relay's publishing, the live fan-out and
                 // every worker's deliveries and acknowledgements
@@ -353,8 +348,7 @@ async fn warn_past_connection_limit(ctx: &AppContext, with_workers: bool) {
 /// What a worker or a CLI command needs: Postgres (migrated), RabbitMQ (connecting in the
 /// background) and metrics; nothing of the connection server.
 pub async fn connect_core(settings: Settings) -> Result<CoreContext, StartupError> {
-    // a worker's statements are billing's and the notifications' batches (ADR 024)
-    let db = postgres::connect_with_plans(&settings.database, postgres::Plans::Generic).await?;
+    let db = postgres::connect(&settings.database).await?;
     postgres::ensure_migrated(&db, &settings.database).await?;
     let amqp = Amqp::start(
         &settings.amqp,
