@@ -41,16 +41,21 @@ pub async fn prune_published(
 ) -> Result<u64, StoreError> {
     let mut deleted = 0;
     loop {
-        let chunk = sqlx::query(
-            "DELETE FROM outbox WHERE id IN ( \
-                 SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
-                 ORDER BY id LIMIT $2)",
-        )
-        .bind(max_age.as_secs_f64())
-        .bind(PRUNE_CHUNK)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        // the chunk is written into the statement: the charger side's pool plans statements
+        // once without their values (ADR 024), and a generic plan that does not know the limit
+        // may scan the whole outbox for each chunk
+        static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "DELETE FROM outbox WHERE id IN ( \
+                     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1) \
+                     ORDER BY id LIMIT {PRUNE_CHUNK})"
+            )
+        });
+        let chunk = sqlx::query(&STATEMENT)
+            .bind(max_age.as_secs_f64())
+            .execute(pool)
+            .await?
+            .rows_affected();
         deleted += chunk;
         if chunk < u64::try_from(PRUNE_CHUNK).unwrap_or(u64::MAX) {
             return Ok(deleted);

@@ -90,7 +90,6 @@ fn on_this_machine(options: &PgConnectOptions) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Connects and proves the connection works (a pool is lazy otherwise).
 /// How the connections of a pool plan their prepared statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plans {
@@ -108,6 +107,7 @@ pub enum Plans {
     Generic,
 }
 
+/// Connects and proves the connection works (a pool is lazy otherwise).
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, PostgresError> {
     connect_with_plans(settings, Plans::Auto).await
 }

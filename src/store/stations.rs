@@ -305,17 +305,25 @@ pub async fn retire_missing(
     hi: Option<i32>,
     present: &[i32],
 ) -> Result<Vec<i32>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "UPDATE stations SET is_live = FALSE, updated_at = now()
-         WHERE ocm_id > $1 AND ($2::int IS NULL OR ocm_id <= $2) AND is_live
-           AND NOT (ocm_id = ANY($3))
-         RETURNING ocm_id",
-    )
-    .bind(lo)
-    .bind(hi)
-    .bind(present)
-    .fetch_all(&mut **tx)
-    .await?)
+    // two statements rather than `$2 IS NULL OR ocm_id <= $2`: `chargegrid all` syncs on the
+    // charger side's pool, which plans a statement once without its values (ADR 024), and
+    // that plan could not bound the range by the index
+    let query = match hi {
+        Some(hi) => sqlx::query_scalar(
+            "UPDATE stations SET is_live = FALSE, updated_at = now()
+             WHERE ocm_id > $1 AND ocm_id <= $2 AND is_live AND NOT (ocm_id = ANY($3))
+             RETURNING ocm_id",
+        )
+        .bind(lo)
+        .bind(hi),
+        None => sqlx::query_scalar(
+            "UPDATE stations SET is_live = FALSE, updated_at = now()
+             WHERE ocm_id > $1 AND is_live AND NOT (ocm_id = ANY($2))
+             RETURNING ocm_id",
+        )
+        .bind(lo),
+    };
+    Ok(query.bind(present).fetch_all(&mut **tx).await?)
 }
 
 /// The counter every write to stations or connections bumps (see the `ocm_sync` migration).
