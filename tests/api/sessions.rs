@@ -398,12 +398,7 @@ async fn a_charger_disconnecting_mid_session_resumes_and_completes_after_reconne
     assert!(offline);
     // the session's actor left with its charger (one comes back with the charger), and the
     // API no longer finds it here
-    let gone = f
-        .app
-        .wait_until(Duration::from_secs(10), || async {
-            f.app.ctx.sessions.send(SessionActorCount).await.unwrap() == 0
-        })
-        .await;
+    let gone = no_session_actors_within(&f.app, Duration::from_secs(10)).await;
     assert!(gone, "a session actor stayed behind its charger");
     assert!(f
         .app
@@ -734,12 +729,7 @@ async fn a_stopping_snapshot_racing_the_chargers_stop_never_hides_the_completion
         sub.next().await.unwrap()["onSessionStatusChanged"]["status"],
         "COMPLETED"
     );
-    let gone = f
-        .app
-        .wait_until(Duration::from_secs(5), || async {
-            f.app.ctx.sessions.send(SessionActorCount).await.unwrap() == 0
-        })
-        .await;
+    let gone = no_session_actors_within(&f.app, Duration::from_secs(5)).await;
     assert!(gone, "the session actor outlived its completed session");
 
     // the same stale snapshot arriving after the end brings no actor back
@@ -896,4 +886,12 @@ async fn start_session_checks_the_connector_and_limits_starts_per_driver() {
         .await
         .unwrap();
     assert_eq!(sessions, 0);
+}
+
+/// Whether the session actors of `app`'s replica are all gone within `within`.
+async fn no_session_actors_within(app: &TestApp, within: Duration) -> bool {
+    app.wait_until(within, || async {
+        app.ctx.sessions.send(SessionActorCount).await.unwrap() == 0
+    })
+    .await
 }
