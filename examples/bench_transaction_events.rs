@@ -22,6 +22,7 @@ use chargegrid::configuration::Settings;
 use chargegrid::domain::{Email, PersonName, Role};
 use chargegrid::startup::Application;
 use chargegrid::store::{postgres::MIGRATOR, users};
+use chargegrid_loadtest::machine::{MachineCpu, Reading};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -333,7 +334,12 @@ async fn run_charger(
 }
 
 /// Drives every charger of `protocol` on a runtime of its own, off the server's threads.
-fn load(protocol: Protocol, port: u16, tags: Vec<String>, args: Args) -> anyhow::Result<Measured> {
+fn load(
+    protocol: Protocol,
+    port: u16,
+    tags: Vec<String>,
+    args: Args,
+) -> anyhow::Result<(Measured, Option<MachineCpu>)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -342,7 +348,19 @@ fn load(protocol: Protocol, port: u16, tags: Vec<String>, args: Args) -> anyhow:
             Duration::from_secs(args.warmup),
             Duration::from_secs(args.seconds),
         );
-        let ready = std::sync::Arc::new(tokio::sync::Barrier::new(tags.len()));
+        // the chargers, and the reader of the machine's CPU over the same window
+        let ready = std::sync::Arc::new(tokio::sync::Barrier::new(tags.len() + 1));
+        let machine = {
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                ready.wait().await;
+                tokio::time::sleep(window.0).await;
+                let from = Instant::now();
+                let first = Reading::now()?;
+                tokio::time::sleep(window.1).await;
+                Some(first.until(&Reading::now()?, from.elapsed().as_secs_f64()))
+            })
+        };
         let mut chargers = tokio::task::JoinSet::new();
         for (index, tag) in tags.into_iter().enumerate() {
             chargers.spawn(run_charger(
@@ -368,7 +386,7 @@ fn load(protocol: Protocol, port: u16, tags: Vec<String>, args: Args) -> anyhow:
             total.errors += one.errors;
             total.transactions += one.transactions;
         }
-        Ok(total)
+        Ok((total, machine.await?))
     })
 }
 
@@ -564,13 +582,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| messages | answered | errors | messages/s | transactions/s | p50 ms | p99 ms | max ms |"
+        "| messages | answered | errors | messages/s | transactions/s | p50 ms | p99 ms | max ms | machine busy |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (protocol, m) in rows {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (protocol, (m, machine)) in &rows {
         let h = &m.latencies_us;
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
             protocol.label(),
             m.answered,
             m.errors,
@@ -579,7 +597,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ms(h.value_at_quantile(0.50)),
             ms(h.value_at_quantile(0.99)),
             ms(h.max()),
+            machine
+                .as_ref()
+                .map_or("n/a".into(), |c| format!("{:.0} %", c.busy_share * 100.0)),
         );
+    }
+    println!();
+    for (protocol, (_, machine)) in &rows {
+        if let Some(machine) = machine {
+            println!("{}: {}.", protocol.label(), machine.summary());
+        }
     }
     println!();
     println!(

@@ -205,6 +205,15 @@ j() {
     jq -r "$2" "$OUT/$1.json"
 }
 
+# machine_cell NAME: how busy the machine was over a report's measured window and the cores its
+# busiest processes used ("n/a" where the simulator could not read /proc).
+machine_cell() {
+    jq -r 'if .machine == null then "n/a" else
+        "\((.machine.busy_share * 100) | round) % (" +
+        ([.machine.cores_by_process | to_entries | sort_by(-.value) | .[:4][] | "\(.key) \(.value * 100 | round / 100)"] | join(", ")) +
+        ")" end' "$OUT/$1.json"
+}
+
 # stamp: the provenance line of a section.
 stamp() {
     # shellcheck disable=SC2016 # the backticks are Markdown

@@ -8,6 +8,7 @@ pub mod app;
 pub mod charger;
 pub mod connect;
 pub mod frame;
+pub mod machine;
 #[cfg(feature = "plots")]
 pub mod plots;
 pub mod report;

@@ -151,6 +151,9 @@ pub struct Report {
     /// CPU seconds (user + system) the simulator process used, where /proc tells (Linux): the
     /// load generator shares the machine, and this says how much of it it took.
     pub simulator_cpu_secs: Option<f64>,
+    /// The machine's CPU over the measurement window (up to the scenario's deadline), by kind and
+    /// by process name, where /proc tells (Linux).
+    pub machine: Option<crate::machine::MachineCpu>,
     /// Per-second throughput and latency.
     pub timeline: Vec<Point>,
 }
@@ -316,6 +319,9 @@ impl Report {
         }
         if let Some(cpu) = self.simulator_cpu_secs {
             let _ = writeln!(out, "simulator CPU: {cpu:.1} s");
+        }
+        if let Some(machine) = &self.machine {
+            let _ = writeln!(out, "{}", machine.summary());
         }
         if !self.errors.is_empty() {
             let _ = writeln!(out, "errors:");

@@ -100,6 +100,15 @@ pub async fn run(scenario: Scenario, progress: Progress) -> Result<Report, Scena
             stats.reset_measurements();
         })
     };
+    // the machine's CPU over the same window, up to the deadline (the drain is not load)
+    let machine = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        let from = Instant::now();
+        let first = crate::machine::Reading::now()?;
+        tokio::time::sleep_until(deadline).await;
+        let last = crate::machine::Reading::now()?;
+        Some(first.until(&last, from.elapsed().as_secs_f64()))
+    });
     let hard_stop = deadline + Duration::from_secs_f64(scenario.drain_secs) + GRACE;
     while let Ok(Some(_)) = tokio::time::timeout_at(hard_stop, chargers.join_next()).await {}
     chargers.abort_all();
@@ -133,6 +142,13 @@ pub async fn run(scenario: Scenario, progress: Progress) -> Result<Report, Scena
     report.sessions.app = app::finish(setup.report, &setup.counters);
     report.timeline = timeline.lock().map(|t| t.clone()).unwrap_or_default();
     report.simulator_cpu_secs = crate::report::own_cpu_secs();
+    report.machine = if machine.is_finished() {
+        machine.await.ok().flatten()
+    } else {
+        // the run ended before its window did
+        machine.abort();
+        None
+    };
     Ok(report)
 }
 

@@ -155,7 +155,7 @@ pub struct Sessions {
     /// answered) to the start of the next: the offered rate falls as the server slows (closed
     /// loop).
     pub gap_secs: f64,
-    /// Instead of `gap_secs`: a charger's local sessions start one every `every_secs`, counted
+    /// Instead of `gap_secs`: a charger's sessions (local or app-driven) start one every `every_secs`, counted
     /// from when the last one was due (open loop), so N chargers offer N / `every_secs`
     /// sessions/s as long as a session and its messages fit within the period. A session that
     /// ends later than its successor is due starts the next one at once, and the cadence counts

@@ -268,6 +268,8 @@ pub async fn drive(
     let mut next = start + plan.first_session_after + Duration::from_secs(1);
     for _ in 0..plan.app_sessions {
         tokio::time::sleep_until(next).await;
+        // when this session was due: a fixed cadence counts from it
+        let due = next;
         // a session starts only if it can run its length before the deadline; its final
         // status is awaited during the drain
         if Instant::now() + length > deadline {
@@ -286,7 +288,17 @@ pub async fn drive(
             }
             Err(reason) => counters.fail(reason),
         }
-        next = Instant::now() + Duration::from_secs_f64(scenario.sessions.gap_secs);
+        next = next_app_session(&scenario.sessions, due, Instant::now());
+    }
+}
+
+/// When an app-driven charger's next session starts, the one due at `due` having ended at `now`:
+/// `gap_secs` after it ended (closed loop), or on the cadence of `every_secs` (open loop; at once
+/// when the cadence is behind, as for local sessions).
+fn next_app_session(sessions: &crate::scenario::Sessions, due: Instant, now: Instant) -> Instant {
+    match sessions.every_secs {
+        Some(every) => (due + Duration::from_secs_f64(every)).max(now),
+        None => now + Duration::from_secs_f64(sessions.gap_secs),
     }
 }
 
@@ -425,4 +437,41 @@ pub fn finish(mut report: AppReport, counters: &AppCounters) -> AppReport {
         *report.failures.entry(reason.clone()).or_default() += n;
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Sessions;
+
+    #[test]
+    fn an_app_charger_on_a_cadence_starts_when_due_or_at_once_when_behind() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs_f64;
+        let cadence = Sessions {
+            every_secs: Some(1.1),
+            gap_secs: 0.3,
+            ..Sessions::default()
+        };
+        // the session due at t0 ended at t0 + 0.7 s: the next is due one period after t0
+        assert_eq!(
+            next_app_session(&cadence, t0, t0 + secs(0.7)),
+            t0 + secs(1.1)
+        );
+        // it ended after its successor was due: the next starts at once
+        assert_eq!(
+            next_app_session(&cadence, t0, t0 + secs(1.5)),
+            t0 + secs(1.5)
+        );
+        let closed = Sessions {
+            every_secs: None,
+            gap_secs: 0.3,
+            ..Sessions::default()
+        };
+        // closed loop: the gap counts from the end
+        assert_eq!(
+            next_app_session(&closed, t0, t0 + secs(0.7)),
+            t0 + secs(1.0)
+        );
+    }
 }

@@ -92,6 +92,16 @@ pub struct Plan {
     pub heartbeat: HeartbeatPlan,
 }
 
+/// Whether charger `n` is one of the `share` that run sessions: exactly `share` of any run of
+/// consecutive chargers (rounded down), spread evenly, so that a scenario's offered rate is the
+/// one its numbers say (a coin per charger gave 218 or 223 of 220).
+fn in_share(n: u32, share: f64) -> bool {
+    // the small term keeps a share written with six decimals (0.022000) from losing its last
+    // charger to rounding (10000 * 0.022 is a hair under 220 in binary)
+    let upto = |k: u32| (f64::from(k) * share + 1e-9).floor();
+    upto(n + 1) > upto(n)
+}
+
 impl Plan {
     /// The plan of charger `n` of `scenario` (deterministic for a given seed).
     pub fn for_charger(scenario: &Scenario, n: u32) -> Self {
@@ -101,7 +111,7 @@ impl Plan {
         } else {
             OcppVersion::V16
         };
-        let runs_sessions = rng.gen_bool(scenario.sessions.charger_share);
+        let runs_sessions = in_share(n, scenario.sessions.charger_share);
         let local = rng.gen_bool(scenario.sessions.local_share);
         let sessions = if runs_sessions {
             scenario.sessions.per_charger
@@ -272,6 +282,26 @@ pub fn answer_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exactly_the_share_of_chargers_runs_sessions_spread_evenly() {
+        for (n, share, expected) in [
+            (10_000, 0.022, 220),
+            (1000, 0.75, 750),
+            (150, 1.0, 150),
+            (7, 0.0, 0),
+        ] {
+            let chosen: Vec<u32> = (0..n).filter(|&k| in_share(k, share)).collect();
+            assert_eq!(chosen.len(), expected, "{share} of {n}");
+            // no two chosen ones closer than the share allows, none further apart
+            if share > 0.0 && share < 1.0 {
+                let gap = (1.0 / share).floor() as u32;
+                assert!(chosen
+                    .windows(2)
+                    .all(|w| w[1] - w[0] >= gap && w[1] - w[0] <= gap + 1));
+            }
+        }
+    }
 
     #[test]
     fn plans_spread_chargers_over_urls_and_source_ips_and_follow_the_mix() {
