@@ -516,8 +516,15 @@ impl Actor for ChargerActor {
             addr: ctx.address(),
         });
         self.app.metrics.chargers_connected.inc();
+        // Each connection pings on a phase of its own. Chargers that connect together (a
+        // replica's restart, a reconnect storm, a benchmark's ramp) would otherwise be pinged
+        // together, answer together and persist `last_seen` together (a pong counts as traffic),
+        // every interval for as long as they stay connected: a burst of writes once a minute.
         let ping = Duration::from_secs(self.app.settings.ocpp.ping_interval_secs.max(1));
-        ctx.run_interval(ping, |act, ctx| act.check_liveness(ctx));
+        ctx.run_later(ping.mul_f64(rand::random::<f64>()), move |act, ctx| {
+            act.check_liveness(ctx);
+            ctx.run_interval(ping, |act, ctx| act.check_liveness(ctx));
+        });
         // the charger's frames wait until the connection is recorded: nobody may see it offline
         // after it has booted, nor its first messages race its CONNECTED event
         let recorded = self.app.charger_store.write(ChargerWrite::Connected {

@@ -173,6 +173,22 @@ impl TestCharger {
         }
     }
 
+    /// Reads until the server's next WebSocket ping and returns when it arrived; `None` on close
+    /// or timeout. Text frames read meanwhile are dropped.
+    pub async fn next_ping_within(&mut self, wait: Duration) -> Option<tokio::time::Instant> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Ping(_)) => return Some(tokio::time::Instant::now()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
     /// Waits for the close frame and returns its code and reason.
     pub async fn closed(&mut self) -> Option<(u16, String)> {
         let deadline = tokio::time::Instant::now() + WAIT;

@@ -677,6 +677,42 @@ async fn the_newest_connection_wins() {
 }
 
 #[actix_web::test]
+async fn chargers_that_connect_together_are_pinged_on_phases_of_their_own() {
+    let ping = Duration::from_secs(4);
+    let app = spawn_app_with(|s| {
+        s.ocpp.auto_provision = true;
+        s.ocpp.auto_accept_provisioned = true;
+        s.ocpp.ping_interval_secs = ping.as_secs();
+    })
+    .await;
+    let mut chargers = Vec::new();
+    for i in 0..16 {
+        let cp = connect16(app.port, &format!("CP-PHASE-{i}"), None).await;
+        chargers.push((cp, tokio::time::Instant::now()));
+    }
+    // each charger's first ping, counted from its own connection: pinged on one clock they would
+    // all come one interval after connecting
+    let offsets =
+        futures_util::future::join_all(chargers.iter_mut().map(|(cp, connected)| async move {
+            let at = cp.next_ping_within(ping * 3).await.expect("a ping");
+            at.duration_since(*connected).as_secs_f64()
+        }))
+        .await;
+    let (first, last) = offsets
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), o| (lo.min(*o), hi.max(*o)));
+    assert!(
+        last <= ping.as_secs_f64() + 1.0,
+        "the first ping comes within one interval: {offsets:?}"
+    );
+    // sixteen phases drawn over four seconds all within one second of each other: ~1e-8
+    assert!(
+        last - first >= 1.0,
+        "the chargers' first pings came together: {offsets:?}"
+    );
+}
+
+#[actix_web::test]
 async fn a_charger_that_stops_answering_pings_is_marked_offline() {
     let (app, token) = app_with_charger_and("CP-GHOST", |s| {
         s.ocpp.ping_interval_secs = 1;
