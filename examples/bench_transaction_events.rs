@@ -353,12 +353,19 @@ fn load(
         let machine = {
             let ready = ready.clone();
             tokio::spawn(async move {
+                // /proc is read off the chargers' one thread: they run on while it is read
+                let read = || async {
+                    tokio::task::spawn_blocking(Reading::now)
+                        .await
+                        .ok()
+                        .flatten()
+                };
                 ready.wait().await;
                 tokio::time::sleep(window.0).await;
                 let from = Instant::now();
-                let first = Reading::now()?;
+                let first = read().await?;
                 tokio::time::sleep(window.1).await;
-                Some(first.until(&Reading::now()?, from.elapsed().as_secs_f64()))
+                Some(first.until(&read().await?, from.elapsed().as_secs_f64()))
             })
         };
         let mut chargers = tokio::task::JoinSet::new();

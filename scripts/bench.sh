@@ -527,9 +527,9 @@ bench_start_session() {
         echo "rose as the server got faster and fell as it slowed). The other chargers are connected and idle."
         echo "A round trip is measured by the simulator (\`app:startSession\` in its report) from sending the mutation to"
         echo "reading its answer, which the server sends once the charger has answered the RemoteStart it was sent."
-        echo "Rate = startSession calls answered in the measurement window / the window's length up to the run's deadline, after"
-        echo "which no session starts (since 2026-12-06 04:30 UTC; before, the length included the drain, ~3 s of 31, which"
-        echo "understated the rate by ~10 %). The window starts 2 s after"
+        echo "Rate = startSession calls answered in the measurement window / the window's length up to the run's deadline (the"
+        echo "last sessions start 0.5 s before it, which understates the rate by ~2 %; since 2026-12-06 04:25 UTC; before, the"
+        echo "length included the drain, ~3 s of 31, which understated the rate by ~10 %). The window starts 2 s after"
         echo "the first sessions, which start once every charger has connected and booted and the app chargers are"
         echo "registered with their passwords (1k: at 25 s, 10k: at 35 s)."
         echo
@@ -642,7 +642,7 @@ bench_invoice_latency() {
 # starts/s offered, and end -> invoice at 100-500 session ends/s.
 bench_load_curve() {
     begin_section load-curve
-    local port=18090 station apps rate rows_ss=() rows_inv=()
+    local port=18090 station rate rows_ss=() rows_inv=()
     load_env
     start_chargegrid "$port"
     create_operator bench-operator@example.com "bench operator password" ADMIN

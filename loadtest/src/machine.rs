@@ -20,8 +20,10 @@ const KERNEL_THREADS: &str = "[kernel threads]";
 pub struct Reading {
     /// Aggregate `cpu` line of /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal.
     totals: [u64; 8],
-    /// Per pid: (name, user + system ticks).
-    processes: HashMap<u32, (String, u64)>,
+    /// CPUs /proc/stat counts (its `cpuN` lines).
+    cpus: usize,
+    /// Per (pid, start time): (name, user + system ticks). The start time tells a reused pid.
+    processes: HashMap<(u32, u64), (String, u64)>,
 }
 
 /// The machine over a window.
@@ -31,7 +33,7 @@ pub struct MachineCpu {
     pub seconds: f64,
     /// CPUs the kernel counts.
     pub cpus: usize,
-    /// Share of all CPU time that was not idle or waiting for I/O (0..1).
+    /// Share of all CPU time that was not idle, waiting for I/O or stolen by the hypervisor (0..1).
     pub busy_share: f64,
     /// Share of all CPU time spent in user space (nice included; 0..1).
     pub user_share: f64,
@@ -42,7 +44,9 @@ pub struct MachineCpu {
     /// ... taken by the hypervisor for other guests.
     pub steal_share: f64,
     /// Cores used on average by each process name (user + system), busiest first in the text
-    /// report; kernel threads together.
+    /// report; kernel threads together. A process that ended inside the window (a PostgreSQL
+    /// autovacuum worker, say) is missing: its time is not counted, so these can add up to less
+    /// than the busy share.
     pub cores_by_process: BTreeMap<String, f64>,
 }
 
@@ -55,6 +59,10 @@ impl Reading {
         for (slot, field) in totals.iter_mut().zip(cpu.split_whitespace().skip(1)) {
             *slot = field.parse().ok()?;
         }
+        let cpus = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count();
         let mut processes = HashMap::new();
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
             let Some(pid) = entry
@@ -68,11 +76,15 @@ impl Reading {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
-            if let Some(parsed) = parse_pid_stat(&stat) {
-                processes.insert(pid, parsed);
+            if let Some((name, ticks, started)) = parse_pid_stat(&stat) {
+                processes.insert((pid, started), (name, ticks));
             }
         }
-        Some(Reading { totals, processes })
+        Some(Reading {
+            totals,
+            cpus,
+            processes,
+        })
     }
 
     /// What happened between `self` and the later reading `end`, `seconds` apart.
@@ -91,14 +103,11 @@ impl Reading {
                 round3(ticks as f64 / all as f64)
             }
         };
-        let idle = delta[3] + delta[4];
+        let not_busy = delta[3] + delta[4] + delta[7];
         let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
-        for (pid, (name, ticks)) in &end.processes {
+        for (key, (name, ticks)) in &end.processes {
             // a process that started inside the window counts from zero
-            let before = match self.processes.get(pid) {
-                Some((old_name, old)) if old_name == name => *old,
-                _ => 0,
-            };
+            let before = self.processes.get(key).map_or(0, |(_, old)| *old);
             *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(before);
         }
         let cores_by_process = by_name
@@ -115,8 +124,8 @@ impl Reading {
             .collect();
         MachineCpu {
             seconds: (seconds * 10.0).round() / 10.0,
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            busy_share: share(all.saturating_sub(idle)),
+            cpus: end.cpus,
+            busy_share: share(all.saturating_sub(not_busy)),
             user_share: share(delta[0] + delta[1]),
             system_share: share(delta[2]),
             softirq_share: share(delta[5] + delta[6]),
@@ -126,22 +135,24 @@ impl Reading {
     }
 }
 
-/// (name, user + system ticks) from a /proc/<pid>/stat line; kernel threads share one name.
-fn parse_pid_stat(stat: &str) -> Option<(String, u64)> {
+/// (name, user + system ticks, start time) from a /proc/<pid>/stat line; kernel threads share one
+/// name.
+fn parse_pid_stat(stat: &str) -> Option<(String, u64, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?;
-    // fields after the name: state (0), ppid (1), ..., utime (11), stime (12)
+    // fields after the name: state (0), ppid (1), ..., utime (11), stime (12), ..., starttime (19)
     let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
     let ppid: u32 = fields.get(1)?.parse().ok()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
+    let started: u64 = fields.get(19)?.parse().ok()?;
     let name = if ppid == 2 || comm == "kthreadd" {
         KERNEL_THREADS.to_string()
     } else {
         comm.to_string()
     };
-    Some((name, utime + stime))
+    Some((name, utime + stime, started))
 }
 
 fn round3(x: f64) -> f64 {
@@ -179,15 +190,15 @@ mod tests {
     #[test]
     fn a_pid_stat_line_with_spaces_and_parentheses_in_its_name_is_read() {
         let line =
-            "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 3 0 1 1 1";
+            "4242 (tokio (rt) 1) S 1 4242 4242 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 3 0 777 1 1";
         assert_eq!(
             parse_pid_stat(line),
-            Some(("tokio (rt) 1".to_string(), 175))
+            Some(("tokio (rt) 1".to_string(), 175, 777))
         );
         let kworker = "77 (kworker/0:1) I 2 0 0 0 -1 69238880 0 0 0 0 3 9 0 0 20 0 1 0 1 0 0";
         assert_eq!(
             parse_pid_stat(kworker),
-            Some((KERNEL_THREADS.to_string(), 12))
+            Some((KERNEL_THREADS.to_string(), 12, 1))
         );
     }
 
@@ -195,29 +206,32 @@ mod tests {
     fn a_window_counts_processes_by_name_and_new_ones_from_zero() {
         let mut start = Reading {
             totals: [100, 0, 50, 800, 10, 0, 5, 0],
+            cpus: 2,
             ..Reading::default()
         };
-        start.processes.insert(10, ("postgres".into(), 100));
-        start.processes.insert(11, ("postgres".into(), 40));
-        start.processes.insert(12, ("gone".into(), 40));
-        // pid 13 was another program at the start: its counters do not carry over
-        start.processes.insert(13, ("old".into(), 500));
+        start.processes.insert((10, 1), ("postgres".into(), 100));
+        start.processes.insert((11, 1), ("postgres".into(), 40));
+        start.processes.insert((12, 1), ("gone".into(), 40));
+        // pid 13 was another process at the start: its counters do not carry over
+        start.processes.insert((13, 1), ("beam.smp".into(), 500));
         let mut end = Reading {
-            totals: [250, 0, 100, 980, 10, 0, 15, 0],
+            totals: [250, 0, 100, 980, 10, 0, 15, 10],
+            cpus: 2,
             ..Reading::default()
         };
-        end.processes.insert(10, ("postgres".into(), 160));
-        end.processes.insert(11, ("postgres".into(), 80));
-        end.processes.insert(13, ("beam.smp".into(), 50));
-        end.processes.insert(14, ("chargegrid".into(), 30));
+        end.processes.insert((10, 1), ("postgres".into(), 160));
+        end.processes.insert((11, 1), ("postgres".into(), 80));
+        end.processes.insert((13, 900), ("beam.smp".into(), 50));
+        end.processes.insert((14, 950), ("chargegrid".into(), 30));
         let cpu = start.until(&end, 2.0);
-        // 390 ticks in all, 180 of them idle
-        assert_eq!(cpu.busy_share, round3(210.0 / 390.0));
-        assert_eq!(cpu.system_share, round3(50.0 / 390.0));
+        // 400 ticks in all: 180 idle and 10 stolen
+        assert_eq!(cpu.busy_share, round3(210.0 / 400.0));
+        assert_eq!(cpu.steal_share, round3(10.0 / 400.0));
+        assert_eq!(cpu.cpus, 2);
+        assert_eq!(cpu.system_share, round3(50.0 / 400.0));
         assert_eq!(cpu.cores_by_process.get("postgres"), Some(&0.5));
         assert_eq!(cpu.cores_by_process.get("beam.smp"), Some(&0.25));
         assert_eq!(cpu.cores_by_process.get("chargegrid"), Some(&0.15));
         assert!(!cpu.cores_by_process.contains_key("gone"));
-        assert!(!cpu.cores_by_process.contains_key("old"));
     }
 }

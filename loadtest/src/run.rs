@@ -103,10 +103,16 @@ pub async fn run(scenario: Scenario, progress: Progress) -> Result<Report, Scena
     // the machine's CPU over the same window, up to the deadline (the drain is not load)
     let machine = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
+        let read = || async {
+            tokio::task::spawn_blocking(crate::machine::Reading::now)
+                .await
+                .ok()
+                .flatten()
+        };
         let from = Instant::now();
-        let first = crate::machine::Reading::now()?;
+        let first = read().await?;
         tokio::time::sleep_until(deadline).await;
-        let last = crate::machine::Reading::now()?;
+        let last = read().await?;
         Some(first.until(&last, from.elapsed().as_secs_f64()))
     });
     let hard_stop = deadline + Duration::from_secs_f64(scenario.drain_secs) + GRACE;
@@ -142,13 +148,13 @@ pub async fn run(scenario: Scenario, progress: Progress) -> Result<Report, Scena
     report.sessions.app = app::finish(setup.report, &setup.counters);
     report.timeline = timeline.lock().map(|t| t.clone()).unwrap_or_default();
     report.simulator_cpu_secs = crate::report::own_cpu_secs();
-    report.machine = if machine.is_finished() {
-        machine.await.ok().flatten()
-    } else {
-        // the run ended before its window did
-        machine.abort();
-        None
-    };
+    // the last reading is taken at the deadline; the chargers may have finished just before it
+    // was done. A run that ended long before its window (interrupted) has none.
+    report.machine = tokio::time::timeout(Duration::from_secs(2), machine)
+        .await
+        .ok()
+        .and_then(|joined| joined.ok())
+        .flatten();
     Ok(report)
 }
 

@@ -173,8 +173,9 @@ impl TestCharger {
         }
     }
 
-    /// Reads until the server's next WebSocket ping and returns when it arrived; `None` on close
-    /// or timeout. Text frames read meanwhile are dropped.
+    /// Reads until the server's next WebSocket ping and returns when it was read (when it arrived,
+    /// if the socket was being read); `None` on close or timeout. Text frames read meanwhile are
+    /// dropped.
     pub async fn next_ping_within(&mut self, wait: Duration) -> Option<tokio::time::Instant> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {

@@ -685,24 +685,22 @@ async fn chargers_that_connect_together_are_pinged_on_phases_of_their_own() {
         s.ocpp.ping_interval_secs = ping.as_secs();
     })
     .await;
-    let mut chargers = Vec::new();
-    for i in 0..16 {
-        let cp = connect16(app.port, &format!("CP-PHASE-{i}"), None).await;
-        chargers.push((cp, tokio::time::Instant::now()));
-    }
-    // each charger's first ping, counted from its own connection: pinged on one clock they would
-    // all come one interval after connecting
-    let offsets =
-        futures_util::future::join_all(chargers.iter_mut().map(|(cp, connected)| async move {
-            let at = cp.next_ping_within(ping * 3).await.expect("a ping");
-            at.duration_since(*connected).as_secs_f64()
-        }))
-        .await;
+    // sixteen chargers connect at once, each read from its connection on: a ping is timed when
+    // it arrives, counted from that charger's own connection. Pinged on one clock they would all
+    // come one interval after connecting
+    let port = app.port;
+    let offsets = futures_util::future::join_all((0..16).map(|i| async move {
+        let mut cp = connect16(port, &format!("CP-PHASE-{i}"), None).await;
+        let connected = tokio::time::Instant::now();
+        let at = cp.next_ping_within(ping * 3).await.expect("a ping");
+        at.duration_since(connected).as_secs_f64()
+    }))
+    .await;
     let (first, last) = offsets
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), o| (lo.min(*o), hi.max(*o)));
     assert!(
-        last <= ping.as_secs_f64() + 1.0,
+        last <= ping.as_secs_f64() + 2.0,
         "the first ping comes within one interval: {offsets:?}"
     );
     // sixteen phases drawn over four seconds all within one second of each other: ~1e-8

@@ -92,14 +92,24 @@ pub struct Plan {
     pub heartbeat: HeartbeatPlan,
 }
 
-/// Whether charger `n` is one of the `share` that run sessions: exactly `share` of any run of
-/// consecutive chargers (rounded down), spread evenly, so that a scenario's offered rate is the
-/// one its numbers say (a coin per charger gave 218 or 223 of 220).
-fn in_share(n: u32, share: f64) -> bool {
+/// Whether charger `n` of `total` is one of the `share` that run sessions: exactly
+/// floor(total x share) of them (a coin per charger chose 218 or 223 of 220, so a scenario did not
+/// offer the rate its numbers say), picked by a seeded permutation of the indexes
+/// (n -> (a n + b) mod total, a coprime with total). Unlike every k-th charger, the chosen ones
+/// do not line up with the URLs and source addresses, which are dealt out by index too.
+fn in_share(n: u32, total: u32, share: f64, seed: u64) -> bool {
+    if total == 0 {
+        return false;
+    }
+    let total = u64::from(total);
     // the small term keeps a share written with six decimals (0.022000) from losing its last
     // charger to rounding (10000 * 0.022 is a hair under 220 in binary)
-    let upto = |k: u32| (f64::from(k) * share + 1e-9).floor();
-    upto(n + 1) > upto(n)
+    let chosen = (total as f64 * share.clamp(0.0, 1.0) + 1e-9).floor() as u64;
+    let a = [7_919u64, 104_729, 1_299_709, 15_485_863]
+        .into_iter()
+        .find(|p| total % p != 0)
+        .unwrap_or(1);
+    (u64::from(n) * a + seed % total) % total < chosen
 }
 
 impl Plan {
@@ -111,7 +121,14 @@ impl Plan {
         } else {
             OcppVersion::V16
         };
-        let runs_sessions = in_share(n, scenario.sessions.charger_share);
+        // the coin that used to choose is still drawn, so the draws after it stay as they were
+        let _ = rng.gen_bool(scenario.sessions.charger_share);
+        let runs_sessions = in_share(
+            n,
+            scenario.chargers,
+            scenario.sessions.charger_share,
+            scenario.seed,
+        );
         let local = rng.gen_bool(scenario.sessions.local_share);
         let sessions = if runs_sessions {
             scenario.sessions.per_charger
@@ -284,22 +301,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exactly_the_share_of_chargers_runs_sessions_spread_evenly() {
+    fn exactly_the_share_of_chargers_runs_sessions_spread_over_urls_and_addresses() {
         for (n, share, expected) in [
             (10_000, 0.022, 220),
             (1000, 0.75, 750),
+            (1000, 0.5, 500),
             (150, 1.0, 150),
             (7, 0.0, 0),
         ] {
-            let chosen: Vec<u32> = (0..n).filter(|&k| in_share(k, share)).collect();
+            let chosen: Vec<u32> = (0..n).filter(|&k| in_share(k, n, share, 42)).collect();
             assert_eq!(chosen.len(), expected, "{share} of {n}");
-            // no two chosen ones closer than the share allows, none further apart
-            if share > 0.0 && share < 1.0 {
-                let gap = (1.0 / share).floor() as u32;
-                assert!(chosen
-                    .windows(2)
-                    .all(|w| w[1] - w[0] >= gap && w[1] - w[0] <= gap + 1));
+            // neither every other charger (two URLs) nor every third (three addresses)
+            for m in [2u32, 3] {
+                for r in 0..m {
+                    let here = chosen.iter().filter(|&&k| k % m == r).count();
+                    assert!(
+                        here * (m as usize) * 10 >= expected * 8,
+                        "{share} of {n}: {here} of {expected} at {r} mod {m}"
+                    );
+                }
             }
+            // and not bunched at one end of the ramp
+            let first_half = chosen.iter().filter(|&&k| k < n / 2).count();
+            assert!(first_half * 10 >= expected * 4 && first_half * 10 <= expected * 6);
         }
     }
 
