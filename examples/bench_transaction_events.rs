@@ -354,18 +354,13 @@ fn load(
             let ready = ready.clone();
             tokio::spawn(async move {
                 // /proc is read off the chargers' one thread: they run on while it is read
-                let read = || async {
-                    tokio::task::spawn_blocking(Reading::now)
-                        .await
-                        .ok()
-                        .flatten()
-                };
                 ready.wait().await;
                 tokio::time::sleep(window.0).await;
                 let from = Instant::now();
-                let first = read().await?;
+                let first = Reading::now_off_thread().await?;
                 tokio::time::sleep(window.1).await;
-                Some(first.until(&read().await?, from.elapsed().as_secs_f64()))
+                let last = Reading::now_off_thread().await?;
+                Some(first.until(&last, from.elapsed().as_secs_f64()))
             })
         };
         let mut chargers = tokio::task::JoinSet::new();

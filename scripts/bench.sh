@@ -482,6 +482,12 @@ station_id = "$4"
 EOF
 }
 
+# the head of a table of start_session_row rows
+start_session_header() {
+    echo "| run | chargers connected | startSession calls | per s | p50 ms | p99 ms | endSession p99 ms | failures | machine busy (cores of the busiest processes) |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+}
+
 start_session_row() { # NAME LABEL
     local name="$1"
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" \
@@ -533,8 +539,7 @@ bench_start_session() {
         echo "the first sessions, which start once every charger has connected and booted and the app chargers are"
         echo "registered with their passwords (1k: at 25 s, 10k: at 35 s)."
         echo
-        echo "| run | chargers connected | startSession calls | per s | p50 ms | p99 ms | endSession p99 ms | failures | machine busy (cores of the busiest processes) |"
-        echo "|---|---|---|---|---|---|---|---|---|"
+        start_session_header
         start_session_row ss-1k "1k chargers"
         start_session_row ss-10k "10k chargers"
         echo
@@ -590,6 +595,12 @@ invoice_run() {
     INV_ROW="| $(awk -v s="$share" -v n="$chargers" 'BEGIN{print s*n}') of $chargers | $(awk -v s="$share" -v n="$chargers" 'BEGIN{printf "%.0f", s*n/1.5}') | $rate ($ended over $span s) | $invoiced / $missing | ${lat50:-n/a} | ${lat99:-n/a} (${latmax:-n/a}) | ${outbox} | $obx_peak | $pending (after ${waited} s) | $(j "$name" '.sessions.started') / $(j "$name" '.sessions.completed') / $(j "$name" '.sessions.failed') | $(j "$name" '.latency_ms.StopTransaction.p99 // "n/a"') | $(machine_cell "$name") |"
 }
 
+# the head of a table of invoice_run rows (INV_ROW)
+invoice_header() {
+    echo "| sessions at once | ends/s offered | ends/s achieved | invoices / ended without invoice | end -> invoice p50 ms | p99 ms (max) | outbox rows published / per s | busiest second | outbox pending after the run | simulator sessions started / completed / failed | StopTransaction p99 ms | machine busy (cores of the busiest processes) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+}
+
 bench_invoice_latency() {
     begin_section invoice-latency
     load_env
@@ -616,8 +627,7 @@ bench_invoice_latency() {
         echo "\`sessions.updated_at\` of a COMPLETED session without one). Session-end rate = stops / time between the first"
         echo "and last stop. Outbox rate = rows published / time between the first and last \`published_at\`."
         echo
-        echo "| sessions at once | ends/s offered | ends/s achieved | invoices / ended without invoice | end -> invoice p50 ms | p99 ms (max) | outbox rows published / per s | busiest second | outbox pending after the run | simulator sessions started / completed / failed | StopTransaction p99 ms | machine busy (cores of the busiest processes) |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        invoice_header
         echo "$high_row"
         echo "$low_row"
         echo
@@ -674,15 +684,13 @@ bench_load_curve() {
         echo
         echo "startSession (as (f): one \`chargegrid serve\`, 10k chargers connected, the app-driven ones cycling sessions):"
         echo
-        echo "| run | chargers connected | startSession calls | per s | p50 ms | p99 ms | endSession p99 ms | failures | machine busy (cores of the busiest processes) |"
-        echo "|---|---|---|---|---|---|---|---|---|"
+        start_session_header
         printf '%s\n' "${rows_ss[@]}"
         echo
         echo "Session end -> invoice (as (g): a fresh \`chargegrid all\` per run, each charger starting a 1 s RFID session every"
         echo "1.5 s):"
         echo
-        echo "| sessions at once | ends/s offered | ends/s achieved | invoices / ended without invoice | end -> invoice p50 ms | p99 ms (max) | outbox rows published / per s | busiest second | outbox pending after the run | simulator sessions started / completed / failed | StopTransaction p99 ms | machine busy (cores of the busiest processes) |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        invoice_header
         printf '%s\n' "${rows_inv[@]}"
         echo
         echo "Generated scenarios: \`.run/bench/<timestamp>/{curve-ss-*,IC*}.toml\` (see \`scripts/bench.sh\`)."

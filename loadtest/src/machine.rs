@@ -87,6 +87,14 @@ impl Reading {
         })
     }
 
+    /// [`Reading::now`] on a blocking thread: the reader's own tasks run on while /proc is read.
+    pub async fn now_off_thread() -> Option<Reading> {
+        tokio::task::spawn_blocking(Reading::now)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// What happened between `self` and the later reading `end`, `seconds` apart.
     pub fn until(&self, end: &Reading, seconds: f64) -> MachineCpu {
         let delta: Vec<u64> = self
@@ -137,7 +145,7 @@ impl Reading {
 
 /// (name, user + system ticks, start time) from a /proc/<pid>/stat line; kernel threads share one
 /// name.
-fn parse_pid_stat(stat: &str) -> Option<(String, u64, u64)> {
+pub(crate) fn parse_pid_stat(stat: &str) -> Option<(String, u64, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?;
@@ -202,27 +210,39 @@ mod tests {
         );
     }
 
+    /// A reading of two CPUs: `totals` and (pid, start time, name, ticks) per process.
+    fn reading(totals: [u64; 8], processes: &[(u32, u64, &str, u64)]) -> Reading {
+        Reading {
+            totals,
+            cpus: 2,
+            processes: processes
+                .iter()
+                .map(|&(pid, started, name, ticks)| ((pid, started), (name.to_string(), ticks)))
+                .collect(),
+        }
+    }
+
     #[test]
     fn a_window_counts_processes_by_name_and_new_ones_from_zero() {
-        let mut start = Reading {
-            totals: [100, 0, 50, 800, 10, 0, 5, 0],
-            cpus: 2,
-            ..Reading::default()
-        };
-        start.processes.insert((10, 1), ("postgres".into(), 100));
-        start.processes.insert((11, 1), ("postgres".into(), 40));
-        start.processes.insert((12, 1), ("gone".into(), 40));
-        // pid 13 was another process at the start: its counters do not carry over
-        start.processes.insert((13, 1), ("beam.smp".into(), 500));
-        let mut end = Reading {
-            totals: [250, 0, 100, 980, 10, 0, 15, 10],
-            cpus: 2,
-            ..Reading::default()
-        };
-        end.processes.insert((10, 1), ("postgres".into(), 160));
-        end.processes.insert((11, 1), ("postgres".into(), 80));
-        end.processes.insert((13, 900), ("beam.smp".into(), 50));
-        end.processes.insert((14, 950), ("chargegrid".into(), 30));
+        let start = reading(
+            [100, 0, 50, 800, 10, 0, 5, 0],
+            &[
+                (10, 1, "postgres", 100),
+                (11, 1, "postgres", 40),
+                (12, 1, "gone", 40),
+                // pid 13 was another process at the start: its counters do not carry over
+                (13, 1, "beam.smp", 500),
+            ],
+        );
+        let end = reading(
+            [250, 0, 100, 980, 10, 0, 15, 10],
+            &[
+                (10, 1, "postgres", 160),
+                (11, 1, "postgres", 80),
+                (13, 900, "beam.smp", 50),
+                (14, 950, "chargegrid", 30),
+            ],
+        );
         let cpu = start.until(&end, 2.0);
         // 400 ticks in all: 180 idle and 10 stolen
         assert_eq!(cpu.busy_share, round3(210.0 / 400.0));

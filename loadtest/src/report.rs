@@ -161,12 +161,9 @@ pub struct Report {
 /// User + system CPU seconds of this process so far, from /proc/self/stat (Linux only).
 pub fn own_cpu_secs() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // the command name may contain spaces: fields are counted after its closing parenthesis
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let (_, ticks, _) = crate::machine::parse_pid_stat(&stat)?;
     // USER_HZ is 100 on every Linux platform Rust supports
-    Some(((utime + stime) / 100.0 * 100.0).round() / 100.0)
+    Some((ticks as f64 / 100.0 * 100.0).round() / 100.0)
 }
 
 fn ms(micros: u64) -> f64 {

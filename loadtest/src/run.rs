@@ -103,16 +103,10 @@ pub async fn run(scenario: Scenario, progress: Progress) -> Result<Report, Scena
     // the machine's CPU over the same window, up to the deadline (the drain is not load)
     let machine = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
-        let read = || async {
-            tokio::task::spawn_blocking(crate::machine::Reading::now)
-                .await
-                .ok()
-                .flatten()
-        };
         let from = Instant::now();
-        let first = read().await?;
+        let first = crate::machine::Reading::now_off_thread().await?;
         tokio::time::sleep_until(deadline).await;
-        let last = read().await?;
+        let last = crate::machine::Reading::now_off_thread().await?;
         Some(first.until(&last, from.elapsed().as_secs_f64()))
     });
     let hard_stop = deadline + Duration::from_secs_f64(scenario.drain_secs) + GRACE;
