@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod fanout;
 pub mod node_rpc;
 pub mod outbox;
+pub mod outbox_cursor;
 pub mod publish;
 pub mod relay;
 pub mod topology;

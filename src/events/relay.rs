@@ -5,9 +5,10 @@
 //! message of it is confirmed, so the events of one aggregate leave in order. Reading does not
 //! wait for confirms (ADR 016, second amendment): a reader publishes on every commit's
 //! notification while a marker awaits the confirms of the batches handed to it (up to
-//! `IN_FLIGHT` wait for it) and marks them in the order they were published. It survives RabbitMQ and Postgres outages: nothing is marked
-//! published that was not confirmed, and what was published but not marked is published again
-//! (delivery is at least once).
+//! `IN_FLIGHT` wait for it) and marks them in the order they were published. The reader reads
+//! after a cursor rather than the whole pending prefix (third amendment, `outbox_cursor`). It
+//! survives RabbitMQ and Postgres outages: nothing is marked published that was not confirmed,
+//! and what was published but not marked is published again (delivery is at least once).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use super::outbox_cursor::{self, Cursor, Horizon};
 use super::publish::event_properties;
 
 /// The advisory lock of the publishing relay ("cgrelay" in ASCII); one database, one outbox.
@@ -61,6 +63,15 @@ enum RelayError {
     /// to another replica that would republish everything in flight.
     #[error("marking published events: {0}")]
     Mark(sqlx::Error),
+}
+
+/// How the reader finds what to publish next (`outbox_cursor`).
+enum Position {
+    /// The oldest pending events not on their way, the whole pending prefix at each read; with
+    /// the horizon after which it may move to a cursor (none: it sweeps to the end).
+    Sweep(Option<Horizon>),
+    /// What follows the cursor, and the gaps behind it.
+    Cursor(Cursor),
 }
 
 /// A published batch awaiting its confirms.
@@ -276,9 +287,11 @@ impl Relay {
     /// order they were published (ADR 016, second amendment): a commit's events go out on its
     /// notification, not after the confirms of the batch before. Up to `IN_FLIGHT` batches wait
     /// for the marker (besides the up to `IN_FLIGHT` it has taken); the reader waits for room
-    /// beyond that. Every read is the oldest pending prefix not already on its way, so a
-    /// transaction that commits after a newer one still leaves before what its aggregate commits
-    /// next. The caller holds the publishing lock on `conn`.
+    /// beyond that. A read returns, in id order, the pending events after the reader's cursor
+    /// and those behind it that were missing when it passed (a round sweeps the whole pending
+    /// prefix until it knows where to put the cursor; `outbox_cursor`), so a transaction that
+    /// commits after a newer one still leaves before what its aggregate commits next. The caller
+    /// holds the publishing lock on `conn`.
     async fn publish_pending(
         &self,
         channel: &Channel,
@@ -288,34 +301,104 @@ impl Relay {
         let (to_confirm, confirming) = tokio::sync::mpsc::channel::<InFlight>(IN_FLIGHT);
         let (marked_tx, mut marked) = tokio::sync::mpsc::unbounded_channel::<Vec<i64>>();
         let exchange = self.topology.events_exchange();
+        let following = follow.is_some();
         let reader = async move {
-            // published and not yet marked: a read must not return them again
+            // published and not yet marked: a sweep must not return them again
             let mut sent: HashSet<i64> = HashSet::new();
+            // A round begins sweeping; one that follows the outbox moves to a cursor once the
+            // transactions that were writing when it began have ended (ADR 016, third
+            // amendment). A flush only sweeps.
+            let mut position = Position::Sweep(if following {
+                Some(Horizon::take(&mut *conn).await?)
+            } else {
+                None
+            });
+            let batch_size = usize::try_from(self.batch_size).unwrap_or(usize::MAX);
             loop {
                 while let Ok(ids) = marked.try_recv() {
                     for id in ids {
                         sent.remove(&id);
                     }
                 }
-                // The oldest pending events in id order that are not on their way: a prefix
-                // of what is owed, so every older event of an aggregate was published before
-                // them on this one channel. (Taking only each aggregate's oldest event, as when
-                // relays shared the work, put at most one event per aggregate in a batch, and
-                // its anti-join read the whole backlog per batch.)
-                let on_their_way: Vec<i64> = sent.iter().copied().collect();
-                let rows = sqlx::query_as::<_, Pending>(
-                    "SELECT id, event_id, event_type, routing_key, body FROM outbox \
-                     WHERE published_at IS NULL AND id <> ALL($2) ORDER BY id LIMIT $1",
-                )
-                .bind(self.batch_size)
-                .bind(&on_their_way)
-                // planned at each run (an unnamed statement): a plan cached on this
-                // long-lived connection while the outbox was small read the whole table per
-                // batch once it had grown (the relay fell to ~700 events/s)
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await?;
-                let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= self.batch_size;
+                let mut next = None;
+                let (rows, full) = match &mut position {
+                    Position::Sweep(horizon) => {
+                        // the writers are looked at before the read, so a read after they
+                        // ended sees everything they committed
+                        let ended = match horizon.as_mut() {
+                            Some(h) => h.writers.gone(&mut *conn).await?,
+                            None => false,
+                        };
+                        // The oldest pending events in id order that are not on their way: a
+                        // prefix of what is owed, so every older event of an aggregate was
+                        // published before them on this one channel.
+                        let on_their_way: Vec<i64> = sent.iter().copied().collect();
+                        let rows = sqlx::query_as::<_, Pending>(
+                            "SELECT id, event_id, event_type, routing_key, body FROM outbox \
+                             WHERE published_at IS NULL AND id <> ALL($2) ORDER BY id LIMIT $1",
+                        )
+                        .bind(self.batch_size)
+                        .bind(&on_their_way)
+                        // planned at each run (an unnamed statement): a plan cached on this
+                        // long-lived connection while the outbox was small read the whole table
+                        // per batch once it had grown (the relay fell to ~700 events/s)
+                        .persistent(false)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        let full = rows.len() >= batch_size;
+                        if let Some(h) = horizon.as_mut() {
+                            h.read(rows.iter().map(|r| r.id));
+                            if ended && !full {
+                                // everything pending was read after the writers ended
+                                next = Some(match h.cursor() {
+                                    Some(cursor) => Position::Cursor(cursor),
+                                    None => Position::Sweep(Some(Horizon::take(&mut *conn).await?)),
+                                });
+                            } else if !ended && h.taken.elapsed() >= outbox_cursor::HORIZON_RENEWAL
+                            {
+                                // a long transaction holds this horizon: the ids read above it
+                                // are kept only since a newer one
+                                *h = Horizon::take(&mut *conn).await?;
+                            }
+                        }
+                        (rows, full)
+                    }
+                    Position::Cursor(cursor) => {
+                        let settle = cursor.before_read(&mut *conn).await?;
+                        // the gaps that have committed since, and what follows the cursor, in
+                        // id order
+                        let rows = sqlx::query_as::<_, Pending>(
+                            "SELECT id, event_id, event_type, routing_key, body FROM outbox \
+                             WHERE published_at IS NULL AND id = ANY($1) \
+                             UNION ALL \
+                             (SELECT id, event_id, event_type, routing_key, body FROM outbox \
+                              WHERE published_at IS NULL AND id > $2 ORDER BY id LIMIT $3) \
+                             ORDER BY id",
+                        )
+                        .bind(cursor.gaps())
+                        .bind(cursor.at())
+                        .bind(self.batch_size)
+                        .persistent(false)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                        let taken = cursor.take(&ids);
+                        if settle {
+                            cursor.settle();
+                        }
+                        if cursor.overflowing() {
+                            tracing::warn!(
+                                gaps = cursor.gap_count(),
+                                "outbox relay: too many ids missing behind its cursor; sweeping again"
+                            );
+                            next = Some(Position::Sweep(Some(Horizon::take(&mut *conn).await?)));
+                        }
+                        (rows, taken.after >= batch_size)
+                    }
+                };
+                if let Some(next) = next {
+                    position = next;
+                }
                 if !rows.is_empty() {
                     let mut batch = InFlight {
                         ids: Vec::with_capacity(rows.len()),

@@ -1405,3 +1405,105 @@ async fn an_event_committed_after_a_newer_one_goes_out_without_waiting_for_the_p
     assert_eq!(relayed["aggregate"], "late-older");
     assert_eq!(relayed["eventId"], json!(older_id));
 }
+
+#[actix_web::test]
+async fn an_event_whose_transaction_was_open_when_the_relay_took_over_goes_out_in_order() {
+    // The relay reads after a cursor once it knows that every id below it is final. A relay that
+    // takes over while a transaction still holds an older id must wait for that transaction
+    // (sweeping meanwhile), or the older event would be behind its cursor and never published.
+    let app = spawn_app_with_workers(|s| s.events.relay_poll_interval_ms = 60_000).await;
+    let (_connection, mut consumer) = observe(&app, "takeover-observer", "test.#").await;
+    raw_outbox_row(&app, "takeover-warmup", 0).await;
+    assert_eq!(
+        next_event(&mut consumer).await["aggregate"],
+        "takeover-warmup"
+    );
+    // an older event's transaction opens
+    let mut older = app.db.begin().await.unwrap();
+    let older_id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+         VALUES ($1, 'TEST_EVENT', 'takeover-older', 'test.event', $2)",
+    )
+    .bind(older_id)
+    .bind(json!({ "eventId": older_id, "aggregate": "takeover-older", "n": 1 }).to_string())
+    .execute(&mut *older)
+    .await
+    .unwrap();
+    // the publishing relay loses its connection (and its lock with it): the round that takes
+    // over begins while the older transaction is open
+    let relay_lock: i64 = 0x0063_6772_656c_6179;
+    let terminated: bool = sqlx::query_scalar(
+        "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid",
+    )
+    .bind(relay_lock)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(terminated, "no relay held the publishing lock");
+    // a newer event commits and is published by the round that took over
+    raw_outbox_row(&app, "takeover-newer", 1).await;
+    assert_eq!(
+        next_event(&mut consumer).await["aggregate"],
+        "takeover-newer"
+    );
+    // the older one commits, then its aggregate's next event: both go out, in their order
+    older.commit().await.unwrap();
+    raw_outbox_row(&app, "takeover-older", 2).await;
+    let first = next_event(&mut consumer).await;
+    assert_eq!(
+        (first["aggregate"].as_str(), first["n"].as_u64()),
+        (Some("takeover-older"), Some(1)),
+        "{first}"
+    );
+    let second = next_event(&mut consumer).await;
+    assert_eq!(
+        (second["aggregate"].as_str(), second["n"].as_u64()),
+        (Some("takeover-older"), Some(2)),
+        "{second}"
+    );
+}
+
+#[actix_web::test]
+async fn events_around_a_rolled_back_one_go_out_and_a_late_commit_still_does() {
+    // ids drawn by a transaction that rolls back never appear: the relay passes them and keeps
+    // publishing, and an id drawn before them that commits later still goes out
+    let app = spawn_app_with_workers(|s| s.events.relay_poll_interval_ms = 60_000).await;
+    let (_connection, mut consumer) = observe(&app, "gaps-observer", "test.#").await;
+    raw_outbox_row(&app, "gaps-warmup", 0).await;
+    assert_eq!(next_event(&mut consumer).await["aggregate"], "gaps-warmup");
+    let insert = "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+                  SELECT gen_random_uuid(), 'TEST_EVENT', $1, 'test.event', \
+                      json_build_object('aggregate', $1::text, 'n', i)::text \
+                  FROM generate_series(1, $2) i";
+    let mut late = app.db.begin().await.unwrap();
+    sqlx::query(insert)
+        .bind("gaps-late")
+        .bind(1)
+        .execute(&mut *late)
+        .await
+        .unwrap();
+    let mut rolled_back = app.db.begin().await.unwrap();
+    sqlx::query(insert)
+        .bind("gaps-rolled-back")
+        .bind(5)
+        .execute(&mut *rolled_back)
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    for n in 1..=3 {
+        raw_outbox_row(&app, "gaps-after", n).await;
+        let event = next_event(&mut consumer).await;
+        assert_eq!(
+            (event["aggregate"].as_str(), event["n"].as_u64()),
+            (Some("gaps-after"), Some(u64::from(n))),
+            "{event}"
+        );
+    }
+    late.commit().await.unwrap();
+    let event = next_event(&mut consumer).await;
+    assert_eq!(event["aggregate"], "gaps-late", "{event}");
+}
