@@ -180,3 +180,14 @@ async fn the_charger_side_plans_each_statement_once() {
         "the API's pool plans as PostgreSQL's default does"
     );
 }
+
+/// The workers' pool (`chargegrid worker`, built by `connect_core` as the in-process workers'
+/// pool is) plans each prepared statement once too: billing's and the notifications' statements
+/// are set-based batches and look-ups by key (ADR 024, amendment).
+#[actix_web::test]
+async fn the_workers_plan_each_statement_once() {
+    let core = chargegrid::startup::connect_core(isolated_settings().await)
+        .await
+        .expect("the workers' context");
+    assert_eq!(plans_of_a_batch_statement(&core.db).await, (12, 0));
+}
