@@ -19,6 +19,8 @@ pub struct Metrics {
     pub tls_client_certificates_refused_total: IntCounterVec,
     pub outbox_lag_seconds: IntGauge,
     pub outbox_published_total: IntCounterVec,
+    pub outbox_relay_cursor: IntGauge,
+    pub outbox_relay_gaps: IntGauge,
     pub sessions_active: IntGauge,
     pub events_consumed_total: IntCounterVec,
     pub notifications_published_total: prometheus::IntCounter,
@@ -113,6 +115,14 @@ impl Metrics {
         let outbox_lag_seconds = IntGauge::new(
             "chargegrid_outbox_lag_seconds",
             "Age of the oldest unpublished outbox event",
+        )?;
+        let outbox_relay_cursor = IntGauge::new(
+            "chargegrid_outbox_relay_cursor",
+            "1 while this process's outbox relay reads after a cursor, 0 while it sweeps or stands by",
+        )?;
+        let outbox_relay_gaps = IntGauge::new(
+            "chargegrid_outbox_relay_gaps",
+            "Outbox ids behind the relay's cursor that were missing when it passed them",
         )?;
         let outbox_published_total = IntCounterVec::new(
             Opts::new(
@@ -219,6 +229,8 @@ impl Metrics {
         registry.register(Box::new(tls_client_certificates_refused_total.clone()))?;
         registry.register(Box::new(outbox_lag_seconds.clone()))?;
         registry.register(Box::new(outbox_published_total.clone()))?;
+        registry.register(Box::new(outbox_relay_cursor.clone()))?;
+        registry.register(Box::new(outbox_relay_gaps.clone()))?;
         registry.register(Box::new(sessions_active.clone()))?;
         Ok(Self {
             registry,
@@ -234,6 +246,8 @@ impl Metrics {
             tls_client_certificates_refused_total,
             outbox_lag_seconds,
             outbox_published_total,
+            outbox_relay_cursor,
+            outbox_relay_gaps,
             sessions_active,
             events_consumed_total,
             notifications_published_total,

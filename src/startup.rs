@@ -168,10 +168,7 @@ impl Application {
             database.max_connections = (ctx.settings.worker.concurrency as u32 + 2)
                 .min(ctx.settings.database.max_connections.max(4));
             CoreContext {
-                // billing's and the notifications' set-based statements and look-ups by key,
-                // each planned once (ADR 024, amendment)
-                db: crate::store::postgres::connect_with_plans(&database, postgres::Plans::Generic)
-                    .await?,
+                db: workers_pool(&database).await?,
                 // and a RabbitMQ connection of their own, as separate workers have: one
                 // connection's I/O thread carried the relay's publishing, the live fan-out and
                 // every worker's deliveries and acknowledgements
@@ -348,11 +345,19 @@ async fn warn_past_connection_limit(ctx: &AppContext, with_workers: bool) {
     }
 }
 
+/// The workers' pool (`chargegrid worker`, the CLI, and the in-process workers of `chargegrid
+/// all`): billing's and the notifications' statements are set-based batches and look-ups by key,
+/// each planned once (ADR 024, amendment).
+pub async fn workers_pool(
+    database: &crate::configuration::DatabaseSettings,
+) -> Result<sqlx::PgPool, StartupError> {
+    Ok(postgres::connect_with_plans(database, postgres::Plans::Generic).await?)
+}
+
 /// What a worker or a CLI command needs: Postgres (migrated), RabbitMQ (connecting in the
 /// background) and metrics; nothing of the connection server.
 pub async fn connect_core(settings: Settings) -> Result<CoreContext, StartupError> {
-    // the workers' statements are set-based batches and look-ups by key (ADR 024, amendment)
-    let db = postgres::connect_with_plans(&settings.database, postgres::Plans::Generic).await?;
+    let db = workers_pool(&settings.database).await?;
     postgres::ensure_migrated(&db, &settings.database).await?;
     let amqp = Amqp::start(
         &settings.amqp,

@@ -22,8 +22,18 @@
 //! transactions have ended, every id up to the horizon is final (committed or rolled back), and
 //! after one more sweep that reads everything pending, the relay moves to the cursor: the ids
 //! above the horizon that it has not read become gaps. Gaps whose writers have ended and that
-//! were not found by a read after that are rolled back: they are dropped. `CREATE INDEX
-//! CONCURRENTLY` waits for the lockers of a table the same way.
+//! were not found by a read after that are rolled back: they are dropped. (`CREATE INDEX
+//! CONCURRENTLY` waits for a table's lockers in a similar way.)
+//!
+//! What this relies on, and what the reader does when it does not hold:
+//! - ids come only from the column's sequence, drawn by inserts into `outbox`;
+//! - the sequence hands them out in order: `CACHE 1` and a positive increment. Otherwise (a
+//!   cache lets each connection draw from a range of its own) the reader only sweeps;
+//! - the sequence never moves back. The reader compares it with its cursor every
+//!   `SETTLE_EVERY` and sweeps again under a new horizon when it has;
+//! - a writer holds its lock on `outbox` to its end. A prepared transaction (two-phase commit)
+//!   keeps its locks, under a virtual transaction id of its own, until it is committed or rolled
+//!   back, so it counts as running until then.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -69,10 +79,13 @@ impl Writers {
             return Ok(false);
         }
         self.checked = Instant::now();
-        // every running transaction holds the lock of its own virtual transaction id
+        // a writer holds its lock on the outbox to its end (a prepared transaction too, which
+        // has no virtual transaction lock of its own any more)
         self.gone = sqlx::query_scalar(
             "SELECT NOT EXISTS (SELECT 1 FROM pg_locks \
-             WHERE locktype = 'virtualxid' AND virtualxid = ANY($1))",
+             WHERE locktype = 'relation' AND relation = 'outbox'::regclass \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND virtualtransaction = ANY($1))",
         )
         .bind(&self.vxids)
         .persistent(false)
@@ -97,10 +110,13 @@ pub async fn writers(conn: &mut PgConnection) -> Result<Writers, sqlx::Error> {
     Ok(Writers::new(vxids, Instant::now()))
 }
 
-/// The highest outbox id handed out so far (0 before the first).
-pub async fn last_id(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')::regclass), 0)",
+/// The outbox's sequence: the highest id handed out so far (0 before the first), and whether it
+/// hands ids out in order (`CACHE 1`, a positive increment).
+pub async fn sequence(conn: &mut PgConnection) -> Result<(i64, bool), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE(pg_sequence_last_value(s.seqrelid::regclass), 0), \
+                s.seqcache = 1 AND s.seqincrement > 0 \
+         FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence('outbox', 'id')::regclass",
     )
     .persistent(false)
     .fetch_one(&mut *conn)
@@ -119,11 +135,14 @@ pub struct Horizon {
 
 impl Horizon {
     /// Takes it: the last id first, then the writers (a transaction that drew an id up to it has
-    /// ended by then or is among them).
-    pub async fn take(conn: &mut PgConnection) -> Result<Horizon, sqlx::Error> {
-        let id = last_id(conn).await?;
+    /// ended by then or is among them). `None` when the sequence does not hand ids out in order.
+    pub async fn take(conn: &mut PgConnection) -> Result<Option<Horizon>, sqlx::Error> {
+        let (id, in_order) = sequence(conn).await?;
+        if !in_order {
+            return Ok(None);
+        }
         let writers = writers(conn).await?;
-        Ok(Horizon::new(id, writers))
+        Ok(Some(Horizon::new(id, writers)))
     }
 
     pub fn new(id: i64, writers: Writers) -> Self {
@@ -140,6 +159,12 @@ impl Horizon {
         let above = self.id;
         self.read_above
             .extend(ids.into_iter().filter(|id| *id > above));
+    }
+
+    /// Whether it remembers so many ids read above it that a newer horizon should replace it (a
+    /// long catch-up whose reads come back full).
+    pub fn crowded(&self) -> bool {
+        self.read_above.len() > 10 * MAX_GAPS
     }
 
     /// The cursor after a sweep that read everything pending, begun after the writers had
@@ -176,6 +201,16 @@ pub struct Cursor {
     /// Gaps to drop once these writers have ended and a read has not found them.
     settling: Option<(Writers, Vec<i64>)>,
     settled: Instant,
+}
+
+/// What the reader does next, by `Cursor::before_read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Read,
+    /// Read, then drop the gaps of the settling (`Cursor::settle`).
+    ReadThenSettle,
+    /// The sequence no longer fits the cursor: sweep under a new horizon.
+    Sweep,
 }
 
 /// What a read found, for the cursor.
@@ -226,26 +261,34 @@ impl Cursor {
         self.gaps.len() > MAX_GAPS
     }
 
-    /// Before a read: begins settling the gaps held (every `SETTLE_EVERY`) by noting the writers
-    /// that might still hold them, and tells whether the gaps of a settling begun earlier can be
-    /// dropped after this read (their writers have ended, so the read sees every one of them
-    /// that committed).
-    pub async fn before_read(&mut self, conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-        if self.settling.is_none() {
-            if self.gaps.is_empty() || self.settled.elapsed() < SETTLE_EVERY {
-                return Ok(false);
-            }
+    /// Before a read, every `SETTLE_EVERY`: checks the sequence (moved back, or no longer
+    /// handing ids out in order: `Sweep`), and begins settling the gaps held by noting the
+    /// writers that might still hold them. Tells whether the gaps of a settling begun earlier can
+    /// be dropped after this read (`ReadThenSettle`: their writers have ended, so the read sees
+    /// every one of them that committed).
+    pub async fn before_read(&mut self, conn: &mut PgConnection) -> Result<Check, sqlx::Error> {
+        if self.settling.is_none() && self.settled.elapsed() >= SETTLE_EVERY {
             self.settled = Instant::now();
-            // a gap held now was handed out before this look: its writer has ended or is among
-            // these
-            let held = self.gaps();
-            let writers = writers(conn).await?;
-            self.settling = Some((writers, held));
+            let (last, in_order) = sequence(conn).await?;
+            if !in_order || last < self.at {
+                return Ok(Check::Sweep);
+            }
+            if !self.gaps.is_empty() {
+                // a gap held now was handed out before this look: its writer has ended or is
+                // among these
+                let held = self.gaps();
+                self.settling = Some((writers(conn).await?, held));
+            }
         }
-        match self.settling.as_mut() {
-            Some((writers, _)) => writers.gone(conn).await,
-            None => Ok(false),
-        }
+        let settle = match self.settling.as_mut() {
+            Some((writers, _)) => writers.gone(conn).await?,
+            None => false,
+        };
+        Ok(if settle {
+            Check::ReadThenSettle
+        } else {
+            Check::Read
+        })
     }
 
     /// After a read begun once the settling's writers had ended: its gaps that the read did not

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
@@ -21,7 +21,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::outbox_cursor::{self, Cursor, Horizon};
+use super::outbox_cursor::{self, Check, Cursor, Horizon};
 use super::publish::event_properties;
 
 /// The advisory lock of the publishing relay ("cgrelay" in ASCII); one database, one outbox.
@@ -302,17 +302,15 @@ impl Relay {
         let (marked_tx, mut marked) = tokio::sync::mpsc::unbounded_channel::<Vec<i64>>();
         let exchange = self.topology.events_exchange();
         let following = follow.is_some();
+        let metrics = self.metrics.clone();
         let reader = async move {
             // published and not yet marked: a sweep must not return them again
             let mut sent: HashSet<i64> = HashSet::new();
-            // A round begins sweeping; one that follows the outbox moves to a cursor once the
-            // transactions that were writing when it began have ended (ADR 016, third
+            // A round begins sweeping; one that follows the outbox takes a horizon and moves to
+            // a cursor once the transactions that were writing then have ended (ADR 016, third
             // amendment). A flush only sweeps.
-            let mut position = Position::Sweep(if following {
-                Some(Horizon::take(&mut *conn).await?)
-            } else {
-                None
-            });
+            let mut position = Position::Sweep(None);
+            let mut horizon_due = following.then(Instant::now);
             let batch_size = usize::try_from(self.batch_size).unwrap_or(usize::MAX);
             loop {
                 while let Ok(ids) = marked.try_recv() {
@@ -320,13 +318,39 @@ impl Relay {
                         sent.remove(&id);
                     }
                 }
-                let mut next = None;
+                if let Position::Sweep(horizon @ None) = &mut position {
+                    if horizon_due.is_some_and(|due| due <= Instant::now()) {
+                        horizon_due = None;
+                        match Horizon::take(&mut *conn).await {
+                            Ok(Some(taken)) => *horizon = Some(taken),
+                            Ok(None) => {
+                                tracing::warn!(
+                                    "outbox relay: the outbox's sequence does not hand ids out in \
+                                     order (a cache above 1?); sweeping"
+                                );
+                                horizon_due = Some(Instant::now() + outbox_cursor::HORIZON_RENEWAL);
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "outbox relay: no horizon; sweeping");
+                                horizon_due = Some(Instant::now() + outbox_cursor::HORIZON_RENEWAL);
+                            }
+                        }
+                    }
+                }
+                // the bookkeeping's own failures only send the reader back to sweeping; a failed
+                // read ends the round
+                let mut sweep_again = false;
+                let mut to_cursor = None;
                 let (rows, full) = match &mut position {
                     Position::Sweep(horizon) => {
                         // the writers are looked at before the read, so a read after they
                         // ended sees everything they committed
                         let ended = match horizon.as_mut() {
-                            Some(h) => h.writers.gone(&mut *conn).await?,
+                            Some(h) => h.writers.gone(&mut *conn).await.unwrap_or_else(|e| {
+                                tracing::debug!(error = %e, "outbox relay: writers not looked at");
+                                sweep_again = true;
+                                false
+                            }),
                             None => false,
                         };
                         // The oldest pending events in id order that are not on their way: a
@@ -350,54 +374,79 @@ impl Relay {
                             h.read(rows.iter().map(|r| r.id));
                             if ended && !full {
                                 // everything pending was read after the writers ended
-                                next = Some(match h.cursor() {
-                                    Some(cursor) => Position::Cursor(cursor),
-                                    None => Position::Sweep(Some(Horizon::take(&mut *conn).await?)),
-                                });
-                            } else if !ended && h.taken.elapsed() >= outbox_cursor::HORIZON_RENEWAL
+                                match h.cursor() {
+                                    Some(cursor) => to_cursor = Some(cursor),
+                                    None => sweep_again = true,
+                                }
+                            } else if (!ended
+                                && h.taken.elapsed() >= outbox_cursor::HORIZON_RENEWAL)
+                                || h.crowded()
                             {
-                                // a long transaction holds this horizon: the ids read above it
-                                // are kept only since a newer one
-                                *h = Horizon::take(&mut *conn).await?;
+                                // a long transaction holds this horizon, or a long catch-up
+                                // filled it: a newer one keeps what is remembered small
+                                sweep_again = true;
                             }
                         }
                         (rows, full)
                     }
                     Position::Cursor(cursor) => {
-                        let settle = cursor.before_read(&mut *conn).await?;
-                        // the gaps that have committed since, and what follows the cursor, in
-                        // id order
-                        let rows = sqlx::query_as::<_, Pending>(
-                            "SELECT id, event_id, event_type, routing_key, body FROM outbox \
-                             WHERE published_at IS NULL AND id = ANY($1) \
-                             UNION ALL \
-                             (SELECT id, event_id, event_type, routing_key, body FROM outbox \
-                              WHERE published_at IS NULL AND id > $2 ORDER BY id LIMIT $3) \
-                             ORDER BY id",
-                        )
-                        .bind(cursor.gaps())
-                        .bind(cursor.at())
-                        .bind(self.batch_size)
-                        .persistent(false)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                        let taken = cursor.take(&ids);
-                        if settle {
-                            cursor.settle();
-                        }
-                        if cursor.overflowing() {
-                            tracing::warn!(
+                        let check = cursor.before_read(&mut *conn).await.unwrap_or_else(|e| {
+                            tracing::debug!(error = %e, "outbox relay: cursor not checked");
+                            Check::Sweep
+                        });
+                        if check == Check::Sweep {
+                            sweep_again = true;
+                            tracing::info!(
                                 gaps = cursor.gap_count(),
-                                "outbox relay: too many ids missing behind its cursor; sweeping again"
+                                "outbox relay: the outbox's sequence no longer fits the cursor; \
+                                 sweeping"
                             );
-                            next = Some(Position::Sweep(Some(Horizon::take(&mut *conn).await?)));
+                            (Vec::new(), true)
+                        } else {
+                            // the gaps that have committed since, and what follows the cursor,
+                            // in id order
+                            let rows = sqlx::query_as::<_, Pending>(
+                                "SELECT id, event_id, event_type, routing_key, body FROM outbox \
+                                 WHERE published_at IS NULL AND id = ANY($1) \
+                                 UNION ALL \
+                                 (SELECT id, event_id, event_type, routing_key, body FROM outbox \
+                                  WHERE published_at IS NULL AND id > $2 ORDER BY id LIMIT $3) \
+                                 ORDER BY id",
+                            )
+                            .bind(cursor.gaps())
+                            .bind(cursor.at())
+                            .bind(self.batch_size)
+                            .persistent(false)
+                            .fetch_all(&mut *conn)
+                            .await?;
+                            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                            let taken = cursor.take(&ids);
+                            if check == Check::ReadThenSettle {
+                                cursor.settle();
+                            }
+                            metrics
+                                .outbox_relay_gaps
+                                .set(i64::try_from(cursor.gap_count()).unwrap_or(i64::MAX));
+                            if cursor.overflowing() {
+                                tracing::warn!(
+                                    gaps = cursor.gap_count(),
+                                    "outbox relay: too many ids missing behind its cursor; \
+                                     sweeping"
+                                );
+                                sweep_again = true;
+                            }
+                            (rows, taken.after >= batch_size)
                         }
-                        (rows, taken.after >= batch_size)
                     }
                 };
-                if let Some(next) = next {
-                    position = next;
+                if sweep_again {
+                    position = Position::Sweep(None);
+                    horizon_due = following.then(Instant::now);
+                    metrics.outbox_relay_cursor.set(0);
+                    metrics.outbox_relay_gaps.set(0);
+                } else if let Some(cursor) = to_cursor {
+                    position = Position::Cursor(cursor);
+                    metrics.outbox_relay_cursor.set(1);
                 }
                 if !rows.is_empty() {
                     let mut batch = InFlight {
@@ -442,7 +491,11 @@ impl Relay {
                 }
             }
         };
-        let ((), published) = tokio::try_join!(reader, self.mark(confirming, marked_tx))?;
+        let round = tokio::try_join!(reader, self.mark(confirming, marked_tx));
+        // the next round begins sweeping
+        self.metrics.outbox_relay_cursor.set(0);
+        self.metrics.outbox_relay_gaps.set(0);
+        let ((), published) = round?;
         Ok(published)
     }
 
