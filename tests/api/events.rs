@@ -1475,6 +1475,21 @@ async fn relay_one(app: &TestApp, consumer: &mut lapin::Consumer, aggregate: &st
     assert_eq!(event["aggregate"], aggregate, "{event}");
 }
 
+/// Inserts `count` events of `aggregate` in the open transaction `tx`.
+async fn insert_events(tx: &mut sqlx::PgConnection, aggregate: &str, count: i32) {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+         SELECT gen_random_uuid(), 'TEST_EVENT', $1, 'test.event', \
+             json_build_object('aggregate', $1::text, 'n', i)::text \
+         FROM generate_series(1, $2) i",
+    )
+    .bind(aggregate)
+    .bind(count)
+    .execute(tx)
+    .await
+    .unwrap();
+}
+
 #[actix_web::test]
 async fn ids_of_a_rolled_back_transaction_are_forgotten_and_an_open_ones_kept_until_it_commits() {
     // ids drawn by a transaction that rolls back never appear: the relay passes them and drops
@@ -1493,17 +1508,8 @@ async fn ids_of_a_rolled_back_transaction_are_forgotten_and_an_open_ones_kept_un
         1,
         "the relay never read after a cursor"
     );
-    let insert = "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
-                  SELECT gen_random_uuid(), 'TEST_EVENT', $1, 'test.event', \
-                      json_build_object('aggregate', $1::text, 'n', i)::text \
-                  FROM generate_series(1, $2) i";
     let mut rolled_back = app.db.begin().await.unwrap();
-    sqlx::query(insert)
-        .bind("gaps-rolled-back")
-        .bind(5)
-        .execute(&mut *rolled_back)
-        .await
-        .unwrap();
+    insert_events(&mut rolled_back, "gaps-rolled-back", 5).await;
     rolled_back.rollback().await.unwrap();
     // the cursor passes all five, and drops them once their writer is known to have ended
     relay_one(&app, &mut consumer, "gaps-after", 0).await;
@@ -1521,12 +1527,7 @@ async fn ids_of_a_rolled_back_transaction_are_forgotten_and_an_open_ones_kept_un
     );
     // an open transaction's id is kept through several settling rounds (every 250 ms)
     let mut late = app.db.begin().await.unwrap();
-    sqlx::query(insert)
-        .bind("gaps-late")
-        .bind(1)
-        .execute(&mut *late)
-        .await
-        .unwrap();
+    insert_events(&mut late, "gaps-late", 1).await;
     let through = std::time::Instant::now() + Duration::from_millis(1_000);
     while std::time::Instant::now() < through {
         n += 1;
