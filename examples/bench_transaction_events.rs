@@ -103,6 +103,8 @@ impl Protocol {
 /// What one charger measured.
 struct Measured {
     latencies_us: Histogram<u64>,
+    /// The same answers by the message's part in its transaction: start, reading, stop.
+    by_kind: [Histogram<u64>; 3],
     answered: u64,
     errors: u64,
     /// Transactions stopped within the measured window.
@@ -112,6 +114,24 @@ struct Measured {
 fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
 }
+
+impl Measured {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            latencies_us: histogram()?,
+            by_kind: [histogram()?, histogram()?, histogram()?],
+            answered: 0,
+            errors: 0,
+            transactions: 0,
+        })
+    }
+}
+
+/// A message's part in its transaction (an index of `Measured::by_kind`).
+const START: usize = 0;
+const READING: usize = 1;
+const STOP: usize = 2;
+const KINDS: [&str; 3] = ["start", "reading", "stop"];
 
 /// A charger's connection and its side of the RPC.
 struct Charger {
@@ -192,6 +212,7 @@ const PASSWORD: &str = "bench-charger-secret";
 /// Counts a message sent at `sent` if it falls in the measured window.
 fn count(
     measured: &mut Measured,
+    kind: usize,
     sent: Instant,
     count_from: Instant,
     answer: &Result<String, String>,
@@ -203,6 +224,7 @@ fn count(
         Ok(_) => {
             let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
             measured.latencies_us.saturating_record(us);
+            measured.by_kind[kind].saturating_record(us);
             measured.answered += 1;
         }
         Err(_) => measured.errors += 1,
@@ -233,12 +255,7 @@ async fn run_charger(
     ready.wait().await;
     let count_from = Instant::now() + window.0;
     let end = count_from + window.1;
-    let mut measured = Measured {
-        latencies_us: histogram()?,
-        answered: 0,
-        errors: 0,
-        transactions: 0,
-    };
+    let mut measured = Measured::new()?;
     // charger time moves one second per message, so readings are never in the past
     let mut clock = Utc::now();
     let mut tick = || {
@@ -268,7 +285,7 @@ async fn run_charger(
         };
         let sent = Instant::now();
         let answer = cp.call(action, &start).await?;
-        count(&mut measured, sent, count_from, &answer);
+        count(&mut measured, START, sent, count_from, &answer);
         // the transaction as JSON: 1.6's transactionId as the server answered it, 2.0.1's own
         let transaction = match (protocol, &answer) {
             (Protocol::V16, Ok(frame)) => {
@@ -301,7 +318,7 @@ async fn run_charger(
             };
             let sent = Instant::now();
             let answer = cp.call(action, &payload).await?;
-            count(&mut measured, sent, count_from, &answer);
+            count(&mut measured, READING, sent, count_from, &answer);
         }
         let at = tick();
         let wh = (meter_values + 1) * 100;
@@ -325,7 +342,7 @@ async fn run_charger(
         };
         let sent = Instant::now();
         let answer = cp.call(action, &stop).await?;
-        count(&mut measured, sent, count_from, &answer);
+        count(&mut measured, STOP, sent, count_from, &answer);
         if sent >= count_from && answer.is_ok() {
             measured.transactions += 1;
         }
@@ -375,15 +392,13 @@ fn load(
                 args.meter_values,
             ));
         }
-        let mut total = Measured {
-            latencies_us: histogram()?,
-            answered: 0,
-            errors: 0,
-            transactions: 0,
-        };
+        let mut total = Measured::new()?;
         while let Some(result) = chargers.join_next().await {
             let one = result??;
             total.latencies_us.add(&one.latencies_us)?;
+            for (all, one) in total.by_kind.iter_mut().zip(&one.by_kind) {
+                all.add(one)?;
+            }
             total.answered += one.answered;
             total.errors += one.errors;
             total.transactions += one.transactions;
@@ -602,6 +617,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
             machine
                 .as_ref()
                 .map_or("n/a".into(), |c| format!("{:.0} %", c.busy_share * 100.0)),
+        );
+    }
+    println!();
+    for (protocol, (m, _)) in &rows {
+        let parts: Vec<String> = KINDS
+            .iter()
+            .zip(&m.by_kind)
+            .map(|(kind, h)| {
+                format!(
+                    "{kind} {:.1} / {:.1} / {:.1}",
+                    ms(h.value_at_quantile(0.50)),
+                    ms(h.value_at_quantile(0.99)),
+                    ms(h.max())
+                )
+            })
+            .collect();
+        println!(
+            "{}: p50 / p99 / max ms by part of the transaction: {}.",
+            protocol.label(),
+            parts.join("; ")
         );
     }
     println!();
