@@ -321,15 +321,17 @@ impl Charger {
         self.sessions_left = 0;
         self.next_session_at = None;
         self.link.heartbeat_due = None;
-        // local sessions end now; remote (app) ones are the app's to end with endSession, so
-        // they get the first half of the drain before the charger stops them itself
-        let remote_until = now + drain / 2;
+        // sessions in progress end as planned, by the middle of the drain at the latest: a
+        // local one at its planned stop (ending them all now was a burst of simultaneous stops
+        // that no cadence offered, and it made up the tail of the end -> invoice latency), an
+        // app-driven one when the app ends it with endSession, or the charger stops it itself
+        let until = now + drain / 2;
         for connector in 1..=self.state.connectors.len() {
             match self.state.connectors[connector - 1].tx.as_mut() {
-                Some(tx) if tx.remote => {
-                    tx.stop_at = Some(tx.stop_at.map_or(remote_until, |t| t.min(remote_until)));
+                Some(tx) if !tx.stopping => {
+                    tx.stop_at = Some(tx.stop_at.map_or(until, |t| t.min(until)));
                 }
-                _ => self.stop_tx(connector, StopReason::Local, now),
+                _ => {}
             }
         }
     }
@@ -772,14 +774,15 @@ mod tests {
     }
 
     #[test]
-    fn draining_stops_local_sessions_now_and_leaves_remote_ones_to_the_app_for_half_the_drain() {
+    fn draining_lets_sessions_end_as_planned_by_the_middle_of_the_drain_at_the_latest() {
         let mut c = charger(Scenario {
             chargers: 1,
-            connectors: 2,
+            connectors: 3,
             drain_secs: 10.0,
             ..Scenario::default()
         });
         let now = Instant::now();
+        let soon = now + Duration::from_secs(2);
         c.begin_tx(1, "APP".into(), (true, None), None, now);
         c.begin_tx(
             2,
@@ -788,7 +791,8 @@ mod tests {
             Some(now + Duration::from_secs(60)),
             now,
         );
-        for (connector, id) in c.state.connectors.iter_mut().zip(["7", "8"]) {
+        c.begin_tx(3, "RFID".into(), (false, None), Some(soon), now);
+        for (connector, id) in c.state.connectors.iter_mut().zip(["7", "8", "9"]) {
             if let Some(tx) = connector.tx.as_mut() {
                 tx.id = Some(id.into());
             }
@@ -797,15 +801,29 @@ mod tests {
 
         c.start_draining(now);
 
-        let tx = |n: usize| c.state.connectors[n].tx.as_ref();
+        let plan = |n: usize| {
+            c.state.connectors[n]
+                .tx
+                .as_ref()
+                .map(|t| (t.stopping, t.stop_at))
+        };
+        let middle = Some(now + Duration::from_secs(5));
         assert_eq!(
-            tx(0).map(|t| (t.stopping, t.stop_at)),
-            Some((false, Some(now + Duration::from_secs(5)))),
+            plan(0),
+            Some((false, middle)),
             "the app's session is left to the app for half the drain"
         );
-        assert_eq!(tx(1).map(|t| t.stopping), Some(true));
-        let queued: Vec<_> = c.link.queue.iter().map(|o| (o.action, o.purpose)).collect();
-        assert_eq!(queued, vec![("StopTransaction", Purpose::Stop(2))]);
+        assert_eq!(
+            plan(1),
+            Some((false, middle)),
+            "a long local session ends by the middle of the drain"
+        );
+        assert_eq!(
+            plan(2),
+            Some((false, Some(soon))),
+            "a local session due to end before that ends as planned"
+        );
+        assert!(c.link.queue.is_empty(), "nothing stops at once");
     }
 
     #[test]
