@@ -583,10 +583,7 @@ pub async fn update_connector_statuses_alone(
         .bind(&events.types)
         .bind(&events.aggregates)
         .bind(&events.keys)
-        .bind(&events.bodies)
-        // planned at each run, as `update_connector_statuses` (a plan cached while the table
-        // was small would scan it)
-        .persistent(false);
+        .bind(&events.bodies);
     let changed = query.fetch_all(pool).await?;
     Ok(changed
         .into_iter()
@@ -632,12 +629,11 @@ pub async fn update_connector_statuses(
     )
     .bind(&lock_ids)
     .bind(&lock_connectors)
-    // Planned at each run (an unnamed statement). Chargers report their connectors first
-    // while `connector_status` is empty, and a plan cached then on a pooled connection kept a
-    // sequential scan per reported connector as the table grew: in the invoice benchmark half
-    // the look-ups were whole-table scans (63 million rows read in 30 s, 8 ms per batch, the
-    // busiest statement of the run) where the primary key answers each in microseconds.
-    .persistent(false)
+    // Chargers report their connectors first while `connector_status` is empty, and a plan
+    // cached then kept a sequential scan per reported connector as the table grew (63 million
+    // rows read in 30 s in the invoice benchmark, 8 ms per batch, where the primary key answers
+    // each in microseconds). The pools that run this plan no sequential scans (ADR 024, second
+    // amendment), so the statement is prepared once like the rest.
     .fetch_all(&mut **tx)
     .await?;
     let previous: HashMap<(String, i32), String> = previous

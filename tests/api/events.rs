@@ -1543,3 +1543,94 @@ async fn ids_of_a_rolled_back_transaction_are_forgotten_and_an_open_ones_kept_un
     assert_eq!(event["aggregate"], "gaps-late", "{event}");
     assert_eq!(metrics.outbox_relay_gaps.get(), 0);
 }
+
+/// The relay's reads are prepared once on its connection and run with one generic plan that
+/// follows the pending index (ADR 024, second amendment), also when that plan was made while the
+/// outbox was small and the outbox has grown since without new statistics: PostgreSQL plans such
+/// a small table with sequential scans, and a cached plan keeps them.
+#[actix_web::test]
+async fn the_relays_reads_are_planned_once_and_follow_the_index_after_the_outbox_grew() {
+    use chargegrid::events::relay::{read_after, read_sweep, reader_connection};
+    let settings = crate::helpers::isolated_settings().await;
+    let db = sqlx::PgPool::connect(settings.database.url.expose_secret())
+        .await
+        .unwrap();
+    // no statistics but those taken below (an analyze would make PostgreSQL plan again)
+    sqlx::query("ALTER TABLE outbox SET (autovacuum_enabled = off)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let insert = |from: i32, to: i32, published: bool| {
+        format!(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body, published_at) \
+             SELECT gen_random_uuid(), 'TEST_EVENT', 'grown', 'test.event', '{{}}', \
+             CASE WHEN {published} THEN now() END FROM generate_series({from}, {to})"
+        )
+    };
+    sqlx::query(&insert(1, 5, false))
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE outbox").execute(&db).await.unwrap();
+    let mut conn = reader_connection(&db).await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(read_sweep(&mut conn, 100, &[]).await.unwrap().len(), 5);
+        assert_eq!(read_after(&mut conn, &[], 0, 100).await.unwrap().len(), 5);
+    }
+    // the outbox grows: 20,000 published events, then 3 pending ones
+    sqlx::query(&insert(1, 20_000, true))
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(&insert(1, 3, false))
+        .execute(&db)
+        .await
+        .unwrap();
+    let first: i64 = sqlx::query_scalar("SELECT min(id) FROM outbox")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        let ids: Vec<i64> = read_after(&mut conn, &[first], first, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(
+            ids.len(),
+            8,
+            "the gap asked for and every pending event after it"
+        );
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order: {ids:?}");
+        assert_eq!(
+            read_sweep(&mut conn, 100, &ids[..2]).await.unwrap().len(),
+            6
+        );
+    }
+    let prepared: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT name, statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'SELECT id, event_id, %'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(prepared.len(), 2, "both reads are prepared: {prepared:?}");
+    for (name, statement, generic, custom) in prepared {
+        assert_eq!((generic, custom), (12, 0), "planned once: {statement}");
+        let arguments = if statement.contains("<> ALL") {
+            "(100, '{}')"
+        } else {
+            "('{}', 0, 100)"
+        };
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}{arguments}"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan") && !plan.contains("Seq Scan"),
+            "the cached plan follows an index: {plan}"
+        );
+    }
+}

@@ -191,3 +191,90 @@ async fn the_workers_plan_each_statement_once() {
         .expect("the workers' context");
     assert_eq!(plans_of_a_batch_statement(&core.db).await, (12, 0));
 }
+
+/// A status batch planned on a charger-side connection while `connector_status` was nearly
+/// empty still finds its rows by key once the table has grown without new statistics (ADR 024,
+/// second amendment): PostgreSQL plans such a small table with sequential scans, a generic plan
+/// keeps them until the next ANALYZE, and these pools plan no sequential scan where an index
+/// answers.
+#[actix_web::test]
+async fn a_status_batch_planned_while_the_table_was_small_reads_by_key_after_it_grew() {
+    use chargegrid::events::outbox::Columns;
+    use chargegrid::store::chargers::{update_connector_statuses_alone, StatusReport};
+    use chargegrid::store::postgres::{connect_with_plans, Plans};
+    let mut settings = isolated_settings().await;
+    settings.database.max_connections = 1;
+    let pool = connect_with_plans(&settings.database, Plans::Generic)
+        .await
+        .expect("a charger-side pool");
+    for statement in [
+        "ALTER TABLE connector_status SET (autovacuum_enabled = off)",
+        "INSERT INTO chargers (id) SELECT 'GROW-' || i FROM generate_series(1, 5000) i",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
+    }
+    let report = |status: &str| StatusReport {
+        connector_id: 1,
+        status: status.into(),
+        error_code: None,
+        info: None,
+        vendor_error_code: None,
+        reported_at: None,
+    };
+    let (available, charging) = (report("Available"), report("Charging"));
+    let batch = |report: &StatusReport| {
+        let pool = &pool;
+        let report = report.clone();
+        async move {
+            let changed = update_connector_statuses_alone(
+                pool,
+                &[("GROW-1", &report), ("GROW-2", &report)],
+                &Columns::default(),
+            )
+            .await
+            .expect("the status batch");
+            changed.len()
+        }
+    };
+    // planned while the table holds two rows (and its statistics say so)
+    assert_eq!(batch(&available).await, 2);
+    sqlx::query("ANALYZE connector_status")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(batch(&charging).await, 2);
+        assert_eq!(batch(&available).await, 2);
+    }
+    // the deployment's other chargers report: 10,000 rows
+    sqlx::query(
+        "INSERT INTO connector_status (charger_id, connector_id, status) \
+         SELECT 'GROW-' || i, c, 'Available' FROM generate_series(3, 5000) i, generate_series(1, 2) c",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(batch(&charging).await, 2);
+    let mut conn = pool.acquire().await.unwrap();
+    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
+        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'WITH input AS%'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("the status batch is prepared on the pool's one connection");
+    assert_eq!((generic, custom), (8, 0), "planned once");
+    let arguments = ["'{}'"; 12].join(", ");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({arguments})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("connector_status_pkey") && !plan.contains("Seq Scan on connector_status"),
+        "the cached plan reads connector_status by key: {plan}"
+    );
+}
