@@ -590,7 +590,11 @@ invoice_run() {
     # over a second, and the sessions running at the deadline end over the next one)
     read -r steady steady_span <<<"$(psql_bench "WITH st AS ($stops), b AS (SELECT min(stop_at) + interval '2 s' AS lo, max(stop_at) - interval '2 s' AS hi FROM st) SELECT count(*), round(extract(epoch FROM (SELECT hi - lo FROM b))::numeric, 2) FROM st, b WHERE st.stop_at >= b.lo AND st.stop_at < b.hi")"
     rate="$(awk -v n="$steady" -v s="$steady_span" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print 0 }')"
-    read -r invoiced lat <<<"$(psql_bench "WITH st AS ($stops), l AS (SELECT extract(epoch FROM i.created_at - st.stop_at) * 1000 AS ms FROM invoices i JOIN st ON st.id = i.session_id WHERE st.stop_at IS NOT NULL) SELECT count(*), round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' || round(max(ms)::numeric, 1) FROM l")"
+    # latency of the sessions that ended while the cadence was in force (the window of the rate
+    # above), and of all of them (the first seconds include the server's cold start)
+    local all_p99
+    read -r invoiced lat <<<"$(psql_bench "WITH st AS ($stops), b AS (SELECT min(stop_at) + interval '2 s' AS lo, max(stop_at) - interval '2 s' AS hi FROM st), l AS (SELECT extract(epoch FROM i.created_at - st.stop_at) * 1000 AS ms FROM invoices i JOIN st ON st.id = i.session_id, b WHERE st.stop_at >= b.lo AND st.stop_at < b.hi) SELECT (SELECT count(*) FROM invoices i JOIN st ON st.id = i.session_id WHERE st.stop_at IS NOT NULL), round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' || round(max(ms)::numeric, 1) FROM l")"
+    all_p99="$(psql_bench "WITH st AS ($stops), l AS (SELECT extract(epoch FROM i.created_at - st.stop_at) * 1000 AS ms FROM invoices i JOIN st ON st.id = i.session_id WHERE st.stop_at IS NOT NULL) SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' (' || round(max(ms)::numeric, 1) || ')' FROM l")"
     missing="$(psql_bench "WITH st AS ($stops) SELECT count(*) FROM st LEFT JOIN invoices i ON i.session_id = st.id WHERE st.stop_at IS NOT NULL AND i.id IS NULL")"
     read -r outbox <<<"$(psql_bench "SELECT count(*) || ' ' || coalesce(round((count(*) / nullif(extract(epoch FROM max(published_at) - min(published_at)), 0))::numeric, 0), 0) FROM outbox WHERE published_at IS NOT NULL" | tr ' ' '/')"
     obx_peak="$(psql_bench "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM outbox WHERE published_at IS NOT NULL GROUP BY date_trunc('second', published_at)) x")"
@@ -598,12 +602,12 @@ invoice_run() {
     stop_server
     read -r lat50 lat99 latmax <<<"$lat"
     INV_P99="${lat99:-1e9}" INV_RATE="$rate" INV_MISSING="$missing"
-    INV_ROW="| $(awk -v s="$share" -v n="$chargers" 'BEGIN{print s*n}') of $chargers | $(awk -v s="$share" -v n="$chargers" 'BEGIN{printf "%.0f", s*n/1.5}') | $rate ($steady over $steady_span s; all $ended over $span s: $whole/s) | $invoiced / $missing | ${lat50:-n/a} | ${lat99:-n/a} (${latmax:-n/a}) | ${outbox} | $obx_peak | $pending (after ${waited} s) | $(j "$name" '.sessions.started') / $(j "$name" '.sessions.completed') / $(j "$name" '.sessions.failed') | $(j "$name" '.latency_ms.StopTransaction.p99 // "n/a"') | $(machine_cell "$name") |"
+    INV_ROW="| $(awk -v s="$share" -v n="$chargers" 'BEGIN{print s*n}') of $chargers | $(awk -v s="$share" -v n="$chargers" 'BEGIN{printf "%.0f", s*n/1.5}') | $rate ($steady over $steady_span s; all $ended over $span s: $whole/s) | $invoiced / $missing | ${lat50:-n/a} | ${lat99:-n/a} (${latmax:-n/a}) | ${all_p99:-n/a} | ${outbox} | $obx_peak | $pending (after ${waited} s) | $(j "$name" '.sessions.started') / $(j "$name" '.sessions.completed') / $(j "$name" '.sessions.failed') | $(j "$name" '.latency_ms.StopTransaction.p99 // "n/a"') | $(machine_cell "$name") |"
 }
 
 # the head of a table of invoice_run rows (INV_ROW)
 invoice_header() {
-    echo "| sessions at once | ends/s offered | ends/s sustained (stops counted; all stops) | invoices / ended without invoice | end -> invoice p50 ms | p99 ms (max) | outbox rows published / per s | busiest second | outbox pending after the run | simulator sessions started / completed / failed | StopTransaction p99 ms | machine busy (cores of the busiest processes) |"
+    echo "| sessions at once | ends/s offered | ends/s sustained (stops counted; all stops) | invoices / ended without invoice | end -> invoice p50 ms | p99 ms (max) | p99 ms (max) over all stops | outbox rows published / per s | busiest second | outbox pending after the run | simulator sessions started / completed / failed | StopTransaction p99 ms | machine busy (cores of the busiest processes) |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 }
 
@@ -611,7 +615,7 @@ bench_invoice_latency() {
     begin_section invoice-latency
     load_env
     local high_row high_p99 high_rate high_missing low_row low_p99
-    invoice_run INV 18086 1000 0.75 30
+    invoice_run INV 18086 1000 0.76 30
     high_row="$INV_ROW" high_p99="$INV_P99" high_rate="$INV_RATE" high_missing="$INV_MISSING"
     invoice_run INL 18089 150 1.0 30
     low_row="$INV_ROW" low_p99="$INV_P99"
@@ -626,13 +630,15 @@ bench_invoice_latency() {
         echo "drivers registered over GraphQL), MeterValues every second during sessions. The cadence is fixed (open loop,"
         echo "\`every_secs\` since 2026-12-05 09:00 UTC; before, each pause of 0.5 s began when the stop was answered, so every"
         echo "millisecond of stop latency lowered the rate offered below 500/s). The first offers the target's 500 session"
-        echo "ends/s (750 chargers / 1.5 s); the second 100/s, a load this machine sustains, so its latency is the pipeline's"
+        echo "ends/s and a little more (760 chargers / 1.5 s: 507/s, since 2026-12-06 09:00 UTC, so that a server that keeps"
+        echo "up shows at least 500/s; before, 750 chargers offered exactly 500/s); the second 100/s, a load this machine sustains, so its latency is the pipeline's"
         echo "rather than a queue's."
         echo "Measured server-side from the database after the run: for every session whose stop was stored, latency ="
         echo "\`invoices.created_at\` - the stop (\`charger_transactions.updated_at\` of the stopped transaction, or"
         echo "\`sessions.updated_at\` of a COMPLETED session without one). Session-end rate (sustained) = stops / time"
         echo "between the first and last stop, without the first and last 2 s of stops (the cadence phasing in and out);"
-        echo "the whole span's rate follows it. Outbox rate = rows published / time between the first and last \`published_at\`."
+        echo "the whole span's rate follows it. The latency percentiles are of the sessions stopped in that same window (since"
+        echo "2026-12-06 09:00 UTC); the column after them has the p99 over every stop, the server's first seconds included. Outbox rate = rows published / time between the first and last \`published_at\`."
         echo "When the run's time is up, the sessions in progress end as planned (since 2026-12-06 08:20 UTC; before, the"
         echo "simulator stopped them all at once: ~500 simultaneous stops at 500/s offered, ~3 % of the run's sessions,"
         echo "whose ~200 ms made up the p99 of the runs before; see \"2026-12-06, 07:50-\" in the summary's notes)."
