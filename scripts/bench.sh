@@ -608,7 +608,7 @@ invoice_run() {
 # the head of a table of invoice_run rows (INV_ROW)
 invoice_header() {
     echo "| sessions at once | ends/s offered | ends/s sustained (stops counted; all stops) | invoices / ended without invoice | end -> invoice p50 ms | p99 ms (max) | p99 ms (max) over all stops | outbox rows published / per s | busiest second | outbox pending after the run | simulator sessions started / completed / failed | StopTransaction p99 ms | machine busy (cores of the busiest processes) |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 }
 
 bench_invoice_latency() {

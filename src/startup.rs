@@ -401,7 +401,8 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         database.max_connections = 3;
         let observed = metrics.clone();
         ChargerWriter::start(
-            crate::store::postgres::connect_with_plans(&database, postgres::Plans::Generic).await?,
+            crate::store::postgres::connect_with_plans(&database, postgres::Plans::GenericByKey)
+                .await?,
             settings.node_id.clone(),
             format!("chargegrid-serve/{}", settings.node_id),
             Some(Arc::new(move |kind, n| {
@@ -420,7 +421,8 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         database.max_connections = u32::try_from(shards).unwrap_or(u32::MAX);
         let observed = metrics.clone();
         TransactionWriter::start(
-            crate::store::postgres::connect_with_plans(&database, postgres::Plans::Generic).await?,
+            crate::store::postgres::connect_with_plans(&database, postgres::Plans::GenericByKey)
+                .await?,
             shards,
             format!("chargegrid-serve/{}", settings.node_id),
             Some(Arc::new(move |n| {

@@ -632,8 +632,8 @@ pub async fn update_connector_statuses(
     // Chargers report their connectors first while `connector_status` is empty, and a plan
     // cached then kept a sequential scan per reported connector as the table grew (63 million
     // rows read in 30 s in the invoice benchmark, 8 ms per batch, where the primary key answers
-    // each in microseconds). The pools that run this plan no sequential scans (ADR 024, second
-    // amendment), so the statement is prepared once like the rest.
+    // each in microseconds). The charger writer's pool, which runs it, plans no sequential
+    // scans (ADR 024, second amendment), so the statement is prepared once like the rest.
     .fetch_all(&mut **tx)
     .await?;
     let previous: HashMap<(String, i32), String> = previous

@@ -104,14 +104,15 @@ pub enum Plans {
     /// looks cheaper with them folded, so under `auto` PostgreSQL planned those statements at
     /// every execution: 0.4 of a core in the start-session benchmark, more than it spent
     /// running them.
-    ///
-    /// These connections plan no sequential scan where an index can answer
-    /// (`enable_seqscan = off`; ADR 024, second amendment). A generic plan is made from the
-    /// statistics of its moment and kept until the next ANALYZE: made while a table was small
-    /// (a new deployment's chargers reporting their connectors for the first time), it scanned
-    /// the whole table for every key as the table grew, and a statement that has to scan
-    /// (no index fits) still does.
     Generic,
+    /// `Generic`, and no sequential scan where an index can answer (`enable_seqscan = off`;
+    /// ADR 024, second amendment), for the writers' pools, whose every statement is a batch
+    /// or look-up by key. A generic plan is made from the statistics of its moment and kept
+    /// until the next ANALYZE: made while a table was small (a new deployment's chargers
+    /// reporting their connectors for the first time), it scanned the whole table for every
+    /// key as the table grew. Not for pools that also run statements that must read most of a
+    /// table (retention, sweeps): those would walk an index instead.
+    GenericByKey,
 }
 
 /// Connects and proves the connection works (a pool is lazy otherwise).
@@ -127,7 +128,8 @@ pub async fn connect_with_plans(
     let url = mask_url(settings.url.expose_secret());
     let options = match (options(settings)?, plans) {
         (options, Plans::Auto) => options,
-        (options, Plans::Generic) => options.options([
+        (options, Plans::Generic) => options.options([("plan_cache_mode", "force_generic_plan")]),
+        (options, Plans::GenericByKey) => options.options([
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
         ]),

@@ -192,11 +192,11 @@ async fn the_workers_plan_each_statement_once() {
     assert_eq!(plans_of_a_batch_statement(&core.db).await, (12, 0));
 }
 
-/// A status batch planned on a charger-side connection while `connector_status` was nearly
-/// empty still finds its rows by key once the table has grown without new statistics (ADR 024,
-/// second amendment): PostgreSQL plans such a small table with sequential scans, a generic plan
-/// keeps them until the next ANALYZE, and these pools plan no sequential scan where an index
-/// answers.
+/// A status batch planned on a writer's connection (`Plans::GenericByKey`, the charger writer's)
+/// while `connector_status` was nearly empty still finds its rows by key once the table has grown
+/// without new statistics (ADR 024, second amendment): PostgreSQL plans such a small table with
+/// sequential scans, a generic plan keeps them until the next ANALYZE, and these pools plan no
+/// sequential scan where an index answers.
 #[actix_web::test]
 async fn a_status_batch_planned_while_the_table_was_small_reads_by_key_after_it_grew() {
     use chargegrid::events::outbox::Columns;
@@ -204,9 +204,9 @@ async fn a_status_batch_planned_while_the_table_was_small_reads_by_key_after_it_
     use chargegrid::store::postgres::{connect_with_plans, Plans};
     let mut settings = isolated_settings().await;
     settings.database.max_connections = 1;
-    let pool = connect_with_plans(&settings.database, Plans::Generic)
+    let pool = connect_with_plans(&settings.database, Plans::GenericByKey)
         .await
-        .expect("a charger-side pool");
+        .expect("a writer's pool");
     for statement in [
         "ALTER TABLE connector_status SET (autovacuum_enabled = off)",
         "INSERT INTO chargers (id) SELECT 'GROW-' || i FROM generate_series(1, 5000) i",
@@ -266,7 +266,7 @@ async fn a_status_batch_planned_while_the_table_was_small_reads_by_key_after_it_
     .fetch_one(&mut *conn)
     .await
     .expect("the status batch is prepared on the pool's one connection");
-    assert_eq!((generic, custom), (8, 0), "planned once");
+    assert_eq!((generic, custom), (8, 0), "generic plans only");
     let arguments = ["'{}'"; 12].join(", ");
     let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({arguments})"))
         .fetch_all(&mut *conn)
@@ -274,7 +274,8 @@ async fn a_status_batch_planned_while_the_table_was_small_reads_by_key_after_it_
         .unwrap();
     let plan = plan.join("\n");
     assert!(
-        plan.contains("connector_status_pkey") && !plan.contains("Seq Scan on connector_status"),
+        plan.contains("Index Scan using connector_status_pkey on connector_status c")
+            && !plan.contains("Seq Scan on connector_status"),
         "the cached plan reads connector_status by key: {plan}"
     );
 }

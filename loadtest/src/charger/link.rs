@@ -325,6 +325,7 @@ impl Charger {
         // local one at its planned stop (ending them all now was a burst of simultaneous stops
         // that no cadence offered, and it made up the tail of the end -> invoice latency), an
         // app-driven one when the app ends it with endSession, or the charger stops it itself
+        // (with no drain at all, the run ends with them open, as it always did)
         let until = now + drain / 2;
         for connector in 1..=self.state.connectors.len() {
             match self.state.connectors[connector - 1].tx.as_mut() {
