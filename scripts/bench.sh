@@ -601,7 +601,9 @@ invoice_run() {
     pending="$(psql_bench "SELECT count(*) FROM outbox WHERE published_at IS NULL")"
     stop_server
     read -r lat50 lat99 latmax <<<"$lat"
-    INV_P99="${lat99:-1e9}" INV_RATE="$rate" INV_MISSING="$missing"
+    # judged on the worse of the two p99s: the window's and every stop's
+    INV_P99="$(awk -v a="${lat99:-1e9}" -v b="${all_p99%% *}" 'BEGIN { if (b == "" || b + 0 < a + 0) print a; else print b }')"
+    INV_RATE="$rate" INV_MISSING="$missing"
     INV_ROW="| $(awk -v s="$share" -v n="$chargers" 'BEGIN{print s*n}') of $chargers | $(awk -v s="$share" -v n="$chargers" 'BEGIN{printf "%.0f", s*n/1.5}') | $rate ($steady over $steady_span s; all $ended over $span s: $whole/s) | $invoiced / $missing | ${lat50:-n/a} | ${lat99:-n/a} (${latmax:-n/a}) | ${all_p99:-n/a} | ${outbox} | $obx_peak | $pending (after ${waited} s) | $(j "$name" '.sessions.started') / $(j "$name" '.sessions.completed') / $(j "$name" '.sessions.failed') | $(j "$name" '.latency_ms.StopTransaction.p99 // "n/a"') | $(machine_cell "$name") |"
 }
 
@@ -638,7 +640,8 @@ bench_invoice_latency() {
         echo "\`sessions.updated_at\` of a COMPLETED session without one). Session-end rate (sustained) = stops / time"
         echo "between the first and last stop, without the first and last 2 s of stops (the cadence phasing in and out);"
         echo "the whole span's rate follows it. The latency percentiles are of the sessions stopped in that same window (since"
-        echo "2026-12-06 09:00 UTC); the column after them has the p99 over every stop, the server's first seconds included. Outbox rate = rows published / time between the first and last \`published_at\`."
+        echo "2026-12-06 09:00 UTC); the column after them has the p99 over every stop, the server's first seconds included."
+        echo "The verdict takes the worse of the two p99s. Outbox rate = rows published / time between the first and last \`published_at\`."
         echo "When the run's time is up, the sessions in progress end as planned (since 2026-12-06 08:20 UTC; before, the"
         echo "simulator stopped them all at once: ~500 simultaneous stops at 500/s offered, ~3 % of the run's sessions,"
         echo "whose ~200 ms made up the p99 of the runs before; see \"2026-12-06, 07:50-\" in the summary's notes)."
