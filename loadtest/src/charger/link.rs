@@ -825,6 +825,68 @@ mod tests {
             "a local session due to end before that ends as planned"
         );
         assert!(c.link.queue.is_empty(), "nothing stops at once");
+
+        // each stop goes out when its time comes
+        let stops = |c: &Charger| -> Vec<Purpose> {
+            c.link
+                .queue
+                .iter()
+                .filter(|o| o.action == "StopTransaction")
+                .map(|o| o.purpose)
+                .collect()
+        };
+        for connector in 1..=3 {
+            c.connector_tick(connector, now + Duration::from_secs(1));
+        }
+        assert!(stops(&c).is_empty(), "no session is due a second in");
+        for connector in 1..=3 {
+            c.connector_tick(connector, soon);
+        }
+        assert_eq!(
+            stops(&c),
+            vec![Purpose::Stop(3)],
+            "the short one at its plan"
+        );
+        for connector in 1..=3 {
+            c.connector_tick(connector, now + Duration::from_secs(5));
+        }
+        assert_eq!(
+            stops(&c),
+            vec![Purpose::Stop(3), Purpose::Stop(1), Purpose::Stop(2)],
+            "the others at the middle of the drain"
+        );
+    }
+
+    #[test]
+    fn a_16_start_not_yet_answered_at_the_deadline_is_stopped_once_the_csms_names_it() {
+        let mut c = charger(Scenario {
+            chargers: 1,
+            connectors: 1,
+            drain_secs: 10.0,
+            ..Scenario::default()
+        });
+        let now = Instant::now();
+        c.begin_tx(
+            1,
+            "RFID".into(),
+            (false, None),
+            Some(now + Duration::from_secs(60)),
+            now,
+        );
+        c.link.queue.clear();
+        c.start_draining(now);
+        let middle = now + Duration::from_secs(5);
+        c.connector_tick(1, middle);
+        assert!(
+            c.link.queue.is_empty(),
+            "no stop before the transaction has an id"
+        );
+        if let Some(tx) = c.state.connectors[0].tx.as_mut() {
+            tx.id = Some("7".into());
+        }
+        c.connector_tick(1, middle);
+        let queued: Vec<_> = c.link.queue.iter().map(|o| (o.action, o.purpose)).collect();
+        assert_eq!(queued, vec![("StopTransaction", Purpose::Stop(1))]);
     }
 
     #[test]
