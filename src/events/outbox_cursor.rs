@@ -51,6 +51,15 @@ pub const HORIZON_RENEWAL: Duration = Duration::from_secs(1);
 /// How often the reader begins settling the gaps it holds.
 pub const SETTLE_EVERY: Duration = Duration::from_millis(250);
 
+/// The `pg_locks` rows of locks on this database's `outbox` (the writers are looked up and
+/// waited for by the same rows).
+macro_rules! outbox_locks {
+    () => {
+        "locktype = 'relation' AND relation = 'outbox'::regclass \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    };
+}
+
 /// The transactions holding the outbox open for writing at one moment (virtual transaction
 /// ids), and when the reader last looked whether they are still running.
 #[derive(Debug)]
@@ -81,12 +90,11 @@ impl Writers {
         self.checked = Instant::now();
         // a writer holds its lock on the outbox to its end (a prepared transaction too, which
         // has no virtual transaction lock of its own any more)
-        self.gone = sqlx::query_scalar(
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_locks \
-             WHERE locktype = 'relation' AND relation = 'outbox'::regclass \
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND virtualtransaction = ANY($1))",
-        )
+        self.gone = sqlx::query_scalar(concat!(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_locks WHERE ",
+            outbox_locks!(),
+            " AND virtualtransaction = ANY($1))"
+        ))
         .bind(&self.vxids)
         .persistent(false)
         .fetch_one(&mut *conn)
@@ -98,12 +106,11 @@ impl Writers {
 /// The transactions that hold the outbox open for writing now (`RowExclusiveLock`, taken by an
 /// insert before it draws its id from the sequence), other than the caller's.
 pub async fn writers(conn: &mut PgConnection) -> Result<Writers, sqlx::Error> {
-    let vxids: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT virtualtransaction FROM pg_locks \
-         WHERE locktype = 'relation' AND relation = 'outbox'::regclass \
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND mode = 'RowExclusiveLock' AND granted AND pid IS DISTINCT FROM pg_backend_pid()",
-    )
+    let vxids: Vec<String> = sqlx::query_scalar(concat!(
+        "SELECT DISTINCT virtualtransaction FROM pg_locks WHERE ",
+        outbox_locks!(),
+        " AND mode = 'RowExclusiveLock' AND granted AND pid IS DISTINCT FROM pg_backend_pid()"
+    ))
     .persistent(false)
     .fetch_all(&mut *conn)
     .await?;

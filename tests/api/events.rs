@@ -1475,6 +1475,23 @@ async fn relay_one(app: &TestApp, consumer: &mut lapin::Consumer, aggregate: &st
     assert_eq!(event["aggregate"], aggregate, "{event}");
 }
 
+/// Relays events of `aggregate` one at a time (numbering them on from `n`) until `done` says so
+/// or `within` has passed.
+async fn relay_until(
+    app: &TestApp,
+    consumer: &mut lapin::Consumer,
+    aggregate: &str,
+    n: &mut u32,
+    within: Duration,
+    done: impl Fn() -> bool,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() && std::time::Instant::now() < deadline {
+        *n += 1;
+        relay_one(app, consumer, aggregate, *n).await;
+    }
+}
+
 /// Inserts `count` events of `aggregate` in the open transaction `tx`.
 async fn insert_events(tx: &mut sqlx::PgConnection, aggregate: &str, count: i32) {
     sqlx::query(
@@ -1499,10 +1516,11 @@ async fn ids_of_a_rolled_back_transaction_are_forgotten_and_an_open_ones_kept_un
     let (_connection, mut consumer) = observe(&app, "gaps-observer", "test.#").await;
     let metrics = app.ctx.metrics.clone();
     let mut n = 0;
-    while metrics.outbox_relay_cursor.get() != 1 && n < 50 {
-        n += 1;
-        relay_one(&app, &mut consumer, "gaps-warmup", n).await;
-    }
+    let within = Duration::from_secs(10);
+    relay_until(&app, &mut consumer, "gaps-warmup", &mut n, within, || {
+        metrics.outbox_relay_cursor.get() == 1
+    })
+    .await;
     assert_eq!(
         metrics.outbox_relay_cursor.get(),
         1,
@@ -1514,12 +1532,11 @@ async fn ids_of_a_rolled_back_transaction_are_forgotten_and_an_open_ones_kept_un
     // the cursor passes all five, and drops them once their writer is known to have ended
     relay_one(&app, &mut consumer, "gaps-after", 0).await;
     assert_eq!(metrics.outbox_relay_gaps.get(), 5);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut n = 0;
-    while metrics.outbox_relay_gaps.get() != 0 && std::time::Instant::now() < deadline {
-        n += 1;
-        relay_one(&app, &mut consumer, "gaps-after", n).await;
-    }
+    relay_until(&app, &mut consumer, "gaps-after", &mut n, within, || {
+        metrics.outbox_relay_gaps.get() == 0
+    })
+    .await;
     assert_eq!(
         metrics.outbox_relay_gaps.get(),
         0,

@@ -774,14 +774,19 @@ mod tests {
         Charger::new(plan, env, &mut StdRng::seed_from_u64(1))
     }
 
-    #[test]
-    fn draining_lets_sessions_end_as_planned_by_the_middle_of_the_drain_at_the_latest() {
-        let mut c = charger(Scenario {
+    /// A charger with `connectors` whose runs drain for 10 s.
+    fn draining_charger(connectors: u32) -> Charger {
+        charger(Scenario {
             chargers: 1,
-            connectors: 3,
+            connectors,
             drain_secs: 10.0,
             ..Scenario::default()
-        });
+        })
+    }
+
+    #[test]
+    fn draining_lets_sessions_end_as_planned_by_the_middle_of_the_drain_at_the_latest() {
+        let mut c = draining_charger(3);
         let now = Instant::now();
         let soon = now + Duration::from_secs(2);
         c.begin_tx(1, "APP".into(), (true, None), None, now);
@@ -859,12 +864,7 @@ mod tests {
 
     #[test]
     fn a_16_start_not_yet_answered_at_the_deadline_is_stopped_once_the_csms_names_it() {
-        let mut c = charger(Scenario {
-            chargers: 1,
-            connectors: 1,
-            drain_secs: 10.0,
-            ..Scenario::default()
-        });
+        let mut c = draining_charger(1);
         let now = Instant::now();
         c.begin_tx(
             1,
