@@ -127,8 +127,9 @@ pub struct EventSettings {
     pub namespace: String,
     /// Auto-deleting exchanges and self-expiring queues (isolated test runs).
     pub ephemeral: bool,
-    /// Published outbox events are deleted this many hours after publication (hourly); an
-    /// unpublished one is kept until it is published.
+    /// Published outbox events are kept this many hours after publication (marked published,
+    /// deleted hourly); 0, the default, deletes each event once RabbitMQ confirmed it. An
+    /// unpublished event is kept until it is published, whatever this says.
     pub outbox_retention_hours: u64,
 }
 
@@ -140,7 +141,7 @@ impl Default for EventSettings {
             retry_base_ms: 1000,
             namespace: "chargegrid".into(),
             ephemeral: false,
-            outbox_retention_hours: 72,
+            outbox_retention_hours: 0,
         }
     }
 }

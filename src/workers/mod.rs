@@ -37,6 +37,7 @@ pub fn spawn_relay(ctx: &CoreContext, shutdown: CancellationToken) -> JoinHandle
         batch_size: ctx.settings.events.relay_batch_size,
         poll_interval: Duration::from_millis(ctx.settings.events.relay_poll_interval_ms),
         topology: ctx.topology(),
+        keep_published: ctx.settings.events.outbox_retention_hours > 0,
     };
     tokio::spawn(relay.run(shutdown, Duration::from_secs(5)))
 }

@@ -885,7 +885,12 @@ async fn raw_outbox_row(app: &TestApp, aggregate: &str, n: u32) -> uuid::Uuid {
 
 #[actix_web::test]
 async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
-    let app = spawn_app_with_workers(|s| s.events.relay_batch_size = 2).await;
+    // as deployed: no retention, a confirmed event is deleted
+    let app = spawn_app_with_workers(|s| {
+        s.events.relay_batch_size = 2;
+        s.events.outbox_retention_hours = 0;
+    })
+    .await;
     let (_connection, mut consumer) = observe(&app, "order-observer", "test.#").await;
     // two aggregates interleaved, relayed two rows per batch: each keeps its own order
     for n in 1..=4 {
@@ -903,11 +908,12 @@ async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
     }
     assert_eq!(seen["agg-a"], vec![1, 2, 3, 4], "{seen:?}");
     assert_eq!(seen["agg-b"], vec![1, 2, 3], "{seen:?}");
-    // and each is marked published once its batch is confirmed
-    let marked = app
+    // and each leaves the outbox once its batch is confirmed (no retention by default: ADR
+    // 016, fourth amendment), neither left pending nor kept as published
+    let gone = app
         .wait_until(Duration::from_secs(10), || async {
             sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM outbox WHERE aggregate_id LIKE 'agg-%' AND published_at IS NULL",
+                "SELECT count(*) FROM outbox WHERE aggregate_id LIKE 'agg-%'",
             )
             .fetch_one(&app.db)
             .await
@@ -915,12 +921,17 @@ async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
                 == 0
         })
         .await;
-    assert!(marked, "relayed events were left unmarked in the outbox");
+    assert!(gone, "relayed events were left in the outbox");
 }
 
 #[actix_web::test]
 async fn a_backlog_goes_out_once_each_in_order_with_batches_in_flight() {
-    let app = spawn_app_with_workers(|s| s.events.relay_batch_size = 2).await;
+    // published events are kept (marked with their attempts), so that each is seen marked once
+    let app = spawn_app_with_workers(|s| {
+        s.events.relay_batch_size = 2;
+        s.events.outbox_retention_hours = 72;
+    })
+    .await;
     let (_connection, mut consumer) = observe(&app, "backlog-observer", "test.#").await;
     // 60 events of three aggregates committed at once: 30 batches of two, published up to four
     // batches ahead of their confirms; a batch on its way must not be read again
@@ -1147,7 +1158,7 @@ async fn critical_security_events_reach_the_operators_over_mqtt() {
 
 #[actix_web::test]
 async fn published_outbox_events_past_their_retention_are_deleted_and_unpublished_ones_never() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::helpers::spawn_app_with(|s| s.events.outbox_retention_hours = 72).await;
     // a stopped relay's leftovers: three old published events, one recent, two old unpublished
     // (what the relay still owes, however old)
     for (aggregate, published, created) in [

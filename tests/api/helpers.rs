@@ -151,6 +151,9 @@ pub async fn isolated_settings() -> Settings {
     settings.events.ephemeral = true;
     settings.events.retry_base_ms = 50;
     settings.events.relay_poll_interval_ms = 200;
+    // the tests read the events a change wrote from the outbox, so published events are kept
+    // (production deletes each once confirmed; the relay's tests of that set 0 again)
+    settings.events.outbox_retention_hours = 72;
     settings
 }
 
