@@ -51,6 +51,9 @@ chargers="${DRILL_CHARGERS:-100}"
 secs="${DRILL_SECS:-75}"
 export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000
 export CHARGEGRID__DATABASE__MAX_CONNECTIONS=50
+# the drill counts the SESSION_ENDED events written from the outbox: published ones are kept
+# (the default deletes each once confirmed, ADR 016, fourth amendment)
+export CHARGEGRID__EVENTS__OUTBOX_RETENTION_HOURS=72
 start_chargegrid "$port" all
 psql_q() { psql -w -X -q -At -F ' ' "$DATABASE_URL" -c "$1"; }
 station="$(psql_q "INSERT INTO stations (id, name, latitude, longitude) VALUES (gen_random_uuid(), 'Drill station', 52.52, 13.405) RETURNING id" | head -1)"

@@ -50,6 +50,11 @@ async fn start_replica(settings: &chargegrid::configuration::Settings, node: &st
         .env("CHARGEGRID__EVENTS__NAMESPACE", &settings.events.namespace)
         .env("CHARGEGRID__EVENTS__EPHEMERAL", "true")
         .env("CHARGEGRID__EVENTS__RELAY_POLL_INTERVAL_MS", "200")
+        // the test counts the events written from the outbox (see `isolated_settings`)
+        .env(
+            "CHARGEGRID__EVENTS__OUTBOX_RETENTION_HOURS",
+            settings.events.outbox_retention_hours.to_string(),
+        )
         .env("CHARGEGRID__CLUSTER__LEASE_MS", "3000")
         .env("CHARGEGRID__HTTP__SHUTDOWN_TIMEOUT_SECS", "5")
         .env("CHARGEGRID__HTTP__WORKERS", "2")
