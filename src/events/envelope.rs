@@ -269,6 +269,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_ids_are_uuid_v7_in_the_order_they_were_made() {
+        let made = |n: u32| {
+            let event = Event::UserRegistered {
+                user_id: Uuid::nil(),
+                email: format!("driver{n}@example.com"),
+            };
+            Envelope::new(event, Utc::now(), "test").event_id
+        };
+        let ids: Vec<Uuid> = (0..100).map(made).collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 7), "{ids:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+
+    #[test]
     fn envelope_fields_come_first_in_contract_order() {
         let ts = DateTime::parse_from_rfc3339("2026-02-21T14:31:00Z")
             .map(|t| t.with_timezone(&Utc))
