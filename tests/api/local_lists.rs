@@ -72,12 +72,16 @@ async fn fixture(chargers: &[&str]) -> Fixture {
     }
 }
 
+/// The next call the charger gets (within 10 s), unanswered.
+async fn next_call(cp: &mut TestCharger) -> (String, String, Value) {
+    tokio::time::timeout(Duration::from_secs(10), cp.next_server_call())
+        .await
+        .expect("a call from the server")
+}
+
 /// The next call the charger gets (within 10 s), answered with `answer`.
 async fn expect_call(cp: &mut TestCharger, answer: Value) -> (String, Value) {
-    let (id, action, payload) =
-        tokio::time::timeout(Duration::from_secs(10), cp.next_server_call())
-            .await
-            .expect("a call from the server");
+    let (id, action, payload) = next_call(cp).await;
     cp.reply(&id, answer).await;
     (action, payload)
 }
@@ -91,10 +95,7 @@ async fn expect_call_after_boot(
     holds: i64,
 ) -> (String, Value) {
     loop {
-        let (id, action, payload) =
-            tokio::time::timeout(Duration::from_secs(10), cp.next_server_call())
-                .await
-                .expect("a call from the server");
+        let (id, action, payload) = next_call(cp).await;
         if action == "GetLocalListVersion" {
             cp.reply(&id, json!({ "listVersion": holds })).await;
             continue;
