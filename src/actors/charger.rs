@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -78,7 +79,8 @@ pub struct ChargerActor {
     charger_id: String,
     connection_id: Uuid,
     version: OcppVersion,
-    app: AppContext,
+    /// Shared with every call's context (one reference count, not a copy of each handle).
+    app: Arc<AppContext>,
     registry: Addr<Registry>,
     out: mpsc::UnboundedSender<Outbound>,
     max_frame_bytes: usize,
@@ -113,7 +115,7 @@ impl ChargerActor {
                 charger_id: params.charger_id,
                 connection_id: Uuid::new_v4(),
                 version: params.version,
-                app: params.app,
+                app: Arc::new(params.app),
                 registry: params.registry,
                 out,
                 max_frame_bytes: params.max_frame_bytes,
@@ -348,7 +350,7 @@ impl ChargerActor {
                 // list is checked after every accepted boot, also on a connection that began
                 // accepted
                 actix::spawn(super::local_lists::reconcile(
-                    self.app.clone(),
+                    AppContext::clone(&self.app),
                     self.charger_id.clone(),
                     ctx.address(),
                 ));

@@ -85,7 +85,7 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
             })
         }
     };
-    let Value::Array(items) = value else {
+    let Value::Array(mut items) = value else {
         return Err(FrameError::Unreadable("frame is not a JSON array".into()));
     };
     let id = match items.get(1) {
@@ -110,7 +110,7 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
                     format!("a CALL has 4 elements, this one has {}", items.len()),
                 ));
             }
-            let Some(action) = items[2].as_str() else {
+            let Some(action) = items[2].as_str().map(str::to_string) else {
                 return Err(invalid(
                     &id,
                     CallErrorCode::ProtocolError,
@@ -124,20 +124,21 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
                     "the payload must be a JSON object",
                 ));
             }
-            let mut payload = items[3].clone();
+            // taken, not cloned: the frame is not read again
+            let mut payload = items[3].take();
             if has_nul {
                 without_nul(&mut payload);
             }
             Ok(Frame::Call(Call {
                 id,
-                action: action.to_string(),
+                action,
                 payload,
             }))
         }
         Some(3) => match items.get(2) {
             Some(payload) if items.len() == 3 && payload.is_object() => Ok(Frame::CallResult {
                 id,
-                payload: payload.clone(),
+                payload: items[2].take(),
             }),
             _ => Err(FrameError::InvalidReply {
                 id,
@@ -217,6 +218,30 @@ mod tests {
             call.payload,
             json!({ "idTag": "T\u{FFFD}G", "x\u{FFFD}": ["\u{FFFD}"] })
         );
+    }
+
+    #[test]
+    fn a_call_and_a_result_keep_their_whole_payload() {
+        let Ok(Frame::Call(call)) = parse(
+            r#"[2,"7","MeterValues",{"connectorId":1,"meterValue":[{"sampledValue":[{"value":"5"}]}]}]"#,
+        ) else {
+            panic!("not a call");
+        };
+        assert_eq!(
+            (call.id.as_str(), call.action.as_str()),
+            ("7", "MeterValues")
+        );
+        assert_eq!(
+            call.payload,
+            json!({ "connectorId": 1, "meterValue": [{ "sampledValue": [{ "value": "5" }] }] })
+        );
+        let Ok(Frame::CallResult { id, payload }) =
+            parse(r#"[3,"8",{"status":"Accepted","n":[1,2]}]"#)
+        else {
+            panic!("not a result");
+        };
+        assert_eq!(id, "8");
+        assert_eq!(payload, json!({ "status": "Accepted", "n": [1, 2] }));
     }
 
     #[test]

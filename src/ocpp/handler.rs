@@ -15,7 +15,7 @@ use crate::store::sessions::SessionRecord;
 /// What a handler needs to know about the call it handles.
 #[derive(Clone)]
 pub struct CallContext {
-    pub app: AppContext,
+    pub app: std::sync::Arc<AppContext>,
     /// The charger is quarantined: its BootNotification is answered Pending.
     pub quarantined: bool,
     pub charger_id: String,
