@@ -136,10 +136,14 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
             }))
         }
         Some(3) => match items.get(2) {
-            Some(payload) if items.len() == 3 && payload.is_object() => Ok(Frame::CallResult {
-                id,
-                payload: items[2].take(),
-            }),
+            Some(payload) if items.len() == 3 && payload.is_object() => {
+                let mut payload = items[2].take();
+                // as a call's: no answer is stored today, but none can carry one to a store
+                if has_nul {
+                    without_nul(&mut payload);
+                }
+                Ok(Frame::CallResult { id, payload })
+            }
             _ => Err(FrameError::InvalidReply {
                 id,
                 description: "a CALLRESULT is [3, id, {payload}]".into(),
@@ -217,6 +221,19 @@ mod tests {
         assert_eq!(
             call.payload,
             json!({ "idTag": "T\u{FFFD}G", "x\u{FFFD}": ["\u{FFFD}"] })
+        );
+    }
+
+    #[test]
+    fn nul_characters_in_an_answer_become_replacement_characters() {
+        let Ok(Frame::CallResult { payload, .. }) =
+            parse(r#"[3,"9",{"status":"Accepted","certificate":"A\u0000B"}]"#)
+        else {
+            panic!("not a result");
+        };
+        assert_eq!(
+            payload,
+            json!({ "status": "Accepted", "certificate": "A\u{FFFD}B" })
         );
     }
 
