@@ -124,31 +124,20 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
                     "the payload must be a JSON object",
                 ));
             }
-            // taken, not cloned: the frame is not read again
-            let mut payload = items[3].take();
-            if has_nul {
-                without_nul(&mut payload);
-            }
             Ok(Frame::Call(Call {
                 id,
                 action,
-                payload,
+                payload: take_payload(&mut items, 3, has_nul),
             }))
         }
-        Some(3) => match items.get(2) {
-            Some(payload) if items.len() == 3 && payload.is_object() => {
-                let mut payload = items[2].take();
-                // as a call's: no answer is stored today, but none can carry one to a store
-                if has_nul {
-                    without_nul(&mut payload);
-                }
-                Ok(Frame::CallResult { id, payload })
-            }
-            _ => Err(FrameError::InvalidReply {
-                id,
-                description: "a CALLRESULT is [3, id, {payload}]".into(),
-            }),
-        },
+        Some(3) if items.len() == 3 && items[2].is_object() => Ok(Frame::CallResult {
+            id,
+            payload: take_payload(&mut items, 2, has_nul),
+        }),
+        Some(3) => Err(FrameError::InvalidReply {
+            id,
+            description: "a CALLRESULT is [3, id, {payload}]".into(),
+        }),
         Some(4) => match (
             items.get(2).and_then(Value::as_str),
             items.get(3).and_then(Value::as_str),
@@ -169,6 +158,17 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
             "message type must be 2 (CALL), 3 (CALLRESULT) or 4 (CALLERROR)",
         )),
     }
+}
+
+/// The payload at `items[i]`, taken (not copied: the frame is not read again), its U+0000
+/// characters replaced when the frame has any. An answer's too: none is stored today, but none
+/// can carry one to a store.
+fn take_payload(items: &mut [Value], i: usize, has_nul: bool) -> Value {
+    let mut payload = items[i].take();
+    if has_nul {
+        without_nul(&mut payload);
+    }
+    payload
 }
 
 /// Replaces U+0000 in every string and key of `value` with U+FFFD.
