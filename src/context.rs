@@ -33,6 +33,8 @@ pub struct CoreContext {
     pub db: PgPool,
     pub amqp: Amqp,
     pub metrics: Arc<Metrics>,
+    /// Wakes the outbox relay after commits whose inserts did not notify (`events::wake`).
+    pub outbox_wake: crate::events::wake::OutboxWake,
 }
 
 impl CoreContext {
@@ -97,6 +99,9 @@ pub struct AppContext {
     /// The durable path of transaction messages: group-committed batches on a pool of their
     /// own, answered after their commit.
     pub transactions: TransactionWriter,
+    /// Wakes the outbox relay after the writers' commits, whose inserts do not notify
+    /// (`events::wake`).
+    pub outbox_wake: crate::events::wake::OutboxWake,
     /// Live changes for GraphQL subscriptions.
     pub live: LiveBus,
     /// Commands for chargers held by other replicas.
@@ -122,6 +127,7 @@ impl AppContext {
             db: self.db.clone(),
             amqp: self.amqp.clone(),
             metrics: self.metrics.clone(),
+            outbox_wake: self.outbox_wake.clone(),
         }
     }
 

@@ -368,6 +368,7 @@ pub async fn connect_core(settings: Settings) -> Result<CoreContext, StartupErro
         db,
         amqp,
         metrics: Arc::new(Metrics::new()?),
+        outbox_wake: crate::events::wake::OutboxWake::new(),
     })
 }
 
@@ -394,6 +395,8 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
     ));
     let boots = Arc::new(RateWindow::new(settings.cluster.max_boots_per_sec));
     let metrics = Arc::new(Metrics::new()?);
+    // the writers' commits wake the relay themselves (their inserts do not notify)
+    let outbox_wake = crate::events::wake::OutboxWake::new();
     // the connected chargers' own connections: their writes never queue behind API queries,
     // and a reconnect storm cannot take the pool the API needs (three batchers, one batch each)
     let charger_store = {
@@ -401,8 +404,8 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         database.max_connections = 3;
         let observed = metrics.clone();
         ChargerWriter::start(
-            crate::store::postgres::connect_with_plans(&database, postgres::Plans::GenericByKey)
-                .await?,
+            crate::store::postgres::connect_writer_pool(&database).await?,
+            outbox_wake.clone(),
             settings.node_id.clone(),
             format!("chargegrid-serve/{}", settings.node_id),
             Some(Arc::new(move |kind, n| {
@@ -421,8 +424,8 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         database.max_connections = u32::try_from(shards).unwrap_or(u32::MAX);
         let observed = metrics.clone();
         TransactionWriter::start(
-            crate::store::postgres::connect_with_plans(&database, postgres::Plans::GenericByKey)
-                .await?,
+            crate::store::postgres::connect_writer_pool(&database).await?,
+            outbox_wake.clone(),
             shards,
             format!("chargegrid-serve/{}", settings.node_id),
             Some(Arc::new(move |n| {
@@ -489,6 +492,7 @@ pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
         charger_auth,
         charger_store,
         transactions,
+        outbox_wake,
         live: LiveBus::default(),
         sessions: sessions.clone(),
         site_supervisor: SiteSupervisor::default().start(),

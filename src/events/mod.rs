@@ -12,5 +12,6 @@ pub mod outbox_cursor;
 pub mod publish;
 pub mod relay;
 pub mod topology;
+pub mod wake;
 
 pub use envelope::{Envelope, Event, EventType};

@@ -33,7 +33,7 @@ use super::topology::Topology;
 use crate::metrics::Metrics;
 use crate::store::amqp::Amqp;
 
-const NOTIFY_CHANNEL: &str = "chargegrid_outbox";
+use super::wake::{OutboxWake, NOTIFY_CHANNEL};
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a relay waits after its notification listener failed before it reads again.
 const LISTENER_PAUSE: Duration = Duration::from_millis(250);
@@ -50,6 +50,9 @@ pub struct Relay {
     /// Confirmed events are marked published and kept (`events.outbox_retention_hours` > 0,
     /// the retention job deletes them later) rather than deleted at once.
     pub keep_published: bool,
+    /// The wake-up this process's committers share: the relay reads at their commits while it
+    /// publishes (`wake`).
+    pub wake: OutboxWake,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,8 +199,18 @@ impl Wake<'_> {
                 None => std::future::pending::<()>().await,
             }
         };
+        // a standby leaves this process's commits to the notifier: only the publishing relay reads
+        // at them
+        let committed = async {
+            if relay.wake.is_leading() {
+                relay.wake.local_commit().await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
         tokio::select! {
             _ = notified => false,
+            _ = committed => false,
             _ = tokio::time::sleep(self.poll) => false,
             _ = self.lag_tick.tick() => {
                 relay.record_lag().await;
@@ -217,6 +230,8 @@ impl Relay {
         loop {
             if shutdown.is_cancelled() {
                 self.flush(leader.take(), flush_within).await;
+                // the lock went with the flush's connection: later commits tell the next relay
+                self.wake.set_leading(false);
                 return;
             }
             let channel = match self.open_channel().await {
@@ -261,6 +276,7 @@ impl Relay {
                     // not marked goes out again
                     if matches!(e, RelayError::Database(_)) {
                         leader = None;
+                        self.wake.set_leading(false);
                     }
                     break;
                 }
@@ -333,6 +349,9 @@ impl Relay {
         }
         if !held.leading {
             return Ok(0);
+        }
+        if !self.wake.is_leading() {
+            self.wake.set_leading(true);
         }
         self.publish_pending(channel, &mut held.conn, follow).await
     }

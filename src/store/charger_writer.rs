@@ -25,6 +25,7 @@ use super::batch::{BatchFuture, BatchObserver, Batcher};
 use super::chargers::{self, BootInfo, ChargerRecord, StatusReport};
 use super::sessions::{self, SessionRecord};
 use super::{StoreError, Tx};
+use crate::events::wake::OutboxWake;
 use crate::events::{outbox, Event};
 
 /// The most items one batch takes (bounds statement size and transaction length).
@@ -91,6 +92,7 @@ impl ChargerWriter {
     /// rows and events this process writes; `observe` gets (batch kind, size) of every batch.
     pub fn start(
         pool: PgPool,
+        wake: OutboxWake,
         node_id: String,
         source: String,
         observe: Option<Arc<dyn Fn(&'static str, usize) + Send + Sync>>,
@@ -102,10 +104,25 @@ impl ChargerWriter {
         };
         let context = Arc::new((pool.clone(), node_id, source));
         let writes = Batcher::start(MAX_BATCH, observer("charger_writes"), move |items| {
-            let context = context.clone();
+            let (context, wake) = (context.clone(), wake.clone());
             Box::pin(async move {
                 let (pool, node, source) = &*context;
-                write_batch(pool, node, source, items).await
+                // the pool's inserts do not notify: the relay is woken here when an event was
+                // written, i.e. when a connection, a disconnection or a status changed something
+                // (presence touches and boots write none)
+                let may_write: Vec<bool> = items
+                    .iter()
+                    .map(|i| !matches!(i, ChargerWrite::Touch { .. } | ChargerWrite::Boot { .. }))
+                    .collect();
+                let results = write_batch(pool, node, source, items).await;
+                if may_write
+                    .iter()
+                    .zip(&results)
+                    .any(|(may, result)| *may && matches!(result, Ok(true)))
+                {
+                    wake.committed();
+                }
+                results
             }) as BatchFuture<WriteResult>
         });
         let records = {

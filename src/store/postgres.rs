@@ -125,8 +125,29 @@ pub async fn connect_with_plans(
     settings: &DatabaseSettings,
     plans: Plans,
 ) -> Result<PgPool, PostgresError> {
+    connect_pool(settings, plans, &[]).await
+}
+
+/// The pool of a writer of the durable path (transactions, chargers): `Plans::GenericByKey`,
+/// and outbox inserts that send no NOTIFY (`chargegrid.outbox_notify = off`): the writer wakes
+/// the relay once its batch committed (`events::wake`, ADR 016, fifth amendment), so its commits
+/// do not queue behind every other notifying commit of the cluster.
+pub async fn connect_writer_pool(settings: &DatabaseSettings) -> Result<PgPool, PostgresError> {
+    connect_pool(
+        settings,
+        Plans::GenericByKey,
+        &[(crate::events::wake::NOTIFY_SETTING, "off")],
+    )
+    .await
+}
+
+async fn connect_pool(
+    settings: &DatabaseSettings,
+    plans: Plans,
+    extra: &[(&str, &str)],
+) -> Result<PgPool, PostgresError> {
     let url = mask_url(settings.url.expose_secret());
-    let options = match (options(settings)?, plans) {
+    let options = match (options(settings)?.options(extra.iter().copied()), plans) {
         (options, Plans::Auto) => options,
         (options, Plans::Generic) => options.options([("plan_cache_mode", "force_generic_plan")]),
         (options, Plans::GenericByKey) => options.options([

@@ -50,6 +50,7 @@ use super::starts_and_stops::{self, StartOutcome, StartV16, StopV16};
 use super::transaction_events::{self, EventEnded, EventStarted};
 use super::transactions::{self, SampleOwner};
 use super::{StoreError, Tx};
+use crate::events::wake::OutboxWake;
 use crate::events::Event;
 use crate::ocpp::meter::{Reading, Sample};
 
@@ -169,6 +170,7 @@ impl TransactionWriter {
     /// Each shard flushes its held readings every `FLUSH_TICK`.
     pub fn start(
         pool: PgPool,
+        wake: OutboxWake,
         shards: usize,
         source: String,
         observe: Option<BatchObserver>,
@@ -180,14 +182,19 @@ impl TransactionWriter {
             .map(|_| {
                 let readings = Arc::new(Mutex::new(Readings::default()));
                 let (pool, source, state) = (pool.clone(), source.clone(), readings.clone());
-                let paths = paths.clone();
+                let (paths, wake) = (paths.clone(), wake.clone());
                 let shard = Batcher::start(MAX_BATCH, observe.clone(), move |items| {
                     let (pool, source, state) = (pool.clone(), source.clone(), state.clone());
-                    let paths = paths.clone();
+                    let (paths, wake) = (paths.clone(), wake.clone());
                     Box::pin(async move {
                         let mut tally = Tally::default();
                         let results = run_batch(&pool, &source, &state, items, &mut tally).await;
                         tally.count(paths.as_ref());
+                        // the pool's outbox inserts do not notify: what committed wakes the
+                        // relay here
+                        if results.iter().any(Result::is_ok) {
+                            wake.committed();
+                        }
                         results
                     }) as BatchFuture<_>
                 });

@@ -38,7 +38,12 @@ pub fn spawn_relay(ctx: &CoreContext, shutdown: CancellationToken) -> JoinHandle
         poll_interval: Duration::from_millis(ctx.settings.events.relay_poll_interval_ms),
         topology: ctx.topology(),
         keep_published: ctx.settings.events.outbox_retention_hours > 0,
+        wake: ctx.outbox_wake.clone(),
     };
+    // commits on connections that do not notify reach another process's publishing relay
+    // through this one's notifier
+    ctx.outbox_wake
+        .spawn_notifier(ctx.db.clone(), shutdown.clone());
     tokio::spawn(relay.run(shutdown, Duration::from_secs(5)))
 }
 

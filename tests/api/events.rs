@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::charger_client::{connect16, TestCharger};
 use crate::gql_ws::GqlSocket;
 use crate::helpers::CHARGER_PASSWORD;
-use crate::helpers::{error_code, spawn_app_with_workers, spawn_roles, TestApp};
+use crate::helpers::{error_code, spawn_app, spawn_app_with_workers, spawn_roles, TestApp};
 
 fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
@@ -1667,4 +1667,87 @@ async fn the_relays_reads_are_planned_once_and_follow_the_index_after_the_outbox
             "the cached plan follows the pending index: {plan}"
         );
     }
+}
+
+#[actix_web::test]
+async fn outbox_inserts_on_a_writers_connection_send_no_notification() {
+    // PostgreSQL serializes the commits of notifying transactions; the writers' pools insert
+    // events without a NOTIFY and wake the relay themselves (ADR 016, fifth amendment)
+    let app = spawn_app().await;
+    let writers = chargegrid::store::postgres::connect_writer_pool(&app.ctx.settings.database)
+        .await
+        .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db)
+        .await
+        .unwrap();
+    listener.listen("chargegrid_outbox").await.unwrap();
+    let insert = "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) \
+                  VALUES ($1, 'TEST_EVENT', $2, 'test.event', '{}') RETURNING pg_backend_pid()";
+    // a writer's insert commits first, then one on an ordinary connection: the first
+    // notification must be the ordinary one's
+    let writer: i32 = sqlx::query_scalar(insert)
+        .bind(uuid::Uuid::new_v4())
+        .bind("from-a-writer")
+        .fetch_one(&writers)
+        .await
+        .unwrap();
+    let ordinary: i32 = sqlx::query_scalar(insert)
+        .bind(uuid::Uuid::new_v4())
+        .bind("from-elsewhere")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_ne!(writer, ordinary);
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap();
+    assert_eq!(
+        first.process_id(),
+        u32::try_from(ordinary).unwrap(),
+        "the writer's insert notified (backend {writer})"
+    );
+}
+
+#[actix_web::test]
+async fn the_writers_wake_the_relay_after_their_commits() {
+    // the poll a minute away, and the writers' inserts send no NOTIFY: a status change (the
+    // charger writer) and a session start (the transaction writer) go out within seconds only
+    // because each writer wakes the relay once its batch committed
+    let b = billing_fixture("50.00", "€0.40/kWh", |s| {
+        s.events.relay_poll_interval_ms = 60_000
+    })
+    .await;
+    let (_connection, mut statuses) = observe(&b.app, "woken-statuses", "connector.#").await;
+    let (_connection2, mut sessions) = observe(&b.app, "woken-sessions", "session.started").await;
+    let mut cp = connect16(b.app.port, "CP-BILL", Some(("CP-BILL", CHARGER_PASSWORD))).await;
+    cp.boot().await;
+    // the relay also reads every 5 s (its lag tick), within the 10 s next_event waits: the
+    // writers' wakes are counted too, each before its message is answered
+    let wake = &b.app.ctx.outbox_wake;
+    let told = wake.commits_told();
+    cp.call(
+        "StatusNotification",
+        json!({ "connectorId": 1, "errorCode": "NoError", "status": "Preparing" }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wake.commits_told() > told,
+        "the charger writer did not wake the relay"
+    );
+    let status = next_event(&mut statuses).await;
+    assert_eq!(status["eventType"], "CONNECTOR_STATUS_CHANGED", "{status}");
+    assert_eq!(status["status"], "PREPARING", "{status}");
+    let told = wake.commits_told();
+    cp.call("StartTransaction", json!({ "connectorId": 1, "idTag": b.id_tag, "meterStart": 0, "timestamp": "2026-11-21T10:00:00Z" }))
+        .await
+        .unwrap();
+    assert!(
+        wake.commits_told() > told,
+        "the transaction writer did not wake the relay"
+    );
+    let started = next_event(&mut sessions).await;
+    assert_eq!(started["eventType"], "SESSION_STARTED", "{started}");
+    assert_eq!(started["chargerId"], "CP-BILL", "{started}");
 }
