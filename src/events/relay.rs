@@ -276,8 +276,10 @@ impl Relay {
                     // not marked goes out again
                     if matches!(e, RelayError::Database(_)) {
                         leader = None;
-                        self.wake.set_leading(false);
                     }
+                    // until a round publishes again (RabbitMQ back, or the lock taken anew,
+                    // perhaps by another process), this process's commits notify whoever does
+                    self.wake.set_leading(false);
                     break;
                 }
                 wake.wait(&self).await;

@@ -14,11 +14,13 @@
 //! - the relay of this process wakes at once when it is the publishing one (the common case of
 //!   one replica, and the leader among several): no round trip at all;
 //! - otherwise a notifier task sends one `pg_notify` in a transaction of its own, which holds the
-//!   lock only for a commit that waits for no flush (`synchronous_commit` off for it). Wakes that
-//!   arrive while it is sending are covered by the next one it sends.
+//!   lock only for a commit that waits for no flush (a transaction that only notifies writes no
+//!   WAL before its commit record; `synchronous_commit` is off for it besides). Wakes that arrive
+//!   while it is sending are covered by the next one it sends.
 //!
 //! A lost wake costs latency, never an event: the relay also reads every
-//! `events.relay_poll_interval_ms`.
+//! `events.relay_poll_interval_ms` and at its lag tick. Commits after the process's relay and
+//! notifier stopped (shutdown) wait for another replica's poll.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,14 +104,16 @@ impl OutboxWake {
     }
 
     /// Starts the task that tells the publishing relay of another process about this process's
-    /// commits, until `shutdown`.
-    pub fn spawn_notifier(&self, db: PgPool, shutdown: CancellationToken) -> JoinHandle<()> {
+    /// commits, until `stop` (cancel it after this process's relay has stopped: the commits told
+    /// to it until then, and its giving up the lock, are sent first).
+    pub fn spawn_notifier(&self, db: PgPool, stop: CancellationToken) -> JoinHandle<()> {
         let wake = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    biased;
                     _ = wake.inner.remote.notified() => {}
-                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
                 if wake.is_leading() {
                     // the lock came here meanwhile: the local relay reads what was committed
@@ -128,7 +132,7 @@ impl OutboxWake {
                     wake.inner.remote.notify_one();
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_PAUSE) => {}
-                        _ = shutdown.cancelled() => return,
+                        _ = stop.cancelled() => return,
                     }
                 }
             }

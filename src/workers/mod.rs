@@ -41,10 +41,15 @@ pub fn spawn_relay(ctx: &CoreContext, shutdown: CancellationToken) -> JoinHandle
         wake: ctx.outbox_wake.clone(),
     };
     // commits on connections that do not notify reach another process's publishing relay
-    // through this one's notifier
+    // through this one's notifier, which stops after the relay (whose giving up the lock at
+    // shutdown is the notifier's last message)
+    let notifier_stop = CancellationToken::new();
     ctx.outbox_wake
-        .spawn_notifier(ctx.db.clone(), shutdown.clone());
-    tokio::spawn(relay.run(shutdown, Duration::from_secs(5)))
+        .spawn_notifier(ctx.db.clone(), notifier_stop.clone());
+    tokio::spawn(async move {
+        relay.run(shutdown, Duration::from_secs(5)).await;
+        notifier_stop.cancel();
+    })
 }
 
 /// Starts `queue`'s consumer with up to `concurrency` messages in hand.
