@@ -81,19 +81,34 @@ async fn drive(
     // publishes handed to the client, waiting to be given a packet id, in order
     let mut unassigned: VecDeque<oneshot::Sender<()>> = VecDeque::new();
     let mut by_pkid: HashMap<u16, oneshot::Sender<()>> = HashMap::new();
+    // a request the client's queue had no room for: handed over once the event loop has taken
+    // some. This task is the one that polls the event loop, so it must never wait for room
+    // (an awaited `client.publish` with the queue full waits for a poll that only this task
+    // makes: every publish after it hung, and with them the consumer's whole prefetch).
+    let mut held: Option<Request> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
+        if let Some(request) = held.take() {
+            match client.try_publish(
+                request.topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                request.payload.clone(),
+            ) {
+                Ok(()) => unassigned.push_back(request.done),
+                // the queue is full (the only other cause, the event loop gone, cannot happen
+                // while this task owns it): the event loop is polled until it takes some
+                Err(_) => held = Some(request),
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = client.disconnect().await;
+                let _ = client.try_disconnect();
                 return;
             }
-            request = requests.recv() => {
+            request = requests.recv(), if held.is_none() => {
                 let Some(request) = request else { return };
-                match client.publish(request.topic, QoS::AtLeastOnce, false, request.payload).await {
-                    Ok(()) => unassigned.push_back(request.done),
-                    Err(e) => tracing::warn!(error = %e, "MQTT publish not queued"),
-                }
+                held = Some(request);
             }
             event = eventloop.poll() => match event {
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {

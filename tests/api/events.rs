@@ -1381,6 +1381,55 @@ async fn a_burst_of_notifications_is_delivered_whole_with_hundreds_in_hand() {
 }
 
 #[actix_web::test]
+async fn the_mqtt_publisher_takes_more_publishes_at_once_than_its_client_queues() {
+    // the client's window (100 unacknowledged) and queue (256) hold 356 publishes: thousands
+    // at once are what 500 session ends/s put in the notification worker's hands. The task
+    // that polls the client's event loop must never wait for room in that queue: when it did,
+    // every publish after the queue filled hung, and the worker took no more deliveries.
+    let app = spawn_app().await;
+    let mut settings = (*app.ctx.settings).clone();
+    settings.node_id = format!("burst-{}", uuid::Uuid::new_v4().simple());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let publisher =
+        chargegrid::workers::mqtt::MqttPublisher::start(&settings, shutdown.clone()).unwrap();
+    const AT_ONCE: usize = 4_000;
+    let topic = format!("chargegrid/test/{}", settings.node_id);
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publishes = (0..AT_ONCE).map(|n| {
+        let (publisher, topic, acknowledged) =
+            (publisher.clone(), topic.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            let result = publisher
+                .publish(topic, format!("{{\"n\":{n}}}").into_bytes())
+                .await;
+            if result.is_ok() {
+                acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        })
+    });
+    let all = futures_util::future::join_all(publishes);
+    let results = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} of {AT_ONCE} publishes acknowledged in 60 s",
+                acknowledged.load(std::sync::atomic::Ordering::Relaxed)
+            )
+        });
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.unwrap().err())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "publishes failed: {:?}",
+        &failed[..failed.len().min(3)]
+    );
+    shutdown.cancel();
+}
+
+#[actix_web::test]
 async fn an_event_committed_after_a_newer_one_goes_out_without_waiting_for_the_poll() {
     // the poll a minute away: the older event must go out on its own commit's notification,
     // though the relay has already read (and published) ids above it
