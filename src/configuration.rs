@@ -131,6 +131,9 @@ pub struct EventSettings {
     /// deleted hourly); 0, the default, deletes each event once RabbitMQ confirmed it. An
     /// unpublished event is kept until it is published, whatever this says.
     pub outbox_retention_hours: u64,
+    /// The live fan-out's queue is bound while someone on the replica listens to other
+    /// replicas' changes, and this many seconds after the last one left.
+    pub fanout_linger_secs: u64,
 }
 
 impl Default for EventSettings {
@@ -142,6 +145,7 @@ impl Default for EventSettings {
             namespace: "chargegrid".into(),
             ephemeral: false,
             outbox_retention_hours: 0,
+            fanout_linger_secs: 30,
         }
     }
 }

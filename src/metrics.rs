@@ -24,6 +24,7 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub events_consumed_total: IntCounterVec,
     pub notifications_published_total: prometheus::IntCounter,
+    pub live_fanout_received_total: prometheus::IntCounter,
     pub store_batch_size: HistogramVec,
     pub charger_auth_checks_total: IntCounterVec,
     pub transaction_messages_stored_total: IntCounterVec,
@@ -146,6 +147,10 @@ impl Metrics {
             "chargegrid_notifications_published_total",
             "Notifications acknowledged by the MQTT broker",
         )?;
+        let live_fanout_received_total = prometheus::IntCounter::new(
+            "chargegrid_live_fanout_received_total",
+            "Events the live fan-out took from its queue (bound only while a subscriber on this replica listens)",
+        )?;
         let store_batch_size = HistogramVec::new(
             HistogramOpts::new(
                 "chargegrid_store_batch_size",
@@ -217,6 +222,7 @@ impl Metrics {
         registry.register(Box::new(smart_profiles_total.clone()))?;
         registry.register(Box::new(events_consumed_total.clone()))?;
         registry.register(Box::new(notifications_published_total.clone()))?;
+        registry.register(Box::new(live_fanout_received_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(graphql_errors_total.clone()))?;
@@ -251,6 +257,7 @@ impl Metrics {
             sessions_active,
             events_consumed_total,
             notifications_published_total,
+            live_fanout_received_total,
             store_batch_size,
             charger_auth_checks_total,
             transaction_messages_stored_total,

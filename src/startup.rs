@@ -150,11 +150,15 @@ impl Application {
                 shutdown.clone(),
             )),
             tokio::spawn(crate::events::fanout::run(
-                ctx.amqp.clone(),
-                ctx.topology(),
-                ctx.settings.node_id.clone(),
-                ctx.event_source(),
-                ctx.live.clone(),
+                crate::events::fanout::FanoutConfig {
+                    amqp: ctx.amqp.clone(),
+                    topology: ctx.topology(),
+                    node_id: ctx.settings.node_id.clone(),
+                    own_source: ctx.event_source(),
+                    live: ctx.live.clone(),
+                    linger: Duration::from_secs(ctx.settings.events.fanout_linger_secs),
+                    received: ctx.metrics.live_fanout_received_total.clone(),
+                },
                 shutdown.clone(),
             )),
         ];

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use crate::charger_client::{connect16, TestCharger};
 use crate::gql_ws::GqlSocket;
 use crate::helpers::CHARGER_PASSWORD;
-use crate::helpers::{error_code, spawn_app, spawn_app_with_workers, spawn_roles, TestApp};
+use crate::helpers::{
+    error_code, spawn_app, spawn_app_with, spawn_app_with_workers, spawn_roles, TestApp,
+};
 
 fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
@@ -856,6 +858,92 @@ async fn a_subscriber_on_one_replica_sees_session_changes_made_on_another() {
             break;
         }
     }
+}
+
+/// Publishes (confirmed) a SESSION_UPDATED of `session` as another replica would.
+async fn another_replicas_session_update(
+    app: &TestApp,
+    channel: &lapin::Channel,
+    session: uuid::Uuid,
+) {
+    // the test topology's exchange goes with its last binding
+    app.ctx.topology().declare_exchanges(channel).await.unwrap();
+    let event_id = uuid::Uuid::new_v4();
+    let body = json!({
+        "eventId": event_id, "eventType": "SESSION_UPDATED", "version": 1,
+        "timestamp": "2026-12-06T19:00:00Z", "source": "chargegrid-serve/another-replica",
+        "sessionId": session, "userId": uuid::Uuid::new_v4(), "energyKwh": 1.0,
+        "powerKw": 7.0, "status": "IN_PROGRESS"
+    });
+    channel
+        .basic_publish(
+            &app.ctx.topology().events_exchange(),
+            "session.updated",
+            BasicPublishOptions::default(),
+            body.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn the_fanout_takes_other_replicas_events_only_while_someone_listens() {
+    use chargegrid::live::{Fanout, LiveEvent, Topic};
+    let app = spawn_app_with(|s| s.events.fanout_linger_secs = 1).await;
+    let received = || app.ctx.metrics.live_fanout_received_total.get();
+    let connection = amqp(&app).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let session = uuid::Uuid::new_v4();
+    // nobody on the replica listens: what other replicas publish is not routed to it
+    for _ in 0..20 {
+        another_replicas_session_update(&app, &channel, session).await;
+    }
+    let next_change = |mut rx: chargegrid::live::LiveReceiver| async move {
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("another replica's change within 10 s")
+            .unwrap();
+        assert!(matches!(event, LiveEvent::Session { id, .. } if id == session));
+        rx
+    };
+    // a subscriber binds the queue before it reads, and then hears the other replica
+    let rx = app.ctx.live.subscribe(Topic::Session(session));
+    app.ctx.live.listening().await;
+    another_replicas_session_update(&app, &channel, session).await;
+    let rx = next_change(rx).await;
+    // the queue delivers in order: those published while unbound would have come first
+    assert_eq!(
+        received(),
+        1,
+        "events published while nobody listened reached the replica"
+    );
+    // the last subscriber goes: after the linger the queue is unbound again
+    drop(rx);
+    let unbound = app
+        .wait_until(Duration::from_secs(15), || async {
+            app.ctx.live.fanout().state() == Fanout::Unbound
+        })
+        .await;
+    assert!(unbound, "the fan-out stayed bound with nobody listening");
+    for _ in 0..5 {
+        another_replicas_session_update(&app, &channel, session).await;
+    }
+    let rx = app.ctx.live.subscribe(Topic::Session(session));
+    app.ctx.live.listening().await;
+    another_replicas_session_update(&app, &channel, session).await;
+    drop(next_change(rx).await);
+    assert_eq!(
+        received(),
+        2,
+        "events published after the unbinding reached the replica"
+    );
 }
 
 async fn next_event(consumer: &mut lapin::Consumer) -> Value {

@@ -114,6 +114,8 @@ impl SubscriptionRoot {
         require_staff(ctx)?;
         let app = ctx.data_unchecked::<AppContext>().clone();
         let rx = app.live.subscribe(Topic::Charger(charger_id.to_string()));
+        // other replicas' changes reach this one before the first read
+        app.live.listening().await;
         // woken only by this charger's changes; falling behind re-reads once
         let changes = stream::unfold(rx, move |mut rx| async move {
             match rx.recv().await {
@@ -144,6 +146,8 @@ impl SubscriptionRoot {
             .map_err(|_| ApiError::BadUserInput("sessionId is not a valid id".into()))?;
         // subscribe before reading, so no change between the read and the subscription is lost
         let rx = app.live.subscribe(Topic::Session(id));
+        // other replicas' changes reach this one before the first read
+        app.live.listening().await;
         let current = load_visible(&app, id, user_id, role).await?;
         let changes = stream::unfold((rx, app), move |(mut rx, app)| async move {
             loop {
