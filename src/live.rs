@@ -76,6 +76,8 @@ pub enum Fanout {
     Absent,
     /// The fan-out's queue receives no other replica's events.
     Unbound,
+    /// The fan-out is removing its bindings (some events may still arrive).
+    Unbinding,
     /// The fan-out's queue is bound: other replicas' changes arrive.
     Bound,
 }
@@ -154,22 +156,23 @@ impl LiveBus {
     /// charger or a session, or load management. (A site's load is re-read by polling.)
     pub fn wanted(&self) -> bool {
         self.all_wanted.load(std::sync::atomic::Ordering::Relaxed)
-            || self
-                .topics
-                .iter()
-                .any(|entry| !matches!(entry.key(), Topic::Site(_)))
+            || self.topics.iter().any(|entry| {
+                // a topic whose last receivers went at once may linger without any
+                !matches!(entry.key(), Topic::Site(_)) && entry.value().receiver_count() > 0
+            })
     }
 
     /// Waits, up to two seconds, until other replicas' changes reach this one (the fan-out's
     /// queue is bound), waking the fan-out if it is not. Call it after `subscribe` and before
     /// reading the state the subscription starts from. Returns at once without a fan-out.
     pub async fn listening(&self) {
+        let bound = |s: &Fanout| matches!(s, Fanout::Absent | Fanout::Bound);
         let mut state = self.fanout.subscribe();
-        if *state.borrow_and_update() != Fanout::Unbound {
+        if bound(&state.borrow_and_update()) {
             return;
         }
         self.fanout_wanted.notify_one();
-        if tokio::time::timeout(BINDING_WAIT, state.wait_for(|s| *s != Fanout::Unbound))
+        if tokio::time::timeout(BINDING_WAIT, state.wait_for(bound))
             .await
             .is_err()
         {
@@ -211,17 +214,18 @@ impl FanoutHandle {
         *self.bus.fanout.borrow()
     }
 
-    /// Marks the fan-out unbound, before its bindings go, unless someone listens: then it
+    /// Marks the fan-out as unbinding, before its bindings go, unless someone listens: then it
     /// stays bound and this answers false. Under the state's lock, so a subscriber that looked
     /// before saw `Bound` with its topic already in the map (and it is seen here), and one
-    /// that looks after sees `Unbound` and waits for the next binding.
+    /// that looks after waits for the next binding. The fan-out sets `Unbound` once its
+    /// bindings are gone.
     pub fn unbind_unless_wanted(&self) -> bool {
         let bus = &self.bus;
         bus.fanout.send_if_modified(|state| {
             if bus.wanted() {
                 return false;
             }
-            *state = Fanout::Unbound;
+            *state = Fanout::Unbinding;
             true
         })
     }
@@ -336,6 +340,6 @@ mod tests {
         );
         bus.want_all(false);
         assert!(fanout.unbind_unless_wanted());
-        assert_eq!(fanout.state(), Fanout::Unbound);
+        assert_eq!(fanout.state(), Fanout::Unbinding);
     }
 }

@@ -47,7 +47,10 @@ pub async fn run(config: FanoutConfig, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         // a new connection's exclusive queue starts without bindings
         fanout.set(Fanout::Unbound);
-        if let Err(e) = consume(&config, &fanout, &queue, &shutdown).await {
+        let consumed = consume(&config, &fanout, &queue, &shutdown).await;
+        // the queue may be gone with the connection: no subscriber may count on it meanwhile
+        fanout.set(Fanout::Unbound);
+        if let Err(e) = consumed {
             tracing::warn!(error = %e, "live fan-out interrupted; reconnecting");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -166,6 +169,7 @@ async fn consume(
                         bindings(&channel, topology, queue, false)
                             .await
                             .map_err(|e| e.to_string())?;
+                        fanout.set(Fanout::Unbound);
                         tracing::debug!(queue, "live fan-out unbound: nobody listens");
                     }
                 } else {

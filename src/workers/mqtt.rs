@@ -14,6 +14,8 @@ use crate::configuration::{mask_url, Settings};
 
 /// How long a publish may wait for its PUBACK.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest payload the client sends (its default packet limit is 10 KiB, topic included).
+const MAX_PAYLOAD: usize = 8 * 1024;
 
 struct Request {
     topic: String,
@@ -108,6 +110,12 @@ async fn drive(
             }
             request = requests.recv(), if held.is_none() => {
                 let Some(request) = request else { return };
+                // the client refuses these the way it refuses a full queue: held, they would
+                // never be taken and nothing after them either. Dropped, their waiter fails.
+                if !rumqttc::valid_topic(&request.topic) || request.payload.len() > MAX_PAYLOAD {
+                    tracing::warn!(bytes = request.payload.len(), "MQTT publish refused: a topic with wildcards or an oversized payload");
+                    continue;
+                }
                 held = Some(request);
             }
             event = eventloop.poll() => match event {

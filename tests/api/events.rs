@@ -916,6 +916,7 @@ async fn the_fanout_takes_other_replicas_events_only_while_someone_listens() {
     // a subscriber binds the queue before it reads, and then hears the other replica
     let rx = app.ctx.live.subscribe(Topic::Session(session));
     app.ctx.live.listening().await;
+    assert_eq!(app.ctx.live.fanout().state(), Fanout::Bound);
     another_replicas_session_update(&app, &channel, session).await;
     let rx = next_change(rx).await;
     // the queue delivers in order: those published while unbound would have come first
@@ -937,6 +938,7 @@ async fn the_fanout_takes_other_replicas_events_only_while_someone_listens() {
     }
     let rx = app.ctx.live.subscribe(Topic::Session(session));
     app.ctx.live.listening().await;
+    assert_eq!(app.ctx.live.fanout().state(), Fanout::Bound);
     another_replicas_session_update(&app, &channel, session).await;
     drop(next_change(rx).await);
     assert_eq!(
@@ -1480,6 +1482,11 @@ async fn the_mqtt_publisher_takes_more_publishes_at_once_than_its_client_queues(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let publisher =
         chargegrid::workers::mqtt::MqttPublisher::start(&settings, shutdown.clone()).unwrap();
+    // a topic the client refuses (a user id with a wildcard) fails its own publish, and only it
+    let refused = publisher
+        .publish("chargegrid/users/#/notifications".into(), b"{}".to_vec())
+        .await;
+    assert!(refused.is_err(), "a wildcard topic was published");
     const AT_ONCE: usize = 4_000;
     let topic = format!("chargegrid/test/{}", settings.node_id);
     let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
