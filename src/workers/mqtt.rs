@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ClientError, Event, MqttOptions, Outgoing, Packet, QoS};
 use secrecy::ExposeSecret;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -90,17 +90,25 @@ async fn drive(
     let mut held: Option<Request> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
-        if let Some(request) = held.take() {
-            match client.try_publish(
-                request.topic.clone(),
-                QoS::AtLeastOnce,
-                false,
-                request.payload.clone(),
-            ) {
-                Ok(()) => unassigned.push_back(request.done),
-                // the queue is full (the only other cause, the event loop gone, cannot happen
-                // while this task owns it): the event loop is polled until it takes some
-                Err(_) => held = Some(request),
+        if let Some(Request {
+            topic,
+            payload,
+            done,
+        }) = held.take()
+        {
+            match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+                Ok(()) => unassigned.push_back(done),
+                // the queue is full (topics and sizes the client refuses were dropped on receipt,
+                // and the event loop cannot be gone while this task owns it): the publish comes
+                // back and is held while the event loop is polled until it takes some
+                Err(ClientError::TryRequest(rumqttc::Request::Publish(publish))) => {
+                    held = Some(Request {
+                        topic: publish.topic,
+                        payload: publish.payload.to_vec(),
+                        done,
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "MQTT publish not queued"),
             }
         }
         tokio::select! {

@@ -238,10 +238,15 @@ fn session_ended(b: &Billing, session_id: uuid::Uuid, event_id: uuid::Uuid) -> V
 
 /// Publishes `body` to the events exchange under `session.ended`, with a confirm.
 async fn publish_ended(channel: &lapin::Channel, exchange: &str, body: &[u8]) {
+    publish_confirmed(channel, exchange, "session.ended", body).await;
+}
+
+/// Publishes `body` and waits for the broker's confirm (on a channel in confirm mode).
+async fn publish_confirmed(channel: &lapin::Channel, exchange: &str, key: &str, body: &[u8]) {
     channel
         .basic_publish(
             exchange,
-            "session.ended",
+            key,
             BasicPublishOptions::default(),
             body,
             BasicProperties::default(),
@@ -875,18 +880,13 @@ async fn another_replicas_session_update(
         "sessionId": session, "userId": uuid::Uuid::new_v4(), "energyKwh": 1.0,
         "powerKw": 7.0, "status": "IN_PROGRESS"
     });
-    channel
-        .basic_publish(
-            &app.ctx.topology().events_exchange(),
-            "session.updated",
-            BasicPublishOptions::default(),
-            body.to_string().as_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_confirmed(
+        channel,
+        &app.ctx.topology().events_exchange(),
+        "session.updated",
+        body.to_string().as_bytes(),
+    )
+    .await;
 }
 
 #[actix_web::test]
