@@ -170,6 +170,57 @@ pub async fn read_after(
     .await
 }
 
+/// Publishes `rows` on `channel`, in their order, and returns their confirms in the same order.
+///
+/// lapin's `basic_publish` registers the confirm and queues the message's frames when it is
+/// first polled, and then waits until its I/O thread has written them. Awaited one after the
+/// other, every event cost a hand-over to that thread and back (a wake-up of each), and on a
+/// busy machine the relay spent its time waiting to be scheduled: at 500 session ends/s
+/// (~3,000 events/s) on 2 vCPUs, events waited 1-3 s to be confirmed and the outbox held up to
+/// 20,000 of them. So each publish is polled once, in order, which queues the whole batch in
+/// order, and then the writes are awaited together.
+pub async fn publish_in_order(
+    channel: &Channel,
+    exchange: &str,
+    rows: &[Pending],
+) -> Result<Vec<PublisherConfirm>, lapin::Error> {
+    type Publish<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = lapin::Result<PublisherConfirm>> + Send + 'a>,
+    >;
+    enum Queued<'a> {
+        Written(PublisherConfirm),
+        Writing(Publish<'a>),
+    }
+    let mut queued: Vec<Queued<'_>> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let properties = event_properties(&row.event_id.to_string(), &row.event_type, None);
+        let mut publish: Publish<'_> = Box::pin(channel.basic_publish(
+            exchange,
+            &row.routing_key,
+            BasicPublishOptions::default(),
+            row.body.as_bytes(),
+            properties,
+        ));
+        // the first poll queues the frames (in this loop's order); only the write is awaited
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(publish.as_mut(), cx))
+        })
+        .await;
+        queued.push(match first {
+            std::task::Poll::Ready(confirm) => Queued::Written(confirm?),
+            std::task::Poll::Pending => Queued::Writing(publish),
+        });
+    }
+    let mut confirms = Vec::with_capacity(queued.len());
+    for publish in queued {
+        confirms.push(match publish {
+            Queued::Written(confirm) => confirm,
+            Queued::Writing(publish) => publish.await?,
+        });
+    }
+    Ok(confirms)
+}
+
 /// What wakes a leading relay to read again: a commit's notification, the poll interval, or
 /// shutdown; the outbox lag is recorded on its own tick in between.
 struct Wake<'a> {
@@ -507,25 +558,13 @@ impl Relay {
                     metrics.outbox_relay_cursor.set(1);
                 }
                 if !rows.is_empty() {
+                    let confirms = publish_in_order(channel, &exchange, &rows).await?;
                     let mut batch = InFlight {
                         ids: Vec::with_capacity(rows.len()),
                         types: Vec::with_capacity(rows.len()),
-                        confirms: Vec::with_capacity(rows.len()),
+                        confirms,
                     };
                     for row in rows {
-                        let properties =
-                            event_properties(&row.event_id.to_string(), &row.event_type, None);
-                        batch.confirms.push(
-                            channel
-                                .basic_publish(
-                                    &exchange,
-                                    &row.routing_key,
-                                    BasicPublishOptions::default(),
-                                    row.body.as_bytes(),
-                                    properties,
-                                )
-                                .await?,
-                        );
                         sent.insert(row.id);
                         batch.ids.push(row.id);
                         batch.types.push(row.event_type);
