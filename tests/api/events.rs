@@ -1905,3 +1905,151 @@ async fn the_writers_wake_the_relay_after_their_commits() {
     assert_eq!(started["eventType"], "SESSION_STARTED", "{started}");
     assert_eq!(started["chargerId"], "CP-BILL", "{started}");
 }
+
+/// Counts each event's deliveries; keeps the first delivery of `held` in hand for good.
+struct Holding {
+    held: uuid::Uuid,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, u32>>>,
+}
+
+impl chargegrid::events::consumer::EventHandler for Holding {
+    fn handle(
+        &self,
+        event: chargegrid::events::consumer::ReceivedEvent,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<(), chargegrid::events::consumer::HandleError>,
+    > {
+        let deliveries = {
+            let mut seen = self.seen.lock().unwrap();
+            let n = seen.entry(event.event_id).or_default();
+            *n += 1;
+            *n
+        };
+        let hold = event.event_id == self.held && deliveries == 1;
+        Box::pin(async move {
+            if hold {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `messages_unacknowledged` of `queue` as the management API reports it (its figures are
+/// refreshed every few seconds).
+async fn unacknowledged(queue: &str) -> Option<u64> {
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:15672/api/queues/%2F/{queue}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .ok()?;
+    let queue: Value = response.json().await.ok()?;
+    queue["messages_unacknowledged"].as_u64()
+}
+
+#[actix_web::test]
+async fn a_consumer_acknowledges_nothing_past_a_delivery_it_is_still_handling() {
+    use chargegrid::events::consumer::{self, ConsumerOptions};
+    use chargegrid::events::topology::BILLING;
+
+    let settings = crate::helpers::isolated_settings().await;
+    let topology = chargegrid::context::topology_of(&settings);
+    let queue = topology.queue(&BILLING);
+    let connection = Connection::connect(
+        settings.amqp.url.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    topology.declare_consumer(&channel, &BILLING).await.unwrap();
+
+    // the first event is still being handled when the twenty after it are done
+    let held = uuid::Uuid::new_v4();
+    let others: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::new_v4()).collect();
+    for id in std::iter::once(held).chain(others.iter().copied()) {
+        let body = json!({
+            "eventId": id, "eventType": "SESSION_ENDED", "version": 1,
+            "timestamp": "2026-12-06T12:00:00Z", "source": "test"
+        });
+        publish_ended(
+            &channel,
+            &topology.events_exchange(),
+            body.to_string().as_bytes(),
+        )
+        .await;
+    }
+    let name = format!("acks-{}", uuid::Uuid::new_v4().simple());
+    let amqp = chargegrid::store::amqp::Amqp::start(&settings.amqp, name.clone());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let handler = std::sync::Arc::new(Holding {
+        held,
+        seen: seen.clone(),
+    });
+    let options = ConsumerOptions {
+        queue: BILLING,
+        metrics: std::sync::Arc::new(chargegrid::metrics::Metrics::new().unwrap()),
+        topology: topology.clone(),
+        prefetch: 64,
+        concurrency: 64,
+    };
+    let consuming = tokio::spawn(consumer::run(
+        amqp,
+        options,
+        handler,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 21 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer did not take all 21 events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the twenty are acknowledged; the one in hand is not
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let unacked = unacknowledged(&queue).await;
+        if unacked == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker reports {unacked:?} unacknowledged deliveries, not the one in hand"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // a worker that dies now hands the event in hand to the next one, and only that one
+    consuming.abort();
+    close_connection_named(&name).await;
+    let mut returned = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match channel
+            .basic_get(&queue, lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(message) => {
+                let body: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+                returned.push(body["eventId"].as_str().unwrap().to_string());
+            }
+            None if !returned.is_empty() => break,
+            None => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nothing came back to the queue"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+        }
+    }
+    assert_eq!(returned, vec![held.to_string()]);
+}
