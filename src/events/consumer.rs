@@ -255,23 +255,20 @@ async fn acknowledge(
     mut settled: mpsc::UnboundedReceiver<Settled>,
     queue: String,
 ) {
-    // delivered and not yet acknowledged or requeued, and those of them already handled
-    let mut open: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
-    let mut handled: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
+    let mut book = AckBook::default();
     let mut failed = false;
     while let Some(first) = settled.recv().await {
+        let mut frames = Vec::new();
         let mut next = Some(first);
         while let Some(news) = next.take() {
-            match news {
-                Settled::Received(tag) => {
-                    open.insert(tag);
-                }
-                Settled::Handled(tag) => {
-                    handled.insert(tag);
-                }
-                Settled::Requeue(tag) => {
-                    open.remove(&tag);
-                    let requeued = channel
+            book.hear(news, &mut frames);
+            next = settled.try_recv().ok();
+        }
+        book.acks(&mut frames);
+        for frame in frames {
+            let sent = match frame {
+                AckFrame::Nack(tag) => {
+                    channel
                         .basic_nack(
                             tag,
                             BasicNackOptions {
@@ -279,38 +276,79 @@ async fn acknowledge(
                                 ..BasicNackOptions::default()
                             },
                         )
-                        .await;
-                    if let Err(e) = requeued {
-                        if !std::mem::replace(&mut failed, true) {
-                            tracing::warn!(%queue, error = %e, "nack failed; the broker will redeliver");
-                        }
-                    }
+                        .await
+                }
+                AckFrame::Ack { tag, multiple } => {
+                    channel.basic_ack(tag, BasicAckOptions { multiple }).await
+                }
+            };
+            if let Err(e) = sent {
+                if !std::mem::replace(&mut failed, true) {
+                    tracing::warn!(%queue, error = %e, "ack or nack failed; the broker will redeliver");
                 }
             }
-            next = settled.try_recv().ok();
         }
-        // the oldest deliveries, as long as they are all handled
+    }
+}
+
+/// A settlement frame, in the order it must go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckFrame {
+    Nack(u64),
+    Ack { tag: u64, multiple: bool },
+}
+
+/// The acknowledger's book: the deliveries not yet acknowledged or requeued, and those of them
+/// already handled.
+#[derive(Default)]
+struct AckBook {
+    open: std::collections::BTreeSet<u64>,
+    handled: std::collections::BTreeSet<u64>,
+}
+
+impl AckBook {
+    /// Takes in one piece of news; a requeue goes out at once (before any ack decided after it).
+    fn hear(&mut self, news: Settled, frames: &mut Vec<AckFrame>) {
+        match news {
+            Settled::Received(tag) => {
+                self.open.insert(tag);
+            }
+            Settled::Handled(tag) => {
+                if self.open.contains(&tag) {
+                    self.handled.insert(tag);
+                }
+            }
+            Settled::Requeue(tag) => {
+                if self.open.remove(&tag) {
+                    frames.push(AckFrame::Nack(tag));
+                }
+            }
+        }
+    }
+
+    /// The acks of everything handled so far: one multiple ack of the oldest deliveries while
+    /// they are all handled, then one by one those handled behind a delivery still in hand.
+    fn acks(&mut self, frames: &mut Vec<AckFrame>) {
         let mut up_to = None;
-        while let Some(&oldest) = open.first() {
-            if !handled.remove(&oldest) {
+        while let Some(&oldest) = self.open.first() {
+            if !self.handled.remove(&oldest) {
                 break;
             }
-            open.remove(&oldest);
+            self.open.remove(&oldest);
             up_to = Some(oldest);
         }
-        let mut acks: Vec<(u64, bool)> = up_to.map(|tag| (tag, true)).into_iter().collect();
-        // those handled behind a delivery still in hand, one by one: a slow one holds up no others
-        acks.extend(handled.iter().map(|tag| (*tag, false)));
-        for (tag, _) in &acks {
-            open.remove(tag);
+        if let Some(tag) = up_to {
+            frames.push(AckFrame::Ack {
+                tag,
+                multiple: true,
+            });
         }
-        handled.clear();
-        for (tag, multiple) in acks {
-            if let Err(e) = channel.basic_ack(tag, BasicAckOptions { multiple }).await {
-                if !std::mem::replace(&mut failed, true) {
-                    tracing::warn!(%queue, error = %e, "ack failed; the broker will redeliver");
-                }
-            }
+        for tag in std::mem::take(&mut self.handled) {
+            self.open.remove(&tag);
+            frames.push(AckFrame::Ack {
+                tag,
+                multiple: false,
+            });
         }
     }
 }
@@ -420,6 +458,96 @@ mod tests {
             .to_json()
             .unwrap_or_default()
             .into_bytes()
+    }
+
+    /// The frames of one round of news.
+    fn round(book: &mut AckBook, news: Vec<Settled>) -> Vec<AckFrame> {
+        let mut frames = Vec::new();
+        for n in news {
+            book.hear(n, &mut frames);
+        }
+        book.acks(&mut frames);
+        frames
+    }
+
+    #[test]
+    fn the_oldest_handled_deliveries_share_one_multiple_ack() {
+        let mut book = AckBook::default();
+        let news = (1..=5)
+            .map(Settled::Received)
+            .chain([3, 1, 2, 5, 4].map(Settled::Handled))
+            .collect();
+        assert_eq!(
+            round(&mut book, news),
+            vec![AckFrame::Ack {
+                tag: 5,
+                multiple: true
+            }]
+        );
+        assert!(book.open.is_empty() && book.handled.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_acknowledged_past_a_delivery_in_hand() {
+        let mut book = AckBook::default();
+        let news = (1..=4)
+            .map(Settled::Received)
+            .chain([1, 3, 4].map(Settled::Handled))
+            .collect();
+        // 2 is in hand: 1 alone is covered by a multiple ack, 3 and 4 go one by one
+        assert_eq!(
+            round(&mut book, news),
+            vec![
+                AckFrame::Ack {
+                    tag: 1,
+                    multiple: true
+                },
+                AckFrame::Ack {
+                    tag: 3,
+                    multiple: false
+                },
+                AckFrame::Ack {
+                    tag: 4,
+                    multiple: false
+                },
+            ]
+        );
+        // when 2 is done, the multiple ack ends at 2 (3 and 4 are no longer the broker's)
+        let news = vec![Settled::Received(5), Settled::Handled(2)];
+        assert_eq!(
+            round(&mut book, news),
+            vec![AckFrame::Ack {
+                tag: 2,
+                multiple: true
+            }]
+        );
+        assert_eq!(book.open.iter().copied().collect::<Vec<_>>(), vec![5]);
+    }
+
+    #[test]
+    fn a_requeue_goes_out_before_the_acks_that_pass_it() {
+        let mut book = AckBook::default();
+        let news = (1..=3)
+            .map(Settled::Received)
+            .chain([
+                Settled::Handled(1),
+                Settled::Requeue(2),
+                Settled::Handled(3),
+            ])
+            .collect();
+        assert_eq!(
+            round(&mut book, news),
+            vec![
+                AckFrame::Nack(2),
+                AckFrame::Ack {
+                    tag: 3,
+                    multiple: true
+                },
+            ]
+        );
+        // news of a delivery already settled changes nothing
+        let news = vec![Settled::Handled(2), Settled::Requeue(3)];
+        assert_eq!(round(&mut book, news), vec![]);
     }
 
     #[test]

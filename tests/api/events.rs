@@ -1936,9 +1936,9 @@ impl chargegrid::events::consumer::EventHandler for Holding {
     }
 }
 
-/// `messages_unacknowledged` of `queue` as the management API reports it (its figures are
-/// refreshed every few seconds).
-async fn unacknowledged(queue: &str) -> Option<u64> {
+/// `messages_ready` and `messages_unacknowledged` of `queue` as the management API reports them
+/// (its figures are refreshed every few seconds).
+async fn ready_and_unacknowledged(queue: &str) -> Option<(u64, u64)> {
     let response = reqwest::Client::new()
         .get(format!("http://127.0.0.1:15672/api/queues/%2F/{queue}"))
         .basic_auth("guest", Some("guest"))
@@ -1946,7 +1946,10 @@ async fn unacknowledged(queue: &str) -> Option<u64> {
         .await
         .ok()?;
     let queue: Value = response.json().await.ok()?;
-    queue["messages_unacknowledged"].as_u64()
+    Some((
+        queue["messages_ready"].as_u64()?,
+        queue["messages_unacknowledged"].as_u64()?,
+    ))
 }
 
 #[actix_web::test]
@@ -2000,7 +2003,7 @@ async fn a_consumer_acknowledges_nothing_past_a_delivery_it_is_still_handling() 
         concurrency: 64,
     };
     let consuming = tokio::spawn(consumer::run(
-        amqp,
+        amqp.clone(),
         options,
         handler,
         tokio_util::sync::CancellationToken::new(),
@@ -2013,22 +2016,24 @@ async fn a_consumer_acknowledges_nothing_past_a_delivery_it_is_still_handling() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // the twenty are acknowledged; the one in hand is not
+    // the twenty are acknowledged; the one in hand is not (and nothing waits to be delivered:
+    // a figure from before the deliveries would say 1 unacknowledged too)
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let unacked = unacknowledged(&queue).await;
-        if unacked == Some(1) {
+        let counts = ready_and_unacknowledged(&queue).await;
+        if counts == Some((0, 1)) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the broker reports {unacked:?} unacknowledged deliveries, not the one in hand"
+            "the broker reports {counts:?} (ready, unacknowledged), not only the one in hand"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // a worker that dies now hands the event in hand to the next one, and only that one
     consuming.abort();
     close_connection_named(&name).await;
+    amqp.close().await;
     let mut returned = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -2052,4 +2057,5 @@ async fn a_consumer_acknowledges_nothing_past_a_delivery_it_is_still_handling() 
         }
     }
     assert_eq!(returned, vec![held.to_string()]);
+    let _ = connection.close(200, "done").await;
 }
