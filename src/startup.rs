@@ -312,7 +312,8 @@ async fn retention(ctx: AppContext, shutdown: CancellationToken) {
 
 /// The most PostgreSQL connections this process opens: two pools of
 /// `database.max_connections` (the chargers' side and the API's), the transaction writers', the
-/// charger writers' three, the relay's LISTEN and, with in-process workers, their pool.
+/// charger writers' three, the relay's three (its LISTEN, its reader holding the publishing lock
+/// and its marks') and, with in-process workers, their pool.
 pub fn connections_needed(settings: &Settings, with_workers: bool) -> u32 {
     let pool = settings.database.max_connections;
     let shards = u32::try_from(settings.ocpp.transaction_writer_shards.max(1)).unwrap_or(u32::MAX);
@@ -325,7 +326,7 @@ pub fn connections_needed(settings: &Settings, with_workers: bool) -> u32 {
     };
     pool.saturating_mul(2)
         .saturating_add(shards)
-        .saturating_add(4)
+        .saturating_add(6)
         .saturating_add(workers)
 }
 
@@ -380,7 +381,7 @@ pub async fn connect_core(settings: Settings) -> Result<CoreContext, StartupErro
 pub async fn connect(settings: Settings) -> Result<AppContext, StartupError> {
     let jwt_secret = settings.jwt_secret()?;
     let jwt = JwtKeys::new(&jwt_secret, settings.auth.access_token_ttl_secs);
-    // the charger side (OCPP handlers, session actors, the relay's marks): look-ups by key and
+    // the charger side (OCPP handlers, session actors): look-ups by key and
     // set-based statements, each planned once (ADR 024)
     let db = postgres::connect_with_plans(&settings.database, postgres::Plans::Generic).await?;
     postgres::ensure_migrated(&db, &settings.database).await?;
@@ -585,16 +586,18 @@ mod connection_budget {
     use super::*;
 
     #[test]
-    fn two_pools_of_fifty_are_past_a_default_postgres_and_thirty_are_not() {
+    fn two_pools_of_fifty_are_past_a_default_postgres_and_twenty_nine_are_not() {
         // PostgreSQL's default: 100 connections, 3 reserved for superusers
         let available = 97;
         let mut settings = Settings::default();
         settings.database.max_connections = 50;
         assert!(connections_needed(&settings, false) > available);
         settings.database.max_connections = 30;
+        assert!(connections_needed(&settings, true) > available);
+        settings.database.max_connections = 29;
         assert!(connections_needed(&settings, true) <= available);
         settings.database.max_connections = 20;
-        assert_eq!(connections_needed(&settings, false), 46);
-        assert_eq!(connections_needed(&settings, true), 66);
+        assert_eq!(connections_needed(&settings, false), 48);
+        assert_eq!(connections_needed(&settings, true), 68);
     }
 }

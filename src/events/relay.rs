@@ -65,9 +65,10 @@ enum RelayError {
     Nacked,
     #[error("RabbitMQ is not connected")]
     NotConnected,
-    /// Marking confirmed events failed on the pool: the lock's own connection is fine and is
-    /// kept (what was not marked goes out again), so a saturated pool does not hand the outbox
-    /// to another replica that would republish everything in flight.
+    /// Marking confirmed events failed, or the marks' connection could not be opened: the lock's
+    /// own connection is fine and is kept (what was not marked goes out again), so a database
+    /// short of connections does not hand the outbox to another replica that would republish
+    /// everything in flight.
     #[error("marking published events: {0}")]
     Mark(sqlx::Error),
 }
@@ -91,6 +92,10 @@ struct InFlight {
 /// The relay's own connection, and whether it holds the publishing lock.
 struct Leader {
     conn: PgConnection,
+    /// The marks' own connection (`mark`), opened before the leader publishes anything: a round
+    /// that could not mark what it published would publish it again. Dropped after a failed
+    /// mark, and opened anew by the next round.
+    marks: Option<PgConnection>,
     leading: bool,
 }
 
@@ -323,10 +328,23 @@ impl Relay {
                 {
                     tracing::warn!(error = %e, "outbox relay batch failed; reconnecting");
                     // a failed read on the lock's connection takes the lock with it; a failed
-                    // mark (on the pool) or a broker error keeps it, and what was published but
-                    // not marked goes out again
-                    if matches!(e, RelayError::Database(_)) {
-                        leader = None;
+                    // mark (on the marks' connection, opened anew next round) or a broker error
+                    // keeps it, and what was published but not marked goes out again
+                    match e {
+                        RelayError::Database(_) => leader = None,
+                        RelayError::Mark(_) => {
+                            if let Some(held) = leader.as_mut() {
+                                held.marks = None;
+                            }
+                            // the database refused a connection or failed a statement: give it
+                            // a moment rather than a loop of attempts
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff) => {}
+                                _ = shutdown.cancelled() => {}
+                            }
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                        _ => {}
                     }
                     // until a round publishes again (RabbitMQ back, or the lock taken anew,
                     // perhaps by another process), this process's commits notify whoever does
@@ -385,6 +403,7 @@ impl Relay {
             let conn = reader_connection(&self.db).await?;
             *leader = Some(Leader {
                 conn,
+                marks: None,
                 leading: false,
             });
         }
@@ -403,10 +422,27 @@ impl Relay {
         if !held.leading {
             return Ok(0);
         }
+        let marks = match held.marks.as_mut() {
+            Some(marks) => marks,
+            None => {
+                // bounded like a pool's acquire: a database that drops packets does not hold
+                // the round
+                let connect = tokio::time::timeout(
+                    self.db.options().get_acquire_timeout(),
+                    reader_connection(&self.db),
+                );
+                let marks = connect
+                    .await
+                    .map_err(|_| RelayError::Mark(sqlx::Error::PoolTimedOut))?
+                    .map_err(RelayError::Mark)?;
+                held.marks.insert(marks)
+            }
+        };
         if !self.wake.is_leading() {
             self.wake.set_leading(true);
         }
-        self.publish_pending(channel, &mut held.conn, follow).await
+        self.publish_pending(channel, &mut held.conn, marks, follow)
+            .await
     }
 
     /// Reads and publishes the pending events in id order as they are committed, while a
@@ -423,6 +459,7 @@ impl Relay {
         &self,
         channel: &Channel,
         conn: &mut PgConnection,
+        marks: &mut PgConnection,
         mut follow: Option<&mut Wake<'_>>,
     ) -> Result<usize, RelayError> {
         let (to_confirm, confirming) = tokio::sync::mpsc::channel::<InFlight>(IN_FLIGHT);
@@ -588,7 +625,7 @@ impl Relay {
                 }
             }
         };
-        let round = tokio::try_join!(reader, self.mark(confirming, marked_tx));
+        let round = tokio::try_join!(reader, self.mark(marks, confirming, marked_tx));
         // the next round begins sweeping
         self.metrics.outbox_relay_cursor.set(0);
         self.metrics.outbox_relay_gaps.set(0);
@@ -601,6 +638,7 @@ impl Relay {
     /// events it marked. A nack ends the round: nothing unconfirmed is marked.
     async fn mark(
         &self,
+        conn: &mut PgConnection,
         mut confirming: tokio::sync::mpsc::Receiver<InFlight>,
         marked: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
     ) -> Result<usize, RelayError> {
@@ -633,10 +671,13 @@ impl Relay {
             } else {
                 "DELETE FROM outbox WHERE id = ANY($1)"
             };
+            // on the marks' own connection, planned as the reader's: prepared once, with one
+            // generic plan that follows the primary key (an unnamed statement on the pool spent
+            // more planning than deleting: 0.52 s against 0.34 s in a 30 s run at 100 session
+            // ends/s), and apart from the leader's lock, which a failed mark leaves alone
             sqlx::query(statement)
                 .bind(&ids)
-                .persistent(false)
-                .execute(&self.db)
+                .execute(&mut *conn)
                 .await
                 .map_err(RelayError::Mark)?;
             published += ids.len();

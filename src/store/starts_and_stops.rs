@@ -192,6 +192,12 @@ pub async fn start_v16_many(
 /// left (its charger is in `p` but not in `x`; `link_raced` settles it). The statement that
 /// uses them inserts the transaction rows after them, with `x.id`: the foreign key is checked
 /// at the end of the statement, when the sessions exist.
+///
+/// The station of each charger is read by key in a `LATERAL ... LIMIT 1` the planner cannot
+/// flatten into a join: as a join, the generic plan made while the fleet was small (a few
+/// hundred chargers in the statistics) was a merge join that walked `chargers_pkey` from its
+/// first entry to the starting charger's, every batch, a read that grows with the fleet
+/// (ADR 024, third amendment).
 pub(crate) static LINKING_SESSIONS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let session_columns = S_COLUMNS.as_str();
     format!(
@@ -211,7 +217,8 @@ pub(crate) static LINKING_SESSIONS: std::sync::LazyLock<String> = std::sync::Laz
              INSERT INTO sessions (id, user_id, station_id, charger_id, connector_id, id_tag, status, origin, start_time, meter_start_wh, meter_last_wh) \
              SELECT n.session_id, n.user_id, c.station_id, n.charger_id, n.connector_id, n.id_tag, 'IN_PROGRESS', 'CHARGER', n.started_at, \
                  n.meter_start_wh, n.meter_start_wh \
-             FROM n JOIN chargers c ON c.id = n.charger_id AND c.station_id IS NOT NULL \
+             FROM n CROSS JOIN LATERAL (SELECT ch.station_id FROM chargers ch \
+                 WHERE ch.id = n.charger_id AND ch.station_id IS NOT NULL LIMIT 1) c \
              WHERE n.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM p WHERE p.charger_id = n.charger_id) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}), \
          x AS (SELECT * FROM u UNION ALL SELECT * FROM i)"

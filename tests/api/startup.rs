@@ -192,6 +192,91 @@ async fn the_workers_plan_each_statement_once() {
     assert_eq!(plans_of_a_batch_statement(&core.db).await, (12, 0));
 }
 
+/// The transaction writer's start batch reads each starting charger's station by key, whatever
+/// plan the fleet's statistics would favour for a join (ADR 024, third amendment).
+#[actix_web::test]
+async fn a_start_batch_reads_each_chargers_station_by_key_whatever_the_fleet_statistics() {
+    use chargegrid::store::postgres::{connect_with_plans, Plans};
+    use chargegrid::store::starts_and_stops::{start_v16_many, StartV16};
+    let mut settings = isolated_settings().await;
+    settings.database.max_connections = 1;
+    let pool = connect_with_plans(&settings.database, Plans::GenericByKey)
+        .await
+        .expect("a writer's pool");
+    // a fleet of 200 chargers at one station, and statistics that say so
+    let station: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO stations (id, name, latitude, longitude) VALUES (gen_random_uuid(), 'Fleet', 52.5, 13.4) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO chargers (id, station_id) SELECT 'FLEET-' || i, $1 FROM generate_series(1, 200) i")
+        .bind(station)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    // Which join PostgreSQL picks depends on the statistics of the moment: after one fleet was
+    // retired and another registered (dead index entries), a bitmap scan of every charger with
+    // a station, hashed; with a history of sessions, a merge join along the primary key. Here
+    // nested loops are off for the pool's one connection, so the planner takes any other join
+    // the statement leaves it: it must leave none.
+    sqlx::query("SET enable_nestloop = off")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let start = StartV16 {
+        charger_id: "FLEET-7".into(),
+        connector_id: 1,
+        id_tag: "FLEET-TAG".into(),
+        started_at: chrono::Utc::now(),
+        meter_start_wh: rust_decimal::Decimal::ZERO,
+        id_tag_status: "Accepted".into(),
+        user_id: None,
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let mut events = Vec::new();
+    let stored = start_v16_many(&mut tx, &[&start], "test", &mut events)
+        .await
+        .expect("the start batch");
+    assert!(
+        matches!(stored.as_slice(), [Some((_, None))]),
+        "a transaction, no session"
+    );
+    tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
+        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'WITH k AS ( SELECT *, NULL::int4 AS remote_start_id%'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("the start batch is prepared on the pool's one connection");
+    assert_eq!((generic, custom), (1, 0), "a generic plan");
+    let arguments = ["'{}'"; 8].join(", ");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({arguments})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    // a join would read every charger with a station (a bitmap scan, or a merge join along the
+    // primary key) in every batch: each line that reads chargers must probe the key
+    let reads: Vec<(&String, Option<&String>)> = plan
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.contains(" on chargers "))
+        .map(|(k, line)| (line, plan.get(k + 1)))
+        .collect();
+    assert!(
+        !reads.is_empty()
+            && reads.iter().all(
+                |(line, next)| line.contains("Index Scan using chargers_pkey")
+                    && next.is_some_and(|n| n.contains("Index Cond: (id = "))
+            ),
+        "the cached plan reads chargers by key: {}",
+        plan.join("\n")
+    );
+}
+
 /// A status batch planned on a writer's connection (`Plans::GenericByKey`, the charger writer's)
 /// while `connector_status` was nearly empty still finds its rows by key once the table has grown
 /// without new statistics (ADR 024, second amendment): PostgreSQL plans such a small table with

@@ -373,6 +373,15 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
     let app = spawn_app().await;
     let n = 24;
     let tags = fleet(&app, "SET", n).await;
+    // the last charger belongs to no station: its transaction is stored without a session
+    let loose = n - 1;
+    // (an odd one: the even ones have app sessions waiting, which need a station)
+    assert_eq!(loose % 2, 1);
+    sqlx::query("UPDATE chargers SET station_id = NULL WHERE id = $1")
+        .bind(format!("SET-{loose}"))
+        .execute(&app.db)
+        .await
+        .unwrap();
     let mut cps = online(&app, "SET", n, false).await;
     let start = |i: usize| json!({ "connectorId": 1, "idTag": tags[i], "meterStart": 1000 * i, "timestamp": "2026-12-04T08:00:00Z" });
     // every other driver started from the app (startSession): a PENDING session waits for the
@@ -400,6 +409,21 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
         let answer = answer.unwrap();
         assert_eq!(answer["idTagInfo"]["status"], "Accepted", "charger {i}");
         let id = answer["transactionId"].as_i64().unwrap();
+        if i == loose {
+            let (charger, session): (String, Option<Uuid>) = sqlx::query_as(
+                "SELECT charger_id, session_id FROM charger_transactions WHERE transaction_id = $1",
+            )
+            .bind(id as i32)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            assert_eq!(
+                (charger.as_str(), session),
+                (format!("SET-{i}").as_str(), None)
+            );
+            ids.push(id);
+            continue;
+        }
         // the transaction answered is this charger's, and its session is this charger's and
         // driver's, started with this charger's register
         let (charger, session_charger, tag, meter_start, session, status, connector): (
@@ -461,7 +485,7 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
     }))
     .await;
     assert!(answers.iter_mut().all(|a| a.is_ok()));
-    for (i, id) in ids.iter().enumerate() {
+    for (i, id) in ids.iter().enumerate().filter(|(i, _)| *i != loose) {
         let (status, energy, samples): (String, Decimal, i64) = sqlx::query_as(
             "SELECT s.status, s.energy_kwh, (SELECT count(*) FROM meter_values m WHERE m.transaction_pk = t.id AND m.session_id = s.id) \
              FROM charger_transactions t JOIN sessions s ON s.id = t.session_id WHERE t.transaction_id = $1",
@@ -476,6 +500,19 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
             "charger {i}"
         );
     }
+    assert_eq!(
+        count(&app, &format!("SELECT count(*) FROM charger_transactions WHERE charger_id = 'SET-{loose}' AND stopped_at IS NOT NULL AND session_id IS NULL")).await,
+        1,
+        "the station-less charger's transaction was not stopped"
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM sessions WHERE charger_id LIKE 'SET-%'"
+        )
+        .await,
+        n as i64 - 1
+    );
     // one SESSION_STARTED and one SESSION_ENDED per session, none for the repeats
     let events: Vec<(String, i64)> = sqlx::query_as(
         "SELECT event_type, count(*) FROM outbox WHERE event_type IN ('SESSION_STARTED', 'SESSION_ENDED') \
@@ -487,8 +524,8 @@ async fn starts_and_stops_of_many_chargers_share_batches_and_each_keeps_its_own_
     assert_eq!(
         events,
         vec![
-            ("SESSION_ENDED".to_string(), n as i64),
-            ("SESSION_STARTED".to_string(), n as i64)
+            ("SESSION_ENDED".to_string(), n as i64 - 1),
+            ("SESSION_STARTED".to_string(), n as i64 - 1)
         ]
     );
 
