@@ -192,6 +192,29 @@ async fn the_workers_plan_each_statement_once() {
     assert_eq!(plans_of_a_batch_statement(&core.db).await, (12, 0));
 }
 
+/// The statement prepared on `pool`'s one connection whose text is `LIKE` `pattern`: its generic
+/// and custom plan counts, and its cached plan (`EXPLAIN EXECUTE` with `arguments` empty arrays).
+async fn cached_plan(
+    pool: &sqlx::PgPool,
+    pattern: &str,
+    arguments: usize,
+) -> (i64, i64, Vec<String>) {
+    let mut conn = pool.acquire().await.unwrap();
+    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
+        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE $1",
+    )
+    .bind(pattern)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("the statement is prepared on the pool's one connection");
+    let arguments = vec!["'{}'"; arguments].join(", ");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({arguments})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    (generic, custom, plan)
+}
+
 /// The transaction writer's start batch reads each starting charger's station by key, whatever
 /// plan the fleet's statistics would favour for a join (ADR 024, third amendment).
 #[actix_web::test]
@@ -244,20 +267,13 @@ async fn a_start_batch_reads_each_chargers_station_by_key_whatever_the_fleet_sta
         "a transaction, no session"
     );
     tx.commit().await.unwrap();
-    let mut conn = pool.acquire().await.unwrap();
-    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
-        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
-         WHERE statement LIKE 'WITH k AS ( SELECT *, NULL::int4 AS remote_start_id%'",
+    let (generic, custom, plan) = cached_plan(
+        &pool,
+        "WITH k AS ( SELECT *, NULL::int4 AS remote_start_id%",
+        8,
     )
-    .fetch_one(&mut *conn)
-    .await
-    .expect("the start batch is prepared on the pool's one connection");
+    .await;
     assert_eq!((generic, custom), (1, 0), "a generic plan");
-    let arguments = ["'{}'"; 8].join(", ");
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({arguments})"))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
     // a join would read every charger with a station (a bitmap scan, or a merge join along the
     // primary key) in every batch: each line that reads chargers must probe the key
     let reads: Vec<(&String, Option<&String>)> = plan
@@ -343,20 +359,8 @@ async fn a_status_batch_planned_while_the_table_was_small_reads_by_key_after_it_
     .await
     .unwrap();
     assert_eq!(batch(&charging).await, 2);
-    let mut conn = pool.acquire().await.unwrap();
-    let (name, generic, custom): (String, i64, i64) = sqlx::query_as(
-        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
-         WHERE statement LIKE 'WITH input AS%'",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .expect("the status batch is prepared on the pool's one connection");
+    let (generic, custom, plan) = cached_plan(&pool, "WITH input AS%", 12).await;
     assert_eq!((generic, custom), (8, 0), "generic plans only");
-    let arguments = ["'{}'"; 12].join(", ");
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({arguments})"))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
     let plan = plan.join("\n");
     assert!(
         plan.contains("Index Scan using connector_status_pkey on connector_status c")
