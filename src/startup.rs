@@ -586,18 +586,21 @@ mod connection_budget {
     use super::*;
 
     #[test]
-    fn two_pools_of_fifty_are_past_a_default_postgres_and_twenty_nine_are_not() {
+    fn two_pools_of_fifty_are_past_a_default_postgres_and_thirty_are_not() {
         // PostgreSQL's default: 100 connections, 3 reserved for superusers
         let available = 97;
         let mut settings = Settings::default();
         settings.database.max_connections = 50;
         assert!(connections_needed(&settings, false) > available);
-        settings.database.max_connections = 30;
+        settings.database.max_connections = 31;
         assert!(connections_needed(&settings, true) > available);
-        settings.database.max_connections = 29;
+        settings.database.max_connections = 30;
         assert!(connections_needed(&settings, true) <= available);
         settings.database.max_connections = 20;
+        assert_eq!(connections_needed(&settings, false), 47);
+        assert_eq!(connections_needed(&settings, true), 67);
+        // each further shard is a connection of its own
+        settings.ocpp.transaction_writer_shards = 2;
         assert_eq!(connections_needed(&settings, false), 48);
-        assert_eq!(connections_needed(&settings, true), 68);
     }
 }
