@@ -594,7 +594,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "{} CPUs, PostgreSQL synchronous_commit={durability}, {} password-protected chargers per protocol, \
          transactions of 1 start + {} readings + 1 stop, {} s measured after {} s warm-up, {} finished sessions of history (VACUUM ANALYZE after seeding), billing and notifications in process, \
-         {shards} transaction writer shards",
+         transaction writer shards: {shards}",
         cpus, args.chargers, args.meter_values, args.seconds, args.warmup, args.history
     );
     println!();

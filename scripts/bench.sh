@@ -449,8 +449,8 @@ seed_history() {
 
 # load_env: the server settings of the session benchmarks (many drivers register from one address).
 # A server opens two pools of database.max_connections (the chargers' and the API's) plus its
-# writers' and relay's connections, and `all` the workers' pool: 30 keeps `chargegrid all` (~84)
-# inside PostgreSQL's max_connections of 100 (50 went past it and failed under load with
+# writers' and relay's connections, and `all` the workers' pool: 30 keeps `chargegrid all` (97 at
+# most, `connections_needed`) inside PostgreSQL's max_connections of 100 (50 went past it and failed under load with
 # "too many clients already").
 load_env() {
     export CHARGEGRID__AUTH__LOGIN_MAX_PER_CLIENT=1000000

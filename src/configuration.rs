@@ -378,9 +378,8 @@ pub struct OcppSettings {
     pub ping_interval_secs: u64,
     /// Writers that group-commit transaction messages, each one batch at a time on its own
     /// connection; a charger always uses the same one (its messages stay in order). One by
-    /// default: on the two-core reference machine one writer's larger batches carried 6-25 %
-    /// more messages than two writers' (ADR 009, amendment of 2026-12-07); more help only when
-    /// PostgreSQL has cores to spare.
+    /// default: on the two-core reference machine one writer carried more messages than two
+    /// (ADR 009, amendment of 2026-12-07).
     pub transaction_writer_shards: usize,
     /// The chargers' TLS listener (`OCPP_TLS_BIND`, e.g. `0.0.0.0:8443`): security profiles 2
     /// and 3, beside the plain listener. Needs `tls_cert` and `tls_key`.

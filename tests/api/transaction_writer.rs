@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::charger_client::{connect16, connect201, TestCharger};
-use crate::helpers::{spawn_app, TestApp, CHARGER_PASSWORD};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, CHARGER_PASSWORD};
 
 /// Transaction messages of `kind` the writer stored by `path` ("set" or "job") so far.
 fn stored(app: &TestApp, kind: &str, path: &str) -> u64 {
@@ -62,7 +62,18 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 #[actix_web::test]
 async fn concurrent_meter_messages_share_commits_and_a_bad_one_fails_alone() {
-    let app = spawn_app().await;
+    share_commits_and_fail_alone(spawn_app().await).await;
+}
+
+/// The same with two shards (`ocpp.transaction_writer_shards`, one by default): each charger's
+/// messages go to its own shard, and a bad message fails alone in either.
+#[actix_web::test]
+async fn with_two_shards_meter_messages_still_share_commits_and_a_bad_one_fails_alone() {
+    let app = spawn_app_with(|s| s.ocpp.transaction_writer_shards = 2).await;
+    share_commits_and_fail_alone(app).await;
+}
+
+async fn share_commits_and_fail_alone(app: TestApp) {
     let before = batches_run(&app);
     let mut writes: Vec<MeterWrite> = (0..300)
         .map(|i| meter(&format!("TW-{i}"), MeterOwner::None, Decimal::from(i)))
