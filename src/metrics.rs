@@ -21,6 +21,8 @@ pub struct Metrics {
     pub outbox_published_total: IntCounterVec,
     pub outbox_relay_cursor: IntGauge,
     pub outbox_relay_gaps: IntGauge,
+    /// Statements of the publishing relay: `read` (pending events) and `mark` (confirmed ones).
+    pub outbox_relay_statements_total: IntCounterVec,
     pub sessions_active: IntGauge,
     pub events_consumed_total: IntCounterVec,
     pub notifications_published_total: prometheus::IntCounter,
@@ -124,6 +126,13 @@ impl Metrics {
         let outbox_relay_gaps = IntGauge::new(
             "chargegrid_outbox_relay_gaps",
             "Outbox ids behind the relay's cursor that were missing when it passed them",
+        )?;
+        let outbox_relay_statements_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_outbox_relay_statements_total",
+                "Statements of this process's publishing outbox relay: read (pending events), mark (confirmed ones)",
+            ),
+            &["statement"],
         )?;
         let outbox_published_total = IntCounterVec::new(
             Opts::new(
@@ -237,6 +246,7 @@ impl Metrics {
         registry.register(Box::new(outbox_published_total.clone()))?;
         registry.register(Box::new(outbox_relay_cursor.clone()))?;
         registry.register(Box::new(outbox_relay_gaps.clone()))?;
+        registry.register(Box::new(outbox_relay_statements_total.clone()))?;
         registry.register(Box::new(sessions_active.clone()))?;
         Ok(Self {
             registry,
@@ -254,6 +264,7 @@ impl Metrics {
             outbox_published_total,
             outbox_relay_cursor,
             outbox_relay_gaps,
+            outbox_relay_statements_total,
             sessions_active,
             events_consumed_total,
             notifications_published_total,

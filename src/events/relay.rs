@@ -29,6 +29,10 @@ use super::publish::event_properties;
 const RELAY_LOCK: i64 = 0x0063_6772_656c_6179;
 /// Batches published and not yet confirmed and marked, at most.
 const IN_FLIGHT: usize = 64;
+/// Confirmed events are marked at most this often (their batches gather until then).
+const MARK_EVERY: Duration = Duration::from_millis(20);
+/// How long a relay woken by a commit waits for the commits that follow before it reads.
+const READ_LINGER: Duration = Duration::from_millis(2);
 use super::topology::Topology;
 use crate::metrics::Metrics;
 use crate::store::amqp::Amqp;
@@ -264,16 +268,26 @@ impl Wake<'_> {
                 std::future::pending::<()>().await
             }
         };
-        tokio::select! {
-            _ = notified => false,
-            _ = committed => false,
+        let woken = tokio::select! {
+            _ = notified => true,
+            _ = committed => true,
             _ = tokio::time::sleep(self.poll) => false,
             _ = self.lag_tick.tick() => {
                 relay.record_lag().await;
                 false
             }
-            _ = self.shutdown.cancelled() => true,
+            _ = self.shutdown.cancelled() => return true,
+        };
+        if woken {
+            // A read per commit was ~2 reads a session at 200 startSession/s: the commits of the
+            // next moment share this one's read. Their wake-ups are taken here, so they do not
+            // send the reader round again for what it is about to read.
+            relay.wake.settle(READ_LINGER).await;
+            if let Some(l) = self.listener.as_mut() {
+                while l.next_buffered().is_some() {}
+            }
         }
+        self.shutdown.is_cancelled()
     }
 }
 
@@ -467,6 +481,9 @@ impl Relay {
         let exchange = self.topology.events_exchange();
         let following = follow.is_some();
         let metrics = self.metrics.clone();
+        let reads = metrics
+            .outbox_relay_statements_total
+            .with_label_values(&["read"]);
         let reader = async move {
             // published and not yet marked: a sweep must not return them again
             let mut sent: HashSet<i64> = HashSet::new();
@@ -522,6 +539,7 @@ impl Relay {
                         // published before them on this one channel.
                         let on_their_way: Vec<i64> = sent.iter().copied().collect();
                         let rows = read_sweep(&mut *conn, self.batch_size, &on_their_way).await?;
+                        reads.inc();
                         let full = rows.len() >= batch_size;
                         if let Some(h) = horizon.as_mut() {
                             h.read(rows.iter().map(|r| r.id));
@@ -565,6 +583,7 @@ impl Relay {
                                 self.batch_size,
                             )
                             .await?;
+                            reads.inc();
                             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                             let taken = cursor.take(&ids);
                             if check == Check::ReadThenSettle {
@@ -643,23 +662,49 @@ impl Relay {
         marked: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
     ) -> Result<usize, RelayError> {
         let mut published = 0;
-        while let Some(first) = confirming.recv().await {
+        // when the last mark ran: the next one gathers what is confirmed until MARK_EVERY later
+        let mut last_mark: Option<Instant> = None;
+        let mut open = true;
+        while open {
+            let Some(first) = confirming.recv().await else {
+                break;
+            };
             let mut ids = Vec::new();
             let mut types = Vec::new();
             let mut next = Some(first);
             let mut batches = 0;
-            while let Some(batch) = next.take() {
-                batches += 1;
-                for confirm in batch.confirms {
-                    if let Confirmation::Nack(_) = confirm.await? {
-                        return Err(RelayError::Nacked);
+            let due = last_mark.map(|at| at + MARK_EVERY);
+            loop {
+                while let Some(batch) = next.take() {
+                    batches += 1;
+                    for confirm in batch.confirms {
+                        if let Confirmation::Nack(_) = confirm.await? {
+                            return Err(RelayError::Nacked);
+                        }
+                    }
+                    ids.extend(batch.ids);
+                    types.extend(batch.types);
+                    // marks wait for no more than a few batches' confirms
+                    if batches < IN_FLIGHT {
+                        next = confirming.try_recv().ok();
                     }
                 }
-                ids.extend(batch.ids);
-                types.extend(batch.types);
-                // marks wait for no more than a few batches' confirms
-                if batches < IN_FLIGHT {
-                    next = confirming.try_recv().ok();
+                // Each mark is a commit: one per published batch was ~1.4 commits a session
+                // at 200 startSession/s. Until the mark is due, the confirmed batches that
+                // arrive meanwhile join it (a crash republishes at most that much more).
+                let Some(due) = due.filter(|due| *due > Instant::now() && batches < IN_FLIGHT)
+                else {
+                    break;
+                };
+                tokio::select! {
+                    batch = confirming.recv() => match batch {
+                        Some(batch) => next = Some(batch),
+                        None => {
+                            open = false;
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(due.into()) => break,
                 }
             }
             // Deleting a confirmed event writes no new row version: a mark wrote the whole event
@@ -680,6 +725,10 @@ impl Relay {
                 .execute(&mut *conn)
                 .await
                 .map_err(RelayError::Mark)?;
+            self.metrics
+                .outbox_relay_statements_total
+                .with_label_values(&["mark"])
+                .inc();
             published += ids.len();
             for event_type in &types {
                 self.metrics
@@ -687,6 +736,7 @@ impl Relay {
                     .with_label_values(&[event_type.as_str()])
                     .inc();
             }
+            last_mark = Some(Instant::now());
             // the reader may drop it first, once it has caught up or failed
             let _ = marked.send(ids);
         }

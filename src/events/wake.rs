@@ -103,6 +103,16 @@ impl OutboxWake {
         self.inner.local.notified().await
     }
 
+    /// Lets the commits of the next `linger` join the one that woke the leading relay: waits,
+    /// then takes the wake-up they left, so that one read covers them all rather than sending
+    /// the relay round again at once for what it is about to read.
+    pub(crate) async fn settle(&self, linger: Duration) {
+        tokio::time::sleep(linger).await;
+        if self.is_leading() {
+            let _ = futures_util::FutureExt::now_or_never(self.local_commit());
+        }
+    }
+
     /// Starts the task that tells the publishing relay of another process about this process's
     /// commits, until `stop` (cancel it after this process's relay has stopped: the commits told
     /// to it until then, and its giving up the lock, are sent first).
@@ -143,6 +153,31 @@ impl OutboxWake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn commits_during_the_linger_share_the_read_of_the_one_that_woke_the_relay() {
+        let wake = OutboxWake::new();
+        wake.set_leading(true);
+        wake.committed();
+        wake.local_commit().await;
+        let settling = tokio::spawn({
+            let wake = wake.clone();
+            async move { wake.settle(Duration::from_millis(200)).await }
+        });
+        // the settling task starts its linger (one thread: it runs while this one yields)
+        tokio::task::yield_now().await;
+        wake.committed();
+        wake.committed();
+        settling.await.unwrap();
+        let again = futures_util::FutureExt::now_or_never(wake.local_commit());
+        assert!(
+            again.is_none(),
+            "the commits of the linger would send the relay round again"
+        );
+        // a commit after it wakes the relay as before
+        wake.committed();
+        assert!(futures_util::FutureExt::now_or_never(wake.local_commit()).is_some());
+    }
 
     #[tokio::test]
     async fn a_commit_wakes_the_local_relay_only_while_it_leads() {

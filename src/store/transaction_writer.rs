@@ -841,8 +841,7 @@ async fn run_together(
                     if alone(&u.charger_id) && row.last_seq.checked_add(1) == Some(u.seq_no) =>
                 {
                     tally.add("transaction_event_updated", "set");
-                    tail.claims
-                        .push(&u.charger_id, &u.transaction_ref, u.seq_no, row.session);
+                    tail.claims.push(row.pk, u.seq_no, row.session);
                     owned.push((
                         *i,
                         MeterWrite {

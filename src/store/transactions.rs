@@ -357,40 +357,37 @@ pub async fn insert_samples_many(
 /// claim like a seqNo that moved on.
 #[derive(Default)]
 pub struct SeqClaims {
-    chargers: Vec<String>,
-    refs: Vec<String>,
+    transactions: Vec<i64>,
     seqs: Vec<i32>,
     sessions: Vec<Option<Uuid>>,
 }
 
 impl SeqClaims {
-    pub fn push(
-        &mut self,
-        charger_id: &str,
-        transaction_ref: &str,
-        seq_no: i32,
-        session_id: Option<Uuid>,
-    ) {
-        self.chargers.push(charger_id.to_string());
-        self.refs.push(transaction_ref.to_string());
+    /// Claims `seq_no` of the transaction whose row is `transaction_pk` (the shard remembers it
+    /// by its charger and transactionId, which a row never changes).
+    pub fn push(&mut self, transaction_pk: i64, seq_no: i32, session_id: Option<Uuid>) {
+        self.transactions.push(transaction_pk);
         self.seqs.push(seq_no);
         self.sessions.push(session_id);
     }
 
     pub fn len(&self) -> usize {
-        self.chargers.len()
+        self.transactions.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chargers.is_empty()
+        self.transactions.is_empty()
     }
 }
 
 /// The claims' update: it moves a transaction only from the seqNo before its claim, and only
 /// while it names the remembered session.
-const CLAIMS: &str = "UPDATE charger_transactions t SET last_seq_no = k.seq_no, updated_at = now() \
-     FROM unnest($1::text[], $2::text[], $3::int4[], $4::uuid[]) AS k(charger_id, transaction_ref, seq_no, session_id) \
-     WHERE t.charger_id = k.charger_id AND t.transaction_ref = k.transaction_ref \
+/// It finds each row by its primary key: joining on (charger_id, transaction_ref) compared two
+/// text columns through the wider unique index for every claim.
+const CLAIMS: &str =
+    "UPDATE charger_transactions t SET last_seq_no = k.seq_no, updated_at = now() \
+     FROM unnest($1::int8[], $2::int4[], $3::uuid[]) AS k(id, seq_no, session_id) \
+     WHERE t.id = k.id \
          AND t.first_seq_no IS NOT NULL AND t.last_seq_no::int8 + 1 = k.seq_no::int8 \
          AND t.session_id IS NOT DISTINCT FROM k.session_id \
      RETURNING 1";
@@ -399,8 +396,8 @@ const CLAIMS: &str = "UPDATE charger_transactions t SET last_seq_no = k.seq_no, 
 static CLAIMS_SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH seq AS ({CLAIMS}), samples AS ({}), events AS ({}) SELECT count(*) FROM seq",
-        SampleRows::statement(5),
-        outbox::Columns::statement(16)
+        SampleRows::statement(4),
+        outbox::Columns::statement(15)
     )
 });
 
@@ -409,7 +406,7 @@ static CLAIMS_SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyL
 static CLAIMS_AND_SAMPLES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH seq AS ({CLAIMS}), samples AS ({}) SELECT count(*) FROM seq",
-        SampleRows::statement(5)
+        SampleRows::statement(4)
     )
 });
 
@@ -436,8 +433,7 @@ impl Tail {
             &CLAIMS_SAMPLES_AND_EVENTS
         };
         let query = sqlx::query(sql)
-            .bind(&self.claims.chargers)
-            .bind(&self.claims.refs)
+            .bind(&self.claims.transactions)
             .bind(&self.claims.seqs)
             .bind(&self.claims.sessions);
         let query = self.samples.bind(query);

@@ -1562,6 +1562,62 @@ async fn an_event_committed_after_a_newer_one_goes_out_without_waiting_for_the_p
 }
 
 #[actix_web::test]
+async fn a_burst_of_commits_shares_the_relays_reads_and_marks() {
+    // Sixty events, each committed on its own as fast as the test can: each commit wakes the
+    // relay, which used to read once per wake-up and mark (a commit) once per batch read. It
+    // now waits READ_LINGER (2 ms) after a wake-up before it reads and marks at most every
+    // MARK_EVERY (20 ms), so over the burst's span D it reads at most D / 2 ms + a few times
+    // (its first read, a lag tick) and marks at most D / 20 ms + 1 times.
+    let app = spawn_app_with_workers(|s| s.events.relay_poll_interval_ms = 60_000).await;
+    let (_connection, mut consumer) = observe(&app, "burst-observer", "test.#").await;
+    raw_outbox_row(&app, "burst-warmup", 0).await;
+    assert_eq!(next_event(&mut consumer).await["aggregate"], "burst-warmup");
+    // the tests keep published events (retention): marked is published_at set
+    let outbox_empty = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+            == 0
+    };
+    assert!(
+        app.wait_until(Duration::from_secs(10), outbox_empty).await,
+        "the warm-up event was never marked"
+    );
+    let statements = &app.ctx.metrics.outbox_relay_statements_total;
+    let (reads, marks) = (
+        statements.with_label_values(&["read"]),
+        statements.with_label_values(&["mark"]),
+    );
+    let (reads_before, marks_before) = (reads.get(), marks.get());
+    let began = std::time::Instant::now();
+    for n in 1..=60 {
+        raw_outbox_row(&app, "burst", n).await;
+    }
+    for n in 1..=60 {
+        let event = next_event(&mut consumer).await;
+        assert_eq!(event["aggregate"], "burst");
+        assert_eq!(event["n"], n, "the burst left out of order");
+    }
+    assert!(
+        app.wait_until(Duration::from_secs(10), outbox_empty).await,
+        "the burst was never marked"
+    );
+    let span = began.elapsed();
+    let (read, marked) = (reads.get() - reads_before, marks.get() - marks_before);
+    let span_ms = u64::try_from(span.as_millis()).unwrap();
+    assert!(marked >= 1, "nothing was marked");
+    assert!(
+        marked <= span_ms / 20 + 1,
+        "{marked} marks in {span_ms} ms: more than one every 20 ms"
+    );
+    assert!(
+        read <= span_ms / 2 + 3,
+        "{read} reads in {span_ms} ms: more than one every 2 ms after a wake-up"
+    );
+}
+
+#[actix_web::test]
 async fn an_event_whose_transaction_was_open_when_the_relay_took_over_goes_out_in_order() {
     // The relay reads after a cursor once it knows that every id below it is final. A relay that
     // takes over while a transaction still holds an older id must wait for that transaction
