@@ -168,7 +168,7 @@ mod tests {
         tokio::task::yield_now().await;
         wake.committed();
         wake.committed();
-        settling.await.unwrap();
+        assert!(settling.await.is_ok(), "the settling task failed");
         let again = futures_util::FutureExt::now_or_never(wake.local_commit());
         assert!(
             again.is_none(),
