@@ -130,7 +130,7 @@ impl Metrics {
         let outbox_relay_statements_total = IntCounterVec::new(
             Opts::new(
                 "chargegrid_outbox_relay_statements_total",
-                "Statements of this process's publishing outbox relay: read (pending events), mark (confirmed ones)",
+                "Statements of this process's publishing outbox relay: read (of pending events; the cursor's bookkeeping is not counted), mark (of confirmed ones)",
             ),
             &["statement"],
         )?;

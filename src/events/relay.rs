@@ -4,9 +4,10 @@
 //! publisher confirms and persistent delivery, and marks a batch published (deletes its rows, or
 //! sets `published_at` when published events are kept: ADR 016, fourth amendment) only once every
 //! message of it is confirmed, so the events of one aggregate leave in order. Reading does not
-//! wait for confirms (ADR 016, second amendment): a reader publishes on every commit's
-//! notification while a marker awaits the confirms of the batches handed to it (up to
-//! `IN_FLIGHT` wait for it) and marks them in the order they were published. The reader reads
+//! wait for confirms (ADR 016, second amendment): a reader publishes at commits (2 ms after the
+//! one that woke it, so that the commits of those 2 ms share its read: seventh amendment) while
+//! a marker awaits the confirms of the batches handed to it (up to `IN_FLIGHT` wait for it) and
+//! marks them in the order they were published, at most every 20 ms. The reader reads
 //! after a cursor rather than the whole pending prefix (third amendment, `outbox_cursor`). It
 //! survives RabbitMQ and Postgres outages: nothing is marked published that was not confirmed,
 //! and what was published but not marked is published again (delivery is at least once).
@@ -278,7 +279,7 @@ impl Wake<'_> {
             }
             _ = self.shutdown.cancelled() => return true,
         };
-        if woken {
+        if woken && relay.wake.is_leading() {
             // A read per commit was ~2 reads a session at 200 startSession/s: the commits of the
             // next moment share this one's read. Their wake-ups are taken here, so they do not
             // send the reader round again for what it is about to read.
@@ -674,13 +675,19 @@ impl Relay {
             let mut next = Some(first);
             let mut batches = 0;
             let due = last_mark.map(|at| at + MARK_EVERY);
-            loop {
+            // a nack or a failed confirm ends the round, once the batches confirmed before it
+            // are marked (they would otherwise go out again)
+            let mut failed: Option<RelayError> = None;
+            'gather: loop {
                 while let Some(batch) = next.take() {
                     batches += 1;
                     for confirm in batch.confirms {
-                        if let Confirmation::Nack(_) = confirm.await? {
-                            return Err(RelayError::Nacked);
+                        match confirm.await {
+                            Ok(Confirmation::Nack(_)) => failed = Some(RelayError::Nacked),
+                            Ok(_) => continue,
+                            Err(e) => failed = Some(e.into()),
                         }
+                        break 'gather;
                     }
                     ids.extend(batch.ids);
                     types.extend(batch.types);
@@ -705,6 +712,12 @@ impl Relay {
                         }
                     },
                     _ = tokio::time::sleep_until(due.into()) => break,
+                }
+            }
+            if ids.is_empty() {
+                match failed {
+                    Some(failed) => return Err(failed),
+                    None => continue,
                 }
             }
             // Deleting a confirmed event writes no new row version: a mark wrote the whole event
@@ -739,6 +752,9 @@ impl Relay {
             last_mark = Some(Instant::now());
             // the reader may drop it first, once it has caught up or failed
             let _ = marked.send(ids);
+            if let Some(failed) = failed {
+                return Err(failed);
+            }
         }
         Ok(published)
     }

@@ -351,7 +351,7 @@ pub async fn insert_samples_many(
 }
 
 /// 2.0.1 transactions whose seqNo a batch moves on in its last statement (the writer shard
-/// remembered them, so no statement looked them up): charger, transactionId, the new seqNo.
+/// remembered them, so no statement looked them up): the transaction's row, the new seqNo.
 /// Each claim also names the session the shard remembers: a transaction linked to another
 /// session meanwhile (a late event with an idToken links it without moving its seqNo) fails the
 /// claim like a seqNo that moved on.
@@ -382,6 +382,7 @@ impl SeqClaims {
 
 /// The claims' update: it moves a transaction only from the seqNo before its claim, and only
 /// while it names the remembered session.
+///
 /// It finds each row by its primary key: joining on (charger_id, transaction_ref) compared two
 /// text columns through the wider unique index for every claim.
 const CLAIMS: &str =
