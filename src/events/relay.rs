@@ -663,6 +663,10 @@ impl Relay {
         marked: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
     ) -> Result<usize, RelayError> {
         let mut published = 0;
+        let marks = self
+            .metrics
+            .outbox_relay_statements_total
+            .with_label_values(&["mark"]);
         // when the last mark ran: the next one gathers what is confirmed until MARK_EVERY later
         let mut last_mark: Option<Instant> = None;
         let mut open = true;
@@ -738,10 +742,7 @@ impl Relay {
                 .execute(&mut *conn)
                 .await
                 .map_err(RelayError::Mark)?;
-            self.metrics
-                .outbox_relay_statements_total
-                .with_label_values(&["mark"])
-                .inc();
+            marks.inc();
             published += ids.len();
             for event_type in &types {
                 self.metrics

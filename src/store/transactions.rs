@@ -274,23 +274,24 @@ impl SampleRows {
     }
 
     /// The insert, its arrays numbered from `$first`.
+    /// How many arrays `statement` takes.
+    pub const ARRAYS: usize = Self::TYPES.len();
+    const TYPES: [&'static str; 11] = [
+        "text",
+        "int4",
+        "int8",
+        "uuid",
+        "timestamptz",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "numeric",
+    ];
+
     pub fn statement(first: usize) -> String {
-        let arrays = super::array_params(
-            first,
-            &[
-                "text",
-                "int4",
-                "int8",
-                "uuid",
-                "timestamptz",
-                "text",
-                "text",
-                "text",
-                "text",
-                "text",
-                "numeric",
-            ],
-        );
+        let arrays = super::array_params(first, &Self::TYPES);
         format!(
             "INSERT INTO meter_values (charger_id, connector_id, transaction_pk, session_id, sampled_at, \
                  measurand, phase, context, location, unit, value) \
@@ -327,7 +328,7 @@ static SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
     format!(
         "WITH samples AS ({}) {}",
         SampleRows::statement(1),
-        outbox::Columns::statement(12)
+        outbox::Columns::statement(SampleRows::ARRAYS + 1)
     )
 });
 
@@ -393,12 +394,15 @@ const CLAIMS: &str =
          AND t.session_id IS NOT DISTINCT FROM k.session_id \
      RETURNING 1";
 
+/// The arrays `CLAIMS` binds ($1 to $3); the samples' and events' arrays are numbered after them.
+const CLAIM_ARRAYS: usize = 3;
+
 /// The claims, samples and events in one statement; it answers how many claims held.
 static CLAIMS_SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH seq AS ({CLAIMS}), samples AS ({}), events AS ({}) SELECT count(*) FROM seq",
-        SampleRows::statement(4),
-        outbox::Columns::statement(15)
+        SampleRows::statement(CLAIM_ARRAYS + 1),
+        outbox::Columns::statement(CLAIM_ARRAYS + SampleRows::ARRAYS + 1)
     )
 });
 
@@ -407,7 +411,7 @@ static CLAIMS_SAMPLES_AND_EVENTS: std::sync::LazyLock<String> = std::sync::LazyL
 static CLAIMS_AND_SAMPLES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH seq AS ({CLAIMS}), samples AS ({}) SELECT count(*) FROM seq",
-        SampleRows::statement(4)
+        SampleRows::statement(CLAIM_ARRAYS + 1)
     )
 });
 
