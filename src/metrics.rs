@@ -23,6 +23,8 @@ pub struct Metrics {
     pub outbox_relay_gaps: IntGauge,
     /// Statements of the publishing relay: `read` (pending events) and `mark` (confirmed ones).
     pub outbox_relay_statements_total: IntCounterVec,
+    /// Rounds of the publishing relay that failed, by `reason`.
+    pub outbox_relay_failures_total: IntCounterVec,
     pub sessions_active: IntGauge,
     pub events_consumed_total: IntCounterVec,
     pub notifications_published_total: prometheus::IntCounter,
@@ -133,6 +135,13 @@ impl Metrics {
                 "Statements of this process's publishing outbox relay: read (of pending events; the cursor's bookkeeping is not counted), mark (of confirmed ones)",
             ),
             &["statement"],
+        )?;
+        let outbox_relay_failures_total = IntCounterVec::new(
+            Opts::new(
+                "chargegrid_outbox_relay_failures_total",
+                "Rounds of this process's publishing outbox relay that failed, by reason: nack (RabbitMQ refused an event), broker (the channel or a confirm failed), database (a read or the lock's connection), mark (marking confirmed events); each waits 0.1 s doubling to 10 s before the next",
+            ),
+            &["reason"],
         )?;
         let outbox_published_total = IntCounterVec::new(
             Opts::new(
@@ -247,6 +256,7 @@ impl Metrics {
         registry.register(Box::new(outbox_relay_cursor.clone()))?;
         registry.register(Box::new(outbox_relay_gaps.clone()))?;
         registry.register(Box::new(outbox_relay_statements_total.clone()))?;
+        registry.register(Box::new(outbox_relay_failures_total.clone()))?;
         registry.register(Box::new(sessions_active.clone()))?;
         Ok(Self {
             registry,
@@ -265,6 +275,7 @@ impl Metrics {
             outbox_relay_cursor,
             outbox_relay_gaps,
             outbox_relay_statements_total,
+            outbox_relay_failures_total,
             sessions_active,
             events_consumed_total,
             notifications_published_total,

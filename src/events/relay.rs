@@ -40,6 +40,10 @@ use crate::store::amqp::Amqp;
 
 use super::wake::{OutboxWake, NOTIFY_CHANNEL};
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A round that failed waits before the next: from `FIRST_SETBACK`, doubling up to
+/// `MAX_BACKOFF` while failures follow each other, back to the first after `QUIET` without one.
+const FIRST_SETBACK: Duration = Duration::from_millis(100);
+const QUIET: Duration = Duration::from_secs(30);
 /// How long a relay waits after its notification listener failed before it reads again.
 const LISTENER_PAUSE: Duration = Duration::from_millis(250);
 
@@ -76,6 +80,46 @@ enum RelayError {
     /// everything in flight.
     #[error("marking published events: {0}")]
     Mark(sqlx::Error),
+}
+
+impl RelayError {
+    /// The `reason` label of `chargegrid_outbox_relay_failures_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            RelayError::Database(_) => "database",
+            RelayError::Amqp(_) | RelayError::NotConnected => "broker",
+            RelayError::Nacked => "nack",
+            RelayError::Mark(_) => "mark",
+        }
+    }
+}
+
+/// How long a failed round waits before the next. Without it a failure that repeats at once
+/// (RabbitMQ refusing every publish of a full queue with `reject-publish`, a database that
+/// refuses connections) made the relay a loop of reads and publishes as fast as it could fail.
+struct Setback {
+    next: Duration,
+    last: Option<Instant>,
+}
+
+impl Setback {
+    fn new() -> Self {
+        Self {
+            next: FIRST_SETBACK,
+            last: None,
+        }
+    }
+
+    /// The wait after a failure now: doubled since the last one, unless it was `QUIET` ago.
+    fn after_failure(&mut self) -> Duration {
+        if self.last.is_some_and(|at| at.elapsed() >= QUIET) {
+            self.next = FIRST_SETBACK;
+        }
+        let wait = self.next;
+        self.next = (wait * 2).min(MAX_BACKOFF);
+        self.last = Some(Instant::now());
+        wait
+    }
 }
 
 /// How the reader finds what to publish next (`outbox_cursor`).
@@ -296,6 +340,7 @@ impl Relay {
     /// Relays until `shutdown`, then flushes what is left (bounded by `flush_within`).
     pub async fn run(self, shutdown: CancellationToken, flush_within: Duration) {
         let mut backoff = Duration::from_millis(100);
+        let mut setback = Setback::new();
         // kept across reconnections to RabbitMQ: the publishing lock goes only with it
         let mut leader: Option<Leader> = None;
         loop {
@@ -341,7 +386,12 @@ impl Relay {
                     .publish_as_leader(&channel, &mut leader, Some(&mut wake))
                     .await
                 {
-                    tracing::warn!(error = %e, "outbox relay batch failed; reconnecting");
+                    let wait = setback.after_failure();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis(), "outbox relay batch failed; reconnecting");
+                    self.metrics
+                        .outbox_relay_failures_total
+                        .with_label_values(&[e.reason()])
+                        .inc();
                     // a failed read on the lock's connection takes the lock with it; a failed
                     // mark (on the marks' connection, opened anew next round) or a broker error
                     // keeps it, and what was published but not marked goes out again
@@ -351,15 +401,14 @@ impl Relay {
                             if let Some(held) = leader.as_mut() {
                                 held.marks = None;
                             }
-                            // the database refused a connection or failed a statement: give it
-                            // a moment rather than a loop of attempts
-                            tokio::select! {
-                                _ = tokio::time::sleep(backoff) => {}
-                                _ = shutdown.cancelled() => {}
-                            }
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                         _ => {}
+                    }
+                    // the database refused a connection or failed a statement, RabbitMQ refused
+                    // an event: give it a moment rather than a loop of attempts
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => {}
                     }
                     // until a round publishes again (RabbitMQ back, or the lock taken anew,
                     // perhaps by another process), this process's commits notify whoever does

@@ -1639,6 +1639,129 @@ async fn a_burst_of_commits_shares_the_relays_reads_and_marks() {
 }
 
 #[actix_web::test]
+async fn an_event_rabbitmq_refuses_stays_pending_is_retried_with_a_growing_wait_and_goes_out_once_taken(
+) {
+    // A queue bound to the events exchange that is full and rejects publishes (x-max-length 0,
+    // x-overflow reject-publish) makes RabbitMQ nack every event routed to it, as a consumer's
+    // queue does when it is full. The refused event must stay in the outbox and go out once the
+    // broker takes it; the relay must wait longer after each refusal (it used to retry at once,
+    // as fast as it could read and publish), and an event confirmed in the same round must be
+    // marked, not published again with each retry.
+    let app = spawn_app_with_workers(|s| {
+        s.events.relay_batch_size = 1;
+        s.events.relay_poll_interval_ms = 60_000;
+    })
+    .await;
+    let (_connection, mut consumer) = observe(&app, "nack-observer", "test.#").await;
+    let topology = app.ctx.topology();
+    let wall_connection = amqp(&app).await;
+    let wall_channel = wall_connection.create_channel().await.unwrap();
+    let wall = format!("{}.nack-wall", topology.namespace);
+    let mut full = FieldTable::default();
+    full.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(0));
+    full.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    wall_channel
+        .queue_declare(&wall, QueueDeclareOptions::default(), full)
+        .await
+        .unwrap();
+    wall_channel
+        .queue_bind(
+            &wall,
+            &topology.events_exchange(),
+            "test.refused",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    raw_outbox_row(&app, "nack-warmup", 0).await;
+    assert_eq!(next_event(&mut consumer).await["aggregate"], "nack-warmup");
+    // one commit: an event the broker takes, then one it refuses (a batch each)
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) VALUES \
+         ($1, 'TEST_EVENT', 'nack-taken', 'test.event', json_build_object('eventId', $1::uuid, 'aggregate', 'nack-taken')::text), \
+         ($2, 'TEST_EVENT', 'nack-refused', 'test.refused', json_build_object('eventId', $2::uuid, 'aggregate', 'nack-refused')::text)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(uuid::Uuid::new_v4())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let nacks = app
+        .ctx
+        .metrics
+        .outbox_relay_failures_total
+        .with_label_values(&["nack"]);
+    assert!(
+        app.wait_until(Duration::from_secs(10), || async { nacks.get() >= 1 })
+            .await,
+        "RabbitMQ's refusal was never counted"
+    );
+    let first_refusal = std::time::Instant::now();
+    assert!(
+        app.wait_until(Duration::from_secs(10), || async { nacks.get() >= 3 })
+            .await,
+        "the relay stopped retrying the refused event"
+    );
+    // after the first refusal it waits 100 ms, after the second 200 ms
+    let retried_within = first_refusal.elapsed();
+    assert!(
+        retried_within >= Duration::from_millis(300),
+        "two more refusals within {retried_within:?}: the relay retried without waiting"
+    );
+    let state = |aggregate: &'static str| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_as::<_, (bool, i32)>(
+                "SELECT published_at IS NOT NULL, attempts FROM outbox WHERE aggregate_id = $1",
+            )
+            .bind(aggregate)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        state("nack-refused").await,
+        (false, 0),
+        "a refused event was marked published"
+    );
+    assert_eq!(state("nack-taken").await, (true, 1));
+    // the broker takes it again: the refused event goes out and is marked once
+    wall_channel
+        .queue_delete(&wall, lapin::options::QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        app.wait_until(Duration::from_secs(15), || async {
+            state("nack-refused").await == (true, 1)
+        })
+        .await,
+        "the refused event never went out once RabbitMQ took it"
+    );
+    // everything published before a later event has reached the observer by then (one channel,
+    // one queue): the taken event went out once, however often the refused one was retried
+    raw_outbox_row(&app, "nack-after", 0).await;
+    let mut seen: std::collections::HashMap<String, u32> = Default::default();
+    loop {
+        let event = next_event(&mut consumer).await;
+        let aggregate = event["aggregate"].as_str().unwrap().to_string();
+        if aggregate == "nack-after" {
+            break;
+        }
+        *seen.entry(aggregate).or_default() += 1;
+    }
+    assert_eq!(seen.get("nack-taken"), Some(&1), "{seen:?}");
+    assert!(
+        seen.get("nack-refused").is_some_and(|n| *n >= 1),
+        "{seen:?}"
+    );
+}
+
+#[actix_web::test]
 async fn an_event_whose_transaction_was_open_when_the_relay_took_over_goes_out_in_order() {
     // The relay reads after a cursor once it knows that every id below it is final. A relay that
     // takes over while a transaction still holds an older id must wait for that transaction
