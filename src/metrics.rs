@@ -139,7 +139,7 @@ impl Metrics {
         let outbox_relay_failures_total = IntCounterVec::new(
             Opts::new(
                 "chargegrid_outbox_relay_failures_total",
-                "Rounds of this process's publishing outbox relay that failed, by reason: nack (RabbitMQ refused an event), broker (the channel or a confirm failed), database (a read or the lock's connection), mark (marking confirmed events); each waits 0.1 s doubling to 10 s before the next",
+                "Rounds of this process's publishing outbox relay that failed, by reason: nack (RabbitMQ refused an event), broker (no channel to RabbitMQ, or a confirm failed), database (a read or the lock's connection), mark (marking confirmed events); each waits 0.1 s doubling to 10 s before the next",
             ),
             &["reason"],
         )?;

@@ -354,6 +354,10 @@ impl Relay {
                 Ok(channel) => channel,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay waiting for RabbitMQ");
+                    self.metrics
+                        .outbox_relay_failures_total
+                        .with_label_values(&["broker"])
+                        .inc();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => {}
@@ -404,15 +408,16 @@ impl Relay {
                         }
                         _ => {}
                     }
+                    // until a round publishes again (RabbitMQ back, or the lock taken anew,
+                    // perhaps by another process), this process's commits notify whoever does;
+                    // at once, not after the wait: a lost lock may already have a new holder
+                    self.wake.set_leading(false);
                     // the database refused a connection or failed a statement, RabbitMQ refused
                     // an event: give it a moment rather than a loop of attempts
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => {}
                     }
-                    // until a round publishes again (RabbitMQ back, or the lock taken anew,
-                    // perhaps by another process), this process's commits notify whoever does
-                    self.wake.set_leading(false);
                     break;
                 }
                 wake.wait(&self).await;

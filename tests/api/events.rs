@@ -1663,8 +1663,13 @@ async fn an_event_rabbitmq_refuses_stays_pending_is_retried_with_a_growing_wait_
         "x-overflow".into(),
         lapin::types::AMQPValue::LongString("reject-publish".into()),
     );
+    // exclusive: gone with the test's connection, whatever the test's end
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
     wall_channel
-        .queue_declare(&wall, QueueDeclareOptions::default(), full)
+        .queue_declare(&wall, exclusive, full)
         .await
         .unwrap();
     wall_channel
@@ -1702,15 +1707,17 @@ async fn an_event_rabbitmq_refuses_stays_pending_is_retried_with_a_growing_wait_
     );
     let first_refusal = std::time::Instant::now();
     assert!(
-        app.wait_until(Duration::from_secs(10), || async { nacks.get() >= 3 })
+        app.wait_until(Duration::from_secs(10), || async { nacks.get() >= 4 })
             .await,
         "the relay stopped retrying the refused event"
     );
-    // after the first refusal it waits 100 ms, after the second 200 ms
+    // after the first refusal it waits 100 ms, after the second 200, after the third 400: at
+    // least 700 ms from the first to the fourth (the first was seen up to a poll late). A wait
+    // that did not grow (150 ms each) would take 450 ms, none a few milliseconds.
     let retried_within = first_refusal.elapsed();
     assert!(
-        retried_within >= Duration::from_millis(300),
-        "two more refusals within {retried_within:?}: the relay retried without waiting"
+        retried_within >= Duration::from_millis(600),
+        "three more refusals within {retried_within:?}: the relay's wait did not grow"
     );
     let state = |aggregate: &'static str| {
         let db = app.db.clone();
