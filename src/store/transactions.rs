@@ -273,7 +273,6 @@ impl SampleRows {
         self.chargers.len()
     }
 
-    /// The insert, its arrays numbered from `$first`.
     /// How many arrays `statement` takes.
     pub const ARRAYS: usize = Self::TYPES.len();
     const TYPES: [&'static str; 11] = [
@@ -290,6 +289,7 @@ impl SampleRows {
         "numeric",
     ];
 
+    /// The insert, its arrays numbered from `$first`.
     pub fn statement(first: usize) -> String {
         let arrays = super::array_params(first, &Self::TYPES);
         format!(

@@ -973,6 +973,19 @@ async fn raw_outbox_row(app: &TestApp, aggregate: &str, n: u32) -> uuid::Uuid {
     event_id
 }
 
+/// `observe`s the test events (`test.#`) as `name`, once the relay has published a warm-up
+/// event of aggregate `warmup` to it: the relay's first read (a sweep) is behind the test.
+async fn observe_after_warmup(
+    app: &TestApp,
+    name: &str,
+    warmup: &str,
+) -> (Connection, lapin::Consumer) {
+    let (connection, mut consumer) = observe(app, name, "test.#").await;
+    raw_outbox_row(app, warmup, 0).await;
+    assert_eq!(next_event(&mut consumer).await["aggregate"], warmup);
+    (connection, consumer)
+}
+
 #[actix_web::test]
 async fn the_relay_keeps_each_aggregates_order_across_small_batches() {
     // as deployed: no retention, a confirmed event is deleted
@@ -1529,10 +1542,9 @@ async fn an_event_committed_after_a_newer_one_goes_out_without_waiting_for_the_p
     // the poll a minute away: the older event must go out on its own commit's notification,
     // though the relay has already read (and published) ids above it
     let app = spawn_app_with_workers(|s| s.events.relay_poll_interval_ms = 60_000).await;
-    let (_connection, mut consumer) = observe(&app, "late-observer", "test.#").await;
     // the relay has read once (its first read is a sweep) before the rows below exist
-    raw_outbox_row(&app, "late-warmup", 0).await;
-    assert_eq!(next_event(&mut consumer).await["aggregate"], "late-warmup");
+    let (_connection, mut consumer) =
+        observe_after_warmup(&app, "late-observer", "late-warmup").await;
     let event = |aggregate: &str| {
         let event_id = uuid::Uuid::new_v4();
         (
@@ -1570,9 +1582,8 @@ async fn a_burst_of_commits_shares_the_relays_reads_and_marks() {
     // (its first read, a lag tick) and marks at most D / 20 ms + 1 times. (The reads' bound is
     // loose: `wake`'s unit test checks that the commits of the linger share its read.)
     let app = spawn_app_with_workers(|s| s.events.relay_poll_interval_ms = 60_000).await;
-    let (_connection, mut consumer) = observe(&app, "burst-observer", "test.#").await;
-    raw_outbox_row(&app, "burst-warmup", 0).await;
-    assert_eq!(next_event(&mut consumer).await["aggregate"], "burst-warmup");
+    let (_connection, mut consumer) =
+        observe_after_warmup(&app, "burst-observer", "burst-warmup").await;
     // the tests keep published events (retention): marked is published_at set
     let outbox_empty = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
@@ -1652,7 +1663,6 @@ async fn an_event_rabbitmq_refuses_stays_pending_is_retried_with_a_growing_wait_
         s.events.relay_poll_interval_ms = 60_000;
     })
     .await;
-    let (_connection, mut consumer) = observe(&app, "nack-observer", "test.#").await;
     let topology = app.ctx.topology();
     let wall_connection = amqp(&app).await;
     let wall_channel = wall_connection.create_channel().await.unwrap();
@@ -1682,8 +1692,8 @@ async fn an_event_rabbitmq_refuses_stays_pending_is_retried_with_a_growing_wait_
         )
         .await
         .unwrap();
-    raw_outbox_row(&app, "nack-warmup", 0).await;
-    assert_eq!(next_event(&mut consumer).await["aggregate"], "nack-warmup");
+    let (_connection, mut consumer) =
+        observe_after_warmup(&app, "nack-observer", "nack-warmup").await;
     // one commit: an event the broker takes, then one it refuses (a batch each)
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, aggregate_id, routing_key, body) VALUES \
@@ -1774,12 +1784,8 @@ async fn an_event_whose_transaction_was_open_when_the_relay_took_over_goes_out_i
     // takes over while a transaction still holds an older id must wait for that transaction
     // (sweeping meanwhile), or the older event would be behind its cursor and never published.
     let app = spawn_app_with_workers(|s| s.events.relay_poll_interval_ms = 60_000).await;
-    let (_connection, mut consumer) = observe(&app, "takeover-observer", "test.#").await;
-    raw_outbox_row(&app, "takeover-warmup", 0).await;
-    assert_eq!(
-        next_event(&mut consumer).await["aggregate"],
-        "takeover-warmup"
-    );
+    let (_connection, mut consumer) =
+        observe_after_warmup(&app, "takeover-observer", "takeover-warmup").await;
     // an older event's transaction opens
     let mut older = app.db.begin().await.unwrap();
     let older_id = uuid::Uuid::new_v4();
